@@ -1,0 +1,30 @@
+from django.apps import AppConfig
+
+
+class ProductsConfig(AppConfig):
+    name = "products"
+    verbose_name = "Products"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save, pre_save
+
+        from . import checks  # noqa: F401  (registers the system checks)
+        from . import receivers
+        from .models import Product
+
+        pre_save.connect(
+            receivers.remember_name_before_save,
+            sender=Product,
+            dispatch_uid="products.remember_name_before_save",
+        )
+        post_save.connect(
+            receivers.invalidate_product_on_save,
+            sender=Product,
+            dispatch_uid="products.invalidate_product_on_save",
+        )
+        post_delete.connect(
+            receivers.invalidate_product_on_delete,
+            sender=Product,
+            dispatch_uid="products.invalidate_product_on_delete",
+        )

@@ -1,0 +1,477 @@
+"""All product cache policy: keys, read-through with leases, invalidation, outages.
+
+This is the only module that talks to Redis about products. Views, admin,
+querysets and commands call :func:`get_product`, :func:`invalidate` and
+:func:`invalidate_on_commit`; nobody else builds a key.
+
+Key layout (every key also carries the cache's ``KEY_PREFIX`` and version)::
+
+    products:v1:gen               the current generation, a random token
+    products:v1:<gen>:p:<name>    the product's JSON bytes (plain data, never pickles)
+    products:v1:<gen>:l:<name>    the fill lease for that product
+
+Guarantees, and how they hold:
+
+* **No stale fill.** A miss takes a *lease* (a random token, ``SET NX PX``)
+  before it reads the database; only the lease holder may fill, and the fill
+  is a Lua script that stores the value only while that very lease still
+  exists. Invalidation deletes the value *and* the lease, so a reader that
+  read the old row before a write committed can no longer store it
+  (Facebook's memcache leases, NSDI 2013).
+* **Stampede control.** Readers that miss while someone else holds the lease
+  poll the key for a bounded time (``PRODUCT_CACHE_LEASE_WAIT``), then read the
+  database themselves without filling; a dead filler costs a short wait, never
+  an error.
+* **Invalidation after commit.** Writers call :func:`invalidate_on_commit`;
+  nothing is invalidated for a transaction that rolls back, and nothing is
+  invalidated before the new row is visible.
+* **Redis down, refusing or hanging.** Every call has a short socket timeout
+  (``REDIS_SOCKET_TIMEOUT``, 100 ms) and no retries. A failure opens a per-process
+  circuit breaker: for ``PRODUCT_CACHE_BACKOFF`` seconds the cache is skipped
+  and requests go straight to the database. The outage is logged once when it
+  starts and once when it ends.
+* **Writes during an outage.** They cannot delete the old value. The process
+  that missed an invalidation remembers it and, as soon as Redis answers again
+  (a background probe retries every few hundred ms), *retires the generation*:
+  every product key is built from ``gen``, so a new random generation makes all
+  older values unreachable, including those of a Redis restarted from old data.
+
+Caveats, stated plainly:
+
+* Between Redis coming back and the probe retiring the generation (at most
+  one probe interval, ~0.25 s), another process that never saw the outage
+  could serve a value replaced during it; the 60 s timeout bounds that too.
+* Lua scripts build keys from the generation at run time, which suits one
+  Redis (or Sentinel), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import transaction
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+KEY_VERSION = "products:v1"  # bump when the cached shape changes
+
+_HIT = 1
+_LEASE = 2
+_WAIT = 3
+
+# KEYS[1] = generation key; ARGV = base, name, token, lease ms.
+_READ_LUA = """
+local gen = redis.call('GET', KEYS[1]) or '0'
+local v = redis.call('GET', ARGV[1] .. gen .. ':p:' .. ARGV[2])
+if v then return {1, v} end
+if redis.call('SET', ARGV[1] .. gen .. ':l:' .. ARGV[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  return {2, gen}
+end
+return {3, gen}
+"""
+
+# KEYS[1] = generation key; ARGV = base, name, token, gen of the lease, value, ttl s.
+_FILL_LUA = """
+local gen = redis.call('GET', KEYS[1]) or '0'
+if gen ~= ARGV[4] then return 0 end
+local lease = ARGV[1] .. gen .. ':l:' .. ARGV[2]
+if redis.call('GET', lease) ~= ARGV[3] then return 0 end
+redis.call('SET', ARGV[1] .. gen .. ':p:' .. ARGV[2], ARGV[5], 'EX', ARGV[6])
+redis.call('DEL', lease)
+return 1
+"""
+
+# KEYS[1] = generation key; ARGV = base, token, gen of the lease, name.
+_RELEASE_LUA = """
+local lease = ARGV[1] .. ARGV[3] .. ':l:' .. ARGV[4]
+if redis.call('GET', lease) == ARGV[2] then redis.call('DEL', lease) end
+return 0
+"""
+
+# KEYS[1] = generation key; ARGV = base, names...
+_INVALIDATE_LUA = """
+local gen = redis.call('GET', KEYS[1]) or '0'
+for i = 2, #ARGV do
+  redis.call('DEL', ARGV[1] .. gen .. ':p:' .. ARGV[i], ARGV[1] .. gen .. ':l:' .. ARGV[i])
+end
+return #ARGV - 1
+"""
+
+
+class CacheUnavailable(Exception):
+    """Redis did not answer in time, or the circuit breaker is open."""
+
+
+class CachedProduct(NamedTuple):
+    data: bytes  # the product's JSON representation
+    hit: bool  # True when Redis served it
+
+    @property
+    def etag(self) -> str:
+        return make_etag(self.data)
+
+
+def make_etag(data: bytes) -> str:
+    """Return a strong ETag for a product representation."""
+    return '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
+
+
+# --- Test hooks --------------------------------------------------------------
+# Called between the database read and the cache fill; tests use it to force
+# the slow-reader race deterministically.
+after_database_read: Callable[[str], None] | None = None
+
+
+# --- Connection, keys, scripts ----------------------------------------------
+
+
+def _cache():
+    return caches["default"]
+
+
+def _client():
+    return _cache().client.get_client(write=True)
+
+
+def _key(suffix: str) -> str:
+    return _cache().make_key(f"{KEY_VERSION}:{suffix}")
+
+
+def _gen_key() -> str:
+    return _key("gen")
+
+
+def _base() -> str:
+    return _key("")
+
+
+_scripts: dict[tuple[int, str], object] = {}
+
+
+def _script(client, source: str):
+    # redis-py's Script runs EVALSHA and falls back to EVAL after a restart.
+    key = (id(client.connection_pool), source)
+    script = _scripts.get(key)
+    if script is None:
+        script = _scripts[key] = client.register_script(source)
+    return script
+
+
+# --- Circuit breaker -------------------------------------------------------------
+
+
+class _Breaker:
+    """Per-process circuit breaker in front of Redis."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open_until = 0.0
+        self._down = False  # an outage is in progress (logged once)
+        self._missed_invalidation = False
+        self._probe: threading.Thread | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return time.monotonic() < self._open_until
+
+    def trip(self, exc: BaseException) -> None:
+        with self._lock:
+            self._open_until = time.monotonic() + settings.PRODUCT_CACHE_BACKOFF
+            first = not self._down
+            self._down = True
+        if first:
+            logger.warning(
+                "Redis unavailable (%s: %s); serving products from the database "
+                "and retrying every %.1fs",
+                type(exc).__name__,
+                exc,
+                settings.PRODUCT_CACHE_BACKOFF,
+            )
+        try:
+            # Drop pooled sockets: after a restart they are all dead, and
+            # each would otherwise fail once, re-opening the breaker.
+            _client().connection_pool.disconnect()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+    def succeeded(self) -> None:
+        if self._down:
+            with self._lock:
+                was_down, self._down = self._down, False
+            if was_down:
+                logger.warning("Redis is answering again; product caching resumed")
+
+    def miss_invalidation(self) -> None:
+        """Remember that a write could not invalidate, and start the probe."""
+        with self._lock:
+            self._missed_invalidation = True
+            if self._probe is None or not self._probe.is_alive():
+                self._probe = threading.Thread(
+                    target=_probe_until_resynced, name="product-cache-probe", daemon=True
+                )
+                self._probe.start()
+
+    def take_missed_invalidation(self) -> bool:
+        with self._lock:
+            missed, self._missed_invalidation = self._missed_invalidation, False
+            return missed
+
+
+_breaker = _Breaker()
+
+
+def _run(op: Callable[[object], object]) -> object:
+    """Run one Redis operation under the breaker; raise CacheUnavailable."""
+    if _breaker.is_open:
+        raise CacheUnavailable("circuit open")
+    try:
+        client = _client()
+        if _breaker.take_missed_invalidation():
+            try:
+                _retire_generation(client)
+            except RedisError:
+                _breaker.miss_invalidation()
+                raise
+        result = op(client)
+    except RedisError as exc:
+        _breaker.trip(exc)
+        raise CacheUnavailable(str(exc)) from exc
+    _breaker.succeeded()
+    return result
+
+
+def _retire_generation(client) -> None:
+    client.set(_gen_key(), secrets.token_hex(8))
+    logger.warning("Product cache generation retired; older cached products are unreachable")
+
+
+def _probe_until_resynced() -> None:
+    # A write that could not invalidate leaves a possibly stale value in
+    # Redis; retire the generation the moment Redis answers, without waiting
+    # for this process's next request.
+    while True:
+        time.sleep(0.25)
+        try:
+            _run(lambda client: client.ping())
+            return
+        except CacheUnavailable:
+            continue
+        except Exception:  # pragma: no cover - never let the probe die noisily
+            logger.exception("Product cache probe failed")
+
+
+# --- Public API --------------------------------------------------------------
+
+
+def get_product(
+    name: str, load: Callable[[str], bytes | None] | None = None
+) -> CachedProduct | None:
+    """Return the product's JSON representation, from Redis when it is there.
+
+    ``load`` reads the representation from the database (None when the product
+    does not exist); it defaults to :func:`products.selectors.product_json`.
+    Returns None for an unknown product. Never raises for a Redis failure.
+    """
+    if load is None:
+        from .selectors import product_json as load
+    token = secrets.token_hex(8)
+    lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
+    deadline = time.monotonic() + settings.PRODUCT_CACHE_LEASE_WAIT
+    delay = 0.002
+    while True:
+        try:
+            kind, payload = _run(
+                lambda c: _script(c, _READ_LUA)(
+                    keys=[_gen_key()], args=[_base(), name, token, lease_ms]
+                )
+            )
+        except CacheUnavailable:
+            data = load(name)
+            return None if data is None else CachedProduct(data, hit=False)
+        if kind == _HIT:
+            return CachedProduct(payload, hit=True)
+        if kind == _LEASE:
+            return _fill(name, token, payload, load)
+        # Someone else holds the lease and is reading the database: wait for
+        # their value, but never for long.
+        if time.monotonic() + delay > deadline:
+            data = load(name)
+            return None if data is None else CachedProduct(data, hit=False)
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+
+
+def _fill(name: str, token: str, gen: bytes, load: Callable[[str], bytes | None]):
+    try:
+        data = load(name)
+        if after_database_read is not None:
+            after_database_read(name)
+    except BaseException:
+        _release(name, token, gen)
+        raise
+    if data is None:
+        _release(name, token, gen)
+        return None
+    timeout = settings.PRODUCT_CACHE_TIMEOUT
+    try:
+        _run(
+            lambda c: _script(c, _FILL_LUA)(
+                keys=[_gen_key()], args=[_base(), name, token, gen, data, timeout]
+            )
+        )
+    except CacheUnavailable:
+        pass
+    return CachedProduct(data, hit=False)
+
+
+def _release(name: str, token: str, gen: bytes) -> None:
+    try:
+        _run(
+            lambda c: _script(c, _RELEASE_LUA)(
+                keys=[_gen_key()], args=[_base(), token, gen, name]
+            )
+        )
+    except CacheUnavailable:
+        pass
+
+
+def invalidate(names: Iterable[str]) -> None:
+    """Forget the cached products (and revoke their fill leases) now."""
+    names = [n for n in set(names) if n]
+    if not names:
+        return
+    try:
+        for start in range(0, len(names), 1000):
+            chunk = names[start : start + 1000]
+            _run(
+                lambda c: _script(c, _INVALIDATE_LUA)(
+                    keys=[_gen_key()], args=[_base(), *chunk]
+                )
+            )
+    except CacheUnavailable:
+        _breaker.miss_invalidation()
+        logger.info("Could not invalidate %d product(s); generation will be retired", len(names))
+
+
+def invalidate_on_commit(names: Iterable[str], using: str | None = None) -> None:
+    """Invalidate ``names`` once the current transaction commits (now if none)."""
+    names = frozenset(names)
+    if names:
+        transaction.on_commit(lambda: invalidate(names), using=using)
+
+
+def retire_generation() -> None:
+    """Make every cached product unreachable at once (one Redis command)."""
+    try:
+        _run(_retire_generation)
+    except CacheUnavailable:
+        _breaker.miss_invalidation()
+
+
+def retire_generation_on_commit(using: str | None = None) -> None:
+    """Retire the generation once the current transaction commits."""
+    transaction.on_commit(retire_generation, using=using)
+
+
+def status() -> str:
+    """Return "ok" when Redis answers a PING now, else "down"."""
+    try:
+        _run(lambda c: c.ping())
+    except CacheUnavailable:
+        return "down"
+    return "ok"
+
+
+def store_product(name: str, data: bytes) -> bool:
+    """Write a product into the cache (warm-up), unless a fill lease is held.
+
+    Goes through the same lease as a read-through fill, so a warm-up can never
+    overwrite a newer value with an older one.
+    """
+    token = secrets.token_hex(8)
+    lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
+    try:
+        kind, gen = _run(
+            lambda c: _script(c, _READ_LUA)(
+                keys=[_gen_key()], args=[_base(), name, token, lease_ms]
+            )
+        )
+        if kind != _LEASE:
+            return kind == _HIT
+        timeout = settings.PRODUCT_CACHE_TIMEOUT
+        return bool(
+            _run(
+                lambda c: _script(c, _FILL_LUA)(
+                    keys=[_gen_key()], args=[_base(), name, token, gen, data, timeout]
+                )
+            )
+        )
+    except CacheUnavailable:
+        return False
+
+
+def _scan_pattern(suffix: str) -> str:
+    # KEY_PREFIX could hold glob characters; escape them for SCAN MATCH.
+    prefix = _key(suffix)
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + "*"
+
+
+def clear() -> int:
+    """Delete every product key of this service; other keys are untouched."""
+
+    def op(client) -> int:
+        deleted = 0
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=_scan_pattern(""), count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += client.unlink(*batch)
+        return deleted
+
+    return _run(op)
+
+
+def info() -> dict[str, object]:
+    """Return how many products are cached now, and Redis memory figures."""
+
+    def op(client) -> dict[str, object]:
+        gen = client.get(_gen_key()) or b"0"
+        pattern = _scan_pattern(gen.decode() + ":p:")
+        cached = sum(1 for _ in client.scan_iter(match=pattern, count=1000))
+        memory = client.info("memory")
+        return {
+            "cached_products": cached,
+            "generation": gen.decode(),
+            "used_memory": memory.get("used_memory"),
+            "used_memory_human": memory.get("used_memory_human"),
+        }
+
+    return _run(op)
+
+
+def rate_counter(key: str, window: int) -> int | None:
+    """Count one hit in a fixed window; None when Redis is unavailable."""
+    full_key = _key(f"throttle:{key}:{int(time.time()) // window}")
+
+    def op(client) -> int:
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(full_key)
+        pipe.expire(full_key, window + 1, nx=True)
+        return pipe.execute()[0]
+
+    try:
+        return _run(op)
+    except CacheUnavailable:
+        return None

@@ -1,0 +1,38 @@
+"""System checks: misconfiguration is caught by ``manage.py check``, not at request time."""
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+
+@register()
+def check_product_cache(app_configs, **kwargs):
+    errors = []
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    if backend != "django_redis.cache.RedisCache":
+        errors.append(
+            Error(
+                "The default cache must be django-redis.",
+                hint="products.cache runs Lua scripts on Redis; set CACHES['default']['BACKEND'] "
+                "to 'django_redis.cache.RedisCache'.",
+                id="products.E001",
+            )
+        )
+    timeout = getattr(settings, "PRODUCT_CACHE_TIMEOUT", None)
+    if not isinstance(timeout, int) or timeout <= 0:
+        errors.append(
+            Error(
+                "PRODUCT_CACHE_TIMEOUT must be a positive number of seconds.",
+                hint="Set the PRODUCT_CACHE_TIMEOUT environment variable, e.g. 60.",
+                id="products.E002",
+            )
+        )
+    options = settings.CACHES.get("default", {}).get("OPTIONS", {})
+    if not options.get("SOCKET_TIMEOUT") or not options.get("SOCKET_CONNECT_TIMEOUT"):
+        errors.append(
+            Warning(
+                "The Redis cache has no socket timeout.",
+                hint="Without one, a hung Redis stalls every request; set REDIS_SOCKET_TIMEOUT.",
+                id="products.W001",
+            )
+        )
+    return errors

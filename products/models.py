@@ -1,0 +1,62 @@
+from django.db import models
+from django.db.models import Q
+
+from . import validators
+from .querysets import ProductQuerySet
+
+
+class Product(models.Model):
+    name = models.CharField(
+        max_length=validators.NAME_MAX_LENGTH,
+        unique=True,
+        validators=[validators.validate_product_name],
+        help_text="Unique; the lookup key in URLs. No '/', no control characters.",
+    )
+    price = models.DecimalField(
+        max_digits=validators.PRICE_MAX_DIGITS,
+        decimal_places=validators.PRICE_DECIMAL_PLACES,
+        validators=[validators.validate_price],
+    )
+    quantity = models.PositiveIntegerField(
+        default=0,
+        validators=[validators.validate_quantity],
+        help_text="Units in stock.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProductQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            # The database enforces the rules too, so no write path (admin,
+            # import, shell, raw update) can break them.
+            models.CheckConstraint(
+                condition=Q(price__gte=0), name="product_price_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(quantity__gte=0), name="product_quantity_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=~Q(name="") & ~Q(name__contains="/"),
+                name="product_name_not_blank_no_slash",
+            ),
+        ]
+        indexes = [
+            # Keyset pagination and ordering on these columns, name breaking ties.
+            models.Index(fields=["price", "name"], name="product_price_name_idx"),
+            models.Index(fields=["quantity", "name"], name="product_quantity_name_idx"),
+            models.Index(fields=["created_at", "name"], name="product_created_name_idx"),
+            models.Index(fields=["updated_at", "name"], name="product_updated_name_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        # Remember the stored name so a rename can invalidate the old key too.
+        instance._loaded_name = instance.__dict__.get("name")
+        return instance

@@ -1,0 +1,83 @@
+"""Bulk write paths that keep the product cache honest.
+
+``QuerySet.update()``, ``bulk_create()`` and ``bulk_update()`` send no model
+signals, so the receivers in ``receivers.py`` never see them; these overrides
+invalidate the affected names after the transaction commits.
+``QuerySet.delete()`` needs no override: because a ``post_delete`` receiver is
+connected, Django's collector loads each row and sends the signal for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from . import cache
+
+# Above this many rows, retiring the whole cache generation (one Redis
+# command) is cheaper than loading and invalidating every name.
+INVALIDATE_BY_NAME_LIMIT = 1000
+
+
+class ProductQuerySet(models.QuerySet):
+    def update(self, **kwargs: Any) -> int:
+        """Update the rows, keep ``updated_at`` true, and invalidate after commit."""
+        kwargs.setdefault("updated_at", timezone.now())
+        with transaction.atomic(using=self.db, savepoint=False):
+            # Lock and name exactly the rows we will change, then change only
+            # those: a row that starts matching meanwhile cannot slip through
+            # un-invalidated.
+            rows = list(
+                self.select_for_update()
+                .order_by()
+                .values_list("pk", "name")[: INVALIDATE_BY_NAME_LIMIT + 1]
+            )
+            if len(rows) > INVALIDATE_BY_NAME_LIMIT:
+                count = super().update(**kwargs)
+                cache.retire_generation_on_commit(using=self.db)
+                return count
+            names = {name for _, name in rows}
+            if isinstance(kwargs.get("name"), str):
+                names.add(kwargs["name"])
+            target = self.model._base_manager.using(self.db).filter(pk__in=[pk for pk, _ in rows])
+            count = models.QuerySet.update(target, **kwargs)
+            cache.invalidate_on_commit(names, using=self.db)
+            return count
+
+    update.alters_data = True
+
+    def update_without_invalidation(self, **kwargs: Any) -> int:
+        """Run a plain UPDATE; the caller owns invalidating what it changed."""
+        return super().update(**kwargs)
+
+    update_without_invalidation.alters_data = True
+
+    def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> list:
+        created = super().bulk_create(objs, *args, **kwargs)
+        cache.invalidate_on_commit((obj.name for obj in created), using=self.db)
+        return created
+
+    bulk_create.alters_data = True
+
+    def bulk_update(
+        self, objs: Iterable[models.Model], fields: Sequence[str], *args: Any, **kwargs: Any
+    ) -> int:
+        objs = list(objs)
+        names = {obj.name for obj in objs}
+        if "name" in fields:
+            # A rename through bulk_update: the old names are only known for
+            # instances loaded from the database.
+            for obj in objs:
+                loaded = getattr(obj, "_loaded_name", None)
+                if loaded is None:
+                    cache.retire_generation_on_commit(using=self.db)
+                    break
+                names.add(loaded)
+        count = super().bulk_update(objs, fields, *args, **kwargs)
+        cache.invalidate_on_commit(names, using=self.db)
+        return count
+
+    bulk_update.alters_data = True

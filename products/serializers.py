@@ -1,0 +1,110 @@
+"""API serializers. The rules themselves live in validators.py and are shared."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from . import validators
+from .exceptions import ProductNameConflict
+from .models import Product
+from .selectors import product_representation
+
+
+def _apply(rule, value):
+    try:
+        return rule(value)
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError(exc.messages, code=exc.code) from None
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "pattern": r"^\d{1,10}(\.\d{1,2})?$", "example": "19.99"})
+class PriceField(serializers.Field):
+    """A price: a JSON number or numeric string in, a two-place string out."""
+
+    default_error_messages = {"invalid": "Price must be a number."}
+
+    def to_internal_value(self, data) -> Decimal:
+        return _apply(validators.clean_price, data)
+
+    def to_representation(self, value: Decimal) -> str:
+        return f"{value:.2f}"
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class QuantityField(serializers.Field):
+    """Units in stock: a non-negative integer."""
+
+    def to_internal_value(self, data) -> int:
+        return _apply(validators.clean_quantity, data)
+
+    def to_representation(self, value: int) -> int:
+        return value
+
+
+def name_field() -> serializers.CharField:
+    return serializers.CharField(
+        max_length=validators.NAME_MAX_LENGTH,
+        validators=[validators.validate_product_name],
+        help_text="Unique, 1..200 characters, no '/' or control characters; surrounding whitespace is trimmed.",
+    )
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    name = name_field()
+    price = PriceField(help_text="Decimal with 2 places, >= 0; returned as a string.")
+    quantity = QuantityField(required=False, default=0, help_text="Units in stock, >= 0.")
+
+    class Meta:
+        model = Product
+        fields = ["id", "name", "price", "quantity", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+    def validate(self, attrs: dict) -> dict:
+        name = attrs.get("name")
+        if name is not None:
+            others = Product.objects.filter(name=name)
+            if self.instance is not None:
+                others = others.exclude(pk=self.instance.pk)
+            if others.exists():
+                # A conflict with the stored state, not bad input: 409.
+                raise ProductNameConflict()
+        return attrs
+
+    def to_representation(self, instance: Product) -> dict:
+        return product_representation(
+            id=instance.id,
+            name=instance.name,
+            price=Decimal(instance.price),
+            quantity=instance.quantity,
+            created_at=instance.created_at,
+            updated_at=instance.updated_at,
+        )
+
+
+class StockChangeSerializer(serializers.Serializer):
+    delta = serializers.IntegerField(
+        min_value=-validators.QUANTITY_MAX,
+        max_value=validators.QUANTITY_MAX,
+        help_text="Units to add (negative to remove).",
+    )
+
+
+class SeedProductSerializer(serializers.Serializer):
+    """The original Flask service's product body: name, price, quantity."""
+
+    name = name_field()
+    price = PriceField()
+    quantity = QuantityField(required=False, default=0)
+
+
+class SeedProductEnvelopeSerializer(serializers.Serializer):
+    """The original service's read body."""
+
+    type = serializers.CharField(default="Product")
+    count = serializers.IntegerField(default=1)
+    attributes = SeedProductSerializer()

@@ -1,0 +1,190 @@
+"""Thin views: the products viewset, the original service's routes, health."""
+
+from __future__ import annotations
+
+import orjson
+from django.db import connection, transaction
+from django.http import HttpResponse, JsonResponse
+from django.utils.cache import patch_vary_headers
+from django.utils.http import parse_etags
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+from . import cache, services
+from .exceptions import InsufficientStockConflict, PreconditionFailed
+from .filters import ProductFilter
+from .models import Product
+from .permissions import ProductPermissions
+from .serializers import (
+    ProductSerializer,
+    SeedProductSerializer,
+    StockChangeSerializer,
+)
+
+
+def _etag_of(representation: dict) -> str:
+    return cache.make_etag(orjson.dumps(representation))
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    tags = parse_etags(header)
+    return "*" in tags or etag in tags or f"W/{etag}" in tags
+
+
+def cached_product_response(request: Request, cached: cache.CachedProduct, shape=None):
+    """Answer a product read: 304, pre-rendered JSON bytes, or the browsable API."""
+    etag = cached.etag
+    if _not_modified(request, etag):
+        response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
+    elif shape is None and request.accepted_renderer.format == "json":
+        # The cached bytes are already the JSON body: no serializer, no renderer.
+        response = HttpResponse(cached.data, content_type="application/json")
+    else:
+        data = orjson.loads(cached.data)
+        response = Response(shape(data) if shape else data)
+    response["ETag"] = etag
+    response["X-Cache"] = "HIT" if cached.hit else "MISS"
+    patch_vary_headers(response, ["Accept"])
+    return response
+
+
+class ProductViewSet(viewsets.ModelViewSet):
+    """Products, looked up by name. Reads are cached; writes honour If-Match."""
+
+    queryset = Product.objects.all()
+    serializer_class = ProductSerializer
+    permission_classes = [ProductPermissions]
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+    filterset_class = ProductFilter
+    ordering_fields = ["name", "price", "quantity", "created_at", "updated_at"]
+    ordering = ["name"]
+
+    def retrieve(self, request: Request, *args, **kwargs):
+        cached = cache.get_product(kwargs["name"])
+        if cached is None:
+            raise NotFound()
+        return cached_product_response(request, cached)
+
+    def create(self, request: Request, *args, **kwargs):
+        response = super().create(request, *args, **kwargs)
+        response["Location"] = reverse(
+            "product-detail", kwargs={"name": response.data["name"]}, request=request
+        )
+        response["ETag"] = _etag_of(response.data)
+        return response
+
+    def _locked_object(self) -> Product:
+        """Load the product for a write, locked until the transaction ends."""
+        name = self.kwargs["name"]
+        try:
+            product = Product.objects.select_for_update().get(name=name)
+        except Product.DoesNotExist:
+            raise NotFound() from None
+        self.check_object_permissions(self.request, product)
+        if_match = self.request.headers.get("If-Match")
+        if if_match:
+            # Check and write in one transaction, under the row lock, so two
+            # editors cannot both pass the check.
+            tags = parse_etags(if_match)
+            current = _etag_of(ProductSerializer(product).data)
+            if "*" not in tags and current not in tags:
+                raise PreconditionFailed()
+        return product
+
+    def update(self, request: Request, *args, **kwargs):
+        partial = kwargs.pop("partial", False)
+        with transaction.atomic():
+            product = self._locked_object()
+            serializer = self.get_serializer(product, data=request.data, partial=partial)
+            serializer.is_valid(raise_exception=True)
+            serializer.save()
+        response = Response(serializer.data)
+        response["ETag"] = _etag_of(serializer.data)
+        return response
+
+    def destroy(self, request: Request, *args, **kwargs):
+        with transaction.atomic():
+            self._locked_object().delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @action(detail=True, methods=["post"], serializer_class=StockChangeSerializer)
+    def stock(self, request: Request, name: str | None = None):
+        """Add ``delta`` to the quantity atomically; 409 if it would go negative."""
+        serializer = StockChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            product = services.adjust_stock(name=name, delta=serializer.validated_data["delta"])
+        except Product.DoesNotExist:
+            raise NotFound() from None
+        except services.InsufficientStock:
+            raise InsufficientStockConflict() from None
+        except services.StockOverflow:
+            raise ValidationError({"delta": ["The quantity would exceed its maximum."]}) from None
+        data = ProductSerializer(product).data
+        response = Response(data)
+        response["ETag"] = _etag_of(data)
+        return response
+
+
+def _seed_shape(product: dict) -> dict:
+    return {
+        "type": "Product",
+        "count": 1,
+        "attributes": {
+            "name": product["name"],
+            "price": product["price"],
+            "quantity": product["quantity"],
+        },
+    }
+
+
+class SeedProductListView(APIView):
+    """``POST /products``: the original service's create route."""
+
+    queryset = Product.objects.all()
+    serializer_class = SeedProductSerializer
+    permission_classes = [ProductPermissions]
+
+    def post(self, request: Request):
+        serializer = ProductSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        product = serializer.save()
+        response = Response(_seed_shape(serializer.data), status=status.HTTP_201_CREATED)
+        response["Location"] = reverse("seed-product-detail", kwargs={"name": product.name}, request=request)
+        return response
+
+
+class SeedProductDetailView(APIView):
+    """``GET /products/{name}``: the original service's read route, same cache."""
+
+    queryset = Product.objects.all()
+    serializer_class = SeedProductSerializer
+    permission_classes = [ProductPermissions]
+
+    def get(self, request: Request, name: str):
+        cached = cache.get_product(name)
+        if cached is None:
+            raise NotFound()
+        return cached_product_response(request, cached, shape=_seed_shape)
+
+
+def health(request):
+    """Report database and cache reachability; 503 when the database is down."""
+    body = {"database": "ok", "cache": cache.status()}
+    code = 200
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:
+        body["database"] = "down"
+        code = 503
+    return JsonResponse(body, status=code)

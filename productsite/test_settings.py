@@ -1,0 +1,22 @@
+"""Settings for the test suite: productsite.settings with test-safe environment defaults.
+
+Tests use their own Redis database number and a key prefix unique to the run,
+so they never touch (or flush) data they did not write.
+"""
+
+import os
+import uuid
+
+os.environ.setdefault("SECRET_KEY", "insecure-key-for-tests-only")
+os.environ.setdefault("REDIS_URL", os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/9"))
+os.environ.setdefault("CACHE_KEY_PREFIX", f"productsite-test-{uuid.uuid4().hex[:8]}")
+os.environ.setdefault("THROTTLE_ANON_RATE", "100000/minute")
+os.environ.setdefault("THROTTLE_USER_RATE", "100000/minute")
+os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+
+from .settings import *  # noqa: E402,F403
+
+# Hashing passwords at full strength makes every login in the suite slow.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests render pages without running collectstatic first.
+STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405

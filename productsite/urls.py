@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from products import views
+
+router = DefaultRouter()
+# Names may contain dots; "name.json" is a name, not a format suffix.
+router.include_format_suffixes = False
+router.register("products", views.ProductViewSet, basename="product")
+
+urlpatterns = [
+    path("api/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api-auth/", include("rest_framework.urls")),
+    path("health/", views.health, name="health"),
+    # The original Flask service's routes, kept working.
+    path("products", views.SeedProductListView.as_view(), name="seed-product-list"),
+    re_path(r"^products/(?P<name>[^/]+)$", views.SeedProductDetailView.as_view(), name="seed-product-detail"),
+    path("admin/", admin.site.urls),
+]
