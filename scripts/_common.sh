@@ -1,0 +1,92 @@
+# Shared setup for scripts/run.sh and scripts/test.sh (sourced, not run).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+RUN_DIR="$ROOT/.run"
+mkdir -p "$RUN_DIR"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+find_python() {
+    for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    die "Python 3.11 or newer is required (set PYTHON=/path/to/python3.11)"
+}
+
+# Create the virtualenv and install a requirements file, once per change of it.
+ensure_venv() {
+    local requirements="$1"
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "Creating virtualenv in .venv"
+        "$(find_python)" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.installed-$(basename "$requirements")"
+    local digest
+    digest="$(cat requirements*.txt | sha256sum | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+        say "Installing $requirements"
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip
+        "$VENV/bin/python" -m pip install --quiet -r "$requirements"
+        echo "$digest" >"$stamp"
+    fi
+    PY="$VENV/bin/python"
+}
+
+# redis_answers URL: exit 0 when a Redis answers PING at URL.
+redis_answers() {
+    "$PY" - "$1" <<'PYEOF' 2>/dev/null
+import sys, redis
+redis.Redis.from_url(sys.argv[1], socket_timeout=1, socket_connect_timeout=1).ping()
+PYEOF
+}
+
+# Install redis-server from the system packages when we are allowed to.
+install_redis_server() {
+    command -v redis-server >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "Installing redis-server (apt-get)"
+        (apt-get install -y -q redis-server >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null 2>&1; }) || true
+    fi
+    command -v redis-server >/dev/null 2>&1
+}
+
+# start_redis PORT: start a local redis-server in .run/ (no persistence).
+start_redis() {
+    local port="$1"
+    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --save "" --appendonly no \
+        --dir "$RUN_DIR" --pidfile "$RUN_DIR/redis-$port.pid" --logfile "$RUN_DIR/redis-$port.log"
+    for _ in $(seq 50); do
+        redis_answers "redis://127.0.0.1:$port/0" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# postgres_url: print a reachable PostgreSQL URL for the tests, if any.
+postgres_url() {
+    local candidates=()
+    if [ -n "${DATABASE_URL:-}" ] && [[ "$DATABASE_URL" == postgres* ]]; then
+        candidates+=("$DATABASE_URL")
+    fi
+    candidates+=("postgres://postgres@127.0.0.1:5432/test" "postgres://root@127.0.0.1:5432/test")
+    for url in "${candidates[@]}"; do
+        if "$PY" - "$url" <<'PYEOF' 2>/dev/null; then
+import sys, psycopg
+psycopg.connect(sys.argv[1].replace("postgres://", "postgresql://", 1), connect_timeout=2).close()
+PYEOF
+            echo "$url"
+            return 0
+        fi
+    done
+    return 1
+}

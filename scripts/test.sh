@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run the test suite: installs what it needs, finds (or starts) Redis, runs
+# pytest on SQLite, then again on PostgreSQL when one is reachable.
+# Extra arguments go to pytest, e.g. scripts/test.sh -k cache -x
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+
+ensure_venv requirements-dev.txt
+
+# --- Redis: its own database number (9) and a key prefix per run ---------
+TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/9}"
+STARTED_REDIS=""
+if ! redis_answers "$TEST_REDIS_URL"; then
+    install_redis_server || die "No Redis answers at $TEST_REDIS_URL and redis-server is not installed.
+Install it (e.g. 'apt-get install redis-server' or 'brew install redis') or set TEST_REDIS_URL."
+    port="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    say "No Redis at $TEST_REDIS_URL; starting a throwaway redis-server on port $port"
+    start_redis "$port" || die "redis-server did not start (see $RUN_DIR/redis-$port.log)"
+    STARTED_REDIS="$RUN_DIR/redis-$port.pid"
+    TEST_REDIS_URL="redis://127.0.0.1:$port/9"
+fi
+cleanup() { [ -n "$STARTED_REDIS" ] && [ -f "$STARTED_REDIS" ] && kill "$(cat "$STARTED_REDIS")" 2>/dev/null || true; }
+trap cleanup EXIT
+export TEST_REDIS_URL
+# The fault tests start their own redis-server processes.
+install_redis_server || die "redis-server is required by the outage tests; install it"
+
+# --- Browser tests: the system Chromium, driven by Playwright -------------
+if [ -x scripts/ensure_chromium.sh ]; then
+    scripts/ensure_chromium.sh
+fi
+
+# --- SQLite, then PostgreSQL ------------------------------------------------
+status=0
+PG_URL="$(postgres_url || true)"
+say "pytest on SQLite"
+if [ -n "$PG_URL" ]; then
+    env -u DATABASE_URL "$PY" -m pytest "$@" || status=$?
+    say "pytest on PostgreSQL ($PG_URL)"
+    DATABASE_URL="$PG_URL" "$PY" -m pytest "$@" || status=$?
+else
+    say "PostgreSQL not reachable (set DATABASE_URL=postgres://...); running on SQLite only"
+    env -u DATABASE_URL "$PY" -m pytest "$@" || status=$?
+fi
+exit "$status"
