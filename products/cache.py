@@ -363,10 +363,20 @@ def invalidate(names: Iterable[str]) -> None:
 
 
 def invalidate_on_commit(names: Iterable[str], using: str | None = None) -> None:
-    """Invalidate ``names`` once the current transaction commits (now if none)."""
+    """Invalidate ``names`` once the current transaction commits (now if none).
+
+    Inside a transaction the names are also invalidated at once: code that
+    reads back through the cache within the same transaction (a shell
+    session, a test wrapped in a transaction) must not see the old value. The
+    delete after commit is the one that protects everybody else, since a
+    reader may re-fill the old row until the commit.
+    """
     names = frozenset(names)
-    if names:
-        transaction.on_commit(lambda: invalidate(names), using=using)
+    if not names:
+        return
+    if transaction.get_connection(using).in_atomic_block:
+        invalidate(names)
+    transaction.on_commit(lambda: invalidate(names), using=using)
 
 
 def retire_generation() -> None:
@@ -378,7 +388,9 @@ def retire_generation() -> None:
 
 
 def retire_generation_on_commit(using: str | None = None) -> None:
-    """Retire the generation once the current transaction commits."""
+    """Retire the generation once the current transaction commits (and now, as above)."""
+    if transaction.get_connection(using).in_atomic_block:
+        retire_generation()
     transaction.on_commit(retire_generation, using=using)
 
 

@@ -1,0 +1,163 @@
+"""The products API as a REST client uses it."""
+
+from urllib.parse import quote
+
+import pytest
+
+from products.models import Product
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/products/"
+
+
+def detail(name: str) -> str:
+    return f"{URL}{quote(name, safe='')}/"
+
+
+def test_create_answers_201_with_location_and_string_price(editor_client):
+    response = editor_client.post(URL, {"name": "  Blue mug ", "price": 12.5, "quantity": 3}, format="json")
+    assert response.status_code == 201
+    body = response.json()
+    assert body["name"] == "Blue mug"
+    assert body["price"] == "12.50"
+    assert body["quantity"] == 3
+    assert set(body) == {"id", "name", "price", "quantity", "created_at", "updated_at"}
+    assert response["Location"].endswith("/api/products/Blue%20mug/")
+    assert Product.objects.get(name="Blue mug").quantity == 3
+
+
+def test_price_accepted_as_string_and_returned_as_string(editor_client):
+    response = editor_client.post(URL, {"name": "Lamp", "price": "0.10"}, format="json")
+    assert response.status_code == 201
+    assert response.json()["price"] == "0.10"
+    assert response.json()["quantity"] == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["with space", "dots.in.name", "ünïcødé ☕", "q?mark", "hash#tag", "100%", "a+b", "x&y=z", "name.json"],
+)
+def test_awkward_names_round_trip_percent_encoded(editor_client, anon_client, name):
+    assert editor_client.post(URL, {"name": name, "price": "1.00"}, format="json").status_code == 201
+    response = anon_client.get(detail(name))
+    assert response.status_code == 200, response.content
+    assert response.json()["name"] == name
+    assert editor_client.patch(detail(name), {"quantity": 4}, format="json").status_code == 200
+    assert anon_client.get(detail(name)).json()["quantity"] == 4
+    assert editor_client.delete(detail(name)).status_code == 204
+    assert anon_client.get(detail(name)).status_code == 404
+
+
+def test_list_is_paginated_and_ordered_by_name(editor_client, anon_client, make_product):
+    for name in ["c", "a", "b"]:
+        make_product(name)
+    body = anon_client.get(URL, {"page_size": 2}).json()
+    assert [p["name"] for p in body["results"]] == ["a", "b"]
+    assert body["next"]
+    rest = anon_client.get(body["next"]).json()
+    assert [p["name"] for p in rest["results"]] == ["c"]
+
+
+def test_put_replaces_and_patch_renames(editor_client, anon_client, make_product):
+    make_product("Old", price="1.00", quantity=1)
+    put = editor_client.put(detail("Old"), {"name": "Old", "price": "2.00", "quantity": 7}, format="json")
+    assert put.status_code == 200
+    assert put.json()["price"] == "2.00"
+    patch = editor_client.patch(detail("Old"), {"name": "New"}, format="json")
+    assert patch.status_code == 200
+    assert anon_client.get(detail("Old")).status_code == 404
+    assert anon_client.get(detail("New")).json()["quantity"] == 7
+
+
+def test_unknown_product_is_404_json(anon_client, editor_client):
+    for response in (anon_client.get(detail("nope")), editor_client.patch(detail("nope"), {"quantity": 1}, format="json"),
+                     editor_client.delete(detail("nope")), editor_client.post(detail("nope") + "stock/", {"delta": 1}, format="json")):
+        assert response.status_code == 404
+        assert "detail" in response.json()
+
+
+def test_duplicate_name_is_409(editor_client, make_product):
+    make_product("Mug")
+    response = editor_client.post(URL, {"name": " Mug ", "price": "1.00"}, format="json")
+    assert response.status_code == 409
+    assert "name" in response.json()
+    assert Product.objects.count() == 1
+
+
+def test_rename_onto_existing_name_is_409_and_changes_nothing(editor_client, make_product):
+    make_product("A", price="1.00")
+    make_product("B", price="2.00")
+    response = editor_client.patch(detail("A"), {"name": "B"}, format="json")
+    assert response.status_code == 409
+    assert sorted(Product.objects.values_list("name", flat=True)) == ["A", "B"]
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"name": "x", "price": -1}, "price"),
+        ({"name": "x", "price": "1.999"}, "price"),
+        ({"name": "x", "price": "abc"}, "price"),
+        ({"name": "x", "price": True}, "price"),
+        ({"name": "x", "price": "12345678901.00"}, "price"),
+        ({"name": "x", "price": 1, "quantity": -1}, "quantity"),
+        ({"name": "x", "price": 1, "quantity": 1.5}, "quantity"),
+        ({"name": "x", "price": 1, "quantity": "many"}, "quantity"),
+        ({"name": "x", "price": 1, "quantity": 2**40}, "quantity"),
+        ({"name": "a/b", "price": 1}, "name"),
+        ({"name": "   ", "price": 1}, "name"),
+        ({"name": "x" * 201, "price": 1}, "name"),
+        ({"name": "bell\x07", "price": 1}, "name"),
+        ({"name": ["x"], "price": 1}, "name"),
+        ({"price": 1}, "name"),
+        ({"name": "x"}, "price"),
+    ],
+)
+def test_bad_input_is_400_with_field_message(editor_client, payload, field):
+    response = editor_client.post(URL, payload, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+    assert isinstance(response.json()[field], list)
+    assert not Product.objects.exists()
+
+
+def test_malformed_json_is_400(editor_client):
+    response = editor_client.post(URL, '{"name": "x", "price":', content_type="application/json")
+    assert response.status_code == 400
+    assert "detail" in response.json()
+
+
+def test_json_that_is_not_an_object_is_400(editor_client):
+    response = editor_client.post(URL, "[1, 2]", content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_wrong_content_type_is_415(editor_client):
+    response = editor_client.post(URL, "name=x", content_type="text/plain")
+    assert response.status_code == 415
+
+
+def test_method_not_allowed_is_405(editor_client, make_product):
+    make_product("Mug")
+    assert editor_client.put(URL, {}, format="json").status_code == 405
+    assert editor_client.get(detail("Mug") + "stock/").status_code == 405
+
+
+def test_stock_adds_and_refuses_to_go_negative(editor_client, anon_client, make_product):
+    make_product("Mug", quantity=2)
+    response = editor_client.post(detail("Mug") + "stock/", {"delta": 3}, format="json")
+    assert response.status_code == 200
+    assert response.json()["quantity"] == 5
+    refused = editor_client.post(detail("Mug") + "stock/", {"delta": -6}, format="json")
+    assert refused.status_code == 409
+    assert "detail" in refused.json()
+    assert anon_client.get(detail("Mug")).json()["quantity"] == 5
+    assert editor_client.post(detail("Mug") + "stock/", {"delta": "x"}, format="json").status_code == 400
+    assert editor_client.post(detail("Mug") + "stock/", {}, format="json").status_code == 400
+
+
+def test_health_reports_database_and_cache(anon_client):
+    response = anon_client.get("/health/")
+    assert response.status_code == 200
+    assert response.json() == {"database": "ok", "cache": "ok"}
