@@ -1,0 +1,228 @@
+"""Every write path leaves no stale product in the cache once it has committed."""
+
+import threading
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+from django.test import Client
+
+from products import cache, services
+from products.models import Product
+from products.selectors import product_json
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class CountingLoader:
+    """The real database loader, counting its calls (each call is one query)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, name: str):
+        self.calls += 1
+        return product_json(name)
+
+
+def read(name: str):
+    loader = CountingLoader()
+    cached = cache.get_product(name, load=loader)
+    return cached, loader.calls
+
+
+@pytest.fixture
+def admin_client(db) -> Client:
+    User.objects.create_superuser("admin", "admin@example.com", "pw")
+    client = Client()
+    client.login(username="admin", password="pw")
+    return client
+
+
+def _admin_form(product: Product, **changes) -> dict:
+    form = {"name": product.name, "price": str(product.price), "quantity": product.quantity}
+    form.update(changes)
+    return form
+
+
+def api_put(p, editor_client, admin_client):
+    assert editor_client.put("/api/products/Mug/", {"name": "Mug", "price": "2.00", "quantity": 1}, format="json").status_code == 200
+
+
+def api_patch(p, editor_client, admin_client):
+    assert editor_client.patch("/api/products/Mug/", {"price": "2.00"}, format="json").status_code == 200
+
+
+def api_delete(p, editor_client, admin_client):
+    assert editor_client.delete("/api/products/Mug/").status_code == 204
+
+
+def api_rename(p, editor_client, admin_client):
+    assert editor_client.patch("/api/products/Mug/", {"name": "Cup"}, format="json").status_code == 200
+
+
+def api_stock(p, editor_client, admin_client):
+    assert editor_client.post("/api/products/Mug/stock/", {"delta": 4}, format="json").status_code == 200
+
+
+def seed_route_create_after_delete(p, editor_client, admin_client):
+    Product.objects.filter(name="Mug").delete()
+    assert editor_client.post("/products", {"name": "Mug", "price": 2, "quantity": 1}, format="json").status_code == 201
+
+
+def admin_change(p, editor_client, admin_client):
+    response = admin_client.post(f"/admin/products/product/{p.pk}/change/", _admin_form(p, price="2.00"))
+    assert response.status_code == 302, response.content
+
+
+def admin_rename(p, editor_client, admin_client):
+    response = admin_client.post(f"/admin/products/product/{p.pk}/change/", _admin_form(p, name="Cup"))
+    assert response.status_code == 302, response.content
+
+
+def admin_delete(p, editor_client, admin_client):
+    assert admin_client.post(f"/admin/products/product/{p.pk}/delete/", {"post": "yes"}).status_code == 302
+
+
+def admin_delete_selected(p, editor_client, admin_client):
+    response = admin_client.post(
+        "/admin/products/product/", {"action": "delete_selected", "_selected_action": [p.pk], "post": "yes"}
+    )
+    assert response.status_code == 302
+
+
+def model_save(p, editor_client, admin_client):
+    p.price = Decimal("2.00")
+    p.save()
+
+
+def model_save_unloaded_instance(p, editor_client, admin_client):
+    # An instance built by hand (never loaded) renaming a stored row.
+    Product(pk=p.pk, name="Cup", price=p.price, quantity=p.quantity, created_at=p.created_at).save()
+
+
+def model_delete(p, editor_client, admin_client):
+    p.delete()
+
+
+def queryset_update(p, editor_client, admin_client):
+    assert Product.objects.filter(name="Mug").update(price=Decimal("2.00")) == 1
+
+
+def queryset_update_rename(p, editor_client, admin_client):
+    assert Product.objects.filter(name="Mug").update(name="Cup") == 1
+
+
+def queryset_delete(p, editor_client, admin_client):
+    Product.objects.filter(name__startswith="M").delete()
+
+
+def bulk_create_upsert(p, editor_client, admin_client):
+    Product.objects.bulk_create(
+        [Product(name="Mug", price=Decimal("2.00"), quantity=1)],
+        update_conflicts=True,
+        unique_fields=["name"],
+        update_fields=["price", "quantity"],
+    )
+
+
+def bulk_update(p, editor_client, admin_client):
+    p.price = Decimal("2.00")
+    Product.objects.bulk_update([p], ["price"])
+
+
+def bulk_update_rename(p, editor_client, admin_client):
+    p.name = "Cup"
+    Product.objects.bulk_update([p], ["name"])
+
+
+def service_adjust_stock(p, editor_client, admin_client):
+    services.adjust_stock(name="Mug", delta=-1)
+
+
+WRITE_PATHS = [
+    api_put, api_patch, api_delete, api_rename, api_stock, seed_route_create_after_delete,
+    admin_change, admin_rename, admin_delete, admin_delete_selected,
+    model_save, model_save_unloaded_instance, model_delete,
+    queryset_update, queryset_update_rename, queryset_delete,
+    bulk_create_upsert, bulk_update, bulk_update_rename, service_adjust_stock,
+]
+
+
+@pytest.mark.parametrize("write", WRITE_PATHS, ids=[w.__name__ for w in WRITE_PATHS])
+def test_write_invalidates_cached_product(write, editor_client, admin_client):
+    product = Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    # Warm the cache and prove it serves the old value without the database.
+    read("Mug")
+    old, calls = read("Mug")
+    assert old.hit and calls == 0
+
+    write(product, editor_client, admin_client)
+
+    fresh, calls = read("Mug")
+    stored = product_json("Mug")
+    if stored is None:
+        assert fresh is None, "a deleted or renamed product is still served from the cache"
+    else:
+        assert not fresh.hit and calls == 1
+        assert fresh.data == stored
+        assert fresh.data != old.data
+    renamed = Product.objects.filter(pk=product.pk).values_list("name", flat=True).first()
+    if renamed and renamed != "Mug":
+        assert read(renamed)[0].data == product_json(renamed)
+
+
+def test_invalidation_happens_after_commit_even_if_a_reader_refills_meanwhile():
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    read("Mug")
+    refilled = threading.Event()
+
+    def reader():
+        # Another connection still sees the committed old row and re-fills.
+        try:
+            value, _ = read("Mug")
+            assert b'"1.00"' in value.data
+            refilled.set()
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        Product.objects.filter(name="Mug").update(price=Decimal("2.00"))
+        if connection.vendor == "postgresql":
+            # SQLite's IMMEDIATE transaction holds the write lock, but readers
+            # still see the last committed state (WAL); both databases allow this.
+            pass
+        thread = threading.Thread(target=reader)
+        thread.start()
+        thread.join(10)
+        assert refilled.is_set()
+        assert read("Mug")[0].hit  # the old value was put back before commit
+    value, calls = read("Mug")
+    assert calls == 1 and b'"2.00"' in value.data
+
+
+def test_rolled_back_write_leaves_the_product_readable():
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Product.objects.filter(name="Mug").update(price=Decimal("2.00"))
+        raise RuntimeError("abort")
+    value, _ = read("Mug")
+    assert b'"1.00"' in value.data
+
+
+def test_large_update_retires_the_generation(settings):
+    from products import querysets
+
+    Product.objects.bulk_create([Product(name=f"p{i:04d}", price=Decimal("1.00"), quantity=1) for i in range(30)])
+    for name in ("p0000", "p0029"):
+        read(name)
+    original = querysets.INVALIDATE_BY_NAME_LIMIT
+    querysets.INVALIDATE_BY_NAME_LIMIT = 10
+    try:
+        assert Product.objects.update(quantity=0) == 30
+    finally:
+        querysets.INVALIDATE_BY_NAME_LIMIT = original
+    for name in ("p0000", "p0029"):
+        value, calls = read(name)
+        assert calls == 1 and b'"quantity":0' in value.data
