@@ -1,0 +1,144 @@
+"""Redis refusing, hanging or restarting never turns into an error or a stale read."""
+
+import logging
+import time
+from decimal import Decimal
+
+import pytest
+import requests
+
+from products import cache
+from products.models import Product
+
+from .conftest import Gunicorn, free_port, server_env
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+URL = "/api/products/Mug/"
+
+
+def outage_log_lines(caplog) -> int:
+    return sum("Redis unavailable" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+def refusing_redis(settings):
+    """Point the cache at a port where nothing listens: connections are refused."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": url}}
+    return url
+
+
+def test_refused_connections_still_serve_reads_and_writes(refusing_redis, editor_client, anon_client, caplog):
+    caplog.set_level(logging.WARNING, logger="products.cache")
+    assert editor_client.post("/api/products/", {"name": "Mug", "price": "1.00"}, format="json").status_code == 201
+    for _ in range(5):
+        response = anon_client.get(URL)
+        assert response.status_code == 200
+        assert response["X-Cache"] == "MISS"
+    assert editor_client.patch(URL, {"price": "2.00"}, format="json").status_code == 200
+    assert anon_client.get(URL).json()["price"] == "2.00"
+    assert anon_client.get("/products/Mug").status_code == 200
+    assert anon_client.get("/health/").json() == {"database": "ok", "cache": "down"}
+    assert outage_log_lines(caplog) == 1
+
+
+def test_paused_redis_costs_bounded_latency_and_logs_once(private_redis, anon_client, editor_client, settings, caplog):
+    settings.PRODUCT_CACHE_BACKOFF = 0.2  # several probes fail during the pause
+    caplog.set_level(logging.WARNING, logger="products.cache")
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    assert anon_client.get(URL)["X-Cache"] == "MISS"
+    assert anon_client.get(URL)["X-Cache"] == "HIT"
+
+    private_redis.pause()
+    try:
+        latencies, errors = [], 0
+        began = time.monotonic()
+        for i in range(100):
+            start = time.perf_counter()
+            response = anon_client.get(URL)
+            latencies.append(time.perf_counter() - start)
+            errors += response.status_code != 200
+            if i % 10 == 0:
+                time.sleep(0.05)  # spread the requests over several back-off periods
+        elapsed = time.monotonic() - began
+        write = editor_client.patch(URL, {"price": "2.00"}, format="json")
+        health = anon_client.get("/health/").json()
+    finally:
+        private_redis.resume()
+    latencies.sort()
+    p99 = latencies[98]
+    print(f"\nRedis paused: 100 GETs in {elapsed:.2f}s, errors={errors}, "
+          f"p50={latencies[49]*1000:.1f}ms p99={p99*1000:.1f}ms max={latencies[-1]*1000:.1f}ms")
+    assert errors == 0
+    assert p99 < 0.25
+    assert write.status_code == 200
+    assert health["cache"] == "down"
+    assert outage_log_lines(caplog) == 1
+
+    # Redis answers again: caching resumes by itself, with the new value.
+    deadline = time.monotonic() + 10
+    while True:
+        response = anon_client.get(URL)
+        assert response.json()["price"] == "2.00"
+        if response["X-Cache"] == "HIT":
+            break
+        assert time.monotonic() < deadline, "caching did not resume within 10 s"
+        time.sleep(0.1)
+    assert any("answering again" in r.getMessage() for r in caplog.records)
+
+
+def test_write_during_outage_is_not_undone_by_a_redis_restarted_with_old_data(private_redis, anon_client, editor_client):
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    anon_client.get(URL)
+    assert anon_client.get(URL)["X-Cache"] == "HIT"
+
+    private_redis.kill(save=True)  # its dump holds the cached 1.00
+    assert editor_client.patch(URL, {"price": "2.00"}, format="json").status_code == 200
+    private_redis.start()  # back, with the old value on disk
+    assert b"1.00" in b"".join(v for k in private_redis.client().keys("*:p:*") for v in [private_redis.client().get(k)])
+
+    stale = reads = 0
+    hit_after = None
+    began = time.monotonic()
+    while time.monotonic() - began < 10:
+        response = anon_client.get(URL)
+        reads += 1
+        stale += response.json()["price"] != "2.00"
+        if response["X-Cache"] == "HIT" and hit_after is None:
+            hit_after = time.monotonic() - began
+        if hit_after is not None and reads >= 50:
+            break
+        time.sleep(0.02)
+    print(f"\nRedis restarted with old data: {reads} reads, {stale} stale, cache hits again after {hit_after:.2f}s")
+    assert stale == 0
+    assert hit_after is not None and hit_after < 10
+
+
+def test_redis_back_after_outage_is_resynced_by_the_probe_without_requests(private_redis, anon_client, editor_client):
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    anon_client.get(URL)
+    private_redis.kill(save=True)
+    assert editor_client.patch(URL, {"price": "2.00"}, format="json").status_code == 200
+    generation = None
+    private_redis.start()
+    # No request arrives; the background probe alone retires the generation.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        generation = private_redis.client().get(cache._gen_key())
+        if generation:
+            break
+        time.sleep(0.05)
+    assert generation, "the generation was not retired after Redis came back"
+
+
+def test_health_is_503_when_the_database_is_unreachable():
+    env = server_env(DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nowhere", LOG_LEVEL="CRITICAL")
+    server = Gunicorn(env, workers=1)
+    server.start()
+    try:
+        response = requests.get(server.url + "/health/", timeout=10)
+    finally:
+        server.stop()
+    assert response.status_code == 503
+    assert response.json()["database"] == "down"

@@ -1,0 +1,129 @@
+"""Stale-proof fills and stampede control, forced deterministically."""
+
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from products import cache
+from products.models import Product
+from products.selectors import product_json
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_hook():
+    yield
+    cache.after_database_read = None
+
+
+def in_thread(target, *args):
+    """Run target in a thread with its own database connection."""
+    result: dict = {}
+
+    def run():
+        try:
+            result["value"] = target(*args)
+        except BaseException as exc:  # pragma: no cover - surfaced by the test
+            result["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def test_slow_reader_cannot_store_the_row_it_read_before_a_write():
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    has_read, may_fill = threading.Event(), threading.Event()
+
+    def pause_between_read_and_fill(name):
+        has_read.set()
+        assert may_fill.wait(10)
+
+    cache.after_database_read = pause_between_read_and_fill
+    thread, result = in_thread(cache.get_product, "Mug")
+    assert has_read.wait(10)  # the slow reader holds the old row
+    cache.after_database_read = None
+
+    Product.objects.filter(name="Mug").update(price=Decimal("2.00"))  # commits, invalidates
+
+    may_fill.set()  # the slow reader now tries to fill with the old row
+    thread.join(10)
+    assert b'"1.00"' in result["value"].data  # it answers what it read...
+    calls = []
+    fresh = cache.get_product("Mug", load=lambda n: calls.append(n) or product_json(n))
+    assert calls == ["Mug"], "...but it must not have stored it"
+    assert b'"2.00"' in fresh.data
+    assert cache.get_product("Mug").hit
+
+
+def test_fifty_concurrent_misses_cost_at_most_two_queries():
+    Product.objects.create(name="Hot", price=Decimal("1.00"), quantity=1)
+    calls = []
+    lock = threading.Lock()
+    start = threading.Barrier(50)
+
+    def slow_load(name):
+        with lock:
+            calls.append(name)
+        time.sleep(0.05)  # a slow database widens the race window
+        return product_json(name)
+
+    def reader():
+        start.wait()
+        return cache.get_product("Hot", load=slow_load)
+
+    threads = [in_thread(reader) for _ in range(50)]
+    for thread, _ in threads:
+        thread.join(20)
+    values = [result["value"] for _, result in threads]
+    print(f"\nstampede: 50 concurrent reads of one uncached product -> {len(calls)} database queries")
+    assert len(calls) <= 2
+    assert all(v is not None and b'"Hot"' in v.data for v in values)
+
+
+def test_dead_filler_delays_other_readers_only_briefly(settings):
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    stuck, release = threading.Event(), threading.Event()
+
+    def hang(name):
+        stuck.set()
+        release.wait(10)
+
+    cache.after_database_read = hang
+    thread, _ = in_thread(cache.get_product, "Mug")  # takes the lease, then "dies"
+    assert stuck.wait(10)
+    cache.after_database_read = None
+    try:
+        began = time.monotonic()
+        value = cache.get_product("Mug")
+        waited = time.monotonic() - began
+    finally:
+        release.set()
+        thread.join(10)
+    assert b'"Mug"' in value.data and not value.hit
+    assert waited < settings.PRODUCT_CACHE_LEASE_WAIT + 0.5
+
+
+def test_unknown_names_release_their_lease():
+    began = time.monotonic()
+    for _ in range(20):
+        assert cache.get_product("missing") is None
+    # Had the lease been kept, every read after the first would wait it out.
+    assert time.monotonic() - began < 2.0
+
+
+def test_cached_value_is_plain_json_not_a_pickle():
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    cache.get_product("Mug")
+    import django_redis
+
+    client = django_redis.get_redis_connection("default")
+    keys = list(client.scan_iter(match=cache._scan_pattern(""), count=100))
+    values = [client.get(k) for k in keys if b":p:" in k]
+    assert values and all(v.startswith(b"{") for v in values)

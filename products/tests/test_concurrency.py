@@ -1,0 +1,168 @@
+"""Correct under concurrency: real servers, real threads, real database."""
+
+import bisect
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+import requests
+from django.contrib.auth.models import Permission, User
+from rest_framework.authtoken.models import Token
+
+from products.models import Product
+
+from .conftest import manage
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture
+def token(transactional_db) -> str:
+    user = User.objects.create_user("editor", password="pw")
+    user.user_permissions.set(Permission.objects.filter(codename__endswith="_product"))
+    return Token.objects.create(user=user).key
+
+
+def session(token: str | None = None) -> requests.Session:
+    s = requests.Session()
+    if token:
+        s.headers["Authorization"] = f"Token {token}"
+    return s
+
+
+def test_same_name_created_at_once_gives_one_201_and_the_rest_409(live_server, token):
+    start = threading.Barrier(12)
+
+    def create(_):
+        s = session(token)
+        start.wait()
+        return s.post(f"{live_server.url}/api/products/", json={"name": "Twin", "price": "1.00"}, timeout=30).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(create, range(12)))
+    assert sorted(codes) == [201] + [409] * 11, codes
+    assert Product.objects.filter(name="Twin").count() == 1
+
+
+def server_token(server, *codenames: str) -> str:
+    """Create a user with the given permissions in the server's database; return its token."""
+    result = manage(server.env, "shell", "-c", (
+        "from django.contrib.auth.models import User, Permission\n"
+        "from rest_framework.authtoken.models import Token\n"
+        "u = User.objects.create_user('bulk')\n"
+        f"u.user_permissions.set(Permission.objects.filter(codename__in={list(codenames)!r}))\n"
+        "print('TOKEN=' + Token.objects.create(user=u).key)"
+    ))
+    return [line for line in result.stdout.splitlines() if line.startswith("TOKEN=")][0][6:]
+
+
+def test_fifty_concurrent_decrements_never_oversell(sqlite_gunicorn):
+    # gunicorn rather than the test server: Django's dev server has a listen
+    # backlog of 10 and resets the rest of 50 simultaneous connections.
+    server = sqlite_gunicorn(workers=3, threads=4)
+    token = server_token(server, "add_product", "change_product")
+    assert session(token).post(f"{server.url}/api/products/", json={"name": "Stock", "price": "1", "quantity": 30},
+                               timeout=30).status_code == 201
+    start = threading.Barrier(50)
+
+    def take_one(_):
+        s = session(token)
+        start.wait()
+        return s.post(f"{server.url}/api/products/Stock/stock/", json={"delta": -1}, timeout=60).status_code
+
+    with ThreadPoolExecutor(50) as pool:
+        codes = list(pool.map(take_one, range(50)))
+    print(f"\nstock: {codes.count(200)} x 200, {codes.count(409)} x 409")
+    assert codes.count(200) == 30
+    assert codes.count(409) == 20
+    assert requests.get(f"{server.url}/api/products/Stock/", timeout=10).json()["quantity"] == 0
+
+
+def test_no_stale_read_after_any_acknowledged_write(live_server, token):
+    """4 writers x 30 updates, 8 readers: no read may return a replaced value.
+
+    A read is stale when a write acknowledged before the read began has a
+    newer updated_at than the product the read returned.
+    """
+    Product.objects.create(name="Hot", price=Decimal("1.00"), quantity=0)
+    url = f"{live_server.url}/api/products/Hot/"
+    acks: list[tuple[float, str]] = []  # (acknowledged at, updated_at)
+    acks_lock = threading.Lock()
+    done = threading.Event()
+    reads: list[tuple[float, str, str]] = []  # (began at, updated_at, X-Cache)
+
+    def writer(w):
+        s = session(token)
+        for i in range(30):
+            response = s.patch(url, json={"quantity": w * 100 + i, "price": f"{w}.{i:02d}"}, timeout=30)
+            assert response.status_code == 200, response.text
+            with acks_lock:
+                acks.append((time.monotonic(), response.json()["updated_at"]))
+
+    def reader():
+        s = session()
+        mine = []
+        while not done.is_set():
+            began = time.monotonic()
+            response = s.get(url, timeout=30)
+            assert response.status_code == 200
+            mine.append((began, response.json()["updated_at"], response.headers["X-Cache"]))
+        reads.extend(mine)
+
+    readers = [threading.Thread(target=reader) for _ in range(8)]
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join(120)
+    done.set()
+    for t in readers:
+        t.join(30)
+
+    acks.sort()
+    ack_times = [a for a, _ in acks]
+    newest_before = []
+    newest = ""
+    for _, updated in acks:
+        newest = max(newest, updated)
+        newest_before.append(newest)
+    stale = 0
+    for began, updated, _ in reads:
+        i = bisect.bisect_left(ack_times, began)
+        if i and updated < newest_before[i - 1]:
+            stale += 1
+    hits = sum(x == "HIT" for _, _, x in reads)
+    print(f"\nstress: {len(acks)} writes, {len(reads)} reads ({hits} cache hits), {stale} stale reads")
+    assert len(acks) == 120
+    assert stale == 0
+    assert hits > 0
+
+
+def test_gunicorn_three_workers_on_sqlite_never_lock_up(sqlite_gunicorn, tmp_path):
+    server = sqlite_gunicorn(workers=3)
+    token = server_token(server, "add_product")
+
+    def client(c):
+        s = session(token)
+        codes = []
+        for i in range(100):
+            codes.append(s.post(f"{server.url}/api/products/",
+                                json={"name": f"c{c:02d}-{i:03d}", "price": "1.00", "quantity": i},
+                                timeout=60).status_code)
+        return codes
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        codes = [code for batch in pool.map(client, range(16)) for code in batch]
+    elapsed = time.monotonic() - began
+    import sqlite3
+
+    db_path = server.env["DATABASE_URL"].removeprefix("sqlite:///")
+    rows = sqlite3.connect(db_path).execute("SELECT COUNT(*) FROM products_product").fetchone()[0]
+    print(f"\ngunicorn x3 on SQLite: {len(codes)} creates in {elapsed:.1f}s, "
+          f"{codes.count(201)} x 201, {sum(c >= 500 for c in codes)} x 5xx, {rows} rows")
+    assert sum(c >= 500 for c in codes) == 0
+    assert codes.count(201) == 1600
+    assert rows == codes.count(201)

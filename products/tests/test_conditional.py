@@ -1,0 +1,85 @@
+"""ETag / If-None-Match (304) on reads, If-Match (412) on writes."""
+
+import pytest
+
+from products.models import Product
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/products/Mug/"
+
+
+@pytest.fixture(autouse=True)
+def mug(make_product):
+    return make_product("Mug", price="1.00", quantity=5)
+
+
+@pytest.mark.parametrize("url", [URL, "/products/Mug"], ids=["api", "seed_route"])
+def test_if_none_match_answers_304_from_the_cache(anon_client, url, django_assert_num_queries):
+    first = anon_client.get(url)
+    etag = first["ETag"]
+    assert etag.startswith('"') and etag.endswith('"')
+    with django_assert_num_queries(0):
+        cached = anon_client.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert cached.status_code == 304
+    assert cached["ETag"] == etag
+    assert cached["X-Cache"] == "HIT"
+    assert cached.content == b""
+
+
+def test_etag_changes_when_the_product_changes(anon_client, editor_client):
+    etag = anon_client.get(URL)["ETag"]
+    patched = editor_client.patch(URL, {"price": "2.00"}, format="json")
+    assert patched["ETag"] != etag
+    response = anon_client.get(URL, HTTP_IF_NONE_MATCH=etag)
+    assert response.status_code == 200
+    assert response.json()["price"] == "2.00"
+    assert response["ETag"] == patched["ETag"]
+
+
+def test_stale_if_none_match_gets_the_body(anon_client):
+    response = anon_client.get(URL, HTTP_IF_NONE_MATCH='"not-the-etag"')
+    assert response.status_code == 200
+    assert response.json()["name"] == "Mug"
+
+
+WRITES = [
+    ("put", URL, {"name": "Mug", "price": "3.00", "quantity": 1}, 200),
+    ("patch", URL, {"price": "3.00"}, 200),
+    ("delete", URL, None, 204),
+]
+
+
+def _call(client, method, data, **headers):
+    if data is None:
+        return getattr(client, method)(URL, **headers)
+    return getattr(client, method)(URL, data, format="json", **headers)
+
+
+@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=["put", "patch", "delete"])
+def test_write_with_current_if_match_succeeds(anon_client, editor_client, method, url, data, ok):
+    etag = anon_client.get(URL)["ETag"]
+    assert _call(editor_client, method, data, HTTP_IF_MATCH=etag).status_code == ok
+
+
+@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=["put", "patch", "delete"])
+def test_write_with_outdated_if_match_is_412_and_changes_nothing(anon_client, editor_client, method, url, data, ok):
+    etag = anon_client.get(URL)["ETag"]
+    # Another editor changes the product first.
+    assert editor_client.patch(URL, {"quantity": 6}, format="json").status_code == 200
+    before = list(Product.objects.values_list("name", "price", "quantity"))
+    response = _call(editor_client, method, data, HTTP_IF_MATCH=etag)
+    assert response.status_code == 412
+    assert "detail" in response.json()
+    assert list(Product.objects.values_list("name", "price", "quantity")) == before
+
+
+def test_if_match_star_matches_an_existing_product(editor_client):
+    assert editor_client.patch(URL, {"quantity": 1}, format="json", HTTP_IF_MATCH="*").status_code == 200
+
+
+def test_write_responses_carry_the_etag_a_read_would_give(anon_client, editor_client):
+    patched = editor_client.patch(URL, {"quantity": 9}, format="json")
+    assert anon_client.get(URL)["ETag"] == patched["ETag"]
+    stocked = editor_client.post(URL + "stock/", {"delta": 1}, format="json")
+    assert anon_client.get(URL)["ETag"] == stocked["ETag"]
