@@ -6,6 +6,7 @@ from typing import Any
 
 from . import cache
 from .models import Product
+from .querysets import invalidated_by_queryset
 
 
 def remember_name_before_save(sender: type[Product], instance: Product, raw: bool, using: str, **kwargs: Any) -> None:
@@ -29,6 +30,8 @@ def invalidate_product_on_save(sender: type[Product], instance: Product, using: 
 
 def invalidate_product_on_delete(sender: type[Product], instance: Product, using: str, **kwargs: Any) -> None:
     """Invalidate the deleted product after the delete commits."""
+    if invalidated_by_queryset():
+        return  # QuerySet.delete() invalidates the whole batch at once
     names = {instance.name}
     old = getattr(instance, "_loaded_name", None)
     if old:

@@ -226,3 +226,18 @@ def test_large_update_retires_the_generation(settings):
     for name in ("p0000", "p0029"):
         value, calls = read(name)
         assert calls == 1 and b'"quantity":0' in value.data
+
+
+def test_large_delete_retires_the_generation():
+    from products import querysets
+
+    Product.objects.bulk_create([Product(name=f"p{i:04d}", price=Decimal("1.00"), quantity=1) for i in range(30)])
+    read("p0007")
+    original = querysets.INVALIDATE_BY_NAME_LIMIT
+    querysets.INVALIDATE_BY_NAME_LIMIT = 10
+    try:
+        deleted, _ = Product.objects.filter(name__startswith="p").delete()
+    finally:
+        querysets.INVALIDATE_BY_NAME_LIMIT = original
+    assert deleted == 30
+    assert read("p0007")[0] is None
