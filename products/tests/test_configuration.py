@@ -1,0 +1,96 @@
+"""Settings come from the environment, with safe defaults."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import BASE_DIR
+
+PRINT_SETTINGS = (
+    "import json; from django.conf import settings as s; "
+    "print(json.dumps({'debug': s.DEBUG, 'hosts': s.ALLOWED_HOSTS, 'engine': s.DATABASES['default']['ENGINE'], "
+    "'name': str(s.DATABASES['default']['NAME']), 'conn_max_age': s.DATABASES['default']['CONN_MAX_AGE'], "
+    "'redis': s.CACHES['default']['LOCATION'], 'timeout': s.PRODUCT_CACHE_TIMEOUT, "
+    "'options': s.DATABASES['default'].get('OPTIONS', {})}))"
+)
+
+
+def run_settings(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {
+        "DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "PRODUCT_CACHE_TIMEOUT"}}
+    clean.update(env, DJANGO_SETTINGS_MODULE="productsite.settings")
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); " + PRINT_SETTINGS],
+        cwd=BASE_DIR, env=clean, capture_output=True, text=True,
+    )
+
+
+def test_secret_key_is_required_when_debug_is_off():
+    result = run_settings()
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_defaults_are_safe():
+    result = run_settings(SECRET_KEY="x" * 50)
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["debug"] is False
+    assert values["hosts"] == []
+    assert values["engine"] == "django.db.backends.sqlite3"
+    assert values["name"].endswith("db.sqlite3")
+    assert values["redis"] == "redis://127.0.0.1:6379/0"
+    assert values["timeout"] == 60
+    assert values["conn_max_age"] > 0  # persistent connections
+    assert values["options"]["transaction_mode"] == "IMMEDIATE"
+    assert "journal_mode=WAL" in values["options"]["init_command"]
+
+
+def test_environment_overrides():
+    result = run_settings(
+        SECRET_KEY="x" * 50,
+        ALLOWED_HOSTS="api.example.com,.example.org",
+        DATABASE_URL="postgres://u@db.example.com:5432/catalogue",
+        REDIS_URL="redis://cache.example.com:6380/2",
+        PRODUCT_CACHE_TIMEOUT="15",
+    )
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["hosts"] == ["api.example.com", ".example.org"]
+    assert values["engine"] == "django.db.backends.postgresql"
+    assert values["name"] == "catalogue"
+    assert values["redis"] == "redis://cache.example.com:6380/2"
+    assert values["timeout"] == 15
+
+
+def test_debug_runs_without_a_secret_key():
+    result = run_settings(DEBUG="1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["debug"] is True
+
+
+@pytest.mark.django_db
+def test_product_cache_timeout_is_read_at_call_time(settings, make_product):
+    import redis as redis_lib
+
+    from products import cache
+
+    settings.PRODUCT_CACHE_TIMEOUT = 7
+    make_product("Mug")
+    cache.get_product("Mug")
+    client = redis_lib.Redis.from_url(settings.REDIS_URL)
+    ttls = [client.ttl(k) for k in client.scan_iter(match=cache._scan_pattern(""), count=100) if b":p:" in k]
+    assert ttls and all(0 < ttl <= 7 for ttl in ttls)
+
+
+def test_system_checks_catch_a_cache_that_is_not_redis(settings):
+    from products.checks import check_product_cache
+
+    assert check_product_cache(None) == []
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.PRODUCT_CACHE_TIMEOUT = 0
+    ids = {message.id for message in check_product_cache(None)}
+    assert {"products.E001", "products.E002", "products.W001"} <= ids
