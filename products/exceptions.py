@@ -31,6 +31,12 @@ class InsufficientStockConflict(APIException):
     default_code = "insufficient_stock"
 
 
+class StockOutOfRangeConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The quantity would exceed its maximum (2147483647)."
+    default_code = "stock_out_of_range"
+
+
 class PreconditionFailed(APIException):
     status_code = status.HTTP_412_PRECONDITION_FAILED
     default_detail = "The product has changed since you read it (If-Match does not match)."

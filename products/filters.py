@@ -8,7 +8,10 @@ silently. Both answer 400 instead, so a typo never looks like a valid answer.
 
 from __future__ import annotations
 
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
 import django_filters
+from django_filters.constants import EMPTY_VALUES
 from django import forms
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
@@ -20,16 +23,26 @@ ORDERING_FIELDS = ("name", "price", "quantity", "created_at", "updated_at")
 
 
 class PriceFilter(django_filters.NumberFilter):
-    # Bounded like a stored price, so no database sees a number it cannot
-    # compare (PostgreSQL's numeric overflows on 1e100000).
+    """A price bound: any decimal from 0 to the largest price, inclusive.
+
+    Stored prices have two places, so the bound is rounded inwards to whole
+    cents (``min_price=1.001`` means ``price >= 1.01``): same answer, and no
+    database ever compares against a number it cannot hold (PostgreSQL's
+    numeric overflows on ``1e-100000``).
+    """
+
     field_class = forms.DecimalField
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("min_value", 0)
         kwargs.setdefault("max_value", PRICE_MAX)
-        kwargs.setdefault("max_digits", 12)
-        kwargs.setdefault("decimal_places", 2)
         super().__init__(*args, **kwargs)
+
+    def filter(self, qs, value):
+        if value in EMPTY_VALUES:
+            return qs
+        rounding = ROUND_CEILING if self.lookup_expr == "gte" else ROUND_FLOOR
+        return super().filter(qs, value.quantize(Decimal("0.01"), rounding=rounding))
 
 
 class ProductFilter(django_filters.FilterSet):

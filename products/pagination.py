@@ -206,7 +206,8 @@ class ProductKeysetPagination(BasePagination):
     def decode_cursor(self, request) -> tuple[str, object, str] | None:
         """Return (direction, value, name) from the request's cursor, or None."""
         raw = request.query_params.get(self.cursor_query_param)
-        if raw is None:
+        if not raw:
+            # "?cursor=" is the first page, as a form with an empty field would send it.
             return None
         try:
             padded = raw + "=" * (-len(raw) % 4)
