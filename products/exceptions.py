@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from django.db import IntegrityError
+from django.http import JsonResponse
+from django.views import defaults
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
@@ -29,6 +31,12 @@ class InsufficientStockConflict(APIException):
     default_code = "insufficient_stock"
 
 
+class StockOutOfRangeConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The quantity would exceed its maximum (2147483647)."
+    default_code = "stock_out_of_range"
+
+
 class PreconditionFailed(APIException):
     status_code = status.HTTP_412_PRECONDITION_FAILED
     default_detail = "The product has changed since you read it (If-Match does not match)."
@@ -48,3 +56,44 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
             body = {"detail": "The change conflicts with the stored data."}
         return Response(body, status=status.HTTP_409_CONFLICT)
     return exception_handler(exc, context)
+
+
+# --- Django-level errors: JSON under the API's paths -------------------------
+# Django answers unknown URLs, uncaught exceptions and bad hosts itself,
+# outside DRF. These handlers keep the API's promise (JSON, no traceback) for
+# API paths and leave HTML pages to the admin and the browsable API login.
+
+API_PATH_PREFIXES = ("/api/", "/products", "/health/")
+
+
+def is_api_path(path: str) -> bool:
+    """Return True for paths whose errors must be JSON."""
+    return path.startswith(API_PATH_PREFIXES)
+
+
+def json_error(detail: str, status_code: int) -> JsonResponse:
+    return JsonResponse({"detail": detail}, status=status_code)
+
+
+def handler400(request, exception=None):
+    if is_api_path(request.path):
+        return json_error("Bad request.", 400)
+    return defaults.bad_request(request, exception)
+
+
+def handler403(request, exception=None):
+    if is_api_path(request.path):
+        return json_error("You do not have permission to perform this action.", 403)
+    return defaults.permission_denied(request, exception)
+
+
+def handler404(request, exception=None):
+    if is_api_path(request.path):
+        return json_error("Not found.", 404)
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request):
+    if is_api_path(request.path):
+        return json_error("Internal server error.", 500)
+    return defaults.server_error(request)

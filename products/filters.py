@@ -1,20 +1,67 @@
+"""List filters and ordering; bad values answer 400 with a field message.
+
+django-filter's DRF backend raises ValidationError for an invalid filter
+form. Two gaps are closed here: its BooleanFilter turns ``in_stock=maybe``
+into "no filter" silently, and DRF's OrderingFilter drops unknown fields
+silently. Both answer 400 instead, so a typo never looks like a valid answer.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
 import django_filters
+from django_filters.constants import EMPTY_VALUES
+from django import forms
+from rest_framework.exceptions import ValidationError
+from rest_framework.filters import OrderingFilter
 
 from .models import Product
+from .validators import NAME_MAX_LENGTH, PRICE_MAX
+
+ORDERING_FIELDS = ("name", "price", "quantity", "created_at", "updated_at")
+
+
+class PriceFilter(django_filters.NumberFilter):
+    """A price bound: any decimal from 0 to the largest price, inclusive.
+
+    Stored prices have two places, so the bound is rounded inwards to whole
+    cents (``min_price=1.001`` means ``price >= 1.01``): same answer, and no
+    database ever compares against a number it cannot hold (PostgreSQL's
+    numeric overflows on ``1e-100000``).
+    """
+
+    field_class = forms.DecimalField
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", PRICE_MAX)
+        super().__init__(*args, **kwargs)
+
+    def filter(self, qs, value):
+        if value in EMPTY_VALUES:
+            return qs
+        rounding = ROUND_CEILING if self.lookup_expr == "gte" else ROUND_FLOOR
+        return super().filter(qs, value.quantize(Decimal("0.01"), rounding=rounding))
 
 
 class ProductFilter(django_filters.FilterSet):
     search = django_filters.CharFilter(
-        field_name="name", lookup_expr="icontains", help_text="Name contains (case-insensitive)."
+        field_name="name",
+        lookup_expr="icontains",
+        max_length=NAME_MAX_LENGTH,
+        help_text="Name contains this (case-insensitive).",
     )
-    min_price = django_filters.NumberFilter(
+    min_price = PriceFilter(
         field_name="price", lookup_expr="gte", help_text="Price at least this (inclusive)."
     )
-    max_price = django_filters.NumberFilter(
+    max_price = PriceFilter(
         field_name="price", lookup_expr="lte", help_text="Price at most this (inclusive)."
     )
-    in_stock = django_filters.BooleanFilter(
-        method="filter_in_stock", help_text="true: quantity > 0; false: quantity = 0."
+    in_stock = django_filters.ChoiceFilter(
+        choices=[("true", "true"), ("false", "false")],
+        method="filter_in_stock",
+        help_text="true: quantity > 0; false: quantity = 0.",
     )
 
     class Meta:
@@ -22,4 +69,51 @@ class ProductFilter(django_filters.FilterSet):
         fields = ["search", "min_price", "max_price", "in_stock"]
 
     def filter_in_stock(self, queryset, name, value):
-        return queryset.filter(quantity__gt=0) if value else queryset.filter(quantity=0)
+        return queryset.filter(quantity__gt=0) if value == "true" else queryset.filter(quantity=0)
+
+
+class ProductOrderingFilter(OrderingFilter):
+    """``ordering=<field>`` or ``-<field>``; anything else answers 400.
+
+    One field only: the keyset paginator orders by it plus ``name``.
+    """
+
+    ordering_description = (
+        "Sort by one of: " + ", ".join(ORDERING_FIELDS) + " (prefix '-' for descending); "
+        "ties are broken by name. Default: name."
+    )
+
+    def get_ordering_term(self, request, queryset, view) -> str:
+        """Return the requested term (e.g. "-price"), the view's default, or raise 400."""
+        raw = request.query_params.get(self.ordering_param)
+        if raw is None or raw == "":
+            default = self.get_default_ordering(view) or ["name"]
+            return default[0]
+        allowed = {f for f in getattr(view, "ordering_fields", ORDERING_FIELDS)}
+        term = raw.strip()
+        if term.lstrip("-") not in allowed or term.count("-") > 1 or "," in term:
+            raise ValidationError(
+                {
+                    self.ordering_param: [
+                        f'"{raw[:50]}" is not a valid ordering. Use one of: '
+                        + ", ".join(sorted(allowed))
+                        + ", optionally prefixed with '-'."
+                    ]
+                }
+            )
+        return term
+
+    def get_ordering(self, request, queryset, view):
+        return [self.get_ordering_term(request, queryset, view)]
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        fields = list(getattr(view, "ordering_fields", ORDERING_FIELDS))
+        return [
+            {
+                "name": self.ordering_param,
+                "required": False,
+                "in": "query",
+                "description": self.ordering_description,
+                "schema": {"type": "string", "enum": fields + ["-" + f for f in fields]},
+            }
+        ]

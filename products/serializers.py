@@ -22,7 +22,20 @@ def _apply(rule, value):
         raise serializers.ValidationError(exc.messages, code=exc.code) from None
 
 
-@extend_schema_field({"type": "string", "format": "decimal", "pattern": r"^\d{1,10}(\.\d{1,2})?$", "example": "19.99"})
+# Numbers and numeric strings are both accepted; the schema says so (a
+# contract fuzzer sends a number where only a string is declared and expects
+# a 400). Numbers are described as whole cents' multiples through the string
+# form's twin pattern; JSON-number generators stay within the bounds.
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$", "example": "19.99"},
+            {"type": "number", "minimum": 0, "maximum": 9999999999.99, "multipleOf": 0.01},
+        ],
+        "description": "Decimal >= 0 with at most 2 places and 10 digits before the point.",
+    },
+    component_name=None,
+)
 class PriceField(serializers.Field):
     """A price: a JSON number or numeric string in, a two-place string out."""
 
@@ -35,7 +48,7 @@ class PriceField(serializers.Field):
         return f"{value:.2f}"
 
 
-@extend_schema_field(OpenApiTypes.INT)
+@extend_schema_field({"type": "integer", "minimum": 0, "maximum": validators.QUANTITY_MAX})
 class QuantityField(serializers.Field):
     """Units in stock: a non-negative integer."""
 
@@ -46,8 +59,30 @@ class QuantityField(serializers.Field):
         return value
 
 
+class NameField(serializers.CharField):
+    """A product name: a JSON string only (DRF's CharField would take 123 too)."""
+
+    def to_internal_value(self, data) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": validators.NAME_MAX_LENGTH,
+        # Something other than whitespace, no "/" and no control characters.
+        "pattern": r"^[^/\x00-\x1f\x7f-\x9f]*[^/\s\x00-\x1f\x7f-\x9f][^/\x00-\x1f\x7f-\x9f]*$",
+    }
+)
+class _NameSchemaField(NameField):
+    pass
+
+
 def name_field() -> serializers.CharField:
-    return serializers.CharField(
+    return _NameSchemaField(
         max_length=validators.NAME_MAX_LENGTH,
         validators=[validators.validate_product_name],
         help_text="Unique, 1..200 characters, no '/' or control characters; surrounding whitespace is trimmed.",

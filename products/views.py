@@ -8,15 +8,15 @@ from django.http import HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import parse_etags
 from rest_framework import status, viewsets
-from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.decorators import action, api_view, authentication_classes, permission_classes, throttle_classes
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from . import cache, services
-from .exceptions import InsufficientStockConflict, PreconditionFailed
+from . import cache, schema, services
+from .exceptions import InsufficientStockConflict, PreconditionFailed, StockOutOfRangeConflict
 from .filters import ProductFilter
 from .models import Product
 from .permissions import ProductPermissions
@@ -56,6 +56,7 @@ def cached_product_response(request: Request, cached: cache.CachedProduct, shape
     return response
 
 
+@schema.product_viewset_schema
 class ProductViewSet(viewsets.ModelViewSet):
     """Products, looked up by name. Reads are cached; writes honour If-Match."""
 
@@ -63,7 +64,9 @@ class ProductViewSet(viewsets.ModelViewSet):
     serializer_class = ProductSerializer
     permission_classes = [ProductPermissions]
     lookup_field = "name"
-    lookup_value_regex = "[^/]+"
+    # No control characters: such a name cannot exist, and some databases
+    # refuse NUL in a query (a 404 from the router instead of a 500).
+    lookup_value_regex = "[^/\x00-\x1f\x7f-\x9f]+"
     filterset_class = ProductFilter
     ordering_fields = ["name", "price", "quantity", "created_at", "updated_at"]
     ordering = ["name"]
@@ -128,7 +131,8 @@ class ProductViewSet(viewsets.ModelViewSet):
         except services.InsufficientStock:
             raise InsufficientStockConflict() from None
         except services.StockOverflow:
-            raise ValidationError({"delta": ["The quantity would exceed its maximum."]}) from None
+            # Like going below zero: a conflict with the stored quantity, not bad input.
+            raise StockOutOfRangeConflict() from None
         data = ProductSerializer(product).data
         response = Response(data)
         response["ETag"] = _etag_of(data)
@@ -154,6 +158,7 @@ class SeedProductListView(APIView):
     serializer_class = SeedProductSerializer
     permission_classes = [ProductPermissions]
 
+    @schema.seed_create_schema
     def post(self, request: Request):
         serializer = ProductSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -170,6 +175,7 @@ class SeedProductDetailView(APIView):
     serializer_class = SeedProductSerializer
     permission_classes = [ProductPermissions]
 
+    @schema.seed_retrieve_schema
     def get(self, request: Request, name: str):
         cached = cache.get_product(name)
         if cached is None:
@@ -177,6 +183,11 @@ class SeedProductDetailView(APIView):
         return cached_product_response(request, cached, shape=_seed_shape)
 
 
+@schema.health_schema
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([])
+@throttle_classes([])
 def health(request):
     """Report database and cache reachability; 503 when the database is down."""
     body = {"database": "ok", "cache": cache.status()}

@@ -18,5 +18,11 @@ from .settings import *  # noqa: E402,F403
 
 # Hashing passwords at full strength makes every login in the suite slow.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-# Tests render pages without running collectstatic first.
+# Tests render pages without running collectstatic first: plain storage, and
+# whitenoise serves the apps' static files through the finders (as runserver
+# does) instead of from a STATIC_ROOT that does not exist. The production path
+# (collectstatic into a compressed manifest, DEBUG off) is tested in a
+# subprocess by products/tests/test_api_production.py.
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

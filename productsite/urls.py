@@ -19,6 +19,12 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     # The original Flask service's routes, kept working.
     path("products", views.SeedProductListView.as_view(), name="seed-product-list"),
-    re_path(r"^products/(?P<name>[^/]+)$", views.SeedProductDetailView.as_view(), name="seed-product-detail"),
+    re_path(r"^products/(?P<name>[^/\x00-\x1f\x7f-\x9f]+)$", views.SeedProductDetailView.as_view(), name="seed-product-detail"),
     path("admin/", admin.site.urls),
 ]
+
+# JSON errors (no traceback) under the API's paths; HTML elsewhere.
+handler400 = "products.exceptions.handler400"
+handler403 = "products.exceptions.handler403"
+handler404 = "products.exceptions.handler404"
+handler500 = "products.exceptions.handler500"

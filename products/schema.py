@@ -1,0 +1,226 @@
+"""OpenAPI descriptions the views cannot infer: errors, headers, conditional requests.
+
+drf-spectacular reads serializers, filters and the paginator by itself; what
+it cannot see (the status codes our exception handler and middleware answer,
+the ETag / X-Cache / Location headers, If-Match and If-None-Match, the seed
+routes' envelope, /health/) is declared here once and applied to the views
+with ``extend_schema``/``extend_schema_view``, so views.py stays thin.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import permissions, serializers
+
+from .serializers import (
+    ProductSerializer,
+    SeedProductEnvelopeSerializer,
+    SeedProductSerializer,
+    StockChangeSerializer,
+)
+
+class ProductAutoSchema(AutoSchema):
+    """AutoSchema that knows reads need no credentials under our permission class."""
+
+    def get_auth(self) -> list[dict]:
+        auths = super().get_auth()
+        anon_reads = any(
+            isinstance(p, permissions.DjangoModelPermissionsOrAnonReadOnly)
+            for p in self.view.get_permissions()
+        )
+        if anon_reads and self.method in permissions.SAFE_METHODS and {} not in auths:
+            # "{}": credentials are optional (sent, they must be valid: else 401).
+            auths.append({})
+        return auths
+
+
+# --- Bodies ----------------------------------------------------------------------
+
+DETAIL = inline_serializer("ErrorDetail", {"detail": serializers.CharField()})
+
+# DRF's validation shape: {"field": ["message", ...]} (or {"detail": "..."} for
+# a body that is not JSON at all).
+VALIDATION = {
+    "type": "object",
+    "description": 'Validation errors by field: `{"field": ["message"]}`; '
+    '`{"detail": "..."}` for a body that does not parse.',
+    "additionalProperties": {
+        "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]
+    },
+    "example": {"price": ["Price must be greater than or equal to 0."]},
+}
+
+
+def _error(description: str, body=DETAIL, example: str | None = None) -> OpenApiResponse:
+    examples = [OpenApiExample("error", value={"detail": example})] if example else []
+    return OpenApiResponse(body, description=description, examples=examples)
+
+
+R400 = OpenApiResponse(VALIDATION, description="Bad input: malformed JSON, wrong type, a rule broken.")
+R401 = _error("Not authenticated, or the credentials are wrong.", example="Authentication credentials were not provided.")
+R403 = _error("Authenticated, but without the product permission this needs.", example="You do not have permission to perform this action.")
+R404 = _error("No product has this name.", example="Not found.")
+R409_NAME = OpenApiResponse(
+    VALIDATION, description="A product with this name already exists.",
+    examples=[OpenApiExample("duplicate", value={"name": ["A product with this name already exists."]})],
+)
+R409_STOCK = _error(
+    "The quantity would become negative (or exceed 2147483647); nothing changed.",
+    example="Not enough stock: the quantity would become negative.",
+)
+R412 = _error("If-Match no longer matches the product; nothing changed.", example="The product has changed since you read it (If-Match does not match).")
+R413 = _error("The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.")
+R415 = _error("The Content-Type is not JSON, form or multipart.", example='Unsupported media type "text/plain" in request.')
+R429 = _error("Too many requests; retry after Retry-After seconds.", example="Request was throttled. Expected available in 42 seconds.")
+R304 = OpenApiResponse(None, description="Not modified: If-None-Match matches the current ETag (no body).")
+
+HEALTH = inline_serializer(
+    "Health",
+    {
+        "database": serializers.ChoiceField(choices=["ok", "down"]),
+        "cache": serializers.ChoiceField(choices=["ok", "down"]),
+    },
+)
+
+# --- Headers -------------------------------------------------------------------------
+
+
+def _header(name: str, description: str, codes: list[int], **kwargs) -> OpenApiParameter:
+    return OpenApiParameter(
+        name, OpenApiTypes.STR, OpenApiParameter.HEADER, description=description,
+        response=codes, required=True, **kwargs,
+    )
+
+
+NAME = OpenApiParameter(
+    "name", OpenApiTypes.STR, OpenApiParameter.PATH,
+    description="The product's name, percent-encoded (`Blue%20mug`).",
+)
+IF_MATCH = OpenApiParameter(
+    "If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER,
+    description="Only change the product if its current ETag is one of these (or `*`); else 412.",
+)
+IF_NONE_MATCH = OpenApiParameter(
+    "If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER,
+    description="Answer 304 with no body if the product's current ETag is one of these (or `*`).",
+)
+
+
+def etag(*codes: int) -> OpenApiParameter:
+    return _header("ETag", "Strong validator of this representation; send it back in If-Match / If-None-Match.", list(codes))
+
+
+def x_cache(*codes: int) -> OpenApiParameter:
+    return OpenApiParameter(
+        "X-Cache", OpenApiTypes.STR, OpenApiParameter.HEADER, response=list(codes), required=True,
+        enum=["HIT", "MISS"], description="HIT when Redis served the product, MISS when the database did.",
+    )
+
+
+def location(*codes: int) -> OpenApiParameter:
+    return _header("Location", "URL of the new product.", list(codes))
+
+
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[429], required=True,
+    description="Seconds until the rate-limit window ends.",
+)
+
+def _price_bound(name: str, description: str) -> OpenApiParameter:
+    # django-filter says "number"; the bounds are ours (outside them: 400).
+    return OpenApiParameter(
+        name, {"type": "number", "minimum": 0, "maximum": 9999999999.99}, OpenApiParameter.QUERY,
+        description=description,
+    )
+
+
+PRICE_BOUNDS = [
+    _price_bound("min_price", "Price at least this (inclusive)."),
+    _price_bound("max_price", "Price at most this (inclusive)."),
+]
+
+READ_ERRORS = {401: R401, 429: R429}
+WRITE_ERRORS = {400: R400, 401: R401, 403: R403, 413: R413, 415: R415, 429: R429}
+
+# --- Per-view declarations -------------------------------------------------------
+
+product_viewset_schema = extend_schema_view(
+    list=extend_schema(
+        summary="List products",
+        description=(
+            "Cursor-paginated (follow `next` / `previous`; no count), ordered by `ordering` "
+            "with name breaking ties. Bad filter, ordering, page size or cursor: 400."
+        ),
+        responses={200: ProductSerializer(many=True), 400: R400, **READ_ERRORS},
+        parameters=[*PRICE_BOUNDS, RETRY_AFTER],
+    ),
+    create=extend_schema(
+        summary="Create a product",
+        responses={201: ProductSerializer, 409: R409_NAME, **WRITE_ERRORS},
+        parameters=[location(201), etag(201), RETRY_AFTER],
+    ),
+    retrieve=extend_schema(
+        summary="Read a product (cached)",
+        responses={200: ProductSerializer, 304: R304, 404: R404, **READ_ERRORS},
+        parameters=[NAME, IF_NONE_MATCH, etag(200, 304), x_cache(200, 304), RETRY_AFTER],
+    ),
+    update=extend_schema(
+        summary="Replace a product (renaming allowed)",
+        responses={200: ProductSerializer, 404: R404, 409: R409_NAME, 412: R412, **WRITE_ERRORS},
+        parameters=[NAME, IF_MATCH, etag(200), RETRY_AFTER],
+    ),
+    partial_update=extend_schema(
+        summary="Change some fields of a product",
+        responses={200: ProductSerializer, 404: R404, 409: R409_NAME, 412: R412, **WRITE_ERRORS},
+        parameters=[NAME, IF_MATCH, etag(200), RETRY_AFTER],
+    ),
+    destroy=extend_schema(
+        summary="Delete a product",
+        responses={204: None, 401: R401, 403: R403, 404: R404, 412: R412, 429: R429},
+        parameters=[NAME, IF_MATCH, RETRY_AFTER],
+    ),
+    stock=extend_schema(
+        summary="Change the stock atomically",
+        description="Add `delta` (negative to remove) to the quantity in one conditional update.",
+        request=StockChangeSerializer,
+        responses={200: ProductSerializer, 404: R404, 409: R409_STOCK, **WRITE_ERRORS},
+        parameters=[NAME, etag(200), RETRY_AFTER],
+    ),
+)
+
+seed_create_schema = extend_schema(
+    summary="Create a product (the original service's route)",
+    request=SeedProductSerializer,
+    responses={201: SeedProductEnvelopeSerializer, 409: R409_NAME, **WRITE_ERRORS},
+    parameters=[location(201), RETRY_AFTER],
+    tags=["seed"],
+)
+
+seed_retrieve_schema = extend_schema(
+    summary="Read a product (the original service's route, cached)",
+    responses={200: SeedProductEnvelopeSerializer, 304: R304, 404: R404, **READ_ERRORS},
+    parameters=[NAME, IF_NONE_MATCH, etag(200, 304), x_cache(200, 304), RETRY_AFTER],
+    tags=["seed"],
+)
+
+health_schema = extend_schema(
+    summary="Database and cache reachability",
+    description="200 while the database answers (the cache may be down); 503 when it does not.",
+    responses={
+        200: OpenApiResponse(HEALTH, description="The database answers.",
+                             examples=[OpenApiExample("healthy", value={"database": "ok", "cache": "ok"})]),
+        503: OpenApiResponse(HEALTH, description="The database does not answer.",
+                             examples=[OpenApiExample("database down", value={"database": "down", "cache": "ok"})]),
+    },
+    auth=[],
+    tags=["health"],
+)

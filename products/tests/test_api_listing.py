@@ -1,0 +1,153 @@
+"""Listing: filters, strict ordering, and keyset pagination that never repeats or skips."""
+
+from __future__ import annotations
+
+import base64
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from products.models import Product
+
+pytestmark = pytest.mark.django_db
+
+ORDERINGS = ["name", "-name", "price", "-price", "quantity", "-quantity",
+             "created_at", "-created_at", "updated_at", "-updated_at"]
+
+
+def _bulk(n: int, prefix: str = "p") -> None:
+    # Few distinct prices, quantities and timestamps: ties everywhere, which is
+    # what the name tie-breaker must handle.
+    now = timezone.now()
+    Product.objects.bulk_create(
+        Product(name=f"{prefix}{i:04d}", price=Decimal(i % 3) + Decimal("0.50"), quantity=i % 4)
+        for i in range(n)
+    )
+    Product.objects.update(created_at=now, updated_at=now)
+
+
+def _walk(client, url: str, max_pages: int = 1000, between=None) -> list[str]:
+    seen: list[str] = []
+    pages = 0
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        seen += [p["name"] for p in body["results"]]
+        url = body["next"]
+        pages += 1
+        if between:
+            between(pages)
+        assert pages < max_pages
+    return seen
+
+
+def _sort_key(ordering: str):
+    field = ordering.lstrip("-")
+
+    def key(p: Product):
+        return (getattr(p, field), p.name) if field != "name" else (p.name,)
+
+    return key
+
+
+@pytest.mark.parametrize("ordering", ORDERINGS)
+def test_walk_sees_every_product_once_in_order(anon_client, ordering):
+    _bulk(23)
+    seen = _walk(anon_client, f"/api/products/?ordering={ordering}&page_size=4")
+    expected = sorted(Product.objects.all(), key=_sort_key(ordering), reverse=ordering.startswith("-"))
+    assert seen == [p.name for p in expected]
+
+
+@pytest.mark.parametrize("ordering", ["price", "-quantity", "created_at", "-name"])
+def test_walk_under_concurrent_inserts_and_deletes_misses_nothing(anon_client, ordering):
+    _bulk(30)
+    survivors = {f"p{i:04d}" for i in range(30) if i % 5 != 0}
+    doomed = [f"p{i:04d}" for i in range(30) if i % 5 == 0]
+
+    def churn(page: int) -> None:
+        # Between pages: delete some products, add others with tied keys.
+        if doomed:
+            Product.objects.filter(name=doomed.pop()).delete()
+        Product.objects.create(name=f"new{page:03d}", price="1.50", quantity=1)
+
+    seen = _walk(anon_client, f"/api/products/?ordering={ordering}&page_size=3", between=churn)
+    assert len(seen) == len(set(seen)), "an item was seen twice"
+    assert survivors <= set(seen), f"missed: {sorted(survivors - set(seen))}"
+
+
+def test_previous_link_walks_back_to_the_same_pages(anon_client):
+    _bulk(10)
+    first = anon_client.get("/api/products/?ordering=-price&page_size=3").json()
+    assert first["previous"] is None
+    second = anon_client.get(first["next"]).json()
+    back = anon_client.get(second["previous"]).json()
+    assert [p["name"] for p in back["results"]] == [p["name"] for p in first["results"]]
+    assert back["previous"] is None
+
+
+def test_page_size_is_capped_and_checked(anon_client):
+    _bulk(3)
+    assert len(anon_client.get("/api/products/?page_size=2").json()["results"]) == 2
+    for bad in ["0", "501", "abc", "-1"]:
+        response = anon_client.get(f"/api/products/?page_size={bad}")
+        assert response.status_code == 400
+        assert "page_size" in response.json()
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["garbage!", "bm90IGpzb24", base64.urlsafe_b64encode(b'{"o":"name","d":"x","k":"a"}').decode(),
+     base64.urlsafe_b64encode(b'{"o":"price","d":"n","k":"a","v":"abc"}').decode(), "%00", "\u00e9"],
+)
+def test_invalid_cursor_answers_400(anon_client, cursor):
+    response = anon_client.get("/api/products/", {"cursor": cursor, "ordering": "price"})
+    assert response.status_code == 400
+    assert response.json() == {"cursor": ["Invalid cursor."]}
+
+
+def test_cursor_from_another_ordering_answers_400(anon_client):
+    _bulk(5)
+    next_url = anon_client.get("/api/products/?ordering=price&page_size=2").json()["next"]
+    response = anon_client.get(next_url.replace("ordering=price", "ordering=quantity"))
+    assert response.status_code == 400
+
+
+def test_filters_are_inclusive_and_combine(anon_client, make_product):
+    make_product("a", "1.00", 0)
+    make_product("B mug", "2.00", 3)
+    make_product("c mug", "3.00", 0)
+    make_product("d", "4.00", 1)
+
+    def names(query: str) -> list[str]:
+        response = anon_client.get("/api/products/?" + query)
+        assert response.status_code == 200, response.content
+        return [p["name"] for p in response.json()["results"]]
+
+    assert names("min_price=2&max_price=3") == ["B mug", "c mug"]
+    assert names("search=MUG") == ["B mug", "c mug"]
+    assert names("in_stock=true") == ["B mug", "d"]
+    assert names("in_stock=false&search=mug") == ["c mug"]
+    assert names("ordering=-price&min_price=2.00") == ["d", "c mug", "B mug"]
+
+
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("min_price=abc", "min_price"),
+        ("max_price=1e100000", "max_price"),
+        ("min_price=NaN", "min_price"),
+        ("max_price=-1", "max_price"),
+        ("in_stock=maybe", "in_stock"),
+        ("ordering=bogus", "ordering"),
+        ("ordering=price,name", "ordering"),
+        ("ordering=--price", "ordering"),
+        ("search=a%00b", "search"),
+    ],
+)
+def test_invalid_filter_values_answer_400_with_the_field(anon_client, query, field):
+    response = anon_client.get("/api/products/?" + query)
+    assert response.status_code == 400
+    body = response.json()
+    assert list(body) == [field] and body[field][0]
