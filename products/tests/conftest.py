@@ -282,3 +282,14 @@ def manage(env: dict[str, str], *args: str, input: str | None = None) -> subproc
         [sys.executable, "manage.py", *args],
         cwd=BASE_DIR, env=env, input=input, capture_output=True, text=True,
     )
+
+
+# --- Reports for fixtures (the browser tests save artifacts on failure) ------
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item (item.rep_setup, rep_call, rep_teardown)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
