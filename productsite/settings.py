@@ -186,6 +186,10 @@ REST_FRAMEWORK = {
         "products.throttling.AnonRateThrottle",
         "products.throttling.UserRateThrottle",
     ],
+    # Proxies in front of the app that append to X-Forwarded-For. 0 (direct):
+    # the client address is REMOTE_ADDR, so a client cannot pick its own
+    # throttle identity by sending the header; behind one load balancer, 1.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON_RATE", default="1000/minute"),
         "user": env.str("THROTTLE_USER_RATE", default="10000/minute"),

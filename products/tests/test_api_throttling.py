@@ -69,3 +69,19 @@ def test_counters_are_shared_by_gunicorn_workers_and_rates_come_from_the_environ
     assert codes == [200] * 6 + [429] * 4
     retry = requests.get(server.url + "/api/products/", timeout=5)
     assert retry.status_code == 429 and int(retry.headers["Retry-After"]) > 0
+
+
+def test_a_forged_forwarded_for_header_does_not_reset_the_budget(anon_client, rates):
+    rates("2/hour", "100/hour")
+    codes = [anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code
+             for i in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_behind_one_proxy_the_client_is_the_address_the_proxy_appended(anon_client, rates, settings):
+    rates("1/hour", "100/hour")
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    first = anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR="1.1.1.1, 203.0.113.7")
+    other = anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR="203.0.113.8")
+    again = anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR="9.9.9.9, 203.0.113.7")
+    assert [first.status_code, other.status_code, again.status_code] == [200, 200, 429]
