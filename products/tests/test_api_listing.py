@@ -151,3 +151,13 @@ def test_invalid_filter_values_answer_400_with_the_field(anon_client, query, fie
     assert response.status_code == 400
     body = response.json()
     assert list(body) == [field] and body[field][0]
+
+
+@pytest.mark.parametrize("query", ["ordering=bogus", "min_price=abc", "cursor=zzz", "page_size=0", "ordering=-price"])
+def test_browsable_api_renders_bad_list_parameters_without_a_500(query):
+    from rest_framework.test import APIClient
+
+    client = APIClient(raise_request_exception=True)
+    response = client.get("/api/products/?" + query, HTTP_ACCEPT="text/html")
+    assert response.status_code == (200 if query == "ordering=-price" else 400)
+    assert response["Content-Type"].startswith("text/html")
