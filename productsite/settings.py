@@ -5,6 +5,7 @@ Configuration table in README.md). Nothing here is secret: DEBUG is off unless
 asked for, and without DEBUG a SECRET_KEY must be given.
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -162,6 +163,18 @@ LOGIN_URL = "rest_framework:login"
 LOGIN_REDIRECT_URL = "/api/products/"
 
 # --- REST framework ---------------------------------------------------------
+
+
+def _rate(name: str, default: str) -> str:
+    """Read a throttle rate such as "100/minute"; refuse a typo at startup, not per request."""
+    value = env.str(name, default=default).strip()
+    if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a rate: use <requests>/<second|minute|hour|day>, e.g. 100/minute."
+        )
+    return value
+
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous write answers 401 with
@@ -191,8 +204,8 @@ REST_FRAMEWORK = {
     # throttle identity by sending the header; behind one load balancer, 1.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {
-        "anon": env.str("THROTTLE_ANON_RATE", default="1000/minute"),
-        "user": env.str("THROTTLE_USER_RATE", default="10000/minute"),
+        "anon": _rate("THROTTLE_ANON_RATE", "1000/minute"),
+        "user": _rate("THROTTLE_USER_RATE", "10000/minute"),
     },
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",

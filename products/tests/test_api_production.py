@@ -81,3 +81,17 @@ def test_static_files_are_served_compressed_and_hashed_with_debug_off(sqlite_gun
     # No traceback and JSON errors under the API with DEBUG off.
     missing = requests.get(server.url + "/api/nope/", timeout=5)
     assert missing.status_code == 404 and missing.json() == {"detail": "Not found."}
+
+
+@pytest.mark.django_db
+def test_ssl_redirect_spares_the_load_balancer_health_check(settings):
+    from django.test import Client
+
+    settings.SECURE_SSL_REDIRECT = True
+    client = Client()
+    assert client.get("/health/").status_code == 200
+    redirected = client.get("/api/products/")
+    assert redirected.status_code == 301 and redirected["Location"].startswith("https://")
+    # Behind the proxy, a request that came in over https is served.
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert Client().get("/api/products/", HTTP_X_FORWARDED_PROTO="https").status_code == 200

@@ -85,3 +85,11 @@ def test_behind_one_proxy_the_client_is_the_address_the_proxy_appended(anon_clie
     other = anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR="203.0.113.8")
     again = anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR="9.9.9.9, 203.0.113.7")
     assert [first.status_code, other.status_code, again.status_code] == [200, 200, 429]
+
+
+def test_a_malformed_rate_in_the_environment_stops_startup():
+    from .conftest import manage, server_env
+
+    result = manage(server_env(THROTTLE_ANON_RATE="lots"), "check")
+    assert result.returncode != 0
+    assert "THROTTLE_ANON_RATE='lots' is not a rate" in result.stderr
