@@ -95,3 +95,18 @@ def test_ssl_redirect_spares_the_load_balancer_health_check(settings):
     # Behind the proxy, a request that came in over https is served.
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     assert Client().get("/api/products/", HTTP_X_FORWARDED_PROTO="https").status_code == 200
+
+
+def test_gunicorn_config_reads_the_environment(monkeypatch):
+    import runpy
+
+    from .conftest import BASE_DIR
+
+    monkeypatch.setenv("WEB_CONCURRENCY", "7")
+    monkeypatch.setenv("GUNICORN_THREADS", "3")
+    monkeypatch.setenv("GUNICORN_TIMEOUT", "45")
+    monkeypatch.setenv("PORT", "9001")
+    config = runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))
+    assert (config["workers"], config["threads"], config["timeout"]) == (7, 3, 45)
+    assert config["bind"] == "0.0.0.0:9001"
+    assert config["keepalive"] > 0 and config["accesslog"] == "-" and config["errorlog"] == "-"
