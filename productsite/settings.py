@@ -234,6 +234,10 @@ SPECTACULAR_SETTINGS = {
     # /health/ reports "ok"/"down" for both the database and the cache.
     "ENUM_NAME_OVERRIDES": {"ReachabilityEnum": ["ok", "down"]},
     "SECURITY": [],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "products.schema.mark_empty_query_values",
+    ],
 }
 
 # --- Request limits -----------------------------------------------------------

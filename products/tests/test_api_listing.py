@@ -161,3 +161,11 @@ def test_browsable_api_renders_bad_list_parameters_without_a_500(query):
     response = client.get("/api/products/?" + query, HTTP_ACCEPT="text/html")
     assert response.status_code == (200 if query == "ordering=-price" else 400)
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_empty_parameters_mean_unset_as_a_form_sends_them(anon_client, make_product):
+    make_product("a", "1.00", 0)
+    make_product("b", "2.00", 3)
+    response = anon_client.get("/api/products/?search=&min_price=&max_price=&in_stock=&ordering=&cursor=&page_size=")
+    assert response.status_code == 200
+    assert [p["name"] for p in response.json()["results"]] == ["a", "b"]

@@ -74,6 +74,7 @@ def test_list_parameters_match_the_filters(schema):
     assert {"search", "min_price", "max_price", "in_stock", "ordering", "cursor", "page_size"} <= set(params)
     assert "-updated_at" in params["ordering"]["schema"]["enum"]
     assert params["page_size"]["schema"]["maximum"] == 500
+    assert all(params[name]["allowEmptyValue"] for name in ("in_stock", "min_price", "cursor"))
 
 
 @pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/"])
