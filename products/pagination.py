@@ -167,7 +167,7 @@ class ProductKeysetPagination(BasePagination):
     def get_page_size(self, request) -> int:
         default = settings.REST_FRAMEWORK.get("PAGE_SIZE") or 50
         raw = request.query_params.get(self.page_size_query_param)
-        if raw is None:
+        if not raw:
             return min(default, self.max_page_size)
         try:
             size = int(raw)

@@ -224,3 +224,18 @@ health_schema = extend_schema(
     auth=[],
     tags=["health"],
 )
+
+
+# Query parameters of the list that an empty value leaves unset (``?in_stock=``),
+# as the browsable API's filter form sends them.
+EMPTY_MEANS_UNSET = {"search", "min_price", "max_price", "in_stock", "ordering", "cursor", "page_size"}
+
+
+def mark_empty_query_values(result: dict, generator, request, public) -> dict:
+    """Say ``allowEmptyValue`` on the list's optional query parameters (a postprocessing hook)."""
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if parameter.get("in") == "query" and parameter.get("name") in EMPTY_MEANS_UNSET:
+                    parameter["allowEmptyValue"] = True
+    return result

@@ -2,12 +2,14 @@
 
 DRF's own throttles load and save a list of timestamps per request; these use
 one fixed-window counter (INCR + EXPIRE, one round trip). When Redis is down
-they fail open: requests are allowed, and the outage is logged by
-products.cache's circuit breaker.
+they fail open: requests are allowed (an outage of the cache must not become
+an outage of the API), and a warning says so, at most once a minute per process.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
 from rest_framework.settings import api_settings
@@ -15,7 +17,25 @@ from rest_framework.throttling import BaseThrottle
 
 from . import cache
 
+logger = logging.getLogger(__name__)
+
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_FAIL_OPEN_LOG_INTERVAL = 60.0
+_fail_open_lock = threading.Lock()
+_fail_open_logged_at = float("-inf")
+
+
+def _log_fail_open(scope: str) -> None:
+    global _fail_open_logged_at
+    with _fail_open_lock:
+        now = time.monotonic()
+        if now - _fail_open_logged_at < _FAIL_OPEN_LOG_INTERVAL:
+            return
+        _fail_open_logged_at = now
+    logger.warning(
+        "throttle=fail_open scope=%s reason=redis_unavailable: requests are not rate-limited "
+        "until Redis answers again", scope,
+    )
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
@@ -40,7 +60,10 @@ class _FixedWindowThrottle(BaseThrottle):
             return True
         limit, window = parse_rate(rate)
         count = cache.rate_counter(f"{self.scope}:{ident}", window)
-        if count is None or count <= limit:
+        if count is None:
+            _log_fail_open(self.scope)
+            return True
+        if count <= limit:
             return True
         self._wait = window - (time.time() % window)
         return False

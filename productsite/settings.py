@@ -5,6 +5,7 @@ Configuration table in README.md). Nothing here is secret: DEBUG is off unless
 asked for, and without DEBUG a SECRET_KEY must be given.
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -162,6 +163,18 @@ LOGIN_URL = "rest_framework:login"
 LOGIN_REDIRECT_URL = "/api/products/"
 
 # --- REST framework ---------------------------------------------------------
+
+
+def _rate(name: str, default: str) -> str:
+    """Read a throttle rate such as "100/minute"; refuse a typo at startup, not per request."""
+    value = env.str(name, default=default).strip()
+    if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a rate: use <requests>/<second|minute|hour|day>, e.g. 100/minute."
+        )
+    return value
+
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous write answers 401 with
@@ -186,9 +199,13 @@ REST_FRAMEWORK = {
         "products.throttling.AnonRateThrottle",
         "products.throttling.UserRateThrottle",
     ],
+    # Proxies in front of the app that append to X-Forwarded-For. 0 (direct):
+    # the client address is REMOTE_ADDR, so a client cannot pick its own
+    # throttle identity by sending the header; behind one load balancer, 1.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {
-        "anon": env.str("THROTTLE_ANON_RATE", default="1000/minute"),
-        "user": env.str("THROTTLE_USER_RATE", default="10000/minute"),
+        "anon": _rate("THROTTLE_ANON_RATE", "1000/minute"),
+        "user": _rate("THROTTLE_USER_RATE", "10000/minute"),
     },
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
@@ -208,12 +225,19 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
+    # No validator badge: it would fetch from validator.swagger.io, and the
+    # docs must work with no internet.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": True, "validatorUrl": None},
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # /health/ reports "ok"/"down" for both the database and the cache.
     "ENUM_NAME_OVERRIDES": {"ReachabilityEnum": ["ok", "down"]},
     "SECURITY": [],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "products.schema.mark_empty_query_values",
+    ],
 }
 
 # --- Request limits -----------------------------------------------------------
@@ -242,7 +266,11 @@ STORAGES = {
 # --- HTTPS behind a proxy ---------------------------------------------------
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# A load balancer probes /health/ over plain HTTP on the private network; a
+# redirect to https would read as "unhealthy".
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
@@ -265,6 +293,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
-        "products": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # Propagates to the root's console handler (one handler, no duplicates).
+        "products": {"level": LOG_LEVEL},
     },
 }

@@ -151,3 +151,21 @@ def test_invalid_filter_values_answer_400_with_the_field(anon_client, query, fie
     assert response.status_code == 400
     body = response.json()
     assert list(body) == [field] and body[field][0]
+
+
+@pytest.mark.parametrize("query", ["ordering=bogus", "min_price=abc", "cursor=zzz", "page_size=0", "ordering=-price"])
+def test_browsable_api_renders_bad_list_parameters_without_a_500(query):
+    from rest_framework.test import APIClient
+
+    client = APIClient(raise_request_exception=True)
+    response = client.get("/api/products/?" + query, HTTP_ACCEPT="text/html")
+    assert response.status_code == (200 if query == "ordering=-price" else 400)
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_empty_parameters_mean_unset_as_a_form_sends_them(anon_client, make_product):
+    make_product("a", "1.00", 0)
+    make_product("b", "2.00", 3)
+    response = anon_client.get("/api/products/?search=&min_price=&max_price=&in_stock=&ordering=&cursor=&page_size=")
+    assert response.status_code == 200
+    assert [p["name"] for p in response.json()["results"]] == ["a", "b"]

@@ -1,0 +1,56 @@
+"""One structured (key=value) log line per request; the level comes from LOG_LEVEL."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+from products.middleware import format_fields
+
+from .conftest import manage, server_env
+
+pytestmark = pytest.mark.django_db
+
+LINE = re.compile(
+    r'^method=(?P<method>\S+) path=(?P<path>"(?:[^"\\]|\\.)*"|\S+) status=(?P<status>\d{3}) '
+    r"duration_ms=(?P<duration>\d+\.\d) cache=(?P<cache>HIT|MISS|-)$"
+)
+
+
+def _request_lines(caplog) -> list[re.Match]:
+    lines = [r.getMessage() for r in caplog.records if r.name == "products.requests"]
+    matches = [LINE.match(line) for line in lines]
+    assert all(matches), lines
+    return matches
+
+
+def test_each_request_logs_one_key_value_line_with_cache_status(anon_client, make_product, caplog):
+    make_product("Lamp")
+    with caplog.at_level(logging.INFO, logger="products.requests"):
+        anon_client.get("/api/products/Lamp/")
+        anon_client.get("/api/products/Lamp/")
+        anon_client.get("/api/products/nothing/")
+    first, second, missing = _request_lines(caplog)
+    assert (first["method"], first["path"], first["status"], first["cache"]) == ("GET", "/api/products/Lamp/", "200", "MISS")
+    assert second["cache"] == "HIT"
+    assert (missing["status"], missing["cache"]) == ("404", "-")
+    assert float(first["duration"]) >= 0
+
+
+def test_paths_with_spaces_and_quotes_stay_one_parseable_field():
+    assert format_fields({"path": '/api/products/a "b"/', "status": 200}) == 'path="/api/products/a \\"b\\"/" status=200'
+
+
+def test_fields_are_on_the_record_for_a_json_formatter(anon_client, caplog):
+    with caplog.at_level(logging.INFO, logger="products.requests"):
+        anon_client.get("/health/")
+    record = next(r for r in caplog.records if r.name == "products.requests")
+    assert record.request_fields["status"] == 200 and record.request_fields["path"] == "/health/"
+
+
+def test_log_level_comes_from_the_environment():
+    code = "import logging; print(logging.getLevelName(logging.getLogger('products.requests').getEffectiveLevel()))"
+    assert manage(server_env(LOG_LEVEL="warning"), "shell", "-c", code).stdout.split()[-1] == "WARNING"
+    assert manage(server_env(LOG_LEVEL="DEBUG"), "shell", "-c", code).stdout.split()[-1] == "DEBUG"

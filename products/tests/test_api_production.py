@@ -1,0 +1,112 @@
+"""Production configuration: check --deploy, collectstatic, static files with DEBUG off."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+import pytest
+import requests
+
+from .conftest import manage, server_env
+
+PRODUCTION = {
+    "DEBUG": "0",
+    "ALLOWED_HOSTS": "api.example.com",
+    "USE_X_FORWARDED_PROTO": "1",
+    "SECURE_SSL_REDIRECT": "1",
+    "SESSION_COOKIE_SECURE": "1",
+    "CSRF_COOKIE_SECURE": "1",
+    "SECURE_HSTS_SECONDS": "31536000",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+    "SECURE_HSTS_PRELOAD": "1",
+}
+
+
+def test_check_deploy_is_clean_with_production_values():
+    env = server_env(SECRET_KEY=secrets.token_urlsafe(50), **PRODUCTION)
+    result = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_flags_an_insecure_configuration():
+    # The same command is not vacuous: without the HTTPS settings it fails.
+    env = server_env(SECRET_KEY=secrets.token_urlsafe(50), DEBUG="0", ALLOWED_HOSTS="api.example.com")
+    result = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0
+    assert "security.W004" in result.stderr + result.stdout
+
+
+def test_settings_refuse_to_start_without_a_secret_key():
+    env = server_env(DEBUG="0")
+    env.pop("SECRET_KEY")
+    result = manage(env, "check")
+    assert result.returncode != 0 and "SECRET_KEY is not set" in result.stderr
+
+
+@pytest.mark.slow
+def test_static_files_are_served_compressed_and_hashed_with_debug_off(sqlite_gunicorn, tmp_path):
+    static_root = tmp_path / "static"
+    collected = manage(server_env(STATIC_ROOT=str(static_root)), "collectstatic", "--noinput", "-v", "0")
+    assert collected.returncode == 0, collected.stderr
+    assert (static_root / "staticfiles.json").exists()
+
+    # DEBUG off, no SSL redirect (gunicorn is reached over plain HTTP here).
+    server = sqlite_gunicorn(workers=1, DEBUG="0", STATIC_ROOT=str(static_root))
+
+    docs = requests.get(server.url + "/api/docs/", timeout=5)
+    assert docs.status_code == 200
+    # Every asset of the docs page comes from this server, under a hashed name.
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert len(assets) >= 3, docs.text
+    assert all(a.startswith("/static/") for a in assets), assets
+    assert "http://" not in docs.text and "https://" not in docs.text
+    assert all(re.search(r"\.[0-9a-f]{12}\.", a) for a in assets), assets
+
+    login = requests.get(server.url + "/api-auth/login/", timeout=5)
+    assert login.status_code == 200
+    for path in assets + ["/static/admin/css/base.css", "/static/rest_framework/css/bootstrap.min.css"]:
+        if path in ("/static/admin/css/base.css", "/static/rest_framework/css/bootstrap.min.css"):
+            # The template tags of a DEBUG-off page point at hashed names.
+            manifest = (static_root / "staticfiles.json").read_text()
+            assert path.removeprefix("/static/") in manifest
+        response = requests.get(server.url + path, headers={"Accept-Encoding": "gzip"}, timeout=5)
+        assert response.status_code == 200, path
+    script = next(a for a in assets if a.endswith(".js"))
+    hashed = requests.get(server.url + script, headers={"Accept-Encoding": "gzip"}, timeout=5)
+    assert "max-age=315360000" in hashed.headers["Cache-Control"]  # immutable, hashed name
+    assert hashed.headers.get("Content-Encoding") == "gzip"
+
+    # No traceback and JSON errors under the API with DEBUG off.
+    missing = requests.get(server.url + "/api/nope/", timeout=5)
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not found."}
+
+
+@pytest.mark.django_db
+def test_ssl_redirect_spares_the_load_balancer_health_check(settings):
+    from django.test import Client
+
+    settings.SECURE_SSL_REDIRECT = True
+    client = Client()
+    assert client.get("/health/").status_code == 200
+    redirected = client.get("/api/products/")
+    assert redirected.status_code == 301 and redirected["Location"].startswith("https://")
+    # Behind the proxy, a request that came in over https is served.
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert Client().get("/api/products/", HTTP_X_FORWARDED_PROTO="https").status_code == 200
+
+
+def test_gunicorn_config_reads_the_environment(monkeypatch):
+    import runpy
+
+    from .conftest import BASE_DIR
+
+    monkeypatch.setenv("WEB_CONCURRENCY", "7")
+    monkeypatch.setenv("GUNICORN_THREADS", "3")
+    monkeypatch.setenv("GUNICORN_TIMEOUT", "45")
+    monkeypatch.setenv("PORT", "9001")
+    config = runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))
+    assert (config["workers"], config["threads"], config["timeout"]) == (7, 3, 45)
+    assert config["bind"] == "0.0.0.0:9001"
+    assert config["keepalive"] > 0 and config["accesslog"] == "-" and config["errorlog"] == "-"

@@ -1,0 +1,95 @@
+"""Throttling: 429 with Retry-After, shared counters across processes, fail-open."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+import requests
+from django.conf import settings as django_settings
+
+from products import throttling
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def rates(settings):
+    def set_rates(anon: str, user: str) -> None:
+        settings.REST_FRAMEWORK = {
+            **settings.REST_FRAMEWORK,
+            "DEFAULT_THROTTLE_RATES": {"anon": anon, "user": user},
+        }
+
+    return set_rates
+
+
+def test_anonymous_client_gets_429_with_retry_after(anon_client, rates):
+    rates("3/hour", "100/hour")
+    codes = [anon_client.get("/api/products/").status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    response = anon_client.get("/api/products/")
+    assert response.status_code == 429
+    assert 0 < int(response["Retry-After"]) <= 3600
+    assert "throttled" in response.json()["detail"]
+
+
+def test_users_are_counted_per_user_not_per_address(editor_client, plain_client, rates):
+    rates("1/hour", "2/hour")
+    assert [editor_client.get("/api/products/").status_code for _ in range(3)] == [200, 200, 429]
+    # Another user from the same address has a budget of its own.
+    assert plain_client.get("/api/products/").status_code == 200
+
+
+def test_throttling_fails_open_and_says_so_when_redis_is_down(anon_client, rates, private_redis, caplog, monkeypatch):
+    rates("1/hour", "1/hour")
+    monkeypatch.setattr(throttling, "_fail_open_logged_at", float("-inf"))
+    assert anon_client.get("/api/products/").status_code == 200
+    assert anon_client.get("/api/products/").status_code == 429
+    private_redis.stop()
+    with caplog.at_level(logging.WARNING, logger="products.throttling"):
+        codes = [anon_client.get("/api/products/").status_code for _ in range(3)]
+    assert codes == [200, 200, 200]
+    lines = [r.getMessage() for r in caplog.records if r.name == "products.throttling"]
+    assert len(lines) == 1 and "throttle=fail_open" in lines[0]
+
+
+@pytest.mark.slow
+def test_counters_are_shared_by_gunicorn_workers_and_rates_come_from_the_environment(sqlite_gunicorn):
+    # A key prefix of its own (under the run's, so the session cleanup finds
+    # it): no other test's requests from 127.0.0.1 count against this budget.
+    prefix = f"{django_settings.CACHES['default']['KEY_PREFIX']}:throttle-{uuid.uuid4().hex[:6]}"
+    server = sqlite_gunicorn(workers=2, THROTTLE_ANON_RATE="6/hour", CACHE_KEY_PREFIX=prefix)
+    codes = []
+    for _ in range(10):
+        # A new connection each time, so requests spread over both workers.
+        response = requests.get(server.url + "/api/products/", headers={"Connection": "close"}, timeout=5)
+        codes.append(response.status_code)
+    assert codes == [200] * 6 + [429] * 4
+    retry = requests.get(server.url + "/api/products/", timeout=5)
+    assert retry.status_code == 429 and int(retry.headers["Retry-After"]) > 0
+
+
+def test_a_forged_forwarded_for_header_does_not_reset_the_budget(anon_client, rates):
+    rates("2/hour", "100/hour")
+    codes = [anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code
+             for i in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_behind_one_proxy_the_client_is_the_address_the_proxy_appended(anon_client, rates, settings):
+    rates("1/hour", "100/hour")
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    first = anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR="1.1.1.1, 203.0.113.7")
+    other = anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR="203.0.113.8")
+    again = anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR="9.9.9.9, 203.0.113.7")
+    assert [first.status_code, other.status_code, again.status_code] == [200, 200, 429]
+
+
+def test_a_malformed_rate_in_the_environment_stops_startup():
+    from .conftest import manage, server_env
+
+    result = manage(server_env(THROTTLE_ANON_RATE="lots"), "check")
+    assert result.returncode != 0
+    assert "THROTTLE_ANON_RATE='lots' is not a rate" in result.stderr
