@@ -28,6 +28,7 @@ from decimal import Decimal, InvalidOperation
 import orjson
 from django.conf import settings
 from django.db.models import Q, QuerySet
+from django.template import loader
 from django.utils.dateparse import parse_datetime
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
@@ -88,6 +89,8 @@ class ProductKeysetPagination(BasePagination):
     page_size_query_param = "page_size"
     max_page_size = 500
     default_ordering = "name"
+    # The browsable API shows "Previous"/"Next" links, as for DRF's cursor pages.
+    template = "rest_framework/pagination/previous_and_next.html"
 
     # --- DRF hooks ---------------------------------------------------------
 
@@ -119,6 +122,7 @@ class ProductKeysetPagination(BasePagination):
         else:
             self.has_previous, self.has_next = position is not None, has_more
         self.page = rows
+        self.display_page_controls = self.has_previous or self.has_next
         return rows
 
     def get_paginated_response(self, data) -> Response:
@@ -234,6 +238,12 @@ class ProductKeysetPagination(BasePagination):
 
     def _link(self, cursor: str) -> str:
         return replace_query_param(self.base_url, self.cursor_query_param, cursor)
+
+    def get_html_context(self) -> dict:
+        return {"previous_url": self.get_previous_link(), "next_url": self.get_next_link()}
+
+    def to_html(self) -> str:
+        return loader.get_template(self.template).render(self.get_html_context())
 
     def get_next_link(self) -> str | None:
         if not self.has_next:

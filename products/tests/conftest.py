@@ -213,7 +213,8 @@ class Gunicorn:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "productsite.wsgi:application",
              "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-             "--threads", str(self.threads), "--log-level", "warning"],
+             "--threads", str(self.threads), "--log-level", "warning",
+             "--access-logfile", "/dev/null"],
             cwd=BASE_DIR,
             env=self.env,
         )
