@@ -6,6 +6,7 @@ asked for, and without DEBUG a SECRET_KEY must be given.
 """
 
 import re
+import os
 from pathlib import Path
 
 import environ
@@ -16,6 +17,12 @@ from redis.retry import Retry
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+
+# A local .env file (scripts/run.sh writes one holding a generated SECRET_KEY)
+# fills in what the real environment leaves unset; it never overrides it.
+ENV_FILE = Path(os.environ.get("ENV_FILE", BASE_DIR / ".env"))
+if ENV_FILE.is_file():
+    environ.Env.read_env(ENV_FILE)
 
 DEBUG = env.bool("DEBUG", default=False)
 

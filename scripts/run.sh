@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # Run the service locally on http://127.0.0.1:8000 (or $PORT).
-# Installs into .venv, migrates, finds or starts Redis, adds demo products to
-# an empty catalogue, then serves with Django's development server.
+#
+# Installs into .venv, writes a .env with a generated SECRET_KEY on first run,
+# migrates, finds or starts Redis, adds demo products to an empty catalogue,
+# then serves as in production: gunicorn (gunicorn.conf.py), DEBUG off, static
+# files from the app. DEBUG=1 scripts/run.sh serves with Django's auto-reloading
+# development server instead.
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 ensure_venv requirements.txt
 
-export DEBUG="${DEBUG:-1}"
+if [ ! -f .env ]; then
+    say "Writing .env with a generated SECRET_KEY (kept out of git)"
+    umask 077
+    printf 'SECRET_KEY=%s\nALLOWED_HOSTS=127.0.0.1,localhost,[::1]\n' \
+        "$("$PY" -c 'import secrets; print(secrets.token_urlsafe(50))')" >.env
+fi
+
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 PORT="${PORT:-8000}"
 
 if redis_answers "$REDIS_URL"; then
     say "Using Redis at $REDIS_URL"
-elif command -v redis-server >/dev/null 2>&1 && [[ "$REDIS_URL" =~ ^redis://(127\.0\.0\.1|localhost):?([0-9]*) ]]; then
-    port="${BASH_REMATCH[2]:-6379}"
+elif command -v redis-server >/dev/null 2>&1 && [[ "$REDIS_URL" =~ ^redis://(127\.0\.0\.1|localhost)(:([0-9]+))? ]]; then
+    port="${BASH_REMATCH[3]:-6379}"
     say "No Redis at $REDIS_URL; starting a local redis-server on port $port"
     start_redis "$port" || say "WARNING: redis-server did not start; serving WITHOUT a cache"
 else
@@ -22,12 +32,18 @@ else
 fi
 
 "$PY" manage.py migrate --noinput -v 0
-if "$PY" manage.py help seed_products >/dev/null 2>&1 &&
-    [ "$("$PY" manage.py shell -v 0 -c 'from products.models import Product; print(Product.objects.exists())' 2>/dev/null | tail -1)" = "False" ]; then
-    say "Empty catalogue: adding 50 demo products (manage.py seed_products 50)"
-    "$PY" manage.py seed_products 50 --seed 1 >/dev/null
+if [ "$("$PY" manage.py shell -v 0 -c 'from products.models import Product; print(Product.objects.exists())' 2>/dev/null | tail -1)" = "False" ]; then
+    say "Empty catalogue: adding 50 demo products (manage.py seed_products 50 --seed 1)"
+    "$PY" manage.py seed_products 50 --seed 1 >/dev/null || say "WARNING: seeding demo products failed"
 fi
 
-say "Serving on http://127.0.0.1:$PORT/api/products/  (admin: /admin/, docs: /api/docs/)"
-say "Create an admin user with: .venv/bin/python manage.py createsuperuser"
-exec "$PY" manage.py runserver "127.0.0.1:$PORT"
+say "Serving on http://127.0.0.1:$PORT/api/products/  (admin: /admin/, docs: /api/docs/, health: /health/)"
+say "An admin user: .venv/bin/python manage.py createsuperuser"
+case "${DEBUG:-0}" in
+    1 | true | True | yes | on)
+        exec "$PY" manage.py runserver "127.0.0.1:$PORT"
+        ;;
+esac
+"$PY" manage.py collectstatic --noinput -v 0
+export WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}" GUNICORN_THREADS="${GUNICORN_THREADS:-4}"
+exec "$VENV/bin/gunicorn" productsite.wsgi:application -c gunicorn.conf.py --bind "127.0.0.1:$PORT"

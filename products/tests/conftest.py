@@ -243,6 +243,7 @@ def server_env(**overrides: str) -> dict[str, str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "productsite.settings",
+        "ENV_FILE": "/nonexistent/.env",  # a developer's local .env must not leak in
         "SECRET_KEY": "insecure-key-for-tests-only",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "REDIS_URL": settings.REDIS_URL,
