@@ -6,7 +6,7 @@ import random
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -282,7 +282,8 @@ def product_bulk_import(
         if on_error is not None:
             on_error(error)
 
-    with transaction.atomic(using=using):
+    # A dry run only reads: no write transaction, so it blocks no writer.
+    with nullcontext() if dry_run else transaction.atomic(using=using):
         writer = _BatchWriter(using, timezone.now())
         batch: list[tuple[str, Decimal, int | None]] = []
         pending_progress = 0
@@ -323,9 +324,9 @@ def product_bulk_import(
             writer.flush(batch, result, write=not (dry_run or result.failed))
         if on_progress is not None and pending_progress:
             on_progress(pending_progress)
-        if dry_run or result.failed:
+        if not dry_run and result.failed:
             transaction.set_rollback(True, using=using)
-        else:
+        elif not dry_run:
             writer.invalidate_on_commit()
             result.written = True
     result.seconds = time.perf_counter() - started

@@ -30,6 +30,9 @@ class Command(BaseCommand):
         "Export every product (name, price, quantity) as CSV, a JSON array or JSON Lines, "
         "to standard output or -o PATH. The file imports back exactly with import_products."
     )
+    # Data commands skip the system checks (URL conf, templates, ...): they
+    # cost about a second of start-up and concern the web server, not the data.
+    requires_system_checks = []
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(

@@ -21,6 +21,9 @@ class Command(BaseCommand):
     )
     # Tests hand in a binary stream to stand for stdin.
     stealth_options = ("stdin",)
+    # Data commands skip the system checks (URL conf, templates, ...): they
+    # cost about a second of start-up and concern the web server, not the data.
+    requires_system_checks = []
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("path", metavar="PATH", help="file to import; '-' reads standard input")

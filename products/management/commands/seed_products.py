@@ -14,6 +14,9 @@ class Command(BaseCommand):
         "Create N demo products, the same ones for the same --seed (upserted by name, "
         "so running it twice changes nothing)."
     )
+    # Data commands skip the system checks (URL conf, templates, ...): they
+    # cost about a second of start-up and concern the web server, not the data.
+    requires_system_checks = []
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("count", type=int, metavar="N", help="how many demo products")
