@@ -261,8 +261,9 @@ def product_bulk_import(
     is applied or none. New names are created, changed products updated,
     identical ones left alone. After commit the changed names are invalidated
     in the cache (or the whole generation retired, for large imports).
-    ``on_progress`` receives the number of rows processed since its last call.
-    Raises FileFormatError (from the reader) or ImportFailed; nothing is
+    With ``dry_run`` nothing is written and no write transaction is opened;
+    the counts say what would change. ``on_progress`` receives the number of
+    rows processed since its last call. Raises FileFormatError (from the reader) or ImportFailed; nothing is
     written then either.
     """
     if batch_size < 1:
