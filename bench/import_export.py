@@ -17,7 +17,7 @@ Steps, each in its own process so its peak memory (ru_maxrss from wait4) is its 
 6. check the export is byte-for-byte the generated file (exact round trip).
 
 Times are wall-clock for the whole process, Python start-up included (Django's
-adds ~0.5 s to the import and export). Every step runs ``--repeat`` times
+adds ~0.4 s to the import and export). Every step runs ``--repeat`` times
 (default 3), alternating with its reference, each import into a fresh copy of
 the empty database; the best time counts, and the highest peak memory. Goals from issue 4: import >= 1/5 of the
 raw executemany rate, export >= 1/2 of the raw SELECT-to-CSV rate, peak memory

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import subprocess
 import sys
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -158,6 +161,43 @@ def test_export_in_small_chunks_keeps_order_and_rows(db, tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0] == "name,price,quantity" and len(lines) == 26
     assert lines[1:3] == ["P000,1.00,0", "P001,1.00,1"]
+
+
+def test_export_file_gets_ordinary_permissions_and_keeps_existing_ones(make_product, tmp_path):
+    make_product("Mug")
+    fresh = tmp_path / "fresh.csv"
+    umask = os.umask(0o022)
+    try:
+        run("export_products", "-o", str(fresh))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # not the temp file's private 0600
+    existing = tmp_path / "existing.csv"
+    existing.write_text("old")
+    existing.chmod(0o640)
+    run("export_products", "-o", str(existing))
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o640
+    assert existing.read_text().startswith("name,price,quantity\n")
+
+
+def test_export_writes_into_a_named_pipe_and_a_symlink_without_replacing_them(make_product, tmp_path):
+    make_product("Mug", "3.50", 4)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()))
+    reader.start()
+    run("export_products", "-o", str(pipe))
+    reader.join(timeout=10)
+    assert received == ["name,price,quantity\nMug,3.50,4\n"]
+    assert stat.S_ISFIFO(pipe.stat().st_mode)  # still a pipe, not replaced by a file
+
+    target = tmp_path / "real.csv"
+    target.write_text("")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    run("export_products", "-o", str(link))
+    assert link.is_symlink() and target.read_text() == "name,price,quantity\nMug,3.50,4\n"
 
 
 def test_export_to_an_unwritable_place_is_a_clear_error(db, tmp_path):
