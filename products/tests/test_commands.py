@@ -432,3 +432,20 @@ def test_cli_cache_command_without_redis_exits_non_zero_without_traceback(tmp_pa
     assert result.returncode == 1
     assert "is not answering" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- Progress: a bar on a terminal, nothing extra when piped ---------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_only(db, capsys):
+    call_command("seed_products", "300", "--batch-size", "100", stdout=io.StringIO(), stderr=Terminal())
+    bar = capsys.readouterr().err  # tqdm draws on the real stderr
+    assert "/300 [" in bar and "rows/s" in bar
+    piped = io.StringIO()
+    call_command("seed_products", "300", "--seed", "9", stdout=io.StringIO(), stderr=piped)
+    assert piped.getvalue() == "" and "rows" not in capsys.readouterr().err

@@ -20,7 +20,7 @@ class Progress:
     lines that must not tear the bar.
     """
 
-    def __init__(self, stderr: OutputWrapper, *, total: int | None = None, unit: str = "row",
+    def __init__(self, stderr: OutputWrapper, *, total: int | None = None, unit: str = " rows",
                  enabled: bool = True) -> None:
         self._stderr = stderr
         self._bar = None

@@ -26,7 +26,7 @@ class Command(BaseCommand):
             raise CommandError("give the product NAMEs to warm, or --all for every product")
         total = Product.objects.count() if all_products else len(names)
         try:
-            with Progress(self.stderr, total=total, unit="product") as progress:
+            with Progress(self.stderr, total=total, unit=" products") as progress:
                 result = product_cache_warm(names=None if all_products else names,
                                             on_progress=progress.update)
         except cache.CacheUnavailable:
