@@ -270,7 +270,7 @@ def test_warm_named_products_and_report_unknown_names(make_product):
     make_product("Mug")
     make_product("Bowl")
     with pytest.raises(CommandError, match="1 name\\(s\\) not found"):
-        out, err = run("warm_product_cache", "Mug", "Ghost")
+        run("warm_product_cache", "Mug", "Ghost")
     assert cache.get_product("Mug").hit is True
     assert cache.info()["cached_products"] == 1
 

@@ -29,12 +29,6 @@ def assert_nothing_written(existing: Product) -> None:
     ]
 
 
-def run_import(*args: str, **options) -> tuple[str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    call_command("import_products", *args, stdout=out, stderr=err, **options)
-    return out.getvalue(), err.getvalue()
-
-
 def refuse(path: Path | str, *args: str, **options) -> tuple[str, str]:
     """Run an import that must fail; return (CommandError message, stderr)."""
     err = io.StringIO()
