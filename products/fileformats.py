@@ -1,0 +1,353 @@
+"""Product files: stream rows out of CSV / JSON / JSON Lines, and write them back.
+
+Readers turn a binary stream into raw rows, one at a time, with the line each
+row starts on, so memory stays flat whatever the file size. They check only
+the *shape* of the file (header, columns, JSON syntax); the product rules are
+applied by the import service with ``validators.clean_*``.
+
+A reader yields either a ``RawRow`` or a ``RowError`` (a row whose shape is
+wrong, e.g. a malformed JSON line) and raises ``FileFormatError`` for a problem
+with the whole file (empty, not UTF-8, missing column, broken JSON array).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Generator, Iterator
+from typing import BinaryIO, NamedTuple
+
+import orjson
+
+FORMATS = ("csv", "json", "jsonl")
+EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+COLUMNS = ("name", "price", "quantity")
+REQUIRED_COLUMNS = ("name", "price")
+
+# Marks a row without a quantity: new products get 0, existing ones keep theirs.
+MISSING = None
+
+# A single JSON element or line larger than this is refused, so one broken
+# record cannot make the reader buffer the rest of the file.
+MAX_RECORD_CHARS = 1 << 20
+_READ_CHARS = 1 << 16
+
+
+class FileFormatError(Exception):
+    """The file as a whole cannot be read (the message says why and where)."""
+
+
+class RawRow(NamedTuple):
+    line: int
+    name: object
+    price: object
+    quantity: object  # MISSING when the file has no quantity for this row
+
+
+class RowError(NamedTuple):
+    line: int
+    message: str
+
+
+def format_for_path(path: str) -> str | None:
+    """Return the format implied by a file name's extension, or None."""
+    lowered = path.lower()
+    for extension, fmt in EXTENSIONS.items():
+        if lowered.endswith(extension):
+            return fmt
+    return None
+
+
+def read_rows(stream: BinaryIO, fmt: str) -> Generator[RawRow | RowError, None, None]:
+    """Yield the rows of ``stream`` in format ``fmt`` (csv, json or jsonl)."""
+    if fmt == "csv":
+        return _read_csv(stream)
+    if fmt == "json":
+        return _read_json_array(stream)
+    if fmt == "jsonl":
+        return _read_json_lines(stream)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+# --- CSV -------------------------------------------------------------------------
+
+
+def _text(stream: BinaryIO) -> io.TextIOWrapper:
+    # utf-8-sig drops the byte-order mark spreadsheet programs put first.
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="strict", newline="")
+
+
+def _release(text: io.TextIOWrapper) -> None:
+    # Leave the caller's binary stream open (it may be stdin).
+    try:
+        text.detach()
+    except ValueError:  # the caller closed it already
+        pass
+
+
+def _not_utf8(line: int, exc: UnicodeDecodeError) -> FileFormatError:
+    return FileFormatError(
+        f"line {line}: the file is not valid UTF-8 ({exc.reason} at byte "
+        f"{exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8 and try again"
+    )
+
+
+def _read_csv(stream: BinaryIO) -> Iterator[RawRow | RowError]:
+    text = _text(stream)
+    reader = csv.reader(text, strict=True)
+    last_line = 0
+    try:
+        header: list[str] | None = None
+        for header in reader:
+            if any(cell.strip() for cell in header):
+                break
+        if not header or not any(cell.strip() for cell in header):
+            raise FileFormatError("the file is empty (expected a header row: name,price,quantity)")
+        columns = [column.strip().lower() for column in header]
+        _check_columns(columns, reader.line_num)
+        last_line = reader.line_num
+        width = len(columns)
+        name_at = columns.index("name")
+        price_at = columns.index("price")
+        quantity_at = columns.index("quantity") if "quantity" in columns else -1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            line = last_line + 1  # a quoted field may span lines: report the first
+            last_line = reader.line_num
+            if not row:
+                continue
+            if len(row) != width:
+                yield RowError(line, f"expected {width} fields, got {len(row)}")
+                continue
+            yield RawRow(
+                line,
+                row[name_at],
+                row[price_at],
+                row[quantity_at] if quantity_at >= 0 else MISSING,
+            )
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(last_line + 1, exc) from None
+    except csv.Error as exc:
+        # The reader cannot resynchronise after a broken quote.
+        raise FileFormatError(f"line {last_line + 1}: malformed CSV: {exc}") from None
+    finally:
+        _release(text)
+
+
+def _check_columns(columns: list[str], line: int) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    unknown = [c for c in columns if c not in COLUMNS]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    problems = []
+    if missing:
+        problems.append("missing required column(s): " + ", ".join(missing))
+    if unknown:
+        problems.append("unknown column(s): " + ", ".join(repr(c) for c in unknown))
+    if repeated:
+        problems.append("repeated column(s): " + ", ".join(repeated))
+    if problems:
+        raise FileFormatError(
+            f"line {line}: " + "; ".join(problems) + f" (columns are: {', '.join(COLUMNS)})"
+        )
+
+
+# --- JSON objects (shared by the array and JSON Lines readers) ---------------------
+
+
+def _object_row(line: int, obj: object) -> RawRow | RowError:
+    if not isinstance(obj, dict):
+        return RowError(line, f"expected a JSON object, got {type(obj).__name__}")
+    if not (obj.keys() <= _ALLOWED_KEYS and "name" in obj and "price" in obj):
+        problems = []
+        missing = [k for k in REQUIRED_COLUMNS if k not in obj]
+        if missing:
+            problems.append("missing field(s): " + ", ".join(missing))
+        unknown = [k for k in obj if k not in _ALLOWED_KEYS]
+        if unknown:
+            problems.append("unknown field(s): " + ", ".join(repr(k)[:60] for k in unknown))
+        return RowError(line, "; ".join(problems) + f" (fields are: {', '.join(COLUMNS)})")
+    return RawRow(line, obj["name"], obj["price"], obj.get("quantity", MISSING))
+
+
+_ALLOWED_KEYS = frozenset(COLUMNS)
+
+
+# --- JSON Lines ----------------------------------------------------------------------
+
+
+def _read_json_lines(stream: BinaryIO) -> Iterator[RawRow | RowError]:
+    line = 0
+    any_content = False
+    while True:
+        raw = stream.readline(MAX_RECORD_CHARS)
+        if not raw:
+            break
+        line += 1
+        if len(raw) >= MAX_RECORD_CHARS and not raw.endswith(b"\n"):
+            # Skip the rest of the overlong line, in bounded pieces.
+            while raw and not raw.endswith(b"\n"):
+                raw = stream.readline(MAX_RECORD_CHARS)
+            any_content = True
+            yield RowError(line, f"line is longer than {MAX_RECORD_CHARS} bytes")
+            continue
+        if line == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        if not raw.strip():
+            continue
+        any_content = True
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            yield RowError(line, f"malformed JSON: {_json_reason(exc)}")
+            continue
+        yield _object_row(line, obj)
+    if not any_content:
+        raise FileFormatError("the file is empty (expected one JSON object per line)")
+
+
+def _json_reason(exc: ValueError) -> str:
+    message = str(exc)
+    if "utf-8" in message.lower():
+        return "not valid UTF-8"
+    # orjson counts lines within the record; the caller already names the line.
+    return _ORJSON_POSITION.sub(r" at column \1", message)
+
+
+_ORJSON_POSITION = re.compile(r": line \d+ column (\d+) \(char \d+\)$")
+
+
+# --- JSON array, streamed ------------------------------------------------------------
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+class _ArrayScanner:
+    """Walk a JSON array element by element over a bounded text buffer."""
+
+    def __init__(self, text: io.TextIOBase) -> None:
+        self._read = text.read
+        self.buf = ""
+        self.pos = 0
+        self.line = 1  # the line of buf[pos]
+        self.eof = False
+
+    def fill(self) -> None:
+        chunk = self._read(_READ_CHARS)
+        if chunk:
+            self.buf = self.buf[self.pos:] + chunk
+            self.pos = 0
+        else:
+            self.eof = True
+
+    def advance(self, to: int) -> None:
+        self.line += self.buf.count("\n", self.pos, to)
+        self.pos = to
+
+    def peek(self) -> str:
+        """Skip whitespace; return the next character, or "" at the end."""
+        while True:
+            self.advance(_WHITESPACE.match(self.buf, self.pos).end())
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if self.eof:
+                return ""
+            self.fill()
+
+
+def _read_json_array(stream: BinaryIO) -> Iterator[RawRow | RowError]:
+    text = _text(stream)
+    scanner = _ArrayScanner(text)
+    decoder = json.JSONDecoder()
+    try:
+        first = scanner.peek()
+        if first == "":
+            raise FileFormatError("the file is empty (expected a JSON array of objects)")
+        if first != "[":
+            raise FileFormatError(
+                f"line {scanner.line}: expected a JSON array ('[') of objects; "
+                "for one object per line use --format jsonl"
+            )
+        scanner.advance(scanner.pos + 1)
+        if scanner.peek() == "]":
+            scanner.advance(scanner.pos + 1)
+        else:
+            while True:
+                if scanner.peek() == "":
+                    raise FileFormatError(f"line {scanner.line}: the JSON array is not closed")
+                line = scanner.line
+                while True:
+                    try:
+                        obj, end = decoder.raw_decode(scanner.buf, scanner.pos)
+                    except json.JSONDecodeError as exc:
+                        if not scanner.eof and len(scanner.buf) - scanner.pos < MAX_RECORD_CHARS:
+                            scanner.fill()  # the element may continue in the next chunk
+                            continue
+                        where = line + scanner.buf.count("\n", scanner.pos, exc.pos)
+                        raise FileFormatError(f"line {where}: malformed JSON: {exc.msg}") from None
+                    if end == len(scanner.buf) and not scanner.eof:
+                        scanner.fill()  # a number cut by the chunk boundary: read on
+                        continue
+                    break
+                scanner.advance(end)
+                yield _object_row(line, obj)
+                separator = scanner.peek()
+                if separator == ",":
+                    scanner.advance(scanner.pos + 1)
+                    continue
+                if separator == "]":
+                    scanner.advance(scanner.pos + 1)
+                    break
+                if separator == "":
+                    raise FileFormatError(f"line {scanner.line}: the JSON array is not closed")
+                raise FileFormatError(
+                    f"line {scanner.line}: malformed JSON: expected ',' or ']' after an element"
+                )
+        if scanner.peek() != "":
+            raise FileFormatError(f"line {scanner.line}: unexpected data after the JSON array")
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(scanner.line, exc) from None
+    finally:
+        _release(text)
+
+
+# --- Writers -----------------------------------------------------------------------------
+
+
+def format_rows(rows: list[tuple[str, object, int]], fmt: str, first: bool) -> str:
+    """Return ``rows`` (name, price, quantity) as text in ``fmt``.
+
+    ``first`` says whether these are the file's first rows (CSV header, JSON
+    array opening). Prices are written with exactly two places, as strings in
+    JSON, so an export imports back to the cent.
+    """
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        if first:
+            writer.writerow(COLUMNS)
+        writer.writerows([(name, format(price, ".2f"), quantity) for name, price, quantity in rows])
+        return buffer.getvalue()
+    lines = [
+        orjson.dumps({"name": name, "price": format(price, ".2f"), "quantity": quantity}).decode()
+        for name, price, quantity in rows
+    ]
+    if fmt == "jsonl":
+        return "".join(line + "\n" for line in lines)
+    if fmt == "json":
+        return ("[\n" if first else ",\n") + ",\n".join(lines)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def format_end(fmt: str, wrote_rows: bool) -> str:
+    """Return what closes a file of format ``fmt`` (the JSON array's bracket)."""
+    if fmt == "json":
+        return "\n]\n" if wrote_rows else "[]\n"
+    if fmt == "csv" and not wrote_rows:
+        return ",".join(COLUMNS) + "\n"
+    return ""

@@ -1,0 +1,61 @@
+"""Helpers shared by the product commands: progress display and messages.
+
+Modules whose name starts with an underscore are not commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.management.base import OutputWrapper
+from tqdm import tqdm
+
+
+class Progress:
+    """A tqdm bar on stderr when it is a terminal; silent when piped or captured.
+
+    Use ``update(n)`` as a service's ``on_progress`` and ``write(message)`` for
+    lines that must not tear the bar.
+    """
+
+    def __init__(self, stderr: OutputWrapper, *, total: int | None = None, unit: str = " rows",
+                 enabled: bool = True) -> None:
+        self._stderr = stderr
+        self._bar = None
+        if enabled and stderr.isatty():
+            # tqdm needs the raw stream: OutputWrapper appends a newline to
+            # every write, which would break the bar's carriage returns.
+            self._bar = tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr,
+                             dynamic_ncols=True, leave=False)
+
+    def update(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.update(count)
+
+    def write(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            self._stderr.write(message)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def redis_location() -> str:
+    """Return where Redis is expected, without any password in the URL."""
+    parts = urlsplit(settings.REDIS_URL)
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+
+
+def redis_down_message(what: str) -> str:
+    return (
+        f"Redis at {redis_location()} (REDIS_URL) is not answering; {what}. "
+        "Start Redis or fix REDIS_URL, then run the command again."
+    )

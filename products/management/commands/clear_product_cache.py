@@ -1,0 +1,23 @@
+"""manage.py clear_product_cache: delete this service's product keys, nothing else."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from products import cache
+
+from ._common import redis_down_message
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete every product key this service wrote (its own key prefix only; "
+        "never FLUSHDB: other keys in the same Redis survive)."
+    )
+
+    def handle(self, *args, **options) -> None:
+        try:
+            deleted = cache.clear()
+        except cache.CacheUnavailable:
+            raise CommandError(redis_down_message("nothing was cleared")) from None
+        self.stdout.write(self.style.SUCCESS(f"Deleted {deleted} product cache key(s)."))

@@ -1,0 +1,25 @@
+"""manage.py product_cache_info: how many products are cached, and Redis memory."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from products import cache
+
+from ._common import redis_down_message, redis_location
+
+
+class Command(BaseCommand):
+    help = "Print how many products are cached now and how much memory Redis uses."
+
+    def handle(self, *args, **options) -> None:
+        try:
+            info = cache.info()
+        except cache.CacheUnavailable:
+            raise CommandError(redis_down_message("cannot report on the cache")) from None
+        self.stdout.write(f"Redis:              {redis_location()}")
+        self.stdout.write(f"Cached products:    {info['cached_products']}")
+        self.stdout.write(f"Cache generation:   {info['generation']}")
+        self.stdout.write(
+            f"Redis memory used:  {info['used_memory_human']} ({info['used_memory']} bytes, whole server)"
+        )

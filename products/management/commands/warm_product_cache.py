@@ -1,0 +1,41 @@
+"""manage.py warm_product_cache [--all | NAME ...]: load products into the cache."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from products import cache
+from products.models import Product
+from products.services import product_cache_warm
+
+from ._common import Progress, redis_down_message
+
+
+class Command(BaseCommand):
+    help = "Load products into the cache ahead of reads: the named ones, or --all."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("names", nargs="*", metavar="NAME", help="product names to warm")
+        parser.add_argument("--all", action="store_true", dest="all_products",
+                            help="warm every product")
+
+    def handle(self, *args, names: list[str], all_products: bool, **options) -> None:
+        if all_products and names:
+            raise CommandError("give product NAMEs or --all, not both")
+        if not all_products and not names:
+            raise CommandError("give the product NAMEs to warm, or --all for every product")
+        total = Product.objects.count() if all_products else len(names)
+        try:
+            with Progress(self.stderr, total=total, unit=" products") as progress:
+                result = product_cache_warm(names=None if all_products else names,
+                                            on_progress=progress.update)
+        except cache.CacheUnavailable:
+            raise CommandError(redis_down_message("no product was warmed")) from None
+        message = f"Warmed {result.stored} product(s)"
+        if result.skipped:
+            message += f"; {result.skipped} skipped (a reader was filling them at that moment)"
+        self.stdout.write(self.style.SUCCESS(message + "."))
+        if result.missing:
+            for name in result.missing:
+                self.stderr.write(f"no such product: {name!r}")
+            raise CommandError(f"{len(result.missing)} name(s) not found (listed above)")

@@ -1,0 +1,451 @@
+"""The manage.py commands: import, export, cache warm-up / clear / info, demo data, admin actions."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.management import CommandError, call_command
+
+from products import cache, services
+from products.models import Product
+
+from .conftest import BASE_DIR, reset_breaker, server_env
+
+TRICKY = [
+    ("Plain", "19.99", 5),
+    ("Comma, quote \" and 'apostrophe'", "0.10", 0),
+    ("Ünïcødé ☕ 茶", "9999999999.99", 2_147_483_647),
+    ("Zero", "0.00", 1),
+    ("Line\u2028separator-free, tab-free name", "1.01", 3),
+    ("=SUM(A1)", "100.00", 7),
+    ("A" * 200, "12.30", 12),
+]
+
+
+def run(command: str, *args: str, **options) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(command, *args, stdout=out, stderr=err, **options)
+    return out.getvalue(), err.getvalue()
+
+
+def catalogue() -> set[tuple[str, Decimal, int]]:
+    return set(Product.objects.values_list("name", "price", "quantity"))
+
+
+def write(tmp_path: Path, name: str, content: str) -> Path:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+# --- import_products ------------------------------------------------------------------
+
+
+def test_import_creates_updates_and_leaves_unchanged_rows_alone(make_product, tmp_path):
+    same = make_product("Same", "1.00", 1)
+    changed = make_product("Changed", "2.00", 2)
+    path = write(tmp_path, "p.csv", "name,price,quantity\nSame,1.00,1\nChanged,2.50,2\n  New  ,3,0\n")
+
+    out, _ = run("import_products", str(path))
+
+    assert "created 1, updated 1, unchanged 1, failed 0" in out
+    assert catalogue() == {
+        ("Same", Decimal("1.00"), 1),
+        ("Changed", Decimal("2.50"), 2),
+        ("New", Decimal("3.00"), 0),
+    }
+    same_after = Product.objects.get(name="Same")
+    assert same_after.updated_at == same.updated_at  # untouched
+    assert Product.objects.get(name="Changed").updated_at > changed.updated_at
+
+
+def test_import_without_quantity_keeps_stock_and_new_products_start_at_zero(make_product, tmp_path):
+    make_product("Mug", "3.00", 40)
+    path = write(tmp_path, "prices.csv", "name,price\nMug,3.50\nBowl,4.00\n")
+    run("import_products", str(path))
+    assert catalogue() == {("Mug", Decimal("3.50"), 40), ("Bowl", Decimal("4.00"), 0)}
+
+
+def test_dry_run_reports_changes_and_writes_nothing(make_product, tmp_path):
+    make_product("Mug", "3.00", 40)
+    path = write(tmp_path, "p.jsonl", '{"name": "Mug", "price": 3.5}\n{"name": "Bowl", "price": "4"}\n')
+    out, _ = run("import_products", str(path), "--dry-run")
+    assert "Dry run, nothing written" in out
+    assert "created 1, updated 1, unchanged 0, failed 0" in out
+    assert catalogue() == {("Mug", Decimal("3.00"), 40)}
+
+
+@pytest.mark.parametrize("batch_size", ["1", "7", "5000"])
+def test_import_json_array_across_batches_and_read_chunks(db, tmp_path, batch_size):
+    # ~200 KB: the streamed array crosses several 64 KB read chunks.
+    records = [{"name": f"Item {i:05d} " + "x" * 40, "price": f"{i}.{i % 100:02d}", "quantity": i}
+               for i in range(3000)]
+    path = write(tmp_path, "p.json", json.dumps(records, indent=1))
+    out, _ = run("import_products", str(path), "--batch-size", batch_size)
+    assert "created 3000, updated 0, unchanged 0, failed 0" in out
+    assert Product.objects.get(name="Item 02999 " + "x" * 40).price == Decimal("2999.99")
+
+
+def test_import_reads_stdin_with_format(db):
+    stdin = io.BytesIO(b'{"name": "Lamp", "price": "30", "quantity": 2}\n')
+    out, _ = run("import_products", "-", "--format", "jsonl", stdin=stdin)
+    assert "created 1" in out
+    assert catalogue() == {("Lamp", Decimal("30.00"), 2)}
+
+
+def test_import_accepts_a_byte_order_mark_and_header_case(db, tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffName, Price ,QUANTITY\r\nTeapot,12.5,3\r\n".encode())
+    run("import_products", str(path))
+    assert catalogue() == {("Teapot", Decimal("12.50"), 3)}
+
+
+# --- export_products and the round trip ----------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_export_then_import_into_an_empty_database_reproduces_every_product(db, tmp_path, fmt):
+    for name, price, quantity in TRICKY:
+        Product.objects.create(name=name, price=price, quantity=quantity)
+    before = catalogue()
+    path = tmp_path / f"all.{fmt}"
+
+    out, _ = run("export_products", "-o", str(path))
+    assert f"Exported {len(TRICKY)} product(s)" in out
+
+    Product.objects.all().delete()
+    run("import_products", str(path))
+    assert catalogue() == before
+    # The export prints prices with exactly two places, never a float.
+    assert "9999999999.99" in path.read_text(encoding="utf-8")
+
+
+def test_export_to_stdout_in_each_format(make_product):
+    make_product("Mug", "3.50", 4)
+    csv_out, summary = run("export_products")
+    assert csv_out == "name,price,quantity\nMug,3.50,4\n"
+    assert "Exported 1 product(s)" in summary  # on stderr, so stdout stays pure data
+    json_out, _ = run("export_products", "--format", "json")
+    assert json.loads(json_out) == [{"name": "Mug", "price": "3.50", "quantity": 4}]
+    jsonl_out, _ = run("export_products", "--format", "jsonl")
+    assert [json.loads(line) for line in jsonl_out.splitlines()] == [
+        {"name": "Mug", "price": "3.50", "quantity": 4}
+    ]
+
+
+@pytest.mark.parametrize("fmt, expected", [("csv", "name,price,quantity\n"), ("json", "[]\n"), ("jsonl", "")])
+def test_export_of_an_empty_catalogue_imports_back_as_nothing(db, tmp_path, fmt, expected):
+    path = tmp_path / f"none.{fmt}"
+    run("export_products", "-o", str(path))
+    assert path.read_text() == expected
+    if fmt != "jsonl":  # an empty JSON Lines file is refused as empty
+        out, _ = run("import_products", str(path))
+        assert "created 0, updated 0, unchanged 0, failed 0" in out
+
+
+def test_export_in_small_chunks_keeps_order_and_rows(db, tmp_path):
+    Product.objects.bulk_create(Product(name=f"P{i:03d}", price="1.00", quantity=i) for i in range(25))
+    path = tmp_path / "p.csv"
+    run("export_products", "-o", str(path), "--chunk-size", "4")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "name,price,quantity" and len(lines) == 26
+    assert lines[1:3] == ["P000,1.00,0", "P001,1.00,1"]
+
+
+def test_export_file_gets_ordinary_permissions_and_keeps_existing_ones(make_product, tmp_path):
+    make_product("Mug")
+    fresh = tmp_path / "fresh.csv"
+    umask = os.umask(0o022)
+    try:
+        run("export_products", "-o", str(fresh))
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644  # not the temp file's private 0600
+    existing = tmp_path / "existing.csv"
+    existing.write_text("old")
+    existing.chmod(0o640)
+    run("export_products", "-o", str(existing))
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o640
+    assert existing.read_text().startswith("name,price,quantity\n")
+
+
+def test_export_writes_into_a_named_pipe_and_a_symlink_without_replacing_them(make_product, tmp_path):
+    make_product("Mug", "3.50", 4)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()))
+    reader.start()
+    run("export_products", "-o", str(pipe))
+    reader.join(timeout=10)
+    assert received == ["name,price,quantity\nMug,3.50,4\n"]
+    assert stat.S_ISFIFO(pipe.stat().st_mode)  # still a pipe, not replaced by a file
+
+    target = tmp_path / "real.csv"
+    target.write_text("")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    run("export_products", "-o", str(link))
+    assert link.is_symlink() and target.read_text() == "name,price,quantity\nMug,3.50,4\n"
+
+
+def test_export_to_an_unwritable_place_is_a_clear_error(db, tmp_path):
+    with pytest.raises(CommandError, match="cannot write"):
+        run("export_products", "-o", str(tmp_path / "missing-dir" / "p.csv"))
+
+
+# --- Imports keep the cache honest (real Redis, committed transactions) -----------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_import_invalidates_a_cached_product(tmp_path):
+    Product.objects.create(name="Mug", price="3.00", quantity=1)
+    assert cache.get_product("Mug").hit is False
+    assert cache.get_product("Mug").hit is True  # now cached
+
+    run("import_products", str(write(tmp_path, "p.csv", "name,price,quantity\nMug,4.25,9\n")))
+
+    fresh = cache.get_product("Mug")
+    assert fresh.hit is False
+    assert json.loads(fresh.data)["price"] == "4.25"
+    assert json.loads(fresh.data)["quantity"] == 9
+
+
+@pytest.mark.django_db(transaction=True)
+def test_large_import_retires_the_cache_generation(tmp_path, monkeypatch):
+    monkeypatch.setattr(services, "IMPORT_INVALIDATE_BY_NAME_LIMIT", 2)
+    for name in ("A", "B", "C"):
+        Product.objects.create(name=name, price="1.00", quantity=1)
+        cache.get_product(name)
+    generation = cache.info()["generation"]
+
+    run("import_products", str(write(tmp_path, "p.csv", "name,price\nA,2.00\nB,2.00\nC,2.00\nD,2.00\n")))
+
+    assert cache.info()["generation"] != generation
+    for name in ("A", "B", "C"):
+        product = cache.get_product(name)
+        assert product.hit is False and json.loads(product.data)["price"] == "2.00"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_import_leaves_the_cache_alone(tmp_path):
+    Product.objects.create(name="Mug", price="3.00", quantity=1)
+    cache.get_product("Mug")
+    with pytest.raises(CommandError):
+        run("import_products", str(write(tmp_path, "p.csv", "name,price\nMug,4.00\nBad,-1\n")))
+    cached = cache.get_product("Mug")
+    assert cached.hit is True and json.loads(cached.data)["price"] == "3.00"
+
+
+# --- Cache commands ---------------------------------------------------------------------------
+
+
+def test_warm_all_caches_every_product(make_product, django_assert_num_queries):
+    for i in range(5):
+        make_product(f"P{i}", "1.00", i)
+    out, _ = run("warm_product_cache", "--all")
+    assert "Warmed 5 product(s)" in out
+    assert cache.info()["cached_products"] == 5
+    with django_assert_num_queries(0):
+        product = cache.get_product("P3")
+    assert product.hit is True
+    # The warm-up stores exactly what a read-through would.
+    from products.selectors import product_json
+
+    assert product.data == product_json("P3")
+
+
+def test_warm_named_products_and_report_unknown_names(make_product):
+    make_product("Mug")
+    make_product("Bowl")
+    with pytest.raises(CommandError, match="1 name\\(s\\) not found"):
+        run("warm_product_cache", "Mug", "Ghost")
+    assert cache.get_product("Mug").hit is True
+    assert cache.info()["cached_products"] == 1
+
+
+@pytest.mark.parametrize("args", [(), ("--all", "Mug")])
+def test_warm_needs_names_or_all(db, args):
+    with pytest.raises(CommandError, match="NAME"):
+        run("warm_product_cache", *args)
+
+
+def test_clear_removes_only_this_services_product_keys(make_product):
+    make_product("Mug")
+    cache.get_product("Mug")
+    foreign = redis.Redis.from_url(settings.REDIS_URL)
+    foreign_key = f"someone-else:{settings.CACHES['default']['KEY_PREFIX']}:keep-me"
+    foreign.set(foreign_key, b"precious", ex=60)
+    try:
+        out, _ = run("clear_product_cache")
+        assert "Deleted" in out
+        assert cache.info()["cached_products"] == 0
+        assert cache.get_product("Mug").hit is False
+        assert foreign.get(foreign_key) == b"precious"
+    finally:
+        foreign.delete(foreign_key)
+
+
+def test_cache_info_reports_cached_products_and_memory(make_product):
+    make_product("Mug")
+    make_product("Bowl")
+    cache.get_product("Mug")
+    cache.get_product("Bowl")
+    out, _ = run("product_cache_info")
+    assert "Cached products:    2" in out
+    assert "Redis memory used:" in out and "bytes" in out
+
+
+@pytest.fixture
+def dead_redis(settings):
+    """Point the cache at a port where nothing listens."""
+    caches = {**settings.CACHES}
+    caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
+    settings.CACHES = caches
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    reset_breaker()
+    yield
+    reset_breaker()
+
+
+@pytest.mark.parametrize("args", [("clear_product_cache",), ("product_cache_info",),
+                                  ("warm_product_cache", "--all")])
+def test_cache_commands_fail_clearly_when_redis_is_down(db, dead_redis, args):
+    with pytest.raises(CommandError, match="Redis at 127.0.0.1:1 \\(REDIS_URL\\) is not answering"):
+        run(*args)
+
+
+# --- seed_products -------------------------------------------------------------------------------
+
+
+def test_seed_is_deterministic_and_idempotent(db):
+    out, _ = run("seed_products", "30", "--seed", "4", "--batch-size", "7")
+    assert "created 30" in out
+    first = catalogue()
+    out, _ = run("seed_products", "30", "--seed", "4")
+    assert "created 0, updated 0, unchanged 30" in out
+    Product.objects.all().delete()
+    run("seed_products", "30", "--seed", "4")
+    assert catalogue() == first
+    assert len({name for name, _, _ in first}) == 30
+    Product.objects.all().delete()
+    run("seed_products", "30", "--seed", "5")
+    assert catalogue() != first
+
+
+def test_seed_refuses_a_negative_count(db):
+    with pytest.raises(CommandError, match="N must be 0 or more"):
+        run("seed_products", "-3")
+
+
+# --- Admin actions -------------------------------------------------------------------------------
+
+CHANGELIST = "/admin/products/product/"
+
+
+def test_admin_export_selected_as_csv(admin_client, make_product):
+    mug = make_product("Mug", "3.50", 4)
+    bowl = make_product("Bowl, large", "12.00", 0)
+    make_product("Not selected", "1.00", 1)
+    response = admin_client.post(
+        CHANGELIST, {"action": "export_selected_as_csv", "_selected_action": [mug.pk, bowl.pk]}
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    assert "attachment" in response["Content-Disposition"]
+    body = b"".join(response.streaming_content).decode()
+    assert body == 'name,price,quantity\nMug,3.50,4\n"Bowl, large",12.00,0\n'
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_mark_out_of_stock_updates_and_invalidates(admin_client):
+    mug = Product.objects.create(name="Mug", price="3.50", quantity=4)
+    other = Product.objects.create(name="Other", price="1.00", quantity=9)
+    cache.get_product("Mug")
+    assert cache.get_product("Mug").hit is True
+
+    response = admin_client.post(
+        CHANGELIST, {"action": "mark_out_of_stock", "_selected_action": [mug.pk]}, follow=True
+    )
+
+    assert response.status_code == 200
+    assert "Marked 1 product(s) out of stock" in response.content.decode()
+    assert Product.objects.get(pk=mug.pk).quantity == 0
+    assert Product.objects.get(pk=other.pk).quantity == 9
+    fresh = cache.get_product("Mug")
+    assert fresh.hit is False and json.loads(fresh.data)["quantity"] == 0
+
+
+# --- As a user runs them: real processes, exit codes, pipes -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """Run manage.py in a subprocess against its own migrated SQLite file."""
+    db_path = tmp_path_factory.mktemp("cli") / "cli.sqlite3"
+    env = server_env(DATABASE_URL=f"sqlite:///{db_path}")
+
+    def manage(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env,
+                              input=input, capture_output=True, text=True, timeout=120)
+
+    assert manage("migrate", "-v", "0").returncode == 0
+    return manage
+
+
+@pytest.mark.slow
+def test_cli_pipe_import_export_and_exit_codes(cli):
+    ok = cli("import_products", "-", "--format", "csv", input="name,price,quantity\nPiped,1.25,3\n")
+    assert ok.returncode == 0, ok.stderr
+    assert "created 1" in ok.stdout
+
+    bad = cli("import_products", "-", "--format", "csv",
+              input="name,price,quantity\nOther,2.00,1\nPiped,1.999,3\n")
+    assert bad.returncode == 1
+    assert "line 3: price: Price must have at most 2 decimal places" in bad.stderr
+    assert "CommandError" in bad.stderr and "Traceback" not in bad.stderr
+
+    missing = cli("import_products", "/no/such/file.csv")
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+
+    exported = cli("export_products")
+    assert exported.returncode == 0
+    assert exported.stdout == "name,price,quantity\nPiped,1.25,3\n"
+
+
+@pytest.mark.slow
+def test_cli_cache_command_without_redis_exits_non_zero_without_traceback(tmp_path):
+    env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}", REDIS_URL="redis://127.0.0.1:1/0")
+    result = subprocess.run([sys.executable, "manage.py", "clear_product_cache"], cwd=BASE_DIR,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "is not answering" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- Progress: a bar on a terminal, nothing extra when piped ---------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_only(db, capsys):
+    call_command("seed_products", "300", "--batch-size", "100", stdout=io.StringIO(), stderr=Terminal())
+    bar = capsys.readouterr().err  # tqdm draws on the real stderr
+    assert "/300 [" in bar and "rows/s" in bar
+    piped = io.StringIO()
+    call_command("seed_products", "300", "--seed", "9", stdout=io.StringIO(), stderr=piped)
+    assert piped.getvalue() == "" and "rows" not in capsys.readouterr().err
