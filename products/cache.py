@@ -52,7 +52,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from django.conf import settings
@@ -403,32 +403,50 @@ def status() -> str:
     return "ok"
 
 
-def store_product(name: str, data: bytes) -> bool:
-    """Write a product into the cache (warm-up), unless a fill lease is held.
+class WarmResult(NamedTuple):
+    stored: int  # in the cache now: filled by this call, or already there
+    skipped: int  # a reader holds the fill lease: it stores the value itself
+    missing: list[str]  # no such product
 
-    Goes through the same lease as a read-through fill, so a warm-up can never
-    overwrite a newer value with an older one.
+
+def warm_products(
+    names: Sequence[str], load_many: Callable[[list[str]], dict[str, bytes]]
+) -> WarmResult:
+    """Fill the cache for ``names`` in two pipelined round trips.
+
+    The leases are taken *before* ``load_many`` reads the database, exactly as
+    in a read-through fill, so a write that commits during the warm-up revokes
+    them and its old rows are never stored. Raises CacheUnavailable.
     """
     token = secrets.token_hex(8)
     lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
-    try:
-        kind, gen = _run(
-            lambda c: _script(c, _READ_LUA)(
-                keys=[_gen_key()], args=[_base(), name, token, lease_ms]
-            )
-        )
-        if kind != _LEASE:
-            return kind == _HIT
-        timeout = settings.PRODUCT_CACHE_TIMEOUT
-        return bool(
-            _run(
-                lambda c: _script(c, _FILL_LUA)(
-                    keys=[_gen_key()], args=[_base(), name, token, gen, data, timeout]
-                )
-            )
-        )
-    except CacheUnavailable:
-        return False
+    timeout = settings.PRODUCT_CACHE_TIMEOUT
+    gen_key, base = _gen_key(), _base()
+
+    def take_leases(client) -> list:
+        read, pipe = _script(client, _READ_LUA), client.pipeline(transaction=False)
+        for name in names:
+            read(keys=[gen_key], args=[base, name, token, lease_ms], client=pipe)
+        return pipe.execute()
+
+    answers = _run(take_leases)
+    already = sum(1 for kind, _ in answers if kind == _HIT)
+    leases = {name: gen for name, (kind, gen) in zip(names, answers) if kind == _LEASE}
+    found = load_many(list(leases)) if leases else {}
+
+    def fill(client) -> int:
+        fill_script, release = _script(client, _FILL_LUA), _script(client, _RELEASE_LUA)
+        pipe = client.pipeline(transaction=False)
+        for name, gen in leases.items():
+            if name in found:
+                fill_script(keys=[gen_key], args=[base, name, token, gen, found[name], timeout], client=pipe)
+            else:
+                release(keys=[gen_key], args=[base, token, gen, name], client=pipe)
+        return sum(1 for name, ok in zip(leases, pipe.execute()) if name in found and ok)
+
+    filled = _run(fill) if leases else 0
+    missing = [name for name in leases if name not in found]
+    return WarmResult(already + filled, len(names) - already - filled - len(missing), missing)
 
 
 def _scan_pattern(suffix: str) -> str:

@@ -38,3 +38,9 @@ def product_json(name: str) -> bytes | None:
     for values in row:
         return orjson.dumps(product_representation(**values))
     return None
+
+
+def products_json(names: list[str]) -> dict[str, bytes]:
+    """Return {name: JSON representation} for the products that exist, in one query."""
+    rows = Product.objects.filter(name__in=names).values(*REPRESENTATION_FIELDS)
+    return {row["name"]: orjson.dumps(product_representation(**row)) for row in rows}

@@ -12,7 +12,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import BinaryIO, TextIO
 
-import orjson
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, router, transaction
 from django.db.models import F, QuerySet
@@ -21,7 +20,7 @@ from django.utils import timezone
 from . import cache, validators
 from .fileformats import MISSING, RawRow, RowError, format_end, format_rows, read_rows
 from .models import Product
-from .selectors import REPRESENTATION_FIELDS, product_json, product_representation
+from .selectors import products_json
 from .validators import QUANTITY_MAX
 
 
@@ -440,31 +439,26 @@ def product_cache_warm(
     if cache.status() != "ok":
         raise cache.CacheUnavailable("Redis is not answering")
     result = WarmResult()
-
-    def store(name: str, data: bytes) -> None:
-        if cache.store_product(name, data):
-            result.stored += 1
-        else:
-            result.skipped += 1
-        if on_progress is not None:
-            on_progress(1)
-
     if names is None:
-        values = Product.objects.order_by("pk").values(*REPRESENTATION_FIELDS)
-        for row in values.iterator(chunk_size=chunk_size):
-            store(row["name"], orjson.dumps(product_representation(**row)))
-    else:
-        for name in names:
-            data = product_json(name)
-            if data is None:
-                result.missing.append(name)
-                if on_progress is not None:
-                    on_progress(1)
-            else:
-                store(name, data)
-    # store_product() reports a Redis failure as "not stored"; tell the two apart.
-    if result.skipped and cache.status() != "ok":
-        raise cache.CacheUnavailable("Redis stopped answering during the warm-up")
+        names = Product.objects.order_by("pk").values_list("name", flat=True).iterator(chunk_size=chunk_size)
+    chunk: list[str] = []
+
+    def warm(chunk: list[str]) -> None:
+        # Leases first, then one query for the batch: see cache.warm_products.
+        warmed = cache.warm_products(chunk, load_many=products_json)
+        result.stored += warmed.stored
+        result.skipped += warmed.skipped
+        result.missing.extend(warmed.missing)
+        if on_progress is not None:
+            on_progress(len(chunk))
+
+    for name in names:
+        chunk.append(name)
+        if len(chunk) >= chunk_size:
+            warm(chunk)
+            chunk = []
+    if chunk:
+        warm(chunk)
     return result
 
 

@@ -127,3 +127,20 @@ def test_cached_value_is_plain_json_not_a_pickle():
     keys = list(client.scan_iter(match=cache._scan_pattern(""), count=100))
     values = [client.get(k) for k in keys if b":p:" in k]
     assert values and all(v.startswith(b"{") for v in values)
+
+
+def test_warm_up_cannot_store_rows_a_concurrent_write_replaced():
+    from products.selectors import products_json
+
+    Product.objects.create(name="A", price=Decimal("1.00"), quantity=1)
+    Product.objects.create(name="B", price=Decimal("1.00"), quantity=1)
+
+    def load_then_lose_the_race(names):
+        rows = products_json(names)  # the old rows...
+        Product.objects.filter(name="A").update(price=Decimal("2.00"))  # ...replaced meanwhile
+        return rows
+
+    result = cache.warm_products(["A", "B", "missing"], load_many=load_then_lose_the_race)
+    assert result.stored == 1 and result.missing == ["missing"]
+    assert b'"2.00"' in cache.get_product("A").data
+    assert cache.get_product("B").hit
