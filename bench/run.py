@@ -3,7 +3,7 @@
 
 One command (see README, "Performance")::
 
-    .venv/bin/python bench/run.py            # full run, ~5 minutes
+    .venv/bin/python bench/run.py            # full run, ~6 minutes
     .venv/bin/python bench/run.py --quick    # 1 round of 3 s runs, for a smoke check
 
 It seeds 10,000 products into a throwaway SQLite file, starts a throwaway
@@ -108,6 +108,13 @@ class Redis:
             except redis.RedisError:
                 time.sleep(0.05)
         sys.exit(f"Redis at {self.url} does not answer")
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the throwaway redis-server (0 for an outside Redis)."""
+        if self.proc is None:
+            return 0.0
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def forget(self, prefix: str) -> None:
         """Delete every key under ``prefix`` (a cold start for that server)."""
@@ -346,6 +353,7 @@ def summarise(runs: list[dict]) -> dict:
         "rss_mb": max(r["rss_mb"] for r in runs),
         "pss_mb": max(r["pss_mb"] for r in runs),
         "cpu_us": round(statistics.median(r["cpu_us"] for r in runs), 1),
+        "redis_cpu_us": round(statistics.median(r["redis_cpu_us"] for r in runs), 1),
         "errors": sum(r["errors"] for r in runs),
         "requests": sum(r["requests"] for r in runs),
         "rounds_rps": [round(r["rps"], 1) for r in runs],
@@ -361,7 +369,7 @@ def _ratio(value: float, reference: float | None, higher_is_better: bool = True)
 def table(results: dict, order: list[Scenario]) -> str:
     ceiling = results.get("hot_api", {}).get("ceiling", {}).get("rps")
     lines = [
-        "| scenario | server | req/s | p50 ms | p99 ms | worker RSS (PSS) MiB | worker CPU us/req | "
+        "| scenario | server | req/s | p50 ms | p99 ms | worker RSS (PSS) MiB | worker (Redis) CPU us/req | "
         "req/s vs baseline | p50 vs baseline | RSS vs baseline | CPU/req vs baseline | "
         "req/s vs ceiling | non-2xx |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -375,7 +383,7 @@ def table(results: dict, order: list[Scenario]) -> str:
             lines.append(
                 f"| {scenario.title} | {server}{' (baseline)' if server == scenario.baseline else ''} "
                 f"| {row['rps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['rss_mb']:.0f} ({row['pss_mb']:.0f}) "
-                f"| {row['cpu_us']:.0f} "
+                f"| {row['cpu_us']:.0f} ({row['redis_cpu_us']:.0f}) "
                 f"| {_ratio(row['rps'], base and base['rps'])} "
                 f"| {_ratio(row['p50_ms'], base and base['p50_ms'])} "
                 f"| {_ratio(row['rss_mb'], base and base['rss_mb'])} "
@@ -413,8 +421,8 @@ def goals(results: dict) -> list[tuple[str, bool, str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of one wrk run")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one wrk run")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-class", default="gthread")
@@ -519,13 +527,16 @@ def main() -> int:
                         redis_server.forget(server.prefix)
                     done += 1
                     say(f"[{done}/{total}] round {round_no + 1}: {scenario.key} on {name}")
-                    cpu_before = server.cpu_seconds()
+                    cpu_before, redis_before = server.cpu_seconds(), redis_server.cpu_seconds()
                     result = run_wrk(wrk, server.url + path, opts.seconds, opts.connections,
                                      scenario.script, args)
                     # CPU per request is what throughput would be on an idle
                     # machine; it shifts far less than req/s when neighbours
                     # load the cores.
                     result["cpu_us"] = (server.cpu_seconds() - cpu_before) * 1e6 / max(1, result["requests"])
+                    result["redis_cpu_us"] = (
+                        (redis_server.cpu_seconds() - redis_before) * 1e6 / max(1, result["requests"])
+                    )
                     result["rss_mb"], result["pss_mb"] = server.worker_memory_mb()
                     runs.setdefault(scenario.key, {}).setdefault(name, []).append(result)
 

@@ -490,6 +490,8 @@ def rate_counter(key: str, window: int) -> int | None:
 # still counts in Redis).
 # =============================================================================
 
+from redis.exceptions import NoScriptError  # noqa: E402  (kept inside this block)
+
 _THROTTLED = 0
 
 # KEYS[1] = generation key, KEYS[2] = throttle counter;
@@ -498,7 +500,7 @@ _THROTTLED = 0
 # neither reads nor takes a lease.
 _COUNT_AND_READ_LUA = """
 local count = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[5], 'NX')
+if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
 local limit = tonumber(ARGV[6])
 if limit >= 0 and count > limit then return {0, false, count} end
 local gen = redis.call('GET', KEYS[1]) or '0'
@@ -559,14 +561,10 @@ def get_product_counted(
         return _load_uncached(name, load), True
     token = secrets.token_hex(8)
     lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
-    counter_key = throttle_key(counter, window)
+    keys = [_gen_key(), throttle_key(counter, window)]
+    args = [_base(), name, token, lease_ms, window + 1, -1 if limit is None else limit]
     try:
-        kind, payload, _count = _run(
-            lambda c: _script(c, _COUNT_AND_READ_LUA)(
-                keys=[_gen_key(), counter_key],
-                args=[_base(), name, token, lease_ms, window + 1, -1 if limit is None else limit],
-            )
-        )
+        kind, payload, _count = _run(lambda c: _evalsha(c, _COUNT_AND_READ_LUA, keys, args))
     except CacheUnavailable:
         return _load_uncached(name, load), True
     if kind == _THROTTLED:
@@ -580,3 +578,29 @@ def get_product_counted(
     # Another reader holds the lease: get_product() waits for its fill
     # (bounded), without counting the request again.
     return get_product(name, load), True
+
+
+def _evalsha(client, source: str, keys: list, args: list):
+    """Run a script with one EVALSHA on a pooled connection.
+
+    The same command redis-py's Script sends, without its per-call wrapping
+    (a tenth of a cached hit's cost); a NOSCRIPT reply (Redis restarted or
+    flushed its scripts) goes through Script, which loads it.
+    """
+    script = _script(client, source)
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        reply = connection.read_response()
+    except NoScriptError:
+        pool.release(connection)
+        connection = None
+        return script(keys=keys, args=args)
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        if connection is not None:
+            pool.release(connection)
+    return reply

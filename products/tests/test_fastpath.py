@@ -211,3 +211,34 @@ def test_cache_disabled_reads_the_database_every_time(mug, wsgi_get, settings, d
         assert answer.headers["X-Cache"] == "MISS"
         assert answer.json()["price"] == "12.50"
         assert not answer.handled_by_django
+
+
+@pytest.mark.parametrize("price", ["12.50", "0.00", "20", "99999.99", "1234567890.10"])
+def test_precompiled_miss_read_matches_the_serializer(make_product, price, django_assert_num_queries):
+    from products.selectors import product_json
+    from products.serializers import ProductSerializer
+
+    product = make_product(name=f"Item {price}", price=price, quantity=3)
+    product.refresh_from_db()
+    with django_assert_num_queries(1):
+        data = product_json(product.name)
+    assert json.loads(data) == ProductSerializer(product).data
+    assert product_json("No such product") is None
+
+
+def test_fast_path_survives_redis_forgetting_its_scripts(mug, wsgi_get, private_redis):
+    assert wsgi_get(API).headers["X-Cache"] == "MISS"
+    private_redis.client().script_flush()
+    answer = wsgi_get(API)
+    assert answer.status_code == 200
+    assert answer.headers["X-Cache"] == "HIT"
+    assert not answer.handled_by_django
+
+
+def test_fast_path_serves_from_the_database_when_redis_is_down(mug, wsgi_get, private_redis):
+    private_redis.kill()
+    for _ in range(2):
+        answer = wsgi_get(API)
+        assert answer.status_code == 200
+        assert answer.headers["X-Cache"] == "MISS"
+        assert answer.json()["price"] == "12.50"
