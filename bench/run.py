@@ -360,14 +360,29 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
-def _ratio(value: float, reference: float | None, higher_is_better: bool = True) -> str:
-    if not reference:
-        return "-"
-    return f"{value / reference:.2f}x"
+def _ratio(value: float, reference: float | None) -> str:
+    return _fmt(value / reference if reference else None)
 
 
-def table(results: dict, order: list[Scenario]) -> str:
-    ceiling = results.get("hot_api", {}).get("ceiling", {}).get("rps")
+def _fmt(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def paired(runs: dict, a: tuple[str, str], b: tuple[str, str], field: str = "rps") -> float | None:
+    """Median over rounds of a's figure over b's from the same round.
+
+    The two runs of a round are minutes apart at most, so load from
+    neighbours on the machine moves both; a ratio of medians would mix
+    rounds taken under different load.
+    """
+    first = runs.get(a[0], {}).get(a[1])
+    second = runs.get(b[0], {}).get(b[1])
+    if not first or not second:
+        return None
+    return statistics.median(x[field] / y[field] for x, y in zip(first, second) if y[field])
+
+
+def table(results: dict, order: list[Scenario], runs: dict) -> str:
     lines = [
         "| scenario | server | req/s | p50 ms | p99 ms | worker RSS (PSS) MiB | worker (Redis) CPU us/req | "
         "req/s vs baseline | p50 vs baseline | RSS vs baseline | CPU/req vs baseline | "
@@ -384,35 +399,36 @@ def table(results: dict, order: list[Scenario]) -> str:
                 f"| {scenario.title} | {server}{' (baseline)' if server == scenario.baseline else ''} "
                 f"| {row['rps']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['rss_mb']:.0f} ({row['pss_mb']:.0f}) "
                 f"| {row['cpu_us']:.0f} ({row['redis_cpu_us']:.0f}) "
-                f"| {_ratio(row['rps'], base and base['rps'])} "
+                f"| {_fmt(paired(runs, (scenario.key, server), (scenario.key, scenario.baseline)))} "
                 f"| {_ratio(row['p50_ms'], base and base['p50_ms'])} "
                 f"| {_ratio(row['rss_mb'], base and base['rss_mb'])} "
                 f"| {_ratio(row['cpu_us'], base and base['cpu_us'])} "
-                f"| {_ratio(row['rps'], ceiling)} | {row['errors']} |"
+                f"| {_fmt(paired(runs, (scenario.key, server), ('hot_api', 'ceiling')))} | {row['errors']} |"
             )
     return "\n".join(lines)
 
 
-def goals(results: dict) -> list[tuple[str, bool, str]]:
-    def rps(scenario: str, server: str) -> float | None:
-        return results.get(scenario, {}).get(server, {}).get("rps")
-
+def goals(results: dict, runs: dict) -> list[tuple[str, bool, str]]:
     checks = []
 
-    def check(label: str, value: float | None, reference: float | None, target: float, lower: bool = False):
-        if value is None or not reference:
+    def check(label: str, ratio: float | None, target: float, lower: bool = False):
+        if ratio is None:
             return
-        ratio = value / reference
         ok = ratio <= target if lower else ratio >= target
         checks.append((label, ok, f"{ratio:.2f}x (goal {'<=' if lower else '>='} {target}x)"))
 
-    check("hot GET /api/products/{name}/ vs Flask", rps("hot_api", "service"), rps("hot_api", "flask"), 1.1)
-    check("hot GET /api/products/{name}/ vs ceiling", rps("hot_api", "service"), rps("hot_api", "ceiling"), 0.5)
-    check("random names from cold vs Flask", rps("random_cold", "service"), rps("random_cold", "flask"), 1.0)
-    check("cache disabled vs plain DRF", rps("cache_off", "service_nocache"), rps("cache_off", "drf_plain"), 1.5)
+    check("hot GET /api/products/{name}/ vs Flask",
+          paired(runs, ("hot_api", "service"), ("hot_api", "flask")), 1.1)
+    check("hot GET /api/products/{name}/ vs ceiling",
+          paired(runs, ("hot_api", "service"), ("hot_api", "ceiling")), 0.5)
+    check("random names from cold vs Flask",
+          paired(runs, ("random_cold", "service"), ("random_cold", "flask")), 1.0)
+    check("cache disabled vs plain DRF",
+          paired(runs, ("cache_off", "service_nocache"), ("cache_off", "drf_plain")), 1.5)
     service_rss = results.get("hot_api", {}).get("service", {}).get("rss_mb")
     flask_rss = results.get("hot_api", {}).get("flask", {}).get("rss_mb")
-    check("worker memory vs Flask", service_rss, flask_rss, 1.5, lower=True)
+    if service_rss and flask_rss:
+        check("worker memory (RSS) vs Flask", service_rss / flask_rss, 1.5, lower=True)
     return checks
 
 
@@ -518,7 +534,7 @@ def main() -> int:
                     if scenario.script:
                         path, *args = spec.split("|")
                         if scenario.key == "create":
-                            args[0] = f"{args[0]}r{round_no}"
+                            args[0] = f"{args[0]}-{name}-r{round_no}"
                         if scenario.key == "random_cold":
                             args.append(str(PRODUCTS))
                     else:
@@ -547,11 +563,12 @@ def main() -> int:
         print()
         print(f"{opts.rounds} round(s) x {opts.seconds:g} s, wrk -t2 -c{opts.connections}, "
               f"gunicorn {' '.join(gunicorn)}, {PRODUCTS:,} products, SQLite; figures are medians "
-              f"over rounds (RSS: the largest mean worker RSS seen)")
+              f"over rounds; req/s ratios are medians of same-round ratios; RSS/PSS: the largest mean "
+              f"per-worker figure seen")
         print()
-        print(table(results, order))
+        print(table(results, order, runs))
         print()
-        outcome = goals(results)
+        outcome = goals(results, runs)
         for label, ok, text in outcome:
             print(f"- {'MET ' if ok else 'MISSED'} {label}: {text}")
         errors = sum(row["errors"] for rows in results.values() for row in rows.values())

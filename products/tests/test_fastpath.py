@@ -30,10 +30,14 @@ class Answer:
 
 
 @pytest.fixture
-def wsgi_get(db) -> Iterator:
+def wsgi_get(db, monkeypatch) -> Iterator:
     """GET through productsite.wsgi.application; like Django's test client,
     keep close_old_connections from closing the test's transaction."""
     from productsite.wsgi import application
+
+    from products import fastpath
+
+    monkeypatch.setattr(fastpath, "close_old_connections", lambda: None)
 
     factory = RequestFactory()
     started: list[object] = []
@@ -242,3 +246,14 @@ def test_fast_path_serves_from_the_database_when_redis_is_down(mug, wsgi_get, pr
         assert answer.status_code == 200
         assert answer.headers["X-Cache"] == "MISS"
         assert answer.json()["price"] == "12.50"
+
+
+def test_only_a_miss_runs_the_connection_lifecycle(mug, wsgi_get, monkeypatch):
+    from products import fastpath
+
+    calls: list[int] = []
+    monkeypatch.setattr(fastpath, "close_old_connections", lambda: calls.append(1))
+    assert wsgi_get(API).headers["X-Cache"] == "MISS"
+    assert calls == [1]  # a broken or aged connection is dropped before the read
+    assert wsgi_get(API).headers["X-Cache"] == "HIT"
+    assert calls == [1]  # a hit never touches the database
