@@ -574,10 +574,36 @@ def get_product_counted(
     if kind == _LEASE:
         if load is None:
             from .selectors import product_json as load
-        return _fill(name, token, payload, load), True
+        return _fill_leased(name, token, payload, load, keys[0], args[0]), True
     # Another reader holds the lease: get_product() waits for its fill
     # (bounded), without counting the request again.
     return get_product(name, load), True
+
+
+def _fill_leased(
+    name: str, token: str, gen: bytes, load: Callable[[str], bytes | None], gen_key: str, base: str
+) -> CachedProduct | None:
+    """_fill() with the keys already built and the script sent by _evalsha().
+
+    Same lease protocol, step for step: read, then store only while this
+    very lease still exists (_FILL_LUA); release the lease on no row or error.
+    """
+    try:
+        data = load(name)
+        if after_database_read is not None:
+            after_database_read(name)
+    except BaseException:
+        _release(name, token, gen)
+        raise
+    if data is None:
+        _release(name, token, gen)
+        return None
+    fill_args = [base, name, token, gen, data, settings.PRODUCT_CACHE_TIMEOUT]
+    try:
+        _run(lambda c: _evalsha(c, _FILL_LUA, [gen_key], fill_args))
+    except CacheUnavailable:
+        pass
+    return CachedProduct(data, hit=False)
 
 
 def _evalsha(client, source: str, keys: list, args: list):
