@@ -485,9 +485,10 @@ def rate_counter(key: str, window: int) -> int | None:
 # anonymous JSON read: the throttle counter (the same key rate_counter() uses,
 # so DRF's throttles and the fast path share one count) and the lease-guarded
 # read (_READ_LUA's logic) run in ONE Lua script, i.e. one Redis round trip per
-# cached hit instead of two. read_product() is get_product() honouring
+# cached hit instead of two; a miss fills through the same lease protocol as
+# _fill() (_fill_leased). read_product() is get_product() honouring
 # PRODUCT_CACHE_ENABLED (off: every read comes from the database; throttling
-# still counts in Redis).
+# still counts in Redis). Nothing here builds a key any other way than _key().
 # =============================================================================
 
 from redis.exceptions import NoScriptError  # noqa: E402  (kept inside this block)
@@ -610,7 +611,7 @@ def _evalsha(client, source: str, keys: list, args: list):
     """Run a script with one EVALSHA on a pooled connection.
 
     The same command redis-py's Script sends, without its per-call wrapping
-    (a tenth of a cached hit's cost); a NOSCRIPT reply (Redis restarted or
+    (about a tenth of a cached hit's CPU); a NOSCRIPT reply (Redis restarted or
     flushed its scripts) goes through Script, which loads it.
     """
     script = _script(client, source)
