@@ -3,7 +3,7 @@
 
 One command (see README, "Performance")::
 
-    .venv/bin/python bench/run.py            # full run, ~6 minutes
+    .venv/bin/python bench/run.py            # full run, ~5 minutes
     .venv/bin/python bench/run.py --quick    # 1 round of 3 s runs, for a smoke check
 
 It seeds 10,000 products into a throwaway SQLite file, starts a throwaway
