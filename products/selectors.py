@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime
 from decimal import Decimal
 
 import orjson
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from .models import Product
 
@@ -32,12 +34,43 @@ def product_representation(
     }
 
 
-def product_json(name: str) -> bytes | None:
+def product_json(name: str, using: str = DEFAULT_DB_ALIAS) -> bytes | None:
     """Return the product's JSON representation, or None when it does not exist."""
-    row = Product.objects.filter(name=name).values(*REPRESENTATION_FIELDS)[:1]
-    for values in row:
-        return orjson.dumps(product_representation(**values))
-    return None
+    connection = connections[using]
+    compiled = _compiled.get(connection)
+    if compiled is None:
+        compiled = _compiled[connection] = _compile(using)
+    sql, converters = compiled
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [name])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for position, functions, expression in converters:
+        value = values[position]
+        for function in functions:
+            value = function(value, expression, connection)
+        values[position] = value
+    return orjson.dumps(product_representation(**dict(zip(REPRESENTATION_FIELDS, values))))
+
+
+# A cache miss is the read the service makes most after a hit; building the
+# same ORM query for it every time costs more than running it. The ORM
+# compiles the query (SQL and the backend's value converters) once per
+# connection; each miss then only executes it.
+_SENTINEL = "products.selectors:name"
+_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compile(using: str) -> tuple[str, list[tuple[int, list, object]]]:
+    query = Product.objects.using(using).filter(name=_SENTINEL).values_list(*REPRESENTATION_FIELDS)[:1]
+    compiler = query.query.get_compiler(using=using)
+    sql, params = compiler.as_sql()
+    if list(params) != [_SENTINEL]:  # pragma: no cover - a backend that inlines differently
+        raise RuntimeError(f"unexpected parameters for the product query: {params!r}")
+    converters = compiler.get_converters([column for column, _sql, _alias in compiler.select])
+    return sql, [(position, functions, expression) for position, (functions, expression) in converters.items()]
 
 
 def products_json(names: list[str]) -> dict[str, bytes]:

@@ -138,6 +138,13 @@ PRODUCT_CACHE_BACKOFF = env.float("PRODUCT_CACHE_BACKOFF", default=1.0)
 # before reading the database itself.
 PRODUCT_CACHE_LEASE_TIMEOUT = env.float("PRODUCT_CACHE_LEASE_TIMEOUT", default=2.0)
 PRODUCT_CACHE_LEASE_WAIT = env.float("PRODUCT_CACHE_LEASE_WAIT", default=0.5)
+# Off: every product read comes from the database (throttling still counts in
+# Redis). For measuring the uncached path; production keeps it on.
+PRODUCT_CACHE_ENABLED = env.bool("PRODUCT_CACHE_ENABLED", default=True)
+# Anonymous JSON reads of one product are answered by products.fastpath before
+# Django's middleware and DRF (same headers, throttle and cache); off sends
+# every request through Django.
+PRODUCT_FAST_PATH = env.bool("PRODUCT_FAST_PATH", default=True)
 
 CACHES = {
     "default": {

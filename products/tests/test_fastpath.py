@@ -1,0 +1,259 @@
+"""The fast read path (products.fastpath) answers exactly as the DRF views would.
+
+Requests go through the real WSGI application of productsite/wsgi.py, in
+process, against real Redis and the real test database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import RequestFactory
+
+from products import cache as product_cache
+from products.models import Product
+
+
+class Answer:
+    def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes, django: bool) -> None:
+        self.status_code = int(status[:3])
+        self.headers = dict(headers)
+        self.body = body
+        self.handled_by_django = django  # Django's handler ran (not the fast path)
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@pytest.fixture
+def wsgi_get(db, monkeypatch) -> Iterator:
+    """GET through productsite.wsgi.application; like Django's test client,
+    keep close_old_connections from closing the test's transaction."""
+    from productsite.wsgi import application
+
+    from products import fastpath
+
+    monkeypatch.setattr(fastpath, "close_old_connections", lambda: None)
+
+    factory = RequestFactory()
+    started: list[object] = []
+
+    def note_start(sender, **kwargs):
+        started.append(sender)
+
+    def get(path: str, **headers: str) -> Answer:
+        environ = factory.get(path, HTTP_HOST="testserver", **headers).environ
+        seen: list = []
+        started.clear()
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        request_started.connect(note_start)
+        try:
+            result = application(environ, lambda status, hdrs, exc=None: seen.append((status, hdrs)))
+            body = b"".join(result)
+            getattr(result, "close", lambda: None)()
+        finally:
+            request_started.disconnect(note_start)
+            request_started.connect(close_old_connections)
+            request_finished.connect(close_old_connections)
+        from django.core.handlers.wsgi import WSGIHandler
+
+        django = any(sender is WSGIHandler for sender in started)
+        return Answer(seen[-1][0], seen[-1][1], body, django)
+
+    return get
+
+
+@pytest.fixture
+def mug(make_product) -> Product:
+    return make_product(name="Blue mug", price="12.50", quantity=7)
+
+
+API = "/api/products/Blue%20mug/"
+SEED = "/products/Blue%20mug"
+
+
+def test_json_hit_is_answered_by_the_fast_path_with_no_query(mug, wsgi_get, django_assert_num_queries):
+    first = wsgi_get(API)
+    assert first.status_code == 200
+    assert first.headers["X-Cache"] == "MISS"
+    assert not first.handled_by_django
+    with django_assert_num_queries(0):
+        second = wsgi_get(API)
+    assert second.status_code == 200
+    assert second.headers["X-Cache"] == "HIT"
+    assert not second.handled_by_django
+    assert second.headers["Content-Type"] == "application/json"
+    body = second.json()
+    assert body["name"] == "Blue mug"
+    assert body["price"] == "12.50"
+    assert body["quantity"] == 7
+    assert second.headers["ETag"] == first.headers["ETag"]
+
+
+@pytest.mark.parametrize("path", [API, SEED, "/api/products/Nope/", "/products/Nope"])
+@pytest.mark.parametrize("state", ["miss", "hit", "not_modified"])
+def test_fast_path_answers_exactly_like_the_drf_view(mug, wsgi_get, settings, path, state):
+    def fetch(fast: bool):
+        settings.PRODUCT_FAST_PATH = fast
+        product_cache.clear()
+        headers = {}
+        if state != "miss":
+            primer = wsgi_get(path)
+            if state == "not_modified" and "ETag" in primer.headers:
+                headers["HTTP_IF_NONE_MATCH"] = primer.headers["ETag"]
+        return wsgi_get(path, **headers)
+
+    fast, slow = fetch(True), fetch(False)
+    assert not fast.handled_by_django
+    assert slow.handled_by_django
+    assert (fast.status_code, fast.body) == (slow.status_code, slow.body)
+    assert fast.headers == slow.headers
+
+
+def test_if_none_match_answers_304_with_etag_and_x_cache(mug, wsgi_get):
+    etag = wsgi_get(API).headers["ETag"]
+    answer = wsgi_get(API, HTTP_IF_NONE_MATCH=etag)
+    assert answer.status_code == 304
+    assert answer.body == b""
+    assert answer.headers["ETag"] == etag
+    assert answer.headers["X-Cache"] == "HIT"
+    assert not answer.handled_by_django
+    assert wsgi_get(API, HTTP_IF_NONE_MATCH='"stale"').status_code == 200
+
+
+def test_browsable_api_still_renders_html(mug, wsgi_get):
+    answer = wsgi_get(API, HTTP_ACCEPT="text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+    assert answer.handled_by_django
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert b"Blue mug" in answer.body
+    assert wsgi_get(API + "?format=api").headers["Content-Type"].startswith("text/html")
+
+
+def test_authenticated_requests_go_through_drf(mug, wsgi_get, editor_token):
+    answer = wsgi_get(API, HTTP_AUTHORIZATION=f"Token {editor_token}")
+    assert answer.handled_by_django
+    assert answer.status_code == 200
+    assert answer.json()["name"] == "Blue mug"
+    assert wsgi_get(API, HTTP_AUTHORIZATION="Token wrong").status_code == 401
+    assert wsgi_get(API, HTTP_COOKIE="sessionid=whatever").handled_by_django
+
+
+def test_throttling_counts_fast_path_requests(mug, wsgi_get, anon_client, settings):
+    # A day-long window: the count cannot reset half-way through the test.
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"anon": "3/day", "user": "100/day"},
+    }
+    answers = [wsgi_get(API) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert not any(a.handled_by_django for a in answers)
+    refused = wsgi_get(API)
+    assert refused.status_code == 429
+    assert "Retry-After" in refused.headers
+    assert "throttled" in refused.json()["detail"]
+    # The fast path and DRF share one counter.
+    assert anon_client.get(API).status_code == 429
+
+
+def test_unknown_name_is_a_404_in_json(wsgi_get, db):
+    answer = wsgi_get("/api/products/Nope/")
+    assert answer.status_code == 404
+    assert not answer.handled_by_django
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.json() == {"detail": "Not found."}
+    assert "X-Cache" not in answer.headers
+
+
+def test_seed_route_keeps_the_original_shape(mug, wsgi_get):
+    answer = wsgi_get(SEED)
+    assert answer.status_code == 200
+    assert not answer.handled_by_django
+    assert answer.json() == {
+        "type": "Product",
+        "count": 1,
+        "attributes": {"name": "Blue mug", "price": "12.50", "quantity": 7},
+    }
+    assert wsgi_get(SEED).headers["X-Cache"] == "HIT"
+    assert wsgi_get("/products/Nope").status_code == 404
+
+
+def test_a_write_is_seen_by_the_next_fast_read(mug, wsgi_get, editor_client, django_capture_on_commit_callbacks):
+    assert wsgi_get(API).json()["price"] == "12.50"
+    assert wsgi_get(API).headers["X-Cache"] == "HIT"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert editor_client.patch(API, {"price": "9.00"}, format="json").status_code == 200
+    answer = wsgi_get(API)
+    assert answer.headers["X-Cache"] == "MISS"
+    assert answer.json()["price"] == "9.00"
+
+
+def test_a_slow_fast_path_miss_cannot_store_a_stale_value(mug, wsgi_get, monkeypatch):
+    def write_meanwhile(name: str) -> None:
+        # A write commits (and invalidates) after this reader read the row.
+        Product.objects.filter(pk=mug.pk).update_without_invalidation(price="1.00")
+        product_cache.invalidate([name])
+
+    monkeypatch.setattr(product_cache, "after_database_read", write_meanwhile)
+    assert wsgi_get(API).json()["price"] == "12.50"  # the old row, answered once
+    monkeypatch.setattr(product_cache, "after_database_read", None)
+    answer = wsgi_get(API)
+    assert answer.headers["X-Cache"] == "MISS"  # the stale fill was refused
+    assert answer.json()["price"] == "1.00"
+
+
+def test_cache_disabled_reads_the_database_every_time(mug, wsgi_get, settings, django_assert_num_queries):
+    settings.PRODUCT_CACHE_ENABLED = False
+    for _ in range(2):
+        with django_assert_num_queries(1):
+            answer = wsgi_get(API)
+        assert answer.headers["X-Cache"] == "MISS"
+        assert answer.json()["price"] == "12.50"
+        assert not answer.handled_by_django
+
+
+@pytest.mark.parametrize("price", ["12.50", "0.00", "20", "99999.99", "1234567890.10"])
+def test_precompiled_miss_read_matches_the_serializer(make_product, price, django_assert_num_queries):
+    from products.selectors import product_json
+    from products.serializers import ProductSerializer
+
+    product = make_product(name=f"Item {price}", price=price, quantity=3)
+    product.refresh_from_db()
+    with django_assert_num_queries(1):
+        data = product_json(product.name)
+    assert json.loads(data) == ProductSerializer(product).data
+    assert product_json("No such product") is None
+
+
+def test_fast_path_survives_redis_forgetting_its_scripts(mug, wsgi_get, private_redis):
+    assert wsgi_get(API).headers["X-Cache"] == "MISS"
+    private_redis.client().script_flush()
+    answer = wsgi_get(API)
+    assert answer.status_code == 200
+    assert answer.headers["X-Cache"] == "HIT"
+    assert not answer.handled_by_django
+
+
+def test_fast_path_serves_from_the_database_when_redis_is_down(mug, wsgi_get, private_redis):
+    private_redis.kill()
+    for _ in range(2):
+        answer = wsgi_get(API)
+        assert answer.status_code == 200
+        assert answer.headers["X-Cache"] == "MISS"
+        assert answer.json()["price"] == "12.50"
+
+
+def test_only_a_miss_runs_the_connection_lifecycle(mug, wsgi_get, monkeypatch):
+    from products import fastpath
+
+    calls: list[int] = []
+    monkeypatch.setattr(fastpath, "close_old_connections", lambda: calls.append(1))
+    assert wsgi_get(API).headers["X-Cache"] == "MISS"
+    assert calls == [1]  # a broken or aged connection is dropped before the read
+    assert wsgi_get(API).headers["X-Cache"] == "HIT"
+    assert calls == [1]  # a hit never touches the database
