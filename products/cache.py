@@ -36,6 +36,12 @@ Guarantees, and how they hold:
   every product key is built from ``gen``, so a new random generation makes all
   older values unreachable, including those of a Redis restarted from old data.
 
+* **One round trip per cached hit** on the fast path (products.fastpath):
+  :func:`get_product_counted` counts the request against the throttle window
+  and reads the product in one Lua script.
+* ``PRODUCT_CACHE_ENABLED`` off: every product read comes from the database
+  (throttling still counts in Redis).
+
 Caveats, stated plainly:
 
 * Between Redis coming back and the probe retiring the generation (at most
@@ -58,12 +64,13 @@ from typing import NamedTuple
 from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 logger = logging.getLogger(__name__)
 
 KEY_VERSION = "products:v1"  # bump when the cached shape changes
 
+_THROTTLED = 0
 _HIT = 1
 _LEASE = 2
 _WAIT = 3
@@ -105,6 +112,26 @@ for i = 2, #ARGV do
 end
 return #ARGV - 1
 """
+
+
+# KEYS[1] = generation key, KEYS[2] = throttle counter;
+# ARGV = base, name, token, lease ms, counter ttl s, limit (-1: no limit).
+# Counts first and stops there when over the limit, so a refused request
+# neither reads nor takes a lease.
+_COUNT_AND_READ_LUA = """
+local count = redis.call('INCR', KEYS[2])
+if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
+local limit = tonumber(ARGV[6])
+if limit >= 0 and count > limit then return {0, false, count} end
+local gen = redis.call('GET', KEYS[1]) or '0'
+local v = redis.call('GET', ARGV[1] .. gen .. ':p:' .. ARGV[2])
+if v then return {1, v, count} end
+if redis.call('SET', ARGV[1] .. gen .. ':l:' .. ARGV[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  return {2, gen, count}
+end
+return {3, gen, count}
+"""
+
 
 
 class CacheUnavailable(Exception):
@@ -164,6 +191,32 @@ def _script(client, source: str):
     if script is None:
         script = _scripts[key] = client.register_script(source)
     return script
+
+
+def _evalsha(client, source: str, keys: list, args: list):
+    """Run a script with one EVALSHA on a pooled connection.
+
+    The same command redis-py's Script sends, without its per-call wrapping
+    (about a tenth of a cached hit's CPU); a NOSCRIPT reply (Redis restarted or
+    flushed its scripts) goes through Script, which loads it.
+    """
+    script = _script(client, source)
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        reply = connection.read_response()
+    except NoScriptError:
+        pool.release(connection)
+        connection = None
+        return script(keys=keys, args=args)
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        if connection is not None:
+            pool.release(connection)
+    return reply
 
 
 # --- Circuit breaker -------------------------------------------------------------
@@ -272,6 +325,22 @@ def _probe_until_resynced() -> None:
 # --- Public API --------------------------------------------------------------
 
 
+def cache_enabled() -> bool:
+    """Return False when PRODUCT_CACHE_ENABLED is off (product reads skip Redis)."""
+    return getattr(settings, "PRODUCT_CACHE_ENABLED", True)
+
+
+def _default_loader() -> Callable[[str], bytes | None]:
+    from .selectors import product_json
+
+    return product_json
+
+
+def _from_database(name: str, load: Callable[[str], bytes | None]) -> CachedProduct | None:
+    data = load(name)
+    return None if data is None else CachedProduct(data, hit=False)
+
+
 def get_product(
     name: str, load: Callable[[str], bytes | None] | None = None
 ) -> CachedProduct | None:
@@ -281,36 +350,75 @@ def get_product(
     does not exist); it defaults to :func:`products.selectors.product_json`.
     Returns None for an unknown product. Never raises for a Redis failure.
     """
-    if load is None:
-        from .selectors import product_json as load
+    load = load or _default_loader()
+    if not cache_enabled():
+        return _from_database(name, load)
     token = secrets.token_hex(8)
-    lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
+    keys, base = [_gen_key()], _base()
+    args = [base, name, token, int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)]
     deadline = time.monotonic() + settings.PRODUCT_CACHE_LEASE_WAIT
     delay = 0.002
     while True:
         try:
-            kind, payload = _run(
-                lambda c: _script(c, _READ_LUA)(
-                    keys=[_gen_key()], args=[_base(), name, token, lease_ms]
-                )
-            )
+            kind, payload = _run(lambda c: _evalsha(c, _READ_LUA, keys, args))
         except CacheUnavailable:
-            data = load(name)
-            return None if data is None else CachedProduct(data, hit=False)
+            return _from_database(name, load)
         if kind == _HIT:
             return CachedProduct(payload, hit=True)
         if kind == _LEASE:
-            return _fill(name, token, payload, load)
+            return _fill(name, token, payload, load, keys[0], base)
         # Someone else holds the lease and is reading the database: wait for
         # their value, but never for long.
         if time.monotonic() + delay > deadline:
-            data = load(name)
-            return None if data is None else CachedProduct(data, hit=False)
+            return _from_database(name, load)
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
 
 
-def _fill(name: str, token: str, gen: bytes, load: Callable[[str], bytes | None]):
+def get_product_counted(
+    name: str,
+    counter: str,
+    window: int,
+    limit: int | None,
+    load: Callable[[str], bytes | None] | None = None,
+) -> tuple[CachedProduct | None, bool]:
+    """Count one request against ``counter`` and read the product, in one round trip.
+
+    ``counter``/``window`` are what the throttle passes to rate_counter();
+    ``limit`` is the most requests the window allows (None: count, never
+    refuse). Returns ``(product, allowed)``: ``(None, False)`` when the request
+    is over the limit (nothing read), else the product as get_product() would
+    return it. Redis failures fail open, as rate_counter() and get_product() do.
+    """
+    load = load or _default_loader()
+    if not cache_enabled():
+        count = rate_counter(counter, window)
+        if limit is not None and count is not None and count > limit:
+            return None, False
+        return _from_database(name, load), True
+    token = secrets.token_hex(8)
+    lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
+    keys = [_gen_key(), throttle_key(counter, window)]
+    args = [_base(), name, token, lease_ms, window + 1, -1 if limit is None else limit]
+    try:
+        kind, payload, _count = _run(lambda c: _evalsha(c, _COUNT_AND_READ_LUA, keys, args))
+    except CacheUnavailable:
+        return _from_database(name, load), True
+    if kind == _THROTTLED:
+        return None, False
+    if kind == _HIT:
+        return CachedProduct(payload, hit=True), True
+    if kind == _LEASE:
+        return _fill(name, token, payload, load, keys[0], args[0]), True
+    # Another reader holds the lease: get_product() waits for its fill
+    # (bounded), without counting the request again.
+    return get_product(name, load), True
+
+
+def _fill(
+    name: str, token: str, gen: bytes, load: Callable[[str], bytes | None], gen_key: str, base: str
+) -> CachedProduct | None:
+    """Read the database as the lease holder; store the row only while the lease lives."""
     try:
         data = load(name)
         if after_database_read is not None:
@@ -321,13 +429,9 @@ def _fill(name: str, token: str, gen: bytes, load: Callable[[str], bytes | None]
     if data is None:
         _release(name, token, gen)
         return None
-    timeout = settings.PRODUCT_CACHE_TIMEOUT
+    fill_args = [base, name, token, gen, data, settings.PRODUCT_CACHE_TIMEOUT]
     try:
-        _run(
-            lambda c: _script(c, _FILL_LUA)(
-                keys=[_gen_key()], args=[_base(), name, token, gen, data, timeout]
-            )
-        )
+        _run(lambda c: _evalsha(c, _FILL_LUA, [gen_key], fill_args))
     except CacheUnavailable:
         pass
     return CachedProduct(data, hit=False)
@@ -335,11 +439,7 @@ def _fill(name: str, token: str, gen: bytes, load: Callable[[str], bytes | None]
 
 def _release(name: str, token: str, gen: bytes) -> None:
     try:
-        _run(
-            lambda c: _script(c, _RELEASE_LUA)(
-                keys=[_gen_key()], args=[_base(), token, gen, name]
-            )
-        )
+        _run(lambda c: _evalsha(c, _RELEASE_LUA, [_gen_key()], [_base(), token, gen, name]))
     except CacheUnavailable:
         pass
 
@@ -352,11 +452,7 @@ def invalidate(names: Iterable[str]) -> None:
     try:
         for start in range(0, len(names), 1000):
             chunk = names[start : start + 1000]
-            _run(
-                lambda c: _script(c, _INVALIDATE_LUA)(
-                    keys=[_gen_key()], args=[_base(), *chunk]
-                )
-            )
+            _run(lambda c: _evalsha(c, _INVALIDATE_LUA, [_gen_key()], [_base(), *chunk]))
     except CacheUnavailable:
         _breaker.miss_invalidation()
         logger.info("Could not invalidate %d product(s); generation will be retired", len(names))
@@ -493,7 +589,7 @@ def info() -> dict[str, object]:
 
 def rate_counter(key: str, window: int) -> int | None:
     """Count one hit in a fixed window; None when Redis is unavailable."""
-    full_key = _key(f"throttle:{key}:{int(time.time()) // window}")
+    full_key = throttle_key(key, window)
 
     def op(client) -> int:
         pipe = client.pipeline(transaction=False)
@@ -507,157 +603,6 @@ def rate_counter(key: str, window: int) -> int | None:
         return None
 
 
-# =============================================================================
-# Fast read path (issue 6): one round trip for the throttle and the product.
-#
-# Appended as its own block so it merges cleanly with edits above; nothing
-# above changes behaviour. products.fastpath calls get_product_counted() for an
-# anonymous JSON read: the throttle counter (the same key rate_counter() uses,
-# so DRF's throttles and the fast path share one count) and the lease-guarded
-# read (_READ_LUA's logic) run in ONE Lua script, i.e. one Redis round trip per
-# cached hit instead of two; a miss fills through the same lease protocol as
-# _fill() (_fill_leased). read_product() is get_product() honouring
-# PRODUCT_CACHE_ENABLED (off: every read comes from the database; throttling
-# still counts in Redis). Nothing here builds a key any other way than _key().
-# =============================================================================
-
-from redis.exceptions import NoScriptError  # noqa: E402  (kept inside this block)
-
-_THROTTLED = 0
-
-# KEYS[1] = generation key, KEYS[2] = throttle counter;
-# ARGV = base, name, token, lease ms, counter ttl s, limit (-1: no limit).
-# Counts first and stops there when over the limit, so a refused request
-# neither reads nor takes a lease.
-_COUNT_AND_READ_LUA = """
-local count = redis.call('INCR', KEYS[2])
-if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
-local limit = tonumber(ARGV[6])
-if limit >= 0 and count > limit then return {0, false, count} end
-local gen = redis.call('GET', KEYS[1]) or '0'
-local v = redis.call('GET', ARGV[1] .. gen .. ':p:' .. ARGV[2])
-if v then return {1, v, count} end
-if redis.call('SET', ARGV[1] .. gen .. ':l:' .. ARGV[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
-  return {2, gen, count}
-end
-return {3, gen, count}
-"""
-
-
-def cache_enabled() -> bool:
-    """Return False when PRODUCT_CACHE_ENABLED is off (reads skip Redis)."""
-    return getattr(settings, "PRODUCT_CACHE_ENABLED", True)
-
-
-def _load_uncached(name: str, load: Callable[[str], bytes | None] | None) -> CachedProduct | None:
-    if load is None:
-        from .selectors import product_json as load
-    data = load(name)
-    return None if data is None else CachedProduct(data, hit=False)
-
-
-def read_product(
-    name: str, load: Callable[[str], bytes | None] | None = None
-) -> CachedProduct | None:
-    """Return the product like get_product(), or from the database when caching is off."""
-    if not cache_enabled():
-        return _load_uncached(name, load)
-    return get_product(name, load)
-
-
 def throttle_key(key: str, window: int) -> str:
     """Return the Redis key of the current fixed window for ``key`` (as rate_counter)."""
     return _key(f"throttle:{key}:{int(time.time()) // window}")
-
-
-def get_product_counted(
-    name: str,
-    counter: str,
-    window: int,
-    limit: int | None,
-    load: Callable[[str], bytes | None] | None = None,
-) -> tuple[CachedProduct | None, bool]:
-    """Count one request against ``counter`` and read the product, in one round trip.
-
-    ``counter``/``window`` are what the throttle passes to rate_counter();
-    ``limit`` is the most requests the window allows (None: count, never
-    refuse). Returns ``(product, allowed)``: ``(None, False)`` when the request
-    is over the limit (nothing read), else the product as get_product() would
-    return it. Redis failures fail open, as rate_counter() and get_product() do.
-    """
-    if not cache_enabled():
-        count = rate_counter(counter, window)
-        if limit is not None and count is not None and count > limit:
-            return None, False
-        return _load_uncached(name, load), True
-    token = secrets.token_hex(8)
-    lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
-    keys = [_gen_key(), throttle_key(counter, window)]
-    args = [_base(), name, token, lease_ms, window + 1, -1 if limit is None else limit]
-    try:
-        kind, payload, _count = _run(lambda c: _evalsha(c, _COUNT_AND_READ_LUA, keys, args))
-    except CacheUnavailable:
-        return _load_uncached(name, load), True
-    if kind == _THROTTLED:
-        return None, False
-    if kind == _HIT:
-        return CachedProduct(payload, hit=True), True
-    if kind == _LEASE:
-        if load is None:
-            from .selectors import product_json as load
-        return _fill_leased(name, token, payload, load, keys[0], args[0]), True
-    # Another reader holds the lease: get_product() waits for its fill
-    # (bounded), without counting the request again.
-    return get_product(name, load), True
-
-
-def _fill_leased(
-    name: str, token: str, gen: bytes, load: Callable[[str], bytes | None], gen_key: str, base: str
-) -> CachedProduct | None:
-    """_fill() with the keys already built and the script sent by _evalsha().
-
-    Same lease protocol, step for step: read, then store only while this
-    very lease still exists (_FILL_LUA); release the lease on no row or error.
-    """
-    try:
-        data = load(name)
-        if after_database_read is not None:
-            after_database_read(name)
-    except BaseException:
-        _release(name, token, gen)
-        raise
-    if data is None:
-        _release(name, token, gen)
-        return None
-    fill_args = [base, name, token, gen, data, settings.PRODUCT_CACHE_TIMEOUT]
-    try:
-        _run(lambda c: _evalsha(c, _FILL_LUA, [gen_key], fill_args))
-    except CacheUnavailable:
-        pass
-    return CachedProduct(data, hit=False)
-
-
-def _evalsha(client, source: str, keys: list, args: list):
-    """Run a script with one EVALSHA on a pooled connection.
-
-    The same command redis-py's Script sends, without its per-call wrapping
-    (about a tenth of a cached hit's CPU); a NOSCRIPT reply (Redis restarted or
-    flushed its scripts) goes through Script, which loads it.
-    """
-    script = _script(client, source)
-    pool = client.connection_pool
-    connection = pool.get_connection()
-    try:
-        connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        reply = connection.read_response()
-    except NoScriptError:
-        pool.release(connection)
-        connection = None
-        return script(keys=keys, args=args)
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        if connection is not None:
-            pool.release(connection)
-    return reply

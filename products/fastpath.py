@@ -269,7 +269,7 @@ class FastProductReads:
             if not allowed:
                 return None  # DRF answers the 429, with Retry-After
         else:
-            product = cache.read_product(name, load=_load_product)
+            product = cache.get_product(name, load=_load_product)
         headers = [*_setup.common_headers(), ("Allow", _API_ALLOW if api else _SEED_ALLOW)]
         if environ["products.fastpath.secure"] and settings.SECURE_HSTS_SECONDS:
             headers.append(("Strict-Transport-Security", _hsts()))

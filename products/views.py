@@ -72,7 +72,7 @@ class ProductViewSet(viewsets.ModelViewSet):
     ordering = ["name"]
 
     def retrieve(self, request: Request, *args, **kwargs):
-        cached = cache.read_product(kwargs["name"])
+        cached = cache.get_product(kwargs["name"])
         if cached is None:
             raise NotFound()
         return cached_product_response(request, cached)
@@ -177,7 +177,7 @@ class SeedProductDetailView(APIView):
 
     @schema.seed_retrieve_schema
     def get(self, request: Request, name: str):
-        cached = cache.read_product(name)
+        cached = cache.get_product(name)
         if cached is None:
             raise NotFound()
         return cached_product_response(request, cached, shape=_seed_shape)
