@@ -64,6 +64,7 @@ from typing import NamedTuple
 from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
+from django.utils.http import parse_etags
 from redis.exceptions import NoScriptError, RedisError
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,14 @@ class CachedProduct(NamedTuple):
 def make_etag(data: bytes) -> str:
     """Return a strong ETag for a product representation."""
     return '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """Return True when an If-None-Match/If-Match header names ``etag`` (or ``*``)."""
+    if not header:
+        return False
+    tags = parse_etags(header)
+    return "*" in tags or etag in tags or f"W/{etag}" in tags
 
 
 # --- Test hooks --------------------------------------------------------------

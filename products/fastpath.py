@@ -39,13 +39,12 @@ from django.core.handlers.wsgi import get_path_info
 from django.core.signals import setting_changed
 from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
-from django.utils.http import parse_etags
 from rest_framework.renderers import JSONRenderer
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from . import cache
-from .selectors import product_json
+from .selectors import product_json, seed_shape
 from .throttling import AnonRateThrottle, UserRateThrottle, parse_rate
 
 logger = logging.getLogger(__name__)
@@ -173,29 +172,6 @@ def _host_allowed(environ: dict, setup: _Setup) -> bool:
     return known
 
 
-def _not_modified(environ: dict, etag: str) -> bool:
-    header = environ.get("HTTP_IF_NONE_MATCH")
-    if not header:
-        return False
-    tags = parse_etags(header)
-    return "*" in tags or etag in tags or f"W/{etag}" in tags
-
-
-def _seed_body(data: bytes) -> bytes:
-    product = orjson.loads(data)
-    return orjson.dumps(
-        {
-            "type": "Product",
-            "count": 1,
-            "attributes": {
-                "name": product["name"],
-                "price": product["price"],
-                "quantity": product["quantity"],
-            },
-        }
-    )
-
-
 class FastProductReads:
     """WSGI middleware: answer anonymous JSON product reads, hand the rest to ``app``."""
 
@@ -280,10 +256,10 @@ class FastProductReads:
         etag = product.etag
         x_cache = "HIT" if product.hit else "MISS"
         headers += [("ETag", etag), ("X-Cache", x_cache)]
-        if _not_modified(environ, etag):
+        if cache.etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
             headers += [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "0")]
             return "304 Not Modified", headers, b"", x_cache
-        body = product.data if api else _seed_body(product.data)
+        body = product.data if api else orjson.dumps(seed_shape(orjson.loads(product.data)))
         headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         return "200 OK", headers, body, x_cache
 

@@ -34,6 +34,15 @@ def product_representation(
     }
 
 
+def seed_shape(product: dict) -> dict:
+    """Return the original Flask service's body for a product representation."""
+    return {
+        "type": "Product",
+        "count": 1,
+        "attributes": {"name": product["name"], "price": product["price"], "quantity": product["quantity"]},
+    }
+
+
 def product_json(name: str, using: str = DEFAULT_DB_ALIAS) -> bytes | None:
     """Return the product's JSON representation, or None when it does not exist."""
     connection = connections[using]

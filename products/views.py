@@ -20,6 +20,7 @@ from .exceptions import InsufficientStockConflict, PreconditionFailed, StockOutO
 from .filters import ProductFilter
 from .models import Product
 from .permissions import ProductPermissions
+from .selectors import seed_shape
 from .serializers import (
     ProductSerializer,
     SeedProductSerializer,
@@ -31,18 +32,10 @@ def _etag_of(representation: dict) -> str:
     return cache.make_etag(orjson.dumps(representation))
 
 
-def _not_modified(request: Request, etag: str) -> bool:
-    header = request.headers.get("If-None-Match")
-    if not header:
-        return False
-    tags = parse_etags(header)
-    return "*" in tags or etag in tags or f"W/{etag}" in tags
-
-
 def cached_product_response(request: Request, cached: cache.CachedProduct, shape=None):
     """Answer a product read: 304, pre-rendered JSON bytes, or the browsable API."""
     etag = cached.etag
-    if _not_modified(request, etag):
+    if cache.etag_matches(request.headers.get("If-None-Match"), etag):
         response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
     elif shape is None and request.accepted_renderer.format == "json":
         # The cached bytes are already the JSON body: no serializer, no renderer.
@@ -139,18 +132,6 @@ class ProductViewSet(viewsets.ModelViewSet):
         return response
 
 
-def _seed_shape(product: dict) -> dict:
-    return {
-        "type": "Product",
-        "count": 1,
-        "attributes": {
-            "name": product["name"],
-            "price": product["price"],
-            "quantity": product["quantity"],
-        },
-    }
-
-
 class SeedProductListView(APIView):
     """``POST /products``: the original service's create route."""
 
@@ -163,7 +144,7 @@ class SeedProductListView(APIView):
         serializer = ProductSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         product = serializer.save()
-        response = Response(_seed_shape(serializer.data), status=status.HTTP_201_CREATED)
+        response = Response(seed_shape(serializer.data), status=status.HTTP_201_CREATED)
         response["Location"] = reverse("seed-product-detail", kwargs={"name": product.name}, request=request)
         return response
 
@@ -180,7 +161,7 @@ class SeedProductDetailView(APIView):
         cached = cache.get_product(name)
         if cached is None:
             raise NotFound()
-        return cached_product_response(request, cached, shape=_seed_shape)
+        return cached_product_response(request, cached, shape=seed_shape)
 
 
 @schema.health_schema
