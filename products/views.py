@@ -32,14 +32,20 @@ def _etag_of(representation: dict) -> str:
     return cache.make_etag(orjson.dumps(representation))
 
 
-def cached_product_response(request: Request, cached: cache.CachedProduct, shape=None):
-    """Answer a product read: 304, pre-rendered JSON bytes, or the browsable API."""
+def cached_product_response(request: Request, cached: cache.CachedProduct, shape=None, html_data=None):
+    """Answer a product read: 304, pre-rendered JSON bytes, or the browsable API.
+
+    ``html_data`` builds the browsable API's body instead of the cached dict
+    (a serializer's data, so DRF pre-fills its edit form from the instance).
+    """
     etag = cached.etag
     if cache.etag_matches(request.headers.get("If-None-Match"), etag):
         response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
     elif shape is None and request.accepted_renderer.format == "json":
         # The cached bytes are already the JSON body: no serializer, no renderer.
         response = HttpResponse(cached.data, content_type="application/json")
+    elif html_data is not None and request.accepted_renderer.format == "api":
+        response = Response(html_data())
     else:
         data = orjson.loads(cached.data)
         response = Response(shape(data) if shape else data)
@@ -68,7 +74,9 @@ class ProductViewSet(viewsets.ModelViewSet):
         cached = cache.get_product(kwargs["name"])
         if cached is None:
             raise NotFound()
-        return cached_product_response(request, cached)
+        return cached_product_response(
+            request, cached, html_data=lambda: self.get_serializer(self.get_object()).data
+        )
 
     def create(self, request: Request, *args, **kwargs):
         response = super().create(request, *args, **kwargs)

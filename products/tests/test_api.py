@@ -161,3 +161,12 @@ def test_health_reports_database_and_cache(anon_client):
     response = anon_client.get("/health/")
     assert response.status_code == 200
     assert response.json() == {"database": "ok", "cache": "ok"}
+
+
+def test_browsable_api_detail_prefills_the_edit_form(editor_client, make_product):
+    make_product("Teapot", price="24.90", quantity=12)
+    response = editor_client.get("/api/products/Teapot/", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert response["X-Cache"] in {"HIT", "MISS"}
+    html = response.content.decode()
+    assert 'value="Teapot"' in html and 'value="24.90"' in html
