@@ -7,17 +7,18 @@ class ProductsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_delete, post_save, pre_save
+        from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
         from . import checks  # noqa: F401  (registers the system checks)
         from . import receivers
         from .models import Product
 
-        pre_save.connect(
-            receivers.remember_name_before_save,
-            sender=Product,
-            dispatch_uid="products.remember_name_before_save",
-        )
+        for signal, uid in ((pre_save, "save"), (pre_delete, "delete")):
+            signal.connect(
+                receivers.remember_stored_name,
+                sender=Product,
+                dispatch_uid=f"products.remember_stored_name.{uid}",
+            )
         post_save.connect(
             receivers.invalidate_product_on_save,
             sender=Product,

@@ -22,9 +22,11 @@ Guarantees, and how they hold:
   poll the key for a bounded time (``PRODUCT_CACHE_LEASE_WAIT``), then read the
   database themselves without filling; a dead filler costs a short wait, never
   an error.
-* **Invalidation after commit.** Writers call :func:`invalidate_on_commit`;
-  nothing is invalidated for a transaction that rolls back, and nothing is
-  invalidated before the new row is visible.
+* **Invalidation after commit.** Writers call :func:`invalidate_on_commit`,
+  which invalidates at once and again after the commit (the second delete is
+  the one that counts: until the commit, other readers may re-fill the old
+  row). A read inside a transaction goes to the database and stores nothing,
+  so uncommitted rows never reach the cache.
 * **Redis down, refusing or hanging.** Every call has a short socket timeout
   (``REDIS_SOCKET_TIMEOUT``, 100 ms) and no retries. A failure opens a per-process
   circuit breaker: for ``PRODUCT_CACHE_BACKOFF`` seconds the cache is skipped
@@ -76,9 +78,23 @@ _HIT = 1
 _LEASE = 2
 _WAIT = 3
 
-# KEYS[1] = generation key; ARGV = base, name, token, lease ms.
-_READ_LUA = """
-local gen = redis.call('GET', KEYS[1]) or '0'
+# Every script finds the current generation the same way. A missing key (a
+# fresh or flushed Redis, an evicted key) gets a new unique token rather than
+# a fixed default, so values stored under a retired generation can never
+# become reachable again.
+_CURRENT_GENERATION = """
+local gen = redis.call('GET', KEYS[1])
+if not gen then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[1], now[1] .. '.' .. now[2], 'NX')
+  gen = redis.call('GET', KEYS[1])
+end
+"""
+
+# The lease-guarded read: the value, else a fresh lease (the caller fills),
+# else "someone else is filling" (the caller waits). ARGV = base, name,
+# token, lease ms, ...
+_READ_BODY = """
 local v = redis.call('GET', ARGV[1] .. gen .. ':p:' .. ARGV[2])
 if v then return {1, v} end
 if redis.call('SET', ARGV[1] .. gen .. ':l:' .. ARGV[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
@@ -87,9 +103,27 @@ end
 return {3, gen}
 """
 
+# KEYS[1] = generation key; ARGV = base, name, token, lease ms.
+_READ_LUA = _CURRENT_GENERATION + _READ_BODY
+
+# KEYS[1] = generation key, KEYS[2] = throttle counter;
+# ARGV = base, name, token, lease ms, counter ttl s, limit (-1: no limit).
+# Counts first and stops there when over the limit, so a refused request
+# neither reads nor takes a lease.
+_COUNT_AND_READ_LUA = (
+    """
+local count = redis.call('INCR', KEYS[2])
+if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
+local limit = tonumber(ARGV[6])
+if limit >= 0 and count > limit then return {0, false} end
+"""
+    + _CURRENT_GENERATION
+    + _READ_BODY
+)
+
 # KEYS[1] = generation key; ARGV = base, name, token, gen of the lease, value, ttl s.
 _FILL_LUA = """
-local gen = redis.call('GET', KEYS[1]) or '0'
+local gen = redis.call('GET', KEYS[1])
 if gen ~= ARGV[4] then return 0 end
 local lease = ARGV[1] .. gen .. ':l:' .. ARGV[2]
 if redis.call('GET', lease) ~= ARGV[3] then return 0 end
@@ -105,34 +139,15 @@ if redis.call('GET', lease) == ARGV[2] then redis.call('DEL', lease) end
 return 0
 """
 
-# KEYS[1] = generation key; ARGV = base, names...
+# KEYS[1] = generation key; ARGV = base, names... (no generation: nothing cached)
 _INVALIDATE_LUA = """
-local gen = redis.call('GET', KEYS[1]) or '0'
+local gen = redis.call('GET', KEYS[1])
+if not gen then return 0 end
 for i = 2, #ARGV do
   redis.call('DEL', ARGV[1] .. gen .. ':p:' .. ARGV[i], ARGV[1] .. gen .. ':l:' .. ARGV[i])
 end
 return #ARGV - 1
 """
-
-
-# KEYS[1] = generation key, KEYS[2] = throttle counter;
-# ARGV = base, name, token, lease ms, counter ttl s, limit (-1: no limit).
-# Counts first and stops there when over the limit, so a refused request
-# neither reads nor takes a lease.
-_COUNT_AND_READ_LUA = """
-local count = redis.call('INCR', KEYS[2])
-if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[5]) end
-local limit = tonumber(ARGV[6])
-if limit >= 0 and count > limit then return {0, false, count} end
-local gen = redis.call('GET', KEYS[1]) or '0'
-local v = redis.call('GET', ARGV[1] .. gen .. ':p:' .. ARGV[2])
-if v then return {1, v, count} end
-if redis.call('SET', ARGV[1] .. gen .. ':l:' .. ARGV[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
-  return {2, gen, count}
-end
-return {3, gen, count}
-"""
-
 
 
 class CacheUnavailable(Exception):
@@ -339,6 +354,18 @@ def cache_enabled() -> bool:
     return getattr(settings, "PRODUCT_CACHE_ENABLED", True)
 
 
+def _in_transaction() -> bool:
+    """Return True inside an atomic block (other than a test case's wrapper)."""
+    # A read inside a transaction must see that transaction's own writes, and
+    # must never store them: they are uncommitted and may roll back. Django
+    # marks the blocks TestCase opens around each test with _from_testcase;
+    # those are not the application's transactions.
+    return any(
+        not getattr(block, "_from_testcase", False)
+        for block in transaction.get_connection().atomic_blocks
+    )
+
+
 def _default_loader() -> Callable[[str], bytes | None]:
     from .selectors import product_json
 
@@ -360,7 +387,7 @@ def get_product(
     Returns None for an unknown product. Never raises for a Redis failure.
     """
     load = load or _default_loader()
-    if not cache_enabled():
+    if not cache_enabled() or _in_transaction():
         return _from_database(name, load)
     token = secrets.token_hex(8)
     keys, base = [_gen_key()], _base()
@@ -400,7 +427,7 @@ def get_product_counted(
     return it. Redis failures fail open, as rate_counter() and get_product() do.
     """
     load = load or _default_loader()
-    if not cache_enabled():
+    if not cache_enabled() or _in_transaction():
         count = rate_counter(counter, window)
         if limit is not None and count is not None and count > limit:
             return None, False
@@ -410,7 +437,7 @@ def get_product_counted(
     keys = [_gen_key(), throttle_key(counter, window)]
     args = [_base(), name, token, lease_ms, window + 1, -1 if limit is None else limit]
     try:
-        kind, payload, _count = _run(lambda c: _evalsha(c, _COUNT_AND_READ_LUA, keys, args))
+        kind, payload = _run(lambda c: _evalsha(c, _COUNT_AND_READ_LUA, keys, args))
     except CacheUnavailable:
         return _from_database(name, load), True
     if kind == _THROTTLED:
@@ -481,7 +508,8 @@ def invalidate_on_commit(names: Iterable[str], using: str | None = None) -> None
         return
     if transaction.get_connection(using).in_atomic_block:
         invalidate(names)
-    transaction.on_commit(lambda: invalidate(names), using=using)
+    # robust: another callback raising must not skip the invalidation.
+    transaction.on_commit(lambda: invalidate(names), using=using, robust=True)
 
 
 def retire_generation() -> None:
@@ -496,7 +524,7 @@ def retire_generation_on_commit(using: str | None = None) -> None:
     """Retire the generation once the current transaction commits (and now, as above)."""
     if transaction.get_connection(using).in_atomic_block:
         retire_generation()
-    transaction.on_commit(retire_generation, using=using)
+    transaction.on_commit(retire_generation, using=using, robust=True)
 
 
 def status() -> str:
@@ -582,7 +610,7 @@ def info() -> dict[str, object]:
     """Return how many products are cached now, and Redis memory figures."""
 
     def op(client) -> dict[str, object]:
-        gen = client.get(_gen_key()) or b"0"
+        gen = client.get(_gen_key()) or b"(none yet)"
         pattern = _scan_pattern(gen.decode() + ":p:")
         cached = sum(1 for _ in client.scan_iter(match=pattern, count=1000))
         memory = client.info("memory")
@@ -603,7 +631,9 @@ def rate_counter(key: str, window: int) -> int | None:
     def op(client) -> int:
         pipe = client.pipeline(transaction=False)
         pipe.incr(full_key)
-        pipe.expire(full_key, window + 1, nx=True)
+        # Not "EXPIRE ... NX" (Redis 7 only): the key is named for its window,
+        # so refreshing its TTL on every hit is harmless.
+        pipe.expire(full_key, window + 1)
         return pipe.execute()[0]
 
     try:

@@ -53,10 +53,3 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
-        # Remember the stored name so a rename can invalidate the old key too.
-        instance._loaded_name = instance.__dict__.get("name")
-        return instance

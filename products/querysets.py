@@ -106,19 +106,15 @@ class ProductQuerySet(models.QuerySet):
     def bulk_update(
         self, objs: Iterable[models.Model], fields: Sequence[str], *args: Any, **kwargs: Any
     ) -> int:
+        """Update the objects; invalidate their new names too.
+
+        Django's bulk_update() runs ``filter(pk__in=...).update()``, so the
+        update() above already locks the rows and invalidates the names they
+        had; the names the objects carry now are the rest.
+        """
         objs = list(objs)
-        names = {obj.name for obj in objs}
-        if "name" in fields:
-            # A rename through bulk_update: the old names are only known for
-            # instances loaded from the database.
-            for obj in objs:
-                loaded = getattr(obj, "_loaded_name", None)
-                if loaded is None:
-                    cache.retire_generation_on_commit(using=self.db)
-                    break
-                names.add(loaded)
         count = super().bulk_update(objs, fields, *args, **kwargs)
-        cache.invalidate_on_commit(names, using=self.db)
+        cache.invalidate_on_commit({obj.name for obj in objs}, using=self.db)
         return count
 
     bulk_update.alters_data = True

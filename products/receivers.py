@@ -9,31 +9,32 @@ from .models import Product
 from .querysets import invalidated_by_queryset
 
 
-def remember_name_before_save(sender: type[Product], instance: Product, raw: bool, using: str, **kwargs: Any) -> None:
-    """Record the stored name of a product about to be saved, for renames."""
-    if instance.pk is None or hasattr(instance, "_loaded_name"):
+def remember_stored_name(sender: type[Product], instance: Product, using: str, **kwargs: Any) -> None:
+    """Record the name stored for a product about to be saved or deleted.
+
+    Read from the database, not from the instance: the instance may have been
+    loaded with the name deferred, or before someone else renamed the row,
+    and a rename must invalidate the name that readers actually cached.
+    """
+    if instance.pk is None or invalidated_by_queryset():
+        instance._stored_name = None
         return
-    instance._loaded_name = (
+    instance._stored_name = (
         Product._base_manager.using(using).filter(pk=instance.pk).values_list("name", flat=True).first()
     )
 
 
+def _names(instance: Product) -> set[str]:
+    return {name for name in (instance.name, getattr(instance, "_stored_name", None)) if name}
+
+
 def invalidate_product_on_save(sender: type[Product], instance: Product, using: str, **kwargs: Any) -> None:
     """Invalidate the product (old and new name) after the save commits."""
-    names = {instance.name}
-    old = getattr(instance, "_loaded_name", None)
-    if old:
-        names.add(old)
-    cache.invalidate_on_commit(names, using=using)
-    instance._loaded_name = instance.name
+    cache.invalidate_on_commit(_names(instance), using=using)
 
 
 def invalidate_product_on_delete(sender: type[Product], instance: Product, using: str, **kwargs: Any) -> None:
     """Invalidate the deleted product after the delete commits."""
     if invalidated_by_queryset():
         return  # QuerySet.delete() invalidates the whole batch at once
-    names = {instance.name}
-    old = getattr(instance, "_loaded_name", None)
-    if old:
-        names.add(old)
-    cache.invalidate_on_commit(names, using=using)
+    cache.invalidate_on_commit(_names(instance), using=using)

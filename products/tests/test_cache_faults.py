@@ -118,18 +118,19 @@ def test_write_during_outage_is_not_undone_by_a_redis_restarted_with_old_data(pr
 def test_redis_back_after_outage_is_resynced_by_the_probe_without_requests(private_redis, anon_client, editor_client):
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     anon_client.get(URL)
+    before = private_redis.client().get(cache._gen_key())
+    assert before
     private_redis.kill(save=True)
     assert editor_client.patch(URL, {"price": "2.00"}, format="json").status_code == 200
-    generation = None
     private_redis.start()
+    assert private_redis.client().get(cache._gen_key()) == before  # old data is back
     # No request arrives; the background probe alone retires the generation.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        generation = private_redis.client().get(cache._gen_key())
-        if generation:
+        if private_redis.client().get(cache._gen_key()) != before:
             break
         time.sleep(0.05)
-    assert generation, "the generation was not retired after Redis came back"
+    assert private_redis.client().get(cache._gen_key()) != before, "the generation was not retired"
 
 
 def test_health_is_503_when_the_database_is_unreachable():

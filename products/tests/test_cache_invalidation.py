@@ -102,6 +102,20 @@ def model_save_unloaded_instance(p, editor_client, admin_client):
     Product(pk=p.pk, name="Cup", price=p.price, quantity=p.quantity, created_at=p.created_at).save()
 
 
+def model_save_rename_with_name_deferred(p, editor_client, admin_client):
+    product = Product.objects.only("id", "price").get(pk=p.pk)
+    product.name = "Cup"
+    product.save()
+
+
+def model_save_rename_of_an_outdated_instance(p, editor_client, admin_client):
+    Product.objects.filter(pk=p.pk).update(name="Interim")  # someone else renames it
+    read("Interim")  # and readers cache the interim name
+    p.name = "Cup"  # our instance still says "Mug"
+    p.save()
+    assert read("Interim")[0] is None
+
+
 def model_delete(p, editor_client, admin_client):
     p.delete()
 
@@ -144,7 +158,8 @@ def service_adjust_stock(p, editor_client, admin_client):
 WRITE_PATHS = [
     api_put, api_patch, api_delete, api_rename, api_stock, seed_route_create_after_delete,
     admin_change, admin_rename, admin_delete, admin_delete_selected,
-    model_save, model_save_unloaded_instance, model_delete,
+    model_save, model_save_unloaded_instance, model_save_rename_with_name_deferred,
+    model_save_rename_of_an_outdated_instance, model_delete,
     queryset_update, queryset_update_rename, queryset_delete,
     bulk_create_upsert, bulk_update, bulk_update_rename, service_adjust_stock,
 ]
@@ -189,17 +204,26 @@ def test_invalidation_happens_after_commit_even_if_a_reader_refills_meanwhile():
 
     with transaction.atomic():
         Product.objects.filter(name="Mug").update(price=Decimal("2.00"))
-        if connection.vendor == "postgresql":
-            # SQLite's IMMEDIATE transaction holds the write lock, but readers
-            # still see the last committed state (WAL); both databases allow this.
-            pass
         thread = threading.Thread(target=reader)
         thread.start()
         thread.join(10)
         assert refilled.is_set()
-        assert read("Mug")[0].hit  # the old value was put back before commit
+        # Inside the transaction a read sees its own write, from the database.
+        value, calls = read("Mug")
+        assert calls == 1 and not value.hit and b'"2.00"' in value.data
     value, calls = read("Mug")
     assert calls == 1 and b'"2.00"' in value.data
+
+
+def test_a_rolled_back_write_never_reaches_the_cache():
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Product.objects.filter(name="Mug").update(price=Decimal("99.00"))
+        assert b'"99.00"' in read("Mug")[0].data  # read inside: not stored
+        raise RuntimeError("abort")
+    value, calls = read("Mug")
+    assert calls == 1 and b'"1.00"' in value.data
+    assert read("Mug")[0].hit
 
 
 def test_rolled_back_write_leaves_the_product_readable():
