@@ -45,14 +45,16 @@ from rest_framework.throttling import BaseThrottle
 
 from . import cache
 from .selectors import product_json, seed_shape
-from .throttling import AnonRateThrottle, UserRateThrottle, parse_rate
+from .throttling import AnonRateThrottle, UserRateThrottle, counter_name, parse_rate
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("products.requests")  # as RequestLogMiddleware
 django_request_logger = logging.getLogger("django.request")
 
-_API = re.compile(r"/api/products/([^/]+)/")
-_SEED = re.compile(r"/products/([^/]+)")
+# The URLconf's name pattern: no "/", no control characters.
+_NAME = r"([^/\x00-\x1f\x7f-\x9f]+)"
+_API = re.compile(rf"/api/products/{_NAME}/")
+_SEED = re.compile(rf"/products/{_NAME}")
 _JSON_ACCEPTS = frozenset(("", "*/*", "application/json"))
 _API_ALLOW = "GET, PUT, PATCH, DELETE, HEAD, OPTIONS"
 _SEED_ALLOW = "GET, HEAD, OPTIONS"
@@ -238,7 +240,7 @@ class FastProductReads:
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(AnonRateThrottle.scope)
         if rate:
             limit, window = parse_rate(rate)
-            counter = f"{AnonRateThrottle.scope}:{_ident(_Meta(environ))}"
+            counter = counter_name(AnonRateThrottle.scope, _ident(_Meta(environ)))
             product, allowed = cache.get_product_counted(
                 name, counter, window, limit, load=_load_product
             )

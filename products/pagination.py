@@ -20,13 +20,15 @@ not decode, or was made for another ordering, answers 400.
 from __future__ import annotations
 
 import base64
+import re
 import binascii
 from collections import OrderedDict
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 import orjson
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q, QuerySet
 from django.template import loader
 from django.utils.dateparse import parse_datetime
@@ -35,13 +37,15 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from .validators import NAME_MAX_LENGTH, PRICE_MAX, QUANTITY_MAX
+from .validators import PRICE_MAX, QUANTITY_MAX, validate_product_name
 
 INVALID_CURSOR = "Invalid cursor."
 
 
 def _decode_price(value: object) -> Decimal:
-    if not isinstance(value, str):
+    # Exactly what encode_cursor writes; anything else (1e-100000...) could
+    # overflow the database's numeric type.
+    if not isinstance(value, str) or not re.fullmatch(r"\d{1,10}\.\d{2}", value):
         raise ValueError
     try:
         price = Decimal(value)
@@ -64,7 +68,8 @@ def _decode_timestamp(value: object) -> datetime:
     parsed = parse_datetime(value)
     if parsed is None or parsed.tzinfo is None:
         raise ValueError
-    return parsed
+    # In UTC, as stored; a far offset at year 1 or 9999 would overflow.
+    return parsed.astimezone(UTC)
 
 
 # Sort field -> (encode to JSON, decode from JSON). ``name`` has no key of its
@@ -219,10 +224,12 @@ class ProductKeysetPagination(BasePagination):
             if not isinstance(doc, dict) or doc.get("o") != self.ordering:
                 raise ValueError
             direction, name = doc.get("d"), doc.get("k")
-            if direction not in ("n", "p") or not isinstance(name, str) or len(name) > NAME_MAX_LENGTH:
+            if direction not in ("n", "p") or not isinstance(name, str):
                 raise ValueError
+            # A name the rules allow (no NUL, which PostgreSQL cannot compare).
+            validate_product_name(name)
             value = None if self.field == "name" else _KEYS[self.field][1](doc.get("v"))
-        except (ValueError, UnicodeError, binascii.Error, orjson.JSONDecodeError):
+        except (ValueError, OverflowError, UnicodeError, binascii.Error, orjson.JSONDecodeError, DjangoValidationError):
             raise ValidationError({self.cursor_query_param: [INVALID_CURSOR]}) from None
         return direction, value, name
 
@@ -263,6 +270,3 @@ class ProductKeysetPagination(BasePagination):
             return self._link(self.encode_cursor("p", value, name))
         return self._link(self._cursor_at(self.page[0], "p"))
 
-
-# The name settings.py refers to.
-ProductCursorPagination = ProductKeysetPagination

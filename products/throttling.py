@@ -44,6 +44,11 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(count), _PERIODS[period.strip()[0]]
 
 
+def counter_name(scope: str, ident: str) -> str:
+    """Return the counter a client's requests count against (shared with the fast path)."""
+    return f"{scope}:{ident}"
+
+
 class _FixedWindowThrottle(BaseThrottle):
     scope = ""
 
@@ -59,7 +64,7 @@ class _FixedWindowThrottle(BaseThrottle):
         if not rate or ident is None:
             return True
         limit, window = parse_rate(rate)
-        count = cache.rate_counter(f"{self.scope}:{ident}", window)
+        count = cache.rate_counter(counter_name(self.scope, ident), window)
         if count is None:
             _log_fail_open(self.scope)
             return True

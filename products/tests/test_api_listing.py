@@ -169,3 +169,26 @@ def test_empty_parameters_mean_unset_as_a_form_sends_them(anon_client, make_prod
     response = anon_client.get("/api/products/?search=&min_price=&max_price=&in_stock=&ordering=&cursor=&page_size=")
     assert response.status_code == 200
     assert [p["name"] for p in response.json()["results"]] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "ordering, doc",
+    [
+        ("created_at", {"o": "created_at", "d": "n", "k": "a", "v": "0001-01-01T00:00:00+01:00"}),
+        ("created_at", {"o": "created_at", "d": "n", "k": "a", "v": "9999-12-31T23:59:59-01:00"}),
+        ("price", {"o": "price", "d": "n", "k": "a", "v": "1e-100000"}),
+        ("price", {"o": "price", "d": "n", "k": "a", "v": "99999999999999999999.00"}),
+        ("name", {"o": "name", "d": "n", "k": "a\u0000b"}),
+        ("name", {"o": "name", "d": "n", "k": "x" * 300}),
+    ],
+    ids=["year_1_offset", "year_9999_offset", "tiny_exponent", "huge_price", "nul_in_name", "long_name"],
+)
+def test_forged_cursor_is_400_not_500(anon_client, ordering, doc):
+    import base64
+
+    import orjson
+
+    cursor = base64.urlsafe_b64encode(orjson.dumps(doc)).decode().rstrip("=")
+    response = anon_client.get("/api/products/", {"ordering": ordering, "cursor": cursor})
+    assert response.status_code == 400
+    assert "cursor" in response.json()
