@@ -181,6 +181,10 @@ class _BatchWriter:
             f"SELECT {column('id')}, {column('name')}, {column('price')}, {column('quantity')} "
             f"FROM {table} WHERE {column('name')} IN "
         )
+        # Lock the rows we are about to update (PostgreSQL), so a concurrent
+        # rename or delete cannot slip between this lookup and our UPDATE.
+        # SQLite needs none: its IMMEDIATE transaction already excludes writers.
+        self.lock_sql = " FOR UPDATE" if connection.features.has_select_for_update else ""
         self.now = self.ops.adapt_datetimefield_value(now)
         self.changed: set[str] | None = set()  # None once past the limit
 
@@ -189,7 +193,8 @@ class _BatchWriter:
         with connections[self.using].cursor() as cursor:
             for start in range(0, len(batch), _LOOKUP_CHUNK):
                 names = [row[0] for row in batch[start : start + _LOOKUP_CHUNK]]
-                cursor.execute(self.lookup_sql + "(" + ", ".join(["%s"] * len(names)) + ")", names)
+                sql = self.lookup_sql + "(" + ", ".join(["%s"] * len(names)) + ")"
+                cursor.execute(sql + self.lock_sql if write else sql, names)
                 for pk, name, price, quantity in cursor.fetchall():
                     # SQLite hands back a float (or int) for the NUMERIC column;
                     # two places recover the stored decimal exactly.
