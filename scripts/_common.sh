@@ -27,7 +27,19 @@ ensure_venv() {
     local requirements="$1"
     if [ ! -x "$VENV/bin/python" ]; then
         say "Creating virtualenv in .venv"
-        "$(find_python)" -m venv "$VENV"
+        local python
+        python="$(find_python)"
+        if ! "$python" -m venv "$VENV" 2>/dev/null; then
+            # Debian and Ubuntu ship venv separately (python3-venv).
+            rm -rf "$VENV"
+            if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+                say "Installing python3-venv (apt-get)"
+                apt-get install -y -q python3-venv >/dev/null 2>&1 ||
+                    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q python3-venv >/dev/null 2>&1; } || true
+            fi
+            "$python" -m venv "$VENV" ||
+                die "could not create a virtualenv with $python (on Debian/Ubuntu: apt-get install python3-venv)"
+        fi
     fi
     local stamp="$VENV/.installed-$(basename "$requirements")"
     local digest
