@@ -168,12 +168,16 @@ def make_etag(data: bytes) -> str:
     return '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
 
 
-def etag_matches(header: str | None, etag: str) -> bool:
-    """Return True when an If-None-Match/If-Match header names ``etag`` (or ``*``)."""
+def etag_matches(header: str | None, etag: str, *, weak: bool = True) -> bool:
+    """Return True when an If-None-Match (weak) or If-Match (``weak=False``) header names ``etag``.
+
+    ``*`` matches any existing product. If-Match compares strongly (RFC 9110):
+    a ``W/`` tag never matches there.
+    """
     if not header:
         return False
     tags = parse_etags(header)
-    return "*" in tags or etag in tags or f"W/{etag}" in tags
+    return "*" in tags or etag in tags or (weak and f"W/{etag}" in tags)
 
 
 # --- Test hooks --------------------------------------------------------------
@@ -589,7 +593,9 @@ def _scan_pattern(suffix: str) -> str:
 
 
 def clear() -> int:
-    """Delete every product key of this service; other keys are untouched."""
+    """Delete every key of this service's product cache: products, leases, the
+    generation and the throttle counters. Other keys (other prefixes) are
+    untouched; never FLUSHDB."""
 
     def op(client) -> int:
         deleted = 0

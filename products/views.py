@@ -6,7 +6,6 @@ import orjson
 from django.db import connection, transaction
 from django.http import HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
-from django.utils.http import parse_etags
 from rest_framework import status, viewsets
 from rest_framework.decorators import action, api_view, authentication_classes, permission_classes, throttle_classes
 from rest_framework.exceptions import NotFound
@@ -98,9 +97,8 @@ class ProductViewSet(viewsets.ModelViewSet):
         if if_match:
             # Check and write in one transaction, under the row lock, so two
             # editors cannot both pass the check.
-            tags = parse_etags(if_match)
             current = _etag_of(ProductSerializer(product).data)
-            if "*" not in tags and current not in tags:
+            if not cache.etag_matches(if_match, current, weak=False):
                 raise PreconditionFailed()
         return product
 
