@@ -38,3 +38,8 @@ access_log_format = (
 # Trust X-Forwarded-* from these addresses (the load balancer); Django reads
 # X-Forwarded-Proto itself when USE_X_FORWARDED_PROTO is set.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# gunicorn's control socket lives at one fixed path per user; several
+# instances on a host (tests, benchmarks) would fight over it, and nothing
+# here uses it.
+control_socket_disable = True

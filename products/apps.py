@@ -7,6 +7,7 @@ class ProductsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
         from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
         from . import checks  # noqa: F401  (registers the system checks)
@@ -28,4 +29,7 @@ class ProductsConfig(AppConfig):
             receivers.invalidate_product_on_delete,
             sender=Product,
             dispatch_uid="products.invalidate_product_on_delete",
+        )
+        connection_created.connect(
+            receivers.register_sqlite_functions, dispatch_uid="products.register_sqlite_functions"
         )

@@ -259,7 +259,7 @@ class FastProductReads:
         x_cache = "HIT" if product.hit else "MISS"
         headers += [("ETag", etag), ("X-Cache", x_cache)]
         if cache.etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
-            headers += [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "0")]
+            headers.append(("Content-Length", "0"))
             return "304 Not Modified", headers, b"", x_cache
         body = product.data if api else orjson.dumps(seed_shape(orjson.loads(product.data)))
         headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import django_filters
+from django.db import connections
+from django.db.models import CharField, Func
 from django_filters.constants import EMPTY_VALUES
 from django import forms
 from rest_framework.exceptions import ValidationError
@@ -45,10 +47,16 @@ class PriceFilter(django_filters.NumberFilter):
         return super().filter(qs, value.quantize(Decimal("0.01"), rounding=rounding))
 
 
+class CaseFold(Func):
+    """Unicode case folding on SQLite (the function receivers.py registers)."""
+
+    function = "PRODUCT_CASEFOLD"
+    output_field = CharField()
+
+
 class ProductFilter(django_filters.FilterSet):
     search = django_filters.CharFilter(
-        field_name="name",
-        lookup_expr="icontains",
+        method="filter_search",
         max_length=NAME_MAX_LENGTH,
         help_text="Name contains this (case-insensitive).",
     )
@@ -67,6 +75,14 @@ class ProductFilter(django_filters.FilterSet):
     class Meta:
         model = Product
         fields = ["search", "min_price", "max_price", "in_stock"]
+
+    def filter_search(self, queryset, name, value):
+        if not value:
+            return queryset
+        if connections[queryset.db].vendor == "sqlite":
+            # SQLite's LIKE and lower() fold ASCII only; "Ü" must find "ü".
+            return queryset.alias(folded_name=CaseFold("name")).filter(folded_name__contains=value.casefold())
+        return queryset.filter(name__icontains=value)
 
     def filter_in_stock(self, queryset, name, value):
         return queryset.filter(quantity__gt=0) if value == "true" else queryset.filter(quantity=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
@@ -67,14 +68,32 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if (
+            request.META.get("wsgi.input_terminated")  # the server de-chunks (gunicorn)
+            and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+            and not request.META.get("CONTENT_LENGTH")
+        ):
+            # A chunked body has no Content-Length, and DRF reads a request
+            # without one as empty: read it here (up to the limit) and give it
+            # its length, so it is parsed, or refused, like any other.
+            # Django bounds its stream by Content-Length (0 here): read the
+            # server's input, which the server has de-chunked and terminated.
+            raw = request.META["wsgi.input"]
+            body = raw.read(limit + 1) if limit is not None else raw.read()
+            if limit is not None and len(body) > limit:
+                return self._too_large(f"more than {limit} bytes", limit)
+            request._stream = io.BytesIO(body)
+            request._read_started = False
+            request.META["CONTENT_LENGTH"] = str(len(body))
         if limit is not None:
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 length = 0
             if length > limit:
-                return JsonResponse(
-                    {"detail": f"Request body is too large: {length} bytes (limit {limit})."},
-                    status=413,
-                )
+                return self._too_large(f"{length} bytes", limit)
         return self.get_response(request)
+
+    @staticmethod
+    def _too_large(size: str, limit: int) -> JsonResponse:
+        return JsonResponse({"detail": f"Request body is too large: {size} (limit {limit})."}, status=413)

@@ -38,3 +38,11 @@ def invalidate_product_on_delete(sender: type[Product], instance: Product, using
     if invalidated_by_queryset():
         return  # QuerySet.delete() invalidates the whole batch at once
     cache.invalidate_on_commit(_names(instance), using=using)
+
+
+def register_sqlite_functions(sender, connection, **kwargs: Any) -> None:
+    """Give SQLite connections Unicode case folding (search is case-insensitive)."""
+    if connection.vendor == "sqlite":
+        connection.connection.create_function(
+            "PRODUCT_CASEFOLD", 1, lambda text: None if text is None else text.casefold(), deterministic=True
+        )

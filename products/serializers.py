@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -120,8 +121,19 @@ class ProductSerializer(serializers.ModelSerializer):
         )
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """An integer: a JSON integer or a string of ASCII digits, never true or 1.0."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, (bool, float)) or (
+            isinstance(data, str) and not re.fullmatch(r"[+-]?[0-9]+", data.strip())
+        ):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class StockChangeSerializer(serializers.Serializer):
-    delta = serializers.IntegerField(
+    delta = StrictIntegerField(
         min_value=-validators.QUANTITY_MAX,
         max_value=validators.QUANTITY_MAX,
         help_text="Units to add (negative to remove).",

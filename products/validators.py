@@ -20,6 +20,7 @@ PRICE_MAX = Decimal("9999999999.99")
 # The largest value every supported database stores in an integer column.
 QUANTITY_MAX = 2_147_483_647
 _CENT = Decimal("0.01")
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 # C0 and C1 control characters and DEL.
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -65,8 +66,14 @@ def clean_price(value: object) -> Decimal:
         raise ValidationError("Price must be a number.", code="invalid")
     if isinstance(value, float):
         value = repr(value)
+    if isinstance(value, str):
+        value = value.strip()
+        # Plain ASCII numbers only: Decimal() would also take "1_000" and
+        # other scripts' digits.
+        if not _NUMBER.fullmatch(value):
+            raise ValidationError("Price must be a number.", code="invalid")
     try:
-        price = Decimal(str(value).strip()) if isinstance(value, str) else Decimal(value)
+        price = Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
         raise ValidationError("Price must be a number.", code="invalid") from None
     if not price.is_finite():
@@ -82,7 +89,8 @@ def clean_price(value: object) -> Decimal:
         raise ValidationError(
             "Price must have at most 2 decimal places.", code="max_decimal_places"
         )
-    return price.quantize(_CENT)
+    # "-0" is zero: store and show it as 0.00, never -0.00.
+    return abs(price).quantize(_CENT) if price == 0 else price.quantize(_CENT)
 
 
 def clean_quantity(value: object) -> int:
@@ -91,7 +99,7 @@ def clean_quantity(value: object) -> int:
         raise ValidationError("Quantity must be an integer.", code="invalid")
     if isinstance(value, str):
         value = value.strip()
-        if not re.fullmatch(r"[+-]?\d+", value):
+        if not re.fullmatch(r"[+-]?[0-9]+", value):
             raise ValidationError("Quantity must be an integer.", code="invalid")
         quantity = int(value)
     elif isinstance(value, int):

@@ -31,6 +31,17 @@ def _etag_of(representation: dict) -> str:
     return cache.make_etag(orjson.dumps(representation))
 
 
+def product_location(request: Request, viewname: str, name: str) -> str:
+    """Return the absolute URL of a product, for a Location header."""
+    path = reverse(viewname, kwargs={"name": name})
+    if name in (".", ".."):
+        # Valid names, but as path segments clients (and build_absolute_uri)
+        # would resolve them away.
+        head, _, tail = path.rpartition("/" + name)
+        path = head + "/" + "%2E" * len(name) + tail
+    return request.build_absolute_uri(path)
+
+
 def cached_product_response(request: Request, cached: cache.CachedProduct, shape=None, html_data=None):
     """Answer a product read: 304, pre-rendered JSON bytes, or the browsable API.
 
@@ -40,6 +51,7 @@ def cached_product_response(request: Request, cached: cache.CachedProduct, shape
     etag = cached.etag
     if cache.etag_matches(request.headers.get("If-None-Match"), etag):
         response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
+        del response["Content-Type"]  # a 304 has no body to describe
     elif shape is None and request.accepted_renderer.format == "json":
         # The cached bytes are already the JSON body: no serializer, no renderer.
         response = HttpResponse(cached.data, content_type="application/json")
@@ -79,9 +91,7 @@ class ProductViewSet(viewsets.ModelViewSet):
 
     def create(self, request: Request, *args, **kwargs):
         response = super().create(request, *args, **kwargs)
-        response["Location"] = reverse(
-            "product-detail", kwargs={"name": response.data["name"]}, request=request
-        )
+        response["Location"] = product_location(request, "product-detail", response.data["name"])
         response["ETag"] = _etag_of(response.data)
         return response
 
@@ -151,7 +161,7 @@ class SeedProductListView(APIView):
         serializer.is_valid(raise_exception=True)
         product = serializer.save()
         response = Response(seed_shape(serializer.data), status=status.HTTP_201_CREATED)
-        response["Location"] = reverse("seed-product-detail", kwargs={"name": product.name}, request=request)
+        response["Location"] = product_location(request, "seed-product-detail", product.name)
         return response
 
 
@@ -171,7 +181,7 @@ class SeedProductDetailView(APIView):
 
 
 @schema.health_schema
-@api_view(["GET"])
+@api_view(["GET", "HEAD"])
 @authentication_classes([])
 @permission_classes([])
 @throttle_classes([])

@@ -170,3 +170,72 @@ def test_browsable_api_detail_prefills_the_edit_form(editor_client, make_product
     assert response["X-Cache"] in {"HIT", "MISS"}
     html = response.content.decode()
     assert 'value="Teapot"' in html and 'value="24.90"' in html
+
+
+def test_deeply_nested_json_is_400_not_500(editor_client):
+    for body in ("[" * 5000 + "]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000):
+        response = editor_client.post(URL, body, content_type="application/json")
+        assert response.status_code == 400
+        assert "detail" in response.json()
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_location_of_dot_names_points_at_the_product(editor_client, anon_client, name):
+    response = editor_client.post(URL, {"name": name, "price": "1.00"}, format="json")
+    assert response.status_code == 201
+    assert response["Location"].endswith("/api/products/" + "%2E" * len(name) + "/")
+    path = response["Location"].split("://", 1)[1].split("/", 1)[1]
+    assert anon_client.get("/" + path).json()["name"] == name
+    seed = editor_client.post("/products", {"name": name + "x", "price": 1}, format="json")
+    assert seed["Location"].endswith("/products/" + name + "x")
+
+
+def test_negative_zero_price_is_zero_and_its_etag_holds(editor_client, anon_client):
+    created = editor_client.post(URL, {"name": "Free", "price": "-0"}, format="json")
+    assert created.json()["price"] == "0.00"
+    read = anon_client.get(detail("Free"))
+    assert read.json()["price"] == "0.00"
+    assert read["ETag"] == created["ETag"]
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"name": "x", "price": "1", "quantity": True}, "quantity"),
+        ({"name": "x", "price": "1", "quantity": "１"}, "quantity"),
+        ({"name": "x", "price": "１２"}, "price"),
+        ({"name": "x", "price": "1_000"}, "price"),
+    ],
+    ids=["bool_quantity", "fullwidth_quantity", "fullwidth_price", "underscore_price"],
+)
+def test_lookalike_numbers_are_400(editor_client, payload, field):
+    response = editor_client.post(URL, payload, format="json")
+    assert response.status_code == 400 and field in response.json()
+
+
+@pytest.mark.parametrize("delta", [True, 1.0, "1.5", "１"])
+def test_stock_delta_must_be_an_integer(editor_client, make_product, delta):
+    make_product("Mug", quantity=3)
+    response = editor_client.post(detail("Mug") + "stock/", {"delta": delta}, format="json")
+    assert response.status_code == 400
+    assert Product.objects.get(name="Mug").quantity == 3
+
+
+def test_search_is_case_insensitive_beyond_ascii(anon_client, make_product):
+    make_product("ünïcødé mug")
+    make_product("Plain mug")
+    names = lambda q: [p["name"] for p in anon_client.get(URL, {"search": q}).json()["results"]]  # noqa: E731
+    assert names("ÜNÏ") == ["ünïcødé mug"]
+    assert names("MUG") == ["Plain mug", "ünïcødé mug"]
+
+
+def test_health_answers_head(anon_client):
+    assert anon_client.head("/health/").status_code == 200
+
+
+def test_not_modified_has_no_content_type(anon_client, make_product):
+    make_product("Mug")
+    etag = anon_client.get(detail("Mug"))["ETag"]
+    response = anon_client.get(detail("Mug"), HTTP_IF_NONE_MATCH=etag)
+    assert response.status_code == 304
+    assert "Content-Type" not in response

@@ -166,3 +166,20 @@ def test_gunicorn_three_workers_on_sqlite_never_lock_up(sqlite_gunicorn, tmp_pat
     assert sum(c >= 500 for c in codes) == 0
     assert codes.count(201) == 1600
     assert rows == codes.count(201)
+
+
+def test_chunked_request_bodies_are_read_and_limited(sqlite_gunicorn):
+    server = sqlite_gunicorn(workers=1, DATA_UPLOAD_MAX_MEMORY_SIZE="2000")
+    token = server_token(server, "add_product", "change_product")
+    s = session(token)
+    s.headers["Content-Type"] = "application/json"
+
+    def chunks(data: bytes):
+        yield from (data[i : i + 7] for i in range(0, len(data), 7))
+
+    created = s.post(f"{server.url}/api/products/", data=chunks(b'{"name": "Chunky", "price": "2.50"}'), timeout=30)
+    assert created.status_code == 201, created.text
+    patched = s.patch(f"{server.url}/api/products/Chunky/", data=chunks(b'{"quantity": 98}'), timeout=30)
+    assert patched.status_code == 200 and patched.json()["quantity"] == 98
+    too_big = s.post(f"{server.url}/api/products/", data=chunks(b'{"name": "' + b"x" * 3000 + b'"}'), timeout=30)
+    assert too_big.status_code == 413
