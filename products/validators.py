@@ -65,6 +65,8 @@ def clean_price(value: object) -> Decimal:
     if isinstance(value, bool) or value is None:
         raise ValidationError("Price must be a number.", code="invalid")
     if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValidationError("Price must be a finite number.", code="invalid")
         value = repr(value)
     if isinstance(value, str):
         value = value.strip()
