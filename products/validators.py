@@ -73,7 +73,12 @@ def clean_price(value: object) -> Decimal:
         # Plain ASCII numbers only: Decimal() would also take "1_000" and
         # other scripts' digits.
         if not _NUMBER.fullmatch(value):
-            raise ValidationError("Price must be a number.", code="invalid")
+            try:
+                infinite = not Decimal(value).is_finite()
+            except InvalidOperation:
+                infinite = False
+            message = "Price must be a finite number." if infinite else "Price must be a number."
+            raise ValidationError(message, code="invalid")
     try:
         price = Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
