@@ -148,7 +148,8 @@ class Server:
     def start(self, gunicorn: list[str], probe: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", self.app, "--bind", f"127.0.0.1:{self.port}",
-             "--chdir", str(ROOT), "--log-level", "warning", *gunicorn],
+             "--chdir", str(ROOT), "--log-level", "warning",
+             "--config", str(ROOT / "bench" / "gunicorn_bench_conf.py"), *gunicorn],
             cwd=ROOT, env=self.env, start_new_session=True,
         )
         for _ in range(400):
