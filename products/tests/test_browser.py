@@ -68,6 +68,8 @@ def browser() -> Iterator[Browser]:
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     playwright = sync_playwright().start()
+    # Assertions wait as long as actions do (the machine may be busy).
+    expect.set_options(timeout=TIMEOUT_MS)
     try:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
@@ -81,12 +83,17 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, live_server, request) -> Iterator[Page]:
+def console() -> list[str]:
+    """The page's console messages, page errors and failed requests, in order."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, live_server, console: list[str], request) -> Iterator[Page]:
     """A fresh browser context (no cookies) on the live server; artifacts on failure."""
     context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
-    console: list[str] = []
     page.on("console", lambda msg: console.append(f"[{msg.type}] {msg.text}"))
     page.on("pageerror", lambda exc: console.append(f"[pageerror] {exc}"))
     page.on("requestfailed", lambda req: console.append(f"[requestfailed] {req.url} {req.failure}"))
@@ -326,7 +333,7 @@ def test_browsable_api_list_pagination_filters_login_and_create(page, live_serve
 # --- Docs -----------------------------------------------------------------------
 
 
-def test_docs_render_offline_and_try_it_out_reads_a_product(page, live_server):
+def test_docs_render_offline_and_try_it_out_reads_a_product(page, live_server, console):
     Product.objects.create(name="Globe", price="42.00", quantity=1)
     server_host = urlsplit(live_server.url).netloc
     blocked: list[str] = []
@@ -343,8 +350,10 @@ def test_docs_render_offline_and_try_it_out_reads_a_product(page, live_server):
 
     page.route("**/*", only_the_server)
     page.goto("/api/docs/")
-    operations = page.locator(".opblock")
-    expect(operations.first).to_be_visible()
+    try:
+        expect(page.locator(".opblock").first).to_be_visible()
+    except AssertionError as exc:
+        raise AssertionError(f"no operations rendered; requests to other hosts: {blocked}") from exc
     paths = page.locator(".opblock-summary-path").evaluate_all("els => els.map(e => e.dataset.path)")
     assert "/api/products/" in paths and "/api/products/{name}/" in paths
     assert page.locator(".opblock-get .opblock-summary-path[data-path='/api/products/{name}/']").count() == 1
@@ -361,4 +370,5 @@ def test_docs_render_offline_and_try_it_out_reads_a_product(page, live_server):
     expect(get_one.locator(".live-responses-table .microlight").first).to_contain_text('"Globe"')
 
     assert blocked == [], f"the docs page needed other hosts: {blocked}"
+    assert [line for line in console if line.startswith(("[error]", "[pageerror]"))] == []
     assert any("/static/drf_spectacular_sidecar/" in url for url in served)
