@@ -6,8 +6,15 @@ from django.core.checks import Error, Warning, register
 
 @register()
 def check_product_cache(app_configs, **kwargs):
+    return product_cache_problems(
+        settings.CACHES.get("default", {}), getattr(settings, "PRODUCT_CACHE_TIMEOUT", None)
+    )
+
+
+def product_cache_problems(cache_config: dict, timeout: object) -> list:
+    """Return the check messages for a default-cache configuration and timeout."""
     errors = []
-    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    backend = cache_config.get("BACKEND", "")
     if backend != "django_redis.cache.RedisCache":
         errors.append(
             Error(
@@ -17,7 +24,6 @@ def check_product_cache(app_configs, **kwargs):
                 id="products.E001",
             )
         )
-    timeout = getattr(settings, "PRODUCT_CACHE_TIMEOUT", None)
     if not isinstance(timeout, int) or timeout <= 0:
         errors.append(
             Error(
@@ -26,7 +32,7 @@ def check_product_cache(app_configs, **kwargs):
                 id="products.E002",
             )
         )
-    options = settings.CACHES.get("default", {}).get("OPTIONS", {})
+    options = cache_config.get("OPTIONS", {})
     if not options.get("SOCKET_TIMEOUT") or not options.get("SOCKET_CONNECT_TIMEOUT"):
         errors.append(
             Warning(
