@@ -44,11 +44,11 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from . import cache
+from .middleware import log_request
 from .selectors import product_json, seed_shape
 from .throttling import AnonRateThrottle, UserRateThrottle, counter_name, parse_rate
 
 logger = logging.getLogger(__name__)
-request_logger = logging.getLogger("products.requests")  # as RequestLogMiddleware
 django_request_logger = logging.getLogger("django.request")
 
 # The URLconf's name pattern: no "/", no control characters.
@@ -192,15 +192,7 @@ class FastProductReads:
             if answer is not None:
                 status, headers, body, x_cache = answer
                 start_response(status, headers)
-                if request_logger.isEnabledFor(logging.INFO):
-                    request_logger.info(
-                        "method=%s path=%s status=%s duration_ms=%.1f cache=%s",
-                        "GET",
-                        environ.get("SCRIPT_NAME", "") + match[2],
-                        status[:3],
-                        (time.perf_counter() - started) * 1000,
-                        x_cache,
-                    )
+                log_request("GET", environ.get("SCRIPT_NAME", "") + match[2], status[:3], started, x_cache)
                 return [body]
         return self.app(environ, start_response)
 

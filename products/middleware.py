@@ -42,16 +42,21 @@ class RequestLogMiddleware:
     def __call__(self, request):
         start = time.perf_counter()
         response = self.get_response(request)
-        if logger.isEnabledFor(logging.INFO):
-            fields = {
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": f"{(time.perf_counter() - start) * 1000:.1f}",
-                "cache": response.get("X-Cache", "-"),
-            }
-            logger.info(format_fields(fields), extra={"request_fields": fields})
+        log_request(request.method, request.path, response.status_code, start, response.get("X-Cache", "-"))
         return response
+
+
+def log_request(method: str, path: str, status: int | str, started: float, cache: str) -> None:
+    """Write the request's log line (also used by products.fastpath)."""
+    if logger.isEnabledFor(logging.INFO):
+        fields = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": f"{(time.perf_counter() - started) * 1000:.1f}",
+            "cache": cache,
+        }
+        logger.info(format_fields(fields), extra={"request_fields": fields})
 
 
 class BodySizeLimitMiddleware:

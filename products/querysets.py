@@ -42,18 +42,24 @@ def invalidated_by_queryset() -> bool:
 
 
 class ProductQuerySet(models.QuerySet):
+    def _lock_rows(self) -> list[tuple[int, str]]:
+        """Lock and name the matching rows (up to one past the by-name limit).
+
+        update() and delete() then change exactly these rows, so a row that
+        starts matching meanwhile cannot slip through un-invalidated.
+        """
+        return list(
+            self.select_for_update().order_by().values_list("pk", "name")[: INVALIDATE_BY_NAME_LIMIT + 1]
+        )
+
+    def _only(self, rows: list[tuple[int, str]]) -> models.QuerySet:
+        return self.model._base_manager.using(self.db).filter(pk__in=[pk for pk, _ in rows])
+
     def update(self, **kwargs: Any) -> int:
         """Update the rows, keep ``updated_at`` true, and invalidate after commit."""
         kwargs.setdefault("updated_at", timezone.now())
         with transaction.atomic(using=self.db, savepoint=False):
-            # Lock and name exactly the rows we will change, then change only
-            # those: a row that starts matching meanwhile cannot slip through
-            # un-invalidated.
-            rows = list(
-                self.select_for_update()
-                .order_by()
-                .values_list("pk", "name")[: INVALIDATE_BY_NAME_LIMIT + 1]
-            )
+            rows = self._lock_rows()
             if len(rows) > INVALIDATE_BY_NAME_LIMIT:
                 count = super().update(**kwargs)
                 cache.retire_generation_on_commit(using=self.db)
@@ -61,8 +67,7 @@ class ProductQuerySet(models.QuerySet):
             names = {name for _, name in rows}
             if isinstance(kwargs.get("name"), str):
                 names.add(kwargs["name"])
-            target = self.model._base_manager.using(self.db).filter(pk__in=[pk for pk, _ in rows])
-            count = models.QuerySet.update(target, **kwargs)
+            count = models.QuerySet.update(self._only(rows), **kwargs)
             cache.invalidate_on_commit(names, using=self.db)
             return count
 
@@ -71,19 +76,14 @@ class ProductQuerySet(models.QuerySet):
     def delete(self) -> tuple[int, dict[str, int]]:
         """Delete the rows and invalidate their names once, after commit."""
         with transaction.atomic(using=self.db, savepoint=False):
-            rows = list(
-                self.select_for_update()
-                .order_by()
-                .values_list("pk", "name")[: INVALIDATE_BY_NAME_LIMIT + 1]
-            )
+            rows = self._lock_rows()
             with _receivers_stand_aside():
                 if len(rows) > INVALIDATE_BY_NAME_LIMIT:
                     result = super().delete()
                     cache.retire_generation_on_commit(using=self.db)
                     return result
                 # Delete exactly the rows we named (see update()).
-                target = self.model._base_manager.using(self.db).filter(pk__in=[pk for pk, _ in rows])
-                result = models.QuerySet.delete(target)
+                result = models.QuerySet.delete(self._only(rows))
             cache.invalidate_on_commit({name for _, name in rows}, using=self.db)
             return result
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -126,7 +125,7 @@ class StrictIntegerField(serializers.IntegerField):
 
     def to_internal_value(self, data):
         if isinstance(data, (bool, float)) or (
-            isinstance(data, str) and not re.fullmatch(r"[+-]?[0-9]+", data.strip())
+            isinstance(data, str) and not validators.INTEGER.fullmatch(data.strip())
         ):
             self.fail("invalid")
         return super().to_internal_value(data)

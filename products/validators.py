@@ -20,6 +20,7 @@ PRICE_MAX = Decimal("9999999999.99")
 # The largest value every supported database stores in an integer column.
 QUANTITY_MAX = 2_147_483_647
 _CENT = Decimal("0.01")
+INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only, unlike int()
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 # C0 and C1 control characters and DEL.
@@ -106,7 +107,7 @@ def clean_quantity(value: object) -> int:
         raise ValidationError("Quantity must be an integer.", code="invalid")
     if isinstance(value, str):
         value = value.strip()
-        if not re.fullmatch(r"[+-]?[0-9]+", value):
+        if not INTEGER.fullmatch(value):
             raise ValidationError("Quantity must be an integer.", code="invalid")
         quantity = int(value)
     elif isinstance(value, int):
