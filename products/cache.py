@@ -237,7 +237,7 @@ def _evalsha(client, source: str, keys: list, args: list):
     except NoScriptError:
         pool.release(connection)
         connection = None
-        return script(keys=keys, args=args)
+        return script(keys=keys, args=args, client=client)
     except BaseException:
         connection.disconnect()
         raise
@@ -302,6 +302,8 @@ class _Breaker:
                 self._probe.start()
 
     def take_missed_invalidation(self) -> bool:
+        if not self._missed_invalidation:
+            return False  # the usual case: no lock on every Redis call
         with self._lock:
             missed, self._missed_invalidation = self._missed_invalidation, False
             return missed
@@ -540,7 +542,7 @@ def status() -> str:
     return "ok"
 
 
-class WarmResult(NamedTuple):
+class WarmedBatch(NamedTuple):
     stored: int  # in the cache now: filled by this call, or already there
     skipped: int  # a reader holds the fill lease: it stores the value itself
     missing: list[str]  # no such product
@@ -548,7 +550,7 @@ class WarmResult(NamedTuple):
 
 def warm_products(
     names: Sequence[str], load_many: Callable[[list[str]], dict[str, bytes]]
-) -> WarmResult:
+) -> WarmedBatch:
     """Fill the cache for ``names`` in two pipelined round trips.
 
     The leases are taken *before* ``load_many`` reads the database, exactly as
@@ -583,7 +585,7 @@ def warm_products(
 
     filled = _run(fill) if leases else 0
     missing = [name for name in leases if name not in found]
-    return WarmResult(already + filled, len(names) - already - filled - len(missing), missing)
+    return WarmedBatch(already + filled, len(names) - already - filled - len(missing), missing)
 
 
 def _scan_pattern(suffix: str) -> str:

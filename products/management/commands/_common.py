@@ -9,8 +9,18 @@ import sys
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.management.base import OutputWrapper
+from django.core.management.base import BaseCommand, OutputWrapper
 from tqdm import tqdm
+
+
+class DataCommand(BaseCommand):
+    """A command that works on product data only.
+
+    It skips the system checks (URL conf, templates, ...): they cost ~0.35 s
+    and ~25 MB of start-up and concern the web server, not the data.
+    """
+
+    requires_system_checks: list = []
 
 
 class Progress:

@@ -7,13 +7,13 @@ import stat
 import sys
 import tempfile
 
-from django.core.management.base import BaseCommand, CommandError, OutputWrapper
+from django.core.management.base import CommandError, OutputWrapper
 
 from products.fileformats import FORMATS, format_for_path
 from products.models import Product
 from products.services import EXPORT_CHUNK_SIZE, product_export
 
-from ._common import Progress
+from ._common import DataCommand, Progress
 
 
 class _StdoutText:
@@ -26,14 +26,11 @@ class _StdoutText:
         self._stdout.write(text, ending="")
 
 
-class Command(BaseCommand):
+class Command(DataCommand):
     help = (
         "Export every product (name, price, quantity) as CSV, a JSON array or JSON Lines, "
         "to standard output or -o PATH. The file imports back exactly with import_products."
     )
-    # Data commands skip the system checks (URL conf, templates, ...): they
-    # cost ~0.35 s and ~25 MB of start-up and concern the web server, not the data.
-    requires_system_checks = []
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(

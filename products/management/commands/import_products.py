@@ -5,15 +5,15 @@ from __future__ import annotations
 import sys
 from typing import BinaryIO
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from products.fileformats import FORMATS, FileFormatError, format_for_path
 from products.services import IMPORT_BATCH_SIZE, ImportFailed, ImportResult, product_import_file
 
-from ._common import Progress
+from ._common import DataCommand, Progress
 
 
-class Command(BaseCommand):
+class Command(DataCommand):
     help = (
         "Import products from a CSV file with a header row, a JSON array or JSON Lines "
         "(PATH '-' reads stdin). Upserts by name. All or nothing: if any row is invalid, "
@@ -21,9 +21,6 @@ class Command(BaseCommand):
     )
     # Tests hand in a binary stream to stand for stdin.
     stealth_options = ("stdin",)
-    # Data commands skip the system checks (URL conf, templates, ...): they
-    # cost ~0.35 s and ~25 MB of start-up and concern the web server, not the data.
-    requires_system_checks = []
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("path", metavar="PATH", help="file to import; '-' reads standard input")

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from products.services import IMPORT_BATCH_SIZE, seed_products
 
-from ._common import Progress
+from ._common import DataCommand, Progress
 
 
-class Command(BaseCommand):
+class Command(DataCommand):
     help = (
         "Create N demo products, the same ones for the same --seed (upserted by name, "
         "so running it twice changes nothing)."
     )
-    # Data commands skip the system checks (URL conf, templates, ...): they
-    # cost ~0.35 s and ~25 MB of start-up and concern the web server, not the data.
-    requires_system_checks = []
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("count", type=int, metavar="N", help="how many demo products")
