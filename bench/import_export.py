@@ -90,8 +90,9 @@ def generate(path: Path, rows: int, seed: int) -> None:
 def measure(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """Run a process; return (seconds, peak RSS in MB, stdout+stderr)."""
     started = time.perf_counter()
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
@@ -102,11 +103,14 @@ def measure(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows to generate (default 1,000,000)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of every step; the best time counts (default 3)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of every step; the best time counts (default 3)"
+    )
     parser.add_argument("--workdir", help="where to put the files (default: a temporary directory, removed)")
     args = parser.parse_args()
 
@@ -152,7 +156,10 @@ def main() -> None:
         exports.append(measure([python, "manage.py", "export_products", "-o", str(export)], env))
         raw_exports.append(measure([python, "-c", RAW_EXPORT, str(django_db), str(raw_export)], env))
     (import_s, import_mb, import_out), (again_s, again_mb, again_out), (raw_s, raw_mb, _) = (
-        _best(imports), _best(agains), _best(raws))
+        _best(imports),
+        _best(agains),
+        _best(raws),
+    )
     (export_s, export_mb, export_out), (raw_export_s, raw_export_mb, _) = _best(exports), _best(raw_exports)
 
     identical = _same_file(source, export)
@@ -168,22 +175,29 @@ def main() -> None:
     export_ratio = raw_export_s / export_s
 
     print()
-    print(f"{rows:,} rows, CSV {size_mb:.0f} MB, SQLite, Python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"{rows:,} rows, CSV {size_mb:.0f} MB, SQLite, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
     print()
     print("| step | seconds | rows/s | peak RSS (MB) |")
     print("| --- | ---: | ---: | ---: |")
     for label, seconds, peak in results:
         print(f"| {label} | {seconds:.1f} | {rows / seconds:,.0f} | {peak:.0f} |")
     print()
-    print(f"- import: {import_ratio:.2f} of raw executemany (goal >= 0.20: "
-          f"{'met' if import_ratio >= 0.2 else 'NOT met'}); peak {import_mb:.0f} MB "
-          f"(goal < 200: {'met' if import_mb < 200 else 'NOT met'})")
-    print(f"- export: {export_ratio:.2f} of raw SELECT to CSV (goal >= 0.50: "
-          f"{'met' if export_ratio >= 0.5 else 'NOT met'}); peak {export_mb:.0f} MB "
-          f"(goal < 200: {'met' if export_mb < 200 else 'NOT met'})")
-    print(f"- round trip: export is {'byte-for-byte identical to' if identical else 'DIFFERENT from'} "
-          "the imported file")
+    print(
+        f"- import: {import_ratio:.2f} of raw executemany (goal >= 0.20: "
+        f"{'met' if import_ratio >= 0.2 else 'NOT met'}); peak {import_mb:.0f} MB "
+        f"(goal < 200: {'met' if import_mb < 200 else 'NOT met'})"
+    )
+    print(
+        f"- export: {export_ratio:.2f} of raw SELECT to CSV (goal >= 0.50: "
+        f"{'met' if export_ratio >= 0.5 else 'NOT met'}); peak {export_mb:.0f} MB "
+        f"(goal < 200: {'met' if export_mb < 200 else 'NOT met'})"
+    )
+    print(
+        f"- round trip: export is {'byte-for-byte identical to' if identical else 'DIFFERENT from'} "
+        "the imported file"
+    )
     print()
     print(f"import_products said: {import_out.splitlines()[-1]}")
     print(f"import_products again said: {again_out.splitlines()[-1]}")
@@ -191,14 +205,21 @@ def main() -> None:
 
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(exist_ok=True)
-    (results_dir / f"import_export-{rows}.json").write_text(json.dumps({
-        "rows": rows,
-        "steps": [{"step": label, "seconds": s, "rows_per_second": rows / s, "peak_rss_mb": m}
-                  for label, s, m in results],
-        "import_ratio": import_ratio,
-        "export_ratio": export_ratio,
-        "round_trip_identical": identical,
-    }, indent=2))
+    (results_dir / f"import_export-{rows}.json").write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "steps": [
+                    {"step": label, "seconds": s, "rows_per_second": rows / s, "peak_rss_mb": m}
+                    for label, s, m in results
+                ],
+                "import_ratio": import_ratio,
+                "export_ratio": export_ratio,
+                "round_trip_identical": identical,
+            },
+            indent=2,
+        )
+    )
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     if not identical:

@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -80,8 +80,11 @@ def _child(rows: int, database_url: str, repeats: int, build_only: bool) -> dict
         url = f"/api/products/?ordering={ordering}&page_size={PAGE_SIZE}"
         cells = {"first": _median(client, url, repeats)}
         if rows > 900_000:
-            cells["deep"] = _median(client, url + "&cursor=" + _cursor_at(
-                Product, ProductKeysetPagination, ordering, 900_000), repeats)
+            cells["deep"] = _median(
+                client,
+                url + "&cursor=" + _cursor_at(Product, ProductKeysetPagination, ordering, 900_000),
+                repeats,
+            )
         timings[ordering] = cells
     return {"rows": rows, "vendor": connection.vendor, "build_s": build, "timings": timings}
 
@@ -89,24 +92,25 @@ def _child(rows: int, database_url: str, repeats: int, build_only: bool) -> dict
 def _fill(connection, transaction, Product, rows: int) -> None:
     """Insert ``rows`` products with raw batched INSERTs (minutes faster than the ORM)."""
     rng = random.Random(42)
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     ops = connection.ops
     table = Product._meta.db_table
-    sql = (f"INSERT INTO {table} (name, price, quantity, created_at, updated_at) "
-           "VALUES (%s, %s, %s, %s, %s)")
+    sql = f"INSERT INTO {table} (name, price, quantity, created_at, updated_at) VALUES (%s, %s, %s, %s, %s)"
     batch = []
     with transaction.atomic(), connection.cursor() as cursor:
         for i in range(rows):
             # Few distinct prices, quantities and timestamps: many ties, which
             # the name tie-breaker resolves.
             stamp = start + timedelta(seconds=i // 100)
-            batch.append((
-                f"product {rng.getrandbits(64):016x} {i}",
-                ops.adapt_decimalfield_value(Decimal(rng.randrange(0, 100_000)) / 100, 12, 2),
-                rng.randrange(0, 1000),
-                ops.adapt_datetimefield_value(stamp),
-                ops.adapt_datetimefield_value(stamp + timedelta(seconds=rng.randrange(0, 3600))),
-            ))
+            batch.append(
+                (
+                    f"product {rng.getrandbits(64):016x} {i}",
+                    ops.adapt_decimalfield_value(Decimal(rng.randrange(0, 100_000)) / 100, 12, 2),
+                    rng.randrange(0, 1000),
+                    ops.adapt_datetimefield_value(stamp),
+                    ops.adapt_datetimefield_value(stamp + timedelta(seconds=rng.randrange(0, 3600))),
+                )
+            )
             if len(batch) == 10_000:
                 cursor.executemany(sql, batch)
                 batch.clear()
@@ -140,8 +144,16 @@ def _median(client, url: str, repeats: int) -> float:
 
 
 def _run_child(rows: int, url: str, repeats: int, build_only: bool) -> dict:
-    command = [sys.executable, __file__, "--child", str(rows), "--database-url", url,
-               "--repeats", str(repeats)] + (["--build-only"] if build_only else [])
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(rows),
+        "--database-url",
+        url,
+        "--repeats",
+        str(repeats),
+    ] + (["--build-only"] if build_only else [])
     out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -161,9 +173,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,1000000", help="catalogue sizes (comma-separated)")
     parser.add_argument("--repeats", type=int, default=30, help="timed requests per cell and round")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="timing rounds; sizes alternate, so all see the same machine load")
-    parser.add_argument("--postgres", metavar="URL", help="an admin URL; throwaway databases are created there")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="timing rounds; sizes alternate, so all see the same machine load",
+    )
+    parser.add_argument(
+        "--postgres", metavar="URL", help="an admin URL; throwaway databases are created there"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the SQLite files for a rerun")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
@@ -195,7 +213,9 @@ def main() -> None:
     best: dict[int, dict] = {}
     for round_ in range(args.rounds):
         for rows in sizes:
-            print(f"round {round_ + 1}/{args.rounds}: timing {rows:,} products ...", file=sys.stderr, flush=True)
+            print(
+                f"round {round_ + 1}/{args.rounds}: timing {rows:,} products ...", file=sys.stderr, flush=True
+            )
             result = _run_child(rows, urls[rows], args.repeats, build_only=False)
             if rows not in best:
                 best[rows] = result
@@ -209,10 +229,14 @@ def main() -> None:
     results = [best[rows] for rows in sizes]
 
     small, large = results[0], results[-1]
-    print(f"\nGET /api/products/?ordering=...&page_size={PAGE_SIZE}; ms, best of {args.rounds} "
-          f"rounds of the median of {args.repeats} requests; {large['vendor']}\n")
-    print(f"| ordering | first page, {small['rows']:,} | first page, {large['rows']:,} "
-          f"| page after item 900,000, {large['rows']:,} | worst / first at {small['rows']:,} |")
+    print(
+        f"\nGET /api/products/?ordering=...&page_size={PAGE_SIZE}; ms, best of {args.rounds} "
+        f"rounds of the median of {args.repeats} requests; {large['vendor']}\n"
+    )
+    print(
+        f"| ordering | first page, {small['rows']:,} | first page, {large['rows']:,} "
+        f"| page after item 900,000, {large['rows']:,} | worst / first at {small['rows']:,} |"
+    )
     print("| --- | ---: | ---: | ---: | ---: |")
     for ordering in ORDERINGS:
         base = small["timings"][ordering]["first"]

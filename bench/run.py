@@ -87,9 +87,21 @@ class Redis:
             sys.exit("redis-server is not installed (apt-get install redis-server), or pass --redis-url")
         port = free_port()
         self.proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.url = f"redis://127.0.0.1:{port}/0"
 
@@ -147,10 +159,24 @@ class Server:
 
     def start(self, gunicorn: list[str], probe: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", self.app, "--bind", f"127.0.0.1:{self.port}",
-             "--chdir", str(ROOT), "--log-level", "warning",
-             "--config", str(ROOT / "bench" / "gunicorn_bench_conf.py"), *gunicorn],
-            cwd=ROOT, env=self.env, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                self.app,
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--chdir",
+                str(ROOT),
+                "--log-level",
+                "warning",
+                "--config",
+                str(ROOT / "bench" / "gunicorn_bench_conf.py"),
+                *gunicorn,
+            ],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
         )
         for _ in range(400):
             try:
@@ -225,8 +251,14 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(wrk: str, url: str, seconds: float, connections: int, script: str | None = None,
-            args: list[str] | None = None) -> dict:
+def run_wrk(
+    wrk: str,
+    url: str,
+    seconds: float,
+    connections: int,
+    script: str | None = None,
+    args: list[str] | None = None,
+) -> dict:
     command = [wrk, "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "5s"]
     if script:
         command += ["-s", str(BENCH / "lua" / script)]
@@ -274,23 +306,53 @@ class Scenario:
 
 def scenarios(run_id: str, token: str) -> list[Scenario]:
     return [
-        Scenario("hot_api", f"one hot name, GET /api/products/{{name}}/",
-                 {"ceiling": f"/api/products/{HOT}/", "flask": f"/products/{HOT}",
-                  "service": f"/api/products/{HOT}/"}, baseline="flask"),
-        Scenario("hot_seed", "one hot name, GET /products/{name} (seed route)",
-                 {"flask": f"/products/{HOT}", "service": f"/products/{HOT}"}, baseline="flask"),
-        Scenario("random_cold", f"random names of {PRODUCTS:,}, starting cold",
-                 {"flask": "/|/products/|", "service": "/|/api/products/|/"},
-                 baseline="flask", script="random.lua", cold=True),
-        Scenario("cache_off", "one name, cache disabled",
-                 {"service_nocache": f"/api/products/{HOT}/", "drf_plain": f"/api/products/{HOT}/"},
-                 baseline="drf_plain"),
-        Scenario("list", "list, first page (50)",
-                 {"service": "/api/products/", "drf_plain": "/api/products/"}, baseline="drf_plain"),
-        Scenario("create", "create (authenticated where the server has auth)",
-                 {"flask": f"/products|{run_id}|", "service": f"/api/products/|{run_id}|{token}",
-                  "drf_plain": f"/api/products/|{run_id}|{token}"},
-                 baseline="flask", script="create.lua"),
+        Scenario(
+            "hot_api",
+            "one hot name, GET /api/products/{name}/",
+            {
+                "ceiling": f"/api/products/{HOT}/",
+                "flask": f"/products/{HOT}",
+                "service": f"/api/products/{HOT}/",
+            },
+            baseline="flask",
+        ),
+        Scenario(
+            "hot_seed",
+            "one hot name, GET /products/{name} (seed route)",
+            {"flask": f"/products/{HOT}", "service": f"/products/{HOT}"},
+            baseline="flask",
+        ),
+        Scenario(
+            "random_cold",
+            f"random names of {PRODUCTS:,}, starting cold",
+            {"flask": "/|/products/|", "service": "/|/api/products/|/"},
+            baseline="flask",
+            script="random.lua",
+            cold=True,
+        ),
+        Scenario(
+            "cache_off",
+            "one name, cache disabled",
+            {"service_nocache": f"/api/products/{HOT}/", "drf_plain": f"/api/products/{HOT}/"},
+            baseline="drf_plain",
+        ),
+        Scenario(
+            "list",
+            "list, first page (50)",
+            {"service": "/api/products/", "drf_plain": "/api/products/"},
+            baseline="drf_plain",
+        ),
+        Scenario(
+            "create",
+            "create (authenticated where the server has auth)",
+            {
+                "flask": f"/products|{run_id}|",
+                "service": f"/api/products/|{run_id}|{token}",
+                "drf_plain": f"/api/products/|{run_id}|{token}",
+            },
+            baseline="flask",
+            script="create.lua",
+        ),
     ]
 
 
@@ -315,7 +377,9 @@ print("TOKEN", Token.objects.create(user=user).key)
 """
 
 
-def django_env(base: dict[str, str], db_url: str, redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
+def django_env(
+    base: dict[str, str], db_url: str, redis_url: str, prefix: str, **extra: str
+) -> dict[str, str]:
     return {
         **base,
         "DJANGO_SETTINGS_MODULE": "productsite.settings",
@@ -338,7 +402,11 @@ def seed(env: dict[str, str]) -> str:
     subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
     out = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", _SEED % PRODUCTS],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return re.search(r"TOKEN (\w+)", out).group(1)
 
@@ -418,14 +486,26 @@ def goals(results: dict, runs: dict) -> list[tuple[str, bool, str]]:
         ok = ratio <= target if lower else ratio >= target
         checks.append((label, ok, f"{ratio:.2f}x (goal {'<=' if lower else '>='} {target}x)"))
 
-    check("hot GET /api/products/{name}/ vs Flask",
-          paired(runs, ("hot_api", "service"), ("hot_api", "flask")), 1.1)
-    check("hot GET /api/products/{name}/ vs ceiling",
-          paired(runs, ("hot_api", "service"), ("hot_api", "ceiling")), 0.5)
-    check("random names from cold vs Flask",
-          paired(runs, ("random_cold", "service"), ("random_cold", "flask")), 1.0)
-    check("cache disabled vs plain DRF",
-          paired(runs, ("cache_off", "service_nocache"), ("cache_off", "drf_plain")), 1.5)
+    check(
+        "hot GET /api/products/{name}/ vs Flask",
+        paired(runs, ("hot_api", "service"), ("hot_api", "flask")),
+        1.1,
+    )
+    check(
+        "hot GET /api/products/{name}/ vs ceiling",
+        paired(runs, ("hot_api", "service"), ("hot_api", "ceiling")),
+        0.5,
+    )
+    check(
+        "random names from cold vs Flask",
+        paired(runs, ("random_cold", "service"), ("random_cold", "flask")),
+        1.0,
+    )
+    check(
+        "cache disabled vs plain DRF",
+        paired(runs, ("cache_off", "service_nocache"), ("cache_off", "drf_plain")),
+        1.5,
+    )
     service_rss = results.get("hot_api", {}).get("service", {}).get("rss_mb")
     flask_rss = results.get("hot_api", {}).get("flask", {}).get("rss_mb")
     if service_rss and flask_rss:
@@ -445,15 +525,25 @@ def main() -> int:
     parser.add_argument("--worker-class", default="gthread")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--preload", action="store_true", help="gunicorn --preload for every server")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
-                        help="also run the service with this environment in the read scenarios "
-                        "(measure one change against the service in the same run)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="also run the service with this environment in the read scenarios "
+        "(measure one change against the service in the same run)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s runs")
     parser.add_argument("--only", default="", help="comma-separated scenario keys")
     parser.add_argument("--servers", default="", help="comma-separated server names")
     parser.add_argument("--redis-url", default="", help="use this Redis instead of a throwaway one")
-    parser.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra environment for the service (to measure one change)")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the service (to measure one change)",
+    )
     parser.add_argument("--label", default="", help="a note stored with the results")
     opts = parser.parse_args()
     if opts.quick:
@@ -473,8 +563,14 @@ def main() -> int:
         token = seed(django_env(base, db_url, redis_server.url, f"bench-{run_id}-seed"))
         redis_server.forget(f"bench-{run_id}-seed")
 
-        gunicorn = ["--workers", str(opts.workers), "--worker-class", opts.worker_class,
-                    "--threads", str(opts.threads)] + (["--preload"] if opts.preload else [])
+        gunicorn = [
+            "--workers",
+            str(opts.workers),
+            "--worker-class",
+            opts.worker_class,
+            "--threads",
+            str(opts.threads),
+        ] + (["--preload"] if opts.preload else [])
         extra = dict(item.split("=", 1) for item in opts.service_env)
 
         def prefix(name: str) -> str:
@@ -482,27 +578,54 @@ def main() -> int:
 
         available = {
             "ceiling": Server("ceiling", "bench.apps.ceiling:application", base, prefix("ceiling")),
-            "flask": Server("flask", "bench.apps.flask_ref:app",
-                            {**base, "REDIS_URL": redis_server.url, "CACHE_KEY_PREFIX": prefix("flask"),
-                             "BENCH_SQLITE": str(db_file)}, prefix("flask")),
-            "service": Server("service", "productsite.wsgi:application",
-                              django_env(base, db_url, redis_server.url, prefix("service"), **extra),
-                              prefix("service")),
-            "service_nocache": Server("service_nocache", "productsite.wsgi:application",
-                                      django_env(base, db_url, redis_server.url, prefix("nocache"),
-                                                 PRODUCT_CACHE_ENABLED="0", **extra), prefix("nocache")),
-            "drf_plain": Server("drf_plain", "bench.drf_plain.wsgi:application",
-                                django_env(base, db_url, redis_server.url, prefix("drf"),
-                                           DJANGO_SETTINGS_MODULE="bench.drf_plain.settings"),
-                                prefix("drf")),
+            "flask": Server(
+                "flask",
+                "bench.apps.flask_ref:app",
+                {
+                    **base,
+                    "REDIS_URL": redis_server.url,
+                    "CACHE_KEY_PREFIX": prefix("flask"),
+                    "BENCH_SQLITE": str(db_file),
+                },
+                prefix("flask"),
+            ),
+            "service": Server(
+                "service",
+                "productsite.wsgi:application",
+                django_env(base, db_url, redis_server.url, prefix("service"), **extra),
+                prefix("service"),
+            ),
+            "service_nocache": Server(
+                "service_nocache",
+                "productsite.wsgi:application",
+                django_env(
+                    base, db_url, redis_server.url, prefix("nocache"), PRODUCT_CACHE_ENABLED="0", **extra
+                ),
+                prefix("nocache"),
+            ),
+            "drf_plain": Server(
+                "drf_plain",
+                "bench.drf_plain.wsgi:application",
+                django_env(
+                    base,
+                    db_url,
+                    redis_server.url,
+                    prefix("drf"),
+                    DJANGO_SETTINGS_MODULE="bench.drf_plain.settings",
+                ),
+                prefix("drf"),
+            ),
         }
         order = scenarios(run_id, token)
         for spec in opts.variant:
             vname, _, assignments = spec.partition(":")
             venv = dict(item.split("=", 1) for item in assignments.split(",") if item)
-            available[vname] = Server(vname, "productsite.wsgi:application",
-                                      django_env(base, db_url, redis_server.url, prefix(vname),
-                                                 **{**extra, **venv}), prefix(vname))
+            available[vname] = Server(
+                vname,
+                "productsite.wsgi:application",
+                django_env(base, db_url, redis_server.url, prefix(vname), **{**extra, **venv}),
+                prefix(vname),
+            )
             for scenario in order:
                 if scenario.key in ("hot_api", "hot_seed", "random_cold"):
                     scenario.paths[vname] = scenario.paths["service"]
@@ -527,7 +650,7 @@ def main() -> int:
             for scenario in order:
                 names = [n for n in scenario.paths if n in servers]
                 # Rotate the order each round so drift does not favour anyone.
-                names = names[round_no % len(names):] + names[: round_no % len(names)]
+                names = names[round_no % len(names) :] + names[: round_no % len(names)]
                 for name in names:
                     server = servers[name]
                     spec = scenario.paths[name]
@@ -545,8 +668,9 @@ def main() -> int:
                     done += 1
                     say(f"[{done}/{total}] round {round_no + 1}: {scenario.key} on {name}")
                     cpu_before, redis_before = server.cpu_seconds(), redis_server.cpu_seconds()
-                    result = run_wrk(wrk, server.url + path, opts.seconds, opts.connections,
-                                     scenario.script, args)
+                    result = run_wrk(
+                        wrk, server.url + path, opts.seconds, opts.connections, scenario.script, args
+                    )
                     # CPU per request is what throughput would be on an idle
                     # machine; it shifts far less than req/s when neighbours
                     # load the cores.
@@ -562,10 +686,12 @@ def main() -> int:
             for key, by_server in runs.items()
         }
         print()
-        print(f"{opts.rounds} round(s) x {opts.seconds:g} s, wrk -t2 -c{opts.connections}, "
-              f"gunicorn {' '.join(gunicorn)}, {PRODUCTS:,} products, SQLite; figures are medians "
-              f"over rounds; req/s ratios are medians of same-round ratios; RSS/PSS: the largest mean "
-              f"per-worker figure seen")
+        print(
+            f"{opts.rounds} round(s) x {opts.seconds:g} s, wrk -t2 -c{opts.connections}, "
+            f"gunicorn {' '.join(gunicorn)}, {PRODUCTS:,} products, SQLite; figures are medians "
+            f"over rounds; req/s ratios are medians of same-round ratios; RSS/PSS: the largest mean "
+            f"per-worker figure seen"
+        )
         print()
         print(table(results, order, runs))
         print()
@@ -578,14 +704,25 @@ def main() -> int:
         out_dir = BENCH / "results"
         out_dir.mkdir(exist_ok=True)
         out_file = out_dir / time.strftime("%Y%m%d-%H%M%S.json")
-        out_file.write_text(json.dumps({
-            "label": opts.label,
-            "settings": {"rounds": opts.rounds, "seconds": opts.seconds, "connections": opts.connections,
-                         "gunicorn": gunicorn, "products": PRODUCTS, "service_env": extra},
-            "results": results,
-            "goals": [{"goal": label, "met": ok, "ratio": text} for label, ok, text in outcome],
-            "runs": runs,
-        }, indent=2))
+        out_file.write_text(
+            json.dumps(
+                {
+                    "label": opts.label,
+                    "settings": {
+                        "rounds": opts.rounds,
+                        "seconds": opts.seconds,
+                        "connections": opts.connections,
+                        "gunicorn": gunicorn,
+                        "products": PRODUCTS,
+                        "service_env": extra,
+                    },
+                    "results": results,
+                    "goals": [{"goal": label, "met": ok, "ratio": text} for label, ok, text in outcome],
+                    "runs": runs,
+                },
+                indent=2,
+            )
+        )
         print(f"- results written to {out_file.relative_to(ROOT)}")
         return 0 if errors == 0 else 1
     finally:

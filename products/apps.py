@@ -10,8 +10,10 @@ class ProductsConfig(AppConfig):
         from django.db.backends.signals import connection_created
         from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
 
-        from . import checks  # noqa: F401  (registers the system checks)
-        from . import receivers
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            receivers,
+        )
         from .models import Product
 
         for signal, uid in ((pre_save, "save"), (pre_delete, "delete")):

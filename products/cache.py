@@ -271,8 +271,7 @@ class _Breaker:
             self._down = True
         if first:
             logger.warning(
-                "Redis unavailable (%s: %s); serving products from the database "
-                "and retrying every %.1fs",
+                "Redis unavailable (%s: %s); serving products from the database and retrying every %.1fs",
                 type(exc).__name__,
                 exc,
                 settings.PRODUCT_CACHE_BACKOFF,
@@ -367,8 +366,7 @@ def _in_transaction() -> bool:
     # marks the blocks TestCase opens around each test with _from_testcase;
     # those are not the application's transactions.
     return any(
-        not getattr(block, "_from_testcase", False)
-        for block in transaction.get_connection().atomic_blocks
+        not getattr(block, "_from_testcase", False) for block in transaction.get_connection().atomic_blocks
     )
 
 
@@ -383,9 +381,7 @@ def _from_database(name: str, load: Callable[[str], bytes | None]) -> CachedProd
     return None if data is None else CachedProduct(data, hit=False)
 
 
-def get_product(
-    name: str, load: Callable[[str], bytes | None] | None = None
-) -> CachedProduct | None:
+def get_product(name: str, load: Callable[[str], bytes | None] | None = None) -> CachedProduct | None:
     """Return the product's JSON representation, from Redis when it is there.
 
     ``load`` reads the representation from the database (None when the product
@@ -494,7 +490,7 @@ def invalidate(names: Iterable[str]) -> None:
     try:
         for start in range(0, len(names), 1000):
             chunk = names[start : start + 1000]
-            _run(lambda c: _evalsha(c, _INVALIDATE_LUA, [_gen_key()], [_base(), *chunk]))
+            _run(lambda c, chunk=chunk: _evalsha(c, _INVALIDATE_LUA, [_gen_key()], [_base(), *chunk]))
     except CacheUnavailable:
         _breaker.miss_invalidation()
         logger.info("Could not invalidate %d product(s); generation will be retired", len(names))
@@ -548,9 +544,7 @@ class WarmedBatch(NamedTuple):
     missing: list[str]  # no such product
 
 
-def warm_products(
-    names: Sequence[str], load_many: Callable[[list[str]], dict[str, bytes]]
-) -> WarmedBatch:
+def warm_products(names: Sequence[str], load_many: Callable[[list[str]], dict[str, bytes]]) -> WarmedBatch:
     """Fill the cache for ``names`` in two pipelined round trips.
 
     The leases are taken *before* ``load_many`` reads the database, exactly as

@@ -86,9 +86,7 @@ class _Setup:
                         policy = ",".join(policy)
                     headers.append(("Referrer-Policy", policy))
                 if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
-                    headers.append(
-                        ("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY)
-                    )
+                    headers.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
             if "django.middleware.clickjacking.XFrameOptionsMiddleware" in middleware:
                 headers.append(("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper()))
             self.headers = headers
@@ -233,9 +231,7 @@ class FastProductReads:
         if rate:
             limit, window = parse_rate(rate)
             counter = counter_name(AnonRateThrottle.scope, _ident(_Meta(environ)))
-            product, allowed = cache.get_product_counted(
-                name, counter, window, limit, load=_load_product
-            )
+            product, allowed = cache.get_product_counted(name, counter, window, limit, load=_load_product)
             if not allowed:
                 return None  # DRF answers the 429, with Retry-After
         else:
@@ -256,6 +252,7 @@ class FastProductReads:
         body = product.data if api else orjson.dumps(seed_shape(orjson.loads(product.data)))
         headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         return "200 OK", headers, body, x_cache
+
 
 def _load_product(name: str) -> bytes | None:
     """Read a product from the database on a miss."""

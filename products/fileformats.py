@@ -91,7 +91,7 @@ def _release(text: io.TextIOWrapper) -> None:
 def _not_utf8(line: int, exc: UnicodeDecodeError) -> FileFormatError:
     return FileFormatError(
         f"line {line}: the file is not valid UTF-8 ({exc.reason} at byte "
-        f"{exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8 and try again"
+        f"{exc.object[exc.start : exc.start + 1]!r}); save it as UTF-8 and try again"
     )
 
 
@@ -197,7 +197,7 @@ def _read_json_lines(stream: BinaryIO) -> Iterator[RawRow | RowError]:
             yield RowError(line, f"line is longer than {MAX_RECORD_CHARS} bytes")
             continue
         if line == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw = raw[len(codecs.BOM_UTF8):]
+            raw = raw[len(codecs.BOM_UTF8) :]
         if not raw.strip():
             continue
         any_content = True
@@ -240,7 +240,7 @@ class _ArrayScanner:
     def fill(self) -> None:
         chunk = self._read(_READ_CHARS)
         if chunk:
-            self.buf = self.buf[self.pos:] + chunk
+            self.buf = self.buf[self.pos :] + chunk
             self.pos = 0
         else:
             self.eof = True

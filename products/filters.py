@@ -11,10 +11,10 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import django_filters
+from django import forms
 from django.db import connections
 from django.db.models import CharField, Func
 from django_filters.constants import EMPTY_VALUES
-from django import forms
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 

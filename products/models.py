@@ -32,12 +32,8 @@ class Product(models.Model):
         constraints = [
             # The database enforces the rules too, so no write path (admin,
             # import, shell, raw update) can break them.
-            models.CheckConstraint(
-                condition=Q(price__gte=0), name="product_price_non_negative"
-            ),
-            models.CheckConstraint(
-                condition=Q(quantity__gte=0), name="product_quantity_non_negative"
-            ),
+            models.CheckConstraint(condition=Q(price__gte=0), name="product_price_non_negative"),
+            models.CheckConstraint(condition=Q(quantity__gte=0), name="product_quantity_non_negative"),
             models.CheckConstraint(
                 condition=~Q(name="") & ~Q(name__contains="/"),
                 name="product_name_not_blank_no_slash",

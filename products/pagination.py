@@ -20,8 +20,8 @@ not decode, or was made for another ordering, answers 400.
 from __future__ import annotations
 
 import base64
-import re
 import binascii
+import re
 from collections import OrderedDict
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -229,7 +229,14 @@ class ProductKeysetPagination(BasePagination):
             # A name the rules allow (no NUL, which PostgreSQL cannot compare).
             validate_product_name(name)
             value = None if self.field == "name" else _KEYS[self.field][1](doc.get("v"))
-        except (ValueError, OverflowError, UnicodeError, binascii.Error, orjson.JSONDecodeError, DjangoValidationError):
+        except (
+            ValueError,
+            OverflowError,
+            UnicodeError,
+            binascii.Error,
+            orjson.JSONDecodeError,
+            DjangoValidationError,
+        ):
             raise ValidationError({self.cursor_query_param: [INVALID_CURSOR]}) from None
         return direction, value, name
 
@@ -269,4 +276,3 @@ class ProductKeysetPagination(BasePagination):
             _, value, name = self.position
             return self._link(self.encode_cursor("p", value, name))
         return self._link(self._cursor_at(self.page[0], "p"))
-

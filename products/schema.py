@@ -28,6 +28,7 @@ from .serializers import (
     StockChangeSerializer,
 )
 
+
 class ProductAutoSchema(AutoSchema):
     """AutoSchema that knows reads need no credentials under our permission class."""
 
@@ -53,9 +54,7 @@ VALIDATION = {
     "type": "object",
     "description": 'Validation errors by field: `{"field": ["message"]}`; '
     '`{"detail": "..."}` for a body that does not parse.',
-    "additionalProperties": {
-        "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]
-    },
+    "additionalProperties": {"oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]},
     "example": {"price": ["Price must be greater than or equal to 0."]},
 }
 
@@ -66,21 +65,37 @@ def _error(description: str, body=DETAIL, example: str | None = None) -> OpenApi
 
 
 R400 = OpenApiResponse(VALIDATION, description="Bad input: malformed JSON, wrong type, a rule broken.")
-R401 = _error("Not authenticated, or the credentials are wrong.", example="Authentication credentials were not provided.")
-R403 = _error("Authenticated, but without the product permission this needs.", example="You do not have permission to perform this action.")
+R401 = _error(
+    "Not authenticated, or the credentials are wrong.",
+    example="Authentication credentials were not provided.",
+)
+R403 = _error(
+    "Authenticated, but without the product permission this needs.",
+    example="You do not have permission to perform this action.",
+)
 R404 = _error("No product has this name.", example="Not found.")
 R409_NAME = OpenApiResponse(
-    VALIDATION, description="A product with this name already exists.",
+    VALIDATION,
+    description="A product with this name already exists.",
     examples=[OpenApiExample("duplicate", value={"name": ["A product with this name already exists."]})],
 )
 R409_STOCK = _error(
     "The quantity would become negative (or exceed 2147483647); nothing changed.",
     example="Not enough stock: the quantity would become negative.",
 )
-R412 = _error("If-Match no longer matches the product; nothing changed.", example="The product has changed since you read it (If-Match does not match).")
+R412 = _error(
+    "If-Match no longer matches the product; nothing changed.",
+    example="The product has changed since you read it (If-Match does not match).",
+)
 R413 = _error("The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.")
-R415 = _error("The Content-Type is not JSON, form or multipart.", example='Unsupported media type "text/plain" in request.')
-R429 = _error("Too many requests; retry after Retry-After seconds.", example="Request was throttled. Expected available in 42 seconds.")
+R415 = _error(
+    "The Content-Type is not JSON, form or multipart.",
+    example='Unsupported media type "text/plain" in request.',
+)
+R429 = _error(
+    "Too many requests; retry after Retry-After seconds.",
+    example="Request was throttled. Expected available in 42 seconds.",
+)
 R304 = OpenApiResponse(None, description="Not modified: If-None-Match matches the current ETag (no body).")
 
 HEALTH = inline_serializer(
@@ -96,33 +111,53 @@ HEALTH = inline_serializer(
 
 def _header(name: str, description: str, codes: list[int], **kwargs) -> OpenApiParameter:
     return OpenApiParameter(
-        name, OpenApiTypes.STR, OpenApiParameter.HEADER, description=description,
-        response=codes, required=True, **kwargs,
+        name,
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description=description,
+        response=codes,
+        required=True,
+        **kwargs,
     )
 
 
 NAME = OpenApiParameter(
-    "name", OpenApiTypes.STR, OpenApiParameter.PATH,
+    "name",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
     description="The product's name, percent-encoded (`Blue%20mug`).",
 )
 IF_MATCH = OpenApiParameter(
-    "If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER,
+    "If-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
     description="Only change the product if its current ETag is one of these (or `*`); else 412.",
 )
 IF_NONE_MATCH = OpenApiParameter(
-    "If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER,
+    "If-None-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
     description="Answer 304 with no body if the product's current ETag is one of these (or `*`).",
 )
 
 
 def etag(*codes: int) -> OpenApiParameter:
-    return _header("ETag", "Strong validator of this representation; send it back in If-Match / If-None-Match.", list(codes))
+    return _header(
+        "ETag",
+        "Strong validator of this representation; send it back in If-Match / If-None-Match.",
+        list(codes),
+    )
 
 
 def x_cache(*codes: int) -> OpenApiParameter:
     return OpenApiParameter(
-        "X-Cache", OpenApiTypes.STR, OpenApiParameter.HEADER, response=list(codes), required=True,
-        enum=["HIT", "MISS"], description="HIT when Redis served the product, MISS when the database did.",
+        "X-Cache",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        response=list(codes),
+        required=True,
+        enum=["HIT", "MISS"],
+        description="HIT when Redis served the product, MISS when the database did.",
     )
 
 
@@ -131,14 +166,21 @@ def location(*codes: int) -> OpenApiParameter:
 
 
 RETRY_AFTER = OpenApiParameter(
-    "Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[429], required=True,
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    response=[429],
+    required=True,
     description="Seconds until the rate-limit window ends.",
 )
+
 
 def _price_bound(name: str, description: str) -> OpenApiParameter:
     # django-filter says "number"; the bounds are ours (outside them: 400).
     return OpenApiParameter(
-        name, {"type": "number", "minimum": 0, "maximum": 9999999999.99}, OpenApiParameter.QUERY,
+        name,
+        {"type": "number", "minimum": 0, "maximum": 9999999999.99},
+        OpenApiParameter.QUERY,
         description=description,
     )
 
@@ -216,10 +258,16 @@ health_schema = extend_schema(
     summary="Database and cache reachability",
     description="200 while the database answers (the cache may be down); 503 when it does not.",
     responses={
-        200: OpenApiResponse(HEALTH, description="The database answers.",
-                             examples=[OpenApiExample("healthy", value={"database": "ok", "cache": "ok"})]),
-        503: OpenApiResponse(HEALTH, description="The database does not answer.",
-                             examples=[OpenApiExample("database down", value={"database": "down", "cache": "ok"})]),
+        200: OpenApiResponse(
+            HEALTH,
+            description="The database answers.",
+            examples=[OpenApiExample("healthy", value={"database": "ok", "cache": "ok"})],
+        ),
+        503: OpenApiResponse(
+            HEALTH,
+            description="The database does not answer.",
+            examples=[OpenApiExample("database down", value={"database": "down", "cache": "ok"})],
+        ),
     },
     auth=[],
     tags=["health"],

@@ -79,7 +79,9 @@ def _compile(using: str) -> tuple[str, list[tuple[int, list, object]]]:
     if list(params) != [_SENTINEL]:  # pragma: no cover - a backend that inlines differently
         raise RuntimeError(f"unexpected parameters for the product query: {params!r}")
     converters = compiler.get_converters([column for column, _sql, _alias in compiler.select])
-    return sql, [(position, functions, expression) for position, (functions, expression) in converters.items()]
+    return sql, [
+        (position, functions, expression) for position, (functions, expression) in converters.items()
+    ]
 
 
 def products_json(names: list[str]) -> dict[str, bytes]:

@@ -376,9 +376,7 @@ def product_export_chunks(
         queryset = Product.objects.all()
     # Let the ORM write the SQL, but skip its per-row converters: prices are
     # formatted to two places straight from what the driver returns.
-    sql, params = (
-        queryset.order_by("pk").values_list("name", "price", "quantity").query.sql_with_params()
-    )
+    sql, params = queryset.order_by("pk").values_list("name", "price", "quantity").query.sql_with_params()
     first = True
     cursor = connections[queryset.db].chunked_cursor()
     try:

@@ -34,7 +34,8 @@ def _log_fail_open(scope: str) -> None:
         _fail_open_logged_at = now
     logger.warning(
         "throttle=fail_open scope=%s reason=redis_unavailable: requests are not rate-limited "
-        "until Redis answers again", scope,
+        "until Redis answers again",
+        scope,
     )
 
 

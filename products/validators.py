@@ -30,9 +30,7 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def validate_product_name(value: str) -> None:
     """Reject names that cannot be a URL path segment or a printable label."""
     if value != value.strip():
-        raise ValidationError(
-            "Name must not start or end with whitespace.", code="whitespace"
-        )
+        raise ValidationError("Name must not start or end with whitespace.", code="whitespace")
     if not value:
         raise ValidationError("Name must not be blank.", code="blank")
     if len(value) > NAME_MAX_LENGTH:
@@ -43,9 +41,7 @@ def validate_product_name(value: str) -> None:
     if "/" in value:
         raise ValidationError('Name must not contain "/".', code="slash")
     if _CONTROL_CHARS.search(value):
-        raise ValidationError(
-            "Name must not contain control characters.", code="control_character"
-        )
+        raise ValidationError("Name must not contain control characters.", code="control_character")
 
 
 def clean_name(value: object) -> str:
@@ -94,9 +90,7 @@ def clean_price(value: object) -> Decimal:
             code="max_whole_digits",
         )
     if price != price.quantize(_CENT):
-        raise ValidationError(
-            "Price must have at most 2 decimal places.", code="max_decimal_places"
-        )
+        raise ValidationError("Price must have at most 2 decimal places.", code="max_decimal_places")
     # "-0" is zero: store and show it as 0.00, never -0.00.
     return abs(price).quantize(_CENT) if price == 0 else price.quantize(_CENT)
 
@@ -117,13 +111,9 @@ def clean_quantity(value: object) -> int:
     else:
         raise ValidationError("Quantity must be an integer.", code="invalid")
     if quantity < 0:
-        raise ValidationError(
-            "Quantity must be greater than or equal to 0.", code="min_value"
-        )
+        raise ValidationError("Quantity must be greater than or equal to 0.", code="min_value")
     if quantity > QUANTITY_MAX:
-        raise ValidationError(
-            f"Quantity must be at most {QUANTITY_MAX}.", code="max_value"
-        )
+        raise ValidationError(f"Quantity must be at most {QUANTITY_MAX}.", code="max_value")
     return quantity
 
 

@@ -7,7 +7,13 @@ from django.db import connection, transaction
 from django.http import HttpResponse, JsonResponse
 from django.utils.cache import patch_vary_headers
 from rest_framework import status, viewsets
-from rest_framework.decorators import action, api_view, authentication_classes, permission_classes, throttle_classes
+from rest_framework.decorators import (
+    action,
+    api_view,
+    authentication_classes,
+    permission_classes,
+    throttle_classes,
+)
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response

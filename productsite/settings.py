@@ -5,8 +5,8 @@ Configuration table in README.md). Nothing here is secret: DEBUG is off unless
 asked for, and without DEBUG a SECRET_KEY must be given.
 """
 
-import re
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -94,9 +94,7 @@ TEMPLATES = [
 # DATABASE_URL. Connections persist across requests: reopening SQLite on every
 # request costs a third of a cache miss.
 DATABASES = {
-    "default": env.db(
-        "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
-    ),
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -115,14 +113,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so live-server and threaded tests get real,
     # separate connections.
     DATABASES["default"]["TEST"] = {
-        "NAME": env.str(
-            "SQLITE_TEST_NAME", default=str(BASE_DIR / "test-db.sqlite3")
-        )
+        "NAME": env.str("SQLITE_TEST_NAME", default=str(BASE_DIR / "test-db.sqlite3"))
     }
 else:
-    DATABASES["default"]["TEST"] = {
-        "NAME": env.str("DATABASE_TEST_NAME", default="") or None
-    }
+    DATABASES["default"]["TEST"] = {"NAME": env.str("DATABASE_TEST_NAME", default="") or None}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -14,7 +14,7 @@ os.environ.setdefault("THROTTLE_ANON_RATE", "100000/minute")
 os.environ.setdefault("THROTTLE_USER_RATE", "100000/minute")
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 
-from .settings import *  # noqa: E402,F403
+from .settings import *  # noqa: F403
 
 # Hashing passwords at full strength makes every login in the suite slow.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -24,7 +24,11 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     # The original Flask service's routes, kept working.
     path("products", views.SeedProductListView.as_view(), name="seed-product-list"),
-    re_path(r"^products/(?P<name>[^/\x00-\x1f\x7f-\x9f]+)$", views.SeedProductDetailView.as_view(), name="seed-product-detail"),
+    re_path(
+        r"^products/(?P<name>[^/\x00-\x1f\x7f-\x9f]+)$",
+        views.SeedProductDetailView.as_view(),
+        name="seed-product-detail",
+    ),
     path("admin/", admin.site.urls),
 ]
 

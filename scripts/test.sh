@@ -33,6 +33,11 @@ if ! scripts/ensure_chromium.sh; then
     set -- -m "not browser" "$@"
 fi
 
+# --- Lint and format: the same ruff the developers run ---------------------
+say "ruff check and ruff format --check"
+"$VENV/bin/ruff" check --quiet . || die "ruff check found problems (run: .venv/bin/ruff check --fix .)"
+"$VENV/bin/ruff" format --check --quiet . || die "files need formatting (run: .venv/bin/ruff format .)"
+
 # --- SQLite, then PostgreSQL ------------------------------------------------
 status=0
 PG_URL="$(postgres_url || true)"

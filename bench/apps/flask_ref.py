@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 from flask import Flask, Response, jsonify, request
@@ -38,14 +38,13 @@ def get_product(name: str):
     cached = _redis.get(key)
     if cached is not None:
         return Response(cached, mimetype="application/json")
-    row = _db().execute(
-        "SELECT name, price, quantity FROM products_product WHERE name = ?", (name,)
-    ).fetchone()
+    row = (
+        _db().execute("SELECT name, price, quantity FROM products_product WHERE name = ?", (name,)).fetchone()
+    )
     if row is None:
         return jsonify(error="not found"), 404
     body = json.dumps(
-        {"type": "Product", "count": 1,
-         "attributes": {"name": row[0], "price": row[1], "quantity": row[2]}}
+        {"type": "Product", "count": 1, "attributes": {"name": row[0], "price": row[1], "quantity": row[2]}}
     )
     _redis.setex(key, 60, body)
     return Response(body, mimetype="application/json")
@@ -54,10 +53,9 @@ def get_product(name: str):
 @app.post("/products")
 def create_product():
     data = request.get_json()
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     _db().execute(
-        "INSERT INTO products_product (name, price, quantity, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO products_product (name, price, quantity, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
         (data["name"], data["price"], data.get("quantity", 0), now, now),
     )
     return jsonify(data), 201

@@ -1,3 +1,3 @@
-from productsite.settings import *  # noqa: F401,F403
+from productsite.settings import *  # noqa: F403
 
 ROOT_URLCONF = "bench.drf_plain.urls"

@@ -135,8 +135,21 @@ class RedisProcess:
         if binary is None:
             pytest.fail("redis-server is not installed; the README's test command installs it")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dbfilename",
+                "dump.rdb",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -211,10 +224,22 @@ class Gunicorn:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "productsite.wsgi:application",
-             "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
-             "--threads", str(self.threads), "--log-level", "warning",
-             "--access-logfile", "/dev/null"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "productsite.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.workers),
+                "--threads",
+                str(self.threads),
+                "--log-level",
+                "warning",
+                "--access-logfile",
+                "/dev/null",
+            ],
             cwd=BASE_DIR,
             env=self.env,
         )
@@ -266,7 +291,9 @@ def sqlite_gunicorn(tmp_path) -> Iterator[callable]:
         environment = server_env(DATABASE_URL=db_url, **env)
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "-v", "0"],
-            cwd=BASE_DIR, env=environment, check=True,
+            cwd=BASE_DIR,
+            env=environment,
+            check=True,
         )
         server = Gunicorn(environment, workers=workers, threads=threads)
         server.start()
@@ -282,7 +309,11 @@ def manage(env: dict[str, str], *args: str, input: str | None = None) -> subproc
     """Run manage.py in a subprocess with the given environment."""
     return subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=BASE_DIR, env=env, input=input, capture_output=True, text=True,
+        cwd=BASE_DIR,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
     )
 
 

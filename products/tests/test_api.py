@@ -71,8 +71,12 @@ def test_put_replaces_and_patch_renames(editor_client, anon_client, make_product
 
 
 def test_unknown_product_is_404_json(anon_client, editor_client):
-    for response in (anon_client.get(detail("nope")), editor_client.patch(detail("nope"), {"quantity": 1}, format="json"),
-                     editor_client.delete(detail("nope")), editor_client.post(detail("nope") + "stock/", {"delta": 1}, format="json")):
+    for response in (
+        anon_client.get(detail("nope")),
+        editor_client.patch(detail("nope"), {"quantity": 1}, format="json"),
+        editor_client.delete(detail("nope")),
+        editor_client.post(detail("nope") + "stock/", {"delta": 1}, format="json"),
+    ):
         assert response.status_code == 404
         assert "detail" in response.json()
 

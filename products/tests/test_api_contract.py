@@ -36,24 +36,39 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(sqlite_gunic
     token = created.stdout.strip().splitlines()[-1]
 
     result = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli",
-         "--config-file", str(HERE / "schemathesis.toml"),
-         "run", f"{server.url}/api/schema/",
-         "--checks", "all",
-         "--max-examples", "10",
-         "--generation-deterministic",
-         "--workers", "1",
-         "--request-timeout", "10",
-         "--header", f"Authorization: Token {token}",
-         "--no-color"],
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "--config-file",
+            str(HERE / "schemathesis.toml"),
+            "run",
+            f"{server.url}/api/schema/",
+            "--checks",
+            "all",
+            "--max-examples",
+            "10",
+            "--generation-deterministic",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "10",
+            "--header",
+            f"Authorization: Token {token}",
+            "--no-color",
+        ],
         # Its cache and reports go to a temp dir, not the repository.
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     assert "No issues found" in output, output[-6000:]
     # The run really covered every operation, and the token's writes went through.
     assert "Operations:       10 selected / 10 total" in output, output[-3000:]
-    count = manage(server.env, "shell", "-c",
-                   "from products.models import Product; print(Product.objects.count())")
+    count = manage(
+        server.env, "shell", "-c", "from products.models import Product; print(Product.objects.count())"
+    )
     assert int(count.stdout.split()[-1]) > 0, count.stdout + count.stderr

@@ -54,7 +54,10 @@ def test_swagger_ui_works_offline_and_try_it_out_reaches_the_service(production_
             status = operation.locator(".live-responses-table .response .response-col_status").first
             status.wait_for(timeout=10000)
             assert status.inner_text().strip().startswith("200")
-            assert '"database": "ok"' in operation.locator(".live-responses-table .microlight").first.inner_text()
+            assert (
+                '"database": "ok"'
+                in operation.locator(".live-responses-table .microlight").first.inner_text()
+            )
 
             page.goto(production_server.url + "/api/redoc/")
             page.get_by_text("Product catalogue API").first.wait_for(timeout=15000)

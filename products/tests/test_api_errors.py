@@ -24,8 +24,10 @@ def test_unknown_page_outside_the_api_stays_html(anon_client):
     assert response["Content-Type"].startswith("text/html")
 
 
-@pytest.mark.parametrize("method, path", [("delete", "/api/products/"), ("put", "/products"),
-                                          ("post", "/health/"), ("post", "/products/x")])
+@pytest.mark.parametrize(
+    "method, path",
+    [("delete", "/api/products/"), ("put", "/products"), ("post", "/health/"), ("post", "/products/x")],
+)
 def test_wrong_method_is_json_405_with_allow(editor_client, method, path):
     response = getattr(editor_client, method)(path)
     assert response.status_code == 405
@@ -71,8 +73,18 @@ def test_wrong_content_type_is_415(editor_client, make_product, path):
     assert "Unsupported media type" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("body", ['{"name": "a", "price": ', "[1, 2]", '"text"', "null", "\xff\xfe",
-                                  '{"name": 123, "price": "1"}', '{"name": "a", "price": [1]}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"name": "a", "price": ',
+        "[1, 2]",
+        '"text"',
+        "null",
+        "\xff\xfe",
+        '{"name": 123, "price": "1"}',
+        '{"name": "a", "price": [1]}',
+    ],
+)
 def test_malformed_or_mistyped_json_is_400(editor_client, body):
     response = editor_client.post("/api/products/", body, content_type="application/json")
     assert response.status_code == 400

@@ -12,8 +12,18 @@ from products.models import Product
 
 pytestmark = pytest.mark.django_db
 
-ORDERINGS = ["name", "-name", "price", "-price", "quantity", "-quantity",
-             "created_at", "-created_at", "updated_at", "-updated_at"]
+ORDERINGS = [
+    "name",
+    "-name",
+    "price",
+    "-price",
+    "quantity",
+    "-quantity",
+    "created_at",
+    "-created_at",
+    "updated_at",
+    "-updated_at",
+]
 
 
 def _bulk(n: int, prefix: str = "p") -> None:
@@ -98,8 +108,14 @@ def test_page_size_is_capped_and_checked(anon_client):
 
 @pytest.mark.parametrize(
     "cursor",
-    ["garbage!", "bm90IGpzb24", base64.urlsafe_b64encode(b'{"o":"name","d":"x","k":"a"}').decode(),
-     base64.urlsafe_b64encode(b'{"o":"price","d":"n","k":"a","v":"abc"}').decode(), "%00", "\u00e9"],
+    [
+        "garbage!",
+        "bm90IGpzb24",
+        base64.urlsafe_b64encode(b'{"o":"name","d":"x","k":"a"}').decode(),
+        base64.urlsafe_b64encode(b'{"o":"price","d":"n","k":"a","v":"abc"}').decode(),
+        "%00",
+        "\u00e9",
+    ],
 )
 def test_invalid_cursor_answers_400(anon_client, cursor):
     response = anon_client.get("/api/products/", {"cursor": cursor, "ordering": "price"})
@@ -153,7 +169,9 @@ def test_invalid_filter_values_answer_400_with_the_field(anon_client, query, fie
     assert list(body) == [field] and body[field][0]
 
 
-@pytest.mark.parametrize("query", ["ordering=bogus", "min_price=abc", "cursor=zzz", "page_size=0", "ordering=-price"])
+@pytest.mark.parametrize(
+    "query", ["ordering=bogus", "min_price=abc", "cursor=zzz", "page_size=0", "ordering=-price"]
+)
 def test_browsable_api_renders_bad_list_parameters_without_a_500(query):
     from rest_framework.test import APIClient
 
@@ -166,7 +184,9 @@ def test_browsable_api_renders_bad_list_parameters_without_a_500(query):
 def test_empty_parameters_mean_unset_as_a_form_sends_them(anon_client, make_product):
     make_product("a", "1.00", 0)
     make_product("b", "2.00", 3)
-    response = anon_client.get("/api/products/?search=&min_price=&max_price=&in_stock=&ordering=&cursor=&page_size=")
+    response = anon_client.get(
+        "/api/products/?search=&min_price=&max_price=&in_stock=&ordering=&cursor=&page_size="
+    )
     assert response.status_code == 200
     assert [p["name"] for p in response.json()["results"]] == ["a", "b"]
 

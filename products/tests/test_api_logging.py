@@ -33,14 +33,22 @@ def test_each_request_logs_one_key_value_line_with_cache_status(anon_client, mak
         anon_client.get("/api/products/Lamp/")
         anon_client.get("/api/products/nothing/")
     first, second, missing = _request_lines(caplog)
-    assert (first["method"], first["path"], first["status"], first["cache"]) == ("GET", "/api/products/Lamp/", "200", "MISS")
+    assert (first["method"], first["path"], first["status"], first["cache"]) == (
+        "GET",
+        "/api/products/Lamp/",
+        "200",
+        "MISS",
+    )
     assert second["cache"] == "HIT"
     assert (missing["status"], missing["cache"]) == ("404", "-")
     assert float(first["duration"]) >= 0
 
 
 def test_paths_with_spaces_and_quotes_stay_one_parseable_field():
-    assert format_fields({"path": '/api/products/a "b"/', "status": 200}) == 'path="/api/products/a \\"b\\"/" status=200'
+    assert (
+        format_fields({"path": '/api/products/a "b"/', "status": 200})
+        == 'path="/api/products/a \\"b\\"/" status=200'
+    )
 
 
 def test_fields_are_on_the_record_for_a_json_formatter(anon_client, caplog):

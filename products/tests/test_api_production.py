@@ -66,7 +66,7 @@ def test_static_files_are_served_compressed_and_hashed_with_debug_off(sqlite_gun
 
     login = requests.get(server.url + "/api-auth/login/", timeout=5)
     assert login.status_code == 200
-    for path in assets + ["/static/admin/css/base.css", "/static/rest_framework/css/bootstrap.min.css"]:
+    for path in [*assets, "/static/admin/css/base.css", "/static/rest_framework/css/bootstrap.min.css"]:
         if path in ("/static/admin/css/base.css", "/static/rest_framework/css/bootstrap.min.css"):
             # The template tags of a DEBUG-off page point at hashed names.
             manifest = (static_root / "staticfiles.json").read_text()

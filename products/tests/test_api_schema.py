@@ -23,19 +23,41 @@ def schema(django_db_blocker, tmp_path_factory) -> dict:
 def test_every_route_is_described(schema):
     operations = {(path, method) for path, item in schema["paths"].items() for method in item}
     assert operations == {
-        ("/api/products/", "get"), ("/api/products/", "post"),
-        ("/api/products/{name}/", "get"), ("/api/products/{name}/", "put"),
-        ("/api/products/{name}/", "patch"), ("/api/products/{name}/", "delete"),
+        ("/api/products/", "get"),
+        ("/api/products/", "post"),
+        ("/api/products/{name}/", "get"),
+        ("/api/products/{name}/", "put"),
+        ("/api/products/{name}/", "patch"),
+        ("/api/products/{name}/", "delete"),
         ("/api/products/{name}/stock/", "post"),
-        ("/health/", "get"), ("/products", "post"), ("/products/{name}", "get"),
+        ("/health/", "get"),
+        ("/products", "post"),
+        ("/products/{name}", "get"),
     }
 
 
 def test_status_codes_are_documented(schema):
     paths = schema["paths"]
-    assert set(paths["/api/products/"]["post"]["responses"]) >= {"201", "400", "401", "403", "409", "413", "415", "429"}
+    assert set(paths["/api/products/"]["post"]["responses"]) >= {
+        "201",
+        "400",
+        "401",
+        "403",
+        "409",
+        "413",
+        "415",
+        "429",
+    }
     assert set(paths["/api/products/{name}/"]["get"]["responses"]) >= {"200", "304", "404", "429"}
-    assert set(paths["/api/products/{name}/"]["put"]["responses"]) >= {"200", "400", "404", "409", "412", "413", "415"}
+    assert set(paths["/api/products/{name}/"]["put"]["responses"]) >= {
+        "200",
+        "400",
+        "404",
+        "409",
+        "412",
+        "413",
+        "415",
+    }
     assert set(paths["/api/products/{name}/"]["delete"]["responses"]) >= {"204", "404", "412"}
     assert set(paths["/api/products/{name}/stock/"]["post"]["responses"]) >= {"200", "400", "404", "409"}
     assert set(paths["/health/"]["get"]["responses"]) == {"200", "503"}
@@ -45,7 +67,9 @@ def test_status_codes_are_documented(schema):
 
 def test_stock_request_and_health_bodies(schema):
     components = schema["components"]["schemas"]
-    stock = schema["paths"]["/api/products/{name}/stock/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    stock = schema["paths"]["/api/products/{name}/stock/"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]["schema"]
     body = components[stock["$ref"].rsplit("/", 1)[1]]
     assert body["required"] == ["delta"] and body["properties"]["delta"]["type"] == "integer"
     health = components["Health"]["properties"]
@@ -63,7 +87,9 @@ def test_headers_and_auth_schemes(schema):
     for method in ("put", "patch", "delete"):
         assert "If-Match" in {p["name"] for p in item[method]["parameters"]}
     assert "Retry-After" in item["get"]["responses"]["429"]["headers"]
-    assert {"Location", "ETag"} <= set(schema["paths"]["/api/products/"]["post"]["responses"]["201"]["headers"])
+    assert {"Location", "ETag"} <= set(
+        schema["paths"]["/api/products/"]["post"]["responses"]["201"]["headers"]
+    )
     assert set(schema["components"]["securitySchemes"]) == {"tokenAuth", "cookieAuth", "basicAuth"}
     # Reads need no credentials; writes do.
     assert {} in item["get"]["security"] and {} not in item["put"]["security"]

@@ -42,7 +42,9 @@ def test_users_are_counted_per_user_not_per_address(editor_client, plain_client,
     assert plain_client.get("/api/products/").status_code == 200
 
 
-def test_throttling_fails_open_and_says_so_when_redis_is_down(anon_client, rates, private_redis, caplog, monkeypatch):
+def test_throttling_fails_open_and_says_so_when_redis_is_down(
+    anon_client, rates, private_redis, caplog, monkeypatch
+):
     rates("1/hour", "1/hour")
     monkeypatch.setattr(throttling, "_fail_open_logged_at", float("-inf"))
     assert anon_client.get("/api/products/").status_code == 200
@@ -73,8 +75,9 @@ def test_counters_are_shared_by_gunicorn_workers_and_rates_come_from_the_environ
 
 def test_a_forged_forwarded_for_header_does_not_reset_the_budget(anon_client, rates):
     rates("2/hour", "100/hour")
-    codes = [anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code
-             for i in range(3)]
+    codes = [
+        anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code for i in range(3)
+    ]
     assert codes == [200, 200, 429]
 
 

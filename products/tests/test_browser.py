@@ -263,7 +263,9 @@ def test_admin_refuses_a_negative_price_and_keeps_the_product(page, live_server)
 def test_browsable_api_list_pagination_filters_login_and_create(page, live_server):
     make_editor()
     # Whatever the paginator's page size, make one page and a bit more.
-    page_size = getattr(ProductViewSet.pagination_class, "page_size", None) or settings.REST_FRAMEWORK["PAGE_SIZE"]
+    page_size = (
+        getattr(ProductViewSet.pagination_class, "page_size", None) or settings.REST_FRAMEWORK["PAGE_SIZE"]
+    )
     Product.objects.bulk_create(
         Product(name=f"Gadget {i:03d}", price=f"{i}.00", quantity=i % 3) for i in range(page_size + 3)
     )
@@ -277,7 +279,9 @@ def test_browsable_api_list_pagination_filters_login_and_create(page, live_serve
     page.locator("ul.pager, ul.pagination").get_by_role("link", name=re.compile(r"^Next")).click()
     expect(page).to_have_url(re.compile(r"cursor=|page="))
     second = shown_json(page)
-    assert [p["name"] for p in second["results"]] == [f"Gadget {i:03d}" for i in range(page_size, page_size + 3)]
+    assert [p["name"] for p in second["results"]] == [
+        f"Gadget {i:03d}" for i in range(page_size, page_size + 3)
+    ]
     assert second["previous"] and not second["next"]
 
     # Filters: the button opens django-filter's form; searching narrows the list.
@@ -317,7 +321,9 @@ def test_browsable_api_list_pagination_filters_login_and_create(page, live_serve
     page.locator("a[name=raw-tab]").click()
     raw = page.locator("#post-generic-content-form form")
     expect(raw.locator("select[name=_content_type]")).to_have_value("application/json")
-    raw.locator("textarea[name=_content]").fill(json.dumps({"name": "Milk jug", "price": "7.25", "quantity": 1}))
+    raw.locator("textarea[name=_content]").fill(
+        json.dumps({"name": "Milk jug", "price": "7.25", "quantity": 1})
+    )
     raw.get_by_role("button", name="POST").click()
     expect(page.locator(".response-info")).to_contain_text("HTTP 201 Created")
     assert shown_json(page)["name"] == "Milk jug"

@@ -31,7 +31,10 @@ def refusing_redis(settings):
 
 def test_refused_connections_still_serve_reads_and_writes(refusing_redis, editor_client, anon_client, caplog):
     caplog.set_level(logging.WARNING, logger="products.cache")
-    assert editor_client.post("/api/products/", {"name": "Mug", "price": "1.00"}, format="json").status_code == 201
+    assert (
+        editor_client.post("/api/products/", {"name": "Mug", "price": "1.00"}, format="json").status_code
+        == 201
+    )
     for _ in range(5):
         response = anon_client.get(URL)
         assert response.status_code == 200
@@ -43,7 +46,9 @@ def test_refused_connections_still_serve_reads_and_writes(refusing_redis, editor
     assert outage_log_lines(caplog) == 1
 
 
-def test_paused_redis_costs_bounded_latency_and_logs_once(private_redis, anon_client, editor_client, settings, caplog):
+def test_paused_redis_costs_bounded_latency_and_logs_once(
+    private_redis, anon_client, editor_client, settings, caplog
+):
     settings.PRODUCT_CACHE_BACKOFF = 0.2  # several probes fail during the pause
     caplog.set_level(logging.WARNING, logger="products.cache")
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
@@ -68,8 +73,10 @@ def test_paused_redis_costs_bounded_latency_and_logs_once(private_redis, anon_cl
         private_redis.resume()
     latencies.sort()
     p99 = latencies[98]
-    print(f"\nRedis paused: 100 GETs in {elapsed:.2f}s, errors={errors}, "
-          f"p50={latencies[49]*1000:.1f}ms p99={p99*1000:.1f}ms max={latencies[-1]*1000:.1f}ms")
+    print(
+        f"\nRedis paused: 100 GETs in {elapsed:.2f}s, errors={errors}, "
+        f"p50={latencies[49] * 1000:.1f}ms p99={p99 * 1000:.1f}ms max={latencies[-1] * 1000:.1f}ms"
+    )
     assert errors == 0
     assert p99 < 0.25
     assert write.status_code == 200
@@ -88,7 +95,9 @@ def test_paused_redis_costs_bounded_latency_and_logs_once(private_redis, anon_cl
     assert any("answering again" in r.getMessage() for r in caplog.records)
 
 
-def test_write_during_outage_is_not_undone_by_a_redis_restarted_with_old_data(private_redis, anon_client, editor_client):
+def test_write_during_outage_is_not_undone_by_a_redis_restarted_with_old_data(
+    private_redis, anon_client, editor_client
+):
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     anon_client.get(URL)
     assert anon_client.get(URL)["X-Cache"] == "HIT"
@@ -96,7 +105,9 @@ def test_write_during_outage_is_not_undone_by_a_redis_restarted_with_old_data(pr
     private_redis.kill(save=True)  # its dump holds the cached 1.00
     assert editor_client.patch(URL, {"price": "2.00"}, format="json").status_code == 200
     private_redis.start()  # back, with the old value on disk
-    assert b"1.00" in b"".join(v for k in private_redis.client().keys("*:p:*") for v in [private_redis.client().get(k)])
+    assert b"1.00" in b"".join(
+        v for k in private_redis.client().keys("*:p:*") for v in [private_redis.client().get(k)]
+    )
 
     stale = reads = 0
     hit_after = None
@@ -110,12 +121,16 @@ def test_write_during_outage_is_not_undone_by_a_redis_restarted_with_old_data(pr
         if hit_after is not None and reads >= 50:
             break
         time.sleep(0.02)
-    print(f"\nRedis restarted with old data: {reads} reads, {stale} stale, cache hits again after {hit_after:.2f}s")
+    print(
+        f"\nRedis restarted with old data: {reads} reads, {stale} stale, cache hits again after {hit_after:.2f}s"
+    )
     assert stale == 0
     assert hit_after is not None and hit_after < 10
 
 
-def test_redis_back_after_outage_is_resynced_by_the_probe_without_requests(private_redis, anon_client, editor_client):
+def test_redis_back_after_outage_is_resynced_by_the_probe_without_requests(
+    private_redis, anon_client, editor_client
+):
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     anon_client.get(URL)
     before = private_redis.client().get(cache._gen_key())
@@ -134,7 +149,9 @@ def test_redis_back_after_outage_is_resynced_by_the_probe_without_requests(priva
 
 
 def test_health_is_503_when_the_database_is_unreachable():
-    env = server_env(DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nowhere", LOG_LEVEL="CRITICAL")
+    env = server_env(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nowhere", LOG_LEVEL="CRITICAL"
+    )
     server = Gunicorn(env, workers=1)
     server.start()
     try:

@@ -47,7 +47,12 @@ def _admin_form(product: Product, **changes) -> dict:
 
 
 def api_put(p, editor_client, admin_client):
-    assert editor_client.put("/api/products/Mug/", {"name": "Mug", "price": "2.00", "quantity": 1}, format="json").status_code == 200
+    assert (
+        editor_client.put(
+            "/api/products/Mug/", {"name": "Mug", "price": "2.00", "quantity": 1}, format="json"
+        ).status_code
+        == 200
+    )
 
 
 def api_patch(p, editor_client, admin_client):
@@ -68,7 +73,10 @@ def api_stock(p, editor_client, admin_client):
 
 def seed_route_create_after_delete(p, editor_client, admin_client):
     Product.objects.filter(name="Mug").delete()
-    assert editor_client.post("/products", {"name": "Mug", "price": 2, "quantity": 1}, format="json").status_code == 201
+    assert (
+        editor_client.post("/products", {"name": "Mug", "price": 2, "quantity": 1}, format="json").status_code
+        == 201
+    )
 
 
 def admin_change(p, editor_client, admin_client):
@@ -156,12 +164,28 @@ def service_adjust_stock(p, editor_client, admin_client):
 
 
 WRITE_PATHS = [
-    api_put, api_patch, api_delete, api_rename, api_stock, seed_route_create_after_delete,
-    admin_change, admin_rename, admin_delete, admin_delete_selected,
-    model_save, model_save_unloaded_instance, model_save_rename_with_name_deferred,
-    model_save_rename_of_an_outdated_instance, model_delete,
-    queryset_update, queryset_update_rename, queryset_delete,
-    bulk_create_upsert, bulk_update, bulk_update_rename, service_adjust_stock,
+    api_put,
+    api_patch,
+    api_delete,
+    api_rename,
+    api_stock,
+    seed_route_create_after_delete,
+    admin_change,
+    admin_rename,
+    admin_delete,
+    admin_delete_selected,
+    model_save,
+    model_save_unloaded_instance,
+    model_save_rename_with_name_deferred,
+    model_save_rename_of_an_outdated_instance,
+    model_delete,
+    queryset_update,
+    queryset_update_rename,
+    queryset_delete,
+    bulk_create_upsert,
+    bulk_update,
+    bulk_update_rename,
+    service_adjust_stock,
 ]
 
 
@@ -238,7 +262,9 @@ def test_rolled_back_write_leaves_the_product_readable():
 def test_large_update_retires_the_generation(settings):
     from products import querysets
 
-    Product.objects.bulk_create([Product(name=f"p{i:04d}", price=Decimal("1.00"), quantity=1) for i in range(30)])
+    Product.objects.bulk_create(
+        [Product(name=f"p{i:04d}", price=Decimal("1.00"), quantity=1) for i in range(30)]
+    )
     for name in ("p0000", "p0029"):
         read(name)
     original = querysets.INVALIDATE_BY_NAME_LIMIT
@@ -255,7 +281,9 @@ def test_large_update_retires_the_generation(settings):
 def test_large_delete_retires_the_generation():
     from products import querysets
 
-    Product.objects.bulk_create([Product(name=f"p{i:04d}", price=Decimal("1.00"), quantity=1) for i in range(30)])
+    Product.objects.bulk_create(
+        [Product(name=f"p{i:04d}", price=Decimal("1.00"), quantity=1) for i in range(30)]
+    )
     read("p0007")
     original = querysets.INVALIDATE_BY_NAME_LIMIT
     querysets.INVALIDATE_BY_NAME_LIMIT = 10

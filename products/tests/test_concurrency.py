@@ -38,7 +38,9 @@ def test_same_name_created_at_once_gives_one_201_and_the_rest_409(live_server, t
     def create(_):
         s = session(token)
         start.wait()
-        return s.post(f"{live_server.url}/api/products/", json={"name": "Twin", "price": "1.00"}, timeout=30).status_code
+        return s.post(
+            f"{live_server.url}/api/products/", json={"name": "Twin", "price": "1.00"}, timeout=30
+        ).status_code
 
     with ThreadPoolExecutor(12) as pool:
         codes = list(pool.map(create, range(12)))
@@ -48,14 +50,19 @@ def test_same_name_created_at_once_gives_one_201_and_the_rest_409(live_server, t
 
 def server_token(server, *codenames: str) -> str:
     """Create a user with the given permissions in the server's database; return its token."""
-    result = manage(server.env, "shell", "-c", (
-        "from django.contrib.auth.models import User, Permission\n"
-        "from rest_framework.authtoken.models import Token\n"
-        "u = User.objects.create_user('bulk')\n"
-        f"u.user_permissions.set(Permission.objects.filter(codename__in={list(codenames)!r}))\n"
-        "print('TOKEN=' + Token.objects.create(user=u).key)"
-    ))
-    return [line for line in result.stdout.splitlines() if line.startswith("TOKEN=")][0][6:]
+    result = manage(
+        server.env,
+        "shell",
+        "-c",
+        (
+            "from django.contrib.auth.models import User, Permission\n"
+            "from rest_framework.authtoken.models import Token\n"
+            "u = User.objects.create_user('bulk')\n"
+            f"u.user_permissions.set(Permission.objects.filter(codename__in={list(codenames)!r}))\n"
+            "print('TOKEN=' + Token.objects.create(user=u).key)"
+        ),
+    )
+    return next(line for line in result.stdout.splitlines() if line.startswith("TOKEN="))[6:]
 
 
 def test_fifty_concurrent_decrements_never_oversell(sqlite_gunicorn):
@@ -63,8 +70,12 @@ def test_fifty_concurrent_decrements_never_oversell(sqlite_gunicorn):
     # backlog of 10 and resets the rest of 50 simultaneous connections.
     server = sqlite_gunicorn(workers=3, threads=4)
     token = server_token(server, "add_product", "change_product")
-    assert session(token).post(f"{server.url}/api/products/", json={"name": "Stock", "price": "1", "quantity": 30},
-                               timeout=30).status_code == 201
+    assert (
+        session(token)
+        .post(f"{server.url}/api/products/", json={"name": "Stock", "price": "1", "quantity": 30}, timeout=30)
+        .status_code
+        == 201
+    )
     start = threading.Barrier(50)
 
     def take_one(_):
@@ -148,9 +159,13 @@ def test_gunicorn_three_workers_on_sqlite_never_lock_up(sqlite_gunicorn, tmp_pat
         s = session(token)
         codes = []
         for i in range(100):
-            codes.append(s.post(f"{server.url}/api/products/",
-                                json={"name": f"c{c:02d}-{i:03d}", "price": "1.00", "quantity": i},
-                                timeout=60).status_code)
+            codes.append(
+                s.post(
+                    f"{server.url}/api/products/",
+                    json={"name": f"c{c:02d}-{i:03d}", "price": "1.00", "quantity": i},
+                    timeout=60,
+                ).status_code
+            )
         return codes
 
     began = time.monotonic()
@@ -161,8 +176,10 @@ def test_gunicorn_three_workers_on_sqlite_never_lock_up(sqlite_gunicorn, tmp_pat
 
     db_path = server.env["DATABASE_URL"].removeprefix("sqlite:///")
     rows = sqlite3.connect(db_path).execute("SELECT COUNT(*) FROM products_product").fetchone()[0]
-    print(f"\ngunicorn x3 on SQLite: {len(codes)} creates in {elapsed:.1f}s, "
-          f"{codes.count(201)} x 201, {sum(c >= 500 for c in codes)} x 5xx, {rows} rows")
+    print(
+        f"\ngunicorn x3 on SQLite: {len(codes)} creates in {elapsed:.1f}s, "
+        f"{codes.count(201)} x 201, {sum(c >= 500 for c in codes)} x 5xx, {rows} rows"
+    )
     assert sum(c >= 500 for c in codes) == 0
     assert codes.count(201) == 1600
     assert rows == codes.count(201)
@@ -177,9 +194,13 @@ def test_chunked_request_bodies_are_read_and_limited(sqlite_gunicorn):
     def chunks(data: bytes):
         yield from (data[i : i + 7] for i in range(0, len(data), 7))
 
-    created = s.post(f"{server.url}/api/products/", data=chunks(b'{"name": "Chunky", "price": "2.50"}'), timeout=30)
+    created = s.post(
+        f"{server.url}/api/products/", data=chunks(b'{"name": "Chunky", "price": "2.50"}'), timeout=30
+    )
     assert created.status_code == 201, created.text
     patched = s.patch(f"{server.url}/api/products/Chunky/", data=chunks(b'{"quantity": 98}'), timeout=30)
     assert patched.status_code == 200 and patched.json()["quantity"] == 98
-    too_big = s.post(f"{server.url}/api/products/", data=chunks(b'{"name": "' + b"x" * 3000 + b'"}'), timeout=30)
+    too_big = s.post(
+        f"{server.url}/api/products/", data=chunks(b'{"name": "' + b"x" * 3000 + b'"}'), timeout=30
+    )
     assert too_big.status_code == 413

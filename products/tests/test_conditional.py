@@ -63,7 +63,9 @@ def test_write_with_current_if_match_succeeds(anon_client, editor_client, method
 
 
 @pytest.mark.parametrize("method, url, data, ok", WRITES, ids=["put", "patch", "delete"])
-def test_write_with_outdated_if_match_is_412_and_changes_nothing(anon_client, editor_client, method, url, data, ok):
+def test_write_with_outdated_if_match_is_412_and_changes_nothing(
+    anon_client, editor_client, method, url, data, ok
+):
     etag = anon_client.get(URL)["ETag"]
     # Another editor changes the product first.
     assert editor_client.patch(URL, {"quantity": 6}, format="json").status_code == 200

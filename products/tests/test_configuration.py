@@ -19,13 +19,20 @@ PRINT_SETTINGS = (
 
 
 def run_settings(**env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {
-        "DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "PRODUCT_CACHE_TIMEOUT"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {"DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "PRODUCT_CACHE_TIMEOUT"}
+    }
     # ENV_FILE: ignore a developer's local .env, so the defaults show.
     clean.update(env, DJANGO_SETTINGS_MODULE="productsite.settings", ENV_FILE="/nonexistent/.env")
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); " + PRINT_SETTINGS],
-        cwd=BASE_DIR, env=clean, capture_output=True, text=True,
+        cwd=BASE_DIR,
+        env=clean,
+        capture_output=True,
+        text=True,
     )
 
 

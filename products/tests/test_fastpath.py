@@ -33,9 +33,8 @@ class Answer:
 def wsgi_get(db, monkeypatch) -> Iterator:
     """GET through productsite.wsgi.application; like Django's test client,
     keep close_old_connections from closing the test's transaction."""
-    from productsite.wsgi import application
-
     from products import fastpath
+    from productsite.wsgi import application
 
     monkeypatch.setattr(fastpath, "close_old_connections", lambda: None)
 
@@ -183,7 +182,9 @@ def test_seed_route_keeps_the_original_shape(mug, wsgi_get):
     assert wsgi_get("/products/Nope").status_code == 404
 
 
-def test_a_write_is_seen_by_the_next_fast_read(mug, wsgi_get, editor_client, django_capture_on_commit_callbacks):
+def test_a_write_is_seen_by_the_next_fast_read(
+    mug, wsgi_get, editor_client, django_capture_on_commit_callbacks
+):
     assert wsgi_get(API).json()["price"] == "12.50"
     assert wsgi_get(API).headers["X-Cache"] == "HIT"
     with django_capture_on_commit_callbacks(execute=True):

@@ -24,9 +24,7 @@ def existing(db) -> Product:
 
 
 def assert_nothing_written(existing: Product) -> None:
-    assert list(Product.objects.values_list("name", "price", "quantity")) == [
-        ("Keep", Decimal("1.00"), 1)
-    ]
+    assert list(Product.objects.values_list("name", "price", "quantity")) == [("Keep", Decimal("1.00"), 1)]
 
 
 def refuse(path: Path | str, *args: str, **options) -> tuple[str, str]:
@@ -158,9 +156,20 @@ def test_unclosed_json_array_is_refused(existing, tmp_path):
         ("Short,1.00", "expected 3 fields, got 2"),
         ("Keep,1.00,1", "name 'Keep' appears more than once in the file"),
     ],
-    ids=["price_out_of_range", "quantity_out_of_range", "negative_price", "negative_quantity",
-         "three_decimals", "10000_char_name", "price_not_a_number", "quantity_not_integer",
-         "blank_name", "slash_in_name", "missing_field", "name_twice"],
+    ids=[
+        "price_out_of_range",
+        "quantity_out_of_range",
+        "negative_price",
+        "negative_quantity",
+        "three_decimals",
+        "10000_char_name",
+        "price_not_a_number",
+        "quantity_not_integer",
+        "blank_name",
+        "slash_in_name",
+        "missing_field",
+        "name_twice",
+    ],
 )
 def test_bad_csv_row_is_reported_and_nothing_written(existing, tmp_path, row, reason):
     path = write(tmp_path, "p.csv", HEADER + CHANGE_KEEP + NEW_ROW + row + "\n")
@@ -176,8 +185,7 @@ def test_every_bad_row_is_reported_with_its_line(existing, tmp_path):
     lines = errors.strip().splitlines()
     assert lines == [
         "line 2: price: Price must have at most 2 decimal places",
-        "line 4: price: Price must be greater than or equal to 0; "
-        "quantity: Quantity must be an integer",
+        "line 4: price: Price must be greater than or equal to 0; quantity: Quantity must be an integer",
         "line 5: name 'A' appears more than once in the file",
     ]
     assert "3 invalid row(s)" in message
@@ -210,8 +218,15 @@ def test_malformed_json_line_is_reported_and_nothing_written(existing, tmp_path)
         ('{"name": 7, "price": "1.00"}', "name: Name must be a string"),
         ('{"name": "X", "price": 1.005}', "price: Price must have at most 2 decimal places"),
     ],
-    ids=["unknown_field", "missing_field", "not_an_object", "infinite_price", "bool_price",
-         "number_name", "three_decimals"],
+    ids=[
+        "unknown_field",
+        "missing_field",
+        "not_an_object",
+        "infinite_price",
+        "bool_price",
+        "number_name",
+        "three_decimals",
+    ],
 )
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_bad_json_record_is_reported_and_nothing_written(existing, tmp_path, obj, reason, fmt):

@@ -56,7 +56,12 @@ def test_full_clean_reports_rule_breaks():
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [("  Mug  ", "Mug"), ("Café ☕", "Café ☕"), ("x" * 200, "x" * 200), ("a.b?c#d%e+f&g=h", "a.b?c#d%e+f&g=h")],
+    [
+        ("  Mug  ", "Mug"),
+        ("Café ☕", "Café ☕"),
+        ("x" * 200, "x" * 200),
+        ("a.b?c#d%e+f&g=h", "a.b?c#d%e+f&g=h"),
+    ],
 )
 def test_clean_name_accepts(raw, expected):
     assert validators.clean_name(raw) == expected
@@ -70,14 +75,22 @@ def test_clean_name_refuses(raw):
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [(19.99, Decimal("19.99")), ("19.99", Decimal("19.99")), (0, Decimal("0.00")), ("7", Decimal("7.00")),
-     ("9999999999.99", Decimal("9999999999.99")), ("1.50", Decimal("1.50"))],
+    [
+        (19.99, Decimal("19.99")),
+        ("19.99", Decimal("19.99")),
+        (0, Decimal("0.00")),
+        ("7", Decimal("7.00")),
+        ("9999999999.99", Decimal("9999999999.99")),
+        ("1.50", Decimal("1.50")),
+    ],
 )
 def test_clean_price_accepts(raw, expected):
     assert validators.clean_price(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["-0.01", -1, "1.999", "abc", "", "NaN", "Infinity", True, None, "10000000000.00", [1]])
+@pytest.mark.parametrize(
+    "raw", ["-0.01", -1, "1.999", "abc", "", "NaN", "Infinity", True, None, "10000000000.00", [1]]
+)
 def test_clean_price_refuses(raw):
     with pytest.raises(ValidationError):
         validators.clean_price(raw)

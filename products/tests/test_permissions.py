@@ -29,7 +29,11 @@ def mug(make_product):
 
 
 def _call(client, method, url, data):
-    return getattr(client, method)(url, data, format="json") if data is not None else getattr(client, method)(url)
+    return (
+        getattr(client, method)(url, data, format="json")
+        if data is not None
+        else getattr(client, method)(url)
+    )
 
 
 def _snapshot():

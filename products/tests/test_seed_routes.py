@@ -44,7 +44,12 @@ def test_seed_read_of_unknown_name_is_404_json(anon_client):
 
 def test_seed_create_shares_the_api_rules(editor_client, make_product):
     make_product("Lamp")
-    assert editor_client.post("/products", {"name": "Lamp", "price": 1, "quantity": 1}, format="json").status_code == 409
+    assert (
+        editor_client.post(
+            "/products", {"name": "Lamp", "price": 1, "quantity": 1}, format="json"
+        ).status_code
+        == 409
+    )
     bad = editor_client.post("/products", {"name": "Bad", "price": -1, "quantity": 1}, format="json")
     assert bad.status_code == 400
     assert "price" in bad.json()

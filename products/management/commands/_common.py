@@ -30,15 +30,17 @@ class Progress:
     lines that must not tear the bar.
     """
 
-    def __init__(self, stderr: OutputWrapper, *, total: int | None = None, unit: str = " rows",
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, stderr: OutputWrapper, *, total: int | None = None, unit: str = " rows", enabled: bool = True
+    ) -> None:
         self._stderr = stderr
         self._bar = None
         if enabled and stderr.isatty():
             # tqdm needs the raw stream: OutputWrapper appends a newline to
             # every write, which would break the bar's carriage returns.
-            self._bar = tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr,
-                             dynamic_ncols=True, leave=False)
+            self._bar = tqdm(
+                total=total, unit=unit, unit_scale=True, file=sys.stderr, dynamic_ncols=True, leave=False
+            )
 
     def update(self, count: int) -> None:
         if self._bar is not None:

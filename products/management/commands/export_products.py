@@ -34,15 +34,23 @@ class Command(DataCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
-            "--format", dest="fmt", choices=FORMATS,
+            "--format",
+            dest="fmt",
+            choices=FORMATS,
             help="output format (default: from the -o extension, else csv)",
         )
         parser.add_argument(
-            "-o", "--output", default="-", metavar="PATH",
+            "-o",
+            "--output",
+            default="-",
+            metavar="PATH",
             help="file to write (replaced only once the export is complete); default: standard output",
         )
         parser.add_argument(
-            "--chunk-size", type=int, default=EXPORT_CHUNK_SIZE, metavar="N",
+            "--chunk-size",
+            type=int,
+            default=EXPORT_CHUNK_SIZE,
+            metavar="N",
             help=f"rows fetched from the database at a time (default {EXPORT_CHUNK_SIZE})",
         )
 
@@ -57,8 +65,12 @@ class Command(DataCommand):
         with Progress(self.stderr, total=total, enabled=show_bar) as progress:
             if to_stdout:
                 try:
-                    result = product_export(out=_StdoutText(self.stdout), fmt=fmt,
-                                            chunk_size=chunk_size, on_progress=progress.update)
+                    result = product_export(
+                        out=_StdoutText(self.stdout),
+                        fmt=fmt,
+                        chunk_size=chunk_size,
+                        on_progress=progress.update,
+                    )
                 except BrokenPipeError:
                     # The reader went away (e.g. "| head"): stop quietly, as cat does.
                     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -66,8 +78,10 @@ class Command(DataCommand):
                     raise SystemExit(1) from None
             else:
                 result = self._export_to_file(output, fmt, chunk_size, progress)
-        summary = (f"Exported {result.rows} product(s) in {result.seconds:.2f} s "
-                   f"({result.rows_per_second:,.0f} rows/s)")
+        summary = (
+            f"Exported {result.rows} product(s) in {result.seconds:.2f} s "
+            f"({result.rows_per_second:,.0f} rows/s)"
+        )
         if to_stdout:
             self.stderr.write(summary)  # stdout carries the data
         else:
@@ -80,8 +94,9 @@ class Command(DataCommand):
             # the device or link itself with a regular file.
             try:
                 with open(output, "w", encoding="utf-8", newline="") as handle:
-                    return product_export(out=handle, fmt=fmt, chunk_size=chunk_size,
-                                          on_progress=progress.update)
+                    return product_export(
+                        out=handle, fmt=fmt, chunk_size=chunk_size, on_progress=progress.update
+                    )
             except OSError as exc:
                 raise CommandError(f"{output}: cannot write: {exc.strerror or exc}") from None
         directory = os.path.dirname(os.path.abspath(output))
@@ -89,15 +104,21 @@ class Command(DataCommand):
             # A regular file: write beside it and rename at the end, so a
             # failed export never leaves a truncated file where a good one was.
             handle = tempfile.NamedTemporaryFile(
-                "w", encoding="utf-8", newline="", dir=directory, delete=False,
-                prefix=f".{os.path.basename(output)}.", suffix=".tmp",
+                "w",
+                encoding="utf-8",
+                newline="",
+                dir=directory,
+                delete=False,
+                prefix=f".{os.path.basename(output)}.",
+                suffix=".tmp",
             )
         except OSError as exc:
             raise CommandError(f"{output}: cannot write: {exc.strerror or exc}") from None
         try:
             with handle:
-                result = product_export(out=handle, fmt=fmt, chunk_size=chunk_size,
-                                        on_progress=progress.update)
+                result = product_export(
+                    out=handle, fmt=fmt, chunk_size=chunk_size, on_progress=progress.update
+                )
             # The temporary file is private (0600); give the export the mode
             # the file had, or the one a new file would get.
             os.chmod(handle.name, _mode_for(output))

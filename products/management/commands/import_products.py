@@ -25,20 +25,25 @@ class Command(DataCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("path", metavar="PATH", help="file to import; '-' reads standard input")
         parser.add_argument(
-            "--format", dest="fmt", choices=FORMATS,
+            "--format",
+            dest="fmt",
+            choices=FORMATS,
             help="file format (default: from the extension .csv, .json, .jsonl/.ndjson; required for stdin)",
         )
         parser.add_argument(
-            "--dry-run", action="store_true",
+            "--dry-run",
+            action="store_true",
             help="validate and report what would change, write nothing",
         )
         parser.add_argument(
-            "--batch-size", type=int, default=IMPORT_BATCH_SIZE, metavar="N",
+            "--batch-size",
+            type=int,
+            default=IMPORT_BATCH_SIZE,
+            metavar="N",
             help=f"rows looked up and written per statement (default {IMPORT_BATCH_SIZE})",
         )
 
-    def handle(self, *args, path: str, fmt: str | None, dry_run: bool, batch_size: int,
-               **options) -> None:
+    def handle(self, *args, path: str, fmt: str | None, dry_run: bool, batch_size: int, **options) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
         if fmt is None:

@@ -17,10 +17,20 @@ class Command(DataCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("count", type=int, metavar="N", help="how many demo products")
-        parser.add_argument("--seed", type=int, default=0, metavar="S",
-                            help="random seed: the same seed gives the same products (default 0)")
-        parser.add_argument("--batch-size", type=int, default=IMPORT_BATCH_SIZE, metavar="N",
-                            help=f"rows written per statement (default {IMPORT_BATCH_SIZE})")
+        parser.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            metavar="S",
+            help="random seed: the same seed gives the same products (default 0)",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=IMPORT_BATCH_SIZE,
+            metavar="N",
+            help=f"rows written per statement (default {IMPORT_BATCH_SIZE})",
+        )
 
     def handle(self, *args, count: int, seed: int, batch_size: int, **options) -> None:
         if count < 0:
@@ -28,9 +38,10 @@ class Command(DataCommand):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
         with Progress(self.stderr, total=count) as progress:
-            result = seed_products(count=count, seed=seed, batch_size=batch_size,
-                                   on_progress=progress.update)
-        self.stdout.write(self.style.SUCCESS(
-            f"Seeded {count} demo product(s) (seed {seed}): created {result.created}, "
-            f"updated {result.updated}, unchanged {result.unchanged}."
-        ))
+            result = seed_products(count=count, seed=seed, batch_size=batch_size, on_progress=progress.update)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Seeded {count} demo product(s) (seed {seed}): created {result.created}, "
+                f"updated {result.updated}, unchanged {result.unchanged}."
+            )
+        )

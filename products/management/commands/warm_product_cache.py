@@ -16,8 +16,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("names", nargs="*", metavar="NAME", help="product names to warm")
-        parser.add_argument("--all", action="store_true", dest="all_products",
-                            help="warm every product")
+        parser.add_argument("--all", action="store_true", dest="all_products", help="warm every product")
 
     def handle(self, *args, names: list[str], all_products: bool, **options) -> None:
         if all_products and names:
@@ -27,8 +26,9 @@ class Command(BaseCommand):
         total = Product.objects.count() if all_products else len(names)
         try:
             with Progress(self.stderr, total=total, unit=" products") as progress:
-                result = product_cache_warm(names=None if all_products else names,
-                                            on_progress=progress.update)
+                result = product_cache_warm(
+                    names=None if all_products else names, on_progress=progress.update
+                )
         except cache.CacheUnavailable:
             raise CommandError(redis_down_message("no product was warmed")) from None
         message = f"Warmed {result.stored} product(s)"
