@@ -91,7 +91,7 @@ def test_behind_one_proxy_the_client_is_the_address_the_proxy_appended(anon_clie
 
 
 def test_a_malformed_rate_in_the_environment_stops_startup():
-    from .conftest import manage, server_env
+    from .support.processes import manage, server_env
 
     result = manage(server_env(THROTTLE_ANON_RATE="lots"), "check")
     assert result.returncode != 0

@@ -20,7 +20,8 @@ from django.core.management import CommandError, call_command
 from products import cache, services
 from products.models import Product
 
-from .conftest import BASE_DIR, reset_breaker, server_env
+from .support.cache_state import reset_breaker
+from .support.processes import BASE_DIR, server_env
 
 TRICKY = [
     ("Plain", "19.99", 5),

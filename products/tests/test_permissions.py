@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from products.models import Product
 
-from .conftest import token_client
+from .support.users import token_client
 
 pytestmark = pytest.mark.django_db
 
