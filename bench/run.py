@@ -317,8 +317,8 @@ def scenarios(run_id: str, token: str) -> list[Scenario]:
             baseline="flask",
         ),
         Scenario(
-            "hot_seed",
-            "one hot name, GET /products/{name} (seed route)",
+            "hot_legacy",
+            "one hot name, GET /products/{name} (legacy route)",
             {"flask": f"/products/{HOT}", "service": f"/products/{HOT}"},
             baseline="flask",
         ),
@@ -627,7 +627,7 @@ def main() -> int:
                 prefix(vname),
             )
             for scenario in order:
-                if scenario.key in ("hot_api", "hot_seed", "random_cold"):
+                if scenario.key in ("hot_api", "hot_legacy", "random_cold"):
                     scenario.paths[vname] = scenario.paths["service"]
         if opts.only:
             keep = set(opts.only.split(","))

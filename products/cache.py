@@ -38,7 +38,7 @@ Guarantees, and how they hold:
   every product key is built from ``gen``, so a new random generation makes all
   older values unreachable, including those of a Redis restarted from old data.
 
-* **One round trip per cached hit** on the fast path (products.fastpath):
+* **One round trip per cached hit** on the fast path (productsite.fastpath):
   :func:`get_product_counted` counts the request against the throttle window
   and reads the product in one Lua script.
 * ``PRODUCT_CACHE_ENABLED`` off: every product read comes from the database

@@ -2,7 +2,7 @@
 
 drf-spectacular reads serializers, filters and the paginator by itself; what
 it cannot see (the status codes our exception handler and middleware answer,
-the ETag / X-Cache / Location headers, If-Match and If-None-Match, the seed
+the ETag / X-Cache / Location headers, If-Match and If-None-Match, the legacy
 routes' envelope, /health/) is declared here once and applied to the views
 with ``extend_schema``/``extend_schema_view``, so views.py stays thin.
 """
@@ -22,11 +22,12 @@ from drf_spectacular.utils import (
 from rest_framework import permissions, serializers
 
 from .serializers import (
+    LegacyProductEnvelopeSerializer,
+    LegacyProductSerializer,
     ProductSerializer,
-    SeedProductEnvelopeSerializer,
-    SeedProductSerializer,
     StockChangeSerializer,
 )
+from .validators import PRICE_MAX
 
 
 class ProductAutoSchema(AutoSchema):
@@ -179,7 +180,7 @@ def _price_bound(name: str, description: str) -> OpenApiParameter:
     # django-filter says "number"; the bounds are ours (outside them: 400).
     return OpenApiParameter(
         name,
-        {"type": "number", "minimum": 0, "maximum": 9999999999.99},
+        {"type": "number", "minimum": 0, "maximum": float(PRICE_MAX)},
         OpenApiParameter.QUERY,
         description=description,
     )
@@ -239,17 +240,17 @@ product_viewset_schema = extend_schema_view(
     ),
 )
 
-seed_create_schema = extend_schema(
+legacy_create_schema = extend_schema(
     summary="Create a product (the original service's route)",
-    request=SeedProductSerializer,
-    responses={201: SeedProductEnvelopeSerializer, 409: R409_NAME, **WRITE_ERRORS},
+    request=LegacyProductSerializer,
+    responses={201: LegacyProductEnvelopeSerializer, 409: R409_NAME, **WRITE_ERRORS},
     parameters=[location(201), RETRY_AFTER],
     tags=["seed"],
 )
 
-seed_retrieve_schema = extend_schema(
+legacy_retrieve_schema = extend_schema(
     summary="Read a product (the original service's route, cached)",
-    responses={200: SeedProductEnvelopeSerializer, 304: R304, 404: R404, **READ_ERRORS},
+    responses={200: LegacyProductEnvelopeSerializer, 304: R304, 404: R404, **READ_ERRORS},
     parameters=[NAME, IF_NONE_MATCH, etag(200, 304), x_cache(200, 304), RETRY_AFTER],
     tags=["seed"],
 )

@@ -28,10 +28,20 @@ def _apply(rule, value):
 @extend_schema_field(
     {
         "oneOf": [
-            {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$", "example": "19.99"},
-            {"type": "number", "minimum": 0, "maximum": 9999999999.99, "multipleOf": 0.01},
+            {
+                "type": "string",
+                "pattern": rf"^[0-9]{{1,{validators.PRICE_WHOLE_DIGITS}}}(\.[0-9]{{1,{validators.PRICE_DECIMAL_PLACES}}})?$",
+                "example": "19.99",
+            },
+            {
+                "type": "number",
+                "minimum": 0,
+                "maximum": float(validators.PRICE_MAX),
+                "multipleOf": float(Decimal(1).scaleb(-validators.PRICE_DECIMAL_PLACES)),
+            },
         ],
-        "description": "Decimal >= 0 with at most 2 places and 10 digits before the point.",
+        "description": f"Decimal >= 0 with at most {validators.PRICE_DECIMAL_PLACES} places and "
+        f"{validators.PRICE_WHOLE_DIGITS} digits before the point.",
     },
     component_name=None,
 )
@@ -73,7 +83,7 @@ class NameField(serializers.CharField):
         "minLength": 1,
         "maxLength": validators.NAME_MAX_LENGTH,
         # Something other than whitespace, no "/" and no control characters.
-        "pattern": r"^[^/\x00-\x1f\x7f-\x9f]*[^/\s\x00-\x1f\x7f-\x9f][^/\x00-\x1f\x7f-\x9f]*$",
+        "pattern": validators.NAME_SCHEMA_PATTERN,
     }
 )
 class _NameSchemaField(NameField):
@@ -139,7 +149,7 @@ class StockChangeSerializer(serializers.Serializer):
     )
 
 
-class SeedProductSerializer(serializers.Serializer):
+class LegacyProductSerializer(serializers.Serializer):
     """The original Flask service's product body: name, price, quantity."""
 
     name = name_field()
@@ -147,9 +157,9 @@ class SeedProductSerializer(serializers.Serializer):
     quantity = QuantityField(required=False, default=0)
 
 
-class SeedProductEnvelopeSerializer(serializers.Serializer):
+class LegacyProductEnvelopeSerializer(serializers.Serializer):
     """The original service's read body."""
 
     type = serializers.CharField(default="Product")
     count = serializers.IntegerField(default=1)
-    attributes = SeedProductSerializer()
+    attributes = LegacyProductSerializer()

@@ -78,7 +78,9 @@ class _FixedWindowThrottle(BaseThrottle):
         return self._wait
 
 
-class AnonRateThrottle(_FixedWindowThrottle):
+class AnonymousFixedWindowThrottle(_FixedWindowThrottle):
+    """Count an anonymous client's requests per address in a Redis fixed window (scope "anon")."""
+
     scope = "anon"
 
     def ident(self, request) -> str | None:
@@ -87,7 +89,9 @@ class AnonRateThrottle(_FixedWindowThrottle):
         return self.get_ident(request)
 
 
-class UserRateThrottle(_FixedWindowThrottle):
+class UserFixedWindowThrottle(_FixedWindowThrottle):
+    """Count an authenticated user's requests in a Redis fixed window (scope "user")."""
+
     scope = "user"
 
     def ident(self, request) -> str | None:

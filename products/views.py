@@ -25,12 +25,13 @@ from .exceptions import InsufficientStockConflict, PreconditionFailed, StockOutO
 from .filters import ProductFilter
 from .models import Product
 from .permissions import ProductPermissions
-from .selectors import seed_shape
+from .selectors import legacy_shape
 from .serializers import (
+    LegacyProductSerializer,
     ProductSerializer,
-    SeedProductSerializer,
     StockChangeSerializer,
 )
+from .validators import NAME_URL_PATTERN
 
 
 def _etag_of(representation: dict) -> str:
@@ -82,7 +83,7 @@ class ProductViewSet(viewsets.ModelViewSet):
     lookup_field = "name"
     # No control characters: such a name cannot exist, and some databases
     # refuse NUL in a query (a 404 from the router instead of a 500).
-    lookup_value_regex = "[^/\x00-\x1f\x7f-\x9f]+"
+    lookup_value_regex = NAME_URL_PATTERN
     filterset_class = ProductFilter
     ordering_fields = ["name", "price", "quantity", "created_at", "updated_at"]
     ordering = ["name"]
@@ -154,36 +155,36 @@ class ProductViewSet(viewsets.ModelViewSet):
         return response
 
 
-class SeedProductListView(APIView):
+class LegacyProductListView(APIView):
     """``POST /products``: the original service's create route."""
 
     queryset = Product.objects.all()
-    serializer_class = SeedProductSerializer
+    serializer_class = LegacyProductSerializer
     permission_classes = [ProductPermissions]
 
-    @schema.seed_create_schema
+    @schema.legacy_create_schema
     def post(self, request: Request):
         serializer = ProductSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         product = serializer.save()
-        response = Response(seed_shape(serializer.data), status=status.HTTP_201_CREATED)
-        response["Location"] = product_location(request, "seed-product-detail", product.name)
+        response = Response(legacy_shape(serializer.data), status=status.HTTP_201_CREATED)
+        response["Location"] = product_location(request, "legacy-product-detail", product.name)
         return response
 
 
-class SeedProductDetailView(APIView):
+class LegacyProductDetailView(APIView):
     """``GET /products/{name}``: the original service's read route, same cache."""
 
     queryset = Product.objects.all()
-    serializer_class = SeedProductSerializer
+    serializer_class = LegacyProductSerializer
     permission_classes = [ProductPermissions]
 
-    @schema.seed_retrieve_schema
+    @schema.legacy_retrieve_schema
     def get(self, request: Request, name: str):
         cached = cache.get_product(name)
         if cached is None:
             raise NotFound()
-        return cached_product_response(request, cached, shape=seed_shape)
+        return cached_product_response(request, cached, shape=legacy_shape)
 
 
 @schema.health_schema

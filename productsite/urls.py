@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from products import views
+from products.validators import NAME_URL_PATTERN
 
 router = DefaultRouter()
 # Names may contain dots; "name.json" is a name, not a format suffix.
@@ -23,11 +24,11 @@ urlpatterns = [
     path("api-auth/", include("rest_framework.urls")),
     path("health/", views.health, name="health"),
     # The original Flask service's routes, kept working.
-    path("products", views.SeedProductListView.as_view(), name="seed-product-list"),
+    path("products", views.LegacyProductListView.as_view(), name="legacy-product-list"),
     re_path(
-        r"^products/(?P<name>[^/\x00-\x1f\x7f-\x9f]+)$",
-        views.SeedProductDetailView.as_view(),
-        name="seed-product-detail",
+        rf"^products/(?P<name>{NAME_URL_PATTERN})$",
+        views.LegacyProductDetailView.as_view(),
+        name="legacy-product-detail",
     ),
     path("admin/", admin.site.urls),
 ]

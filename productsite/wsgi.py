@@ -6,8 +6,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "productsite.settings")
 
 application = get_wsgi_application()
 
-# Anonymous JSON product reads are answered before Django's machinery (same
-# headers, throttle and cache); everything else goes to Django unchanged.
-from products.fastpath import FastProductReads  # noqa: E402  (needs django.setup())
+# Anonymous JSON product reads are answered in front of Django (same headers,
+# throttle and cache) when the configuration is the one the fast path mirrors;
+# everything else goes to Django unchanged.
+from productsite.fastpath import FastProductReads  # noqa: E402  (needs django.setup())
 
 application = FastProductReads(application)

@@ -71,7 +71,7 @@ def api_stock(p, editor_client, admin_client):
     assert editor_client.post("/api/products/Mug/stock/", {"delta": 4}, format="json").status_code == 200
 
 
-def seed_route_create_after_delete(p, editor_client, admin_client):
+def legacy_route_create_after_delete(p, editor_client, admin_client):
     Product.objects.filter(name="Mug").delete()
     assert (
         editor_client.post("/products", {"name": "Mug", "price": 2, "quantity": 1}, format="json").status_code
@@ -169,7 +169,7 @@ WRITE_PATHS = [
     api_delete,
     api_rename,
     api_stock,
-    seed_route_create_after_delete,
+    legacy_route_create_after_delete,
     admin_change,
     admin_rename,
     admin_delete,
