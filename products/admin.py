@@ -3,7 +3,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from .models import Product
-from .services import product_export_chunks
+from .services.exporting import product_export_chunks
 
 
 class InStockFilter(admin.SimpleListFilter):

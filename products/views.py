@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from . import cache, schema, services
+from . import cache, schema
 from .exceptions import InsufficientStockConflict, PreconditionFailed, StockOutOfRangeConflict
 from .filters import ProductFilter
 from .models import Product
@@ -31,6 +31,7 @@ from .serializers import (
     ProductSerializer,
     StockChangeSerializer,
 )
+from .services import stock
 from .validators import NAME_URL_PATTERN
 
 
@@ -141,12 +142,12 @@ class ProductViewSet(viewsets.ModelViewSet):
         serializer = StockChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            product = services.adjust_stock(name=name, delta=serializer.validated_data["delta"])
+            product = stock.adjust_stock(name=name, delta=serializer.validated_data["delta"])
         except Product.DoesNotExist:
             raise NotFound() from None
-        except services.InsufficientStock:
+        except stock.InsufficientStock:
             raise InsufficientStockConflict() from None
-        except services.StockOverflow:
+        except stock.StockOverflow:
             # Like going below zero: a conflict with the stored quantity, not bad input.
             raise StockOutOfRangeConflict() from None
         data = ProductSerializer(product).data

@@ -8,9 +8,10 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.test import Client
 
-from products import cache, services
+from products import cache
 from products.models import Product
 from products.selectors import product_json
+from products.services import stock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -160,7 +161,7 @@ def bulk_update_rename(p, editor_client, admin_client):
 
 
 def service_adjust_stock(p, editor_client, admin_client):
-    services.adjust_stock(name="Mug", delta=-1)
+    stock.adjust_stock(name="Mug", delta=-1)
 
 
 WRITE_PATHS = [

@@ -17,8 +17,9 @@ import redis
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from products import cache, services
+from products import cache
 from products.models import Product
+from products.services import importing
 
 from .support.cache_state import reset_breaker
 from .support.processes import BASE_DIR, server_env
@@ -227,7 +228,7 @@ def test_import_invalidates_a_cached_product(tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_large_import_retires_the_cache_generation(tmp_path, monkeypatch):
-    monkeypatch.setattr(services, "IMPORT_INVALIDATE_BY_NAME_LIMIT", 2)
+    monkeypatch.setattr(importing, "IMPORT_INVALIDATE_BY_NAME_LIMIT", 2)
     for name in ("A", "B", "C"):
         Product.objects.create(name=name, price="1.00", quantity=1)
         cache.get_product(name)
