@@ -93,7 +93,7 @@ TEMPLATES = [
 # --- Database ---------------------------------------------------------------
 # SQLite file by default; PostgreSQL (or anything dj-database-url knows) via
 # DATABASE_URL. Connections persist across requests: reopening SQLite on every
-# request costs a third of a cache miss.
+# request is a large part of a cache miss (docs/performance.md).
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
