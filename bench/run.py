@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Side-by-side benchmark: the service against the references it must beat.
 
-One command (see README, "Performance")::
+One command (see docs/performance.md)::
 
     .venv/bin/python bench/run.py            # full run, ~5 minutes
     .venv/bin/python bench/run.py --quick    # 1 round of 3 s runs, for a smoke check
