@@ -35,10 +35,17 @@ class Answer:
 
 @pytest.fixture
 def wsgi_get(db, monkeypatch) -> Iterator:
-    """GET through productsite.wsgi.application; like Django's test client,
-    keep close_old_connections from closing the test's transaction."""
+    """GET through the application productsite/wsgi.py builds; like Django's
+    test client, keep close_old_connections from closing the test's transaction.
+
+    The application is built for each request, as a server builds it at start:
+    Django's middleware read their settings once, when they are built, so a
+    test that overrides settings gets the answer a server started with them
+    would give.
+    """
+    from django.core.handlers.wsgi import WSGIHandler
+
     from productsite import fastpath
-    from productsite.wsgi import application
 
     monkeypatch.setattr(fastpath, "close_old_connections", lambda: None)
 
@@ -56,6 +63,7 @@ def wsgi_get(db, monkeypatch) -> Iterator:
         request_finished.disconnect(close_old_connections)
         request_started.connect(note_start)
         try:
+            application = fastpath.FastProductReads(WSGIHandler())
             result = application(environ, lambda status, hdrs, exc=None: seen.append((status, hdrs)))
             body = b"".join(result)
             getattr(result, "close", lambda: None)()
@@ -63,8 +71,6 @@ def wsgi_get(db, monkeypatch) -> Iterator:
             request_started.disconnect(note_start)
             request_started.connect(close_old_connections)
             request_finished.connect(close_old_connections)
-        from django.core.handlers.wsgi import WSGIHandler
-
         django = any(sender is WSGIHandler for sender in started)
         return Answer(seen[-1][0], seen[-1][1], body, django)
 
@@ -78,6 +84,13 @@ def mug(make_product) -> Product:
 
 API = "/api/products/Blue%20mug/"
 LEGACY = "/products/Blue%20mug"
+
+
+def test_the_wsgi_application_is_django_behind_the_fast_path():
+    from productsite.fastpath import FastProductReads
+    from productsite.wsgi import application
+
+    assert isinstance(application, FastProductReads)
 
 
 def test_json_hit_is_answered_by_the_fast_path_with_no_query(mug, wsgi_get, django_assert_num_queries):
@@ -157,6 +170,30 @@ def comparable(answer: Answer) -> list[tuple[str, str]]:
 
 
 _COOKIE_NOISE = re.compile(r"(csrftoken|expires)=[^;]+")
+
+
+@pytest.mark.parametrize("proto", ["https", "http"])
+def test_behind_an_https_proxy_the_fast_path_answers_like_django(mug, wsgi_get, settings, proto):
+    # Production's HTTPS settings: HSTS on secure answers, a redirect for plain http.
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 31536000
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    settings.SECURE_HSTS_PRELOAD = True
+
+    def fetch(fast: bool) -> Answer:
+        settings.PRODUCT_FAST_PATH = fast
+        wsgi_get(API, HTTP_X_FORWARDED_PROTO="https")
+        return wsgi_get(API, HTTP_X_FORWARDED_PROTO=proto)
+
+    fast, slow = fetch(True), fetch(False)
+    assert fast.handled_by_django is (proto == "http")
+    assert (fast.status_code, fast.body) == (slow.status_code, slow.body)
+    assert comparable(fast) == comparable(slow)
+    if proto == "https":
+        assert "Strict-Transport-Security" in fast.headers
+    else:
+        assert fast.status_code == 301
 
 
 def test_parity_cases_are_not_vacuous(mug, wsgi_get):
