@@ -21,6 +21,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from products import cache as product_cache
+from products import transport
 from products.models import Product
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def free_port() -> int:
 
 def reset_breaker() -> None:
     """Forget any outage this process saw (tests start from a healthy cache)."""
-    product_cache._breaker.__init__()
+    transport.reset()
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,7 @@ def refusing_redis(settings):
 
 
 def test_refused_connections_still_serve_reads_and_writes(refusing_redis, editor_client, anon_client, caplog):
-    caplog.set_level(logging.WARNING, logger="products.cache")
+    caplog.set_level(logging.WARNING, logger="products")
     assert (
         editor_client.post("/api/products/", {"name": "Mug", "price": "1.00"}, format="json").status_code
         == 201
@@ -50,7 +50,7 @@ def test_paused_redis_costs_bounded_latency_and_logs_once(
     private_redis, anon_client, editor_client, settings, caplog
 ):
     settings.PRODUCT_CACHE_BACKOFF = 0.2  # several probes fail during the pause
-    caplog.set_level(logging.WARNING, logger="products.cache")
+    caplog.set_level(logging.WARNING, logger="products")
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     assert anon_client.get(URL)["X-Cache"] == "MISS"
     assert anon_client.get(URL)["X-Cache"] == "HIT"
