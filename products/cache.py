@@ -1,60 +1,64 @@
-"""Product cache policy: keys, read-through with leases, invalidation, generations.
+"""Product cache policy: read-through with leases, invalidation, generations, outages.
 
 This is the only module that decides what Redis holds about products. Views,
 admin, querysets and commands call :func:`get_product`, :func:`invalidate` and
-:func:`invalidate_on_commit`; nobody else builds a product key. The Redis
-connection, the Lua scripts (``products/lua/*.lua``) and the circuit breaker
-live in :mod:`products.transport`; ETags in :mod:`products.conditional`;
-throttle counters in :mod:`products.counters`. This module imports nothing
-from the domain: callers pass the loader that reads the database.
-
-Key layout (every key also carries the cache's ``KEY_PREFIX`` and version)::
-
-    products:v1:gen               the current generation, a random token
-    products:v1:<gen>:p:<name>    the product's JSON bytes (plain data, never pickles)
-    products:v1:<gen>:l:<name>    the fill lease for that product
+:func:`invalidate_on_commit`; nobody else builds a product key. Beneath it:
+:mod:`products.cachekeys` (the key scheme: buckets with hash tags, one scheme
+for one Redis, Sentinel and Redis Cluster) and :mod:`products.transport`
+(connection, ``lua/*.lua`` scripts, circuit breaker, server identity). ETags
+are in :mod:`products.conditional`, throttle counters in
+:mod:`products.counters`. This module imports nothing from the domain:
+callers pass the loader that reads the database.
 
 Guarantees, and how they hold:
 
-* **No stale fill.** A miss takes a *lease* (a random token, ``SET NX PX``)
+* **No stale fill.** A miss takes a *lease* (a random token, ``SET PX``)
   before it reads the database; only the lease holder may fill, and the fill
-  is a Lua script that stores the value only while that very lease still
-  exists. Invalidation deletes the value *and* the lease, so a reader that
-  read the old row before a write committed can no longer store it
-  (Facebook's memcache leases, NSDI 2013).
+  is a script that stores the value only while that very lease still exists.
+  Invalidation deletes the value *and* the lease, so a reader that read the
+  old row before a write committed can no longer store it (Facebook's
+  memcache leases, NSDI 2013).
 * **Stampede control.** Readers that miss while someone else holds the lease
-  poll the key for a bounded time (``PRODUCT_CACHE_LEASE_WAIT``), then read the
-  database themselves without filling; a dead filler costs a short wait, never
-  an error.
+  poll for a bounded time (``PRODUCT_CACHE_LEASE_WAIT``), then read the
+  database themselves without filling.
 * **Invalidation after commit.** Writers call :func:`invalidate_on_commit`,
   which invalidates at once and again after the commit (the second delete is
-  the one that counts: until the commit, other readers may re-fill the old
-  row). A read inside a transaction goes to the database and stores nothing,
-  so uncommitted rows never reach the cache.
+  the one that counts). A read inside a transaction goes to the database and
+  stores nothing, so uncommitted rows never reach the cache.
 * **Redis down, refusing or hanging.** Every call has a short socket timeout
-  and no retries; a failure opens a per-process circuit breaker
-  (:mod:`products.transport`) and requests go straight to the database.
-* **Writes during an outage.** They cannot delete the old value. The process
-  that missed an invalidation remembers it and, as soon as Redis answers again
-  (a background probe retries every few hundred ms), *retires the generation*:
-  every product key is built from ``gen``, so a new random generation makes all
-  older values unreachable, including those of a Redis restarted from old data.
-* ``PRODUCT_CACHE_ENABLED`` off: every product read comes from the database
-  (throttling still counts in Redis).
+  and no retries; a failure opens a per-process circuit breaker and reads go
+  to the database. An open breaker never skips an invalidation: the write
+  still tries Redis (one socket timeout at most).
+* **Missed invalidations.** An invalidation Redis did not take goes to
+  ``missed_invalidation_hooks`` (products.outbox records it in the database,
+  in the writer's transaction) and stays pending in this process, whose probe
+  deletes those names (or retires every bucket, past ``_MISSED_NAMES_LIMIT``)
+  within about 0.1 s of Redis answering again, past the breaker's back-off.
+* **A different Redis is never trusted.** Every new connection first asks
+  the server for its ``run_id``. On a server instance this process has not
+  checked (restarted, from a snapshot or not; a Sentinel or cluster
+  failover; or this process just started), every bucket whose ``srv`` names
+  another run_id gets a fresh generation before the connection serves
+  anything (:func:`products.cachekeys.adopt`). A restart breaks every pooled
+  connection, so every worker checks, whether it saw the outage or not.
 
 Caveats, stated plainly:
 
-* Between Redis coming back and the probe retiring the generation (at most
-  one probe interval, ~0.25 s), another process that never saw the outage
-  could serve a value replaced during it; the 60 s timeout bounds that too.
-* Lua scripts build keys from the generation at run time, which suits one
-  Redis (or Sentinel), not Redis Cluster.
+* A hung Redis that resumes (SIGSTOP/SIGCONT) is the same server: a value
+  replaced while it hung stays readable by other processes until the
+  writer's probe (or the outbox applier) deletes it, about 0.1-0.2 s after
+  Redis resumes.
+* On a cluster, a connection a process already holds to a replica that is
+  then promoted is not re-checked (by default it connects to masters only).
+* A ``KEY_PREFIX`` holding ``{...}`` puts every key in one slot: still
+  correct, no longer spread over the masters.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
@@ -62,7 +66,8 @@ from typing import NamedTuple
 from django.conf import settings
 from django.db import transaction
 
-from . import transport
+from . import cachekeys, transport
+from .cachekeys import clear, info
 from .conditional import make_etag
 from .transport import CacheUnavailable, Client, status
 
@@ -77,6 +82,8 @@ __all__ = [
     "info",
     "invalidate",
     "invalidate_on_commit",
+    "missed_invalidation_hooks",
+    "reset",
     "retire_generation",
     "retire_generation_on_commit",
     "status",
@@ -85,15 +92,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KEY_VERSION = "products:v1"  # bump when the cached shape changes
+_MISSED_NAMES_LIMIT = 1000  # past this, a resync retires every bucket instead
 
 # What the read scripts answer first.
-_THROTTLED = 0
-_HIT = 1
-_LEASE = 2
-_WAIT = 3
+_THROTTLED, _HIT, _LEASE, _WAIT = 0, 1, 2, 3
 
 Loader = Callable[[str], bytes | None]  # reads one product's JSON from the database
+
+# Called with the names an invalidation could not deliver (None: every
+# product); products.outbox records them in the database. Wired in apps.ready().
+missed_invalidation_hooks: list[Callable[[frozenset[str] | None], None]] = []
+
+# Called between the database read and the cache fill; tests use it to force
+# the slow-reader race deterministically.
+after_database_read: Callable[[str], None] | None = None
 
 
 class CachedProduct(NamedTuple):
@@ -105,34 +117,50 @@ class CachedProduct(NamedTuple):
         return make_etag(self.data)
 
 
-# Called between the database read and the cache fill; tests use it to force
-# the slow-reader race deterministically.
-after_database_read: Callable[[str], None] | None = None
+# --- Resync: missed invalidations and new servers --------------------------------------
+
+_missed_lock = threading.Lock()
+_missed_names: set[str] = set()
+_missed_all = False
+_missed_count = 0  # misses so far: a resync clears only what it delivered
 
 
-# --- Keys and generations -----------------------------------------------------
+def _missed(names: frozenset[str] | None, record: bool) -> None:
+    """Keep a miss for this process's resync, and hand it to the hooks (the outbox)."""
+    global _missed_all, _missed_count
+    with _missed_lock:
+        _missed_count += 1
+        if names is None or len(_missed_names) + len(names) > _MISSED_NAMES_LIMIT:
+            _missed_all = True
+            _missed_names.clear()
+        elif not _missed_all:
+            _missed_names.update(names)
+    transport.need_resync()
+    logger.info(
+        "Could not invalidate %s product(s) now; retrying when Redis answers", len(names or ()) or "all"
+    )
+    if record:
+        for hook in missed_invalidation_hooks:
+            hook(names)
 
 
-def _key(suffix: str) -> str:
-    return transport.make_key(f"{KEY_VERSION}:{suffix}")
+def _resync(client: Client) -> None:
+    """Deliver the invalidations this process missed (transport runs it before anything else)."""
+    global _missed_all
+    with _missed_lock:
+        retire, names, count = _missed_all, list(_missed_names), _missed_count
+    if retire:
+        cachekeys.retire_all(client)
+    elif names:
+        cachekeys.delete(client, names)
+    with _missed_lock:  # a failure above leaves them pending; a newer miss has its own resync
+        if _missed_count == count:
+            _missed_all = False
+            _missed_names.clear()
 
 
-def _gen_key() -> str:
-    return _key("gen")
-
-
-def _base() -> str:
-    return _key("")
-
-
-def _retire_generation(client: Client) -> None:
-    client.set(_gen_key(), secrets.token_hex(8))
-    logger.warning("Product cache generation retired; older cached products are unreachable")
-
-
-# A process that missed an invalidation retires the generation before it
-# sends Redis anything else (see products.transport).
-transport.register_resync(_retire_generation)
+transport.register_resync(_resync)
+transport.register_adopt(cachekeys.adopt)
 
 
 # --- Reads ----------------------------------------------------------------------
@@ -147,8 +175,7 @@ def _in_transaction() -> bool:
     """Return True inside an atomic block (other than a test case's wrapper)."""
     # A read inside a transaction must see that transaction's own writes, and
     # must never store them: they are uncommitted and may roll back. Django
-    # marks the blocks TestCase opens around each test with _from_testcase;
-    # those are not the application's transactions.
+    # marks the blocks TestCase opens around each test with _from_testcase.
     return any(
         not getattr(block, "_from_testcase", False) for block in transaction.get_connection().atomic_blocks
     )
@@ -168,9 +195,8 @@ def get_product(name: str, load: Loader) -> CachedProduct | None:
     """
     if not cache_enabled() or _in_transaction():
         return _from_database(name, load)
-    token = secrets.token_hex(8)
-    keys, base = [_gen_key()], _base()
-    args = [base, name, token, int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)]
+    token, keys = secrets.token_hex(8), list(cachekeys.product_keys(name))
+    args = [token, int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)]
     deadline = time.monotonic() + settings.PRODUCT_CACHE_LEASE_WAIT
     delay = 0.002
     while True:
@@ -197,20 +223,29 @@ def get_product_counted(
 
     Returns ``(None, False)`` when the request is over ``limit`` (nothing read),
     else ``(product, True)``; None when the count cannot share the read's round
-    trip (cache off, inside a transaction): the caller then counts on its own.
-    Redis failures fail open. :func:`products.counters.get_product_counted`
-    is the caller.
+    trip, and the caller (:func:`products.counters.get_product_counted`)
+    counts on its own: cache off, inside a transaction, or a Redis Cluster,
+    where the counter and the product live in different slots. On one server
+    the slots do not matter, and the same keys serve both.
     """
     if not cache_enabled() or _in_transaction():
         return None
-    token = secrets.token_hex(8)
+    token, keys = secrets.token_hex(8), [*cachekeys.product_keys(name), counter_key]
     lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
-    keys = [_gen_key(), counter_key]
-    args = [_base(), name, token, lease_ms, counter_ttl, -1 if limit is None else limit]
+    args = [token, lease_ms, counter_ttl, -1 if limit is None else limit]
+
+    def count_and_read(client: Client):
+        if transport.is_cluster(client):
+            return None
+        return transport.evalsha(client, "count+read", keys, args)
+
     try:
-        kind, payload = transport.run(lambda c: transport.evalsha(c, "count_and_read", keys, args))
+        answer = transport.run(count_and_read)
     except CacheUnavailable:
         return _from_database(name, load), True
+    if answer is None:
+        return None
+    kind, payload = answer
     if kind == _THROTTLED:
         return None, False
     if kind == _HIT:
@@ -224,27 +259,28 @@ def get_product_counted(
 
 def _fill(name: str, token: str, gen: bytes, load: Loader) -> CachedProduct | None:
     """Read the database as the lease holder; store the row only while the lease lives."""
+    keys = list(cachekeys.product_keys(name))
     try:
         data = load(name)
         if after_database_read is not None:
             after_database_read(name)
     except BaseException:
-        _release(name, token, gen)
+        _release(keys, token, gen)
         raise
     if data is None:
-        _release(name, token, gen)
+        _release(keys, token, gen)
         return None
-    fill_args = [_base(), name, token, gen, data, settings.PRODUCT_CACHE_TIMEOUT]
+    args = [token, gen, data, settings.PRODUCT_CACHE_TIMEOUT]
     try:
-        transport.run(lambda c: transport.evalsha(c, "fill", [_gen_key()], fill_args))
+        transport.run(lambda c: transport.evalsha(c, "fill", keys, args))
     except CacheUnavailable:
         pass
     return CachedProduct(data, hit=False)
 
 
-def _release(name: str, token: str, gen: bytes) -> None:
+def _release(keys: list[str], token: str, gen: bytes) -> None:
     try:
-        transport.run(lambda c: transport.evalsha(c, "release", [_gen_key()], [_base(), token, gen, name]))
+        transport.run(lambda c: transport.evalsha(c, "release", [keys[2]], [gen + b":" + token.encode()]))
     except CacheUnavailable:
         pass
 
@@ -252,53 +288,69 @@ def _release(name: str, token: str, gen: bytes) -> None:
 # --- Invalidation -------------------------------------------------------------------
 
 
-def invalidate(names: Iterable[str]) -> None:
-    """Forget the cached products (and revoke their fill leases) now."""
+def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
+    """Forget the cached products (and revoke their fill leases) now.
+
+    Tries Redis even while the breaker is open. Returns False when Redis could
+    not be reached; the miss then goes to this process's resync and, unless
+    ``record_miss`` is off, to ``missed_invalidation_hooks``.
+    """
     names = [n for n in set(names) if n]
     if not names:
-        return
+        return True
     try:
-        for start in range(0, len(names), 1000):
-            chunk = names[start : start + 1000]
-            transport.run(
-                lambda c, chunk=chunk: transport.evalsha(c, "invalidate", [_gen_key()], [_base(), *chunk])
-            )
+        transport.run(lambda c: cachekeys.delete(c, names), force=True)
     except CacheUnavailable:
-        transport.need_resync()
-        logger.info("Could not invalidate %d product(s); generation will be retired", len(names))
+        _missed(frozenset(names), record_miss)
+        return False
+    return True
 
 
 def invalidate_on_commit(names: Iterable[str], using: str | None = None) -> None:
     """Invalidate ``names`` once the current transaction commits (now if none).
 
     Inside a transaction the names are also invalidated at once: code that
-    reads back through the cache within the same transaction (a shell
-    session, a test wrapped in a transaction) must not see the old value. The
-    delete after commit is the one that protects everybody else, since a
-    reader may re-fill the old row until the commit.
+    reads back through the cache within the same transaction must not see the
+    old value. The delete after commit is the one that protects everybody
+    else, since a reader may re-fill the old row until the commit.
     """
     names = frozenset(names)
     if not names:
         return
-    if transaction.get_connection(using).in_atomic_block:
-        invalidate(names)
+    # A miss of the immediate attempt is recorded inside the transaction, so
+    # it commits with the write; the attempt after commit need not record it again.
+    recorded = transaction.get_connection(using).in_atomic_block and not invalidate(names)
     # robust: another callback raising must not skip the invalidation.
-    transaction.on_commit(lambda: invalidate(names), using=using, robust=True)
+    transaction.on_commit(lambda: invalidate(names, record_miss=not recorded), using=using, robust=True)
 
 
-def retire_generation() -> None:
-    """Make every cached product unreachable at once (one Redis command)."""
+def retire_generation(*, record_miss: bool = True) -> bool:
+    """Make every cached product unreachable at once (one pipelined round trip).
+
+    Returns False when Redis could not be reached (the miss is kept and
+    recorded as in :func:`invalidate`).
+    """
     try:
-        transport.run(_retire_generation)
+        transport.run(cachekeys.retire_all, force=True)
     except CacheUnavailable:
-        transport.need_resync()
+        _missed(None, record_miss)
+        return False
+    return True
 
 
 def retire_generation_on_commit(using: str | None = None) -> None:
     """Retire the generation once the current transaction commits (and now, as above)."""
-    if transaction.get_connection(using).in_atomic_block:
-        retire_generation()
-    transaction.on_commit(retire_generation, using=using, robust=True)
+    recorded = transaction.get_connection(using).in_atomic_block and not retire_generation()
+    transaction.on_commit(lambda: retire_generation(record_miss=not recorded), using=using, robust=True)
+
+
+def reset() -> None:
+    """Forget this process's outages, missed invalidations and checked servers (for tests)."""
+    global _missed_all
+    with _missed_lock:
+        _missed_all = False
+        _missed_names.clear()
+    transport.reset()
 
 
 # --- Warm-up, clear, info -----------------------------------------------------------
@@ -311,83 +363,28 @@ class WarmedBatch(NamedTuple):
 
 
 def warm_products(names: Sequence[str], load_many: Callable[[list[str]], dict[str, bytes]]) -> WarmedBatch:
-    """Fill the cache for ``names`` in two pipelined round trips.
+    """Fill the cache for ``names`` in two pipelined round trips (per master).
 
     The leases are taken *before* ``load_many`` reads the database, exactly as
     in a read-through fill, so a write that commits during the warm-up revokes
     them and its old rows are never stored. Raises CacheUnavailable.
     """
-    token = secrets.token_hex(8)
-    lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
-    timeout = settings.PRODUCT_CACHE_TIMEOUT
-    gen_key, base = _gen_key(), _base()
-
-    def take_leases(client: Client) -> list:
-        read, pipe = transport.script(client, "read"), client.pipeline(transaction=False)
-        for name in names:
-            read(keys=[gen_key], args=[base, name, token, lease_ms], client=pipe)
-        return pipe.execute()
-
-    answers = transport.run(take_leases)
+    token, lease_ms = secrets.token_hex(8), int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
+    keys = {name: list(cachekeys.product_keys(name)) for name in names}
+    reads = [(keys[name], [token, lease_ms]) for name in names]
+    answers = transport.run(lambda c: transport.eval_many(c, "read", reads))
     already = sum(1 for kind, _ in answers if kind == _HIT)
     leases = {name: gen for name, (kind, gen) in zip(names, answers) if kind == _LEASE}
     found = load_many(list(leases)) if leases else {}
+    timeout = settings.PRODUCT_CACHE_TIMEOUT
+    fills = [(keys[n], [token, gen, found[n], timeout]) for n, gen in leases.items() if n in found]
+    releases = [([keys[n][2]], [gen + b":" + token.encode()]) for n, gen in leases.items() if n not in found]
 
     def fill(client: Client) -> int:
-        fill_script, release = transport.script(client, "fill"), transport.script(client, "release")
-        pipe = client.pipeline(transaction=False)
-        for name, gen in leases.items():
-            if name in found:
-                fill_script(keys=[gen_key], args=[base, name, token, gen, found[name], timeout], client=pipe)
-            else:
-                release(keys=[gen_key], args=[base, token, gen, name], client=pipe)
-        return sum(1 for name, ok in zip(leases, pipe.execute()) if name in found and ok)
+        if releases:
+            transport.eval_many(client, "release", releases)
+        return sum(1 for ok in transport.eval_many(client, "fill", fills) if ok) if fills else 0
 
     filled = transport.run(fill) if leases else 0
     missing = [name for name in leases if name not in found]
     return WarmedBatch(already + filled, len(names) - already - filled - len(missing), missing)
-
-
-def scan_pattern(suffix: str = "") -> str:
-    """Return a SCAN MATCH pattern for this service's keys that start with ``suffix``."""
-    # KEY_PREFIX could hold glob characters; escape them for SCAN MATCH.
-    prefix = _key(suffix)
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + "*"
-
-
-def clear() -> int:
-    """Delete every key of this service's product cache: products, leases, the
-    generation and the throttle counters. Other keys (other prefixes) are
-    untouched; never FLUSHDB."""
-
-    def op(client: Client) -> int:
-        deleted = 0
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=scan_pattern(), count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += client.unlink(*batch)
-                batch.clear()
-        if batch:
-            deleted += client.unlink(*batch)
-        return deleted
-
-    return transport.run(op)
-
-
-def info() -> dict[str, object]:
-    """Return how many products are cached now, and Redis memory figures."""
-
-    def op(client: Client) -> dict[str, object]:
-        gen = client.get(_gen_key()) or b"(none yet)"
-        pattern = scan_pattern(gen.decode() + ":p:")
-        cached = sum(1 for _ in client.scan_iter(match=pattern, count=1000))
-        memory = client.info("memory")
-        return {
-            "cached_products": cached,
-            "generation": gen.decode(),
-            "used_memory": memory.get("used_memory"),
-            "used_memory_human": memory.get("used_memory_human"),
-        }
-
-    return transport.run(op)

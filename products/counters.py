@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 
-from . import cache, transport
+from . import cache, cachekeys, transport
 from .cache import CachedProduct, Loader
 from .transport import CacheUnavailable, Client
 
 
 def throttle_key(counter: str, window: int) -> str:
     """Return the Redis key of the current fixed window for ``counter``."""
-    return transport.make_key(f"{cache.KEY_VERSION}:throttle:{counter}:{int(time.time()) // window}")
+    return cachekeys.key(f"throttle:{counter}:{int(time.time()) // window}")
 
 
 def rate_counter(counter: str, window: int) -> int | None:

@@ -1,9 +1,8 @@
--- Store a value only while the caller's lease still exists (no stale fill).
--- KEYS[1] = generation key; ARGV = base, name, token, gen of the lease, value, ttl s.
-local gen = redis.call('GET', KEYS[1])
-if gen ~= ARGV[4] then return 0 end
-local lease = ARGV[1] .. gen .. ':l:' .. ARGV[2]
-if redis.call('GET', lease) ~= ARGV[3] then return 0 end
-redis.call('SET', ARGV[1] .. gen .. ':p:' .. ARGV[2], ARGV[5], 'EX', ARGV[6])
-redis.call('DEL', lease)
+-- Store a product's value only while the caller's lease still exists under
+-- the generation it was taken in (no stale fill).
+-- KEYS (one bucket): gen, value, lease. ARGV: token, gen of the lease, json, ttl s.
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+if redis.call('GET', KEYS[3]) ~= ARGV[2] .. ':' .. ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2] .. '\n' .. ARGV[3], 'EX', ARGV[4])
+redis.call('DEL', KEYS[3])
 return 1

@@ -21,7 +21,6 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from products import cache as product_cache
-from products import transport
 from products.models import Product
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -35,7 +34,7 @@ def free_port() -> int:
 
 def reset_breaker() -> None:
     """Forget any outage this process saw (tests start from a healthy cache)."""
-    transport.reset()
+    product_cache.reset()
 
 
 @pytest.fixture(autouse=True)

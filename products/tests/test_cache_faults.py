@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 import requests
 
-from products import cache
+from products import cachekeys
 from products.models import Product
 
 from .conftest import Gunicorn, free_port, server_env
@@ -133,19 +133,20 @@ def test_redis_back_after_outage_is_resynced_by_the_probe_without_requests(
 ):
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     anon_client.get(URL)
-    before = private_redis.client().get(cache._gen_key())
+    gen_key = cachekeys.product_keys("Mug").gen
+    before = private_redis.client().get(gen_key)
     assert before
     private_redis.kill(save=True)
     assert editor_client.patch(URL, {"price": "2.00"}, format="json").status_code == 200
     private_redis.start()
-    assert private_redis.client().get(cache._gen_key()) == before  # old data is back
+    assert private_redis.client().get(gen_key) == before  # old data is back
     # No request arrives; the background probe alone retires the generation.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if private_redis.client().get(cache._gen_key()) != before:
+        if private_redis.client().get(gen_key) != before:
             break
         time.sleep(0.05)
-    assert private_redis.client().get(cache._gen_key()) != before, "the generation was not retired"
+    assert private_redis.client().get(gen_key) != before, "the generation was not retired"
 
 
 def test_health_is_503_when_the_database_is_unreachable():

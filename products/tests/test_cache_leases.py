@@ -1,5 +1,6 @@
 """Stale-proof fills and stampede control, forced deterministically."""
 
+import json
 import threading
 import time
 from decimal import Decimal
@@ -7,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from products import cache
+from products import cache, cachekeys
 from products.models import Product
 from products.selectors import product_json
 
@@ -124,9 +125,9 @@ def test_cached_value_is_plain_json_not_a_pickle():
     import django_redis
 
     client = django_redis.get_redis_connection("default")
-    keys = list(client.scan_iter(match=cache.scan_pattern(), count=100))
-    values = [client.get(k) for k in keys if b":p:" in k]
-    assert values and all(v.startswith(b"{") for v in values)
+    stored = client.get(cachekeys.product_keys("Mug").value)
+    generation, _, data = stored.partition(b"\n")  # "<gen>\n<json>": see products.cachekeys
+    assert generation and json.loads(data) == json.loads(product_json("Mug"))
 
 
 def test_warm_up_cannot_store_rows_a_concurrent_write_replaced():
