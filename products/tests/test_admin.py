@@ -12,6 +12,7 @@ import pytest
 
 from products import cache
 from products.models import Product
+from products.selectors import product_json
 
 CHANGELIST = "/admin/products/product/"
 
@@ -34,8 +35,8 @@ def test_admin_export_selected_as_csv(admin_client, make_product):
 def test_admin_mark_out_of_stock_updates_and_invalidates(admin_client):
     mug = Product.objects.create(name="Mug", price="3.50", quantity=4)
     other = Product.objects.create(name="Other", price="1.00", quantity=9)
-    cache.get_product("Mug")
-    assert cache.get_product("Mug").hit is True
+    cache.get_product("Mug", product_json)
+    assert cache.get_product("Mug", product_json).hit is True
 
     response = admin_client.post(
         CHANGELIST, {"action": "mark_out_of_stock", "_selected_action": [mug.pk]}, follow=True
@@ -45,5 +46,5 @@ def test_admin_mark_out_of_stock_updates_and_invalidates(admin_client):
     assert "Marked 1 product(s) out of stock" in response.content.decode()
     assert Product.objects.get(pk=mug.pk).quantity == 0
     assert Product.objects.get(pk=other.pk).quantity == 9
-    fresh = cache.get_product("Mug")
+    fresh = cache.get_product("Mug", product_json)
     assert fresh.hit is False and json.loads(fresh.data)["quantity"] == 0

@@ -7,7 +7,7 @@ from products import cache as product_cache
 
 def reset_breaker() -> None:
     """Forget any outage this process saw (tests start from a healthy cache)."""
-    product_cache._breaker.__init__()
+    product_cache.reset()
 
 
 def fresh_product_cache() -> None:
