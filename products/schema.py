@@ -2,13 +2,20 @@
 
 drf-spectacular reads serializers, filters and the paginator by itself; what
 it cannot see (the status codes our exception handler and middleware answer,
-the ETag / X-Cache / Location headers, If-Match and If-None-Match, the seed
+the ETag / X-Cache / Location headers, If-Match and If-None-Match, the legacy
 routes' envelope, /health/) is declared here once and applied to the views
 with ``extend_schema``/``extend_schema_view``, so views.py stays thin.
+
+The schema is also what clients are generated from (docs/api-clients.md), so
+it says what the server really does: JSON bodies only, no default on a PATCH
+field (a generated client would send it), every response field required,
+prices out as pattern-checked strings, one validation-error model.
 """
 
 from __future__ import annotations
 
+from drf_spectacular.authentication import TokenScheme
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -21,6 +28,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import permissions, serializers
 
+from . import validators
 from .serializers import (
     ProductSerializer,
     SeedProductEnvelopeSerializer,
@@ -43,20 +51,107 @@ class ProductAutoSchema(AutoSchema):
             auths.append({})
         return auths
 
+    def _get_serializer_field_meta(self, field, direction):
+        meta = super()._get_serializer_field_meta(field, direction)
+        if direction == "response" or getattr(field.root, "partial", False):
+            # A PATCH leaves out what it does not change; a default here makes
+            # generated clients send it (quantity: 0 on a price-only PATCH).
+            # In a response every field is sent, so a default means nothing.
+            meta.pop("default", None)
+        return meta
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "response" and schema.get("properties"):
+            # Every field of every body we send is present (null where it may
+            # be); optional fields would be "Unset" in generated clients.
+            schema["required"] = list(schema["properties"])
+        return schema
+
+
+class TokenAuthScheme(TokenScheme):
+    """DRF's token scheme, described so a client (or its generator) can use it."""
+
+    priority = 1  # over drf-spectacular's own extension for the same class
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": (
+                "The header's value is the word `Token`, a space, then the key: "
+                "`Authorization: Token 9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b` "
+                "(not `Bearer`). openapi-python-client: "
+                '`AuthenticatedClient(base_url, token=KEY, prefix="Token")`.'
+            ),
+        }
+
+
+# --- Prices -----------------------------------------------------------------------
+
+PRICE_OUT = {
+    "type": "string",
+    "pattern": r"^[0-9]{1,10}\.[0-9]{2}$",
+    "example": "12.50",
+}
+# In: a string, or a number. No multipleOf on the number: validators compute
+# 19.99 / 0.01 in floating point and reject valid prices; "at most 2 decimal
+# places" stays in the description (and the server answers 400).
+PRICE_IN = {
+    "oneOf": [
+        {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
+        {"type": "number", "minimum": 0, "maximum": float(validators.PRICE_MAX)},
+    ],
+    "example": "12.50",
+}
+
+
+class PriceFieldSchema(OpenApiSerializerFieldExtension):
+    """A price: a two-place decimal string out; a string or a number in."""
+
+    target_class = "products.serializers.PriceField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        if direction == "response":
+            return {**PRICE_OUT, "description": "Decimal with exactly 2 places, as a string."}
+        return {
+            **PRICE_IN,
+            "description": "Decimal >= 0 with at most 2 places and 10 digits before the point; "
+            'a string ("12.50", exact) or a JSON number.',
+        }
+
 
 # --- Bodies ----------------------------------------------------------------------
 
 DETAIL = inline_serializer("ErrorDetail", {"detail": serializers.CharField()})
 
-# DRF's validation shape: {"field": ["message", ...]} (or {"detail": "..."} for
-# a body that is not JSON at all).
-VALIDATION = {
-    "type": "object",
-    "description": 'Validation errors by field: `{"field": ["message"]}`; '
-    '`{"detail": "..."}` for a body that does not parse.',
-    "additionalProperties": {"oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]},
-    "example": {"price": ["Price must be greater than or equal to 0."]},
-}
+
+class ValidationErrorSerializer(serializers.Serializer):
+    """DRF's validation shape; its schema is ValidationErrorSchema."""
+
+
+class ValidationErrorSchema(OpenApiSerializerExtension):
+    """One component for every 400 and name-conflict 409: ``{"field": ["message"]}``."""
+
+    target_class = ValidationErrorSerializer
+
+    def get_name(self, auto_schema, direction):
+        return "ValidationError"
+
+    def map_serializer(self, auto_schema, direction):
+        return {
+            "type": "object",
+            "description": 'Errors by field: `{"field": ["message", ...]}`; `{"detail": "..."}` '
+            "for a body that does not parse or a conflict with no single field.",
+            "additionalProperties": {
+                "oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]
+            },
+            "example": {"price": ["Price must be greater than or equal to 0."]},
+        }
+
+
+VALIDATION = ValidationErrorSerializer
 
 
 def _error(description: str, body=DETAIL, example: str | None = None) -> OpenApiResponse:
@@ -193,10 +288,29 @@ PRICE_BOUNDS = [
 READ_ERRORS = {401: R401, 429: R429}
 WRITE_ERRORS = {400: R400, 401: R401, 403: R403, 413: R413, 415: R415, 429: R429}
 
+# --- Request examples (what Swagger's "Try it out" starts from) ------------------
+
+BLUE_MUG = {"name": "Blue mug", "price": "12.50", "quantity": 10}
+CREATE_EXAMPLES = [OpenApiExample("Blue mug", value=BLUE_MUG, request_only=True)]
+PATCH_EXAMPLES = [
+    OpenApiExample("New price", value={"price": "12.50"}, request_only=True),
+    OpenApiExample("Rename", value={"name": "Blue mug (large)"}, request_only=True),
+]
+STOCK_EXAMPLES = [
+    OpenApiExample("Receive 10", value={"delta": 10}, request_only=True),
+    OpenApiExample("Sell 2", value={"delta": -2}, request_only=True),
+]
+
 # --- Per-view declarations -------------------------------------------------------
 
+
+def _products_operation(**kwargs):
+    # One tag for the API (else drf-spectacular's path prefix, "api").
+    return extend_schema(tags=["products"], **kwargs)
+
+
 product_viewset_schema = extend_schema_view(
-    list=extend_schema(
+    list=_products_operation(
         summary="List products",
         description=(
             "Cursor-paginated (follow `next` / `previous`; no count), ordered by `ordering` "
@@ -205,54 +319,68 @@ product_viewset_schema = extend_schema_view(
         responses={200: ProductSerializer(many=True), 400: R400, **READ_ERRORS},
         parameters=[*PRICE_BOUNDS, RETRY_AFTER],
     ),
-    create=extend_schema(
+    create=_products_operation(
         summary="Create a product",
         responses={201: ProductSerializer, 409: R409_NAME, **WRITE_ERRORS},
         parameters=[location(201), etag(201), RETRY_AFTER],
+        examples=CREATE_EXAMPLES,
     ),
-    retrieve=extend_schema(
+    retrieve=_products_operation(
         summary="Read a product (cached)",
         responses={200: ProductSerializer, 304: R304, 404: R404, **READ_ERRORS},
         parameters=[NAME, IF_NONE_MATCH, etag(200, 304), x_cache(200, 304), RETRY_AFTER],
     ),
-    update=extend_schema(
+    update=_products_operation(
         summary="Replace a product (renaming allowed)",
         responses={200: ProductSerializer, 404: R404, 409: R409_NAME, 412: R412, **WRITE_ERRORS},
         parameters=[NAME, IF_MATCH, etag(200), RETRY_AFTER],
+        examples=CREATE_EXAMPLES,
     ),
-    partial_update=extend_schema(
+    partial_update=_products_operation(
         summary="Change some fields of a product",
+        description="Fields left out keep their value.",
         responses={200: ProductSerializer, 404: R404, 409: R409_NAME, 412: R412, **WRITE_ERRORS},
         parameters=[NAME, IF_MATCH, etag(200), RETRY_AFTER],
+        examples=PATCH_EXAMPLES,
     ),
-    destroy=extend_schema(
+    destroy=_products_operation(
         summary="Delete a product",
         responses={204: None, 401: R401, 403: R403, 404: R404, 412: R412, 429: R429},
         parameters=[NAME, IF_MATCH, RETRY_AFTER],
     ),
-    stock=extend_schema(
+    stock=_products_operation(
         summary="Change the stock atomically",
         description="Add `delta` (negative to remove) to the quantity in one conditional update.",
         request=StockChangeSerializer,
         responses={200: ProductSerializer, 404: R404, 409: R409_STOCK, **WRITE_ERRORS},
         parameters=[NAME, etag(200), RETRY_AFTER],
+        examples=STOCK_EXAMPLES,
     ),
 )
 
-seed_create_schema = extend_schema(
-    summary="Create a product (the original service's route)",
+# The original Flask service's routes, kept for its clients: "legacy".
+legacy_create_schema = extend_schema(
+    operation_id="legacy_products_create",
+    summary="Create a product (legacy route of the original Flask service)",
+    description="Prefer `POST /api/products/`. Same rules; answers in the original service's envelope.",
     request=SeedProductSerializer,
     responses={201: SeedProductEnvelopeSerializer, 409: R409_NAME, **WRITE_ERRORS},
     parameters=[location(201), RETRY_AFTER],
-    tags=["seed"],
+    examples=CREATE_EXAMPLES,
+    tags=["legacy"],
 )
 
-seed_retrieve_schema = extend_schema(
-    summary="Read a product (the original service's route, cached)",
+legacy_retrieve_schema = extend_schema(
+    operation_id="legacy_products_retrieve",
+    summary="Read a product (legacy route of the original Flask service, cached)",
+    description="Prefer `GET /api/products/{name}/`. Same cache; the original service's envelope.",
     responses={200: SeedProductEnvelopeSerializer, 304: R304, 404: R404, **READ_ERRORS},
     parameters=[NAME, IF_NONE_MATCH, etag(200, 304), x_cache(200, 304), RETRY_AFTER],
-    tags=["seed"],
+    tags=["legacy"],
 )
+# The names views.py uses today.
+seed_create_schema = legacy_create_schema
+seed_retrieve_schema = legacy_retrieve_schema
 
 health_schema = extend_schema(
     summary="Database and cache reachability",
@@ -286,4 +414,28 @@ def mark_empty_query_values(result: dict, generator, request, public) -> dict:
             for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
                 if parameter.get("in") == "query" and parameter.get("name") in EMPTY_MEANS_UNSET:
                     parameter["allowEmptyValue"] = True
+    return result
+
+
+def name_descending_orderings(result: dict, generator, request, public) -> dict:
+    """Give ``-field`` enum values names (``x-enum-varnames``), a postprocessing hook.
+
+    Generators name enum members after their values; "-name" is not an
+    identifier, so they fall back to VALUE_5 ... VALUE_9.
+    """
+
+    def visit(node):
+        if isinstance(node, dict):
+            values = node.get("enum")
+            if isinstance(values, list) and any(isinstance(v, str) and v.startswith("-") for v in values):
+                node["x-enum-varnames"] = [
+                    f"{v[1:]}_desc" if v.startswith("-") else str(v) for v in values if isinstance(v, str)
+                ]
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(result)
     return result

@@ -241,12 +241,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The API's contract is JSON; forms are a browsable-API convenience, and
+    # advertising them breaks generated clients (docs/api-clients.md).
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
     # /health/ reports "ok"/"down" for both the database and the cache.
     "ENUM_NAME_OVERRIDES": {"ReachabilityEnum": ["ok", "down"]},
     "SECURITY": [],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "products.schema.mark_empty_query_values",
+        "products.schema.name_descending_orderings",
     ],
 }
 
