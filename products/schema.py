@@ -280,6 +280,14 @@ def _price_bound(name: str, description: str) -> OpenApiParameter:
     )
 
 
+# django-filter's CharFilter does not export its max_length (longer: 400).
+SEARCH = OpenApiParameter(
+    "search",
+    {"type": "string", "maxLength": validators.NAME_MAX_LENGTH},
+    OpenApiParameter.QUERY,
+    description="Name contains this (case-insensitive).",
+)
+
 PRICE_BOUNDS = [
     _price_bound("min_price", "Price at least this (inclusive)."),
     _price_bound("max_price", "Price at most this (inclusive)."),
@@ -317,7 +325,7 @@ product_viewset_schema = extend_schema_view(
             "with name breaking ties. Bad filter, ordering, page size or cursor: 400."
         ),
         responses={200: ProductSerializer(many=True), 400: R400, **READ_ERRORS},
-        parameters=[*PRICE_BOUNDS, RETRY_AFTER],
+        parameters=[SEARCH, *PRICE_BOUNDS, RETRY_AFTER],
     ),
     create=_products_operation(
         summary="Create a product",
