@@ -22,7 +22,7 @@ def _apply(rule, value):
 
 
 # Numbers and numeric strings are both accepted. The schema (which differs
-# by direction: a pattern-checked string out) is products.schema.PriceFieldSchema.
+# by direction: a pattern-checked string out) is products.openapi.PriceFieldSchema.
 class PriceField(serializers.Field):
     """A price: a JSON number or numeric string in, a two-place string out."""
 

@@ -226,7 +226,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "products.pagination.ProductKeysetPagination",
     "PAGE_SIZE": env.int("PAGE_SIZE", default=50),
-    "DEFAULT_SCHEMA_CLASS": "products.schema.ProductAutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "products.openapi.ProductAutoSchema",
     "EXCEPTION_HANDLER": "products.exceptions.api_exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -251,8 +251,8 @@ SPECTACULAR_SETTINGS = {
     "SECURITY": [],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "products.schema.mark_empty_query_values",
-        "products.schema.name_descending_orderings",
+        "products.openapi.mark_empty_query_values",
+        "products.openapi.name_descending_orderings",
     ],
 }
 
