@@ -23,6 +23,8 @@ from django.test import Client as DjangoClient
 
 from products.models import Product
 
+pytestmark = pytest.mark.slow  # a generator run and a live server
+
 PACKAGE = "catalogue_client"
 BIN = Path(sys.executable).parent
 
