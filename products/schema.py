@@ -16,6 +16,7 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
+    extend_schema_serializer,
     extend_schema_view,
     inline_serializer,
 )
@@ -249,7 +250,11 @@ product_viewset_schema = extend_schema_view(
     ),
 )
 
-# The original Flask service's routes, kept for its clients: "legacy".
+# The original Flask service's routes, kept for its clients: "legacy" (the
+# components too: generated clients name their models after them).
+extend_schema_serializer(component_name="LegacyProduct")(SeedProductSerializer)
+extend_schema_serializer(component_name="LegacyProductEnvelope")(SeedProductEnvelopeSerializer)
+
 legacy_create_schema = extend_schema(
     operation_id="legacy_products_create",
     summary="Create a product (legacy route of the original Flask service)",

@@ -74,7 +74,7 @@ def test_stock_request_and_health_bodies(schema):
     assert body["required"] == ["delta"] and body["properties"]["delta"]["type"] == "integer"
     health = components["Health"]["properties"]
     assert set(health) == {"database", "cache"}
-    seed = components["SeedProductEnvelope"]["properties"]
+    seed = components["LegacyProductEnvelope"]["properties"]
     assert set(seed) == {"type", "count", "attributes"}
 
 
@@ -138,6 +138,7 @@ def test_legacy_routes_are_tagged_and_named_legacy(schema):
     for item in schema["paths"].values():
         for operation in item.values():
             assert "seed" not in operation.get("tags", []) and "seed" not in operation["operationId"]
+    assert not [name for name in schema["components"]["schemas"] if "seed" in name.lower()]
 
 
 def test_write_bodies_carry_a_sensible_example(schema):

@@ -251,7 +251,7 @@ def test_generated_client_runs_the_whole_catalogue(client_package, served_schema
 
     # The legacy routes (the original Flask service's).
     legacy = legacy_create.sync_detailed(
-        client=client, body=models.SeedProductRequest(name="Green jug", price=7.5, quantity=2)
+        client=client, body=models.LegacyProductRequest(name="Green jug", price=7.5, quantity=2)
     )
     assert legacy.status_code == 201, legacy.content
     assert legacy.parsed.attributes.price == "7.50" and legacy.parsed.type_ == "Product"
