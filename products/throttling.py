@@ -39,6 +39,13 @@ def _log_fail_open(scope: str) -> None:
     )
 
 
+def reset() -> None:
+    """Forget when this process last logged a fail-open warning (for tests)."""
+    global _fail_open_logged_at
+    with _fail_open_lock:
+        _fail_open_logged_at = float("-inf")
+
+
 def parse_rate(rate: str) -> tuple[int, int]:
     """Return (requests, window seconds) for a rate such as "100/minute"."""
     count, period = rate.split("/")

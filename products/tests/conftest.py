@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from products.models import Product
 
-from .support.cache_state import fresh_product_cache, reset_breaker
+from .support.cache_state import fresh_product_cache, reset_process_state
 from .support.gunicorn import Gunicorn, start_sqlite_gunicorn
 from .support.redis_server import RedisProcess
 from .support.users import make_user, token_client
@@ -27,7 +27,7 @@ def _fresh_product_cache():
     """Every test starts with no cached products of this run and a closed breaker."""
     fresh_product_cache()
     yield
-    reset_breaker()
+    reset_process_state()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -102,9 +102,9 @@ def private_redis(redis_process, settings) -> Iterator[RedisProcess]:
     caches["default"] = {**caches["default"], "LOCATION": redis_process.url}
     settings.CACHES = caches
     settings.REDIS_URL = redis_process.url
-    reset_breaker()
+    reset_process_state()
     yield redis_process
-    reset_breaker()
+    reset_process_state()
 
 
 @pytest.fixture

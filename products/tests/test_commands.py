@@ -22,7 +22,7 @@ from products.models import Product
 from products.selectors import product_json
 from products.services import importing
 
-from .support.cache_state import reset_breaker
+from .support.cache_state import reset_process_state
 from .support.processes import BASE_DIR, server_env
 
 TRICKY = [
@@ -317,9 +317,9 @@ def dead_redis(settings):
     caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
     settings.CACHES = caches
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    reset_breaker()
+    reset_process_state()
     yield
-    reset_breaker()
+    reset_process_state()
 
 
 @pytest.mark.parametrize(
