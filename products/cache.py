@@ -300,8 +300,10 @@ def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
         return True
     try:
         transport.run(lambda c: cachekeys.delete(c, names), force=True)
-    except CacheUnavailable:
-        _missed(frozenset(names), record_miss)
+    except CacheUnavailable as exc:
+        # On a cluster, the masters that answered took their names.
+        undelivered = exc.__cause__.names if isinstance(exc.__cause__, cachekeys.Undelivered) else names
+        _missed(frozenset(undelivered), record_miss)
         return False
     return True
 

@@ -55,8 +55,12 @@ class CacheUnavailable(Exception):
 def client() -> Client:
     """Return the redis-py client of the default (django-redis) cache, identity check installed."""
     redis_client = caches["default"].client.get_client(write=True)
-    if not getattr(redis_client, "_products_checks_server", False):
+    # django-redis builds a client per thread around one pool per process
+    # (one RedisCluster per process): the check goes on what they share.
+    shared = redis_client if is_cluster(redis_client) else redis_client.connection_pool
+    if not getattr(shared, "_products_checks_server", False):
         _install_server_check(redis_client)
+        shared._products_checks_server = True
     return redis_client
 
 
@@ -239,7 +243,6 @@ def _install_server_check(redis_client: Client) -> None:
 
         pool.connection_kwargs["redis_connect_func"] = connect_and_check
         pool.disconnect(inuse_connections=False)
-    redis_client._products_checks_server = True
 
 
 # --- Circuit breaker and resync ------------------------------------------------
