@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from redis.exceptions import ConnectionError, RedisError
 
-from . import transport
+from . import scripts, transport
 from .transport import Client, Connection
 
 logger = logging.getLogger("products.cache")
@@ -145,12 +145,15 @@ def adopt(connection: Connection, run_id: str) -> None:
     """
     gen = new_generation()
     calls = [([p + "gen", p + "srv"], [run_id, gen]) for p in map(bucket_prefix, range(BUCKETS))]
-    replies = transport.eval_on_connection(connection, "adopt", calls)
+    replies = scripts.eval_on_connection(connection, "adopt", calls)
     retired = sum(1 for reply in replies if reply == 1)
     if retired:
         logger.warning(
             "Redis server %s is new to this cache: %d bucket generation(s) retired", run_id, retired
         )
+
+
+transport.register_adopt(adopt)
 
 
 def scan_pattern(suffix: str = "") -> str:
@@ -161,17 +164,20 @@ def scan_pattern(suffix: str = "") -> str:
 
 
 def clear() -> int:
-    """Delete every key of this service's product cache, on every master.
+    """Delete this service's cached products, fill leases and throttle counters, on every master.
 
-    Products, leases, generations and throttle counters; other keys (other
-    prefixes) are untouched; never FLUSHDB.
+    The buckets' ``gen`` and ``srv`` keys stay: without values they hold
+    nothing stale, and deleting them would make every process that connects
+    later retire generations for nothing. Other prefixes are untouched; never
+    FLUSHDB.
     """
 
     def op(client: Client) -> int:
         deleted, batch = 0, []
         # On a cluster, scan_iter walks every master.
         for key in client.scan_iter(match=scan_pattern(), count=1000):
-            batch.append(key)
+            if not key.endswith((b"}:gen", b"}:srv")):
+                batch.append(key)
             if len(batch) >= 1000:
                 deleted += client.unlink(*batch)
                 batch.clear()

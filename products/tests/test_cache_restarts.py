@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from products import cache, cachekeys
+from products import missed as missed_module
 from products.models import Product
 from products.selectors import product_json
 
@@ -121,7 +122,7 @@ def test_an_open_breaker_does_not_skip_an_invalidation(private_redis, monkeypatc
     value_key = cachekeys.product_keys("Mug").value
     assert private_redis.client().exists(value_key)
     missed: list = []
-    monkeypatch.setattr(cache, "missed_invalidation_hooks", [missed.append])
+    monkeypatch.setattr(missed_module, "hooks", [missed.append])
 
     private_redis.pause()
     try:
@@ -140,7 +141,7 @@ def test_a_missed_invalidation_is_delivered_soon_after_a_hung_redis_resumes(priv
     cache.get_product("Mug", product_json)
     value_key = cachekeys.product_keys("Mug").value
     missed: list = []
-    monkeypatch.setattr(cache, "missed_invalidation_hooks", [missed.append])
+    monkeypatch.setattr(missed_module, "hooks", [missed.append])
 
     private_redis.pause()
     try:
