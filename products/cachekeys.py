@@ -17,6 +17,12 @@ carries (the scripts in ``lua/`` compare), so *retiring* a generation (a new
 token) makes the bucket's older values unreachable at once. Invalidating a
 name needs no generation: it deletes the value and lease keys.
 
+The one script that spans slots is ``count+read`` (a throttle counter and a
+product's keys, one round trip for a cached hit): products.cache runs it on
+one server only, where slots do not matter; on a cluster the count and the
+read are two calls. Co-locating counters with products would have made the
+limit per bucket instead of per client.
+
 :func:`clear` and :func:`info` walk every master of a cluster.
 """
 
