@@ -59,8 +59,10 @@ def client() -> Client:
     # (one RedisCluster per process): the check goes on what they share.
     shared = redis_client if is_cluster(redis_client) else redis_client.connection_pool
     if not getattr(shared, "_products_checks_server", False):
-        _install_server_check(redis_client)
-        shared._products_checks_server = True
+        with _adopt_lock:  # two threads' first calls must not wrap the hook twice
+            if not getattr(shared, "_products_checks_server", False):
+                _install_server_check(redis_client)
+                shared._products_checks_server = True
     return redis_client
 
 
