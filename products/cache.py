@@ -185,6 +185,17 @@ def etag_matches(header: str | None, etag: str, *, weak: bool = True) -> bool:
 # the slow-reader race deterministically.
 after_database_read: Callable[[str], None] | None = None
 
+# Called with the names an invalidation could not deliver (None: every
+# product); products.outbox records them in the database. Wired in apps.ready().
+missed_invalidation_hooks: list[Callable[[frozenset[str] | None], None]] = []
+
+
+def _missed(names: frozenset[str] | None, record: bool) -> None:
+    _breaker.miss_invalidation()
+    if record:
+        for hook in missed_invalidation_hooks:
+            hook(names)
+
 
 # --- Connection, keys, scripts ----------------------------------------------
 
@@ -311,9 +322,12 @@ class _Breaker:
 _breaker = _Breaker()
 
 
-def _run(op: Callable[[object], object]) -> object:
-    """Run one Redis operation under the breaker; raise CacheUnavailable."""
-    if _breaker.is_open:
+def _run(op: Callable[[object], object], *, force: bool = False) -> object:
+    """Run one Redis operation under the breaker; raise CacheUnavailable.
+
+    ``force`` tries Redis even while the breaker is open (invalidations).
+    """
+    if _breaker.is_open and not force:
         raise CacheUnavailable("circuit open")
     try:
         client = _client()
@@ -482,18 +496,26 @@ def _release(name: str, token: str, gen: bytes) -> None:
         pass
 
 
-def invalidate(names: Iterable[str]) -> None:
-    """Forget the cached products (and revoke their fill leases) now."""
+def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
+    """Forget the cached products (and revoke their fill leases) now.
+
+    Returns False when Redis could not be reached; the miss then goes to
+    ``missed_invalidation_hooks`` (unless ``record_miss`` is off).
+    """
     names = [n for n in set(names) if n]
     if not names:
-        return
+        return True
     try:
         for start in range(0, len(names), 1000):
             chunk = names[start : start + 1000]
-            _run(lambda c, chunk=chunk: _evalsha(c, _INVALIDATE_LUA, [_gen_key()], [_base(), *chunk]))
+            _run(
+                lambda c, chunk=chunk: _evalsha(c, _INVALIDATE_LUA, [_gen_key()], [_base(), *chunk]),
+                force=True,
+            )
     except CacheUnavailable:
-        _breaker.miss_invalidation()
-        logger.info("Could not invalidate %d product(s); generation will be retired", len(names))
+        _missed(frozenset(names), record_miss)
+        return False
+    return True
 
 
 def invalidate_on_commit(names: Iterable[str], using: str | None = None) -> None:
@@ -508,25 +530,32 @@ def invalidate_on_commit(names: Iterable[str], using: str | None = None) -> None
     names = frozenset(names)
     if not names:
         return
-    if transaction.get_connection(using).in_atomic_block:
-        invalidate(names)
+    # A miss of the immediate attempt is recorded inside the transaction, so
+    # it commits with the write; the attempt after commit then need not
+    # record it again.
+    recorded = transaction.get_connection(using).in_atomic_block and not invalidate(names)
     # robust: another callback raising must not skip the invalidation.
-    transaction.on_commit(lambda: invalidate(names), using=using, robust=True)
+    transaction.on_commit(lambda: invalidate(names, record_miss=not recorded), using=using, robust=True)
 
 
-def retire_generation() -> None:
-    """Make every cached product unreachable at once (one Redis command)."""
+def retire_generation(*, record_miss: bool = True) -> bool:
+    """Make every cached product unreachable at once (one Redis command).
+
+    Returns False when Redis could not be reached (the miss is recorded as
+    in :func:`invalidate`).
+    """
     try:
-        _run(_retire_generation)
+        _run(_retire_generation, force=True)
     except CacheUnavailable:
-        _breaker.miss_invalidation()
+        _missed(None, record_miss)
+        return False
+    return True
 
 
 def retire_generation_on_commit(using: str | None = None) -> None:
     """Retire the generation once the current transaction commits (and now, as above)."""
-    if transaction.get_connection(using).in_atomic_block:
-        retire_generation()
-    transaction.on_commit(retire_generation, using=using, robust=True)
+    recorded = transaction.get_connection(using).in_atomic_block and not retire_generation()
+    transaction.on_commit(lambda: retire_generation(record_miss=not recorded), using=using, robust=True)
 
 
 def status() -> str:
