@@ -191,8 +191,10 @@ missed_invalidation_hooks: list[Callable[[frozenset[str] | None], None]] = []
 
 
 def _missed(names: frozenset[str] | None, record: bool) -> None:
-    _breaker.miss_invalidation()
+    # record=False: the outbox's applier, whose record stays in the database
+    # until it is delivered; nothing more to remember here.
     if record:
+        _breaker.miss_invalidation()
         for hook in missed_invalidation_hooks:
             hook(names)
 

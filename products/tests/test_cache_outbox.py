@@ -8,14 +8,17 @@ test_cache_outbox_processes.py.
 from __future__ import annotations
 
 import io
+import threading
+import time
 from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
+from django.db.backends.signals import connection_created
 from django.test.utils import CaptureQueriesContext
 
-from products import cache, outbox
+from products import applier, cache, outbox
 from products.models import PendingInvalidation, Product
 
 from .conftest import free_port, reset_breaker
@@ -258,3 +261,48 @@ def test_the_message_names_a_few_and_counts_the_rest():
         "25 cached product(s) (p00, p01, p02, p03, p04, p05, p06, p07, p08, p09 and 15 more)"
     )
     assert outbox.describe(None) == "every cached product"
+
+
+# --- The applier thread ------------------------------------------------------------------
+
+
+@pytest.fixture
+def applier_thread(settings):
+    """Run this process's applier thread (the test settings keep it off) and count its queries."""
+    settings.PRODUCT_CACHE_OUTBOX_APPLIER = True
+    queries: list[float] = []
+
+    def count(execute, sql, params, many, context):
+        queries.append(time.monotonic())
+        return execute(sql, params, many, context)
+
+    def instrument(sender, connection, **kwargs):
+        if threading.current_thread().name == "product-cache-outbox":
+            connection.execute_wrappers.append(count)
+
+    connection_created.connect(instrument, dispatch_uid="test-outbox-count")
+    applier.start_applier()
+    yield queries
+    applier.stop_applier()
+    connection_created.disconnect(dispatch_uid="test-outbox-count")
+
+
+def test_the_applier_thread_polls_with_one_query_a_second_and_applies_without_requests(
+    applier_thread, make_product
+):
+    make_product("Mug", "1.00", 1)
+    warm("Mug")
+    time.sleep(3.2)
+    polls = len(applier_thread)
+    print(f"\nidle applier: {polls} queries in 3.2 s")
+    assert 2 <= polls <= 4  # one per PRODUCT_CACHE_OUTBOX_POLL (1 s)
+    PendingInvalidation.objects.create(names=["Mug"])  # as a writer that missed Redis would
+    recorded = time.monotonic()
+    while cached("Mug") is not None:
+        assert time.monotonic() - recorded < 3, "the applier did not apply the record"
+        time.sleep(0.01)
+    print(f"applied {(time.monotonic() - recorded) * 1000:.0f} ms after it was recorded")
+    deadline = time.monotonic() + 2
+    while pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pending() == []
