@@ -173,12 +173,19 @@ class Readers:
 
 
 def report(label: str, reads: Reads, moment: float, what: str) -> list[float]:
+    """Print the figures; return the delays (s) of the stale reads after ``moment``."""
     stale = reads.stale_after(moment)
     last = reads.last_stale()
+    # The first read of the new value came from the database after the
+    # commit: from then on, every stale read is the window the outbox closes.
+    first_fresh = min((when for when, is_stale in reads.samples if not is_stale), default=None)
+    mixed = [when for when, is_stale in reads.samples if is_stale and first_fresh and when > first_fresh]
+    window = "none" if not mixed else f"{(max(mixed) - first_fresh) * 1000:.0f} ms"
     last_text = "none" if last is None else f"{(last - moment) * 1000:+.0f} ms"
     print(
         f"\n{label}: {reads.after(moment)} reads after {what}, {len(stale)} stale; "
-        f"last stale read at {last_text} from it; errors {reads.errors}"
+        f"last stale read at {last_text} from it; {len(mixed)} stale after the first fresh read "
+        f"(window {window}); errors {reads.errors}"
     )
     return stale
 
