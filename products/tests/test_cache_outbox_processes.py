@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import requests
+from django.conf import settings
 
 from .conftest import (
     BASE_DIR,
@@ -47,12 +48,52 @@ READ_AFTER = 3.0  # seconds of reads after the event
 READERS = 6  # concurrent clients, so that every worker serves reads
 
 
+class ServedDatabase:
+    """The service's own database: a SQLite file, or a PostgreSQL database when the suite runs on one."""
+
+    def __init__(self, tmp) -> None:
+        test_db = settings.DATABASES["default"]
+        self.postgres = test_db["ENGINE"] == "django.db.backends.postgresql"
+        if self.postgres:
+            self.params = {
+                "host": test_db["HOST"] or "127.0.0.1",
+                "port": test_db["PORT"] or 5432,
+                "user": test_db["USER"],
+                "password": test_db["PASSWORD"] or None,
+            }
+            self.name = f"{test_db['NAME']}_outbox_{uuid.uuid4().hex[:6]}"
+            with self._connect("postgres") as admin:
+                admin.execute(f'CREATE DATABASE "{self.name}"')
+            password = f":{self.params['password']}" if self.params["password"] else ""
+            self.url = f"postgres://{self.params['user']}{password}@{self.params['host']}:{self.params['port']}/{self.name}"
+        else:
+            self.path = str(tmp / "served.sqlite3")
+            self.url = f"sqlite:///{self.path}"
+
+    def _connect(self, name: str):
+        import psycopg
+
+        return psycopg.connect(dbname=name, autocommit=True, **self.params)
+
+    def count(self, table: str) -> int:
+        if self.postgres:
+            with self._connect(self.name) as db:
+                return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        with sqlite3.connect(self.path) as db:
+            return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def drop(self) -> None:
+        if self.postgres:
+            with self._connect("postgres") as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
 @dataclass
 class Service:
     redis: RedisProcess
     server: Gunicorn
     env: dict[str, str]
-    db_path: str
+    database: ServedDatabase
     token: str
     tmp: str
 
@@ -71,8 +112,7 @@ class Service:
         )
 
     def pending(self) -> int:
-        with sqlite3.connect(self.db_path) as db:
-            return db.execute("SELECT COUNT(*) FROM products_pendinginvalidation").fetchone()[0]
+        return self.database.count("products_pendinginvalidation")
 
     def get(self, name: str) -> requests.Response:
         return requests.get(f"{self.server.url}/api/products/{name}/", timeout=10)
@@ -88,17 +128,17 @@ class Service:
         return child_pids(self.server.proc.pid)
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp("outbox-service")
+def start_service(tmp, **env_overrides: str) -> Service:
+    """Migrate a fresh database, start a redis-server and gunicorn (3 workers) on them."""
     redis = RedisProcess()
     redis.start()
-    db_path = str(tmp / "served.sqlite3")
+    database = ServedDatabase(tmp)
     env = server_env(
-        DATABASE_URL=f"sqlite:///{db_path}",
+        DATABASE_URL=database.url,
         REDIS_URL=redis.url,
         CACHE_KEY_PREFIX=f"outbox-{uuid.uuid4().hex[:8]}",
         LOG_LEVEL="WARNING",
+        **env_overrides,
     )
     server = Gunicorn(env, workers=3, threads=2)
     try:
@@ -113,10 +153,23 @@ def service(tmp_path_factory) -> Iterator[Service]:
         ).stdout.split()[-1]
         server.start()
         assert len(child_pids(server.proc.pid)) == 3
-        yield Service(redis, server, env, db_path, token, str(tmp))
-    finally:
-        server.stop()
-        redis.cleanup()
+        return Service(redis, server, env, database, token, str(tmp))
+    except BaseException:
+        stop_service(server, redis, database)
+        raise
+
+
+def stop_service(server: Gunicorn, redis: RedisProcess, database: ServedDatabase) -> None:
+    server.stop()
+    redis.cleanup()
+    database.drop()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> Iterator[Service]:
+    started = start_service(tmp_path_factory.mktemp("outbox-service"))
+    yield started
+    stop_service(started.server, started.redis, started.database)
 
 
 @dataclass
@@ -228,6 +281,20 @@ def test_import_that_missed_redis_is_applied_by_the_workers_after_it_exits(servi
 
 
 def test_shell_write_that_missed_redis_is_applied_by_the_workers_after_it_exits(service):
+    shell_write_scenario(service, "shell save() with a dead REDIS_URL")
+
+
+def test_shell_write_is_applied_by_workers_forked_from_a_preloaded_master(tmp_path):
+    # The application is loaded in the master before the fork; each worker
+    # must still run its own applier (and inherit no database connection in use).
+    preloaded = start_service(tmp_path, GUNICORN_CMD_ARGS="--preload")
+    try:
+        shell_write_scenario(preloaded, "the same, gunicorn --preload")
+    finally:
+        stop_service(preloaded.server, preloaded.redis, preloaded.database)
+
+
+def shell_write_scenario(service: Service, label: str) -> None:
     service.create("Shell-Mug", "1.00")
     service.warm("Shell-Mug")
     with Readers(service, "Shell-Mug", "1.00") as readers:
@@ -246,7 +313,7 @@ def test_shell_write_that_missed_redis_is_applied_by_the_workers_after_it_exits(
         acknowledged = float(result.stdout.split()[-1])  # save() returned
         time.sleep(READ_AFTER)
     assert "Could not reach Redis to invalidate 1 cached product(s) (Shell-Mug)" in result.stderr
-    stale = report("shell save() with a dead REDIS_URL", readers.reads, acknowledged, "the shell exited")
+    stale = report(label, readers.reads, acknowledged, "save() returned")
     assert readers.reads.errors == 0
     assert not [t for t in stale if t > STALE_BOUND]
     assert_fresh_and_caching(service, "Shell-Mug", "2.00")
