@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from django.db import DatabaseError, router, transaction
+from django.utils import timezone
 
 from . import cache
 from .models import PendingInvalidation
@@ -118,6 +119,13 @@ def apply_pending(limit: int = APPLY_BATCH, using: str | None = None) -> tuple[i
     PendingInvalidation.objects.using(using).filter(pk__in=[row[0] for row in rows]).delete()
     logger.info("Applied %d recorded cache invalidation(s)", len(rows))
     return len(rows), len(rows)
+
+
+def pending_summary(using: str | None = None) -> tuple[int, float | None]:
+    """Return how many invalidations wait for Redis, and the age in seconds of the oldest."""
+    rows = PendingInvalidation.objects.using(using or router.db_for_read(PendingInvalidation))
+    oldest = rows.order_by("created_at").values_list("created_at", flat=True).first()
+    return rows.count(), None if oldest is None else (timezone.now() - oldest).total_seconds()
 
 
 def _union(lists: Iterable[list[str]]) -> set[str]:

@@ -256,6 +256,15 @@ def test_a_shell_write_during_an_outage_is_recorded_and_logged(make_product, dea
     )
 
 
+def test_cache_info_shows_the_pending_invalidations(db):
+    out = io.StringIO()
+    call_command("product_cache_info", stdout=out)
+    assert "Pending invalidations: 0\n" in out.getvalue()
+    PendingInvalidation.objects.create(names=["Mug"])
+    call_command("product_cache_info", stdout=out)
+    assert "Pending invalidations: 1 (oldest " in out.getvalue()
+
+
 def test_the_message_names_a_few_and_counts_the_rest():
     names = frozenset(f"p{i:02d}" for i in range(25))
     assert outbox.describe(names) == (
