@@ -11,8 +11,8 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from productsite import redis_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -121,7 +121,11 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ------------------------------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# One Redis (REDIS_URL), Sentinel (REDIS_SENTINELS) or Cluster
+# (REDIS_CLUSTER_NODES): productsite/redis_config.py reads which, and a
+# mistake there is a system check error (products.checks), not a traceback.
+REDIS_TOPOLOGY = redis_config.read_topology(os.environ)
+REDIS_URL = REDIS_TOPOLOGY.url
 # Seconds a cached product lives; read at call time by products.cache.
 PRODUCT_CACHE_TIMEOUT = env.int("PRODUCT_CACHE_TIMEOUT", default=60)
 # Bound on how long any request waits for Redis (seconds); a dead or paused
@@ -143,23 +147,13 @@ PRODUCT_CACHE_ENABLED = env.bool("PRODUCT_CACHE_ENABLED", default=True)
 PRODUCT_FAST_PATH = env.bool("PRODUCT_FAST_PATH", default=True)
 
 CACHES = {
-    "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="productsite"),
-        "TIMEOUT": PRODUCT_CACHE_TIMEOUT,
-        "OPTIONS": {
-            "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
-            "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
-            # No retries: products.cache decides what a failure means
-            # (circuit breaker), so one failure must cost one timeout.
-            "CONNECTION_POOL_KWARGS": {
-                "retry": Retry(NoBackoff(), 0),
-                "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=64),
-            },
-        },
-    }
+    "default": redis_config.cache_settings(
+        REDIS_TOPOLOGY,
+        key_prefix=env.str("CACHE_KEY_PREFIX", default="productsite"),
+        timeout=PRODUCT_CACHE_TIMEOUT,
+        socket_timeout=REDIS_SOCKET_TIMEOUT,
+        max_connections=env.int("REDIS_MAX_CONNECTIONS", default=64),
+    )
 }
 
 # --- Auth, sessions -------------------------------------------------------------
