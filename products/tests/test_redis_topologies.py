@@ -1,0 +1,172 @@
+"""The product cache on Redis Sentinel and on Redis Cluster: the same promises as on one server.
+
+Each test runs on both topologies (real processes from redis_topologies.py,
+started once per session), configured exactly as settings.py configures them
+from REDIS_SENTINELS / REDIS_CLUSTER_NODES. Failovers are in
+test_redis_failover.py.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from products import cache
+from products.models import Product
+from products.selectors import product_json
+
+from .conftest import manage, reset_breaker
+from .redis_topologies import redis_cluster, redis_sentinel, use_topology  # noqa: F401  (fixtures)
+from .test_cache_invalidation import admin_change, admin_client, api_patch, queryset_update, read  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def keys_in(topology, settings) -> dict[int, int]:
+    """Count this run's keys on each master of the topology."""
+    match = settings.CACHES["default"]["KEY_PREFIX"] + ":*"
+    if hasattr(topology, "keys_per_master"):
+        return topology.keys_per_master(match)
+    master = topology.current_master()
+    return {master.port: sum(1 for _ in master.client().scan_iter(match=match, count=1000))}
+
+
+@pytest.fixture(params=["sentinel", "cluster"])
+def topology(request, settings):
+    """The Django cache pointed at a Sentinel set or a Redis Cluster, with no product cached."""
+    running = request.getfixturevalue(f"redis_{request.param}")
+    use_topology(settings, running.env)
+    reset_breaker()
+    cache.clear()
+    yield running
+    reset_breaker()
+
+
+def run(command: str, *args: str) -> str:
+    out = io.StringIO()
+    call_command(command, *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_reads_miss_then_hit_on_the_topology(topology, settings, anon_client, django_assert_num_queries):
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    first = anon_client.get("/api/products/Mug/")
+    assert first.status_code == 200 and first["X-Cache"] == "MISS"
+    with django_assert_num_queries(0):
+        second = anon_client.get("/api/products/Mug/", HTTP_ACCEPT="application/json")
+    assert second.status_code == 200 and second["X-Cache"] == "HIT"
+    assert second.content == first.content
+    # The product and the throttle counter live in the topology, not the shared Redis.
+    assert sum(keys_in(topology, settings).values()) >= 2
+
+
+WRITES = [api_patch, admin_change, queryset_update]
+
+
+@pytest.mark.parametrize("write", WRITES, ids=[w.__name__ for w in WRITES])
+def test_write_invalidates_on_the_topology(topology, write, editor_client, admin_client):  # noqa: F811
+    product = Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    read("Mug")
+    old, calls = read("Mug")
+    assert old.hit and calls == 0
+
+    write(product, editor_client, admin_client)
+
+    fresh, calls = read("Mug")
+    assert not fresh.hit and calls == 1
+    assert fresh.data == product_json("Mug") != old.data
+    assert read("Mug")[0].hit
+
+
+def test_concurrent_misses_cost_at_most_two_queries(topology):
+    Product.objects.create(name="Hot", price=Decimal("1.00"), quantity=1)
+    calls, lock, start = [], threading.Lock(), threading.Barrier(20)
+    results: list = []
+
+    def slow_load(name):
+        with lock:
+            calls.append(name)
+        time.sleep(0.05)  # a slow database widens the race window
+        return product_json(name)
+
+    def reader():
+        try:
+            start.wait()
+            results.append(cache.get_product("Hot", load=slow_load))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=reader) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    print(f"\nstampede on {type(topology).__name__}: 20 concurrent misses -> {len(calls)} queries")
+    assert len(calls) <= 2
+    assert len(results) == 20 and all(r is not None and b'"Hot"' in r.data for r in results)
+
+
+def test_cache_commands_cover_the_whole_topology(topology, settings, tmp_path):
+    Product.objects.bulk_create(
+        [Product(name=f"P{i:03}", price=Decimal("1.00"), quantity=i) for i in range(200)]
+    )
+    out = run("warm_product_cache", "--all")
+    assert "200" in out, out
+    info = run("product_cache_info")
+    assert "Cached products:    200" in info, info
+    per_master = keys_in(topology, settings)
+    print(f"\nkeys per master on {type(topology).__name__} after warming 200 products: {per_master}")
+    if len(per_master) > 1:  # Cluster: product keys spread over every master
+        assert all(count >= 20 for count in per_master.values()), per_master
+    assert read("P007")[0].hit
+
+    # The import invalidates what it changes.
+    path = tmp_path / "p.csv"
+    path.write_text("name,price,quantity\nP007,9.00,7\n", encoding="utf-8")
+    run("import_products", str(path))
+    fresh, calls = read("P007")
+    assert calls == 1 and b'"9.00"' in fresh.data
+
+    run("clear_product_cache")
+    assert sum(keys_in(topology, settings).values()) == 0
+    assert "Cached products:    0" in run("product_cache_info")
+
+
+def test_service_configured_from_the_environment(topology, sqlite_gunicorn):
+    """gunicorn and manage.py, given only REDIS_SENTINELS / REDIS_CLUSTER_NODES, share the cache."""
+    import requests
+
+    # REDIS_URL empty: the variables name the topology alone (test_settings sets one).
+    server = sqlite_gunicorn(workers=2, REDIS_URL="", **topology.env)
+    env = server.env
+    created = manage(
+        env,
+        "shell",
+        "-c",
+        "from products.models import Product; Product.objects.create(name='Mug', price=1, quantity=1)",
+    )
+    assert created.returncode == 0, created.stderr
+    url = server.url + "/api/products/Mug/"
+    assert requests.get(url, timeout=5).headers["X-Cache"] == "MISS"
+    hit = requests.get(url, timeout=5)
+    assert hit.headers["X-Cache"] == "HIT" and hit.json()["price"] == "1.00"
+
+    updated = manage(
+        env,
+        "shell",
+        "-c",
+        "from products.models import Product; Product.objects.filter(name='Mug').update(price=2)",
+    )
+    assert updated.returncode == 0, updated.stderr
+    fresh = requests.get(url, timeout=5)
+    assert fresh.json()["price"] == "2.00"
+    info = manage(env, "product_cache_info")
+    assert info.returncode == 0 and (
+        "REDIS_SENTINELS" in info.stdout or "REDIS_CLUSTER_NODES" in info.stdout
+    ), info.stdout + info.stderr
