@@ -10,7 +10,9 @@ restarts it before it ends, so the next test finds the topology whole
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -112,6 +114,13 @@ class RedisNode:
             self.proc.kill()
             self.proc.wait()
 
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): it answers nothing, replicates nothing."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -131,6 +140,8 @@ class Topology:
 
     def stop(self) -> None:
         for node in self.nodes:
+            if node.alive():
+                node.resume()
             node.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -141,6 +152,13 @@ class Topology:
 class Cluster(Topology):
     def __init__(self, masters: int = 3) -> None:
         super().__init__("cluster")
+        try:
+            self._create(masters)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create(self, masters: int) -> None:
         args = (
             "--cluster-enabled",
             "yes",
@@ -206,6 +224,27 @@ class Cluster(Topology):
                     return node
         raise AssertionError(f"no master serves slot {slot}")
 
+    def wait_serving(self, timeout: float = 30) -> None:
+        """Wait until every live node says cluster_state:ok with all masters up (replicas or not)."""
+
+        def serving() -> bool:
+            live = [n for n in self.nodes if n.alive()]
+            states = [n.client().cluster("info")["cluster_state"] for n in live]
+            return all(state == "ok" for state in states) and len(self.masters()) == len(self.nodes) // 2
+
+        wait_for(serving, timeout, "the cluster to serve every slot", interval=0.05)
+
+    def node_holding(self, match: str) -> tuple[RedisNode, bytes]:
+        """Return a master holding a key that matches ``match``, and that key."""
+        for master in self.masters():
+            for key in master.client().scan_iter(match=match, count=1000):
+                return master, key
+        raise AssertionError(f"no master holds a key matching {match!r}")
+
+    def replica_of(self, master: RedisNode) -> RedisNode:
+        port = int(master.client().info("replication")["slave0"]["port"])
+        return next(n for n in self.nodes if n.port == port)
+
     def keys_per_master(self, match: str) -> dict[int, int]:
         return {m.port: sum(1 for _ in m.client().scan_iter(match=match, count=1000)) for m in self.masters()}
 
@@ -221,6 +260,13 @@ class Cluster(Topology):
 class SentinelSet(Topology):
     def __init__(self) -> None:
         super().__init__("sentinel")
+        try:
+            self._create()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create(self) -> None:
         self.master = self.node()
         self.replica = self.node("--replicaof", "127.0.0.1", str(self.master.port))
         conf = (
