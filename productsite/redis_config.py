@@ -76,7 +76,9 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
     master = environ.get("REDIS_SENTINEL_MASTER", "").strip()
     problems: list[Problem] = []
 
+    problems += _url_problems(url or DEFAULT_URL)
     if sentinels is not None and cluster is not None:
+        # Nothing else is worth saying until one of them goes.
         problems.append(
             Problem(
                 "products.E020",
@@ -85,7 +87,7 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
                 "Redis Cluster (REDIS_CLUSTER_NODES), or one server (REDIS_URL).",
             )
         )
-    problems += _url_problems(url or DEFAULT_URL)
+        return RedisTopology(kind=SINGLE, url=url or DEFAULT_URL, problems=tuple(problems))
 
     if sentinels is not None:
         nodes, node_problems = _parse_nodes("REDIS_SENTINELS", sentinels)

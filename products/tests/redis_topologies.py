@@ -150,8 +150,9 @@ class Topology:
 
 
 class Cluster(Topology):
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
         super().__init__("cluster")
+        self.master_count, self.replicas = masters, replicas
         try:
             self._create(masters)
         except BaseException:
@@ -167,7 +168,7 @@ class Cluster(Topology):
             "--cluster-node-timeout",
             str(CLUSTER_NODE_TIMEOUT_MS),
         )
-        for _ in range(masters * 2):
+        for _ in range(masters * (1 + self.replicas)):
             self.node(*args)
         subprocess.run(
             [
@@ -176,7 +177,7 @@ class Cluster(Topology):
                 "create",
                 *(f"127.0.0.1:{n.port}" for n in self.nodes),
                 "--cluster-replicas",
-                "1",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -210,8 +211,8 @@ class Cluster(Topology):
             if any(n.client().cluster("info")["cluster_state"] != "ok" for n in live):
                 return False
             masters = self.masters()
-            return len(masters) == len(self.nodes) // 2 and all(
-                m.client().info("replication")["connected_slaves"] >= 1 for m in masters
+            return len(masters) == self.master_count and all(
+                m.client().info("replication")["connected_slaves"] >= self.replicas for m in masters
             )
 
         wait_for(healthy, timeout, "the cluster to be healthy", interval=0.1)
@@ -230,7 +231,7 @@ class Cluster(Topology):
         def serving() -> bool:
             live = [n for n in self.nodes if n.alive()]
             states = [n.client().cluster("info")["cluster_state"] for n in live]
-            return all(state == "ok" for state in states) and len(self.masters()) == len(self.nodes) // 2
+            return all(state == "ok" for state in states) and len(self.masters()) == self.master_count
 
         wait_for(serving, timeout, "the cluster to serve every slot", interval=0.05)
 
