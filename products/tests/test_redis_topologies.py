@@ -28,9 +28,9 @@ from .test_cache_invalidation import admin_change, admin_client, api_patch, quer
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def keys_in(topology, settings) -> dict[int, int]:
-    """Count this run's keys on each master of the topology."""
-    match = settings.CACHES["default"]["KEY_PREFIX"] + ":*"
+def keys_in(topology, settings, pattern: str = "*") -> dict[int, int]:
+    """Count this run's keys (matching ``pattern`` after the prefix) on each master of the topology."""
+    match = settings.CACHES["default"]["KEY_PREFIX"] + ":" + pattern
     if hasattr(topology, "keys_per_master"):
         return topology.keys_per_master(match)
     master = topology.current_master()
@@ -64,6 +64,7 @@ def test_reads_miss_then_hit_on_the_topology(topology, settings, anon_client, dj
     assert second.content == first.content
     # The product and the throttle counter live in the topology, not the shared Redis.
     assert sum(keys_in(topology, settings).values()) >= 2
+    assert sum(keys_in(topology, settings, "*throttle*").values()) >= 1
 
 
 WRITES = [api_patch, admin_change, queryset_update]
