@@ -75,6 +75,16 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
 
 
+def replicas_synced(nodes: list) -> bool:
+    """True when every replica among ``nodes`` has finished its sync (a replica that has
+    not is refused promotion: "disconnected from master for longer than allowed")."""
+    for node in nodes:
+        replication = node.client().info("replication")
+        if replication["role"] == "slave" and replication.get("master_link_status") != "up":
+            return False
+    return True
+
+
 class RedisNode:
     """One redis-server process (data node or sentinel) with its own dir and port."""
 
@@ -100,6 +110,8 @@ class RedisNode:
         else:
             command += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
             command += ["--save", "", "--appendonly", "no", *self.args]
+            # Replicas sync at once (the default waits 5 s for more replicas to join).
+            command += ["--repl-diskless-sync-delay", "0"]
         log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         log.close()
@@ -211,8 +223,10 @@ class Cluster(Topology):
             if any(n.client().cluster("info")["cluster_state"] != "ok" for n in live):
                 return False
             masters = self.masters()
-            return len(masters) == self.master_count and all(
-                m.client().info("replication")["connected_slaves"] >= self.replicas for m in masters
+            return (
+                len(masters) == self.master_count
+                and all(m.client().info("replication")["connected_slaves"] >= self.replicas for m in masters)
+                and replicas_synced(live)
             )
 
         wait_for(healthy, timeout, "the cluster to be healthy", interval=0.1)
@@ -311,6 +325,8 @@ class SentinelSet(Topology):
             master = self.current_master()
             replication = master.client().info("replication")
             if replication["role"] != "master" or replication["connected_slaves"] < 1:
+                return False
+            if not replicas_synced([n for n in (self.master, self.replica) if n.alive()]):
                 return False
             for sentinel in self.sentinels:
                 if not sentinel.alive():
