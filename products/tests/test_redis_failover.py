@@ -158,8 +158,7 @@ def _cluster_with_products(settings, cluster) -> Watch:
     from django.test import Client
 
     watch = Watch(Client(), NAMES)
-    watch.read_all()
-    assert watch.read_all() == len(NAMES)
+    wait_for(lambda: watch.read_all() == len(NAMES), 10, "every product cached")
     return watch
 
 
