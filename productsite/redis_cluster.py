@@ -180,18 +180,21 @@ class CacheRedisCluster(RedisCluster):
         if redis_node is None:
             return False, None
         pool = redis_node.connection_pool
-        connection = pool.get_connection()
+        connection = None
         try:
+            connection = pool.get_connection()  # connects: may fail too
             connection.send_command(*args)
             return True, redis_node.parse_response(connection, args[0])
         except _REDIRECTED:
             return False, None
         except (ConnectionError, TimeoutError):
-            connection.disconnect()
+            if connection is not None:
+                connection.disconnect()
             _forget_node(self.nodes_manager, node)
             raise
         finally:
-            pool.release(connection)
+            if connection is not None:
+                pool.release(connection)
 
     def pipeline(self, transaction=None, shard_hint=None, full: bool = False):
         if not transaction and not shard_hint and not full:

@@ -26,11 +26,17 @@ import redis
 from productsite import redis_config
 
 SENTINEL_MASTER = "products-test"
+SENTINEL_DB = 3
 # Low enough that a failover takes a few seconds, high enough that a loaded
 # test machine does not fail over by itself.
 SENTINEL_DOWN_AFTER_MS = 1000
 SENTINEL_FAILOVER_TIMEOUT_MS = 4000
 CLUSTER_NODE_TIMEOUT_MS = 1000
+# Every topology requires passwords, so the credentials path of the
+# configuration is exercised too (a space and an @ prove the URL quoting).
+DATA_PASSWORD = "data p@ss"
+SENTINEL_PASSWORD = "sentinel p@ss"
+DATA_URL_CREDENTIALS = ":data%20p%40ss@127.0.0.1"
 
 
 def free_port(cluster_bus: bool = False) -> int:
@@ -88,8 +94,10 @@ def replicas_synced(nodes: list) -> bool:
 class RedisNode:
     """One redis-server process (data node or sentinel) with its own dir and port."""
 
-    def __init__(self, root: Path, *args: str, sentinel_conf: str | None = None) -> None:
+    def __init__(self, root: Path, *args: str, sentinel_conf: str | None = None, db: int = 0) -> None:
         self.port = free_port(cluster_bus="--cluster-enabled" in args)
+        self.db = db
+        self.password = SENTINEL_PASSWORD if sentinel_conf is not None else DATA_PASSWORD
         self.dir = root / str(self.port)
         self.dir.mkdir()
         self.args = args
@@ -110,6 +118,7 @@ class RedisNode:
         else:
             command += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
             command += ["--save", "", "--appendonly", "no", *self.args]
+            command += ["--requirepass", DATA_PASSWORD, "--masterauth", DATA_PASSWORD]
             # Replicas sync at once (the default waits 5 s for more replicas to join).
             command += ["--repl-diskless-sync-delay", "0"]
         log = open(self.dir / "redis.log", "ab")
@@ -118,7 +127,7 @@ class RedisNode:
         wait_for(lambda: self.client().ping(), 10, f"redis-server on port {self.port}")
 
     def client(self, **kwargs) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, **kwargs)
+        return redis.Redis(port=self.port, socket_timeout=2, password=self.password, db=self.db, **kwargs)
 
     def kill(self) -> None:
         """Kill the process at once (SIGKILL), as a crash would."""
@@ -144,8 +153,8 @@ class Topology:
         self.root = Path(tempfile.mkdtemp(prefix=f"products-test-{name}-"))
         self.nodes: list[RedisNode] = []
 
-    def node(self, *args: str, sentinel_conf: str | None = None) -> RedisNode:
-        node = RedisNode(self.root, *args, sentinel_conf=sentinel_conf)
+    def node(self, *args: str, sentinel_conf: str | None = None, db: int = 0) -> RedisNode:
+        node = RedisNode(self.root, *args, sentinel_conf=sentinel_conf, db=db)
         self.nodes.append(node)
         node.start()
         return node
@@ -191,6 +200,9 @@ class Cluster(Topology):
                 "--cluster-replicas",
                 str(self.replicas),
                 "--cluster-yes",
+                "-a",
+                DATA_PASSWORD,
+                "--no-auth-warning",
             ],
             check=True,
             capture_output=True,
@@ -201,7 +213,10 @@ class Cluster(Topology):
     @property
     def env(self) -> dict[str, str]:
         """The environment that points the service at this cluster (a subset of its nodes)."""
-        return {"REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])}
+        return {
+            "REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2]),
+            "REDIS_URL": f"redis://{DATA_URL_CREDENTIALS}/0",  # the password only
+        }
 
     def masters(self) -> list[RedisNode]:
         """The live nodes that are masters now, by their own account."""
@@ -282,10 +297,12 @@ class SentinelSet(Topology):
             raise
 
     def _create(self) -> None:
-        self.master = self.node()
-        self.replica = self.node("--replicaof", "127.0.0.1", str(self.master.port))
+        self.master = self.node(db=SENTINEL_DB)
+        self.replica = self.node("--replicaof", "127.0.0.1", str(self.master.port), db=SENTINEL_DB)
         conf = (
+            f'requirepass "{SENTINEL_PASSWORD}"\n'
             f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {self.master.port} 2\n"
+            f'sentinel auth-pass {SENTINEL_MASTER} "{DATA_PASSWORD}"\n'
             f"sentinel down-after-milliseconds {SENTINEL_MASTER} {SENTINEL_DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {SENTINEL_MASTER} {SENTINEL_FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n"
@@ -298,6 +315,9 @@ class SentinelSet(Topology):
         return {
             "REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels),
             "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+            "REDIS_SENTINEL_PASSWORD": SENTINEL_PASSWORD,
+            # The data nodes' password and database number still come from here.
+            "REDIS_URL": f"redis://{DATA_URL_CREDENTIALS}/{SENTINEL_DB}",
         }
 
     def master_address(self) -> tuple[str, int] | None:

@@ -18,7 +18,7 @@ from products import cache
 from products.models import Product
 
 from .conftest import reset_breaker
-from .redis_topologies import redis_cluster, redis_sentinel, use_topology, wait_for  # noqa: F401  (fixtures)
+from .redis_topologies import DATA_PASSWORD, redis_cluster, redis_sentinel, use_topology, wait_for  # noqa: F401  (fixtures)
 from .test_cache_invalidation import read
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -240,7 +240,9 @@ def test_cluster_slot_migration_moved_and_ask(redis_cluster, settings):  # noqa:
     target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
     source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
     keys = source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
-    source.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+    source.client().execute_command(
+        "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "AUTH", DATA_PASSWORD, "KEYS", *keys
+    )
     # Keys gone from the source, slot still its own: commands get ASK, to the target.
     watch.settle(3)
     Product.objects.filter(name=name).update(price=Decimal("3.00"))

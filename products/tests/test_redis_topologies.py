@@ -164,8 +164,8 @@ print(json.dumps({"seen": seen, "info": out.getvalue()}))
 
 def test_service_configured_from_the_environment(topology, sqlite_gunicorn):
     """gunicorn and manage.py, given only REDIS_SENTINELS / REDIS_CLUSTER_NODES, share the cache."""
-    # REDIS_URL empty: the variables name the topology alone (test_settings sets one).
-    server = sqlite_gunicorn(workers=1, REDIS_URL="", **topology.env)
+    # Only the topology's variables (REDIS_URL: its credentials, or nothing).
+    server = sqlite_gunicorn(workers=1, **{"REDIS_URL": "", **topology.env})
     url = server.url + "/api/products/Mug/"
     result = manage(server.env, "shell", "-c", f"URL = {url!r}\n" + _SCRIPT)
     assert result.returncode == 0, result.stderr
