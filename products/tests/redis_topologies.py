@@ -404,3 +404,12 @@ def use_topology(settings, env: dict[str, str]) -> None:
     settings.CACHES = {**settings.CACHES, "default": config}
     settings.REDIS_TOPOLOGY = topology
     settings.REDIS_URL = topology.url
+    # Pools outlive a test (django-redis keeps them per process): drop
+    # connections an earlier test's failover left pointing at a demoted node.
+    from django.core.cache import caches
+
+    client = caches["default"].client.get_client(write=True)
+    if hasattr(client, "connection_pool"):
+        client.connection_pool.disconnect()
+    else:
+        client.disconnect_connection_pools()
