@@ -21,7 +21,7 @@ from .conftest import reset_breaker
 from .redis_topologies import DATA_PASSWORD, redis_cluster, redis_sentinel, use_topology, wait_for  # noqa: F401  (fixtures)
 from .test_cache_invalidation import read
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 RESUME_WITHIN = 5.0  # seconds from the promotion to the first cache hit (issue 11)
 
