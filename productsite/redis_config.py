@@ -268,7 +268,16 @@ def _sentinel_location(topology: RedisTopology) -> str:
 
 
 def _sentinel_kwargs(topology: RedisTopology, socket_timeout: float) -> dict:
-    kwargs: dict = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # The sentinels get the data connections' bounds: redis-py's default
+    # retries with back-off made one request wait 3-5 s when no sentinel answered.
+    kwargs: dict = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
     if topology.sentinel_password:
         kwargs["password"] = topology.sentinel_password
     if topology.tls:
