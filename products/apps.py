@@ -8,10 +8,12 @@ class ProductsConfig(AppConfig):
 
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
-        from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
+        from django.db.models.signals import post_delete, post_migrate, post_save, pre_delete, pre_save
 
         from . import (
+            cache,
             checks,  # noqa: F401  (registers the system checks)
+            outbox,
             receivers,
         )
         from .models import Product
@@ -32,6 +34,13 @@ class ProductsConfig(AppConfig):
             sender=Product,
             dispatch_uid="products.invalidate_product_on_delete",
         )
+        post_migrate.connect(
+            receivers.retire_cache_after_data_migrations,
+            sender=self,
+            dispatch_uid="products.retire_cache_after_data_migrations",
+        )
+        if outbox.record_missed_invalidation not in cache.missed_invalidation_hooks:
+            cache.missed_invalidation_hooks.append(outbox.record_missed_invalidation)
         connection_created.connect(
             receivers.register_sqlite_functions, dispatch_uid="products.register_sqlite_functions"
         )

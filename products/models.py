@@ -2,7 +2,7 @@ from django.db import models
 from django.db.models import Q
 
 from . import validators
-from .querysets import ProductQuerySet
+from .querysets import ProductManager
 
 
 class Product(models.Model):
@@ -25,10 +25,12 @@ class Product(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = ProductQuerySet.as_manager()
+    objects = ProductManager()
 
     class Meta:
         ordering = ["name"]
+        # Related lookups and code that reaches for _base_manager invalidate too.
+        base_manager_name = "objects"
         constraints = [
             # The database enforces the rules too, so no write path (admin,
             # import, shell, raw update) can break them.
@@ -49,3 +51,23 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PendingInvalidation(models.Model):
+    """A cache invalidation a write could not deliver; every server process applies it.
+
+    Written in the writer's transaction (the transactional outbox), so it
+    outlives the process that missed Redis; see products.outbox.
+    """
+
+    names = models.JSONField(default=list, help_text="Product names to forget.")
+    retire_all = models.BooleanField(default=False, help_text="Forget every cached product.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # The appliers read the oldest rows by primary key (its index); this
+        # one serves "how old is the oldest pending record" for operators.
+        indexes = [models.Index(fields=["created_at"], name="pending_inval_created_idx")]
+
+    def __str__(self) -> str:
+        return "every product" if self.retire_all else ", ".join(self.names)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.migrations.operations import RunPython, RunSQL
+
 from . import cache
 from .models import Product
 from .querysets import invalidated_by_queryset
@@ -38,6 +40,22 @@ def invalidate_product_on_delete(sender: type[Product], instance: Product, using
     if invalidated_by_queryset():
         return  # QuerySet.delete() invalidates the whole batch at once
     cache.invalidate_on_commit(_names(instance), using=using)
+
+
+def retire_cache_after_data_migrations(sender, plan=None, **kwargs: Any) -> None:
+    """Retire the cache generation once ``migrate`` has run a data migration.
+
+    A data migration's QuerySet writes invalidate as they commit (the manager
+    has ``use_in_migrations``), but ``save()``/``delete()`` on a historical
+    instance sends signals for the historical class, which these receivers do
+    not hear, and RunSQL bypasses the ORM. One retirement covers them all.
+    """
+    if any(
+        isinstance(operation, (RunPython, RunSQL))
+        for migration, _ in plan or ()
+        for operation in migration.operations
+    ):
+        cache.retire_generation()
 
 
 def register_sqlite_functions(sender, connection, **kwargs: Any) -> None:

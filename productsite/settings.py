@@ -143,6 +143,12 @@ PRODUCT_CACHE_LEASE_WAIT = env.float("PRODUCT_CACHE_LEASE_WAIT", default=0.5)
 # Off: every product read comes from the database (throttling still counts in
 # Redis). For measuring the uncached path; production keeps it on.
 PRODUCT_CACHE_ENABLED = env.bool("PRODUCT_CACHE_ENABLED", default=True)
+# Every server process checks the database for invalidations that a writer
+# could not deliver (products.applier): every POLL seconds while none are
+# pending (one indexed query), every RETRY seconds while they wait for Redis.
+PRODUCT_CACHE_OUTBOX_APPLIER = env.bool("PRODUCT_CACHE_OUTBOX_APPLIER", default=True)
+PRODUCT_CACHE_OUTBOX_POLL = env.float("PRODUCT_CACHE_OUTBOX_POLL", default=1.0)
+PRODUCT_CACHE_OUTBOX_RETRY = env.float("PRODUCT_CACHE_OUTBOX_RETRY", default=0.2)
 # Anonymous JSON reads of one product are answered by products.fastpath before
 # Django's middleware and DRF (same headers, throttle and cache); off sends
 # every request through Django.

@@ -26,3 +26,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
+# Tests that import productsite.wsgi in the test process must not get a
+# background thread reading the test database; the outbox tests start and
+# stop it themselves, and servers started by tests use productsite.settings.
+PRODUCT_CACHE_OUTBOX_APPLIER = False

@@ -19,3 +19,9 @@ exit_on_problems(settings.REDIS_TOPOLOGY)
 from products.fastpath import FastProductReads  # noqa: E402  (needs django.setup())
 
 application = FastProductReads(application)
+
+# This process serves requests: apply the invalidations that writers (here or
+# in processes that have exited) recorded while Redis was unreachable.
+from products.applier import start_applier  # noqa: E402
+
+start_applier()

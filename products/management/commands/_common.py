@@ -12,6 +12,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, OutputWrapper
 from tqdm import tqdm
 
+from products.outbox import report_misses_to
+
 
 class DataCommand(BaseCommand):
     """A command that works on product data only.
@@ -21,6 +23,12 @@ class DataCommand(BaseCommand):
     """
 
     requires_system_checks: list = []
+
+    def execute(self, *args, **options):
+        # A write whose invalidation could not reach Redis says so here, once
+        # per record, with the names; the exit code still says the data was written.
+        with report_misses_to(lambda message: self.stderr.write(self.style.WARNING(message))):
+            return super().execute(*args, **options)
 
 
 class Progress:
