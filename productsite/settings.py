@@ -185,6 +185,18 @@ def _rate(name: str, default: str) -> str:
     return value
 
 
+def _forwarded_allow_ips() -> tuple[str, ...]:
+    from products.addresses import parse_allowed
+
+    value = env.str("FORWARDED_ALLOW_IPS", default="127.0.0.1,::1")
+    try:
+        return parse_allowed(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"FORWARDED_ALLOW_IPS={value!r}: {exc}. Use addresses or networks separated by commas, or *."
+        ) from None
+
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous write answers 401 with
@@ -209,10 +221,6 @@ REST_FRAMEWORK = {
         "products.throttling.AnonRateThrottle",
         "products.throttling.UserRateThrottle",
     ],
-    # Proxies in front of the app that append to X-Forwarded-For. 0 (direct):
-    # the client address is REMOTE_ADDR, so a client cannot pick its own
-    # throttle identity by sending the header; behind one load balancer, 1.
-    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {
         "anon": _rate("THROTTLE_ANON_RATE", "1000/minute"),
         "user": _rate("THROTTLE_USER_RATE", "10000/minute"),
@@ -273,7 +281,14 @@ STORAGES = {
     },
 }
 
-# --- HTTPS behind a proxy ---------------------------------------------------
+# --- Behind a proxy -------------------------------------------------------------
+# Peers whose X-Forwarded-For is believed (addresses, networks, or "*"), for
+# the client address the throttles and failed-login limits count against
+# (products.addresses). Same name and meaning as gunicorn's setting, which
+# gunicorn.conf.py reads from the same variable. Loopback by default: gunicorn
+# binds to 127.0.0.1, so only a proxy on this host can reach it.
+FORWARDED_ALLOW_IPS = _forwarded_allow_ips()
+
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
