@@ -647,3 +647,16 @@ def rate_counter(key: str, window: int) -> int | None:
 def throttle_key(key: str, window: int) -> str:
     """Return the Redis key of the current fixed window for ``key`` (as rate_counter)."""
     return _key(f"throttle:{key}:{int(time.time()) // window}")
+
+
+def rate_counts(keys: Sequence[str], window: int) -> list[int] | None:
+    """Read the current fixed-window counts of ``keys`` without counting; None when Redis is unavailable."""
+    full_keys = [throttle_key(key, window) for key in keys]
+
+    def op(client) -> list[int]:
+        return [int(value or 0) for value in client.mget(full_keys)]
+
+    try:
+        return _run(op)
+    except CacheUnavailable:
+        return None

@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # 429 with Retry-After when the login pages refuse a guess.
+    "products.auth_limits.FailedLoginLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -169,6 +171,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Django's ModelBackend behind the failed-login limits (products.auth_limits).
+AUTHENTICATION_BACKENDS = ["products.authentication.LimitedModelBackend"]
 LOGIN_URL = "rest_framework:login"
 LOGIN_REDIRECT_URL = "/api/products/"
 
@@ -201,7 +205,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous write answers 401 with
         # "WWW-Authenticate: Token" rather than a bare 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "products.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
@@ -257,6 +261,12 @@ SPECTACULAR_SETTINGS = {
         "products.schema.mark_empty_query_values",
     ],
 }
+
+# Failed authentications (wrong password or token) allowed per window before
+# further attempts answer 429: per client address (every username and token
+# from it) and per username (from every address). See docs/security.md.
+AUTH_FAILURE_RATE_PER_ADDRESS = _rate("AUTH_FAILURE_RATE_PER_ADDRESS", "20/hour")
+AUTH_FAILURE_RATE_PER_USERNAME = _rate("AUTH_FAILURE_RATE_PER_USERNAME", "10/hour")
 
 # --- Request limits -----------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
