@@ -61,6 +61,8 @@ MIDDLEWARE = [
     "products.middleware.RequestLogMiddleware",
     # Before anything reads the body (DRF's parsers ignore Django's limit).
     "products.middleware.BodySizeLimitMiddleware",
+    # Before the session, the filters and the admin look anything up.
+    "products.request_guards.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
