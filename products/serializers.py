@@ -124,7 +124,7 @@ class StrictIntegerField(serializers.IntegerField):
     """An integer: a JSON integer or a string of ASCII digits, never true or 1.0."""
 
     def to_internal_value(self, data):
-        if isinstance(data, (bool, float)) or (
+        if isinstance(data, (bool, float, Decimal)) or (
             isinstance(data, str) and not validators.INTEGER.fullmatch(data.strip())
         ):
             self.fail("invalid")

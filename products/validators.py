@@ -103,18 +103,21 @@ def clean_quantity(value: object) -> int:
         value = value.strip()
         if not INTEGER.fullmatch(value):
             raise ValidationError("Quantity must be an integer.", code="invalid")
-        quantity = int(value)
+        # Decimal, not int(): int() refuses more than 4,300 digits (a 500).
+        quantity = Decimal(value)
     elif isinstance(value, int):
         quantity = value
     elif isinstance(value, float) and value.is_integer():
         quantity = int(value)
+    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        quantity = value  # a JSON number such as 5 or 5.0, read exactly
     else:
         raise ValidationError("Quantity must be an integer.", code="invalid")
     if quantity < 0:
         raise ValidationError("Quantity must be greater than or equal to 0.", code="min_value")
     if quantity > QUANTITY_MAX:
         raise ValidationError(f"Quantity must be at most {QUANTITY_MAX}.", code="max_value")
-    return quantity
+    return int(quantity)
 
 
 def validate_price(value: Decimal) -> None:

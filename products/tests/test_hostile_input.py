@@ -63,3 +63,68 @@ def test_nul_in_the_admins_query_parameters_is_bad_input(url):
     browser = Client(raise_request_exception=False)
     browser.login(username="boss", password="pw-boss-123")
     assert browser.get(url).status_code == 400
+
+
+# --- Numbers: no 500 for huge integers, no silent rounding ------------------------
+
+HUGE = "9" * 4301
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        ('{"name": "Big", "price": "1.00", "quantity": %s}' % HUGE, "application/json"),
+        ('{"name": "Big", "price": "1.00", "quantity": "%s"}' % HUGE, "application/json"),
+        ("name=Big&price=1.00&quantity=" + HUGE, "application/x-www-form-urlencoded"),
+        ('{"name": "Big", "price": "1.00", "quantity": -%s}' % HUGE, "application/json"),
+    ],
+    ids=["json_number", "json_string", "form", "negative_json_number"],
+)
+def test_a_4301_digit_quantity_is_400(editor_client, body, content_type):
+    response = editor_client.generic("POST", "/api/products/", body, content_type=content_type)
+    assert response.status_code == 400, response.content[:200]
+    assert "quantity" in response.json()
+
+
+def test_a_4301_digit_stock_delta_is_400(editor_client, make_product):
+    make_product("Mug")
+    for body in ('{"delta": %s}' % HUGE, '{"delta": "%s"}' % HUGE):
+        response = editor_client.generic(
+            "POST", "/api/products/Mug/stock/", body, content_type="application/json"
+        )
+        assert response.status_code == 400 and "delta" in response.json()
+
+
+@pytest.mark.parametrize(
+    "field, number, message",
+    [
+        ("price", "19.999999999999999", "Price must have at most 2 decimal places."),
+        ("quantity", "2147483646.9999999", "Quantity must be an integer."),
+        ("price", "1e400", "Price must have at most 10 digits before the decimal point."),
+    ],
+)
+def test_a_json_number_is_the_exact_decimal_the_client_wrote(editor_client, field, number, message):
+    fields = {"name": '"Exact"', "price": '"1.00"', "quantity": "1"}
+    as_number = {**fields, field: number}
+    as_string = {**fields, field: f'"{number}"'}
+    answers = []
+    for values in (as_number, as_string):
+        body = "{" + ", ".join(f'"{k}": {v}' for k, v in values.items()) + "}"
+        response = editor_client.post("/api/products/", body, content_type="application/json")
+        answers.append((response.status_code, response.json()))
+    # Refused, like the same value as a string, with the same message.
+    assert answers[0] == answers[1] == (400, {field: [message]})
+
+
+def test_exact_json_numbers_are_still_accepted(editor_client):
+    response = editor_client.post(
+        "/api/products/", '{"name": "Ok", "price": 19.99, "quantity": 5.0}', content_type="application/json"
+    )
+    assert response.status_code == 201
+    assert (response.json()["price"], response.json()["quantity"]) == ("19.99", 5)
+
+
+@pytest.mark.parametrize("body", ['{"price": NaN}', '{"price": Infinity}', "[" * 5000 + "]" * 5000])
+def test_json_that_is_not_plain_json_is_400(editor_client, body):
+    response = editor_client.post("/api/products/", body, content_type="application/json")
+    assert response.status_code == 400 and "JSON parse error" in response.json()["detail"]
