@@ -73,10 +73,10 @@ HUGE = "9" * 4301
 @pytest.mark.parametrize(
     "body, content_type",
     [
-        ('{"name": "Big", "price": "1.00", "quantity": %s}' % HUGE, "application/json"),
-        ('{"name": "Big", "price": "1.00", "quantity": "%s"}' % HUGE, "application/json"),
+        ('{"name": "Big", "price": "1.00", "quantity": ' + HUGE + "}", "application/json"),
+        ('{"name": "Big", "price": "1.00", "quantity": "' + HUGE + '"}', "application/json"),
         ("name=Big&price=1.00&quantity=" + HUGE, "application/x-www-form-urlencoded"),
-        ('{"name": "Big", "price": "1.00", "quantity": -%s}' % HUGE, "application/json"),
+        ('{"name": "Big", "price": "1.00", "quantity": -' + HUGE + "}", "application/json"),
     ],
     ids=["json_number", "json_string", "form", "negative_json_number"],
 )
@@ -88,7 +88,7 @@ def test_a_4301_digit_quantity_is_400(editor_client, body, content_type):
 
 def test_a_4301_digit_stock_delta_is_400(editor_client, make_product):
     make_product("Mug")
-    for body in ('{"delta": %s}' % HUGE, '{"delta": "%s"}' % HUGE):
+    for body in ('{"delta": ' + HUGE + "}", '{"delta": "' + HUGE + '"}'):
         response = editor_client.generic(
             "POST", "/api/products/Mug/stock/", body, content_type="application/json"
         )
