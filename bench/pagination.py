@@ -11,7 +11,9 @@ filters, keyset paginator, serializer, renderer) for each ordering:
 
 Prints the median of several requests per cell, and the ratio of the worst
 1,000,000-product page to the first page at 1,000 products (the target is at
-most 3x). Not a test: figures depend on the machine.
+most 3x). Then, on the largest catalogue, the first page of every filter x
+ordering cell against the unfiltered first page of the same ordering (the
+target is at most 5x). Not a test: figures depend on the machine.
 
     .venv/bin/python bench/pagination.py                 # SQLite
     .venv/bin/python bench/pagination.py --postgres postgres://postgres@127.0.0.1:5432/postgres
@@ -35,6 +37,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 ORDERINGS = ["name", "price", "-quantity", "created_at", "-updated_at"]
 PAGE_SIZE = 50
+# Filters of every kind and selectivity (names are "product <16 hex digits> <n>",
+# prices 0.00-999.99, quantities 0-999, all uniform).
+FILTERS = [
+    "search=zzzz",  # no match
+    "search=product",  # every product
+    "search=abcde",  # a dozen products
+    "search=ab",  # 2 characters (no trigram): ~6% of products
+    "min_price=499.98",  # half
+    "max_price=0.50",  # 0.05%
+    "min_price=700.00&max_price=700.30",  # 0.03%
+    "in_stock=true",  # 99.9%
+    "in_stock=false",  # 0.1%
+]
 
 
 def _child(rows: int, database_url: str, repeats: int, build_only: bool) -> dict:
@@ -86,7 +101,25 @@ def _child(rows: int, database_url: str, repeats: int, build_only: bool) -> dict
                 repeats,
             )
         timings[ordering] = cells
-    return {"rows": rows, "vendor": connection.vendor, "build_s": build, "timings": timings}
+    filtered: dict[str, dict[str, float]] = {}
+    if rows >= 100_000:
+        for query in FILTERS:
+            filtered[query] = {
+                ordering: _median(
+                    client,
+                    f"/api/products/?{query}&ordering={ordering}&page_size={PAGE_SIZE}",
+                    repeats,
+                    full=False,
+                )
+                for ordering in ORDERINGS
+            }
+    return {
+        "rows": rows,
+        "vendor": connection.vendor,
+        "build_s": build,
+        "timings": timings,
+        "filtered": filtered,
+    }
 
 
 def _fill(connection, transaction, Product, rows: int) -> None:
@@ -130,7 +163,7 @@ def _cursor_at(Product, Paginator, ordering: str, offset: int) -> str:
     return paginator.encode_cursor("n", value, row["name"])
 
 
-def _median(client, url: str, repeats: int) -> float:
+def _median(client, url: str, repeats: int, full: bool = True) -> float:
     for _ in range(5):  # warm-up: connections, caches, the page cache
         assert client.get(url).status_code == 200
     samples = []
@@ -139,7 +172,7 @@ def _median(client, url: str, repeats: int) -> float:
         response = client.get(url)
         samples.append(time.perf_counter() - begin)
         assert response.status_code == 200, response.content[:300]
-        assert len(response.json()["results"]) == PAGE_SIZE
+        assert not full or len(response.json()["results"]) == PAGE_SIZE
     return statistics.median(samples) * 1000
 
 
@@ -223,6 +256,11 @@ def main() -> None:
             for ordering, cells in result["timings"].items():
                 for cell, value in cells.items():
                     best[rows]["timings"][ordering][cell] = min(best[rows]["timings"][ordering][cell], value)
+            for query, cells in result["filtered"].items():
+                for ordering, value in cells.items():
+                    best[rows]["filtered"][query][ordering] = min(
+                        best[rows]["filtered"][query][ordering], value
+                    )
     if args.postgres:
         for rows in sizes:
             _postgres_db(args.postgres, f"bench_pagination_{rows}", create=False)
@@ -244,6 +282,26 @@ def main() -> None:
         worst = max(big.values())
         deep = f"{big['deep']:.2f}" if "deep" in big else "n/a"
         print(f"| `{ordering}` | {base:.2f} | {big['first']:.2f} | {deep} | {worst / base:.2f}x |")
+    if large["filtered"]:
+        _print_filtered(large)
+
+
+def _print_filtered(result: dict) -> None:
+    """Print the filter x ordering table: ms (ratio to the unfiltered first page of that ordering)."""
+    print(
+        f"\nFirst page of GET /api/products/?<filter>&ordering=<ordering>, {result['rows']:,} products, "
+        f"{result['vendor']}; ms (x the unfiltered first page of the same ordering)\n"
+    )
+    print("| filter | " + " | ".join(f"`{o}`" for o in ORDERINGS) + " |")
+    print("| --- |" + " ---: |" * len(ORDERINGS))
+    unfiltered = {o: result["timings"][o]["first"] for o in ORDERINGS}
+    print("| (none) | " + " | ".join(f"{unfiltered[o]:.1f}" for o in ORDERINGS) + " |")
+    worst = 0.0
+    for query, cells in result["filtered"].items():
+        ratios = {o: cells[o] / unfiltered[o] for o in ORDERINGS}
+        worst = max(worst, *ratios.values())
+        print(f"| `{query}` | " + " | ".join(f"{cells[o]:.1f} ({ratios[o]:.1f}x)" for o in ORDERINGS) + " |")
+    print(f"\nworst cell: {worst:.1f}x the unfiltered first page")
 
 
 if __name__ == "__main__":

@@ -22,10 +22,11 @@ from typing import BinaryIO, NamedTuple
 import orjson
 
 from . import jsonnumbers
+from .validators import WRITABLE_FIELDS, unknown_field_message
 
 FORMATS = ("csv", "json", "jsonl")
 EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-COLUMNS = ("name", "price", "quantity")
+COLUMNS = WRITABLE_FIELDS
 REQUIRED_COLUMNS = ("name", "price")
 
 # Marks a row without a quantity: new products get 0, existing ones keep theirs.
@@ -190,14 +191,17 @@ def _check_columns(columns: list[str], line: int) -> None:
     problems = []
     if missing:
         problems.append("missing required column(s): " + ", ".join(missing))
-    if unknown:
-        problems.append("unknown column(s): " + ", ".join(repr(c) for c in unknown))
+    problems += _unknown(unknown)
     if repeated:
         problems.append("repeated column(s): " + ", ".join(repeated))
     if problems:
-        raise FileFormatError(
-            f"line {line}: " + "; ".join(problems) + f" (columns are: {', '.join(COLUMNS)})"
-        )
+        raise FileFormatError(f"line {line}: " + "; ".join(problems))
+
+
+def _unknown(fields: list[str]) -> list[str]:
+    """Return ``field: message`` for each field a client may not set (one rule with the API)."""
+    message = unknown_field_message(COLUMNS).rstrip(".")
+    return [f"{(field if field.isprintable() else repr(field))[:60]}: {message}" for field in fields]
 
 
 # --- JSON objects (shared by the array and JSON Lines readers) ---------------------
@@ -211,10 +215,8 @@ def _object_row(line: int, obj: object, item: int | None = None) -> RawRow | Row
         missing = [k for k in REQUIRED_COLUMNS if k not in obj]
         if missing:
             problems.append("missing field(s): " + ", ".join(missing))
-        unknown = [k for k in obj if k not in _ALLOWED_KEYS]
-        if unknown:
-            problems.append("unknown field(s): " + ", ".join(repr(k)[:60] for k in unknown))
-        return RowError(line, "; ".join(problems) + f" (fields are: {', '.join(COLUMNS)})", item)
+        problems += _unknown([k for k in obj if k not in _ALLOWED_KEYS])
+        return RowError(line, "; ".join(problems), item)
     return RawRow(line, obj["name"], obj["price"], obj.get("quantity", MISSING), item)
 
 

@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -49,3 +50,9 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def unique_error_message(self, model_class, unique_check):
+        # The admin form says what the API says about a taken name.
+        if tuple(unique_check) == ("name",):
+            return ValidationError(validators.DUPLICATE_NAME_MESSAGE, code="unique")
+        return super().unique_error_message(model_class, unique_check)

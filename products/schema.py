@@ -287,3 +287,14 @@ def mark_empty_query_values(result: dict, generator, request, public) -> dict:
                 if parameter.get("in") == "query" and parameter.get("name") in EMPTY_MEANS_UNSET:
                     parameter["allowEmptyValue"] = True
     return result
+
+
+def forbid_unknown_request_fields(result: dict, generator, request, public) -> dict:
+    """Say ``additionalProperties: false`` on request bodies (a postprocessing hook).
+
+    The write serializers refuse fields they do not have (serializers.RefuseUnknownFields).
+    """
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request") and component.get("type") == "object":
+            component["additionalProperties"] = False
+    return result

@@ -23,6 +23,11 @@ _CENT = Decimal("0.01")
 INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only, unlike int()
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
+DUPLICATE_NAME_MESSAGE = "A product with this name already exists."
+
+# The fields a client sets; everything else in a write body is refused.
+WRITABLE_FIELDS = ("name", "price", "quantity")
+
 # C0 and C1 control characters and DEL.
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -128,3 +133,12 @@ def validate_price(value: Decimal) -> None:
 def validate_quantity(value: int) -> None:
     """Model-field validator form of clean_quantity."""
     clean_quantity(value)
+
+
+def unknown_field_message(allowed: tuple[str, ...] = WRITABLE_FIELDS) -> str:
+    """Return the message for a field a client may not set (unknown or read-only).
+
+    The API, the import (columns and JSON keys) and any other entry give this
+    one message, keyed by the offending field.
+    """
+    return f"Not a field you can set (the fields are: {', '.join(allowed)})."

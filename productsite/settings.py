@@ -261,6 +261,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "products.schema.mark_empty_query_values",
+        "products.schema.forbid_unknown_request_fields",
     ],
 }
 

@@ -108,7 +108,7 @@ def test_missing_required_column_is_refused(existing, tmp_path):
 
 def test_unknown_column_is_refused(existing, tmp_path):
     message, _ = refuse(write(tmp_path, "p.csv", "name,price,colour\nKeep,9.99,red\n"))
-    assert "unknown column(s): 'colour'" in message
+    assert "line 1: colour: Not a field you can set (the fields are: name, price, quantity)" in message
     assert_nothing_written(existing)
 
 
@@ -210,7 +210,7 @@ def test_malformed_json_line_is_reported_and_nothing_written(existing, tmp_path)
 @pytest.mark.parametrize(
     "obj, reason",
     [
-        ('{"name": "X", "price": "1.00", "colour": "red"}', "unknown field(s): 'colour'"),
+        ('{"name": "X", "price": "1.00", "colour": "red"}', "colour: Not a field you can set"),
         ('{"name": "X"}', "missing field(s): price"),
         ('["X", "1.00"]', "expected a JSON object, got list"),
         ('{"name": "X", "price": "Infinity"}', "price: Price must be a finite number"),
