@@ -230,7 +230,7 @@ def main() -> None:
     urls = {}
     for rows in sizes:
         if args.postgres:
-            urls[rows] = _postgres_db(args.postgres, f"bench_pagination_{rows}", create=True)
+            urls[rows] = _postgres_db(args.postgres, f"bench_pagination_{rows}_{os.getpid()}", create=True)
         else:
             path = RESULTS / f"pagination-{rows}.sqlite3"
             if not args.keep:
@@ -263,7 +263,7 @@ def main() -> None:
                     )
     if args.postgres:
         for rows in sizes:
-            _postgres_db(args.postgres, f"bench_pagination_{rows}", create=False)
+            _postgres_db(args.postgres, f"bench_pagination_{rows}_{os.getpid()}", create=False)
     results = [best[rows] for rows in sizes]
 
     small, large = results[0], results[-1]
