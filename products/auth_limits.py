@@ -31,7 +31,7 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from rest_framework.exceptions import Throttled
 
-from . import cache
+from . import counters
 from .addresses import client_address
 from .exceptions import is_api_path
 from .throttling import parse_rate
@@ -71,7 +71,7 @@ def check(request, username: str | None) -> None:
     """Raise TooManyFailedLogins when the address or the username is over its limit."""
     waits = []
     for name, limit, window in _counters(request, username):
-        counts = cache.rate_counts([name], window)
+        counts = counters.rate_counts([name], window)
         if counts is None:
             return  # fail open; record_failure logs it
         if counts[0] >= limit:
@@ -83,7 +83,7 @@ def check(request, username: str | None) -> None:
 def record_failure(request, username: str | None) -> None:
     """Count one failed authentication against the address and the username."""
     for name, _limit, window in _counters(request, username):
-        if cache.rate_counter(name, window) is None:
+        if counters.rate_counter(name, window) is None:
             logger.warning("auth_limits=fail_open reason=redis_unavailable: failed sign-ins are not limited")
             return
 
