@@ -85,6 +85,7 @@ class NameField(serializers.CharField):
     def to_internal_value(self, data) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
+        _apply(validators.check_name_length, data)  # as sent, before trimming
         return super().to_internal_value(data)
 
 

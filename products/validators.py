@@ -32,17 +32,22 @@ WRITABLE_FIELDS = ("name", "price", "quantity")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def check_name_length(value: str) -> None:
+    """Reject a name longer than NAME_MAX_LENGTH, counted as sent (before trimming, as the schema says)."""
+    if len(value) > NAME_MAX_LENGTH:
+        raise ValidationError(
+            f"Name must be at most {NAME_MAX_LENGTH} characters (it has {len(value)}).",
+            code="max_length",
+        )
+
+
 def validate_product_name(value: str) -> None:
     """Reject names that cannot be a URL path segment or a printable label."""
     if value != value.strip():
         raise ValidationError("Name must not start or end with whitespace.", code="whitespace")
     if not value:
         raise ValidationError("Name must not be blank.", code="blank")
-    if len(value) > NAME_MAX_LENGTH:
-        raise ValidationError(
-            f"Name must be at most {NAME_MAX_LENGTH} characters (it has {len(value)}).",
-            code="max_length",
-        )
+    check_name_length(value)
     if "/" in value:
         raise ValidationError('Name must not contain "/".', code="slash")
     if _CONTROL_CHARS.search(value):
@@ -53,6 +58,7 @@ def clean_name(value: object) -> str:
     """Return the trimmed name, or raise ValidationError."""
     if not isinstance(value, str):
         raise ValidationError("Name must be a string.", code="invalid")
+    check_name_length(value)
     name = value.strip()
     validate_product_name(name)
     return name

@@ -133,3 +133,8 @@ def test_the_admin_still_saves_a_good_product(admin_browser):
     assert response.status_code == 302
     mug = Product.objects.get(name="Mug")
     assert (str(mug.price), mug.quantity) == ("19.99", 3)
+
+
+def test_a_name_too_long_as_sent_is_refused_even_if_trimming_would_fit(editor_client):
+    response = editor_client.post("/api/products/", {"name": " " + "x" * 200, "price": "1.00"}, format="json")
+    assert response.json() == {"name": ["Name must be at most 200 characters (it has 201)."]}
