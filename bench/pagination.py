@@ -191,12 +191,19 @@ def _run_child(rows: int, url: str, repeats: int, build_only: bool) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _postgres_db(admin_url: str, name: str, create: bool) -> str:
+def _pg_name(rows: int, keep: bool) -> str:
+    # Per run unless kept, so two runs on one server never drop each other's.
+    return f"bench_pagination_{rows}_kept" if keep else f"bench_pagination_{rows}_{os.getpid()}"
+
+
+def _postgres_db(admin_url: str, name: str, create: bool, keep: bool = False) -> str:
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        if create:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if exists and not keep:
+            conn.execute(f'DROP DATABASE "{name}"')
+        if create and not (exists and keep):
             conn.execute(f'CREATE DATABASE "{name}"')
     base = admin_url.rsplit("/", 1)[0]
     return f"{base}/{name}"
@@ -215,7 +222,9 @@ def main() -> None:
     parser.add_argument(
         "--postgres", metavar="URL", help="an admin URL; throwaway databases are created there"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the SQLite files for a rerun")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the catalogues (SQLite files, databases) for a rerun"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
@@ -230,7 +239,7 @@ def main() -> None:
     urls = {}
     for rows in sizes:
         if args.postgres:
-            urls[rows] = _postgres_db(args.postgres, f"bench_pagination_{rows}_{os.getpid()}", create=True)
+            urls[rows] = _postgres_db(args.postgres, _pg_name(rows, args.keep), create=True, keep=args.keep)
         else:
             path = RESULTS / f"pagination-{rows}.sqlite3"
             if not args.keep:
@@ -261,9 +270,9 @@ def main() -> None:
                     best[rows]["filtered"][query][ordering] = min(
                         best[rows]["filtered"][query][ordering], value
                     )
-    if args.postgres:
+    if args.postgres and not args.keep:
         for rows in sizes:
-            _postgres_db(args.postgres, f"bench_pagination_{rows}_{os.getpid()}", create=False)
+            _postgres_db(args.postgres, _pg_name(rows, args.keep), create=False)
     results = [best[rows] for rows in sizes]
 
     small, large = results[0], results[-1]
