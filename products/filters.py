@@ -5,9 +5,10 @@ Every filter is answered through an index, whatever the ordering. A page is
 and skipping non-matches is fast when matches are common, and slow when they
 are rare (the whole index may be read to find none). So before the page query
 each active filter asks its own index for up to NARROW_LIMIT + 1 matching ids
-(``price`` through ``(price, name)``, ``in_stock=false`` through
+(``price`` through ``(price, name)``, ``in_stock=true`` through
 ``(quantity, name)``, ``search`` through the trigram index, see migration
-0003). A filter with at most NARROW_LIMIT matches narrows the page query to
+0003). ``in_stock=false`` is ``quantity = 0``: the ``(quantity, <ordering>,
+name)`` indexes answer it in any order directly. A filter with at most NARROW_LIMIT matches narrows the page query to
 those ids (a sort of at most that many rows); when every filter matches more,
 matches are common enough that the ordering's index finds a page quickly.
 
@@ -120,7 +121,9 @@ class ProductFilter(django_filters.FilterSet):
         term = data.get("search")
         if term and len(term) >= TRIGRAM:
             yield lambda n: _search_ids(base, term, n)
-        if data.get("in_stock"):
+        if data.get("in_stock") == "true":
+            # in_stock=false (quantity = 0) needs no narrowing: the (quantity,
+            # <ordering>, name) indexes give its pages in order.
             stock = self.filter_in_stock(base, "in_stock", data["in_stock"]).order_by("quantity")
             yield lambda n: list(stock.values_list("pk", flat=True)[:n])
         prices = base
