@@ -7,10 +7,12 @@ class ProductsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_login_failed
         from django.db.backends.signals import connection_created
         from django.db.models.signals import post_delete, post_migrate, post_save, pre_delete, pre_save
 
         from . import (
+            auth_limits,
             cache,
             checks,  # noqa: F401  (registers the system checks)
             outbox,
@@ -44,3 +46,4 @@ class ProductsConfig(AppConfig):
         connection_created.connect(
             receivers.register_sqlite_functions, dispatch_uid="products.register_sqlite_functions"
         )
+        user_login_failed.connect(auth_limits.count_failed_login, dispatch_uid="products.count_failed_login")

@@ -1,3 +1,4 @@
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -47,10 +48,21 @@ class Product(models.Model):
             models.Index(fields=["quantity", "name"], name="product_quantity_name_idx"),
             models.Index(fields=["created_at", "name"], name="product_created_name_idx"),
             models.Index(fields=["updated_at", "name"], name="product_updated_name_idx"),
+            # in_stock=false (quantity = 0) in any order: a range of one of
+            # these, already sorted, instead of sorting every product out of stock.
+            models.Index(fields=["quantity", "price", "name"], name="product_qty_price_name_idx"),
+            models.Index(fields=["quantity", "created_at", "name"], name="product_qty_created_name_idx"),
+            models.Index(fields=["quantity", "updated_at", "name"], name="product_qty_updated_name_idx"),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    def unique_error_message(self, model_class, unique_check):
+        # The admin form says what the API says about a taken name.
+        if tuple(unique_check) == ("name",):
+            return ValidationError(validators.DUPLICATE_NAME_MESSAGE, code="unique")
+        return super().unique_error_message(model_class, unique_check)
 
 
 class PendingInvalidation(models.Model):

@@ -27,7 +27,11 @@ def remember_stored_name(sender: type[Product], instance: Product, using: str, *
 
 
 def _names(instance: Product) -> set[str]:
-    return {name for name in (instance.name, getattr(instance, "_stored_name", None)) if name}
+    # Never touch a deferred name: after a delete, loading it would query a
+    # row that no longer exists (DoesNotExist, and the delete rolls back).
+    # The stored name, read before the write, is the one readers cached.
+    current = instance.__dict__.get("name")
+    return {name for name in (current, getattr(instance, "_stored_name", None)) if name}
 
 
 def invalidate_product_on_save(sender: type[Product], instance: Product, using: str, **kwargs: Any) -> None:

@@ -30,6 +30,7 @@ Django unchanged:
 * a request with a body (``Content-Length`` > 0 or ``Transfer-Encoding``);
 * an ``Accept`` header other than ``*/*`` or ``application/json`` (an absent
   one is fine; an empty one is a 406 from DRF);
+* a NUL character in any header (a 400 from RefuseNulMiddleware);
 * a request over the throttle limit (DRF answers the 429 with Retry-After);
 * a host not in ALLOWED_HOSTS, an ``X-Forwarded-Host`` Django would read, an
   HTTPS redirect, ``PRODUCT_FAST_PATH`` off;
@@ -52,9 +53,9 @@ from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 from rest_framework.renderers import JSONRenderer
 from rest_framework.settings import api_settings
-from rest_framework.throttling import BaseThrottle
 
 from products import cache, counters
+from products.addresses import client_address
 from products.conditional import etag_matches
 from products.middleware import log_request
 from products.selectors import legacy_shape, product_json
@@ -75,6 +76,8 @@ django_request_logger = logging.getLogger("django.request")
 MIRRORED_MIDDLEWARE = (
     "products.middleware.RequestLogMiddleware",
     "products.middleware.BodySizeLimitMiddleware",
+    # 400 for a NUL in the query, a cookie or a header: such requests are handed over.
+    "products.request_guards.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -82,13 +85,15 @@ MIRRORED_MIDDLEWARE = (
     "products.trailing_slash.AppendSlashMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Acts only on an exception from a login page: never on a cached read.
+    "products.auth_limits.FailedLoginLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 )
 # Without a Cookie or Authorization header, each of these leaves the request
 # anonymous; another class might not (a header or address based one).
 MIRRORED_AUTHENTICATION = (
-    "rest_framework.authentication.TokenAuthentication",
+    "products.authentication.TokenAuthentication",
     "rest_framework.authentication.SessionAuthentication",
     "rest_framework.authentication.BasicAuthentication",
 )
@@ -204,20 +209,6 @@ def _reset_setup(**kwargs) -> None:
 setting_changed.connect(_reset_setup, dispatch_uid="productsite.fastpath.reset_setup")
 
 
-class _Meta:
-    """The least of a request that BaseThrottle.get_ident() reads."""
-
-    __slots__ = ("META", "headers")
-
-    def __init__(self, environ: dict) -> None:
-        self.META = environ
-        xff = environ.get("HTTP_X_FORWARDED_FOR")
-        self.headers = {"x-forwarded-for": xff} if xff is not None else {}
-
-
-_ident = BaseThrottle().get_ident
-
-
 def _is_secure(environ: dict) -> bool:
     header = settings.SECURE_PROXY_SSL_HEADER
     if header:
@@ -279,6 +270,8 @@ class FastProductReads:
             return None
         if settings.USE_X_FORWARDED_HOST and "HTTP_X_FORWARDED_HOST" in environ:
             return None
+        if any("\x00" in value for key, value in environ.items() if key.startswith("HTTP_")):
+            return None  # RefuseNulMiddleware answers 400
         path = get_path_info(environ) or "/"
         api = _API.fullmatch(path)
         found = api or _LEGACY.fullmatch(path)
@@ -295,7 +288,7 @@ class FastProductReads:
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(AnonymousFixedWindowThrottle.scope)
         if rate:
             limit, window = parse_rate(rate)
-            counter = counter_name(AnonymousFixedWindowThrottle.scope, _ident(_Meta(environ)))
+            counter = counter_name(AnonymousFixedWindowThrottle.scope, client_address(environ))
             product, allowed = counters.get_product_counted(name, counter, window, limit, load=_load_product)
             if not allowed:
                 return None  # DRF answers the 429, with Retry-After

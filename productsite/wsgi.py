@@ -6,6 +6,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "productsite.settings")
 
 application = get_wsgi_application()
 
+# A malformed REDIS_* setting is a system check error; gunicorn runs no
+# checks, so refuse to serve here rather than use a Redis nobody named.
+from django.conf import settings  # noqa: E402
+
+from productsite.redis_config import exit_on_problems  # noqa: E402
+
+exit_on_problems(settings.REDIS_TOPOLOGY)
+
 # Anonymous JSON product reads are answered in front of Django (same headers,
 # throttle and cache) when the configuration is the one the fast path mirrors;
 # everything else goes to Django unchanged.

@@ -131,6 +131,11 @@ def model_delete(p, editor_client, admin_client):
     p.delete()
 
 
+def model_delete_with_name_deferred(p, editor_client, admin_client):
+    Product.objects.only("id").get(pk=p.pk).delete()
+    assert not Product.objects.filter(pk=p.pk).exists()
+
+
 def queryset_update(p, editor_client, admin_client):
     assert Product.objects.filter(name="Mug").update(price=Decimal("2.00")) == 1
 
@@ -227,6 +232,7 @@ WRITE_PATHS = [
     model_save_rename_with_name_deferred,
     model_save_rename_of_an_outdated_instance,
     model_delete,
+    model_delete_with_name_deferred,
     queryset_update,
     queryset_update_rename,
     queryset_delete,

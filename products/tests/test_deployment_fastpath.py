@@ -143,6 +143,7 @@ HANDED_OVER = {
     "unrelated_cookie": {"HTTP_COOKIE": "theme=dark"},
     "bad_authorization": {"HTTP_AUTHORIZATION": "Token wrong"},
     "unknown_host": {"HTTP_HOST": "evil.example.com"},
+    "nul_in_a_header": {"HTTP_USER_AGENT": "curl\x00"},  # 400
 }
 
 

@@ -70,13 +70,16 @@ class Progress:
 
 
 def redis_location() -> str:
-    """Return where Redis is expected, without any password in the URL."""
+    """Return where Redis is expected and which variable says so, without any password."""
+    topology = settings.REDIS_TOPOLOGY
+    if topology.kind != "single":
+        return topology.describe()  # Sentinel or Cluster: the nodes and the variable
     parts = urlsplit(settings.REDIS_URL)
-    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379} (REDIS_URL)"
 
 
 def redis_down_message(what: str) -> str:
     return (
-        f"Redis at {redis_location()} (REDIS_URL) is not answering; {what}. "
-        "Start Redis or fix REDIS_URL, then run the command again."
+        f"Redis at {redis_location()} is not answering; {what}. "
+        "Start Redis or fix that setting, then run the command again."
     )
