@@ -19,6 +19,9 @@ from products.models import Product
 from .support.cache_state import fresh_product_cache, reset_process_state
 from .support.gunicorn import Gunicorn, start_sqlite_gunicorn
 from .support.redis_server import RedisProcess
+
+# The Sentinel set and the Redis Cluster: defined here once, so the whole run shares one of each.
+from .support.redis_topologies import redis_cluster, redis_sentinel  # noqa: F401
 from .support.users import make_user, token_client
 
 

@@ -18,7 +18,7 @@ from products import cache
 from products.models import Product
 
 from .support.cache_state import reset_process_state
-from .support.redis_topologies import DATA_PASSWORD, redis_cluster, redis_sentinel, use_topology, wait_for  # noqa: F401  (fixtures)
+from .support.redis_topologies import DATA_PASSWORD, use_topology, wait_for
 from .test_cache_invalidation import read
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -67,7 +67,7 @@ class Watch:
 
 
 def test_sentinel_failover_keeps_answering_and_resumes_caching(
-    redis_sentinel,  # noqa: F811
+    redis_sentinel,
     settings,
     anon_client,
     editor_client,
@@ -109,7 +109,7 @@ def test_sentinel_failover_keeps_answering_and_resumes_caching(
 
 
 def test_sentinel_failover_never_serves_an_invalidation_the_old_master_took_with_it(
-    redis_sentinel,  # noqa: F811
+    redis_sentinel,
     settings,
 ):
     """The replica missed an invalidation the old master acknowledged: 0 stale reads after the promotion."""
@@ -162,7 +162,7 @@ def _cluster_with_products(settings, cluster) -> Watch:
     return watch
 
 
-def test_cluster_master_failover_keeps_answering_and_is_never_stale(redis_cluster, settings):  # noqa: F811
+def test_cluster_master_failover_keeps_answering_and_is_never_stale(redis_cluster, settings):
     watch = _cluster_with_products(settings, redis_cluster)
     victim = redis_cluster.masters()[0]
     replica = redis_cluster.replica_of(victim)
@@ -196,7 +196,7 @@ def test_cluster_master_failover_keeps_answering_and_is_never_stale(redis_cluste
 
 
 def test_cluster_failover_never_serves_an_invalidation_the_old_master_took_with_it(
-    redis_cluster,  # noqa: F811
+    redis_cluster,
     settings,
 ):
     watch = _cluster_with_products(settings, redis_cluster)
@@ -227,7 +227,7 @@ def test_cluster_failover_never_serves_an_invalidation_the_old_master_took_with_
     assert first_hit is not None, "caching did not resume on the promoted replica"
 
 
-def test_cluster_slot_migration_moved_and_ask(redis_cluster, settings):  # noqa: F811
+def test_cluster_slot_migration_moved_and_ask(redis_cluster, settings):
     """Move the slot of a cached product to another master mid-traffic: every read fresh, no error."""
     watch = _cluster_with_products(settings, redis_cluster)
     name = NAMES[0]

@@ -24,7 +24,7 @@ from products.selectors import product_json
 
 from .support.cache_state import reset_process_state
 from .support.processes import manage
-from .support.redis_topologies import redis_cluster, redis_sentinel, use_topology  # noqa: F401  (fixtures)
+from .support.redis_topologies import use_topology
 from .test_cache_invalidation import admin_change, admin_client, api_patch, queryset_update, read  # noqa: F401
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

@@ -368,6 +368,9 @@ class SentinelSet(Topology):
         self.wait_healthy(timeout=30)
 
 
+# Session fixtures are registered once, in conftest.py: a test module that
+# imported them would get its own instance (pytest keeps one per module that
+# defines a fixture), and a second set of processes.
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[Cluster]:
     cluster = Cluster()
@@ -404,10 +407,19 @@ def use_topology(settings, env: dict[str, str]) -> None:
     settings.CACHES = {**settings.CACHES, "default": config}
     settings.REDIS_TOPOLOGY = topology
     settings.REDIS_URL = topology.url
-    # Pools outlive a test (django-redis keeps them per process): drop
-    # connections an earlier test's failover left pointing at a demoted node.
+    # Pools outlive a test: django-redis keeps them per process, keyed by
+    # LOCATION alone. A Sentinel pool stays bound to the sentinels it was
+    # built with, and every Sentinel set of the run has the same LOCATION
+    # (service name, password, db), so a pool left by another set would
+    # send this test's commands to that set. Build this test's anew; that
+    # also drops connections a failover left pointing at a demoted node.
     from django.core.cache import caches
+    from django_redis.pool import ConnectionFactory
 
+    for location in config["LOCATION"]:
+        stale = ConnectionFactory._pools.pop(location, None)
+        if stale is not None:
+            stale.disconnect()
     client = caches["default"].client.get_client(write=True)
     if hasattr(client, "connection_pool"):
         client.connection_pool.disconnect()
