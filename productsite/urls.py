@@ -1,16 +1,19 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
-from rest_framework.routers import DefaultRouter
 
 from products import views
+from products.api_root import ServiceRouter
 
-router = DefaultRouter()
+router = ServiceRouter()
 # Names may contain dots; "name.json" is a name, not a format suffix.
 router.include_format_suffixes = False
 router.register("products", views.ProductViewSet, basename="product")
 
 urlpatterns = [
+    # A newcomer opening the server's address lands on the API root, which links the docs.
+    path("", RedirectView.as_view(pattern_name="api-root", permanent=False), name="home"),
     path("api/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
