@@ -35,3 +35,6 @@ class ProductsConfig(AppConfig):
         connection_created.connect(
             receivers.register_sqlite_functions, dispatch_uid="products.register_sqlite_functions"
         )
+        connection_created.connect(
+            receivers.count_queries_in_metrics, dispatch_uid="products.count_queries_in_metrics"
+        )

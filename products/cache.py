@@ -69,6 +69,8 @@ from django.db import transaction
 from django.utils.http import parse_etags
 from redis.exceptions import NoScriptError, RedisError
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 KEY_VERSION = "products:v1"  # bump when the cached shape changes
@@ -270,6 +272,7 @@ class _Breaker:
             first = not self._down
             self._down = True
         if first:
+            metrics.breaker_state(True)
             logger.warning(
                 "Redis unavailable (%s: %s); serving products from the database and retrying every %.1fs",
                 type(exc).__name__,
@@ -288,6 +291,7 @@ class _Breaker:
             with self._lock:
                 was_down, self._down = self._down, False
             if was_down:
+                metrics.breaker_state(False)
                 logger.warning("Redis is answering again; product caching resumed")
 
     def miss_invalidation(self) -> None:
@@ -333,6 +337,7 @@ def _run(op: Callable[[object], object]) -> object:
 
 def _retire_generation(client) -> None:
     client.set(_gen_key(), secrets.token_hex(8))
+    metrics.generation_retired()
     logger.warning("Product cache generation retired; older cached products are unreachable")
 
 
@@ -376,7 +381,11 @@ def _default_loader() -> Callable[[str], bytes | None]:
     return product_json
 
 
-def _from_database(name: str, load: Callable[[str], bytes | None]) -> CachedProduct | None:
+def _from_database(
+    name: str, load: Callable[[str], bytes | None], result: str = "bypass"
+) -> CachedProduct | None:
+    """Read the product from the database without filling; count the lookup as ``result``."""
+    metrics.cache_lookup(result)
     data = load(name)
     return None if data is None else CachedProduct(data, hit=False)
 
@@ -396,19 +405,24 @@ def get_product(name: str, load: Callable[[str], bytes | None] | None = None) ->
     args = [base, name, token, int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)]
     deadline = time.monotonic() + settings.PRODUCT_CACHE_LEASE_WAIT
     delay = 0.002
+    waited = False
     while True:
         try:
             kind, payload = _run(lambda c: _evalsha(c, _READ_LUA, keys, args))
         except CacheUnavailable:
             return _from_database(name, load)
         if kind == _HIT:
+            metrics.cache_lookup("hit")
             return CachedProduct(payload, hit=True)
         if kind == _LEASE:
             return _fill(name, token, payload, load, keys[0], base)
         # Someone else holds the lease and is reading the database: wait for
         # their value, but never for long.
+        if not waited:
+            waited = True
+            metrics.lease_wait()
         if time.monotonic() + delay > deadline:
-            return _from_database(name, load)
+            return _from_database(name, load, "miss")
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
 
@@ -445,6 +459,7 @@ def get_product_counted(
     if kind == _THROTTLED:
         return None, False
     if kind == _HIT:
+        metrics.cache_lookup("hit")
         return CachedProduct(payload, hit=True), True
     if kind == _LEASE:
         return _fill(name, token, payload, load, keys[0], args[0]), True
@@ -457,6 +472,7 @@ def _fill(
     name: str, token: str, gen: bytes, load: Callable[[str], bytes | None], gen_key: str, base: str
 ) -> CachedProduct | None:
     """Read the database as the lease holder; store the row only while the lease lives."""
+    metrics.cache_lookup("miss")
     try:
         data = load(name)
         if after_database_read is not None:

@@ -44,7 +44,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from . import cache
-from .middleware import log_request
+from .middleware import log_request, request_id
 from .selectors import product_json, seed_shape
 from .throttling import AnonRateThrottle, UserRateThrottle, counter_name, parse_rate
 
@@ -189,8 +189,17 @@ class FastProductReads:
                 answer = None
             if answer is not None:
                 status, headers, body, x_cache = answer
-                start_response(status, headers)
-                log_request("GET", environ.get("SCRIPT_NAME", "") + match[2], status[:3], started, x_cache)
+                rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+                start_response(status, [*headers, ("X-Request-ID", rid)])
+                log_request(
+                    "GET",
+                    environ.get("SCRIPT_NAME", "") + match[2],
+                    status[:3],
+                    started,
+                    x_cache,
+                    request_id=rid,
+                    route="product-detail" if match[1] else "seed-product-detail",
+                )
                 return [body]
         return self.app(environ, start_response)
 

@@ -3,7 +3,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from products import views
+from products import monitoring, views
 from products.api_root import ServiceRouter
 
 router = ServiceRouter()
@@ -25,6 +25,9 @@ urlpatterns = [
     ),
     path("api-auth/", include("rest_framework.urls")),
     path("health/", views.health, name="health"),
+    path("health/live/", monitoring.health_live, name="health-live"),
+    path("health/ready/", monitoring.health_ready, name="health-ready"),
+    path("metrics", monitoring.metrics_view, name="metrics"),
     # The original Flask service's routes, kept working.
     path("products", views.SeedProductListView.as_view(), name="seed-product-list"),
     re_path(

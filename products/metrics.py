@@ -1,0 +1,168 @@
+"""Prometheus metrics: what the app counts, and the registry /metrics reads.
+
+The cache and the request log call the small functions here; this module
+imports nothing of the project, so any layer may call it.
+
+Several gunicorn workers each count in their own process. With
+``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py sets it before any worker
+starts) prometheus-client keeps every process's values in files there and
+:func:`render` adds them up at scrape time; without it (runserver, tests)
+the values live in this process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "breaker_state",
+    "cache_lookup",
+    "generation_retired",
+    "lease_wait",
+    "observe_request",
+    "register_pending_invalidations",
+    "render",
+    "set_pending_invalidations",
+]
+
+# Methods outside this set share one label value: clients choose the method,
+# and every label value is a time series Prometheus keeps.
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests answered, by route (URL pattern name), method and status.",
+    ["route", "method", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer a request, by route (URL pattern name).",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+CACHE_LOOKUPS = Counter(
+    "product_cache_lookups_total",
+    "Product cache lookups by result: hit, miss (read the database and filled), "
+    "bypass (Redis down or breaker open, or the cache is off / inside a transaction).",
+    ["result"],
+)
+LEASE_WAITS = Counter(
+    "product_cache_lease_waits_total",
+    "Lookups that found another reader filling the product and waited for it.",
+)
+BREAKER_OPEN = Gauge(
+    "product_cache_breaker_open",
+    "Worker processes whose Redis circuit breaker is open now (skipping the cache).",
+    multiprocess_mode="livesum",
+)
+BREAKER_TRIPS = Counter(
+    "product_cache_breaker_trips_total",
+    "Times a Redis failure opened a process's circuit breaker.",
+)
+GENERATION_RETIREMENTS = Counter(
+    "product_cache_generation_retirements_total",
+    "Times the product cache generation was retired (every cached product dropped at once).",
+)
+PENDING_INVALIDATIONS = Gauge(
+    "product_cache_pending_invalidations",
+    "Invalidations not yet applied to Redis (missed during an outage), as last reported.",
+    multiprocess_mode="livemax",
+)
+DB_QUERIES = Counter(
+    "db_queries_total",
+    "SQL statements sent to the database, by connection alias.",
+    ["alias"],
+)
+
+
+def observe_request(route: str, method: str, status: int | str, seconds: float) -> None:
+    """Count one answered request."""
+    method = method if method in _METHODS else "other"
+    REQUESTS.labels(route, method, str(status)).inc()
+    REQUEST_SECONDS.labels(route).observe(seconds)
+
+
+def cache_lookup(result: str) -> None:
+    """Count one product cache lookup: "hit", "miss" or "bypass"."""
+    CACHE_LOOKUPS.labels(result).inc()
+
+
+def lease_wait() -> None:
+    LEASE_WAITS.inc()
+
+
+def breaker_state(is_open: bool) -> None:
+    """Record this process's breaker opening (True) or closing (False)."""
+    if is_open:
+        BREAKER_TRIPS.inc()
+    BREAKER_OPEN.set(1 if is_open else 0)
+
+
+def generation_retired() -> None:
+    GENERATION_RETIREMENTS.inc()
+
+
+def set_pending_invalidations(count: int) -> None:
+    """Report how many invalidations wait to be applied (e.g. rows in an outbox)."""
+    PENDING_INVALIDATIONS.set(count)
+
+
+_pending_reader: Callable[[], int] | None = None
+
+
+def register_pending_invalidations(reader: Callable[[], int]) -> None:
+    """Read the pending-invalidation count at scrape time with ``reader`` (e.g. an outbox count)."""
+    global _pending_reader
+    _pending_reader = reader
+
+
+class _PendingCollector:
+    """Expose ``reader()`` at scrape time as product_cache_pending_invalidations_now."""
+
+    def collect(self):
+        if _pending_reader is None:
+            return
+        try:
+            value = _pending_reader()
+        except Exception:  # the database is down: say nothing rather than fail the scrape
+            return
+        yield GaugeMetricFamily(
+            "product_cache_pending_invalidations_now",
+            "Invalidations waiting to be applied, read at scrape time.",
+            value=value,
+        )
+
+
+def count_query(execute, sql, params, many, context):
+    """A connection execute wrapper counting every statement (see apps.ready)."""
+    DB_QUERIES.labels(context["connection"].alias).inc()
+    return execute(sql, params, many, context)
+
+
+def render() -> tuple[bytes, str]:
+    """Return the current metrics of every worker process in the text format, and its content type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    body = generate_latest(registry)
+    if _pending_reader is not None:
+        extra = CollectorRegistry()
+        extra.register(_PendingCollector())
+        body += generate_latest(extra)
+    return body, CONTENT_TYPE_LATEST
