@@ -15,6 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+# prometheus-client picks multiprocess mode when it is imported and fails on
+# the first metric if the directory is missing; make it, rather than fail a
+# command run with the variable exported.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
