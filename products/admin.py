@@ -33,8 +33,12 @@ class ProductAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export selected as CSV", permissions=["view"])
     def export_selected_as_csv(self, request, queryset):
-        # Streamed, in the import format: the file imports back as it is.
-        chunks = (text for text, _ in product_export_chunks(fmt="csv", queryset=queryset))
+        # Streamed, in the import format. Made for spreadsheets: a name that
+        # would run as a formula (=HYPERLINK(...)) gets a leading quote, so
+        # such names do not import back unchanged (export_products does).
+        chunks = (
+            text for text, _ in product_export_chunks(fmt="csv", queryset=queryset, spreadsheet_safe=True)
+        )
         response = StreamingHttpResponse(chunks, content_type="text/csv; charset=utf-8")
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         response["Content-Disposition"] = f'attachment; filename="products-{stamp}.csv"'
