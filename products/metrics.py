@@ -85,8 +85,9 @@ GENERATION_RETIREMENTS = Counter(
 )
 PENDING_INVALIDATIONS = Gauge(
     "product_cache_pending_invalidations",
-    "Invalidations not yet applied to Redis (missed during an outage), as last reported.",
-    multiprocess_mode="livemax",
+    "Product names whose invalidation a process missed and has yet to deliver, summed over "
+    "live processes (a pending retirement of every bucket counts 1).",
+    multiprocess_mode="livesum",
 )
 DB_QUERIES = Counter(
     "db_queries_total",
@@ -138,7 +139,7 @@ def generation_retired() -> None:
 
 
 def set_pending_invalidations(count: int) -> None:
-    """Report how many invalidations wait to be applied (e.g. rows in an outbox)."""
+    """Report how many invalidations this process has yet to deliver to Redis."""
     PENDING_INVALIDATIONS.set(count)
 
 

@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from products import cache
 from products.models import Product
+from products.selectors import product_json
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,7 +48,7 @@ def test_dry_run_reports_counts_and_writes_nothing_until_confirmed(client):
     staff(client, "add_product", "change_product", "view_product")
     Product.objects.create(name="Lamp", price="20.00", quantity=2)  # unchanged
     Product.objects.create(name="Bowl", price="9.00", quantity=0)  # updated
-    cache.get_product("Bowl")
+    cache.get_product("Bowl", product_json)
     before = catalogue()
     report = upload(client, GOOD)
     assert report.status_code == 200
@@ -64,7 +65,9 @@ def test_dry_run_reports_counts_and_writes_nothing_until_confirmed(client):
         ("Bowl", Decimal("12.00"), 0),
         ("Lamp", Decimal("20.00"), 2),
     }
-    assert b'"12.00"' in cache.get_product("Bowl").data  # the service invalidated the cached row
+    assert (
+        b'"12.00"' in cache.get_product("Bowl", product_json).data
+    )  # the service invalidated the cached row
     messages = [str(m) for m in client.get(CHANGELIST).context["messages"]]
     assert messages == ["Imported products.csv: created 1, updated 1, unchanged 1."]
     # The token is spent: confirming again imports nothing and says so.
