@@ -4,6 +4,7 @@ from django.urls import path
 from django.utils import timezone
 
 from .admin_import import import_view
+from .forms import ProductForm
 from .models import Product
 from .services import product_export_chunks
 
@@ -25,6 +26,7 @@ class InStockFilter(admin.SimpleListFilter):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
+    form = ProductForm  # the rules' own messages, as in the API and the import
     list_display = ["name", "price", "quantity", "updated_at"]
     search_fields = ["name"]
     list_filter = [InStockFilter]

@@ -40,7 +40,7 @@ __all__ = [
     "generation_retired",
     "lease_wait",
     "observe_request",
-    "register_pending_invalidations",
+    "register_outbox_reader",
     "render",
     "set_pending_invalidations",
 ]
@@ -143,29 +143,34 @@ def set_pending_invalidations(count: int) -> None:
     PENDING_INVALIDATIONS.set(count)
 
 
-_pending_reader: Callable[[], int] | None = None
+_outbox_reader: Callable[[], tuple[int, float | None]] | None = None
 
 
-def register_pending_invalidations(reader: Callable[[], int]) -> None:
-    """Read the pending-invalidation count at scrape time with ``reader`` (e.g. an outbox count)."""
-    global _pending_reader
-    _pending_reader = reader
+def register_outbox_reader(reader: Callable[[], tuple[int, float | None]]) -> None:
+    """Read the database outbox at scrape time: ``reader()`` returns (pending rows, oldest age in s)."""
+    global _outbox_reader
+    _outbox_reader = reader
 
 
-class _PendingCollector:
-    """Expose ``reader()`` at scrape time as product_cache_pending_invalidations_now."""
+class _OutboxCollector:
+    """The outbox's pending invalidations, read from the database at scrape time."""
 
     def collect(self):
-        if _pending_reader is None:
+        if _outbox_reader is None:
             return
         try:
-            value = _pending_reader()
+            count, oldest = _outbox_reader()
         except Exception:  # the database is down: say nothing rather than fail the scrape
             return
         yield GaugeMetricFamily(
-            "product_cache_pending_invalidations_now",
-            "Invalidations waiting to be applied, read at scrape time.",
-            value=value,
+            "product_cache_outbox_pending",
+            "Invalidations recorded in the database outbox and not yet applied to Redis.",
+            value=count,
+        )
+        yield GaugeMetricFamily(
+            "product_cache_outbox_oldest_seconds",
+            "Age of the oldest pending outbox invalidation (0 when none).",
+            value=oldest or 0.0,
         )
 
 
@@ -183,8 +188,8 @@ def render() -> tuple[bytes, str]:
     else:
         registry = REGISTRY
     body = generate_latest(registry)
-    if _pending_reader is not None:
+    if _outbox_reader is not None:
         extra = CollectorRegistry()
-        extra.register(_PendingCollector())
+        extra.register(_OutboxCollector())
         body += generate_latest(extra)
     return body, CONTENT_TYPE_LATEST

@@ -110,7 +110,9 @@ def test_gunicorn_config_reads_the_environment(monkeypatch):
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/metrics")
     config = runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))
     assert (config["workers"], config["threads"], config["timeout"]) == (7, 3, 45)
-    assert config["bind"] == "0.0.0.0:9001"
+    assert config["bind"] == "127.0.0.1:9001"  # loopback unless GUNICORN_BIND says otherwise
+    monkeypatch.setenv("GUNICORN_BIND", "0.0.0.0:9002")
+    assert runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))["bind"] == "0.0.0.0:9002"
     # The app logs each request once; gunicorn's access log only when asked for.
     assert config["keepalive"] > 0 and config["accesslog"] is None and config["errorlog"] == "-"
     monkeypatch.setenv("GUNICORN_ACCESS_LOG", "-")
