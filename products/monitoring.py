@@ -38,9 +38,14 @@ def metrics_view(request):
     """Answer the Prometheus text format, to METRICS_ALLOWED_IPS only (404 to anyone else).
 
     The peer address (REMOTE_ADDR), never X-Forwarded-For: a client chooses
-    that header. Behind a proxy, scrape the app's own address.
+    that header. A request carrying X-Forwarded-For or Forwarded came
+    through a proxy and is refused. Behind a proxy, scrape the app's own address.
     """
-    if not metrics_allowed(request.META.get("REMOTE_ADDR")):
+    meta = request.META
+    # A relayed request is not the scraper's: a reverse proxy on this host
+    # connects from loopback and would otherwise open /metrics to everyone.
+    relayed = "HTTP_X_FORWARDED_FOR" in meta or "HTTP_FORWARDED" in meta
+    if relayed or not metrics_allowed(meta.get("REMOTE_ADDR")):
         raise Http404()
     body, content_type = metrics.render()
     return HttpResponse(body, content_type=content_type)

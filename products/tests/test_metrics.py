@@ -54,6 +54,9 @@ def test_metrics_answer_the_text_format_to_loopback_only(client, settings):
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 404
     # The peer counts, not a header the client writes.
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3", HTTP_X_FORWARDED_FOR="127.0.0.1").status_code == 404
+    # Relayed by a proxy on this host (peer 127.0.0.1): not the scraper.
+    assert client.get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.9").status_code == 404
+    assert client.get("/metrics", HTTP_FORWARDED="for=203.0.113.9").status_code == 404
     settings.METRICS_ALLOWED_IPS = ["10.0.0.0/8"]
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
     assert client.get("/metrics").status_code == 404
