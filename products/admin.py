@@ -6,7 +6,7 @@ from django.utils import timezone
 from .admin_import import import_view
 from .forms import ProductForm
 from .models import Product
-from .services import product_export_chunks
+from .services.exporting import product_export_chunks
 
 
 class InStockFilter(admin.SimpleListFilter):

@@ -25,7 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from .fileformats import EXTENSIONS, FORMATS, FileFormatError, RowError, format_for_path
-from .services import ImportFailed, ImportResult, product_import_file
+from .services.importing import ImportFailed, ImportResult, product_import_file
 
 SESSION_KEY = "products.admin_import"
 MAX_REPORTED_ERRORS = 1000  # every bad row up to this many; a count of the rest

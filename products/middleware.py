@@ -61,7 +61,7 @@ def log_request(
     request_id: str = "-",
     route: str = UNMATCHED_ROUTE,
 ) -> None:
-    """Count the request in the metrics and write its log line (also used by the fast path).
+    """Count the request in the metrics and write its log line (also used by productsite.fastpath).
 
     ``route`` is the URL pattern's name, never the raw path: the metrics'
     labels stay a small, fixed set whatever clients ask for.

@@ -20,18 +20,20 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from . import cache, schema, services
+from . import cache, schema
 from .conditional import etag_matches, make_etag
 from .exceptions import InsufficientStockConflict, PreconditionFailed, StockOutOfRangeConflict
 from .filters import ProductFilter
 from .models import Product
 from .permissions import ProductPermissions
-from .selectors import product_json, seed_shape
+from .selectors import legacy_shape, product_json
 from .serializers import (
+    LegacyProductSerializer,
     ProductSerializer,
-    SeedProductSerializer,
     StockChangeSerializer,
 )
+from .services import stock
+from .validators import NAME_URL_PATTERN
 
 
 def _etag_of(representation: dict) -> str:
@@ -95,7 +97,7 @@ class ProductViewSet(viewsets.ModelViewSet):
     lookup_field = "name"
     # No control characters: such a name cannot exist, and some databases
     # refuse NUL in a query (a 404 from the router instead of a 500).
-    lookup_value_regex = "[^/\x00-\x1f\x7f-\x9f]+"
+    lookup_value_regex = NAME_URL_PATTERN
     filterset_class = ProductFilter
     ordering_fields = ["name", "price", "quantity", "created_at", "updated_at"]
     ordering = ["name"]
@@ -153,12 +155,12 @@ class ProductViewSet(viewsets.ModelViewSet):
         serializer = StockChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            product = services.adjust_stock(name=name, delta=serializer.validated_data["delta"])
+            product = stock.adjust_stock(name=name, delta=serializer.validated_data["delta"])
         except Product.DoesNotExist:
             raise NotFound() from None
-        except services.InsufficientStock:
+        except stock.InsufficientStock:
             raise InsufficientStockConflict() from None
-        except services.StockOverflow:
+        except stock.StockOverflow:
             # Like going below zero: a conflict with the stored quantity, not bad input.
             raise StockOutOfRangeConflict() from None
         data = ProductSerializer(product).data
@@ -167,36 +169,36 @@ class ProductViewSet(viewsets.ModelViewSet):
         return response
 
 
-class SeedProductListView(APIView):
+class LegacyProductListView(APIView):
     """``POST /products``: the original service's create route."""
 
     queryset = Product.objects.all()
-    serializer_class = SeedProductSerializer
+    serializer_class = LegacyProductSerializer
     permission_classes = [ProductPermissions]
 
-    @schema.seed_create_schema
+    @schema.legacy_create_schema
     def post(self, request: Request):
         serializer = ProductSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         product = serializer.save()
-        response = Response(seed_shape(serializer.data), status=status.HTTP_201_CREATED)
-        response["Location"] = product_location(request, "seed-product-detail", product.name)
+        response = Response(legacy_shape(serializer.data), status=status.HTTP_201_CREATED)
+        response["Location"] = product_location(request, "legacy-product-detail", product.name)
         return response
 
 
-class SeedProductDetailView(APIView):
+class LegacyProductDetailView(APIView):
     """``GET /products/{name}``: the original service's read route, same cache."""
 
     queryset = Product.objects.all()
-    serializer_class = SeedProductSerializer
+    serializer_class = LegacyProductSerializer
     permission_classes = [ProductPermissions]
 
-    @schema.seed_retrieve_schema
+    @schema.legacy_retrieve_schema
     def get(self, request: Request, name: str):
         cached = cache.get_product(name, product_json)
         if cached is None:
             raise NotFound()
-        return cached_product_response(request, cached, shape=seed_shape)
+        return cached_product_response(request, cached, shape=legacy_shape)
 
 
 @schema.health_schema

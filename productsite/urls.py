@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from products import monitoring, views
 from products.api_root import ServiceRouter
+from products.validators import NAME_URL_PATTERN
 
 router = ServiceRouter()
 # Names may contain dots; "name.json" is a name, not a format suffix.
@@ -29,11 +30,11 @@ urlpatterns = [
     path("health/ready/", monitoring.health_ready, name="health-ready"),
     path("metrics", monitoring.metrics_view, name="metrics"),
     # The original Flask service's routes, kept working.
-    path("products", views.SeedProductListView.as_view(), name="seed-product-list"),
+    path("products", views.LegacyProductListView.as_view(), name="legacy-product-list"),
     re_path(
-        r"^products/(?P<name>[^/\x00-\x1f\x7f-\x9f]+)$",
-        views.SeedProductDetailView.as_view(),
-        name="seed-product-detail",
+        rf"^products/(?P<name>{NAME_URL_PATTERN})$",
+        views.LegacyProductDetailView.as_view(),
+        name="legacy-product-detail",
     ),
     path("admin/", admin.site.urls),
 ]

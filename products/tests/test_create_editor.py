@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
-from .conftest import token_client
+from .support.users import token_client
 
 pytestmark = pytest.mark.django_db
 

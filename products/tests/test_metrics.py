@@ -23,7 +23,7 @@ from products import cache, monitoring
 from products.models import Product
 from products.selectors import product_json
 
-from .conftest import BASE_DIR, free_port, server_env
+from .support.processes import BASE_DIR, free_port, server_env
 
 
 def value(name: str, **labels: str) -> float:

@@ -15,7 +15,7 @@ import requests
 
 from products.logfields import escape, format_fields, request_id
 
-from .conftest import BASE_DIR, free_port, server_env
+from .support.processes import BASE_DIR, free_port, server_env
 
 pytestmark = pytest.mark.django_db
 
