@@ -30,14 +30,18 @@ graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 max_requests = _int("GUNICORN_MAX_REQUESTS", 10000)
 max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 1000)
 
-# Logs to stdout/stderr, for the platform to collect.
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None  # empty: no access log
+# Logs to stdout/stderr, for the platform to collect. The app logs one line
+# per request (products.requests, with its request id), so gunicorn's access
+# log is off unless GUNICORN_ACCESS_LOG names a file ("-": stdout).
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 access_log_format = (
     'remote=%(h)s method=%(m)s path="%(U)s" query="%(q)s" status=%(s)s '
-    'bytes=%(B)s duration_ms=%(M)s x_cache=%({x-cache}o)s ua="%(a)s"'
+    'bytes=%(B)s duration_ms=%(M)s x_cache=%({x-cache}o)s request_id=%({x-request-id}o)s ua="%(a)s"'
 )
+# Every access-log field escaped: a path with %0a cannot forge a line.
+logger_class = "productsite.gunicorn_logging.EscapingLogger"
 # Trust X-Forwarded-* from these addresses (the proxy); the app reads the same
 # variable, with the same default, for the client address it throttles
 # (products/addresses.py). Django reads X-Forwarded-Proto itself when
@@ -48,3 +52,39 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # instances on a host (tests, benchmarks) would fight over it, and nothing
 # here uses it.
 control_socket_disable = True
+
+
+# --- Prometheus metrics across workers -----------------------------------------
+# Each worker writes its counters to files in PROMETHEUS_MULTIPROC_DIR and
+# /metrics adds them up. The variable must be set before any worker imports
+# prometheus_client, so it is set here, in the master. Without one given, a
+# fresh private directory, removed when gunicorn exits.
+_own_metrics_dir = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    _own_metrics_dir = tempfile.mkdtemp(prefix="productsite-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+
+
+def on_starting(server) -> None:
+    # Files left by an earlier run would be added to this one's counts.
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(directory, name))
+
+
+def child_exit(server, worker) -> None:
+    # A dead worker's live gauges (e.g. an open breaker) must stop counting.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if _own_metrics_dir:
+        import shutil
+
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)

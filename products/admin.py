@@ -1,7 +1,9 @@
 from django.contrib import admin, messages
 from django.http import StreamingHttpResponse
+from django.urls import path
 from django.utils import timezone
 
+from .admin_import import import_view
 from .forms import ProductForm
 from .models import Product
 from .services.exporting import product_export_chunks
@@ -32,11 +34,27 @@ class ProductAdmin(admin.ModelAdmin):
     readonly_fields = ["created_at", "updated_at"]
     fields = ["name", "price", "quantity", "created_at", "updated_at"]
     actions = ["export_selected_as_csv", "mark_out_of_stock"]
+    # Adds the "Import" button (for users who may add and change products).
+    change_list_template = "admin/products/product/change_list.html"
+
+    def get_urls(self):
+        opts = self.model._meta
+        name = f"{opts.app_label}_{opts.model_name}_import"
+        view = self.admin_site.admin_view(lambda request: import_view(self, request))
+        return [path("import/", view, name=name), *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        can_import = self.has_add_permission(request) and self.has_change_permission(request)
+        return super().changelist_view(request, {**(extra_context or {}), "can_import": can_import})
 
     @admin.action(description="Export selected as CSV", permissions=["view"])
     def export_selected_as_csv(self, request, queryset):
-        # Streamed, in the import format: the file imports back as it is.
-        chunks = (text for text, _ in product_export_chunks(fmt="csv", queryset=queryset))
+        # Streamed, in the import format. Made for spreadsheets: a name that
+        # would run as a formula (=HYPERLINK(...)) gets a leading quote, so
+        # such names do not import back unchanged (export_products does).
+        chunks = (
+            text for text, _ in product_export_chunks(fmt="csv", queryset=queryset, spreadsheet_safe=True)
+        )
         response = StreamingHttpResponse(chunks, content_type="text/csv; charset=utf-8")
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         response["Content-Disposition"] = f'attachment; filename="products-{stamp}.csv"'

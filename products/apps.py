@@ -15,6 +15,7 @@ class ProductsConfig(AppConfig):
             auth_limits,
             cache,
             checks,  # noqa: F401  (registers the system checks)
+            metrics,
             outbox,
             receivers,
         )
@@ -43,7 +44,11 @@ class ProductsConfig(AppConfig):
         )
         if outbox.record_missed_invalidation not in cache.missed_invalidation_hooks:
             cache.missed_invalidation_hooks.append(outbox.record_missed_invalidation)
+        metrics.register_outbox_reader(outbox.pending_summary)
         connection_created.connect(
             receivers.register_sqlite_functions, dispatch_uid="products.register_sqlite_functions"
+        )
+        connection_created.connect(
+            receivers.count_queries_in_metrics, dispatch_uid="products.count_queries_in_metrics"
         )
         user_login_failed.connect(auth_limits.count_failed_login, dispatch_uid="products.count_failed_login")

@@ -53,7 +53,7 @@ from typing import NamedTuple
 from django.conf import settings
 from django.db import transaction
 
-from . import cachekeys, missed, scripts, transport
+from . import cachekeys, metrics, missed, scripts, transport
 from .cachekeys import clear, info
 from .conditional import make_etag
 from .missed import hooks as missed_invalidation_hooks
@@ -117,7 +117,9 @@ def _in_transaction() -> bool:
     )
 
 
-def _from_database(name: str, load: Loader) -> CachedProduct | None:
+def _from_database(name: str, load: Loader, result: str = "bypass") -> CachedProduct | None:
+    """Read the product from the database without filling; count the lookup as ``result``."""
+    metrics.cache_lookup(result)
     data = load(name)
     return None if data is None else CachedProduct(data, hit=False)
 
@@ -135,19 +137,24 @@ def get_product(name: str, load: Loader) -> CachedProduct | None:
     args = [token, int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)]
     deadline = time.monotonic() + settings.PRODUCT_CACHE_LEASE_WAIT
     delay = 0.002
+    waited = False
     while True:
         try:
             kind, payload = transport.run(lambda c: scripts.evalsha(c, "read", keys, args))
         except CacheUnavailable:
             return _from_database(name, load)
         if kind == _HIT:
+            metrics.cache_lookup("hit")
             return CachedProduct(payload, hit=True)
         if kind == _LEASE:
             return _fill(name, token, payload, load)
         # Someone else holds the lease and is reading the database: wait for
         # their value, but never for long.
+        if not waited:
+            waited = True
+            metrics.lease_wait()
         if time.monotonic() + delay > deadline:
-            return _from_database(name, load)
+            return _from_database(name, load, "miss")
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
 
@@ -185,6 +192,7 @@ def get_product_counted(
     if kind == _THROTTLED:
         return None, False
     if kind == _HIT:
+        metrics.cache_lookup("hit")
         return CachedProduct(payload, hit=True), True
     if kind == _LEASE:
         return _fill(name, token, payload, load), True
@@ -195,6 +203,7 @@ def get_product_counted(
 
 def _fill(name: str, token: str, gen: bytes, load: Loader) -> CachedProduct | None:
     """Read the database as the lease holder; store the row only while the lease lives."""
+    metrics.cache_lookup("miss")
     keys = list(cachekeys.product_keys(name))
     try:
         data = load(name)

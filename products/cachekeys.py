@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 from redis.exceptions import ConnectionError, RedisError
 
-from . import scripts, transport
+from . import metrics, scripts, transport
 from .transport import Client, Connection
 
 logger = logging.getLogger("products.cache")
@@ -97,10 +97,12 @@ def retire_all(client: Client) -> None:
         for bucket in range(BUCKETS):
             pipe.set(bucket_prefix(bucket) + "gen", gen)
         pipe.execute()
+        metrics.generation_retired()
     else:
         failed, error = _each_bucket(range(BUCKETS), lambda b: client.set(bucket_prefix(b) + "gen", gen))
         if error is not None:
             raise Undelivered(f"{len(failed)} bucket(s) not retired: {error}", None) from error
+        metrics.generation_retired()
     logger.warning("Product cache generation retired; older cached products are unreachable")
 
 
@@ -154,6 +156,7 @@ def adopt(connection: Connection, run_id: str) -> None:
     replies = scripts.eval_on_connection(connection, "adopt", calls)
     retired = sum(1 for reply in replies if reply == 1)
     if retired:
+        metrics.generation_retired()
         logger.warning(
             "Redis server %s is new to this cache: %d bucket generation(s) retired", run_id, retired
         )

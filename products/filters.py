@@ -77,17 +77,27 @@ class ProductFilter(django_filters.FilterSet):
     search = django_filters.CharFilter(
         method="filter_search",
         max_length=NAME_MAX_LENGTH,
+        # Method filters have no model field to take a label from: without
+        # one, the browsable API's form says "[invalid name]:".
+        label="Name contains",
         help_text="Name contains this (case-insensitive).",
     )
     min_price = PriceFilter(
-        field_name="price", lookup_expr="gte", help_text="Price at least this (inclusive)."
+        field_name="price",
+        lookup_expr="gte",
+        label="Minimum price",
+        help_text="Price at least this (inclusive).",
     )
     max_price = PriceFilter(
-        field_name="price", lookup_expr="lte", help_text="Price at most this (inclusive)."
+        field_name="price",
+        lookup_expr="lte",
+        label="Maximum price",
+        help_text="Price at most this (inclusive).",
     )
     in_stock = django_filters.ChoiceFilter(
         choices=[("true", "true"), ("false", "false")],
         method="filter_in_stock",
+        label="In stock",
         help_text="true: quantity > 0; false: quantity = 0.",
     )
 

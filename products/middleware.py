@@ -4,36 +4,30 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import time
 
 from django.conf import settings
 from django.http import JsonResponse
 
+from . import metrics
+from .logfields import format_fields, request_id
+
+__all__ = ["BodySizeLimitMiddleware", "RequestLogMiddleware", "format_fields", "log_request", "request_id"]
+
 logger = logging.getLogger("products.requests")
 
-_BARE = re.compile(r"^[A-Za-z0-9_.:/%+\-@,;~*!()]*$")
-
-
-def _value(value: object) -> str:
-    # key=value stays parseable: anything with spaces, quotes or "=" is quoted.
-    text = str(value)
-    if text and _BARE.match(text):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def format_fields(fields: dict) -> str:
-    """Return ``key=value`` pairs, quoting values that need it."""
-    return " ".join(f"{key}={_value(value)}" for key, value in fields.items())
+UNMATCHED_ROUTE = "(unmatched)"
 
 
 class RequestLogMiddleware:
-    """Log ``method path status duration_ms cache`` once per request at INFO.
+    """Give each request an id, log it once at INFO, and count it in the metrics.
 
-    The fields are also on the record (``record.request_fields``) for a JSON
-    formatter. The level comes from LOG_LEVEL: at WARNING and above the line
-    is skipped before any formatting.
+    The id is the client's (or proxy's) ``X-Request-ID`` when it is sane (see
+    logfields.request_id), else a new one; it is on ``request.request_id``,
+    in the log line and in the response's ``X-Request-ID``. The log fields are
+    also on the record (``record.request_fields``) for a JSON formatter. The
+    level comes from LOG_LEVEL: at WARNING and above the line is skipped
+    before any formatting.
     """
 
     def __init__(self, get_response) -> None:
@@ -41,20 +35,47 @@ class RequestLogMiddleware:
 
     def __call__(self, request):
         start = time.perf_counter()
+        request.request_id = rid = request_id(request.headers.get("X-Request-ID"))
         response = self.get_response(request)
-        log_request(request.method, request.path, response.status_code, start, response.get("X-Cache", "-"))
+        response["X-Request-ID"] = rid
+        match = request.resolver_match
+        log_request(
+            request.method,
+            request.path,
+            response.status_code,
+            start,
+            response.get("X-Cache", "-"),
+            request_id=rid,
+            route=(match.view_name or match.route) if match is not None else UNMATCHED_ROUTE,
+        )
         return response
 
 
-def log_request(method: str, path: str, status: int | str, started: float, cache: str) -> None:
-    """Write the request's log line (also used by productsite.fastpath)."""
+def log_request(
+    method: str,
+    path: str,
+    status: int | str,
+    started: float,
+    cache: str,
+    *,
+    request_id: str = "-",
+    route: str = UNMATCHED_ROUTE,
+) -> None:
+    """Count the request in the metrics and write its log line (also used by productsite.fastpath).
+
+    ``route`` is the URL pattern's name, never the raw path: the metrics'
+    labels stay a small, fixed set whatever clients ask for.
+    """
+    seconds = time.perf_counter() - started
+    metrics.observe_request(route, method, status, seconds)
     if logger.isEnabledFor(logging.INFO):
         fields = {
             "method": method,
             "path": path,
             "status": status,
-            "duration_ms": f"{(time.perf_counter() - started) * 1000:.1f}",
+            "duration_ms": f"{seconds * 1000:.1f}",
             "cache": cache,
+            "request_id": request_id,
         }
         logger.info(format_fields(fields), extra={"request_fields": fields})
 

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from . import cachekeys, transport
+from . import cachekeys, metrics, transport
 from .transport import Client
 
 logger = logging.getLogger("products.cache")
@@ -44,6 +44,7 @@ class Pending:
                 self._names.clear()
             elif not self._everything:
                 self._names.update(names)
+            metrics.set_pending_invalidations(1 if self._everything else len(self._names))
 
     def deliver(self, client: Client) -> None:
         """Delete the pending names, or retire every bucket; a RedisError leaves them pending."""
@@ -60,6 +61,7 @@ class Pending:
     def clear(self) -> None:
         self._everything = False
         self._names.clear()
+        metrics.set_pending_invalidations(0)
 
 
 pending = Pending()

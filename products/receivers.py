@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.migrations.operations import RunPython, RunSQL
 
-from . import cache
+from . import cache, metrics
 from .models import Product
 from .querysets import invalidated_by_queryset
 
@@ -68,3 +68,9 @@ def register_sqlite_functions(sender, connection, **kwargs: Any) -> None:
         connection.connection.create_function(
             "PRODUCT_CASEFOLD", 1, lambda text: None if text is None else text.casefold(), deterministic=True
         )
+
+
+def count_queries_in_metrics(sender, connection, **kwargs) -> None:
+    """Count every statement on this connection in the db_queries_total metric."""
+    if metrics.count_query not in connection.execute_wrappers:
+        connection.execute_wrappers.insert(0, metrics.count_query)

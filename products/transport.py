@@ -36,6 +36,8 @@ from django.core.cache import caches
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -174,6 +176,7 @@ class _Breaker:
             first = not self._down
             self._down = True
         if first:
+            metrics.breaker_state(True)
             logger.warning(
                 "Redis unavailable (%s: %s); serving products from the database and retrying every %.1fs",
                 type(exc).__name__,
@@ -196,6 +199,7 @@ class _Breaker:
             with self._lock:
                 was_down, self._down, self._open_until = self._down, False, 0.0
             if was_down:
+                metrics.breaker_state(False)
                 logger.warning("Redis is answering again; product caching resumed")
 
     def need_resync(self) -> None:

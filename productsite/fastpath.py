@@ -57,7 +57,7 @@ from rest_framework.settings import api_settings
 from products import cache, counters
 from products.addresses import client_address
 from products.conditional import etag_matches
-from products.middleware import log_request
+from products.middleware import log_request, request_id
 from products.selectors import legacy_shape, product_json
 from products.throttling import (
     AnonymousFixedWindowThrottle,
@@ -252,8 +252,17 @@ class FastProductReads:
                 answer = None
             if answer is not None:
                 status, headers, body, x_cache = answer
-                start_response(status, headers)
-                log_request("GET", environ.get("SCRIPT_NAME", "") + match[2], status[:3], started, x_cache)
+                rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+                start_response(status, [*headers, ("X-Request-ID", rid)])
+                log_request(
+                    "GET",
+                    environ.get("SCRIPT_NAME", "") + match[2],
+                    status[:3],
+                    started,
+                    x_cache,
+                    request_id=rid,
+                    route="product-detail" if match[1] else "legacy-product-detail",
+                )
                 return [body]
         return self.app(environ, start_response)
 

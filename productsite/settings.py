@@ -5,6 +5,7 @@ Configuration table in README.md). Nothing here is secret: DEBUG is off unless
 asked for, and without DEBUG a SECRET_KEY must be given.
 """
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -316,7 +317,7 @@ USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 # A load balancer probes /health/ over plain HTTP on the private network; a
 # redirect to https would read as "unhealthy".
-SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
@@ -324,6 +325,17 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# --- Metrics ------------------------------------------------------------------
+# Peers (addresses or networks) allowed to read /metrics; everyone else gets 404.
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+for _entry in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_entry.strip(), strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_IPS: {_entry!r} is not an IP address or network (e.g. 10.0.0.0/8)."
+        ) from None
 
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
@@ -341,5 +353,9 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # Propagates to the root's console handler (one handler, no duplicates).
         "products": {"level": LOG_LEVEL},
+        # products.requests logs every request once; django.request would add
+        # a WARNING per 4xx saying the same. Server errors (5xx, with their
+        # traceback) still come through.
+        "django.request": {"level": "ERROR"},
     },
 }

@@ -19,13 +19,18 @@ EXPORT_CHUNK_SIZE = 5000
 
 
 def product_export_chunks(
-    *, fmt: str = "csv", queryset: QuerySet | None = None, chunk_size: int = EXPORT_CHUNK_SIZE
+    *,
+    fmt: str = "csv",
+    queryset: QuerySet | None = None,
+    chunk_size: int = EXPORT_CHUNK_SIZE,
+    spreadsheet_safe: bool = False,
 ) -> Iterator[tuple[str, int]]:
     """Yield the products as text in ``fmt``, a chunk at a time, with each chunk's row count.
 
     Reads through one server-side cursor (PostgreSQL) or one stepped SQLite
     cursor: a single consistent snapshot, ``chunk_size`` rows in memory at a
-    time. Rows come in primary-key order, the file imports back exactly.
+    time. Rows come in primary-key order, the file imports back exactly,
+    unless ``spreadsheet_safe`` (CSV) prefixed formula-like names with ``'``.
     """
     if queryset is None:
         queryset = Product.objects.all()
@@ -37,7 +42,7 @@ def product_export_chunks(
     try:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(chunk_size):
-            yield format_rows(rows, fmt, first), len(rows)
+            yield format_rows(rows, fmt, first, safe_for_spreadsheets=spreadsheet_safe), len(rows)
             first = False
     finally:
         cursor.close()
@@ -61,11 +66,15 @@ def product_export(
     queryset: QuerySet | None = None,
     chunk_size: int = EXPORT_CHUNK_SIZE,
     on_progress: ProgressCallback | None = None,
+    spreadsheet_safe: bool = False,
 ) -> ExportResult:
     """Write the products to ``out`` (anything with ``write(str)``) in ``fmt``."""
     started = time.perf_counter()
     total = 0
-    for text, count in product_export_chunks(fmt=fmt, queryset=queryset, chunk_size=chunk_size):
+    chunks = product_export_chunks(
+        fmt=fmt, queryset=queryset, chunk_size=chunk_size, spreadsheet_safe=spreadsheet_safe
+    )
+    for text, count in chunks:
         out.write(text)
         total += count
         if on_progress is not None and count:

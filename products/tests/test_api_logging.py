@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 LINE = re.compile(
     r'^method=(?P<method>\S+) path=(?P<path>"(?:[^"\\]|\\.)*"|\S+) status=(?P<status>\d{3}) '
-    r"duration_ms=(?P<duration>\d+\.\d) cache=(?P<cache>HIT|MISS|-)$"
+    r"duration_ms=(?P<duration>\d+\.\d) cache=(?P<cache>HIT|MISS|-) request_id=(?P<request_id>[0-9a-f]{32})$"
 )
 
 

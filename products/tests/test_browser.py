@@ -289,6 +289,10 @@ def test_browsable_api_list_pagination_filters_login_and_create(page, live_serve
     page.get_by_role("button", name="Filters").click()
     modal = page.locator("#filtersModal")
     expect(modal).to_be_visible()
+    # Every field is labelled for what it filters (method filters once read "[invalid name]:").
+    expect(modal).not_to_contain_text("[invalid name]")
+    expect(modal.locator("label[for=id_search]")).to_have_text(re.compile(r"^\s*Name contains"))
+    expect(modal.locator("label[for=id_in_stock]")).to_have_text(re.compile(r"^\s*In stock"))
     modal.locator("input[name=search]").fill("gadget 01")
     modal.locator("form").filter(has=page.locator("input[name=search]")).locator("[type=submit]").click()
     expect(page).to_have_url(re.compile(r"search=gadget\+01"))

@@ -56,7 +56,10 @@ def wsgi_get(db, monkeypatch) -> Iterator:
         started.append(sender)
 
     def get(path: str, **headers: str) -> Answer:
-        environ = factory.get(path, **{"HTTP_HOST": "testserver", **headers}).environ
+        # A fixed request id: both paths echo it (generated ones would differ).
+        environ = factory.get(
+            path, **{"HTTP_HOST": "testserver", "HTTP_X_REQUEST_ID": "compare-1", **headers}
+        ).environ
         seen: list = []
         started.clear()
         request_started.disconnect(close_old_connections)
@@ -117,7 +120,8 @@ def test_fast_path_answers_exactly_like_the_drf_view(mug, wsgi_get, settings, pa
     def fetch(fast: bool):
         settings.PRODUCT_FAST_PATH = fast
         product_cache.clear()
-        headers = {}
+        # Both echo the client's request id (a generated one would differ).
+        headers = {"HTTP_X_REQUEST_ID": "compare-1"}
         if state != "miss":
             primer = wsgi_get(path)
             if state == "not_modified" and "ETag" in primer.headers:

@@ -106,9 +106,14 @@ def test_gunicorn_config_reads_the_environment(monkeypatch):
     monkeypatch.setenv("GUNICORN_THREADS", "3")
     monkeypatch.setenv("GUNICORN_TIMEOUT", "45")
     monkeypatch.setenv("PORT", "9001")
+    # Given, so the config neither makes a directory nor sets it in this process.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/metrics")
     config = runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))
     assert (config["workers"], config["threads"], config["timeout"]) == (7, 3, 45)
     assert config["bind"] == "127.0.0.1:9001"  # loopback unless GUNICORN_BIND says otherwise
     monkeypatch.setenv("GUNICORN_BIND", "0.0.0.0:9002")
     assert runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))["bind"] == "0.0.0.0:9002"
-    assert config["keepalive"] > 0 and config["accesslog"] == "-" and config["errorlog"] == "-"
+    # The app logs each request once; gunicorn's access log only when asked for.
+    assert config["keepalive"] > 0 and config["accesslog"] is None and config["errorlog"] == "-"
+    monkeypatch.setenv("GUNICORN_ACCESS_LOG", "-")
+    assert runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))["accesslog"] == "-"

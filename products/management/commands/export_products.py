@@ -47,6 +47,15 @@ class Command(DataCommand):
             help="file to write (replaced only once the export is complete); default: standard output",
         )
         parser.add_argument(
+            "--spreadsheet-safe",
+            action="store_true",
+            help=(
+                "CSV for spreadsheets: prefix names starting with = + - @ tab or CR with a quote (') "
+                "so they are not run as formulas. Such names then import back with the quote; "
+                "without this flag the file imports back exactly"
+            ),
+        )
+        parser.add_argument(
             "--chunk-size",
             type=int,
             default=EXPORT_CHUNK_SIZE,
@@ -54,12 +63,17 @@ class Command(DataCommand):
             help=f"rows fetched from the database at a time (default {EXPORT_CHUNK_SIZE})",
         )
 
-    def handle(self, *args, fmt: str | None, output: str, chunk_size: int, **options) -> None:
+    def handle(
+        self, *args, fmt: str | None, output: str, chunk_size: int, spreadsheet_safe: bool, **options
+    ) -> None:
         if chunk_size < 1:
             raise CommandError("--chunk-size must be at least 1")
         to_stdout = output == "-"
         if fmt is None:
             fmt = "csv" if to_stdout else (format_for_path(output) or "csv")
+        if spreadsheet_safe and fmt != "csv":
+            raise CommandError(f"--spreadsheet-safe applies to CSV only, not {fmt}")
+        self._safe = spreadsheet_safe
         show_bar = not to_stdout or not self.stdout.isatty()
         total = Product.objects.count() if show_bar and self.stderr.isatty() else None
         with Progress(self.stderr, total=total, enabled=show_bar) as progress:
@@ -70,6 +84,7 @@ class Command(DataCommand):
                         fmt=fmt,
                         chunk_size=chunk_size,
                         on_progress=progress.update,
+                        spreadsheet_safe=spreadsheet_safe,
                     )
                 except BrokenPipeError:
                     # The reader went away (e.g. "| head"): stop quietly, as cat does.
@@ -95,7 +110,11 @@ class Command(DataCommand):
             try:
                 with open(output, "w", encoding="utf-8", newline="") as handle:
                     return product_export(
-                        out=handle, fmt=fmt, chunk_size=chunk_size, on_progress=progress.update
+                        out=handle,
+                        fmt=fmt,
+                        chunk_size=chunk_size,
+                        on_progress=progress.update,
+                        spreadsheet_safe=self._safe,
                     )
             except OSError as exc:
                 raise CommandError(f"{output}: cannot write: {exc.strerror or exc}") from None
@@ -117,7 +136,11 @@ class Command(DataCommand):
         try:
             with handle:
                 result = product_export(
-                    out=handle, fmt=fmt, chunk_size=chunk_size, on_progress=progress.update
+                    out=handle,
+                    fmt=fmt,
+                    chunk_size=chunk_size,
+                    on_progress=progress.update,
+                    spreadsheet_safe=self._safe,
                 )
             # The temporary file is private (0600); give the export the mode
             # the file had, or the one a new file would get.

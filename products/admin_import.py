@@ -1,0 +1,148 @@
+"""The admin's product import: upload, dry-run report, confirm. Nothing is written before the confirmation.
+
+The upload is checked with the import service in dry-run mode (the same code
+as ``manage.py import_products --dry-run``). A clean file is kept in the
+user's session (database-backed, so any worker or host can finish the
+import) under a random token with its SHA-256; the confirmation names that
+token, and the import runs on exactly the bytes that were checked, all or
+nothing. Files are bounded by the request body limit (DATA_UPLOAD_MAX_MEMORY_SIZE).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import secrets
+from dataclasses import dataclass, field
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from .fileformats import EXTENSIONS, FORMATS, FileFormatError, RowError, format_for_path
+from .services.importing import ImportFailed, ImportResult, product_import_file
+
+SESSION_KEY = "products.admin_import"
+MAX_REPORTED_ERRORS = 1000  # every bad row up to this many; a count of the rest
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(
+        help_text="CSV with a header row (name, price, quantity), a JSON array or JSON Lines.",
+        widget=forms.ClearableFileInput(attrs={"accept": ",".join(EXTENSIONS)}),
+    )
+    fmt = forms.ChoiceField(
+        label="Format",
+        choices=[("", "From the file name"), *[(f, f.upper()) for f in FORMATS]],
+        required=False,
+    )
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("file")
+        if upload is not None:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            if limit is not None and upload.size > limit:
+                raise forms.ValidationError(f"The file is {upload.size} bytes; the limit is {limit}.")
+            data["fmt"] = data.get("fmt") or format_for_path(upload.name)
+            if not data["fmt"]:
+                self.add_error("fmt", "Cannot tell the format from the file name: choose one.")
+        return data
+
+
+@dataclass
+class Report:
+    """What a dry run found, for the template."""
+
+    result: ImportResult | None = None
+    errors: list[str] = field(default_factory=list)
+    more_errors: int = 0
+    file_error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and not self.file_error and not self.result.failed
+
+
+def _run(content: bytes, fmt: str, *, dry_run: bool) -> Report:
+    report = Report()
+
+    def collect(error: RowError) -> None:
+        if len(report.errors) < MAX_REPORTED_ERRORS:
+            report.errors.append(f"line {error.line}: {error.message}")
+        else:
+            report.more_errors += 1
+
+    try:
+        report.result = product_import_file(
+            stream=io.BytesIO(content), fmt=fmt, dry_run=dry_run, on_error=collect
+        )
+    except (FileFormatError, ImportFailed) as exc:
+        report.file_error = str(exc)
+    return report
+
+
+def import_view(model_admin, request: HttpRequest) -> HttpResponse:
+    """Upload (GET / POST with a file), then confirm (POST with the token)."""
+    opts = model_admin.model._meta
+    if not (model_admin.has_add_permission(request) and model_admin.has_change_permission(request)):
+        raise PermissionDenied
+    changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": opts,
+        "title": "Import products",
+        "changelist_url": changelist,
+    }
+    if request.method == "POST" and "confirm" in request.POST:
+        return _confirm(request, changelist, context)
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        content = upload.read()
+        fmt = form.cleaned_data["fmt"]
+        report = _run(content, fmt, dry_run=True)
+        context.update(report=report, filename=upload.name, fmt=fmt)
+        if report.ok:
+            token = secrets.token_urlsafe(16)
+            request.session[SESSION_KEY] = {
+                "token": token,
+                "filename": upload.name,
+                "fmt": fmt,
+                "sha256": hashlib.sha256(content).hexdigest(),
+                "content": base64.b64encode(content).decode("ascii"),
+            }
+            context["token"] = token
+        else:
+            request.session.pop(SESSION_KEY, None)
+    context["form"] = form
+    return TemplateResponse(request, "admin/products/product/import.html", context)
+
+
+def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpResponse:
+    stored = request.session.get(SESSION_KEY)
+    if not stored or not secrets.compare_digest(stored["token"], request.POST.get("token", "")):
+        messages.error(request, "That upload is no longer waiting for confirmation; upload the file again.")
+        return HttpResponseRedirect(request.path)
+    content = base64.b64decode(stored["content"])
+    if hashlib.sha256(content).hexdigest() != stored["sha256"]:  # pragma: no cover - session tampering
+        raise PermissionDenied
+    del request.session[SESSION_KEY]
+    report = _run(content, stored["fmt"], dry_run=False)
+    if not report.ok:
+        # The catalogue changed since the dry run (e.g. a name was taken meanwhile).
+        context.update(report=report, filename=stored["filename"], fmt=stored["fmt"], form=UploadForm())
+        messages.error(request, "The import found problems on confirmation; nothing was written.")
+        return TemplateResponse(request, "admin/products/product/import.html", context)
+    result = report.result
+    messages.success(
+        request,
+        f"Imported {stored['filename']}: created {result.created}, updated {result.updated}, "
+        f"unchanged {result.unchanged}.",
+    )
+    return HttpResponseRedirect(changelist)

@@ -1,0 +1,58 @@
+"""Log fields that cannot forge a line: escaping, key=value formatting, request ids.
+
+Plain Python (no Django), so gunicorn's access logger (productsite/gunicorn_logging.py)
+can use the same rule as the app's request log.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+_BARE = re.compile(r"^[A-Za-z0-9_.:/%+\-@,;~*!()]*$")
+# A request id from a client or proxy is kept when it is short and plain
+# (UUIDs, hex, base64url, "trace-123"...); anything else is replaced.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:+=/-]{1,128}$")
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(char: str) -> str:
+    if char.isprintable():
+        return char
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape(text: str) -> str:
+    """Return ``text`` with backslashes doubled and every non-printable character escaped.
+
+    Non-printable is Python's ``str.isprintable``: control characters (CR, LF,
+    ESC...), DEL and C1, the Unicode line and paragraph separators, format and
+    unassigned characters. None of them can then break or recolour a line.
+    """
+    text = text.replace("\\", "\\\\")
+    if text.isprintable():
+        return text
+    return "".join(map(_escaped, text))
+
+
+def _value(value: object) -> str:
+    # key=value stays parseable: anything with spaces, quotes or "=" is quoted.
+    text = str(value)
+    if text and _BARE.match(text):
+        return text
+    return '"' + escape(text).replace('"', '\\"') + '"'
+
+
+def format_fields(fields: dict) -> str:
+    """Return ``key=value`` pairs, quoting and escaping values that need it."""
+    return " ".join(f"{key}={_value(value)}" for key, value in fields.items())
+
+
+def request_id(header: str | None) -> str:
+    """Return the client's X-Request-ID when it is sane, else a new random id."""
+    if header and _REQUEST_ID.match(header):
+        return header
+    return uuid.uuid4().hex

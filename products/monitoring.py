@@ -1,0 +1,90 @@
+"""Endpoints for the platform: Prometheus metrics and liveness / readiness probes."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
+
+from . import metrics
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=8)
+def _networks(allowed: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in allowed if entry.strip())
+
+
+def metrics_allowed(peer: str | None) -> bool:
+    """Return True when ``peer`` (the connection's address) is in METRICS_ALLOWED_IPS."""
+    try:
+        address = ipaddress.ip_address(peer or "")
+    except ValueError:
+        return False
+    if getattr(address, "ipv4_mapped", None):
+        address = address.ipv4_mapped
+    return any(address in network for network in _networks(tuple(settings.METRICS_ALLOWED_IPS)))
+
+
+@require_GET
+def metrics_view(request):
+    """Answer the Prometheus text format, to METRICS_ALLOWED_IPS only (404 to anyone else).
+
+    The peer address (REMOTE_ADDR), never X-Forwarded-For: a client chooses
+    that header. A request carrying X-Forwarded-For or Forwarded came
+    through a proxy and is refused. Behind a proxy, scrape the app's own address.
+    """
+    meta = request.META
+    # A relayed request is not the scraper's: a reverse proxy on this host
+    # connects from loopback and would otherwise open /metrics to everyone.
+    relayed = "HTTP_X_FORWARDED_FOR" in meta or "HTTP_FORWARDED" in meta
+    if relayed or not metrics_allowed(meta.get("REMOTE_ADDR")):
+        raise Http404()
+    body, content_type = metrics.render()
+    return HttpResponse(body, content_type=content_type)
+
+
+@require_GET
+def health_live(request):
+    """Answer 200 while the process can answer at all (no database, no Redis)."""
+    return JsonResponse({"status": "ok"})
+
+
+_migrated: set[str] = set()  # aliases seen fully migrated (stays true while the process runs)
+
+
+def _unapplied_migrations(alias: str) -> int:
+    if alias in _migrated:
+        return 0
+    executor = MigrationExecutor(connections[alias])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if not plan:
+        _migrated.add(alias)
+    return len(plan)
+
+
+@require_GET
+def health_ready(request):
+    """Answer 200 when the database answers and every migration is applied, else 503."""
+    body: dict[str, object] = {"database": "ok", "migrations": "ok"}
+    code = 200
+    try:
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute("SELECT 1")
+        unapplied = _unapplied_migrations(DEFAULT_DB_ALIAS)
+        if unapplied:
+            body["migrations"] = f"{unapplied} unapplied"
+            code = 503
+    except Exception as exc:
+        logger.warning("Readiness check: database unavailable (%s)", type(exc).__name__)
+        body["database"] = "down"
+        body.pop("migrations")
+        code = 503
+    return JsonResponse(body, status=code)

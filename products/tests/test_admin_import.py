@@ -1,0 +1,114 @@
+"""The admin's product import: dry run first, nothing written before the confirmation, all or nothing."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from products import cache
+from products.models import Product
+from products.selectors import product_json
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHANGELIST = "/admin/products/product/"
+IMPORT = "/admin/products/product/import/"
+GOOD = b"name,price,quantity\nMug,3.50,4\nBowl,12.00,0\nLamp,20.00,2\n"
+BAD = b"name,price,quantity\nMug,3.50,4\nBowl,-1,0\nLamp,20.00,lots\n"
+
+
+def staff(client, *codenames: str) -> User:
+    user = User.objects.create_user("clerk", password="pw-clerk", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client.force_login(user)
+    return user
+
+
+def upload(client, content: bytes, name: str = "products.csv", **extra):
+    return client.post(IMPORT, {"file": SimpleUploadedFile(name, content), **extra})
+
+
+def catalogue() -> set[tuple[str, Decimal, int]]:
+    return set(Product.objects.values_list("name", "price", "quantity"))
+
+
+def test_import_button_and_page_need_add_and_change_permissions(client):
+    staff(client, "view_product", "change_product")
+    assert b"Import</a>" not in client.get(CHANGELIST).content
+    assert client.get(IMPORT).status_code == 403
+    User.objects.get().user_permissions.add(Permission.objects.get(codename="add_product"))
+    assert b'href="/admin/products/product/import/"' in client.get(CHANGELIST).content
+    assert client.get(IMPORT).status_code == 200
+
+
+def test_dry_run_reports_counts_and_writes_nothing_until_confirmed(client):
+    staff(client, "add_product", "change_product", "view_product")
+    Product.objects.create(name="Lamp", price="20.00", quantity=2)  # unchanged
+    Product.objects.create(name="Bowl", price="9.00", quantity=0)  # updated
+    cache.get_product("Bowl", product_json)
+    before = catalogue()
+    report = upload(client, GOOD)
+    assert report.status_code == 200
+    context = report.context
+    assert (context["report"].result.created, context["report"].result.updated) == (1, 1)
+    assert context["report"].result.unchanged == 1
+    assert b'name="confirm"' in report.content
+    assert catalogue() == before  # nothing written by the dry run
+
+    done = client.post(IMPORT, {"confirm": "1", "token": context["token"]})
+    assert done.status_code == 302 and done["Location"] == CHANGELIST
+    assert catalogue() == {
+        ("Mug", Decimal("3.50"), 4),
+        ("Bowl", Decimal("12.00"), 0),
+        ("Lamp", Decimal("20.00"), 2),
+    }
+    assert (
+        b'"12.00"' in cache.get_product("Bowl", product_json).data
+    )  # the service invalidated the cached row
+    messages = [str(m) for m in client.get(CHANGELIST).context["messages"]]
+    assert messages == ["Imported products.csv: created 1, updated 1, unchanged 1."]
+    # The token is spent: confirming again imports nothing and says so.
+    again = client.post(IMPORT, {"confirm": "1", "token": context["token"]}, follow=True)
+    assert "no longer waiting for confirmation" in again.content.decode()
+
+
+def test_a_bad_row_is_reported_by_line_and_field_and_cannot_be_confirmed(client):
+    staff(client, "add_product", "change_product")
+    report = upload(client, BAD)
+    errors = report.context["report"].errors
+    assert errors[0].startswith("line 3: price: ") and errors[1].startswith("line 4: quantity: ")
+    assert len(errors) == 2
+    assert b'name="confirm"' not in report.content
+    assert client.post(IMPORT, {"confirm": "1", "token": "guess"}).status_code == 302
+    assert not Product.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "name, content, fmt, expected",
+    [
+        ("p.json", b'[{"name": "Mug", "price": "1.00"}]', "", (1, "")),
+        ("p.jsonl", b'{"name": "Mug", "price": "1.00"}\n', "", (1, "")),
+        ("p.txt", b'{"name": "Mug", "price": "1.00"}\n', "jsonl", (1, "")),
+        ("p.csv", b"\xff\xfe", "", (None, "UTF-8")),
+        ("p.csv", b"name,colour\nMug,red\n", "", (None, "column")),
+    ],
+)
+def test_formats_and_whole_file_errors(client, name, content, fmt, expected):
+    staff(client, "add_product", "change_product")
+    report = upload(client, content, name, fmt=fmt).context["report"]
+    created, problem = expected
+    if created is not None:
+        assert report.ok and report.result.created == created
+    else:
+        assert not report.ok and problem in report.file_error
+    assert not Product.objects.exists()
+
+
+def test_an_unknown_extension_or_too_large_file_is_a_form_error(client, settings):
+    staff(client, "add_product", "change_product")
+    assert "choose one" in upload(client, GOOD, "p.txt").content.decode()
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10
+    assert client.post(IMPORT, {"file": SimpleUploadedFile("p.csv", GOOD)}).status_code == 413

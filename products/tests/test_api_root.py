@@ -1,0 +1,45 @@
+"""A newcomer's way in: `/` leads to the API root, which describes the service and links the docs."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+LINKED = {
+    "docs": "/api/docs/",
+    "redoc": "/api/redoc/",
+    "schema": "/api/schema/",
+    "admin": "/admin/",
+    "health": "/health/",
+}
+
+
+def test_the_site_root_redirects_to_the_api_root(anon_client):
+    response = anon_client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/api/"
+
+
+def test_api_root_describes_the_service_and_links_docs_admin_and_health(anon_client):
+    body = anon_client.get("/api/", HTTP_ACCEPT="application/json").json()
+    assert body["service"] == "Product catalogue API"
+    assert "products" in body["description"] and "create_editor" in body["description"]
+    assert body["endpoints"] == {"products": "http://testserver/api/products/"}
+    assert {key: link["url"] for key, link in body["links"].items()} == {
+        key: "http://testserver" + path for key, path in LINKED.items()
+    }
+    assert all(link["description"] for link in body["links"].values())
+
+
+def test_every_linked_page_answers(anon_client):
+    for path in LINKED.values():
+        assert anon_client.get(path).status_code in (200, 302), path  # the admin redirects to its login
+
+
+def test_browsable_api_root_shows_the_description_and_links(anon_client):
+    html = anon_client.get("/api/", HTTP_ACCEPT="text/html").content.decode()
+    assert "Product catalogue API" in html
+    assert "The default basic root view" not in html
+    for path in LINKED.values():
+        assert f"http://testserver{path}" in html

@@ -1,0 +1,69 @@
+"""manage.py create_editor: a re-runnable way to make an API editor and get their token."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from rest_framework.authtoken.models import Token
+
+from .support.users import token_client
+
+pytestmark = pytest.mark.django_db
+
+
+def create_editor(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("create_editor", *args, stdout=out, stderr=err)
+    return out.getvalue().strip(), err.getvalue()
+
+
+def test_creates_an_editor_whose_token_can_write(anon_client):
+    token, message = create_editor("alice")
+    assert "Created editor 'alice'" in message
+    assert Token.objects.get(user__username="alice").key == token
+    user = User.objects.get(username="alice")
+    assert not user.has_usable_password()
+    response = token_client(user).post(
+        "/api/products/", {"name": "Blue mug", "price": "12.50", "quantity": 10}
+    )
+    assert response.status_code == 201, response.content
+    client = anon_client
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.delete("/api/products/Blue mug/").status_code == 204
+
+
+def test_running_twice_updates_and_keeps_the_same_token():
+    first, _ = create_editor("bob")
+    User.objects.get(username="bob").user_permissions.clear()
+    second, message = create_editor("bob")
+    assert second == first
+    assert "Updated editor 'bob'" in message
+    assert User.objects.filter(username="bob").count() == 1
+    user = User.objects.get(username="bob")
+    assert user.has_perms(["products.add_product", "products.change_product", "products.delete_product"])
+
+
+def test_password_comes_from_the_named_environment_variable(monkeypatch, client):
+    monkeypatch.setenv("EDITOR_PW", "a-long-and-unusual-passphrase")
+    create_editor("carol", "--password-from-env", "EDITOR_PW")
+    assert client.login(username="carol", password="a-long-and-unusual-passphrase")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["dave", "--password-from-env", "NO_SUCH_VARIABLE_SET"], "not set or empty"),
+        (["bad name!"], "username 'bad name!'"),
+        (["nul\x00byte"], "username"),
+        (["x" * 151], "at most 150 characters"),
+        (["erin", "--password-from-env", "WEAK_PW"], "WEAK_PW"),
+    ],
+)
+def test_bad_input_is_a_command_error_and_creates_nobody(monkeypatch, args, message):
+    monkeypatch.setenv("WEAK_PW", "123")
+    with pytest.raises(CommandError, match=message):
+        create_editor(*args)
+    assert not User.objects.exists()

@@ -1,0 +1,168 @@
+"""One escaped log line per request, carrying a request id (app, fast path, gunicorn)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from products.logfields import escape, format_fields, request_id
+
+from .support.processes import BASE_DIR, free_port, server_env
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_sane_client_request_id_is_kept_and_returned(anon_client, caplog):
+    with caplog.at_level(logging.INFO, logger="products.requests"):
+        response = anon_client.get("/health/", HTTP_X_REQUEST_ID="trace-42.a:b")
+    assert response["X-Request-ID"] == "trace-42.a:b"
+    (record,) = [r for r in caplog.records if r.name == "products.requests"]
+    assert record.getMessage().endswith(" request_id=trace-42.a:b")
+    assert record.request_fields["request_id"] == "trace-42.a:b"
+
+
+@pytest.mark.parametrize("header", ["", "x" * 129, "two words", "line\nbreak", "ünïcode", 'a"b', "a=b;c"])
+def test_a_missing_or_odd_request_id_is_replaced_by_a_fresh_one(anon_client, header):
+    extra = {"HTTP_X_REQUEST_ID": header} if header else {}
+    first = anon_client.get("/api/products/", **extra)["X-Request-ID"]
+    second = anon_client.get("/api/products/", **extra)["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first) and first != second
+
+
+def test_every_answer_carries_a_request_id_errors_included(anon_client):
+    for path in ("/api/products/nothing/", "/no/such/page", "/api/products/?ordering=bogus"):
+        assert re.fullmatch(r"[0-9a-f]{32}", anon_client.get(path)["X-Request-ID"]), path
+
+
+def test_control_and_non_printable_characters_are_escaped():
+    forged = "/x\nmethod=GET path=/admin/ status=200\r\x1b[2J\x00\x7f\x85\u2028\u202e\\"
+    line = format_fields({"path": forged, "status": 404})
+    assert line == (
+        'path="/x\\nmethod=GET path=/admin/ status=200\\r\\x1b[2J\\x00\\x7f\\x85\\u2028\\u202e\\\\" status=404'
+    )
+    assert line.isprintable()
+    assert escape("plain ü ☕") == "plain ü ☕"
+    assert request_id("ok-1") == "ok-1"
+
+
+def test_a_4xx_logs_one_line_and_no_django_request_warning(anon_client, caplog):
+    with caplog.at_level(logging.INFO):
+        anon_client.get("/api/products/nothing/")
+        anon_client.post("/api/products/", {"name": "x"})
+    assert [r.name for r in caplog.records] == ["products.requests", "products.requests"]
+
+
+# --- A real gunicorn, reading what it writes --------------------------------------
+
+
+class LoggingGunicorn:
+    """gunicorn (the project's gunicorn.conf.py, 2 workers) with its output in a file."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / "server.log"
+        self.env = server_env(
+            **{"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "LOG_LEVEL": "INFO", **env}
+        )
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, env=self.env, check=True
+        )
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "productsite.wsgi:application",
+                "--workers",
+                "2",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+            ],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(300):
+            try:
+                requests.get(self.url + "/health/live/", timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("gunicorn did not start:\n" + self.log.read_text())
+
+    def lines(self) -> list[str]:
+        time.sleep(0.3)  # let the workers' stream handlers flush
+        return self.log.read_text().splitlines()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def logging_gunicorn(tmp_path) -> Iterator[callable]:
+    started: list[LoggingGunicorn] = []
+
+    def start(**env: str) -> LoggingGunicorn:
+        server = LoggingGunicorn(tmp_path, **env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+FORGED = "/api/products/x%0a2026-01-01 00:00:00,000 INFO products.requests method=GET path=/admin/ status=200"
+
+
+def _request_lines(lines: list[str]) -> list[str]:
+    # Less the start-up probes.
+    return [line for line in lines if "products.requests" in line and "path=/health/live/" not in line]
+
+
+@pytest.mark.slow
+def test_gunicorn_writes_one_escaped_line_per_request_by_default(logging_gunicorn):
+    server = logging_gunicorn()
+    requests.post(server.url + "/api/products/", json={}, timeout=5)  # 401: anonymous write
+    forged = requests.get(server.url + FORGED, timeout=5)
+    fast = requests.get(server.url + "/api/products/nothing/", headers={"X-Request-ID": "abc-123"}, timeout=5)
+    assert forged.status_code == 404 and fast.status_code == 404
+    assert fast.headers["X-Request-ID"] == "abc-123"  # answered by the fast path
+    lines = server.lines()
+    request_lines = _request_lines(lines)
+    assert len(request_lines) == 3, lines  # no access-log line, no django.request warning
+    assert not any("WARNING" in line and "django.request" in line for line in lines)
+    assert not any(line.startswith("remote=") for line in lines)  # the access log's format
+    assert "status=401" in request_lines[0]
+    assert "\\n2026-01-01 00:00:00,000 INFO products.requests" in request_lines[1]
+    assert f"request_id={forged.headers['X-Request-ID']}" in request_lines[1]
+    assert "request_id=abc-123" in request_lines[2]
+    assert not any(line.startswith("2026-01-01") for line in lines)  # nothing forged
+
+
+@pytest.mark.slow
+def test_gunicorn_access_log_when_asked_for_is_escaped_too(logging_gunicorn):
+    server = logging_gunicorn(GUNICORN_ACCESS_LOG="-", LOG_LEVEL="WARNING")
+    response = requests.get(server.url + FORGED, timeout=5)
+    lines = server.lines()
+    access = [line for line in lines if line.startswith("remote=") and "/health/live/" not in line]
+    assert len(access) == 1, lines
+    assert 'path="/api/products/x\\n2026-01-01 00:00:00,000 INFO' in access[0]
+    assert f"request_id={response.headers['X-Request-ID']}" in access[0]
+    assert not any(line.startswith("2026-01-01") for line in lines)
