@@ -59,6 +59,11 @@ class PriceFilter(django_filters.NumberFilter):
         kwargs.setdefault("max_value", PRICE_MAX)
         super().__init__(*args, **kwargs)
 
+    def get_max_validator(self):
+        # max_value (the price limit) already bounds it; NumberFilter's own
+        # 1e50 cap would add a second, confusing message for the same value.
+        return None
+
     def filter(self, qs, value):
         if value in EMPTY_VALUES:
             return qs
