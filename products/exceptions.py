@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from django.db import IntegrityError
+from django.db import IntegrityError, OperationalError
 from django.http import JsonResponse
 from django.views import defaults
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import exception_handler, set_rollback
 
 from .validators import DUPLICATE_NAME_MESSAGE
 
@@ -44,7 +44,7 @@ class PreconditionFailed(APIException):
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Extend DRF's handler: a constraint the database caught is a 409, not a 500."""
+    """Extend DRF's handler: a constraint the database caught is a 409, an unreachable database a 503."""
     if isinstance(exc, IntegrityError):
         # Two clients created the same name at once: validation passed for
         # both, the unique index stopped the second.
@@ -55,6 +55,16 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         else:
             body = {"detail": "The change conflicts with the stored data."}
         return Response(body, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, OperationalError):
+        # The database is down, restarting or busy (SQLite "database is
+        # locked"): temporary, so 503 and a retry hint, not a 500.
+        logger.warning("Database unavailable, answered 503: %s", exc)
+        set_rollback()
+        return Response(
+            {"detail": "The database is unavailable; try again shortly."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
     return exception_handler(exc, context)
 
 

@@ -162,3 +162,24 @@ def test_health_is_503_when_the_database_is_unreachable():
         server.stop()
     assert response.status_code == 503
     assert response.json()["database"] == "down"
+
+
+def test_api_answers_503_not_500_when_the_database_is_unreachable():
+    # A database outage is temporary: clients should retry, not report a bug.
+    env = server_env(
+        DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nowhere", LOG_LEVEL="CRITICAL"
+    )
+    server = Gunicorn(env, workers=1)
+    server.start()
+    try:
+        answers = [
+            requests.get(server.url + "/api/products/", timeout=10),
+            requests.get(server.url + "/api/products/Never%20cached/", timeout=10),
+            requests.get(server.url + "/products/Never%20cached", timeout=10),
+        ]
+    finally:
+        server.stop()
+    for response in answers:
+        assert response.status_code == 503, (response.url, response.status_code, response.text)
+        assert response.json() == {"detail": "The database is unavailable; try again shortly."}
+        assert response.headers["Retry-After"] == "5"
