@@ -21,6 +21,10 @@ from productsite.fastpath import FastProductReads  # noqa: E402  (needs django.s
 
 application = FastProductReads(application)
 
+from productsite.head_requests import OmitHeadBodies  # noqa: E402
+
+application = OmitHeadBodies(application)
+
 # This process serves requests: apply the invalidations that writers (here or
 # in processes that have exited) recorded while Redis was unreachable.
 from products.applier import start_applier  # noqa: E402

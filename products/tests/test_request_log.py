@@ -166,3 +166,19 @@ def test_gunicorn_access_log_when_asked_for_is_escaped_too(logging_gunicorn):
     assert 'path="/api/products/x\\n2026-01-01 00:00:00,000 INFO' in access[0]
     assert f"request_id={response.headers['X-Request-ID']}" in access[0]
     assert not any(line.startswith("2026-01-01") for line in lines)
+
+
+@pytest.mark.slow
+def test_a_head_request_logs_one_line_and_no_dropped_body_warning(logging_gunicorn):
+    # gunicorn warns once per response when the app sends body bytes for a
+    # HEAD: a second line for every load-balancer or monitoring probe.
+    server = logging_gunicorn()
+    for path in ["/health/", "/api/", "/api/products/", "/products/nothing"]:
+        response = requests.head(server.url + path, timeout=5)
+        assert response.content == b""
+        assert response.headers["X-Request-ID"]
+    get = requests.get(server.url + "/api/", timeout=5)
+    assert requests.head(server.url + "/api/", timeout=5).headers["Content-Length"] == str(len(get.content))
+    lines = server.lines()
+    assert len(_request_lines(lines)) == 6, lines
+    assert not any("no-body response" in line for line in lines), lines
