@@ -14,16 +14,17 @@ from productsite.redis_config import exit_on_problems  # noqa: E402
 
 exit_on_problems(settings.REDIS_TOPOLOGY)
 
+# HEAD gets headers only (the fast path answers GET alone, so inside it is enough).
+from productsite.head_requests import OmitHeadBodies  # noqa: E402
+
+application = OmitHeadBodies(application)
+
 # Anonymous JSON product reads are answered in front of Django (same headers,
 # throttle and cache) when the configuration is the one the fast path mirrors;
 # everything else goes to Django unchanged.
 from productsite.fastpath import FastProductReads  # noqa: E402  (needs django.setup())
 
 application = FastProductReads(application)
-
-from productsite.head_requests import OmitHeadBodies  # noqa: E402
-
-application = OmitHeadBodies(application)
 
 # This process serves requests: apply the invalidations that writers (here or
 # in processes that have exited) recorded while Redis was unreachable.
