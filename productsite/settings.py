@@ -357,5 +357,9 @@ LOGGING = {
         # a WARNING per 4xx saying the same. Server errors (5xx, with their
         # traceback) still come through.
         "django.request": {"level": "ERROR"},
+        # A wrong Host header is the client's doing (400, in the request's
+        # line); Django would log it at ERROR with a traceback, so anyone
+        # could fill the log at will.
+        "django.security.DisallowedHost": {"level": "CRITICAL"},
     },
 }

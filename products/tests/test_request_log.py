@@ -182,3 +182,16 @@ def test_a_head_request_logs_one_line_and_no_dropped_body_warning(logging_gunico
     lines = server.lines()
     assert len(_request_lines(lines)) == 6, lines
     assert not any("no-body response" in line for line in lines), lines
+
+
+@pytest.mark.slow
+def test_a_bad_host_header_logs_one_line_and_no_traceback(logging_gunicorn):
+    # Anyone can send a wrong Host; Django's DisallowedHost ERROR with a
+    # traceback would let them fill the log at will.
+    server = logging_gunicorn()
+    response = requests.get(server.url + "/api/", headers={"Host": "evil.example"}, timeout=5)
+    assert response.status_code == 400
+    lines = server.lines()
+    assert len(_request_lines(lines)) == 1, lines
+    assert "status=400" in _request_lines(lines)[0]
+    assert not any("Traceback" in line or "DisallowedHost" in line for line in lines), lines
