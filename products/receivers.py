@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import cache
+from . import authentication, cache
 from .models import Product
 from .querysets import invalidated_by_queryset
 
@@ -38,6 +38,14 @@ def invalidate_product_on_delete(sender: type[Product], instance: Product, using
     if invalidated_by_queryset():
         return  # QuerySet.delete() invalidates the whole batch at once
     cache.invalidate_on_commit(_names(instance), using=using)
+
+
+def invalidate_cached_tokens(sender, using: str | None = None, **kwargs: Any) -> None:
+    """Drop every cached token authentication: a token, user, group or permission changed."""
+    action = kwargs.get("action")
+    if action is not None and not action.startswith("post_"):
+        return  # m2m_changed: act once the links are written
+    authentication.invalidate_on_commit(using)
 
 
 def register_sqlite_functions(sender, connection, **kwargs: Any) -> None:

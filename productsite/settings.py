@@ -134,6 +134,9 @@ PRODUCT_CACHE_BACKOFF = env.float("PRODUCT_CACHE_BACKOFF", default=1.0)
 # before reading the database itself.
 PRODUCT_CACHE_LEASE_TIMEOUT = env.float("PRODUCT_CACHE_LEASE_TIMEOUT", default=2.0)
 PRODUCT_CACHE_LEASE_WAIT = env.float("PRODUCT_CACHE_LEASE_WAIT", default=0.5)
+# How long a cached token authentication (user + permissions) may live; any
+# change to them drops it at once, this only bounds an outage's leftovers.
+AUTH_CACHE_TIMEOUT = env.int("AUTH_CACHE_TIMEOUT", default=60)
 # Off: every product read comes from the database (throttling still counts in
 # Redis). For measuring the uncached path; production keeps it on.
 PRODUCT_CACHE_ENABLED = env.bool("PRODUCT_CACHE_ENABLED", default=True)
@@ -189,7 +192,9 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous write answers 401 with
         # "WWW-Authenticate: Token" rather than a bare 403.
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's TokenAuthentication with the user and permissions cached in
+        # Redis until any of them changes.
+        "products.authentication.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
