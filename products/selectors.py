@@ -84,6 +84,25 @@ def _compile(using: str) -> tuple[str, list[tuple[int, list, object]]]:
     ]
 
 
+def name_taken(name: str, exclude_pk: int | None = None, using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Return True when another product already has ``name``.
+
+    Plain SQL on the connection: every create asks this, and building the ORM
+    query for it cost a third of a create's validation.
+    """
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    meta = Product._meta
+    sql = (
+        f"SELECT 1 FROM {quote(meta.db_table)} WHERE {quote(meta.get_field('name').column)} = %s"
+        + ("" if exclude_pk is None else f" AND {quote(meta.pk.column)} <> %s")
+        + " LIMIT 1"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [name] if exclude_pk is None else [name, exclude_pk])
+        return cursor.fetchone() is not None
+
+
 def products_json(names: list[str]) -> dict[str, bytes]:
     """Return {name: JSON representation} for the products that exist, in one query."""
     rows = Product.objects.filter(name__in=names).values(*REPRESENTATION_FIELDS)
