@@ -40,7 +40,6 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from rest_framework import authentication
-from rest_framework.authtoken.models import Token
 
 from . import cache
 
@@ -96,13 +95,13 @@ def _caches_permissions() -> bool:
     return list(settings.AUTHENTICATION_BACKENDS) == [_MODEL_BACKEND]
 
 
-def _dump(user, token: Token) -> bytes:
+def _dump(user, token) -> bytes:
     values = [getattr(user, f.attname) for f in _user_fields()]
     perms = sorted(user.get_all_permissions()) if _caches_permissions() else None
     return orjson.dumps({"u": values, "p": perms, "c": token.created})
 
 
-def _load(token_key: str, payload: bytes):
+def _load(token_key: str, payload: bytes, token_model):
     data = orjson.loads(payload)
     fields = _user_fields()
     values = []
@@ -115,7 +114,7 @@ def _load(token_key: str, payload: bytes):
     user = get_user_model().from_db("default", [f.attname for f in fields], values)
     if data["p"] is not None:
         user._perm_cache = set(data["p"])  # what ModelBackend.has_perm reads
-    token = Token(key=token_key, user=user, created=datetime.fromisoformat(data["c"]))
+    token = token_model(key=token_key, user=user, created=datetime.fromisoformat(data["c"]))
     return user, token
 
 
@@ -148,7 +147,7 @@ class CachedTokenAuthentication(authentication.TokenAuthentication):
         keys = _keys(key)
         answer = _read(keys)
         if answer is not None and answer[0] == 1:
-            return _load(key, answer[1])
+            return _load(key, answer[1], self.get_model())
         user, token = super().authenticate_credentials(key)  # raises for a bad token
         if answer is not None:
             payload = _dump(user, token)

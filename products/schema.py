@@ -9,6 +9,7 @@ with ``extend_schema``/``extend_schema_view``, so views.py stays thin.
 
 from __future__ import annotations
 
+from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -287,3 +288,34 @@ def mark_empty_query_values(result: dict, generator, request, public) -> dict:
                 if parameter.get("in") == "query" and parameter.get("name") in EMPTY_MEANS_UNSET:
                     parameter["allowEmptyValue"] = True
     return result
+
+
+_annotated = False
+
+
+def annotate_views() -> None:
+    """Apply the declarations above to the views, once.
+
+    Applied when the first schema is generated (ProductSchemaGenerator)
+    rather than as decorators in views.py: decorating imports drf-spectacular's
+    generator (and through it django.test, jinja2, PyYAML...), several MiB in
+    every server process that never serves a schema.
+    """
+    global _annotated
+    if not _annotated:
+        from . import views
+
+        del views.ProductViewSet.schema  # None in views.py; back to the default
+        product_viewset_schema(views.ProductViewSet)
+        seed_create_schema(views.SeedProductListView.post)
+        seed_retrieve_schema(views.SeedProductDetailView.get)
+        health_schema(views.HealthView.get)
+        _annotated = True
+
+
+class ProductSchemaGenerator(SchemaGenerator):
+    """drf-spectacular's generator, with the views' declarations applied first."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        annotate_views()
+        super().__init__(*args, **kwargs)

@@ -249,6 +249,8 @@ SPECTACULAR_SETTINGS = {
     # /health/ reports "ok"/"down" for both the database and the cache.
     "ENUM_NAME_OVERRIDES": {"ReachabilityEnum": ["ok", "down"]},
     "SECURITY": [],
+    # Applies the views' OpenAPI declarations before the first schema.
+    "DEFAULT_GENERATOR_CLASS": "products.schema.ProductSchemaGenerator",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "products.schema.mark_empty_query_values",
