@@ -223,7 +223,8 @@ REST_FRAMEWORK = {
         "user": _rate("THROTTLE_USER_RATE", "10000/minute"),
     },
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        # django-filter's, skipped when no filter parameter is given.
+        "products.filters.ProductFilterBackend",
         # Unknown ordering fields answer 400 (DRF's own filter drops them).
         "products.filters.ProductOrderingFilter",
     ],
