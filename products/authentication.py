@@ -41,49 +41,26 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from rest_framework import authentication
 
-from . import cache
+from . import cache, transport
 
 _MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 # One hash tag: the generation and every entry live in one Redis Cluster slot,
-# so the scripts below only touch keys they declare, all in one slot.
+# so lua/auth_*.lua only touch keys they declare, all in one slot.
 _TAG = "{products-auth}"
 
-# KEYS = generation, entry. A missing generation gets a fresh unique value,
-# so entries of an older one can never match again.
-_READ_LUA = """
-local gen = redis.call('GET', KEYS[1])
-if not gen then
-  local now = redis.call('TIME')
-  redis.call('SET', KEYS[1], now[1] .. '.' .. now[2], 'NX')
-  gen = redis.call('GET', KEYS[1])
-end
-local v = redis.call('GET', KEYS[2])
-if v then
-  local sep = string.find(v, '|', 1, true)
-  if sep and string.sub(v, 1, sep - 1) == gen then return {1, string.sub(v, sep + 1)} end
-end
-return {0, gen}
-"""
-
-# KEYS = generation, entry; ARGV = generation seen before the read, payload, ttl.
-_FILL_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[2], 'EX', ARGV[3])
-return 1
-"""
 
 _missed_lock = threading.Lock()
 _missed = False  # a change could not reach Redis: retire before trusting it
 
 
 def _gen_key() -> str:
-    return cache._cache().make_key(f"{_TAG}:auth:v1:gen")
+    return transport.make_key(f"{_TAG}:auth:v1:gen")
 
 
 def _keys(token_key: str) -> list[str]:
     # The entry's name is a digest: a Redis dump must not hand out tokens.
     digest = hashlib.blake2b(token_key.encode(), digest_size=16).hexdigest()
-    return [_gen_key(), cache._cache().make_key(f"{_TAG}:auth:v1:t:{digest}")]
+    return [_gen_key(), transport.make_key(f"{_TAG}:auth:v1:t:{digest}")]
 
 
 def _user_fields() -> list:
@@ -130,11 +107,11 @@ def _retire_if_missed(client) -> None:
 def _read(keys: list[str]):
     def op(client):
         _retire_if_missed(client)
-        return cache._evalsha(client, _READ_LUA, keys, [])
+        return transport.evalsha(client, "auth_read", keys, [])
 
     try:
-        return cache._run(op)
-    except cache.CacheUnavailable:
+        return transport.run(op)
+    except transport.CacheUnavailable:
         return None
 
 
@@ -153,8 +130,10 @@ class CachedTokenAuthentication(authentication.TokenAuthentication):
             payload = _dump(user, token)
             timeout = getattr(settings, "AUTH_CACHE_TIMEOUT", 60)
             try:
-                cache._run(lambda c: cache._evalsha(c, _FILL_LUA, keys, [answer[1], payload, timeout]))
-            except cache.CacheUnavailable:
+                transport.run(
+                    lambda c: transport.evalsha(c, "auth_fill", keys, [answer[1], payload, timeout])
+                )
+            except transport.CacheUnavailable:
                 pass
         return user, token
 
@@ -163,8 +142,8 @@ def invalidate() -> None:
     """Make every cached token unreachable now (a new auth generation)."""
     global _missed
     try:
-        cache._run(lambda c: c.set(_gen_key(), secrets.token_hex(8)))
-    except cache.CacheUnavailable:
+        transport.run(lambda c: c.set(_gen_key(), secrets.token_hex(8)), force=True)
+    except transport.CacheUnavailable:
         with _missed_lock:
             _missed = True
 

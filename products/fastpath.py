@@ -5,7 +5,7 @@ clients are most of the traffic, and the cached answer is bytes already in
 Redis. :class:`FastProductReads` wraps Django's WSGI application
 (productsite/wsgi.py) and answers those requests itself: one Redis round trip
 counts the request against the anonymous throttle and reads the product
-(:func:`products.cache.get_product_counted`), then the pre-rendered JSON goes
+(:func:`products.counters.get_product_counted`), then the pre-rendered JSON goes
 out with the headers the DRF view and Django's middleware would have set
 (ETag, X-Cache, Vary, Allow, the security headers), or a 304 for a matching
 ``If-None-Match``. A miss goes through the same lease-guarded fill as the DRF
@@ -43,7 +43,8 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from . import cache
+from . import cache, counters
+from .conditional import etag_matches
 from .middleware import log_request
 from .selectors import product_json, seed_shape
 from .throttling import AnonRateThrottle, UserRateThrottle, counter_name, parse_rate
@@ -231,11 +232,11 @@ class FastProductReads:
         if rate:
             limit, window = parse_rate(rate)
             counter = counter_name(AnonRateThrottle.scope, _ident(_Meta(environ)))
-            product, allowed = cache.get_product_counted(name, counter, window, limit, load=_load_product)
+            product, allowed = counters.get_product_counted(name, counter, window, limit, load=_load_product)
             if not allowed:
                 return None  # DRF answers the 429, with Retry-After
         else:
-            product = cache.get_product(name, load=_load_product)
+            product = cache.get_product(name, _load_product)
         headers = [*_setup.common_headers(), ("Allow", _API_ALLOW if api else _SEED_ALLOW)]
         if environ["products.fastpath.secure"] and settings.SECURE_HSTS_SECONDS:
             headers.append(("Strict-Transport-Security", _hsts()))
@@ -246,7 +247,7 @@ class FastProductReads:
         etag = product.etag
         x_cache = "HIT" if product.hit else "MISS"
         headers += [("ETag", etag), ("X-Cache", x_cache)]
-        if cache.etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
+        if etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
             headers.append(("Content-Length", "0"))
             return "304 Not Modified", headers, b"", x_cache
         body = product.data if api else orjson.dumps(seed_shape(orjson.loads(product.data)))

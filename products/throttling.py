@@ -15,7 +15,7 @@ import time
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
-from . import cache
+from . import counters
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class _FixedWindowThrottle(BaseThrottle):
         if not rate or ident is None:
             return True
         limit, window = parse_rate(rate)
-        count = cache.rate_counter(counter_name(self.scope, ident), window)
+        count = counters.rate_counter(counter_name(self.scope, ident), window)
         if count is None:
             _log_fail_open(self.scope)
             return True

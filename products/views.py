@@ -20,11 +20,12 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from . import cache, services
+from .conditional import etag_matches, make_etag
 from .exceptions import InsufficientStockConflict, PreconditionFailed, StockOutOfRangeConflict
 from .filters import ProductFilter
 from .models import Product
 from .permissions import ProductPermissions
-from .selectors import REPRESENTATION_FIELDS, product_representation, seed_shape
+from .selectors import REPRESENTATION_FIELDS, product_json, product_representation, seed_shape
 from .serializers import (
     ProductSerializer,
     SeedProductSerializer,
@@ -33,7 +34,7 @@ from .serializers import (
 
 
 def _etag_of(representation: dict) -> str:
-    return cache.make_etag(orjson.dumps(representation))
+    return make_etag(orjson.dumps(representation))
 
 
 def product_location(request: Request, viewname: str, name: str) -> str:
@@ -54,7 +55,7 @@ def cached_product_response(request: Request, cached: cache.CachedProduct, shape
     (a serializer's data, so DRF pre-fills its edit form from the instance).
     """
     etag = cached.etag
-    if cache.etag_matches(request.headers.get("If-None-Match"), etag):
+    if etag_matches(request.headers.get("If-None-Match"), etag):
         response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
         del response["Content-Type"]  # a 304 has no body to describe
     elif shape is None and request.accepted_renderer.format == "json":
@@ -98,7 +99,7 @@ class ProductViewSet(viewsets.ModelViewSet):
         return self.get_paginated_response([product_representation(**row) for row in page])
 
     def retrieve(self, request: Request, *args, **kwargs):
-        cached = cache.get_product(kwargs["name"])
+        cached = cache.get_product(kwargs["name"], product_json)
         if cached is None:
             raise NotFound()
         return cached_product_response(
@@ -124,7 +125,7 @@ class ProductViewSet(viewsets.ModelViewSet):
             # Check and write in one transaction, under the row lock, so two
             # editors cannot both pass the check.
             current = _etag_of(ProductSerializer(product).data)
-            if not cache.etag_matches(if_match, current, weak=False):
+            if not etag_matches(if_match, current, weak=False):
                 raise PreconditionFailed()
         return product
 
@@ -188,7 +189,7 @@ class SeedProductDetailView(APIView):
     permission_classes = [ProductPermissions]
 
     def get(self, request: Request, name: str):
-        cached = cache.get_product(name)
+        cached = cache.get_product(name, product_json)
         if cached is None:
             raise NotFound()
         return cached_product_response(request, cached, shape=seed_shape)

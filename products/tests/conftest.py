@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def reset_breaker() -> None:
     """Forget any outage this process saw (tests start from a healthy cache)."""
-    product_cache._breaker.__init__()
+    product_cache.reset()
 
 
 @pytest.fixture(autouse=True)

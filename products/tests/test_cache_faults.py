@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 import requests
 
-from products import cache
+from products import cachekeys
 from products.models import Product
 
 from .conftest import Gunicorn, free_port, server_env
@@ -30,7 +30,7 @@ def refusing_redis(settings):
 
 
 def test_refused_connections_still_serve_reads_and_writes(refusing_redis, editor_client, anon_client, caplog):
-    caplog.set_level(logging.WARNING, logger="products.cache")
+    caplog.set_level(logging.WARNING, logger="products")
     assert (
         editor_client.post("/api/products/", {"name": "Mug", "price": "1.00"}, format="json").status_code
         == 201
@@ -50,7 +50,7 @@ def test_paused_redis_costs_bounded_latency_and_logs_once(
     private_redis, anon_client, editor_client, settings, caplog
 ):
     settings.PRODUCT_CACHE_BACKOFF = 0.2  # several probes fail during the pause
-    caplog.set_level(logging.WARNING, logger="products.cache")
+    caplog.set_level(logging.WARNING, logger="products")
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     assert anon_client.get(URL)["X-Cache"] == "MISS"
     assert anon_client.get(URL)["X-Cache"] == "HIT"
@@ -133,19 +133,20 @@ def test_redis_back_after_outage_is_resynced_by_the_probe_without_requests(
 ):
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     anon_client.get(URL)
-    before = private_redis.client().get(cache._gen_key())
+    gen_key = cachekeys.product_keys("Mug").gen
+    before = private_redis.client().get(gen_key)
     assert before
     private_redis.kill(save=True)
     assert editor_client.patch(URL, {"price": "2.00"}, format="json").status_code == 200
     private_redis.start()
-    assert private_redis.client().get(cache._gen_key()) == before  # old data is back
+    assert private_redis.client().get(gen_key) == before  # old data is back
     # No request arrives; the background probe alone retires the generation.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        if private_redis.client().get(cache._gen_key()) != before:
+        if private_redis.client().get(gen_key) != before:
             break
         time.sleep(0.05)
-    assert private_redis.client().get(cache._gen_key()) != before, "the generation was not retired"
+    assert private_redis.client().get(gen_key) != before, "the generation was not retired"
 
 
 def test_health_is_503_when_the_database_is_unreachable():

@@ -1,5 +1,6 @@
 """Stale-proof fills and stampede control, forced deterministically."""
 
+import json
 import threading
 import time
 from decimal import Decimal
@@ -7,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from products import cache
+from products import cache, cachekeys
 from products.models import Product
 from products.selectors import product_json
 
@@ -46,7 +47,7 @@ def test_slow_reader_cannot_store_the_row_it_read_before_a_write():
         assert may_fill.wait(10)
 
     cache.after_database_read = pause_between_read_and_fill
-    thread, result = in_thread(cache.get_product, "Mug")
+    thread, result = in_thread(cache.get_product, "Mug", product_json)
     assert has_read.wait(10)  # the slow reader holds the old row
     cache.after_database_read = None
 
@@ -59,7 +60,7 @@ def test_slow_reader_cannot_store_the_row_it_read_before_a_write():
     fresh = cache.get_product("Mug", load=lambda n: calls.append(n) or product_json(n))
     assert calls == ["Mug"], "...but it must not have stored it"
     assert b'"2.00"' in fresh.data
-    assert cache.get_product("Mug").hit
+    assert cache.get_product("Mug", product_json).hit
 
 
 def test_fifty_concurrent_misses_cost_at_most_two_queries():
@@ -96,12 +97,12 @@ def test_dead_filler_delays_other_readers_only_briefly(settings):
         release.wait(10)
 
     cache.after_database_read = hang
-    thread, _ = in_thread(cache.get_product, "Mug")  # takes the lease, then "dies"
+    thread, _ = in_thread(cache.get_product, "Mug", product_json)  # takes the lease, then "dies"
     assert stuck.wait(10)
     cache.after_database_read = None
     try:
         began = time.monotonic()
-        value = cache.get_product("Mug")
+        value = cache.get_product("Mug", product_json)
         waited = time.monotonic() - began
     finally:
         release.set()
@@ -113,20 +114,20 @@ def test_dead_filler_delays_other_readers_only_briefly(settings):
 def test_unknown_names_release_their_lease():
     began = time.monotonic()
     for _ in range(20):
-        assert cache.get_product("missing") is None
+        assert cache.get_product("missing", product_json) is None
     # Had the lease been kept, every read after the first would wait it out.
     assert time.monotonic() - began < 2.0
 
 
 def test_cached_value_is_plain_json_not_a_pickle():
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
-    cache.get_product("Mug")
+    cache.get_product("Mug", product_json)
     import django_redis
 
     client = django_redis.get_redis_connection("default")
-    keys = list(client.scan_iter(match=cache._scan_pattern(""), count=100))
-    values = [client.get(k) for k in keys if b":p:" in k]
-    assert values and all(v.startswith(b"{") for v in values)
+    stored = client.get(cachekeys.product_keys("Mug").value)
+    generation, _, data = stored.partition(b"\n")  # "<gen>\n<json>": see products.cachekeys
+    assert generation and json.loads(data) == json.loads(product_json("Mug"))
 
 
 def test_warm_up_cannot_store_rows_a_concurrent_write_replaced():
@@ -142,5 +143,5 @@ def test_warm_up_cannot_store_rows_a_concurrent_write_replaced():
 
     result = cache.warm_products(["A", "B", "missing"], load_many=load_then_lose_the_race)
     assert result.stored == 1 and result.missing == ["missing"]
-    assert b'"2.00"' in cache.get_product("A").data
-    assert cache.get_product("B").hit
+    assert b'"2.00"' in cache.get_product("A", product_json).data
+    assert cache.get_product("B", product_json).hit

@@ -19,6 +19,7 @@ from django.core.management import CommandError, call_command
 
 from products import cache, services
 from products.models import Product
+from products.selectors import product_json
 
 from .conftest import BASE_DIR, reset_breaker, server_env
 
@@ -213,12 +214,12 @@ def test_export_to_an_unwritable_place_is_a_clear_error(db, tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_import_invalidates_a_cached_product(tmp_path):
     Product.objects.create(name="Mug", price="3.00", quantity=1)
-    assert cache.get_product("Mug").hit is False
-    assert cache.get_product("Mug").hit is True  # now cached
+    assert cache.get_product("Mug", product_json).hit is False
+    assert cache.get_product("Mug", product_json).hit is True  # now cached
 
     run("import_products", str(write(tmp_path, "p.csv", "name,price,quantity\nMug,4.25,9\n")))
 
-    fresh = cache.get_product("Mug")
+    fresh = cache.get_product("Mug", product_json)
     assert fresh.hit is False
     assert json.loads(fresh.data)["price"] == "4.25"
     assert json.loads(fresh.data)["quantity"] == 9
@@ -229,24 +230,24 @@ def test_large_import_retires_the_cache_generation(tmp_path, monkeypatch):
     monkeypatch.setattr(services, "IMPORT_INVALIDATE_BY_NAME_LIMIT", 2)
     for name in ("A", "B", "C"):
         Product.objects.create(name=name, price="1.00", quantity=1)
-        cache.get_product(name)
+        cache.get_product(name, product_json)
     generation = cache.info()["generation"]
 
     run("import_products", str(write(tmp_path, "p.csv", "name,price\nA,2.00\nB,2.00\nC,2.00\nD,2.00\n")))
 
     assert cache.info()["generation"] != generation
     for name in ("A", "B", "C"):
-        product = cache.get_product(name)
+        product = cache.get_product(name, product_json)
         assert product.hit is False and json.loads(product.data)["price"] == "2.00"
 
 
 @pytest.mark.django_db(transaction=True)
 def test_failed_import_leaves_the_cache_alone(tmp_path):
     Product.objects.create(name="Mug", price="3.00", quantity=1)
-    cache.get_product("Mug")
+    cache.get_product("Mug", product_json)
     with pytest.raises(CommandError):
         run("import_products", str(write(tmp_path, "p.csv", "name,price\nMug,4.00\nBad,-1\n")))
-    cached = cache.get_product("Mug")
+    cached = cache.get_product("Mug", product_json)
     assert cached.hit is True and json.loads(cached.data)["price"] == "3.00"
 
 
@@ -260,11 +261,9 @@ def test_warm_all_caches_every_product(make_product, django_assert_num_queries):
     assert "Warmed 5 product(s)" in out
     assert cache.info()["cached_products"] == 5
     with django_assert_num_queries(0):
-        product = cache.get_product("P3")
+        product = cache.get_product("P3", product_json)
     assert product.hit is True
     # The warm-up stores exactly what a read-through would.
-    from products.selectors import product_json
-
     assert product.data == product_json("P3")
 
 
@@ -273,7 +272,7 @@ def test_warm_named_products_and_report_unknown_names(make_product):
     make_product("Bowl")
     with pytest.raises(CommandError, match="1 name\\(s\\) not found"):
         run("warm_product_cache", "Mug", "Ghost")
-    assert cache.get_product("Mug").hit is True
+    assert cache.get_product("Mug", product_json).hit is True
     assert cache.info()["cached_products"] == 1
 
 
@@ -285,7 +284,7 @@ def test_warm_needs_names_or_all(db, args):
 
 def test_clear_removes_only_this_services_product_keys(make_product):
     make_product("Mug")
-    cache.get_product("Mug")
+    cache.get_product("Mug", product_json)
     foreign = redis.Redis.from_url(settings.REDIS_URL)
     foreign_key = f"someone-else:{settings.CACHES['default']['KEY_PREFIX']}:keep-me"
     foreign.set(foreign_key, b"precious", ex=60)
@@ -293,7 +292,7 @@ def test_clear_removes_only_this_services_product_keys(make_product):
         out, _ = run("clear_product_cache")
         assert "Deleted" in out
         assert cache.info()["cached_products"] == 0
-        assert cache.get_product("Mug").hit is False
+        assert cache.get_product("Mug", product_json).hit is False
         assert foreign.get(foreign_key) == b"precious"
     finally:
         foreign.delete(foreign_key)
@@ -302,8 +301,8 @@ def test_clear_removes_only_this_services_product_keys(make_product):
 def test_cache_info_reports_cached_products_and_memory(make_product):
     make_product("Mug")
     make_product("Bowl")
-    cache.get_product("Mug")
-    cache.get_product("Bowl")
+    cache.get_product("Mug", product_json)
+    cache.get_product("Bowl", product_json)
     out, _ = run("product_cache_info")
     assert "Cached products:    2" in out
     assert "Redis memory used:" in out and "bytes" in out
@@ -375,8 +374,8 @@ def test_admin_export_selected_as_csv(admin_client, make_product):
 def test_admin_mark_out_of_stock_updates_and_invalidates(admin_client):
     mug = Product.objects.create(name="Mug", price="3.50", quantity=4)
     other = Product.objects.create(name="Other", price="1.00", quantity=9)
-    cache.get_product("Mug")
-    assert cache.get_product("Mug").hit is True
+    cache.get_product("Mug", product_json)
+    assert cache.get_product("Mug", product_json).hit is True
 
     response = admin_client.post(
         CHANGELIST, {"action": "mark_out_of_stock", "_selected_action": [mug.pk]}, follow=True
@@ -386,7 +385,7 @@ def test_admin_mark_out_of_stock_updates_and_invalidates(admin_client):
     assert "Marked 1 product(s) out of stock" in response.content.decode()
     assert Product.objects.get(pk=mug.pk).quantity == 0
     assert Product.objects.get(pk=other.pk).quantity == 9
-    fresh = cache.get_product("Mug")
+    fresh = cache.get_product("Mug", product_json)
     assert fresh.hit is False and json.loads(fresh.data)["quantity"] == 0
 
 

@@ -1,0 +1,10 @@
+-- Trust a bucket's generation only on the server instance that set it.
+-- KEYS (one bucket): gen, server. ARGV: this server's run_id, a new generation.
+-- Run on every bucket when a process meets a server it has not checked (a
+-- restart from a snapshot, a failover, a process that just started): a
+-- bucket last adopted by another run_id gets a fresh generation, so nothing
+-- the old server's data holds can be served.
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
+return 1

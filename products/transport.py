@@ -1,0 +1,380 @@
+"""The Redis connection under the product cache: client, Lua scripts, breaker, probe, server identity.
+
+Nothing here knows what a product is; :mod:`products.cache` (the policy)
+registers two functions:
+
+* ``resync(client)``, run before any other command once the process knows
+  Redis may hold stale values (a write could not invalidate). A background
+  probe tries every ``_PROBE_INTERVAL`` seconds, past the breaker's back-off,
+  so it runs as soon as Redis answers again, request or not.
+* ``adopt(connection, run_id)``, run on every new connection to a server
+  instance this process has not checked yet (its ``run_id`` from ``INFO
+  server`` differs from the last one seen at that address, or none was
+  seen), *before* the connection carries any other command. A restart, a
+  Sentinel failover or a cluster failover shows a new run_id.
+
+Every call has the short socket timeout of the Django cache settings
+(``REDIS_SOCKET_TIMEOUT``) and no retries. A failure opens a per-process
+circuit breaker: for ``PRODUCT_CACHE_BACKOFF`` seconds :func:`run` raises
+:class:`CacheUnavailable` at once and callers go to the database; a call made
+with ``force=True`` (invalidations, the probe) still tries Redis. The outage
+is logged once when it starts and once when it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.core.cache import caches
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Client = Any  # redis.Redis, or redis.cluster.RedisCluster
+Connection = Any  # redis.connection.AbstractConnection
+
+_LUA_DIR = Path(__file__).resolve().parent / "lua"
+# While a resync is pending, how often the probe tries Redis (seconds). Each
+# try costs at most one socket timeout, so a Redis that answers again is
+# resynced within about this plus one timeout.
+_PROBE_INTERVAL = 0.1
+
+
+class CacheUnavailable(Exception):
+    """Redis did not answer in time, or the circuit breaker is open."""
+
+
+def client() -> Client:
+    """Return the redis-py client of the default (django-redis) cache, identity check installed."""
+    redis_client = caches["default"].client.get_client(write=True)
+    if not getattr(redis_client, "_products_checks_server", False):
+        _install_server_check(redis_client)
+    return redis_client
+
+
+def is_cluster(redis_client: Client) -> bool:
+    return isinstance(redis_client, RedisCluster)
+
+
+def make_key(suffix: str) -> str:
+    """Return ``suffix`` with the cache's KEY_PREFIX and version, as Django builds keys."""
+    return caches["default"].make_key(suffix)
+
+
+# --- Scripts -----------------------------------------------------------------
+
+_sources: dict[str, str] = {}
+_scripts: dict[tuple[int, str], Any] = {}
+
+
+def source(name: str) -> str:
+    """Return ``lua/<name>.lua``; ``"a+b"`` is a.lua followed by b.lua (read once per process)."""
+    text = _sources.get(name)
+    if text is None:
+        text = _sources[name] = "\n".join((_LUA_DIR / f"{part}.lua").read_text() for part in name.split("+"))
+    return text
+
+
+def script(redis_client: Client, name: str) -> Any:
+    """Return redis-py's Script for :func:`source` ``name``; it reloads itself after NOSCRIPT."""
+    key = (id(redis_client), name)
+    found = _scripts.get(key)
+    if found is None:
+        found = _scripts[key] = redis_client.register_script(source(name))
+    return found
+
+
+def evalsha(redis_client: Client, name: str, keys: list, args: list) -> Any:
+    """Run script ``name`` with one EVALSHA.
+
+    On one server: the command redis-py's Script sends, without its per-call
+    wrapping (about a tenth of a cached hit's CPU); a NOSCRIPT reply (Redis
+    restarted or flushed its scripts) goes through Script, which loads it. On
+    a cluster, Script routes by the first key and follows MOVED/ASK.
+    """
+    loaded = script(redis_client, name)
+    if is_cluster(redis_client):
+        return loaded(keys=keys, args=args, client=redis_client)
+    pool = redis_client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_command("EVALSHA", loaded.sha, len(keys), *keys, *args)
+        reply = connection.read_response()
+    except NoScriptError:
+        pool.release(connection)
+        connection = None
+        return loaded(keys=keys, args=args, client=redis_client)
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        if connection is not None:
+            pool.release(connection)
+    return reply
+
+
+def eval_many(redis_client: Client, name: str, calls: list[tuple[list, list]]) -> list:
+    """Run script ``name`` once per ``(keys, args)``, pipelined; return the replies in order.
+
+    A cluster pipeline refuses scripts, so there the calls are pipelined per
+    master; a call a master refuses (MOVED/ASK during a resharding) is sent
+    again alone through the cluster client, which follows the redirection.
+    """
+    loaded = script(redis_client, name)
+    if not is_cluster(redis_client):
+        pipe = redis_client.pipeline(transaction=False)
+        for keys, args in calls:
+            loaded(keys=keys, args=args, client=pipe)
+        return pipe.execute()
+    by_node: dict[str, list[int]] = {}
+    for index, (keys, _) in enumerate(calls):
+        by_node.setdefault(redis_client.get_node_from_key(keys[0]).name, []).append(index)
+    replies: list = [None] * len(calls)
+    for node_name, indexes in by_node.items():
+        node_client = redis_client.get_redis_connection(redis_client.get_node(node_name=node_name))
+        pipe = node_client.pipeline(transaction=False)
+        for index in indexes:
+            keys, args = calls[index]
+            loaded(keys=keys, args=args, client=pipe)
+        for index, reply in zip(indexes, pipe.execute(raise_on_error=False)):
+            if isinstance(reply, RedisError):
+                keys, args = calls[index]
+                reply = loaded(keys=keys, args=args, client=redis_client)
+            replies[index] = reply
+    return replies
+
+
+# --- Server identity ---------------------------------------------------------------
+
+_adopt: Callable[[Connection, str], None] | None = None
+_known_servers: dict[tuple, str] = {}  # address -> run_id this process has adopted
+_adopt_lock = threading.Lock()
+
+
+def register_adopt(function: Callable[[Connection, str], None]) -> None:
+    """Set what runs on a new connection to a server instance this process has not checked."""
+    global _adopt
+    _adopt = function
+
+
+def _check_server(connection: Connection) -> None:
+    # Runs inside connect(), before the connection carries anything else, so
+    # no reply from an unchecked server (a restart from an old snapshot, a
+    # promoted replica) can reach a caller. A RedisError here fails the
+    # connect, which the breaker handles like any other failure.
+    connection.send_command("INFO", "server")
+    info = connection.read_response()
+    info = info.decode() if isinstance(info, bytes) else str(info)
+    run_id = next((line[7:].strip() for line in info.splitlines() if line.startswith("run_id:")), "")
+    address = (
+        getattr(connection, "host", None),
+        getattr(connection, "port", None),
+        getattr(connection, "path", None),
+    )
+    if _known_servers.get(address) == run_id:
+        return
+    # One adoption per server and process: threads opening connections at
+    # once (a burst after start-up) wait for the first instead of each
+    # retiring generations the others have just started to fill.
+    with _adopt_lock:
+        if _known_servers.get(address) != run_id:
+            if _adopt is not None:
+                _adopt(connection, run_id)
+            _known_servers[address] = run_id
+
+
+def eval_on_connection(connection: Connection, name: str, calls: list[tuple[list, list]]) -> list:
+    """Run script ``name`` once per ``(keys, args)`` on one raw connection, pipelined.
+
+    For :func:`register_adopt` functions, which run inside connect(). Returns
+    the replies in order; a refused call (MOVED: a key of another cluster
+    master) is returned as its ResponseError.
+    """
+    connection.send_command("SCRIPT", "LOAD", source(name))
+    sha = connection.read_response()
+    sha = sha.decode() if isinstance(sha, bytes) else sha
+    commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
+    connection.send_packed_command(connection.pack_commands(commands))
+    replies: list = []
+    for _ in commands:
+        try:
+            replies.append(connection.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
+
+
+def _install_server_check(redis_client: Client) -> None:
+    """Make every new connection of ``redis_client`` check the server's identity first."""
+    if is_cluster(redis_client):
+        # RedisCluster calls this after its own on_connect, for each node's
+        # connections, including nodes it discovers later.
+        previous = redis_client.user_on_connect_func
+
+        def check(connection: Connection) -> None:
+            if previous is not None:
+                previous(connection)
+            _check_server(connection)
+
+        redis_client.user_on_connect_func = check
+        redis_client.disconnect_connection_pools()  # connections made before were not checked
+    else:
+        pool = redis_client.connection_pool
+        previous = pool.connection_kwargs.get("redis_connect_func")
+
+        def connect_and_check(connection: Connection) -> None:
+            if previous is not None:
+                previous(connection)
+            else:
+                connection.on_connect()
+            _check_server(connection)
+
+        pool.connection_kwargs["redis_connect_func"] = connect_and_check
+        pool.disconnect(inuse_connections=False)
+    redis_client._products_checks_server = True
+
+
+# --- Circuit breaker and resync ------------------------------------------------
+
+_resync: Callable[[Client], None] | None = None
+
+
+def register_resync(function: Callable[[Client], None]) -> None:
+    """Set what must run before any other command once Redis may hold stale values."""
+    global _resync
+    _resync = function
+
+
+class _Breaker:
+    """Per-process circuit breaker in front of Redis."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open_until = 0.0
+        self._down = False  # an outage is in progress (logged once)
+        self._resync_needed = False
+        self._probe: threading.Thread | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return time.monotonic() < self._open_until
+
+    def trip(self, exc: BaseException) -> None:
+        with self._lock:
+            self._open_until = time.monotonic() + settings.PRODUCT_CACHE_BACKOFF
+            first = not self._down
+            self._down = True
+        if first:
+            logger.warning(
+                "Redis unavailable (%s: %s); serving products from the database and retrying every %.1fs",
+                type(exc).__name__,
+                exc,
+                settings.PRODUCT_CACHE_BACKOFF,
+            )
+        try:
+            # Drop pooled sockets: after a restart they are all dead, and
+            # each would otherwise fail once, re-opening the breaker.
+            redis_client = client()
+            if is_cluster(redis_client):
+                redis_client.disconnect_connection_pools()
+            else:
+                redis_client.connection_pool.disconnect()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+    def succeeded(self) -> None:
+        if self._down or self._open_until:
+            with self._lock:
+                was_down, self._down, self._open_until = self._down, False, 0.0
+            if was_down:
+                logger.warning("Redis is answering again; product caching resumed")
+
+    def need_resync(self) -> None:
+        """Remember that Redis may hold stale values, and start the probe."""
+        with self._lock:
+            self._resync_needed = True
+            if self._probe is None:
+                self._probe = threading.Thread(
+                    target=self._probe_until_resynced, name="product-cache-probe", daemon=True
+                )
+                self._probe.start()
+
+    def _probe_until_resynced(self) -> None:
+        # A write that could not invalidate leaves a possibly stale value in
+        # Redis; resync the moment Redis answers, without waiting for this
+        # process's next request, nor for the breaker's back-off.
+        while True:
+            time.sleep(_PROBE_INTERVAL)
+            with self._lock:
+                if not self._resync_needed:
+                    self._probe = None  # need_resync() starts a new one
+                    return
+            try:
+                run(lambda redis_client: redis_client.ping(), force=True)
+            except CacheUnavailable:
+                continue
+            except Exception:  # pragma: no cover - never let the probe die noisily
+                logger.exception("Product cache probe failed")
+
+    def take_resync(self) -> bool:
+        if not self._resync_needed:
+            return False  # the usual case: no lock on every Redis call
+        with self._lock:
+            needed, self._resync_needed = self._resync_needed, False
+            return needed
+
+
+_breaker = _Breaker()
+
+
+def run(op: Callable[[Client], T], *, force: bool = False) -> T:
+    """Run one Redis operation under the breaker; raise CacheUnavailable.
+
+    ``force`` tries Redis even while the breaker is open: an invalidation must
+    never be skipped because of an earlier failure, and a success closes the
+    breaker.
+    """
+    if not force and _breaker.is_open:
+        raise CacheUnavailable("circuit open")
+    try:
+        redis_client = client()
+        if _breaker.take_resync() and _resync is not None:
+            try:
+                _resync(redis_client)
+            except RedisError:
+                _breaker.need_resync()
+                raise
+        result = op(redis_client)
+    except RedisError as exc:
+        _breaker.trip(exc)
+        raise CacheUnavailable(str(exc)) from exc
+    _breaker.succeeded()
+    return result
+
+
+def need_resync() -> None:
+    """Make the registered resync run before the next command (the probe retries it)."""
+    _breaker.need_resync()
+
+
+def status() -> str:
+    """Return "ok" when Redis answers a PING now, else "down"."""
+    try:
+        run(lambda redis_client: redis_client.ping())
+    except CacheUnavailable:
+        return "down"
+    return "ok"
+
+
+def reset() -> None:
+    """Forget any outage, pending resync and checked server this process saw (for tests)."""
+    _breaker.__init__()
+    _known_servers.clear()
