@@ -61,7 +61,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -98,6 +98,7 @@ _MISSED_NAMES_LIMIT = 1000  # past this, a resync retires every bucket instead
 _THROTTLED, _HIT, _LEASE, _WAIT = 0, 1, 2, 3
 
 Loader = Callable[[str], bytes | None]  # reads one product's JSON from the database
+Reader = Callable[[Client, list, list], Any]  # runs lua/read.lua: (client, keys, args) -> reply
 
 # Called with the names an invalidation could not deliver (None: every
 # product); products.outbox records them in the database. Wired in apps.ready().
@@ -186,13 +187,19 @@ def _from_database(name: str, load: Loader) -> CachedProduct | None:
     return None if data is None else CachedProduct(data, hit=False)
 
 
-def get_product(name: str, load: Loader) -> CachedProduct | None:
+def _pooled_read(client: Client, keys: list, args: list):
+    return transport.evalsha(client, "read", keys, args)
+
+
+def get_product(name: str, load: Loader, *, reader: Reader | None = None) -> CachedProduct | None:
     """Return the product's JSON representation, from Redis when it is there.
 
     ``load`` reads the representation from the database (None when the product
-    does not exist). Returns None for an unknown product. Never raises for a
-    Redis failure.
+    does not exist). ``reader`` runs the read script (products.nearcache's
+    runs it on its tracked connection); by default a pooled connection does.
+    Returns None for an unknown product. Never raises for a Redis failure.
     """
+    read = reader or _pooled_read
     if not cache_enabled() or _in_transaction():
         return _from_database(name, load)
     token, keys = secrets.token_hex(8), list(cachekeys.product_keys(name))
@@ -201,7 +208,7 @@ def get_product(name: str, load: Loader) -> CachedProduct | None:
     delay = 0.002
     while True:
         try:
-            kind, payload = transport.run(lambda c: transport.evalsha(c, "read", keys, args))
+            kind, payload = transport.run(lambda c: read(c, keys, args))
         except CacheUnavailable:
             return _from_database(name, load)
         if kind == _HIT:
@@ -288,6 +295,16 @@ def _release(keys: list[str], token: str, gen: bytes) -> None:
 # --- Invalidation -------------------------------------------------------------------
 
 
+def _settle(client: Client) -> None:
+    # Near caches (products.nearcache) hear of a change from a message Redis
+    # queues for them while it runs our command, and writes in the same turn
+    # of its event loop as our reply, possibly just after it. A second round
+    # trip comes back only after that turn: once it does, every message is on
+    # its way, before the write is acknowledged.
+    if getattr(settings, "PRODUCT_NEAR_CACHE", True) and not transport.is_cluster(client):
+        client.ping()
+
+
 def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
     """Forget the cached products (and revoke their fill leases) now.
 
@@ -299,7 +316,7 @@ def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
     if not names:
         return True
     try:
-        transport.run(lambda c: cachekeys.delete(c, names), force=True)
+        transport.run(lambda c: (cachekeys.delete(c, names), _settle(c)), force=True)
     except CacheUnavailable:
         _missed(frozenset(names), record_miss)
         return False
@@ -331,7 +348,7 @@ def retire_generation(*, record_miss: bool = True) -> bool:
     recorded as in :func:`invalidate`).
     """
     try:
-        transport.run(cachekeys.retire_all, force=True)
+        transport.run(lambda c: (cachekeys.retire_all(c), _settle(c)), force=True)
     except CacheUnavailable:
         _missed(None, record_miss)
         return False

@@ -21,6 +21,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from products import cache as product_cache
+from products import counters, nearcache
 from products.models import Product
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -35,6 +36,8 @@ def free_port() -> int:
 def reset_breaker() -> None:
     """Forget any outage this process saw (tests start from a healthy cache)."""
     product_cache.reset()
+    nearcache.reset()  # its tracked connection may lead to another test's Redis
+    counters.reset()  # throttle reservations of earlier tests
 
 
 @pytest.fixture(autouse=True)

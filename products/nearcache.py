@@ -1,0 +1,219 @@
+"""A per-process near cache of products, kept correct by Redis server-assisted invalidation.
+
+A cached hit used to cost one Redis round trip. Here each process keeps the
+products it read recently in memory, and serves them without Redis while
+Redis itself says they are unchanged:
+
+* Reads that may fill the near cache go through one dedicated RESP3
+  connection with ``CLIENT TRACKING ON``: Redis remembers every key the
+  read script touched (the bucket's generation, the value, the lease) and,
+  when any of them changes (an invalidation deletes the value, a retirement
+  sets a new generation, the value expires or is evicted), pushes an
+  ``invalidate`` message on that connection, queued before the reply to the
+  command that changed it.
+* Before every near hit the connection is drained without blocking, and the
+  entries those messages name are dropped first.
+* A near hit is allowed only within ``PROOF_WINDOW`` (50 ms) of the last reply
+  on that connection; past it, one PING proves the connection is live and
+  that every message sent before it has arrived. The window is shorter than
+  the socket timeout a writer waits before it gives up invalidating, so a
+  Redis that hangs stops near hits before any write made during the hang is
+  acknowledged.
+* The connection dropping, any error on it, or the circuit breaker open:
+  everything is flushed, and reads go the usual way until it reconnects.
+
+Only on one Redis or Sentinel (``PRODUCT_NEAR_CACHE``, on by default); off on
+Redis Cluster (a check says so). The argument that no acknowledged write is
+followed by an old read is in docs/cache.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from redis.connection import Connection
+from redis.exceptions import NoScriptError, RedisError
+
+from . import transport
+from .cache import CachedProduct
+
+logger = logging.getLogger("products.cache")
+
+PROOF_WINDOW = 0.05  # seconds; must stay below REDIS_SOCKET_TIMEOUT (checked)
+_HIT = 1
+
+
+def configured() -> bool:
+    """Return True when settings ask for a near cache (PRODUCT_NEAR_CACHE)."""
+    return bool(getattr(settings, "PRODUCT_NEAR_CACHE", True)) and bool(
+        getattr(settings, "PRODUCT_CACHE_ENABLED", True)
+    )
+
+
+class _NearCache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connection: Connection | None = None
+        self.entries: OrderedDict[str, bytes] = OrderedDict()
+        self.names_by_key: dict[bytes, set[str]] = {}
+        self.proved_at = 0.0
+        self.usable: bool | None = None  # None: not decided yet (cluster or not)
+
+    # --- connection -----------------------------------------------------------
+
+    def _connect(self) -> Connection:
+        client = transport.client()
+        if transport.is_cluster(client):
+            self.usable = False
+            raise _Unavailable
+        kwargs = dict(client.connection_pool.connection_kwargs)
+        kwargs["protocol"] = 3
+        connection = Connection(**kwargs)
+        connection.connect()  # runs transport's server-identity check first
+        connection._parser.set_invalidation_push_handler(self._on_push)
+        connection.send_command("CLIENT", "TRACKING", "ON")
+        connection.read_response()
+        self.usable = True
+        self.proved_at = time.monotonic()
+        return connection
+
+    def _on_push(self, message) -> None:
+        # [b"invalidate", [key, ...]] or [b"invalidate", None] (Redis flushed).
+        if not message or message[0] != b"invalidate":
+            return
+        keys = message[1]
+        if keys is None:
+            self._flush()
+            return
+        for key in keys:
+            for name in self.names_by_key.pop(key, ()):
+                self.entries.pop(name, None)
+
+    def _flush(self) -> None:
+        self.entries.clear()
+        self.names_by_key.clear()
+
+    def drop(self) -> None:
+        """Forget every entry and the connection (error, breaker, tests)."""
+        self._flush()
+        if self.connection is not None:
+            try:
+                self.connection.disconnect()
+            except Exception:  # pragma: no cover - best effort
+                pass
+        self.connection = None
+
+    def _drain(self) -> None:
+        # Handle every invalidation already received, without waiting for more.
+        connection = self.connection
+        while connection.can_read(timeout=0):
+            connection.read_response(push_request=True)
+
+    # --- reads ----------------------------------------------------------------
+
+    def get(self, name: str) -> CachedProduct | None:
+        """Return the product from memory when Redis has not invalidated it, else None."""
+        with self.lock:
+            if self.connection is None or transport._breaker.is_open:
+                if self.entries:
+                    self._flush()
+                return None
+            if name not in self.entries:
+                return None
+            try:
+                self._drain()
+                if time.monotonic() - self.proved_at > PROOF_WINDOW:
+                    self.connection.send_command("PING")
+                    self.connection.read_response()  # pushes before it are handled on the way
+                    self.proved_at = time.monotonic()
+            except (RedisError, OSError) as exc:
+                self.drop()
+                transport._breaker.trip(exc)
+                return None
+            data = self.entries.get(name)
+            return None if data is None else CachedProduct(data, hit=True)
+
+    def read(self, name: str, keys: list, args: list):
+        """Run the read script on the tracked connection; remember a hit. Raise RedisError."""
+        with self.lock:
+            try:
+                if self.connection is None:
+                    self.connection = self._connect()
+                self._drain()
+                loaded = transport.script(transport.client(), "read")
+                self.connection.send_command("EVALSHA", loaded.sha, len(keys), *keys, *args)
+                try:
+                    reply = self.connection.read_response()
+                except NoScriptError:  # Redis restarted or flushed its scripts
+                    self.connection.send_command("EVAL", transport.source("read"), len(keys), *keys, *args)
+                    reply = self.connection.read_response()
+                self.proved_at = time.monotonic()
+            except _Unavailable:
+                return None
+            except (RedisError, OSError):
+                self.drop()
+                raise
+            if reply[0] == _HIT:
+                self._remember(name, keys, reply[1])
+            return reply
+
+    def _remember(self, name: str, keys: list, data: bytes) -> None:
+        limit = getattr(settings, "PRODUCT_NEAR_CACHE_SIZE", 1000)
+        self.entries[name] = data
+        self.entries.move_to_end(name)
+        for key in keys:
+            self.names_by_key.setdefault(key.encode() if isinstance(key, str) else key, set()).add(name)
+        while len(self.entries) > limit:
+            # Its keys stay in names_by_key until Redis invalidates them: harmless.
+            self.entries.popitem(last=False)
+
+
+class _Unavailable(Exception):
+    """No near cache on this configuration (Redis Cluster)."""
+
+
+_near = _NearCache()
+
+
+def get(name: str) -> CachedProduct | None:
+    """Return a near hit, or None (then read through :func:`read_script`)."""
+    if _near.usable is False or not configured():
+        return None
+    return _near.get(name)
+
+
+def read_script(name: str):
+    """Return a reader for cache.get_product: the read script on the tracked connection.
+
+    None when this configuration has no near cache (the usual pooled read).
+    """
+    if _near.usable is False or not configured():
+        return None
+
+    def read(client, keys: list, args: list):
+        reply = _near.read(name, keys, args)
+        if reply is None:  # found to be a cluster just now
+            return transport.evalsha(client, "read", keys, args)
+        return reply
+
+    return read
+
+
+def reset() -> None:
+    """Drop every entry and the tracked connection (tests, after fork)."""
+    with _near.lock:
+        _near.drop()
+        _near.usable = None
+
+
+def _drop_on_setting_change(setting: str, **kwargs) -> None:
+    if setting in ("CACHES", "PRODUCT_NEAR_CACHE", "PRODUCT_CACHE_ENABLED"):
+        reset()
+
+
+setting_changed.connect(_drop_on_setting_change, dispatch_uid="products.nearcache.drop_on_setting_change")
