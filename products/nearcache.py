@@ -49,9 +49,11 @@ _HIT = 1
 
 
 def configured() -> bool:
-    """Return True when settings ask for a near cache (PRODUCT_NEAR_CACHE)."""
-    return bool(getattr(settings, "PRODUCT_NEAR_CACHE", True)) and bool(
-        getattr(settings, "PRODUCT_CACHE_ENABLED", True)
+    """Return True when settings ask for a near cache (PRODUCT_NEAR_CACHE) on a non-cluster Redis."""
+    return (
+        bool(getattr(settings, "PRODUCT_NEAR_CACHE", True))
+        and bool(getattr(settings, "PRODUCT_CACHE_ENABLED", True))
+        and not getattr(settings, "REDIS_CLUSTER_NODES", None)
     )
 
 
