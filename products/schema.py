@@ -2,26 +2,29 @@
 
 drf-spectacular reads serializers, filters and the paginator by itself; what
 it cannot see (the status codes our exception handler and middleware answer,
-the ETag / X-Cache / Location headers, If-Match and If-None-Match, the seed
+the ETag / X-Cache / Location headers, If-Match and If-None-Match, the legacy
 routes' envelope, /health/) is declared here once and applied to the views
-with ``extend_schema``/``extend_schema_view``, so views.py stays thin.
+with ``extend_schema``/``extend_schema_view``, so views.py stays thin. How
+fields, errors and auth are mapped for generated clients: products/openapi.py.
 """
 
 from __future__ import annotations
 
 from drf_spectacular.generators import SchemaGenerator
-from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
+    extend_schema_serializer,
     extend_schema_view,
     inline_serializer,
 )
-from rest_framework import permissions, serializers
+from rest_framework import serializers
 
+from . import validators
+from .openapi import ValidationErrorSerializer
 from .serializers import (
     ProductSerializer,
     SeedProductEnvelopeSerializer,
@@ -29,35 +32,11 @@ from .serializers import (
     StockChangeSerializer,
 )
 
-
-class ProductAutoSchema(AutoSchema):
-    """AutoSchema that knows reads need no credentials under our permission class."""
-
-    def get_auth(self) -> list[dict]:
-        auths = super().get_auth()
-        anon_reads = any(
-            isinstance(p, permissions.DjangoModelPermissionsOrAnonReadOnly)
-            for p in self.view.get_permissions()
-        )
-        if anon_reads and self.method in permissions.SAFE_METHODS and {} not in auths:
-            # "{}": credentials are optional (sent, they must be valid: else 401).
-            auths.append({})
-        return auths
-
-
 # --- Bodies ----------------------------------------------------------------------
 
 DETAIL = inline_serializer("ErrorDetail", {"detail": serializers.CharField()})
-
-# DRF's validation shape: {"field": ["message", ...]} (or {"detail": "..."} for
-# a body that is not JSON at all).
-VALIDATION = {
-    "type": "object",
-    "description": 'Validation errors by field: `{"field": ["message"]}`; '
-    '`{"detail": "..."}` for a body that does not parse.',
-    "additionalProperties": {"oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]},
-    "example": {"price": ["Price must be greater than or equal to 0."]},
-}
+# DRF's validation shape, one component for every 400 and name-conflict 409.
+VALIDATION = ValidationErrorSerializer
 
 
 def _error(description: str, body=DETAIL, example: str | None = None) -> OpenApiResponse:
@@ -186,6 +165,14 @@ def _price_bound(name: str, description: str) -> OpenApiParameter:
     )
 
 
+# django-filter's CharFilter does not export its max_length (longer: 400).
+SEARCH = OpenApiParameter(
+    "search",
+    {"type": "string", "maxLength": validators.NAME_MAX_LENGTH},
+    OpenApiParameter.QUERY,
+    description="Name contains this (case-insensitive).",
+)
+
 PRICE_BOUNDS = [
     _price_bound("min_price", "Price at least this (inclusive)."),
     _price_bound("max_price", "Price at most this (inclusive)."),
@@ -194,66 +181,103 @@ PRICE_BOUNDS = [
 READ_ERRORS = {401: R401, 429: R429}
 WRITE_ERRORS = {400: R400, 401: R401, 403: R403, 413: R413, 415: R415, 429: R429}
 
+# --- Request examples (what Swagger's "Try it out" starts from) ------------------
+
+BLUE_MUG = {"name": "Blue mug", "price": "12.50", "quantity": 10}
+CREATE_EXAMPLES = [OpenApiExample("Blue mug", value=BLUE_MUG, request_only=True)]
+PATCH_EXAMPLES = [
+    OpenApiExample("New price", value={"price": "12.50"}, request_only=True),
+    OpenApiExample("Rename", value={"name": "Blue mug (large)"}, request_only=True),
+]
+STOCK_EXAMPLES = [
+    OpenApiExample("Receive 10", value={"delta": 10}, request_only=True),
+    OpenApiExample("Sell 2", value={"delta": -2}, request_only=True),
+]
+
 # --- Per-view declarations -------------------------------------------------------
 
+
+def _products_operation(**kwargs):
+    # One tag for the API (else drf-spectacular's path prefix, "api").
+    return extend_schema(tags=["products"], **kwargs)
+
+
 product_viewset_schema = extend_schema_view(
-    list=extend_schema(
+    list=_products_operation(
         summary="List products",
         description=(
             "Cursor-paginated (follow `next` / `previous`; no count), ordered by `ordering` "
             "with name breaking ties. Bad filter, ordering, page size or cursor: 400."
         ),
         responses={200: ProductSerializer(many=True), 400: R400, **READ_ERRORS},
-        parameters=[*PRICE_BOUNDS, RETRY_AFTER],
+        parameters=[SEARCH, *PRICE_BOUNDS, RETRY_AFTER],
     ),
-    create=extend_schema(
+    create=_products_operation(
         summary="Create a product",
         responses={201: ProductSerializer, 409: R409_NAME, **WRITE_ERRORS},
         parameters=[location(201), etag(201), RETRY_AFTER],
+        examples=CREATE_EXAMPLES,
     ),
-    retrieve=extend_schema(
+    retrieve=_products_operation(
         summary="Read a product (cached)",
         responses={200: ProductSerializer, 304: R304, 404: R404, **READ_ERRORS},
         parameters=[NAME, IF_NONE_MATCH, etag(200, 304), x_cache(200, 304), RETRY_AFTER],
     ),
-    update=extend_schema(
+    update=_products_operation(
         summary="Replace a product (renaming allowed)",
         responses={200: ProductSerializer, 404: R404, 409: R409_NAME, 412: R412, **WRITE_ERRORS},
         parameters=[NAME, IF_MATCH, etag(200), RETRY_AFTER],
+        examples=CREATE_EXAMPLES,
     ),
-    partial_update=extend_schema(
+    partial_update=_products_operation(
         summary="Change some fields of a product",
+        description="Fields left out keep their value.",
         responses={200: ProductSerializer, 404: R404, 409: R409_NAME, 412: R412, **WRITE_ERRORS},
         parameters=[NAME, IF_MATCH, etag(200), RETRY_AFTER],
+        examples=PATCH_EXAMPLES,
     ),
-    destroy=extend_schema(
+    destroy=_products_operation(
         summary="Delete a product",
         responses={204: None, 401: R401, 403: R403, 404: R404, 412: R412, 429: R429},
         parameters=[NAME, IF_MATCH, RETRY_AFTER],
     ),
-    stock=extend_schema(
+    stock=_products_operation(
         summary="Change the stock atomically",
         description="Add `delta` (negative to remove) to the quantity in one conditional update.",
         request=StockChangeSerializer,
         responses={200: ProductSerializer, 404: R404, 409: R409_STOCK, **WRITE_ERRORS},
         parameters=[NAME, etag(200), RETRY_AFTER],
+        examples=STOCK_EXAMPLES,
     ),
 )
 
-seed_create_schema = extend_schema(
-    summary="Create a product (the original service's route)",
+# The original Flask service's routes, kept for its clients: "legacy" (the
+# components too: generated clients name their models after them).
+extend_schema_serializer(component_name="LegacyProduct")(SeedProductSerializer)
+extend_schema_serializer(component_name="LegacyProductEnvelope")(SeedProductEnvelopeSerializer)
+
+legacy_create_schema = extend_schema(
+    operation_id="legacy_products_create",
+    summary="Create a product (legacy route of the original Flask service)",
+    description="Prefer `POST /api/products/`. Same rules; answers in the original service's envelope.",
     request=SeedProductSerializer,
     responses={201: SeedProductEnvelopeSerializer, 409: R409_NAME, **WRITE_ERRORS},
     parameters=[location(201), RETRY_AFTER],
-    tags=["seed"],
+    examples=CREATE_EXAMPLES,
+    tags=["legacy"],
 )
 
-seed_retrieve_schema = extend_schema(
-    summary="Read a product (the original service's route, cached)",
+legacy_retrieve_schema = extend_schema(
+    operation_id="legacy_products_retrieve",
+    summary="Read a product (legacy route of the original Flask service, cached)",
+    description="Prefer `GET /api/products/{name}/`. Same cache; the original service's envelope.",
     responses={200: SeedProductEnvelopeSerializer, 304: R304, 404: R404, **READ_ERRORS},
     parameters=[NAME, IF_NONE_MATCH, etag(200, 304), x_cache(200, 304), RETRY_AFTER],
-    tags=["seed"],
+    tags=["legacy"],
 )
+# The names views.py uses today.
+seed_create_schema = legacy_create_schema
+seed_retrieve_schema = legacy_retrieve_schema
 
 health_schema = extend_schema(
     summary="Database and cache reachability",
@@ -275,21 +299,6 @@ health_schema = extend_schema(
 )
 
 
-# Query parameters of the list that an empty value leaves unset (``?in_stock=``),
-# as the browsable API's filter form sends them.
-EMPTY_MEANS_UNSET = {"search", "min_price", "max_price", "in_stock", "ordering", "cursor", "page_size"}
-
-
-def mark_empty_query_values(result: dict, generator, request, public) -> dict:
-    """Say ``allowEmptyValue`` on the list's optional query parameters (a postprocessing hook)."""
-    for item in result.get("paths", {}).values():
-        for operation in item.values():
-            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
-                if parameter.get("in") == "query" and parameter.get("name") in EMPTY_MEANS_UNSET:
-                    parameter["allowEmptyValue"] = True
-    return result
-
-
 _annotated = False
 
 
@@ -307,8 +316,8 @@ def annotate_views() -> None:
 
         del views.ProductViewSet.schema  # None in views.py; back to the default
         product_viewset_schema(views.ProductViewSet)
-        seed_create_schema(views.SeedProductListView.post)
-        seed_retrieve_schema(views.SeedProductDetailView.get)
+        legacy_create_schema(views.SeedProductListView.post)
+        legacy_retrieve_schema(views.SeedProductDetailView.get)
         health_schema(views.HealthView.get)
         _annotated = True
 

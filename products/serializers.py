@@ -24,20 +24,8 @@ def _apply(rule, value):
         raise serializers.ValidationError(exc.messages, code=exc.code) from None
 
 
-# Numbers and numeric strings are both accepted; the schema says so (a
-# contract fuzzer sends a number where only a string is declared and expects
-# a 400). Numbers are described as whole cents' multiples through the string
-# form's twin pattern; JSON-number generators stay within the bounds.
-@extend_schema_field(
-    {
-        "oneOf": [
-            {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$", "example": "19.99"},
-            {"type": "number", "minimum": 0, "maximum": 9999999999.99, "multipleOf": 0.01},
-        ],
-        "description": "Decimal >= 0 with at most 2 places and 10 digits before the point.",
-    },
-    component_name=None,
-)
+# Numbers and numeric strings are both accepted. The schema (which differs
+# by direction: a pattern-checked string out) is products.openapi.PriceFieldSchema.
 class PriceField(serializers.Field):
     """A price: a JSON number or numeric string in, a two-place string out."""
 
@@ -50,7 +38,7 @@ class PriceField(serializers.Field):
         return f"{value:.2f}"
 
 
-@extend_schema_field({"type": "integer", "minimum": 0, "maximum": validators.QUANTITY_MAX})
+@extend_schema_field({"type": "integer", "minimum": 0, "maximum": validators.QUANTITY_MAX, "example": 10})
 class QuantityField(serializers.Field):
     """Units in stock: a non-negative integer."""
 
@@ -77,6 +65,8 @@ class NameField(serializers.CharField):
         "maxLength": validators.NAME_MAX_LENGTH,
         # Something other than whitespace, no "/" and no control characters.
         "pattern": r"^[^/\x00-\x1f\x7f-\x9f]*[^/\s\x00-\x1f\x7f-\x9f][^/\x00-\x1f\x7f-\x9f]*$",
+        # What Swagger's "Try it out" fills in (else a string made from the pattern).
+        "example": "Blue mug",
     }
 )
 class _NameSchemaField(NameField):
@@ -93,7 +83,7 @@ def name_field() -> serializers.CharField:
 
 class ProductSerializer(serializers.ModelSerializer):
     name = name_field()
-    price = PriceField(help_text="Decimal with 2 places, >= 0; returned as a string.")
+    price = PriceField()
     quantity = QuantityField(required=False, default=0, help_text="Units in stock, >= 0.")
 
     class Meta:

@@ -64,7 +64,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    # Django's CommonMiddleware, with a 308 (method and body kept) for a write
+    # to a URL missing its trailing slash.
+    "products.trailing_slash.AppendSlashMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -230,7 +232,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "products.pagination.ProductKeysetPagination",
     "PAGE_SIZE": env.int("PAGE_SIZE", default=50),
-    "DEFAULT_SCHEMA_CLASS": "products.schema.ProductAutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "products.openapi.ProductAutoSchema",
     "EXCEPTION_HANDLER": "products.exceptions.api_exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -247,6 +249,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The API's contract is JSON; forms are a browsable-API convenience, and
+    # advertising them breaks generated clients (docs/api-clients.md).
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
     # /health/ reports "ok"/"down" for both the database and the cache.
     "ENUM_NAME_OVERRIDES": {"ReachabilityEnum": ["ok", "down"]},
     "SECURITY": [],
@@ -254,7 +259,8 @@ SPECTACULAR_SETTINGS = {
     "DEFAULT_GENERATOR_CLASS": "products.schema.ProductSchemaGenerator",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "products.schema.mark_empty_query_values",
+        "products.openapi.mark_empty_query_values",
+        "products.openapi.name_descending_orderings",
     ],
 }
 

@@ -65,3 +65,26 @@ def test_swagger_ui_works_offline_and_try_it_out_reaches_the_service(production_
         finally:
             browser.close()
     assert blocked == []
+
+
+def test_swagger_try_it_out_starts_from_a_sensible_product(production_server):
+    from playwright.sync_api import sync_playwright
+
+    server = production_server
+    with sync_playwright() as playwright:
+        browser = _browser(playwright)
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/api/docs/")
+            operation = page.locator("#operations-products-api_products_create")
+            operation.wait_for(timeout=15000)
+            operation.locator(".opblock-summary").click()
+            operation.locator(".try-out__btn").click()
+            body = operation.locator("textarea.body-param__text")
+            body.wait_for(timeout=10000)
+            assert '"name": "Blue mug"' in body.input_value()
+            assert '"price": "12.50"' in body.input_value()
+            # The original service's routes are grouped and named for what they are.
+            page.locator("#operations-legacy-legacy_products_create").wait_for(timeout=5000)
+        finally:
+            browser.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from products import selectors
+from products import views
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def test_uncaught_exception_is_json_500_without_traceback(monkeypatch, settings)
     def broken(name):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(selectors, "product_json", broken)
+    monkeypatch.setattr(views, "product_json", broken)
     client = APIClient(raise_request_exception=False)
     response = client.get("/api/products/anything/")
     assert response.status_code == 500

@@ -74,7 +74,7 @@ def test_stock_request_and_health_bodies(schema):
     assert body["required"] == ["delta"] and body["properties"]["delta"]["type"] == "integer"
     health = components["Health"]["properties"]
     assert set(health) == {"database", "cache"}
-    seed = components["SeedProductEnvelope"]["properties"]
+    seed = components["LegacyProductEnvelope"]["properties"]
     assert set(seed) == {"type", "count", "attributes"}
 
 
@@ -127,3 +127,56 @@ def test_documented_304_answers_if_none_match(anon_client, make_product):
     etag = anon_client.get("/api/products/Cup/")["ETag"]
     response = anon_client.get("/api/products/Cup/", HTTP_IF_NONE_MATCH=etag)
     assert response.status_code == 304 and response["ETag"] == etag and not response.content
+
+
+def test_legacy_routes_are_tagged_and_named_legacy(schema):
+    for path, method in (("/products", "post"), ("/products/{name}", "get")):
+        operation = schema["paths"][path][method]
+        assert operation["tags"] == ["legacy"]
+        assert operation["operationId"].startswith("legacy_")
+        assert "legacy" in operation["summary"].lower()
+    for item in schema["paths"].values():
+        for operation in item.values():
+            assert "seed" not in operation.get("tags", []) and "seed" not in operation["operationId"]
+    assert not [name for name in schema["components"]["schemas"] if "seed" in name.lower()]
+
+
+def test_write_bodies_carry_a_sensible_example(schema):
+    blue_mug = {"name": "Blue mug", "price": "12.50", "quantity": 10}
+    for path, method in (("/api/products/", "post"), ("/api/products/{name}/", "put"), ("/products", "post")):
+        examples = schema["paths"][path][method]["requestBody"]["content"]["application/json"]["examples"]
+        assert [example["value"] for example in examples.values()] == [blue_mug]
+    patch = schema["paths"]["/api/products/{name}/"]["patch"]["requestBody"]["content"]["application/json"]
+    assert {"price": "12.50"} in [example["value"] for example in patch["examples"].values()]
+    # Swagger's "Try it out" builds bodies from the properties' examples.
+    properties = schema["components"]["schemas"]["ProductRequest"]["properties"]
+    assert [properties[field]["example"] for field in ("name", "price", "quantity")] == [
+        "Blue mug",
+        "12.50",
+        10,
+    ]
+
+
+def test_descending_orderings_have_names(schema):
+    params = {p["name"]: p for p in schema["paths"]["/api/products/"]["get"]["parameters"]}
+    ordering = params["ordering"]["schema"]
+    names = dict(zip(ordering["enum"], ordering["x-enum-varnames"], strict=True))
+    assert names["-price"] == "price_desc" and names["name"] == "name"
+
+
+def test_token_scheme_says_how_to_send_the_token(schema):
+    token = schema["components"]["securitySchemes"]["tokenAuth"]
+    assert (token["type"], token["in"], token["name"]) == ("apiKey", "header", "Authorization")
+    assert "Token <key>" in token["description"] or "`Token`" in token["description"]
+
+
+def test_one_validation_error_model_for_every_400_and_name_conflict(schema):
+    refs = set()
+    for item in schema["paths"].values():
+        for operation in item.values():
+            for code in ("400", "409"):
+                content = operation["responses"].get(code, {}).get("content")
+                if content:
+                    refs.add(content["application/json"]["schema"]["$ref"].rsplit("/", 1)[1])
+    assert refs == {"ValidationError", "ErrorDetail"}  # ErrorDetail: the stock conflict
+    assert "additionalProperties" in schema["components"]["schemas"]["ValidationError"]
