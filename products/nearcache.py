@@ -78,7 +78,8 @@ class _NearCache:
         connection = Connection(**kwargs)
         connection.connect()  # runs transport's server-identity check first
         connection._parser.set_invalidation_push_handler(self._on_push)
-        connection.send_command("CLIENT", "TRACKING", "ON")
+        # NOLOOP: this connection's own writes (the lease a miss takes) need no message.
+        connection.send_command("CLIENT", "TRACKING", "ON", "NOLOOP")
         connection.read_response()
         self.usable = True
         self.proved_at = time.monotonic()
