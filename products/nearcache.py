@@ -37,7 +37,7 @@ from collections import OrderedDict
 from django.conf import settings
 from django.core.signals import setting_changed
 from redis.connection import Connection
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from . import transport
 from .cache import CachedProduct
@@ -76,11 +76,19 @@ class _NearCache:
         kwargs = dict(client.connection_pool.connection_kwargs)
         kwargs["protocol"] = 3
         connection = Connection(**kwargs)
-        connection.connect()  # runs transport's server-identity check first
-        connection._parser.set_invalidation_push_handler(self._on_push)
-        # NOLOOP: this connection's own writes (the lease a miss takes) need no message.
-        connection.send_command("CLIENT", "TRACKING", "ON", "NOLOOP")
-        connection.read_response()
+        try:
+            connection.connect()  # runs transport's server-identity check first
+            connection._parser.set_invalidation_push_handler(self._on_push)
+            # NOLOOP: this connection's own writes (the lease a miss takes) need no message.
+            connection.send_command("CLIENT", "TRACKING", "ON", "NOLOOP")
+            connection.read_response()
+        except ResponseError as exc:
+            # A Redis without RESP3 or client tracking (before 6.0): off for
+            # this process, reads go the usual way.
+            connection.disconnect()
+            self.usable = False
+            logger.warning("Product near cache off: Redis refused RESP3 client tracking (%s)", exc)
+            raise _Unavailable from None
         self.usable = True
         self.proved_at = time.monotonic()
         return connection
