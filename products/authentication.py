@@ -43,7 +43,7 @@ from django.db import transaction
 from redis.exceptions import RedisError
 from rest_framework import authentication
 
-from . import cache, transport
+from . import cache, scripts, transport
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def _retire_if_missed(client) -> None:
 def _read(keys: list[str]):
     def op(client):
         _retire_if_missed(client)
-        return transport.evalsha(client, "auth_read", keys, [])
+        return scripts.evalsha(client, "auth_read", keys, [])
 
     try:
         return transport.run(op)
@@ -134,9 +134,7 @@ class CachedTokenAuthentication(authentication.TokenAuthentication):
             payload = _dump(user, token)
             timeout = getattr(settings, "AUTH_CACHE_TIMEOUT", 60)
             try:
-                transport.run(
-                    lambda c: transport.evalsha(c, "auth_fill", keys, [answer[1], payload, timeout])
-                )
+                transport.run(lambda c: scripts.evalsha(c, "auth_fill", keys, [answer[1], payload, timeout]))
             except transport.CacheUnavailable:
                 pass
         return user, token

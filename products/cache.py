@@ -1,55 +1,43 @@
 """Product cache policy: read-through with leases, invalidation, generations, outages.
 
-This is the only module that decides what Redis holds about products. Views,
-admin, querysets and commands call :func:`get_product`, :func:`invalidate` and
-:func:`invalidate_on_commit`; nobody else builds a product key. Beneath it:
-:mod:`products.cachekeys` (the key scheme: buckets with hash tags, one scheme
-for one Redis, Sentinel and Redis Cluster) and :mod:`products.transport`
-(connection, ``lua/*.lua`` scripts, circuit breaker, server identity). ETags
-are in :mod:`products.conditional`, throttle counters in
-:mod:`products.counters`. This module imports nothing from the domain:
+The only module that decides what Redis holds about products: views, admin,
+querysets and commands call :func:`get_product`, :func:`invalidate` and
+:func:`invalidate_on_commit`. Beneath it, :mod:`products.cachekeys` (buckets
+with hash tags: one key scheme for one Redis, Sentinel and Redis Cluster),
+:mod:`products.scripts` (``lua/*.lua``) and :mod:`products.transport`
+(connection, breaker, server identity). It imports nothing from the domain:
 callers pass the loader that reads the database.
 
 Guarantees, and how they hold:
 
-* **No stale fill.** A miss takes a *lease* (a random token, ``SET PX``)
-  before it reads the database; only the lease holder may fill, and the fill
-  is a script that stores the value only while that very lease still exists.
-  Invalidation deletes the value *and* the lease, so a reader that read the
-  old row before a write committed can no longer store it (Facebook's
-  memcache leases, NSDI 2013).
-* **Stampede control.** Readers that miss while someone else holds the lease
-  poll for a bounded time (``PRODUCT_CACHE_LEASE_WAIT``), then read the
-  database themselves without filling.
-* **Invalidation after commit.** Writers call :func:`invalidate_on_commit`,
-  which invalidates at once and again after the commit (the second delete is
-  the one that counts). A read inside a transaction goes to the database and
-  stores nothing, so uncommitted rows never reach the cache.
-* **Redis down, refusing or hanging.** Every call has a short socket timeout
-  and no retries; a failure opens a per-process circuit breaker and reads go
-  to the database. An open breaker never skips an invalidation: the write
-  still tries Redis (one socket timeout at most).
-* **Missed invalidations.** An invalidation Redis did not take goes to
-  ``missed_invalidation_hooks`` (products.outbox records it in the database,
-  in the writer's transaction) and stays pending in this process, whose probe
-  deletes those names (or retires every bucket, past ``_MISSED_NAMES_LIMIT``)
-  within about 0.1 s of Redis answering again, past the breaker's back-off.
-* **A different Redis is never trusted.** Every new connection first asks
-  the server for its ``run_id``. On a server instance this process has not
-  checked (restarted, from a snapshot or not; a Sentinel or cluster
-  failover; or this process just started), every bucket whose ``srv`` names
-  another run_id gets a fresh generation before the connection serves
-  anything (:func:`products.cachekeys.adopt`). A restart breaks every pooled
-  connection, so every worker checks, whether it saw the outage or not.
+* **No stale fill.** A miss takes a *lease* before it reads the database;
+  the fill stores the value only while that very lease still exists, and
+  invalidation deletes the value *and* the lease (memcache leases, NSDI 2013).
+* **Stampede control.** Readers that miss while another holds the lease wait
+  for its fill at most ``PRODUCT_CACHE_LEASE_WAIT``, then read the database.
+* **Invalidation after commit.** :func:`invalidate_on_commit` deletes at once
+  and again after the commit (the one that counts). Reads inside a
+  transaction go to the database and store nothing.
+* **Redis down, refusing or hanging.** Short socket timeouts, no retries, a
+  per-process circuit breaker; reads go to the database. An open breaker
+  never skips an invalidation: the write still tries Redis (one timeout).
+* **Missed invalidations** (:mod:`products.missed`) go to ``missed_invalidation_hooks`` (products.outbox
+  records them in the writer's transaction) and stay pending in this
+  process, whose probe delivers them (the names, or every bucket past
+  ``missed.NAMES_LIMIT``) within about 0.1 s of Redis answering again.
+* **A different Redis is never trusted.** A new connection first reads the
+  server's ``run_id``; on a server this process has not checked (a restart,
+  a failover, or a process just started) every bucket another run_id set
+  gets a fresh generation before the connection serves anything. A restart
+  breaks every pooled connection, so every worker checks.
 
 Caveats, stated plainly:
 
-* A hung Redis that resumes (SIGSTOP/SIGCONT) is the same server: a value
-  replaced while it hung stays readable by other processes until the
-  writer's probe (or the outbox applier) deletes it, about 0.1-0.2 s after
-  Redis resumes.
-* On a cluster, a connection a process already holds to a replica that is
-  then promoted is not re-checked (by default it connects to masters only).
+* A hung Redis that resumes is the same server: a value replaced while it
+  hung stays readable by processes that did not see the outage until the
+  writer's probe (or the outbox) deletes it; measured 0-50 ms after resume.
+* A cluster connection already open to a replica that is then promoted is
+  not re-checked (the cache reads masters only).
 * A ``KEY_PREFIX`` holding ``{...}`` puts every key in one slot: still
   correct, no longer spread over the masters.
 """
@@ -58,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -66,9 +53,10 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.db import transaction
 
-from . import cachekeys, transport
+from . import cachekeys, missed, scripts, transport
 from .cachekeys import clear, info
 from .conditional import make_etag
+from .missed import hooks as missed_invalidation_hooks
 from .transport import CacheUnavailable, Client, status
 
 __all__ = [
@@ -92,17 +80,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_MISSED_NAMES_LIMIT = 1000  # past this, a resync retires every bucket instead
-
 # What the read scripts answer first.
 _THROTTLED, _HIT, _LEASE, _WAIT = 0, 1, 2, 3
 
 Loader = Callable[[str], bytes | None]  # reads one product's JSON from the database
 Reader = Callable[[Client, list, list], Any]  # runs lua/read.lua: (client, keys, args) -> reply
-
-# Called with the names an invalidation could not deliver (None: every
-# product); products.outbox records them in the database. Wired in apps.ready().
-missed_invalidation_hooks: list[Callable[[frozenset[str] | None], None]] = []
 
 # Called between the database read and the cache fill; tests use it to force
 # the slow-reader race deterministically.
@@ -116,52 +98,6 @@ class CachedProduct(NamedTuple):
     @property
     def etag(self) -> str:
         return make_etag(self.data)
-
-
-# --- Resync: missed invalidations and new servers --------------------------------------
-
-_missed_lock = threading.Lock()
-_missed_names: set[str] = set()
-_missed_all = False
-_missed_count = 0  # misses so far: a resync clears only what it delivered
-
-
-def _missed(names: frozenset[str] | None, record: bool) -> None:
-    """Keep a miss for this process's resync, and hand it to the hooks (the outbox)."""
-    global _missed_all, _missed_count
-    with _missed_lock:
-        _missed_count += 1
-        if names is None or len(_missed_names) + len(names) > _MISSED_NAMES_LIMIT:
-            _missed_all = True
-            _missed_names.clear()
-        elif not _missed_all:
-            _missed_names.update(names)
-    transport.need_resync()
-    logger.info(
-        "Could not invalidate %s product(s) now; retrying when Redis answers", len(names or ()) or "all"
-    )
-    if record:
-        for hook in missed_invalidation_hooks:
-            hook(names)
-
-
-def _resync(client: Client) -> None:
-    """Deliver the invalidations this process missed (transport runs it before anything else)."""
-    global _missed_all
-    with _missed_lock:
-        retire, names, count = _missed_all, list(_missed_names), _missed_count
-    if retire:
-        cachekeys.retire_all(client)
-    elif names:
-        cachekeys.delete(client, names)
-    with _missed_lock:  # a failure above leaves them pending; a newer miss has its own resync
-        if _missed_count == count:
-            _missed_all = False
-            _missed_names.clear()
-
-
-transport.register_resync(_resync)
-transport.register_adopt(cachekeys.adopt)
 
 
 # --- Reads ----------------------------------------------------------------------
@@ -188,7 +124,7 @@ def _from_database(name: str, load: Loader) -> CachedProduct | None:
 
 
 def _pooled_read(client: Client, keys: list, args: list):
-    return transport.evalsha(client, "read", keys, args)
+    return scripts.evalsha(client, "read", keys, args)
 
 
 def get_product(name: str, load: Loader, *, reader: Reader | None = None) -> CachedProduct | None:
@@ -244,7 +180,7 @@ def get_product_counted(
     def count_and_read(client: Client):
         if transport.is_cluster(client):
             return None
-        return transport.evalsha(client, "count+read", keys, args)
+        return scripts.evalsha(client, "count+read", keys, args)
 
     try:
         answer = transport.run(count_and_read)
@@ -279,7 +215,7 @@ def _fill(name: str, token: str, gen: bytes, load: Loader) -> CachedProduct | No
         return None
     args = [token, gen, data, settings.PRODUCT_CACHE_TIMEOUT]
     try:
-        transport.run(lambda c: transport.evalsha(c, "fill", keys, args))
+        transport.run(lambda c: scripts.evalsha(c, "fill", keys, args))
     except CacheUnavailable:
         pass
     return CachedProduct(data, hit=False)
@@ -287,7 +223,7 @@ def _fill(name: str, token: str, gen: bytes, load: Loader) -> CachedProduct | No
 
 def _release(keys: list[str], token: str, gen: bytes) -> None:
     try:
-        transport.run(lambda c: transport.evalsha(c, "release", [keys[2]], [gen + b":" + token.encode()]))
+        transport.run(lambda c: scripts.evalsha(c, "release", [keys[2]], [gen + b":" + token.encode()]))
     except CacheUnavailable:
         pass
 
@@ -317,8 +253,10 @@ def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
         return True
     try:
         transport.run(lambda c: (cachekeys.delete(c, names), _settle(c)), force=True)
-    except CacheUnavailable:
-        _missed(frozenset(names), record_miss)
+    except CacheUnavailable as exc:
+        # On a cluster, the masters that answered took their names.
+        undelivered = exc.__cause__.names if isinstance(exc.__cause__, cachekeys.Undelivered) else names
+        missed.missed(frozenset(undelivered), record_miss)
         return False
     return True
 
@@ -350,7 +288,7 @@ def retire_generation(*, record_miss: bool = True) -> bool:
     try:
         transport.run(lambda c: (cachekeys.retire_all(c), _settle(c)), force=True)
     except CacheUnavailable:
-        _missed(None, record_miss)
+        missed.missed(None, record_miss)
         return False
     return True
 
@@ -363,10 +301,7 @@ def retire_generation_on_commit(using: str | None = None) -> None:
 
 def reset() -> None:
     """Forget this process's outages, missed invalidations and checked servers (for tests)."""
-    global _missed_all
-    with _missed_lock:
-        _missed_all = False
-        _missed_names.clear()
+    missed.pending.clear()
     transport.reset()
 
 
@@ -389,7 +324,7 @@ def warm_products(names: Sequence[str], load_many: Callable[[list[str]], dict[st
     token, lease_ms = secrets.token_hex(8), int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
     keys = {name: list(cachekeys.product_keys(name)) for name in names}
     reads = [(keys[name], [token, lease_ms]) for name in names]
-    answers = transport.run(lambda c: transport.eval_many(c, "read", reads))
+    answers = transport.run(lambda c: scripts.eval_many(c, "read", reads))
     already = sum(1 for kind, _ in answers if kind == _HIT)
     leases = {name: gen for name, (kind, gen) in zip(names, answers) if kind == _LEASE}
     found = load_many(list(leases)) if leases else {}
@@ -399,8 +334,8 @@ def warm_products(names: Sequence[str], load_many: Callable[[list[str]], dict[st
 
     def fill(client: Client) -> int:
         if releases:
-            transport.eval_many(client, "release", releases)
-        return sum(1 for ok in transport.eval_many(client, "fill", fills) if ok) if fills else 0
+            scripts.eval_many(client, "release", releases)
+        return sum(1 for ok in scripts.eval_many(client, "fill", fills) if ok) if fills else 0
 
     filled = transport.run(fill) if leases else 0
     missing = [name for name in leases if name not in found]

@@ -17,6 +17,12 @@ carries (the scripts in ``lua/`` compare), so *retiring* a generation (a new
 token) makes the bucket's older values unreachable at once. Invalidating a
 name needs no generation: it deletes the value and lease keys.
 
+The one script that spans slots is ``count+read`` (a throttle counter and a
+product's keys, one round trip for a cached hit): products.cache runs it on
+one server only, where slots do not matter; on a cluster the count and the
+read are two calls. Co-locating counters with products would have made the
+limit per bucket instead of per client.
+
 :func:`clear` and :func:`info` walk every master of a cluster.
 """
 
@@ -26,9 +32,12 @@ import hashlib
 import logging
 import secrets
 import zlib
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from . import transport
+from redis.exceptions import ConnectionError, RedisError
+
+from . import scripts, transport
 from .transport import Client, Connection
 
 logger = logging.getLogger("products.cache")
@@ -53,9 +62,13 @@ def bucket_prefix(bucket: int) -> str:
     return key(f"{{b{bucket}}}:")
 
 
+def bucket_of(name: str) -> int:
+    return zlib.crc32(name.encode("utf-8", "surrogatepass")) % BUCKETS
+
+
 def product_keys(name: str) -> ProductKeys:
     """Return the keys of ``name``'s bucket generation, value and fill lease."""
-    prefix = bucket_prefix(zlib.crc32(name.encode("utf-8", "surrogatepass")) % BUCKETS)
+    prefix = bucket_prefix(bucket_of(name))
     return ProductKeys(prefix + "gen", prefix + "p:" + name, prefix + "l:" + name)
 
 
@@ -63,21 +76,68 @@ def new_generation() -> str:
     return secrets.token_hex(8)
 
 
+class Undelivered(ConnectionError):
+    """Some masters of a cluster did not take a retirement or a delete; ``names`` are the missed ones."""
+
+    def __init__(self, message: str, names: list[str] | None) -> None:
+        super().__init__(message)
+        self.names = names  # None: the retirement (every product)
+
+
 def retire_all(client: Client) -> None:
-    """Give every bucket a new generation, in one pipelined round trip (one per master)."""
+    """Give every bucket a new generation: one pipelined round trip on one server.
+
+    On a cluster, bucket by bucket: a master that is down must not stop the
+    others from retiring (their values would stay readable by every other
+    process for the whole outage).
+    """
     gen = new_generation()
-    pipe = client.pipeline(transaction=False)
-    for bucket in range(BUCKETS):
-        pipe.set(bucket_prefix(bucket) + "gen", gen)
-    pipe.execute()
+    if not transport.is_cluster(client):
+        pipe = client.pipeline(transaction=False)
+        for bucket in range(BUCKETS):
+            pipe.set(bucket_prefix(bucket) + "gen", gen)
+        pipe.execute()
+    else:
+        failed, error = _each_bucket(range(BUCKETS), lambda b: client.set(bucket_prefix(b) + "gen", gen))
+        if error is not None:
+            raise Undelivered(f"{len(failed)} bucket(s) not retired: {error}", None) from error
     logger.warning("Product cache generation retired; older cached products are unreachable")
 
 
 def delete(client: Client, names: list[str]) -> None:
-    """Delete the values and fill leases of ``names`` (whatever their generation)."""
-    for start in range(0, len(names), 500):
-        keys = [k for name in names[start : start + 500] for k in product_keys(name)[1:]]
-        client.delete(*keys)  # on a cluster, redis-py splits it by slot
+    """Delete the values and fill leases of ``names`` (whatever their generation).
+
+    One DEL per 500 names on one server; on a cluster one DEL per bucket (one
+    slot), so the names of the masters that answer are deleted even when
+    another master is down; :class:`Undelivered` then names the others.
+    """
+    if not transport.is_cluster(client):
+        for start in range(0, len(names), 500):
+            client.delete(*(k for name in names[start : start + 500] for k in product_keys(name)[1:]))
+        return
+    by_bucket: dict[int, list[str]] = {}
+    for name in names:
+        by_bucket.setdefault(bucket_of(name), []).append(name)
+    failed, error = _each_bucket(
+        by_bucket, lambda b: client.delete(*(k for n in by_bucket[b] for k in product_keys(n)[1:]))
+    )
+    if error is not None:
+        raise Undelivered(str(error), [name for b in failed for name in by_bucket[b]]) from error
+
+
+def _each_bucket(
+    buckets: Iterable[int], command: Callable[[int], object]
+) -> tuple[list[int], RedisError | None]:
+    """Run ``command`` for every bucket; return the buckets that failed and the last error."""
+    failed: list[int] = []
+    error: RedisError | None = None
+    for bucket in buckets:
+        try:
+            command(bucket)
+        except RedisError as exc:
+            failed.append(bucket)
+            error = exc
+    return failed, error
 
 
 def adopt(connection: Connection, run_id: str) -> None:
@@ -91,12 +151,15 @@ def adopt(connection: Connection, run_id: str) -> None:
     """
     gen = new_generation()
     calls = [([p + "gen", p + "srv"], [run_id, gen]) for p in map(bucket_prefix, range(BUCKETS))]
-    replies = transport.eval_on_connection(connection, "adopt", calls)
+    replies = scripts.eval_on_connection(connection, "adopt", calls)
     retired = sum(1 for reply in replies if reply == 1)
     if retired:
         logger.warning(
             "Redis server %s is new to this cache: %d bucket generation(s) retired", run_id, retired
         )
+
+
+transport.register_adopt(adopt)
 
 
 def scan_pattern(suffix: str = "") -> str:
@@ -107,17 +170,20 @@ def scan_pattern(suffix: str = "") -> str:
 
 
 def clear() -> int:
-    """Delete every key of this service's product cache, on every master.
+    """Delete this service's cached products, fill leases and throttle counters, on every master.
 
-    Products, leases, generations and throttle counters; other keys (other
-    prefixes) are untouched; never FLUSHDB.
+    The buckets' ``gen`` and ``srv`` keys stay: without values they hold
+    nothing stale, and deleting them would make every process that connects
+    later retire generations for nothing. Other prefixes are untouched; never
+    FLUSHDB.
     """
 
     def op(client: Client) -> int:
         deleted, batch = 0, []
         # On a cluster, scan_iter walks every master.
         for key in client.scan_iter(match=scan_pattern(), count=1000):
-            batch.append(key)
+            if not key.endswith((b"}:gen", b"}:srv")):
+                batch.append(key)
             if len(batch) >= 1000:
                 deleted += client.unlink(*batch)
                 batch.clear()

@@ -39,7 +39,7 @@ from django.core.signals import setting_changed
 from redis.connection import Connection
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from . import transport
+from . import scripts, transport
 from .cache import CachedProduct
 
 logger = logging.getLogger("products.cache")
@@ -156,12 +156,12 @@ class _NearCache:
                 if self.connection is None:
                     self.connection = self._connect()
                 self._drain()
-                loaded = transport.script(transport.client(), "read")
+                loaded = scripts.script(transport.client(), "read")
                 self.connection.send_command("EVALSHA", loaded.sha, len(keys), *keys, *args)
                 try:
                     reply = self.connection.read_response()
                 except NoScriptError:  # Redis restarted or flushed its scripts
-                    self.connection.send_command("EVAL", transport.source("read"), len(keys), *keys, *args)
+                    self.connection.send_command("EVAL", scripts.source("read"), len(keys), *keys, *args)
                     reply = self.connection.read_response()
                 self.proved_at = time.monotonic()
             except _Unavailable:
@@ -209,7 +209,7 @@ def read_script(name: str):
     def read(client, keys: list, args: list):
         reply = _near.read(name, keys, args)
         if reply is None:  # found to be a cluster just now
-            return transport.evalsha(client, "read", keys, args)
+            return scripts.evalsha(client, "read", keys, args)
         return reply
 
     return read

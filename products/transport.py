@@ -1,4 +1,6 @@
-"""The Redis connection under the product cache: client, Lua scripts, breaker, probe, server identity.
+"""The Redis connection under the product cache: client, breaker, probe, server identity.
+
+The Lua scripts are loaded and run by :mod:`products.scripts`.
 
 Nothing here knows what a product is; :mod:`products.cache` (the policy)
 registers two functions:
@@ -27,13 +29,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.cache import caches
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ T = TypeVar("T")
 Client = Any  # redis.Redis, or redis.cluster.RedisCluster
 Connection = Any  # redis.connection.AbstractConnection
 
-_LUA_DIR = Path(__file__).resolve().parent / "lua"
 # While a resync is pending, how often the probe tries Redis (seconds). Each
 # try costs at most one socket timeout, so a Redis that answers again is
 # resynced within about this plus one timeout.
@@ -55,8 +55,14 @@ class CacheUnavailable(Exception):
 def client() -> Client:
     """Return the redis-py client of the default (django-redis) cache, identity check installed."""
     redis_client = caches["default"].client.get_client(write=True)
-    if not getattr(redis_client, "_products_checks_server", False):
-        _install_server_check(redis_client)
+    # django-redis builds a client per thread around one pool per process
+    # (one RedisCluster per process): the check goes on what they share.
+    shared = redis_client if is_cluster(redis_client) else redis_client.connection_pool
+    if not getattr(shared, "_products_checks_server", False):
+        with _adopt_lock:  # two threads' first calls must not wrap the hook twice
+            if not getattr(shared, "_products_checks_server", False):
+                _install_server_check(redis_client)
+                shared._products_checks_server = True
     return redis_client
 
 
@@ -67,89 +73,6 @@ def is_cluster(redis_client: Client) -> bool:
 def make_key(suffix: str) -> str:
     """Return ``suffix`` with the cache's KEY_PREFIX and version, as Django builds keys."""
     return caches["default"].make_key(suffix)
-
-
-# --- Scripts -----------------------------------------------------------------
-
-_sources: dict[str, str] = {}
-_scripts: dict[tuple[int, str], Any] = {}
-
-
-def source(name: str) -> str:
-    """Return ``lua/<name>.lua``; ``"a+b"`` is a.lua followed by b.lua (read once per process)."""
-    text = _sources.get(name)
-    if text is None:
-        text = _sources[name] = "\n".join((_LUA_DIR / f"{part}.lua").read_text() for part in name.split("+"))
-    return text
-
-
-def script(redis_client: Client, name: str) -> Any:
-    """Return redis-py's Script for :func:`source` ``name``; it reloads itself after NOSCRIPT."""
-    key = (id(redis_client), name)
-    found = _scripts.get(key)
-    if found is None:
-        found = _scripts[key] = redis_client.register_script(source(name))
-    return found
-
-
-def evalsha(redis_client: Client, name: str, keys: list, args: list) -> Any:
-    """Run script ``name`` with one EVALSHA.
-
-    On one server: the command redis-py's Script sends, without its per-call
-    wrapping (about a tenth of a cached hit's CPU); a NOSCRIPT reply (Redis
-    restarted or flushed its scripts) goes through Script, which loads it. On
-    a cluster, Script routes by the first key and follows MOVED/ASK.
-    """
-    loaded = script(redis_client, name)
-    if is_cluster(redis_client):
-        return loaded(keys=keys, args=args, client=redis_client)
-    pool = redis_client.connection_pool
-    connection = pool.get_connection()
-    try:
-        connection.send_command("EVALSHA", loaded.sha, len(keys), *keys, *args)
-        reply = connection.read_response()
-    except NoScriptError:
-        pool.release(connection)
-        connection = None
-        return loaded(keys=keys, args=args, client=redis_client)
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        if connection is not None:
-            pool.release(connection)
-    return reply
-
-
-def eval_many(redis_client: Client, name: str, calls: list[tuple[list, list]]) -> list:
-    """Run script ``name`` once per ``(keys, args)``, pipelined; return the replies in order.
-
-    A cluster pipeline refuses scripts, so there the calls are pipelined per
-    master; a call a master refuses (MOVED/ASK during a resharding) is sent
-    again alone through the cluster client, which follows the redirection.
-    """
-    loaded = script(redis_client, name)
-    if not is_cluster(redis_client):
-        pipe = redis_client.pipeline(transaction=False)
-        for keys, args in calls:
-            loaded(keys=keys, args=args, client=pipe)
-        return pipe.execute()
-    by_node: dict[str, list[int]] = {}
-    for index, (keys, _) in enumerate(calls):
-        by_node.setdefault(redis_client.get_node_from_key(keys[0]).name, []).append(index)
-    replies: list = [None] * len(calls)
-    for node_name, indexes in by_node.items():
-        node_client = redis_client.get_redis_connection(redis_client.get_node(node_name=node_name))
-        pipe = node_client.pipeline(transaction=False)
-        for index in indexes:
-            keys, args = calls[index]
-            loaded(keys=keys, args=args, client=pipe)
-        for index, reply in zip(indexes, pipe.execute(raise_on_error=False)):
-            if isinstance(reply, RedisError):
-                keys, args = calls[index]
-                reply = loaded(keys=keys, args=args, client=redis_client)
-            replies[index] = reply
-    return replies
 
 
 # --- Server identity ---------------------------------------------------------------
@@ -191,27 +114,6 @@ def _check_server(connection: Connection) -> None:
             _known_servers[address] = run_id
 
 
-def eval_on_connection(connection: Connection, name: str, calls: list[tuple[list, list]]) -> list:
-    """Run script ``name`` once per ``(keys, args)`` on one raw connection, pipelined.
-
-    For :func:`register_adopt` functions, which run inside connect(). Returns
-    the replies in order; a refused call (MOVED: a key of another cluster
-    master) is returned as its ResponseError.
-    """
-    connection.send_command("SCRIPT", "LOAD", source(name))
-    sha = connection.read_response()
-    sha = sha.decode() if isinstance(sha, bytes) else sha
-    commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
-    connection.send_packed_command(connection.pack_commands(commands))
-    replies: list = []
-    for _ in commands:
-        try:
-            replies.append(connection.read_response())
-        except ResponseError as exc:
-            replies.append(exc)
-    return replies
-
-
 def _install_server_check(redis_client: Client) -> None:
     """Make every new connection of ``redis_client`` check the server's identity first."""
     if is_cluster(redis_client):
@@ -239,7 +141,6 @@ def _install_server_check(redis_client: Client) -> None:
 
         pool.connection_kwargs["redis_connect_func"] = connect_and_check
         pool.disconnect(inuse_connections=False)
-    redis_client._products_checks_server = True
 
 
 # --- Circuit breaker and resync ------------------------------------------------

@@ -1,0 +1,78 @@
+"""Invalidations this process could not deliver: kept until Redis answers, handed to the outbox.
+
+:func:`missed` is called by products.cache when Redis did not take a delete
+or a retirement. The miss is handed to :data:`hooks` (products.outbox
+records it in the database, inside the writer's transaction when there is
+one) and kept here; products.transport runs :meth:`Pending.deliver` before
+any other command once Redis answers, and its probe makes that happen
+within about 0.1 s of Redis answering, request or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from . import cachekeys, transport
+from .transport import Client
+
+logger = logging.getLogger("products.cache")
+
+NAMES_LIMIT = 1000  # past this many pending names, deliver by retiring every bucket
+
+# Called with the names an invalidation could not deliver (None: every
+# product). Wired in apps.ready(); products.cache exposes it as
+# missed_invalidation_hooks.
+hooks: list[Callable[[frozenset[str] | None], None]] = []
+
+
+class Pending:
+    """The names (or "everything") this process owes Redis an invalidation for."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: set[str] = set()
+        self._everything = False
+        self._misses = 0  # a delivery clears only what was pending when it started
+
+    def add(self, names: frozenset[str] | None) -> None:
+        with self._lock:
+            self._misses += 1
+            if names is None or len(self._names) + len(names) > NAMES_LIMIT:
+                self._everything = True
+                self._names.clear()
+            elif not self._everything:
+                self._names.update(names)
+
+    def deliver(self, client: Client) -> None:
+        """Delete the pending names, or retire every bucket; a RedisError leaves them pending."""
+        with self._lock:
+            everything, names, misses = self._everything, list(self._names), self._misses
+        if everything:
+            cachekeys.retire_all(client)
+        elif names:
+            cachekeys.delete(client, names)
+        with self._lock:
+            if self._misses == misses:  # else a newer miss asked for its own delivery
+                self.clear()
+
+    def clear(self) -> None:
+        self._everything = False
+        self._names.clear()
+
+
+pending = Pending()
+transport.register_resync(pending.deliver)
+
+
+def missed(names: frozenset[str] | None, record: bool = True) -> None:
+    """Keep a miss until Redis answers, and hand it to the hooks unless ``record`` is off."""
+    pending.add(names)
+    transport.need_resync()
+    logger.info(
+        "Could not invalidate %s product(s) now; will retry when Redis answers", len(names or ()) or "all"
+    )
+    if record:
+        for hook in hooks:
+            hook(names)
