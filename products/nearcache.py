@@ -61,7 +61,8 @@ class _NearCache:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.connection: Connection | None = None
-        self.entries: OrderedDict[str, bytes] = OrderedDict()
+        # name -> (JSON bytes, the Redis keys it depends on: generation, value)
+        self.entries: OrderedDict[str, tuple[bytes, tuple[bytes, bytes]]] = OrderedDict()
         self.names_by_key: dict[bytes, set[str]] = {}
         self.proved_at = 0.0
         self.usable: bool | None = None  # None: not decided yet (cluster or not)
@@ -102,8 +103,19 @@ class _NearCache:
             self._flush()
             return
         for key in keys:
-            for name in self.names_by_key.pop(key, ()):
-                self.entries.pop(name, None)
+            for name in tuple(self.names_by_key.get(key, ())):
+                self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        entry = self.entries.pop(name, None)
+        if entry is None:
+            return
+        for key in entry[1]:
+            names = self.names_by_key.get(key)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self.names_by_key[key]
 
     def _flush(self) -> None:
         self.entries.clear()
@@ -146,8 +158,8 @@ class _NearCache:
                 self.drop()
                 transport._breaker.trip(exc)
                 return None
-            data = self.entries.get(name)
-            return None if data is None else CachedProduct(data, hit=True)
+            entry = self.entries.get(name)
+            return None if entry is None else CachedProduct(entry[0], hit=True)
 
     def read(self, name: str, keys: list, args: list):
         """Run the read script on the tracked connection; remember a hit. Raise RedisError."""
@@ -174,14 +186,16 @@ class _NearCache:
             return reply
 
     def _remember(self, name: str, keys: list, data: bytes) -> None:
+        # The value is valid while its bucket's generation and its value key
+        # are unchanged (the lease does not matter once a value exists).
+        depends = tuple(key.encode() if isinstance(key, str) else key for key in keys[:2])
+        self._forget(name)
+        self.entries[name] = (data, depends)
+        for key in depends:
+            self.names_by_key.setdefault(key, set()).add(name)
         limit = getattr(settings, "PRODUCT_NEAR_CACHE_SIZE", 1000)
-        self.entries[name] = data
-        self.entries.move_to_end(name)
-        for key in keys:
-            self.names_by_key.setdefault(key.encode() if isinstance(key, str) else key, set()).add(name)
         while len(self.entries) > limit:
-            # Its keys stay in names_by_key until Redis invalidates them: harmless.
-            self.entries.popitem(last=False)
+            self._forget(next(iter(self.entries)))
 
 
 class _Unavailable(Exception):

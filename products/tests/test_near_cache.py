@@ -142,3 +142,16 @@ def test_the_check_says_when_the_near_cache_is_off_or_unsafe():
     assert [m.id for m in near_cache_notes(True, True, True, 0.1)] == ["products.I001"]
     assert "Cluster" in near_cache_notes(True, True, True, 0.1)[0].msg
     assert [m.id for m in near_cache_notes(True, True, False, 0.02)] == ["products.E003"]
+
+
+def test_memory_stays_bounded_by_the_size_setting(private_redis, settings):
+    settings.PRODUCT_NEAR_CACHE_SIZE = 5
+    for i in range(20):
+        Product.objects.create(name=f"p{i}", price=Decimal(i), quantity=1)
+    for i in range(20):
+        read(f"p{i}")
+        read(f"p{i}")
+    near = nearcache._near
+    assert 0 < len(near.entries) <= 5
+    # Each remembered product is registered under its generation and value keys, nothing else.
+    assert sum(len(names) for names in near.names_by_key.values()) == 2 * len(near.entries)
