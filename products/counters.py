@@ -100,14 +100,17 @@ def get_product_counted(
     would return it. One round trip when the cache can share it
     (:func:`products.cache.get_product_counted`), else a count and a read.
     """
-    reader = nearcache.read_script(name)
-    if reader is not None:
+    if nearcache.enabled():
         # A near hit needs no Redis at all: the count comes from this
         # process's reservation, the product from memory Redis keeps honest.
         if take(counter, window, limit) is False:
             return None, False
         product = nearcache.get(name)
-        return (product or cache.get_product(name, load, reader=reader)), True
+        if product is None:
+            product = cache.get_product(name, load, reader=nearcache.read_script(name))
+            if product is not None and product.hit:
+                nearcache.admit(name)
+        return product, True
     combined = cache.get_product_counted(
         name, load, counter_key=throttle_key(counter, window), counter_ttl=window + 1, limit=limit
     )

@@ -64,6 +64,7 @@ class _NearCache:
         # name -> (JSON bytes, the Redis keys it depends on: generation, value)
         self.entries: OrderedDict[str, tuple[bytes, tuple[bytes, bytes]]] = OrderedDict()
         self.names_by_key: dict[bytes, set[str]] = {}
+        self.admitted: OrderedDict[str, None] = OrderedDict()  # names Redis served lately
         self.proved_at = 0.0
         self.usable: bool | None = None  # None: not decided yet (cluster or not)
 
@@ -120,6 +121,7 @@ class _NearCache:
     def _flush(self) -> None:
         self.entries.clear()
         self.names_by_key.clear()
+        self.admitted.clear()
 
     def drop(self) -> None:
         """Forget every entry and the connection (error, breaker, tests)."""
@@ -205,19 +207,38 @@ class _Unavailable(Exception):
 _near = _NearCache()
 
 
+def enabled() -> bool:
+    """Return True when this process may use a near cache (see configured())."""
+    return _near.usable is not False and configured()
+
+
 def get(name: str) -> CachedProduct | None:
     """Return a near hit, or None (then read through :func:`read_script`)."""
-    if _near.usable is False or not configured():
+    if not enabled():
         return None
     return _near.get(name)
+
+
+def admit(name: str) -> None:
+    """Note that Redis just served ``name`` (a hit): its next read goes through tracking.
+
+    Only products read twice are tracked: a one-off read (a cold, random
+    walk) costs Redis a tracking entry and a message on the fill for nothing.
+    """
+    with _near.lock:
+        _near.admitted[name] = None
+        _near.admitted.move_to_end(name)
+        while len(_near.admitted) > 4 * getattr(settings, "PRODUCT_NEAR_CACHE_SIZE", 1000):
+            _near.admitted.popitem(last=False)
 
 
 def read_script(name: str):
     """Return a reader for cache.get_product: the read script on the tracked connection.
 
-    None when this configuration has no near cache (the usual pooled read).
+    None (the usual pooled read) when this configuration has no near cache,
+    or ``name`` has not been admitted (:func:`admit`).
     """
-    if _near.usable is False or not configured():
+    if not enabled() or name not in _near.admitted:
         return None
 
     def read(client, keys: list, args: list):
