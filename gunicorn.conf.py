@@ -12,7 +12,10 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+# Loopback unless told otherwise: the expected front is a reverse proxy on
+# this host (whose X-Forwarded-For the app then trusts, FORWARDED_ALLOW_IPS).
+# Serving other hosts directly is a choice: GUNICORN_BIND=0.0.0.0:8000.
+bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
 # Processes x threads per process. The default, 2 x cores + 1 workers, suits a
 # mostly I/O-bound app (database, Redis); threads help with slow clients.
 workers = _int("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1)
@@ -35,9 +38,11 @@ access_log_format = (
     'remote=%(h)s method=%(m)s path="%(U)s" query="%(q)s" status=%(s)s '
     'bytes=%(B)s duration_ms=%(M)s x_cache=%({x-cache}o)s ua="%(a)s"'
 )
-# Trust X-Forwarded-* from these addresses (the load balancer); Django reads
-# X-Forwarded-Proto itself when USE_X_FORWARDED_PROTO is set.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Trust X-Forwarded-* from these addresses (the proxy); the app reads the same
+# variable, with the same default, for the client address it throttles
+# (products/addresses.py). Django reads X-Forwarded-Proto itself when
+# USE_X_FORWARDED_PROTO is set.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # gunicorn's control socket lives at one fixed path per user; several
 # instances on a host (tests, benchmarks) would fight over it, and nothing

@@ -11,7 +11,9 @@ filters, keyset paginator, serializer, renderer) for each ordering:
 
 Prints the median of several requests per cell, and the ratio of the worst
 1,000,000-product page to the first page at 1,000 products (the target is at
-most 3x). Not a test: figures depend on the machine.
+most 3x). Then, on the largest catalogue, the first page of every filter x
+ordering cell against the unfiltered first page of the same ordering (the
+target is at most 5x). Not a test: figures depend on the machine.
 
     .venv/bin/python bench/pagination.py                 # SQLite
     .venv/bin/python bench/pagination.py --postgres postgres://postgres@127.0.0.1:5432/postgres
@@ -35,6 +37,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 ORDERINGS = ["name", "price", "-quantity", "created_at", "-updated_at"]
 PAGE_SIZE = 50
+# Filters of every kind and selectivity (names are "product <16 hex digits> <n>",
+# prices 0.00-999.99, quantities 0-999, all uniform).
+FILTERS = [
+    "search=zzzz",  # no match
+    "search=product",  # every product
+    "search=abcde",  # a dozen products
+    "search=ab",  # 2 characters (no trigram): ~6% of products
+    "min_price=499.98",  # half
+    "max_price=0.50",  # 0.05%
+    "min_price=700.00&max_price=700.30",  # 0.03%
+    "in_stock=true",  # 99.9%
+    "in_stock=false",  # 0.1%
+]
 
 
 def _child(rows: int, database_url: str, repeats: int, build_only: bool) -> dict:
@@ -86,7 +101,25 @@ def _child(rows: int, database_url: str, repeats: int, build_only: bool) -> dict
                 repeats,
             )
         timings[ordering] = cells
-    return {"rows": rows, "vendor": connection.vendor, "build_s": build, "timings": timings}
+    filtered: dict[str, dict[str, list[float]]] = {}
+    if rows >= 100_000:
+        for query in FILTERS:
+            filtered[query] = {
+                ordering: _paired_medians(
+                    client,
+                    f"/api/products/?ordering={ordering}&page_size={PAGE_SIZE}",
+                    f"/api/products/?{query}&ordering={ordering}&page_size={PAGE_SIZE}",
+                    repeats,
+                )
+                for ordering in ORDERINGS
+            }
+    return {
+        "rows": rows,
+        "vendor": connection.vendor,
+        "build_s": build,
+        "timings": timings,
+        "filtered": filtered,
+    }
 
 
 def _fill(connection, transaction, Product, rows: int) -> None:
@@ -130,7 +163,7 @@ def _cursor_at(Product, Paginator, ordering: str, offset: int) -> str:
     return paginator.encode_cursor("n", value, row["name"])
 
 
-def _median(client, url: str, repeats: int) -> float:
+def _median(client, url: str, repeats: int, full: bool = True) -> float:
     for _ in range(5):  # warm-up: connections, caches, the page cache
         assert client.get(url).status_code == 200
     samples = []
@@ -139,8 +172,23 @@ def _median(client, url: str, repeats: int) -> float:
         response = client.get(url)
         samples.append(time.perf_counter() - begin)
         assert response.status_code == 200, response.content[:300]
-        assert len(response.json()["results"]) == PAGE_SIZE
+        assert not full or len(response.json()["results"]) == PAGE_SIZE
     return statistics.median(samples) * 1000
+
+
+def _paired_medians(client, base_url: str, url: str, repeats: int) -> list[float]:
+    """Return [unfiltered, filtered] medians (ms), timed alternately so both see the same load."""
+    for _ in range(3):
+        client.get(base_url)
+        client.get(url)
+    samples: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for index, target in enumerate((base_url, url)):
+            begin = time.perf_counter()
+            response = client.get(target)
+            samples[index].append(time.perf_counter() - begin)
+            assert response.status_code == 200, response.content[:300]
+    return [statistics.median(s) * 1000 for s in samples]
 
 
 def _run_child(rows: int, url: str, repeats: int, build_only: bool) -> dict:
@@ -158,12 +206,19 @@ def _run_child(rows: int, url: str, repeats: int, build_only: bool) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _postgres_db(admin_url: str, name: str, create: bool) -> str:
+def _pg_name(rows: int, keep: bool) -> str:
+    # Per run unless kept, so two runs on one server never drop each other's.
+    return f"bench_pagination_{rows}_kept" if keep else f"bench_pagination_{rows}_{os.getpid()}"
+
+
+def _postgres_db(admin_url: str, name: str, create: bool, keep: bool = False) -> str:
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        if create:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if exists and not keep:
+            conn.execute(f'DROP DATABASE "{name}"')
+        if create and not (exists and keep):
             conn.execute(f'CREATE DATABASE "{name}"')
     base = admin_url.rsplit("/", 1)[0]
     return f"{base}/{name}"
@@ -182,7 +237,9 @@ def main() -> None:
     parser.add_argument(
         "--postgres", metavar="URL", help="an admin URL; throwaway databases are created there"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the SQLite files for a rerun")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the catalogues (SQLite files, databases) for a rerun"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
@@ -197,7 +254,7 @@ def main() -> None:
     urls = {}
     for rows in sizes:
         if args.postgres:
-            urls[rows] = _postgres_db(args.postgres, f"bench_pagination_{rows}", create=True)
+            urls[rows] = _postgres_db(args.postgres, _pg_name(rows, args.keep), create=True, keep=args.keep)
         else:
             path = RESULTS / f"pagination-{rows}.sqlite3"
             if not args.keep:
@@ -223,9 +280,14 @@ def main() -> None:
             for ordering, cells in result["timings"].items():
                 for cell, value in cells.items():
                     best[rows]["timings"][ordering][cell] = min(best[rows]["timings"][ordering][cell], value)
-    if args.postgres:
+            for query, cells in result["filtered"].items():
+                for ordering, pair in cells.items():
+                    # The round whose filtered page was fastest, with its own baseline.
+                    if pair[1] < best[rows]["filtered"][query][ordering][1]:
+                        best[rows]["filtered"][query][ordering] = pair
+    if args.postgres and not args.keep:
         for rows in sizes:
-            _postgres_db(args.postgres, f"bench_pagination_{rows}", create=False)
+            _postgres_db(args.postgres, _pg_name(rows, args.keep), create=False)
     results = [best[rows] for rows in sizes]
 
     small, large = results[0], results[-1]
@@ -244,6 +306,34 @@ def main() -> None:
         worst = max(big.values())
         deep = f"{big['deep']:.2f}" if "deep" in big else "n/a"
         print(f"| `{ordering}` | {base:.2f} | {big['first']:.2f} | {deep} | {worst / base:.2f}x |")
+    if large["filtered"]:
+        _print_filtered(large)
+
+
+def _print_filtered(result: dict) -> None:
+    """Print the filter x ordering table: ms (ratio to the unfiltered first page of that ordering)."""
+    print(
+        f"\nFirst page of GET /api/products/?<filter>&ordering=<ordering>, {result['rows']:,} products, "
+        f"{result['vendor']}; ms (x the unfiltered first page of the same ordering, timed alternately with it)\n"
+    )
+    print("| filter | " + " | ".join(f"`{o}`" for o in ORDERINGS) + " |")
+    print("| --- |" + " ---: |" * len(ORDERINGS))
+    unfiltered = {
+        o: statistics.median(cells[o][0] for cells in result["filtered"].values()) for o in ORDERINGS
+    }
+    print(
+        "| (none, median of its paired runs) | "
+        + " | ".join(f"{unfiltered[o]:.1f}" for o in ORDERINGS)
+        + " |"
+    )
+    worst = 0.0
+    for query, cells in result["filtered"].items():
+        ratios = {o: cells[o][1] / cells[o][0] for o in ORDERINGS}
+        worst = max(worst, *ratios.values())
+        print(
+            f"| `{query}` | " + " | ".join(f"{cells[o][1]:.1f} ({ratios[o]:.1f}x)" for o in ORDERINGS) + " |"
+        )
+    print(f"\nworst cell: {worst:.1f}x the unfiltered first page")
 
 
 if __name__ == "__main__":

@@ -246,6 +246,28 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+# --- Redis Cluster (--redis-cluster) ------------------------------------------------
+
+
+def add_cluster_service(available: dict, order: list, template: Server, prefix: str):
+    """Start a local 3-master Redis Cluster and a service on it, read beside ``service``.
+
+    Returns the cluster (the caller stops it). Same database, same settings as
+    ``service`` except the Redis: REDIS_CLUSTER_NODES instead of REDIS_URL.
+    """
+    sys.path.insert(0, str(ROOT))
+    from products.tests.redis_topologies import Cluster
+
+    say("Starting a 3-master Redis Cluster (no replicas)")
+    cluster = Cluster(masters=3, replicas=0)
+    env = {**template.env, "REDIS_URL": "", "CACHE_KEY_PREFIX": prefix, **cluster.env}
+    available["service_cluster"] = Server("service_cluster", template.app, env, prefix)
+    for scenario in order:
+        if scenario.key in ("hot_api", "hot_seed"):
+            scenario.paths["service_cluster"] = scenario.paths["service"]
+    return cluster
+
+
 # --- wrk -----------------------------------------------------------------------
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -513,6 +535,11 @@ def goals(results: dict, runs: dict) -> list[tuple[str, bool, str]]:
         paired(runs, ("cache_off", "service_nocache"), ("cache_off", "drf_plain")),
         1.5,
     )
+    check(
+        "hot GET /api/products/{name}/ on a 3-master Redis Cluster vs one Redis",
+        paired(runs, ("hot_api", "service_cluster"), ("hot_api", "service")),
+        0.9,
+    )
     for figure, label in (("rss_mb", "RSS"), ("pss_mb", "PSS")):
         service = results.get("hot_api", {}).get("service", {}).get(figure)
         flask = results.get("hot_api", {}).get("flask", {}).get(figure)
@@ -576,6 +603,11 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="extra environment for the service (to measure one change)",
     )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="also run the service on a local 3-master Redis Cluster (server service_cluster) in the hot reads",
+    )
     parser.add_argument("--label", default="", help="a note stored with the results")
     parser.add_argument(
         "--docs",
@@ -593,6 +625,7 @@ def main() -> int:
     run_id = uuid.uuid4().hex[:8]
     redis_server = Redis(opts.redis_url or None, workdir)
     servers: dict[str, Server] = {}
+    cluster = None
     try:
         redis_server.wait()
         db_file = workdir / "bench.sqlite3"
@@ -656,6 +689,8 @@ def main() -> int:
             ),
         }
         order = scenarios(run_id, token)
+        if opts.redis_cluster:
+            cluster = add_cluster_service(available, order, available["service"], prefix("cluster"))
         for spec in opts.variant:
             vname, _, assignments = spec.partition(":")
             venv = dict(item.split("=", 1) for item in assignments.split(",") if item)
@@ -774,6 +809,8 @@ def main() -> int:
         for server in servers.values():
             server.stop()
         redis_server.stop()
+        if cluster is not None:
+            cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
+from .forms import ProductForm
 from .models import Product
 from .services import product_export_chunks
 
@@ -23,6 +24,7 @@ class InStockFilter(admin.SimpleListFilter):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
+    form = ProductForm  # the rules' own messages, as in the API and the import
     list_display = ["name", "price", "quantity", "updated_at"]
     search_fields = ["name"]
     list_filter = [InStockFilter]

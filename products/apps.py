@@ -9,13 +9,24 @@ class ProductsConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
         from django.contrib.auth.models import Group, Permission
+        from django.contrib.auth.signals import user_login_failed
         from django.contrib.contenttypes.models import ContentType
         from django.db.backends.signals import connection_created
-        from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
+        from django.db.models.signals import (
+            m2m_changed,
+            post_delete,
+            post_migrate,
+            post_save,
+            pre_delete,
+            pre_save,
+        )
         from rest_framework.authtoken.models import Token
 
         from . import (
+            auth_limits,
+            cache,
             checks,  # noqa: F401  (registers the system checks)
+            outbox,
             receivers,
         )
         from .models import Product
@@ -36,7 +47,7 @@ class ProductsConfig(AppConfig):
             sender=Product,
             dispatch_uid="products.invalidate_product_on_delete",
         )
-        # Cached token authentications (products.authentication) depend on
+        # Cached token authentications (products.token_cache) depend on
         # these rows and links; any change drops them all.
         user = get_user_model()
         for model in (user, Token, Group, Permission, ContentType):
@@ -56,6 +67,14 @@ class ProductsConfig(AppConfig):
                 sender=through,
                 dispatch_uid=f"products.invalidate_cached_tokens.{through._meta.label_lower}",
             )
+        post_migrate.connect(
+            receivers.retire_cache_after_data_migrations,
+            sender=self,
+            dispatch_uid="products.retire_cache_after_data_migrations",
+        )
+        if outbox.record_missed_invalidation not in cache.missed_invalidation_hooks:
+            cache.missed_invalidation_hooks.append(outbox.record_missed_invalidation)
         connection_created.connect(
             receivers.register_sqlite_functions, dispatch_uid="products.register_sqlite_functions"
         )
+        user_login_failed.connect(auth_limits.count_failed_login, dispatch_uid="products.count_failed_login")

@@ -1,7 +1,7 @@
 """System checks: misconfiguration is caught by ``manage.py check``, not at request time."""
 
 from django.conf import settings
-from django.core.checks import Error, Info, Warning, register
+from django.core.checks import Error, Info, Tags, Warning, register
 
 
 @register()
@@ -79,3 +79,11 @@ def near_cache_notes(enabled: bool, cache_enabled: bool, cluster: bool, socket_t
             )
         ]
     return []
+
+
+@register(Tags.caches)
+def check_redis_topology(app_configs, **kwargs):
+    """Report mistakes in REDIS_URL / REDIS_SENTINELS / REDIS_CLUSTER_NODES (productsite.redis_config)."""
+    topology = getattr(settings, "REDIS_TOPOLOGY", None)
+    problems = topology.problems if topology is not None else ()
+    return [Error(p.msg, hint=p.hint, id=p.id) for p in problems]

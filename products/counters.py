@@ -120,3 +120,16 @@ def get_product_counted(
     if limit is not None and count is not None and count > limit:
         return None, False
     return cache.get_product(name, load), True
+
+
+def rate_counts(counters: list[str], window: int) -> list[int] | None:
+    """Read the current fixed-window counts without counting; None when Redis is unavailable."""
+    full_keys = [throttle_key(counter, window) for counter in counters]
+
+    def op(client: Client) -> list[int]:
+        return [int(value or 0) for value in client.mget(full_keys)]
+
+    try:
+        return transport.run(op)
+    except CacheUnavailable:
+        return None

@@ -12,9 +12,9 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-logger = logging.getLogger(__name__)
+from .validators import DUPLICATE_NAME_MESSAGE
 
-DUPLICATE_NAME_MESSAGE = "A product with this name already exists."
+logger = logging.getLogger(__name__)
 
 
 class ProductNameConflict(APIException):

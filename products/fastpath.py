@@ -42,9 +42,9 @@ from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 from rest_framework.renderers import JSONRenderer
 from rest_framework.settings import api_settings
-from rest_framework.throttling import BaseThrottle
 
 from . import cache, counters
+from .addresses import client_address
 from .conditional import etag_matches
 from .middleware import log_request
 from .selectors import product_json, seed_shape
@@ -134,20 +134,6 @@ def _reset_setup(**kwargs) -> None:
 setting_changed.connect(_reset_setup, dispatch_uid="products.fastpath.reset_setup")
 
 
-class _Meta:
-    """The least of a request that BaseThrottle.get_ident() reads."""
-
-    __slots__ = ("META", "headers")
-
-    def __init__(self, environ: dict) -> None:
-        self.META = environ
-        xff = environ.get("HTTP_X_FORWARDED_FOR")
-        self.headers = {"x-forwarded-for": xff} if xff is not None else {}
-
-
-_ident = BaseThrottle().get_ident
-
-
 def _is_secure(environ: dict) -> bool:
     header = settings.SECURE_PROXY_SSL_HEADER
     if header:
@@ -232,7 +218,7 @@ class FastProductReads:
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(AnonRateThrottle.scope)
         if rate:
             limit, window = parse_rate(rate)
-            counter = counter_name(AnonRateThrottle.scope, _ident(_Meta(environ)))
+            counter = counter_name(AnonRateThrottle.scope, client_address(environ))
             product, allowed = counters.get_product_counted(name, counter, window, limit, load=_load_product)
             if not allowed:
                 return None  # DRF answers the 429, with Retry-After

@@ -15,16 +15,18 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
 import re
 from collections.abc import Generator, Iterator
 from typing import BinaryIO, NamedTuple
 
 import orjson
 
+from . import jsonnumbers
+from .validators import WRITABLE_FIELDS, unknown_field_message
+
 FORMATS = ("csv", "json", "jsonl")
 EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-COLUMNS = ("name", "price", "quantity")
+COLUMNS = WRITABLE_FIELDS
 REQUIRED_COLUMNS = ("name", "price")
 
 # Marks a row without a quantity: new products get 0, existing ones keep theirs.
@@ -45,11 +47,18 @@ class RawRow(NamedTuple):
     name: object
     price: object
     quantity: object  # MISSING when the file has no quantity for this row
+    item: int | None = None  # 1-based position in a JSON array
 
 
 class RowError(NamedTuple):
     line: int
     message: str
+    item: int | None = None  # 1-based position in a JSON array
+
+    def __str__(self) -> str:
+        """Return ``line N: message``, or ``line N: item M: message`` in a JSON array."""
+        where = f"line {self.line}: " + (f"item {self.item}: " if self.item is not None else "")
+        return where + self.message
 
 
 def format_for_path(path: str) -> str | None:
@@ -75,9 +84,40 @@ def read_rows(stream: BinaryIO, fmt: str) -> Generator[RawRow | RowError, None, 
 # --- CSV -------------------------------------------------------------------------
 
 
+class _LineCountingBytes(io.BufferedIOBase):
+    """Hand a binary stream to TextIOWrapper, counting the lines it has read.
+
+    The decoder fails on a whole chunk; knowing how many lines came before
+    that chunk turns the error's offset into the line of the bad byte.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self._last = b""
+        self.lines_before_last = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, size: int = -1) -> bytes:
+        self.lines_before_last += self._last.count(b"\n")
+        read1 = getattr(self._raw, "read1", None)
+        self._last = read1(size) if read1 is not None else self._raw.read(size)
+        return self._last
+
+    read = read1
+
+    def line_of(self, exc: UnicodeDecodeError) -> int:
+        """Return the line of the byte ``exc`` (raised decoding the last chunk) points at."""
+        # exc.object is the chunk, after any bytes of a character cut at the
+        # previous chunk's end (never a newline).
+        return self.lines_before_last + exc.object[: exc.start].count(b"\n") + 1
+
+
 def _text(stream: BinaryIO) -> io.TextIOWrapper:
     # utf-8-sig drops the byte-order mark spreadsheet programs put first.
-    return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="strict", newline="")
+    return io.TextIOWrapper(_LineCountingBytes(stream), encoding="utf-8-sig", errors="strict", newline="")
 
 
 def _release(text: io.TextIOWrapper) -> None:
@@ -86,6 +126,10 @@ def _release(text: io.TextIOWrapper) -> None:
         text.detach()
     except ValueError:  # the caller closed it already
         pass
+
+
+def _bad_byte_line(text: io.TextIOWrapper, exc: UnicodeDecodeError) -> int:
+    return text.buffer.line_of(exc)
 
 
 def _not_utf8(line: int, exc: UnicodeDecodeError) -> FileFormatError:
@@ -132,7 +176,7 @@ def _read_csv(stream: BinaryIO) -> Iterator[RawRow | RowError]:
                 row[quantity_at] if quantity_at >= 0 else MISSING,
             )
     except UnicodeDecodeError as exc:
-        raise _not_utf8(last_line + 1, exc) from None
+        raise _not_utf8(_bad_byte_line(text, exc), exc) from None
     except csv.Error as exc:
         # The reader cannot resynchronise after a broken quote.
         raise FileFormatError(f"line {last_line + 1}: malformed CSV: {exc}") from None
@@ -147,32 +191,33 @@ def _check_columns(columns: list[str], line: int) -> None:
     problems = []
     if missing:
         problems.append("missing required column(s): " + ", ".join(missing))
-    if unknown:
-        problems.append("unknown column(s): " + ", ".join(repr(c) for c in unknown))
+    problems += _unknown(unknown)
     if repeated:
         problems.append("repeated column(s): " + ", ".join(repeated))
     if problems:
-        raise FileFormatError(
-            f"line {line}: " + "; ".join(problems) + f" (columns are: {', '.join(COLUMNS)})"
-        )
+        raise FileFormatError(f"line {line}: " + "; ".join(problems))
+
+
+def _unknown(fields: list[str]) -> list[str]:
+    """Return ``field: message`` for each field a client may not set (one rule with the API)."""
+    message = unknown_field_message(COLUMNS).rstrip(".")
+    return [f"{(field if field.isprintable() else repr(field))[:60]}: {message}" for field in fields]
 
 
 # --- JSON objects (shared by the array and JSON Lines readers) ---------------------
 
 
-def _object_row(line: int, obj: object) -> RawRow | RowError:
+def _object_row(line: int, obj: object, item: int | None = None) -> RawRow | RowError:
     if not isinstance(obj, dict):
-        return RowError(line, f"expected a JSON object, got {type(obj).__name__}")
+        return RowError(line, f"expected a JSON object, got {type(obj).__name__}", item)
     if not (obj.keys() <= _ALLOWED_KEYS and "name" in obj and "price" in obj):
         problems = []
         missing = [k for k in REQUIRED_COLUMNS if k not in obj]
         if missing:
             problems.append("missing field(s): " + ", ".join(missing))
-        unknown = [k for k in obj if k not in _ALLOWED_KEYS]
-        if unknown:
-            problems.append("unknown field(s): " + ", ".join(repr(k)[:60] for k in unknown))
-        return RowError(line, "; ".join(problems) + f" (fields are: {', '.join(COLUMNS)})")
-    return RawRow(line, obj["name"], obj["price"], obj.get("quantity", MISSING))
+        problems += _unknown([k for k in obj if k not in _ALLOWED_KEYS])
+        return RowError(line, "; ".join(problems), item)
+    return RawRow(line, obj["name"], obj["price"], obj.get("quantity", MISSING), item)
 
 
 _ALLOWED_KEYS = frozenset(COLUMNS)
@@ -202,24 +247,23 @@ def _read_json_lines(stream: BinaryIO) -> Iterator[RawRow | RowError]:
             continue
         any_content = True
         try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            yield RowError(line, f"malformed JSON: {_json_reason(exc)}")
+            obj = jsonnumbers.loads(raw)
+        except jsonnumbers.JSONError as exc:
+            yield RowError(line, f"malformed JSON: {_json_reason(exc, raw)}")
             continue
         yield _object_row(line, obj)
     if not any_content:
         raise FileFormatError("the file is empty (expected one JSON object per line)")
 
 
-def _json_reason(exc: ValueError) -> str:
+def _json_reason(exc: jsonnumbers.JSONError, raw: bytes) -> str:
     message = str(exc)
     if "utf-8" in message.lower():
         return "not valid UTF-8"
-    # orjson counts lines within the record; the caller already names the line.
-    return _ORJSON_POSITION.sub(r" at column \1", message)
-
-
-_ORJSON_POSITION = re.compile(r": line \d+ column (\d+) \(char \d+\)$")
+    if exc.pos is None:
+        return message
+    # The caller already names the line; say where in it.
+    return f"{message} at column {exc.pos + 1}"
 
 
 # --- JSON array, streamed ------------------------------------------------------------
@@ -263,7 +307,7 @@ class _ArrayScanner:
 def _read_json_array(stream: BinaryIO) -> Iterator[RawRow | RowError]:
     text = _text(stream)
     scanner = _ArrayScanner(text)
-    decoder = json.JSONDecoder()
+    item = 0
     try:
         first = scanner.peek()
         if first == "":
@@ -281,21 +325,22 @@ def _read_json_array(stream: BinaryIO) -> Iterator[RawRow | RowError]:
                 if scanner.peek() == "":
                     raise FileFormatError(f"line {scanner.line}: the JSON array is not closed")
                 line = scanner.line
+                item += 1
                 while True:
                     try:
-                        obj, end = decoder.raw_decode(scanner.buf, scanner.pos)
-                    except json.JSONDecodeError as exc:
+                        obj, end = jsonnumbers.raw_decode(scanner.buf, scanner.pos)
+                    except jsonnumbers.JSONError as exc:
                         if not scanner.eof and len(scanner.buf) - scanner.pos < MAX_RECORD_CHARS:
                             scanner.fill()  # the element may continue in the next chunk
                             continue
-                        where = line + scanner.buf.count("\n", scanner.pos, exc.pos)
-                        raise FileFormatError(f"line {where}: malformed JSON: {exc.msg}") from None
+                        where = line + scanner.buf.count("\n", scanner.pos, exc.pos or scanner.pos)
+                        raise FileFormatError(f"line {where}: item {item}: malformed JSON: {exc}") from None
                     if end == len(scanner.buf) and not scanner.eof:
                         scanner.fill()  # a number cut by the chunk boundary: read on
                         continue
                     break
                 scanner.advance(end)
-                yield _object_row(line, obj)
+                yield _object_row(line, obj, item)
                 separator = scanner.peek()
                 if separator == ",":
                     scanner.advance(scanner.pos + 1)
@@ -311,7 +356,7 @@ def _read_json_array(stream: BinaryIO) -> Iterator[RawRow | RowError]:
         if scanner.peek() != "":
             raise FileFormatError(f"line {scanner.line}: unexpected data after the JSON array")
     except UnicodeDecodeError as exc:
-        raise _not_utf8(scanner.line, exc) from None
+        raise _not_utf8(_bad_byte_line(text, exc), exc) from None
     finally:
         _release(text)
 

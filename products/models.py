@@ -1,8 +1,9 @@
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
 from . import validators
-from .querysets import ProductQuerySet
+from .querysets import ProductManager
 
 
 class Product(models.Model):
@@ -25,10 +26,12 @@ class Product(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = ProductQuerySet.as_manager()
+    objects = ProductManager()
 
     class Meta:
         ordering = ["name"]
+        # Related lookups and code that reaches for _base_manager invalidate too.
+        base_manager_name = "objects"
         constraints = [
             # The database enforces the rules too, so no write path (admin,
             # import, shell, raw update) can break them.
@@ -45,7 +48,38 @@ class Product(models.Model):
             models.Index(fields=["quantity", "name"], name="product_quantity_name_idx"),
             models.Index(fields=["created_at", "name"], name="product_created_name_idx"),
             models.Index(fields=["updated_at", "name"], name="product_updated_name_idx"),
+            # in_stock=false (quantity = 0) in any order: a range of one of
+            # these, already sorted, instead of sorting every product out of stock.
+            models.Index(fields=["quantity", "price", "name"], name="product_qty_price_name_idx"),
+            models.Index(fields=["quantity", "created_at", "name"], name="product_qty_created_name_idx"),
+            models.Index(fields=["quantity", "updated_at", "name"], name="product_qty_updated_name_idx"),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    def unique_error_message(self, model_class, unique_check):
+        # The admin form says what the API says about a taken name.
+        if tuple(unique_check) == ("name",):
+            return ValidationError(validators.DUPLICATE_NAME_MESSAGE, code="unique")
+        return super().unique_error_message(model_class, unique_check)
+
+
+class PendingInvalidation(models.Model):
+    """A cache invalidation a write could not deliver; every server process applies it.
+
+    Written in the writer's transaction (the transactional outbox), so it
+    outlives the process that missed Redis; see products.outbox.
+    """
+
+    names = models.JSONField(default=list, help_text="Product names to forget.")
+    retire_all = models.BooleanField(default=False, help_text="Forget every cached product.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # The appliers read the oldest rows by primary key (its index); this
+        # one serves "how old is the oldest pending record" for operators.
+        indexes = [models.Index(fields=["created_at"], name="pending_inval_created_idx")]
+
+    def __str__(self) -> str:
+        return "every product" if self.retire_all else ", ".join(self.names)

@@ -169,3 +169,14 @@ def name_descending_orderings(result: dict, generator, request, public) -> dict:
 
     visit(result)
     return result
+
+
+def forbid_unknown_request_fields(result: dict, generator, request, public) -> dict:
+    """Say ``additionalProperties: false`` on request bodies (a postprocessing hook).
+
+    The write serializers refuse fields they do not have (serializers.RefuseUnknownFields).
+    """
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request") and component.get("type") == "object":
+            component["additionalProperties"] = False
+    return result

@@ -118,3 +118,14 @@ class ProductQuerySet(models.QuerySet):
         return count
 
     bulk_update.alters_data = True
+
+
+class ProductManager(models.Manager.from_queryset(ProductQuerySet)):
+    """The product manager, also in migrations and as the base manager.
+
+    ``use_in_migrations`` gives data migrations (``apps.get_model``) these
+    invalidating update()/delete()/bulk_*; ``Meta.base_manager_name`` gives
+    them to ``Product._base_manager`` too.
+    """
+
+    use_in_migrations = True

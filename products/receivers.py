@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import authentication, cache
+from django.db.migrations.operations import RunPython, RunSQL
+
+from . import cache, token_cache
 from .models import Product
 from .querysets import invalidated_by_queryset
 
@@ -25,7 +27,11 @@ def remember_stored_name(sender: type[Product], instance: Product, using: str, *
 
 
 def _names(instance: Product) -> set[str]:
-    return {name for name in (instance.name, getattr(instance, "_stored_name", None)) if name}
+    # Never touch a deferred name: after a delete, loading it would query a
+    # row that no longer exists (DoesNotExist, and the delete rolls back).
+    # The stored name, read before the write, is the one readers cached.
+    current = instance.__dict__.get("name")
+    return {name for name in (current, getattr(instance, "_stored_name", None)) if name}
 
 
 def invalidate_product_on_save(sender: type[Product], instance: Product, using: str, **kwargs: Any) -> None:
@@ -45,7 +51,23 @@ def invalidate_cached_tokens(sender, using: str | None = None, **kwargs: Any) ->
     action = kwargs.get("action")
     if action is not None and not action.startswith("post_"):
         return  # m2m_changed: act once the links are written
-    authentication.invalidate_on_commit(using)
+    token_cache.invalidate_on_commit(using)
+
+
+def retire_cache_after_data_migrations(sender, plan=None, **kwargs: Any) -> None:
+    """Retire the cache generation once ``migrate`` has run a data migration.
+
+    A data migration's QuerySet writes invalidate as they commit (the manager
+    has ``use_in_migrations``), but ``save()``/``delete()`` on a historical
+    instance sends signals for the historical class, which these receivers do
+    not hear, and RunSQL bypasses the ORM. One retirement covers them all.
+    """
+    if any(
+        isinstance(operation, (RunPython, RunSQL))
+        for migration, _ in plan or ()
+        for operation in migration.operations
+    ):
+        cache.retire_generation()
 
 
 def register_sqlite_functions(sender, connection, **kwargs: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -15,6 +16,26 @@ from .models import Product
 from .selectors import name_taken, product_representation
 
 _prototypes: dict[type, dict] = {}
+
+
+class RefuseUnknownFields:
+    """Serializer mixin: a write body with a field the client may not set answers 400 naming it.
+
+    DRF ignores unknown and read-only fields silently, so a typo
+    (``"quantitiy"``) or a wish (``"id"``) would look accepted.
+    """
+
+    # Sent by the browsable API's HTML forms, not part of the product.
+    ignored_keys = frozenset({"csrfmiddlewaretoken"})
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            allowed = tuple(name for name, field in self.fields.items() if not field.read_only)
+            unknown = [key for key in data if key not in allowed and key not in self.ignored_keys]
+            if unknown:
+                message = validators.unknown_field_message(allowed)
+                raise serializers.ValidationError({str(key)[:100]: [message] for key in unknown})
+        return super().to_internal_value(data)
 
 
 def _apply(rule, value):
@@ -55,6 +76,7 @@ class NameField(serializers.CharField):
     def to_internal_value(self, data) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
+        _apply(validators.check_name_length, data)  # as sent, before trimming
         return super().to_internal_value(data)
 
 
@@ -74,14 +96,15 @@ class _NameSchemaField(NameField):
 
 
 def name_field() -> serializers.CharField:
+    # No max_length here: validate_product_name says it, once (the schema
+    # still declares maxLength).
     return _NameSchemaField(
-        max_length=validators.NAME_MAX_LENGTH,
         validators=[validators.validate_product_name],
         help_text="Unique, 1..200 characters, no '/' or control characters; surrounding whitespace is trimmed.",
     )
 
 
-class ProductSerializer(serializers.ModelSerializer):
+class ProductSerializer(RefuseUnknownFields, serializers.ModelSerializer):
     name = name_field()
     price = PriceField()
     quantity = QuantityField(required=False, default=0, help_text="Units in stock, >= 0.")
@@ -121,14 +144,14 @@ class StrictIntegerField(serializers.IntegerField):
     """An integer: a JSON integer or a string of ASCII digits, never true or 1.0."""
 
     def to_internal_value(self, data):
-        if isinstance(data, (bool, float)) or (
+        if isinstance(data, (bool, float, Decimal)) or (
             isinstance(data, str) and not validators.INTEGER.fullmatch(data.strip())
         ):
             self.fail("invalid")
         return super().to_internal_value(data)
 
 
-class StockChangeSerializer(serializers.Serializer):
+class StockChangeSerializer(RefuseUnknownFields, serializers.Serializer):
     delta = StrictIntegerField(
         min_value=-validators.QUANTITY_MAX,
         max_value=validators.QUANTITY_MAX,

@@ -300,7 +300,7 @@ def product_bulk_import(
             if type(item) is RowError:
                 fail(item)
                 continue
-            line, name, price, quantity = item
+            line, name, price, quantity, position = item
             problems = []
             try:
                 name = clean_name(name)
@@ -319,7 +319,7 @@ def product_bulk_import(
             if name is not None and seen.add(name):
                 problems.append(f"name {_show(name)} appears more than once in the file")
             if problems:
-                fail(RowError(line, "; ".join(problems)))
+                fail(RowError(line, "; ".join(problems), position))
                 continue
             batch.append((name, price, quantity))
             if len(batch) >= batch_size:

@@ -16,6 +16,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
 
 from . import counters
+from .addresses import client_address
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class _FixedWindowThrottle(BaseThrottle):
 
     def ident(self, request) -> str | None:
         raise NotImplementedError
+
+    def get_ident(self, request) -> str:
+        # X-Forwarded-For only from a trusted proxy (DRF's NUM_PROXIES trusts any peer).
+        return client_address(request.META)
 
     def allow_request(self, request, view) -> bool:
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)

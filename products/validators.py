@@ -23,8 +23,22 @@ _CENT = Decimal("0.01")
 INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only, unlike int()
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
+DUPLICATE_NAME_MESSAGE = "A product with this name already exists."
+
+# The fields a client sets; everything else in a write body is refused.
+WRITABLE_FIELDS = ("name", "price", "quantity")
+
 # C0 and C1 control characters and DEL.
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_name_length(value: str) -> None:
+    """Reject a name longer than NAME_MAX_LENGTH, counted as sent (before trimming, as the schema says)."""
+    if len(value) > NAME_MAX_LENGTH:
+        raise ValidationError(
+            f"Name must be at most {NAME_MAX_LENGTH} characters (it has {len(value)}).",
+            code="max_length",
+        )
 
 
 def validate_product_name(value: str) -> None:
@@ -33,11 +47,7 @@ def validate_product_name(value: str) -> None:
         raise ValidationError("Name must not start or end with whitespace.", code="whitespace")
     if not value:
         raise ValidationError("Name must not be blank.", code="blank")
-    if len(value) > NAME_MAX_LENGTH:
-        raise ValidationError(
-            f"Name must be at most {NAME_MAX_LENGTH} characters (it has {len(value)}).",
-            code="max_length",
-        )
+    check_name_length(value)
     if "/" in value:
         raise ValidationError('Name must not contain "/".', code="slash")
     if _CONTROL_CHARS.search(value):
@@ -48,6 +58,7 @@ def clean_name(value: object) -> str:
     """Return the trimmed name, or raise ValidationError."""
     if not isinstance(value, str):
         raise ValidationError("Name must be a string.", code="invalid")
+    check_name_length(value)
     name = value.strip()
     validate_product_name(name)
     return name
@@ -103,18 +114,21 @@ def clean_quantity(value: object) -> int:
         value = value.strip()
         if not INTEGER.fullmatch(value):
             raise ValidationError("Quantity must be an integer.", code="invalid")
-        quantity = int(value)
+        # Decimal, not int(): int() refuses more than 4,300 digits (a 500).
+        quantity = Decimal(value)
     elif isinstance(value, int):
         quantity = value
     elif isinstance(value, float) and value.is_integer():
         quantity = int(value)
+    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        quantity = value  # a JSON number such as 5 or 5.0, read exactly
     else:
         raise ValidationError("Quantity must be an integer.", code="invalid")
     if quantity < 0:
         raise ValidationError("Quantity must be greater than or equal to 0.", code="min_value")
     if quantity > QUANTITY_MAX:
         raise ValidationError(f"Quantity must be at most {QUANTITY_MAX}.", code="max_value")
-    return quantity
+    return int(quantity)
 
 
 def validate_price(value: Decimal) -> None:
@@ -125,3 +139,12 @@ def validate_price(value: Decimal) -> None:
 def validate_quantity(value: int) -> None:
     """Model-field validator form of clean_quantity."""
     clean_quantity(value)
+
+
+def unknown_field_message(allowed: tuple[str, ...] = WRITABLE_FIELDS) -> str:
+    """Return the message for a field a client may not set (unknown or read-only).
+
+    The API, the import (columns and JSON keys) and any other entry give this
+    one message, keyed by the offending field.
+    """
+    return f"Not a field you can set (the fields are: {', '.join(allowed)})."

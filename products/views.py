@@ -48,20 +48,32 @@ def product_location(request: Request, viewname: str, name: str) -> str:
     return request.build_absolute_uri(path)
 
 
+def html_etag(json_etag: str) -> str:
+    """Return the browsable API page's validator for a product whose JSON has ``json_etag``.
+
+    Each representation needs its own tag, or a browser holding the JSON's
+    tag would get a 304 for the HTML page (and show the JSON it cached).
+    Weak: the page carries per-request bits (CSRF token, user name), so two
+    renderings are equivalent but not byte-identical.
+    """
+    return 'W/"' + json_etag.strip('"') + '-html"'
+
+
 def cached_product_response(request: Request, cached: cache.CachedProduct, shape=None, html_data=None):
     """Answer a product read: 304, pre-rendered JSON bytes, or the browsable API.
 
     ``html_data`` builds the browsable API's body instead of the cached dict
     (a serializer's data, so DRF pre-fills its edit form from the instance).
     """
-    etag = cached.etag
+    html = request.accepted_renderer.format == "api"
+    etag = html_etag(cached.etag) if html else cached.etag
     if etag_matches(request.headers.get("If-None-Match"), etag):
         response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
         del response["Content-Type"]  # a 304 has no body to describe
     elif shape is None and request.accepted_renderer.format == "json":
         # The cached bytes are already the JSON body: no serializer, no renderer.
         response = HttpResponse(cached.data, content_type="application/json")
-    elif html_data is not None and request.accepted_renderer.format == "api":
+    elif html_data is not None and html:
         response = Response(html_data())
     else:
         data = orjson.loads(cached.data)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from productsite import redis_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -61,6 +61,8 @@ MIDDLEWARE = [
     "products.middleware.RequestLogMiddleware",
     # Before anything reads the body (DRF's parsers ignore Django's limit).
     "products.middleware.BodySizeLimitMiddleware",
+    # Before the session, the filters and the admin look anything up.
+    "products.request_guards.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -69,6 +71,8 @@ MIDDLEWARE = [
     "products.trailing_slash.AppendSlashMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # 429 with Retry-After when the login pages refuse a guess.
+    "products.auth_limits.FailedLoginLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -123,7 +127,11 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ------------------------------------------------------------------
-REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# One Redis (REDIS_URL), Sentinel (REDIS_SENTINELS) or Cluster
+# (REDIS_CLUSTER_NODES): productsite/redis_config.py reads which, and a
+# mistake there is a system check error (products.checks), not a traceback.
+REDIS_TOPOLOGY = redis_config.read_topology(os.environ)
+REDIS_URL = REDIS_TOPOLOGY.url
 # Seconds a cached product lives; read at call time by products.cache.
 PRODUCT_CACHE_TIMEOUT = env.int("PRODUCT_CACHE_TIMEOUT", default=60)
 # Bound on how long any request waits for Redis (seconds); a dead or paused
@@ -142,29 +150,25 @@ AUTH_CACHE_TIMEOUT = env.int("AUTH_CACHE_TIMEOUT", default=60)
 # Off: every product read comes from the database (throttling still counts in
 # Redis). For measuring the uncached path; production keeps it on.
 PRODUCT_CACHE_ENABLED = env.bool("PRODUCT_CACHE_ENABLED", default=True)
+# Every server process checks the database for invalidations that a writer
+# could not deliver (products.applier): every POLL seconds while none are
+# pending (one indexed query), every RETRY seconds while they wait for Redis.
+PRODUCT_CACHE_OUTBOX_APPLIER = env.bool("PRODUCT_CACHE_OUTBOX_APPLIER", default=True)
+PRODUCT_CACHE_OUTBOX_POLL = env.float("PRODUCT_CACHE_OUTBOX_POLL", default=1.0)
+PRODUCT_CACHE_OUTBOX_RETRY = env.float("PRODUCT_CACHE_OUTBOX_RETRY", default=0.2)
 # Anonymous JSON reads of one product are answered by products.fastpath before
 # Django's middleware and DRF (same headers, throttle and cache); off sends
 # every request through Django.
 PRODUCT_FAST_PATH = env.bool("PRODUCT_FAST_PATH", default=True)
 
 CACHES = {
-    "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="productsite"),
-        "TIMEOUT": PRODUCT_CACHE_TIMEOUT,
-        "OPTIONS": {
-            "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
-            "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
-            # No retries: products.cache decides what a failure means
-            # (circuit breaker), so one failure must cost one timeout.
-            "CONNECTION_POOL_KWARGS": {
-                "retry": Retry(NoBackoff(), 0),
-                "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=64),
-            },
-        },
-    }
+    "default": redis_config.cache_settings(
+        REDIS_TOPOLOGY,
+        key_prefix=env.str("CACHE_KEY_PREFIX", default="productsite"),
+        timeout=PRODUCT_CACHE_TIMEOUT,
+        socket_timeout=REDIS_SOCKET_TIMEOUT,
+        max_connections=env.int("REDIS_MAX_CONNECTIONS", default=64),
+    )
 }
 
 # --- Auth, sessions -------------------------------------------------------------
@@ -174,6 +178,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Django's ModelBackend behind the failed-login limits (products.auth_limits).
+AUTHENTICATION_BACKENDS = ["products.authentication.LimitedModelBackend"]
 LOGIN_URL = "rest_framework:login"
 LOGIN_REDIRECT_URL = "/api/products/"
 
@@ -190,13 +196,25 @@ def _rate(name: str, default: str) -> str:
     return value
 
 
+def _forwarded_allow_ips() -> tuple[str, ...]:
+    from products.addresses import parse_allowed
+
+    value = env.str("FORWARDED_ALLOW_IPS", default="127.0.0.1,::1")
+    try:
+        return parse_allowed(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"FORWARDED_ALLOW_IPS={value!r}: {exc}. Use addresses or networks separated by commas, or *."
+        ) from None
+
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous write answers 401 with
         # "WWW-Authenticate: Token" rather than a bare 403.
-        # DRF's TokenAuthentication with the user and permissions cached in
-        # Redis until any of them changes.
-        "products.authentication.CachedTokenAuthentication",
+        # DRF\'s, behind the failed-login limits, its answers cached in Redis
+        # (products.token_cache) until the token, user or permissions change.
+        "products.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
@@ -208,7 +226,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
-        "products.parsers.OrjsonParser",
+        "products.parsers.ExactJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -216,10 +234,6 @@ REST_FRAMEWORK = {
         "products.throttling.AnonRateThrottle",
         "products.throttling.UserRateThrottle",
     ],
-    # Proxies in front of the app that append to X-Forwarded-For. 0 (direct):
-    # the client address is REMOTE_ADDR, so a client cannot pick its own
-    # throttle identity by sending the header; behind one load balancer, 1.
-    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {
         "anon": _rate("THROTTLE_ANON_RATE", "1000/minute"),
         "user": _rate("THROTTLE_USER_RATE", "10000/minute"),
@@ -261,8 +275,15 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "products.openapi.mark_empty_query_values",
         "products.openapi.name_descending_orderings",
+        "products.openapi.forbid_unknown_request_fields",
     ],
 }
+
+# Failed authentications (wrong password or token) allowed per window before
+# further attempts answer 429: per client address (every username and token
+# from it) and per username (from every address). See docs/security.md.
+AUTH_FAILURE_RATE_PER_ADDRESS = _rate("AUTH_FAILURE_RATE_PER_ADDRESS", "20/hour")
+AUTH_FAILURE_RATE_PER_USERNAME = _rate("AUTH_FAILURE_RATE_PER_USERNAME", "10/hour")
 
 # --- Request limits -----------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
@@ -287,7 +308,14 @@ STORAGES = {
     },
 }
 
-# --- HTTPS behind a proxy ---------------------------------------------------
+# --- Behind a proxy -------------------------------------------------------------
+# Peers whose X-Forwarded-For is believed (addresses, networks, or "*"), for
+# the client address the throttles and failed-login limits count against
+# (products.addresses). Same name and meaning as gunicorn's setting, which
+# gunicorn.conf.py reads from the same variable. Loopback by default: gunicorn
+# binds to 127.0.0.1, so only a proxy on this host can reach it.
+FORWARDED_ALLOW_IPS = _forwarded_allow_ips()
+
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=False)

@@ -12,6 +12,10 @@ os.environ.setdefault("REDIS_URL", os.environ.get("TEST_REDIS_URL", "redis://127
 os.environ.setdefault("CACHE_KEY_PREFIX", f"productsite-test-{uuid.uuid4().hex[:8]}")
 os.environ.setdefault("THROTTLE_ANON_RATE", "100000/minute")
 os.environ.setdefault("THROTTLE_USER_RATE", "100000/minute")
+# Every test client comes from 127.0.0.1: the failed-login limits would add
+# up over the whole run. Tests of the limits set their own.
+os.environ.setdefault("AUTH_FAILURE_RATE_PER_ADDRESS", "100000/hour")
+os.environ.setdefault("AUTH_FAILURE_RATE_PER_USERNAME", "100000/hour")
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 
 from .settings import *  # noqa: F403
@@ -26,3 +30,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
+# Tests that import productsite.wsgi in the test process must not get a
+# background thread reading the test database; the outbox tests start and
+# stop it themselves, and servers started by tests use productsite.settings.
+PRODUCT_CACHE_OUTBOX_APPLIER = False

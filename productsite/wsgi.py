@@ -12,8 +12,22 @@ import_drf_compat()
 
 application = get_wsgi_application()
 
+# A malformed REDIS_* setting is a system check error; gunicorn runs no
+# checks, so refuse to serve here rather than use a Redis nobody named.
+from django.conf import settings  # noqa: E402
+
+from productsite.redis_config import exit_on_problems  # noqa: E402
+
+exit_on_problems(settings.REDIS_TOPOLOGY)
+
 # Anonymous JSON product reads are answered before Django's machinery (same
 # headers, throttle and cache); everything else goes to Django unchanged.
 from products.fastpath import FastProductReads  # noqa: E402  (needs django.setup())
 
 application = FastProductReads(application)
+
+# This process serves requests: apply the invalidations that writers (here or
+# in processes that have exited) recorded while Redis was unreachable.
+from products.applier import start_applier  # noqa: E402
+
+start_applier()

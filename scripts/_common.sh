@@ -72,6 +72,17 @@ install_redis_server() {
     command -v redis-server >/dev/null 2>&1
 }
 
+# apt_install COMMAND PACKAGE: install PACKAGE with apt-get (as root) when COMMAND is missing.
+apt_install() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "Installing $2 (apt-get)"
+        (apt-get install -y -q "$2" >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "$2" >/dev/null 2>&1; }) || true
+    fi
+    command -v "$1" >/dev/null 2>&1
+}
+
 # start_redis PORT: start a local redis-server in .run/ (no persistence).
 start_redis() {
     local port="$1"

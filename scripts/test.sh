@@ -23,6 +23,11 @@ trap cleanup EXIT
 export TEST_REDIS_URL
 # The fault tests start their own redis-server processes.
 install_redis_server || die "redis-server is required by the outage tests; install it"
+# The Sentinel and Cluster tests start their own nodes (redis-server --sentinel,
+# --cluster-enabled); redis-cli builds the cluster.
+apt_install redis-cli redis-tools || die "redis-cli is required by the Redis Cluster tests; install redis-tools"
+apt_install redis-sentinel redis-sentinel ||
+    say "redis-sentinel not installed; the Sentinel tests use 'redis-server --sentinel', which is enough"
 
 # --- Browser tests: the system Chromium, driven by Playwright -------------
 if ! scripts/ensure_chromium.sh; then

@@ -108,5 +108,7 @@ def test_gunicorn_config_reads_the_environment(monkeypatch):
     monkeypatch.setenv("PORT", "9001")
     config = runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))
     assert (config["workers"], config["threads"], config["timeout"]) == (7, 3, 45)
-    assert config["bind"] == "0.0.0.0:9001"
+    assert config["bind"] == "127.0.0.1:9001"  # loopback unless GUNICORN_BIND says otherwise
+    monkeypatch.setenv("GUNICORN_BIND", "0.0.0.0:9002")
+    assert runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))["bind"] == "0.0.0.0:9002"
     assert config["keepalive"] > 0 and config["accesslog"] == "-" and config["errorlog"] == "-"

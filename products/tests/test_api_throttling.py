@@ -73,21 +73,76 @@ def test_counters_are_shared_by_gunicorn_workers_and_rates_come_from_the_environ
     assert retry.status_code == 429 and int(retry.headers["Retry-After"]) > 0
 
 
-def test_a_forged_forwarded_for_header_does_not_reset_the_budget(anon_client, rates):
+DIRECT = "198.51.100.20"  # a client connecting from outside, not a trusted proxy
+PROXY = "10.0.0.5"
+
+
+@pytest.mark.parametrize("url", ["/api/products/", "/api/products/Mug/"], ids=["drf", "fast_path"])
+def test_a_forged_forwarded_for_header_does_not_reset_the_budget(anon_client, rates, url, make_product):
+    make_product("Mug")
     rates("2/hour", "100/hour")
     codes = [
-        anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code for i in range(3)
+        anon_client.get(url, REMOTE_ADDR=DIRECT, HTTP_X_FORWARDED_FOR=f"10.0.0.{i}").status_code
+        for i in range(3)
     ]
     assert codes == [200, 200, 429]
 
 
-def test_behind_one_proxy_the_client_is_the_address_the_proxy_appended(anon_client, rates, settings):
+def test_behind_a_trusted_proxy_the_client_is_the_address_the_proxy_appended(anon_client, rates, settings):
     rates("1/hour", "100/hour")
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
-    first = anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR="1.1.1.1, 203.0.113.7")
-    other = anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR="203.0.113.8")
-    again = anon_client.get("/api/products/", HTTP_X_FORWARDED_FOR="9.9.9.9, 203.0.113.7")
-    assert [first.status_code, other.status_code, again.status_code] == [200, 200, 429]
+    settings.FORWARDED_ALLOW_IPS = ("10.0.0.0/8",)
+
+    def get(header: str) -> int:
+        return anon_client.get("/api/products/", REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=header).status_code
+
+    first = get("1.1.1.1, 203.0.113.7")
+    other = get("203.0.113.8")
+    again = get("9.9.9.9, 203.0.113.7")
+    # Two trusted hops (the proxy's own address, then another of ours) are skipped.
+    chained = get("5.5.5.5, 203.0.113.7, 10.1.2.3")
+    assert [first, other, again, chained] == [200, 200, 429, 429]
+
+
+def test_client_address_rule():
+    from django.test import override_settings
+
+    from products.addresses import client_address
+
+    with override_settings(FORWARDED_ALLOW_IPS=("127.0.0.1", "::1")):
+        assert client_address({"REMOTE_ADDR": DIRECT, "HTTP_X_FORWARDED_FOR": "1.2.3.4"}) == DIRECT
+        assert client_address({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}) == "1.2.3.4"
+        assert client_address({"REMOTE_ADDR": "::1", "HTTP_X_FORWARDED_FOR": "x, 1.2.3.4"}) == "1.2.3.4"
+        # Unreadable client part: the last hop we could read stands for it.
+        assert client_address({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "junk"}) == "127.0.0.1"
+    with override_settings(FORWARDED_ALLOW_IPS=()):
+        assert client_address({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}) == "127.0.0.1"
+    with override_settings(FORWARDED_ALLOW_IPS=("*",)):
+        assert client_address({"REMOTE_ADDR": DIRECT, "HTTP_X_FORWARDED_FOR": "1.2.3.4"}) == "1.2.3.4"
+
+
+@pytest.mark.slow
+def test_a_live_server_that_trusts_no_proxy_ignores_forwarded_for(sqlite_gunicorn):
+    prefix = f"{django_settings.CACHES['default']['KEY_PREFIX']}:xff-{uuid.uuid4().hex[:6]}"
+    server = sqlite_gunicorn(
+        workers=2, THROTTLE_ANON_RATE="10/hour", CACHE_KEY_PREFIX=prefix, FORWARDED_ALLOW_IPS=""
+    )
+    codes = [
+        requests.get(
+            server.url + "/api/products/",
+            headers={"X-Forwarded-For": f"203.0.113.{i}", "Connection": "close"},
+            timeout=5,
+        ).status_code
+        for i in range(40)
+    ]
+    assert codes == [200] * 10 + [429] * 30
+
+
+def test_a_malformed_forwarded_allow_ips_stops_startup():
+    from .conftest import manage, server_env
+
+    result = manage(server_env(FORWARDED_ALLOW_IPS="10.0.0.0/33"), "check")
+    assert result.returncode != 0
+    assert "FORWARDED_ALLOW_IPS='10.0.0.0/33'" in result.stderr
 
 
 def test_a_malformed_rate_in_the_environment_stops_startup():

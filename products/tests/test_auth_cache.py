@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group, Permission
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
-from products import authentication
+from products import token_cache
 
 from .conftest import token_client
 
@@ -84,7 +84,7 @@ def test_a_fill_that_read_before_a_change_is_never_served(editor, monkeypatch, d
     def read_then_change(self, key):
         found = read_from_database(self, key)
         found[0].get_all_permissions()  # the old permissions, as the fill will store them
-        authentication.invalidate()  # a change commits between the read and the fill
+        token_cache.invalidate()  # a change commits between the read and the fill
         return found
 
     monkeypatch.setattr(TokenAuthentication, "authenticate_credentials", read_then_change)
@@ -100,7 +100,7 @@ def test_cached_user_saves_only_what_it_loaded(editor):
     client = token_client(editor)
     assert _create(client, "warm").status_code == 201
     key = Token.objects.get(user=editor).key
-    user, token = authentication.CachedTokenAuthentication().authenticate_credentials(key)
+    user, token = token_cache.CachedTokenAuthentication().authenticate_credentials(key)
     assert token.key == key and user.pk == editor.pk
     assert user.has_perm("products.add_product")
     user.first_name = "Edited"

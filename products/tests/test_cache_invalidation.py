@@ -5,7 +5,9 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection, transaction
+from django.core.management.sql import emit_post_migrate_signal
+from django.db import connection, migrations, transaction
+from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 
 from products import cache, services
@@ -128,6 +130,11 @@ def model_delete(p, editor_client, admin_client):
     p.delete()
 
 
+def model_delete_with_name_deferred(p, editor_client, admin_client):
+    Product.objects.only("id").get(pk=p.pk).delete()
+    assert not Product.objects.filter(pk=p.pk).exists()
+
+
 def queryset_update(p, editor_client, admin_client):
     assert Product.objects.filter(name="Mug").update(price=Decimal("2.00")) == 1
 
@@ -163,6 +170,51 @@ def service_adjust_stock(p, editor_client, admin_client):
     services.adjust_stock(name="Mug", delta=-1)
 
 
+def base_manager_update(p, editor_client, admin_client):
+    assert Product._base_manager.filter(name="Mug").update(price=Decimal("2.00")) == 1
+
+
+def base_manager_delete(p, editor_client, admin_client):
+    Product._base_manager.filter(name="Mug").delete()
+
+
+def run_data_migration(forwards, *, post_migrate: bool) -> None:
+    """Apply a throwaway data migration on top of the products app, as ``migrate`` does."""
+    executor = MigrationExecutor(connection)
+    leaf = executor.loader.graph.leaf_nodes("products")[0]
+    migration = type(
+        "Migration",
+        (migrations.Migration,),
+        {"dependencies": [leaf], "operations": [migrations.RunPython(forwards, migrations.RunPython.noop)]},
+    )("9999_throwaway_data_migration", "products")
+    state = executor.loader.project_state(leaf)
+    try:
+        executor.apply_migration(state, migration)
+    finally:
+        executor.recorder.record_unapplied(migration.app_label, migration.name)
+    if post_migrate:
+        emit_post_migrate_signal(0, False, connection.alias, apps=state.apps, plan=[(migration, False)])
+
+
+def data_migration_queryset_update(p, editor_client, admin_client):
+    def forwards(apps, schema_editor):
+        historical = apps.get_model("products", "Product")
+        assert historical is not Product
+        historical.objects.filter(name="Mug").update(price=Decimal("2.00"))
+
+    # Without the post_migrate retirement: the historical manager invalidates by itself.
+    run_data_migration(forwards, post_migrate=False)
+
+
+def data_migration_instance_save(p, editor_client, admin_client):
+    def forwards(apps, schema_editor):
+        product = apps.get_model("products", "Product").objects.get(name="Mug")
+        product.price = Decimal("2.00")
+        product.save()  # signals for the historical class: covered when migrate ends
+
+    run_data_migration(forwards, post_migrate=True)
+
+
 WRITE_PATHS = [
     api_put,
     api_patch,
@@ -179,6 +231,7 @@ WRITE_PATHS = [
     model_save_rename_with_name_deferred,
     model_save_rename_of_an_outdated_instance,
     model_delete,
+    model_delete_with_name_deferred,
     queryset_update,
     queryset_update_rename,
     queryset_delete,
@@ -186,6 +239,10 @@ WRITE_PATHS = [
     bulk_update,
     bulk_update_rename,
     service_adjust_stock,
+    base_manager_update,
+    base_manager_delete,
+    data_migration_queryset_update,
+    data_migration_instance_save,
 ]
 
 

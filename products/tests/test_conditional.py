@@ -85,3 +85,18 @@ def test_write_responses_carry_the_etag_a_read_would_give(anon_client, editor_cl
     assert anon_client.get(URL)["ETag"] == patched["ETag"]
     stocked = editor_client.post(URL + "stock/", {"delta": 1}, format="json")
     assert anon_client.get(URL)["ETag"] == stocked["ETag"]
+
+
+@pytest.mark.parametrize("url", [URL, "/products/Mug"], ids=["api", "seed_route"])
+def test_the_browsable_page_has_its_own_validator(anon_client, url):
+    json_tag = anon_client.get(url)["ETag"]
+    page = anon_client.get(url, HTTP_ACCEPT="text/html")
+    assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
+    html_tag = page["ETag"]
+    assert html_tag != json_tag and html_tag.startswith("W/")
+    # The JSON's tag never revalidates the page, nor the page's tag the JSON.
+    assert anon_client.get(url, HTTP_ACCEPT="text/html", HTTP_IF_NONE_MATCH=json_tag).status_code == 200
+    assert anon_client.get(url, HTTP_IF_NONE_MATCH=html_tag).status_code == 200
+    # Each tag revalidates its own representation.
+    assert anon_client.get(url, HTTP_ACCEPT="text/html", HTTP_IF_NONE_MATCH=html_tag).status_code == 304
+    assert anon_client.get(url, HTTP_IF_NONE_MATCH=json_tag).status_code == 304

@@ -108,7 +108,7 @@ def test_missing_required_column_is_refused(existing, tmp_path):
 
 def test_unknown_column_is_refused(existing, tmp_path):
     message, _ = refuse(write(tmp_path, "p.csv", "name,price,colour\nKeep,9.99,red\n"))
-    assert "unknown column(s): 'colour'" in message
+    assert "line 1: colour: Not a field you can set (the fields are: name, price, quantity)" in message
     assert_nothing_written(existing)
 
 
@@ -121,7 +121,7 @@ def test_broken_csv_quote_is_refused(existing, tmp_path):
 def test_malformed_json_array_is_refused(existing, tmp_path):
     content = '[\n{"name": "Keep", "price": "9.99"},\n{"name": "Bad" "price": 1}\n]'
     message, _ = refuse(write(tmp_path, "p.json", content))
-    assert "line 3: malformed JSON" in message
+    assert "line 3: item 2: malformed JSON" in message
     assert_nothing_written(existing)
 
 
@@ -210,7 +210,7 @@ def test_malformed_json_line_is_reported_and_nothing_written(existing, tmp_path)
 @pytest.mark.parametrize(
     "obj, reason",
     [
-        ('{"name": "X", "price": "1.00", "colour": "red"}', "unknown field(s): 'colour'"),
+        ('{"name": "X", "price": "1.00", "colour": "red"}', "colour: Not a field you can set"),
         ('{"name": "X"}', "missing field(s): price"),
         ('["X", "1.00"]', "expected a JSON object, got list"),
         ('{"name": "X", "price": "Infinity"}', "price: Price must be a finite number"),
@@ -233,8 +233,9 @@ def test_bad_json_record_is_reported_and_nothing_written(existing, tmp_path, obj
     records = ['{"name": "Keep", "price": "9.99", "quantity": 9}', obj]
     content = "[\n" + ",\n".join(records) + "\n]\n" if fmt == "json" else "\n".join(records) + "\n"
     _, errors = refuse(write(tmp_path, f"p.{fmt}", content))
-    line = 3 if fmt == "json" else 2  # the array's "[" has a line of its own
-    assert f"line {line}: {reason}" in errors
+    # The array's "[" has a line of its own, and its elements are numbered.
+    where = "line 3: item 2" if fmt == "json" else "line 2"
+    assert f"{where}: {reason}" in errors
     assert_nothing_written(existing)
 
 
@@ -253,4 +254,81 @@ def test_bad_batch_size_is_refused(existing, tmp_path):
 def test_unknown_format_is_refused(existing, tmp_path):
     message, _ = refuse(write(tmp_path, "p.csv", HEADER + CHANGE_KEEP), "--format", "xml")
     assert "invalid choice: 'xml'" in message
+    assert_nothing_written(existing)
+
+
+# --- Hostile files: huge numbers, deep nesting, bad bytes, elements on one line -----
+
+HUGE = "9" * 4301
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("p.csv", f"name,price,quantity\nKeep,1.00,1\nBig,1.00,{HUGE}\n"),
+        (
+            "p.json",
+            f'[\n{{"name": "Keep", "price": "1.00"}},\n{{"name": "Big", "price": "1", "quantity": {HUGE}}}\n]',
+        ),
+        (
+            "p.jsonl",
+            f'{{"name": "Keep", "price": "1.00"}}\n{{"name": "Big", "price": "1", "quantity": {HUGE}}}\n',
+        ),
+    ],
+)
+def test_a_4301_digit_quantity_is_a_row_error_not_a_traceback(existing, tmp_path, name, content):
+    message, errors = refuse(write(tmp_path, name, content))
+    assert "quantity: Quantity must be at most 2147483647" in errors
+    assert "Traceback" not in message + errors
+    assert_nothing_written(existing)
+
+
+def test_a_4301_digit_price_is_a_row_error(existing, tmp_path):
+    _, errors = refuse(write(tmp_path, "p.jsonl", f'{{"name": "Big", "price": {HUGE}}}\n'))
+    assert "line 1: price: Price must have at most 10 digits before the decimal point" in errors
+    assert_nothing_written(existing)
+
+
+def test_a_deeply_nested_element_names_its_line_and_item(existing, tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    message, errors = refuse(write(tmp_path, "p.json", '[{"name": "Keep", "price": "1"},\n' + deep + "]"))
+    assert "line 2: item 2: malformed JSON: nested too deeply" in message
+    assert "Traceback" not in message + errors
+    assert_nothing_written(existing)
+
+
+def test_json_numbers_in_a_file_are_exact_decimals(existing, tmp_path):
+    _, errors = refuse(write(tmp_path, "p.jsonl", '{"name": "Keep", "price": 19.999999999999999}\n'))
+    assert "line 1: price: Price must have at most 2 decimal places" in errors
+    assert_nothing_written(existing)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_a_file_that_is_not_utf8_names_the_line_of_the_bad_byte(existing, tmp_path, fmt):
+    if fmt == "csv":
+        lines = ["name,price,quantity"] + [f"p{i},1.00,1" for i in range(2, 5002)]
+    else:
+        lines = ["["] + [f'{{"name": "p{i}", "price": "1.00"}},' for i in range(2, 5002)]
+    lines[5001 - 1] = lines[5001 - 1].replace("p5001", "p\udcff5001")  # line 5,001 holds a bad byte
+    data = "\n".join(lines).encode("utf-8", "surrogateescape") + b"\n"
+    path = tmp_path / f"p.{fmt}"
+    path.write_bytes(data)
+    message, _ = refuse(path)
+    assert "line 5001: the file is not valid UTF-8" in message
+    assert_nothing_written(existing)
+
+
+def test_a_bad_byte_on_line_3_is_reported_on_line_3(existing, tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_bytes(b"name,price,quantity\nKeep,1.00,1\nB\xffd,1.00,1\n")
+    message, _ = refuse(path)
+    assert "line 3: the file is not valid UTF-8" in message
+
+
+def test_a_json_array_on_one_line_names_each_bad_item(existing, tmp_path):
+    content = '[{"name": "Keep", "price": "x"}, {"name": "Fine", "price": "1"}, {"name": "Neg", "price": -1}]'
+    _, errors = refuse(write(tmp_path, "p.json", content))
+    assert "line 1: item 1: price: Price must be a number" in errors
+    assert "line 1: item 3: price: Price must be greater than or equal to 0" in errors
+    assert "item 2" not in errors
     assert_nothing_written(existing)

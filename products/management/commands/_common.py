@@ -12,6 +12,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, OutputWrapper
 from tqdm import tqdm
 
+from products.outbox import report_misses_to
+
 
 class DataCommand(BaseCommand):
     """A command that works on product data only.
@@ -21,6 +23,12 @@ class DataCommand(BaseCommand):
     """
 
     requires_system_checks: list = []
+
+    def execute(self, *args, **options):
+        # A write whose invalidation could not reach Redis says so here, once
+        # per record, with the names; the exit code still says the data was written.
+        with report_misses_to(lambda message: self.stderr.write(self.style.WARNING(message))):
+            return super().execute(*args, **options)
 
 
 class Progress:
@@ -61,13 +69,16 @@ class Progress:
 
 
 def redis_location() -> str:
-    """Return where Redis is expected, without any password in the URL."""
+    """Return where Redis is expected and which variable says so, without any password."""
+    topology = settings.REDIS_TOPOLOGY
+    if topology.kind != "single":
+        return topology.describe()  # Sentinel or Cluster: the nodes and the variable
     parts = urlsplit(settings.REDIS_URL)
-    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379} (REDIS_URL)"
 
 
 def redis_down_message(what: str) -> str:
     return (
-        f"Redis at {redis_location()} (REDIS_URL) is not answering; {what}. "
-        "Start Redis or fix REDIS_URL, then run the command again."
+        f"Redis at {redis_location()} is not answering; {what}. "
+        "Start Redis or fix that setting, then run the command again."
     )

@@ -63,7 +63,7 @@ class Command(DataCommand):
                     fmt=fmt,
                     batch_size=batch_size,
                     dry_run=dry_run,
-                    on_error=lambda error: progress.write(f"line {error.line}: {error.message}"),
+                    on_error=lambda error: progress.write(str(error)),
                     on_progress=progress.update,
                 )
         except FileFormatError as exc:

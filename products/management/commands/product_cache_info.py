@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from products import cache
+from products import cache, outbox
 
 from ._common import redis_down_message, redis_location
 
@@ -23,3 +23,6 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Redis memory used:  {info['used_memory_human']} ({info['used_memory']} bytes, whole server)"
         )
+        count, age = outbox.pending_summary()
+        waiting = f" (oldest {age:.1f} s old; the service applies them)" if count else ""
+        self.stdout.write(f"Pending invalidations: {count}{waiting}")

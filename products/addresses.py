@@ -1,0 +1,71 @@
+"""The client's address: one rule for the throttles, the failed-login limits and the fast path.
+
+``REMOTE_ADDR`` is the peer that opened the connection. ``X-Forwarded-For``
+is believed only from a peer in ``FORWARDED_ALLOW_IPS`` (the name gunicorn
+uses for the same trust): a client that connects directly cannot choose its
+identity by sending the header. Behind trusted proxies, the header is read
+from the right, skipping the trusted hops, and the first address that is not
+a trusted proxy is the client (the left part of the header is whatever the
+client sent, so it is never taken on trust).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from functools import lru_cache
+
+from django.conf import settings
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=8)
+def _trusted(setting: tuple[str, ...]) -> tuple[bool, tuple[Network, ...]]:
+    """Return (trust everyone, networks) for a FORWARDED_ALLOW_IPS value."""
+    if "*" in setting:
+        return True, ()
+    return False, tuple(ipaddress.ip_network(item, strict=False) for item in setting if item)
+
+
+def parse_allowed(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Split FORWARDED_ALLOW_IPS ("127.0.0.1,::1", "10.0.0.0/8", "*") and check every item."""
+    items = value.split(",") if isinstance(value, str) else value
+    cleaned = tuple(item.strip() for item in items if item.strip())
+    _trusted(cleaned)  # raises ValueError for an item that is not an address or network
+    return cleaned
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def is_trusted_proxy(address: str) -> bool:
+    """Return True when ``address`` is in FORWARDED_ALLOW_IPS."""
+    everyone, networks = _trusted(tuple(getattr(settings, "FORWARDED_ALLOW_IPS", ())))
+    if everyone:
+        return True
+    ip = _ip(address)
+    return ip is not None and any(ip in network for network in networks)
+
+
+def client_address(meta: Mapping[str, str]) -> str:
+    """Return the client address for a WSGI environ or ``request.META``."""
+    peer = meta.get("REMOTE_ADDR") or ""
+    forwarded = meta.get("HTTP_X_FORWARDED_FOR")
+    if not forwarded or not is_trusted_proxy(peer):
+        return peer
+    client = peer
+    for hop in reversed(forwarded.split(",")):
+        ip = _ip(hop)
+        if ip is None:
+            # Garbage from the client's part of the header: the last hop
+            # we could read stands for it.
+            break
+        client = str(ip)
+        if not is_trusted_proxy(client):
+            break
+    return client

@@ -1,0 +1,123 @@
+"""Failed authentications, limited per client address and per username.
+
+Password guessing costs the server a password hash per try (~200 ms at
+Django's default strength), and DRF authenticates before its throttles run.
+So every password check (Basic auth, ``/admin/login/``, ``/api-auth/login/``:
+anything that calls ``django.contrib.auth.authenticate``) and every token
+check first asks here whether the client address, or the username, has
+failed too often in the current window; if so the request answers 429 with
+``Retry-After`` before any hash is computed.
+
+* Failures are counted in Redis (fixed windows, shared by every process):
+  one counter per client address (all usernames, tokens included) and one
+  per username (all addresses, so spreading guesses over many addresses
+  does not help).
+* Only failures count; a refused attempt costs nothing and extends nothing.
+  When the window ends the counters start again, so the owner of an account
+  can always sign in once the window has passed (a sustained attack on one
+  username from many addresses keeps that username's password sign-in
+  refused while it lasts; tokens and existing sessions still work).
+* Redis down: the limits fail open (sign-in keeps working), like the
+  request throttles, and say so in the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from rest_framework.exceptions import Throttled
+
+from . import counters
+from .addresses import client_address
+from .exceptions import is_api_path
+from .throttling import parse_rate
+
+logger = logging.getLogger(__name__)
+
+
+class TooManyFailedLogins(Throttled):
+    default_detail = "Too many failed sign-in attempts."
+    extra_detail_singular = "Try again in {wait} second."
+    extra_detail_plural = "Try again in {wait} seconds."
+    default_code = "too_many_failed_logins"
+
+
+def _limits() -> list[tuple[str, int, int]]:
+    """Return (scope, limit, window seconds) for each counter, from settings."""
+    return [
+        ("address", *parse_rate(settings.AUTH_FAILURE_RATE_PER_ADDRESS)),
+        ("username", *parse_rate(settings.AUTH_FAILURE_RATE_PER_USERNAME)),
+    ]
+
+
+def _counters(request, username: str | None) -> list[tuple[str, int, int]]:
+    """Return (counter name, limit, window) for this request's address and username."""
+    idents = {"address": client_address(request.META)}
+    if username:
+        # Hashed: a username may hold any character, and has no place in a key as is.
+        idents["username"] = hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return [
+        (f"authfail:{scope}:{idents[scope]}", limit, window)
+        for scope, limit, window in _limits()
+        if scope in idents
+    ]
+
+
+def check(request, username: str | None) -> None:
+    """Raise TooManyFailedLogins when the address or the username is over its limit."""
+    waits = []
+    for name, limit, window in _counters(request, username):
+        counts = counters.rate_counts([name], window)
+        if counts is None:
+            return  # fail open; record_failure logs it
+        if counts[0] >= limit:
+            waits.append(window - (time.time() % window))
+    if waits:
+        raise TooManyFailedLogins(wait=max(waits))
+
+
+def record_failure(request, username: str | None) -> None:
+    """Count one failed authentication against the address and the username."""
+    for name, _limit, window in _counters(request, username):
+        if counters.rate_counter(name, window) is None:
+            logger.warning("auth_limits=fail_open reason=redis_unavailable: failed sign-ins are not limited")
+            return
+
+
+def count_failed_login(sender, credentials: dict, request=None, **kwargs) -> None:
+    """Receiver for ``user_login_failed``: every failed password check counts."""
+    if request is None:
+        return  # a shell or a command, not a client
+    username = credentials.get("username")
+    record_failure(request, username if isinstance(username, str) else None)
+
+
+class FailedLoginLimitMiddleware:
+    """Answer TooManyFailedLogins raised in a plain Django view (the login pages) with 429.
+
+    DRF views handle it themselves (it is a DRF Throttled error).
+    """
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, TooManyFailedLogins):
+            return None
+        detail = str(exception.detail)
+        if is_api_path(request.path):
+            response = JsonResponse({"detail": detail}, status=429)
+        else:
+            response = HttpResponse(
+                f"<!doctype html><title>Too many attempts</title><h1>Too many attempts</h1><p>{detail}</p>",
+                status=429,
+            )
+        response["Retry-After"] = str(int(exception.wait or 1))
+        return response

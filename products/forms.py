@@ -1,0 +1,43 @@
+"""The admin's product form: the same rules, and the same messages, as the API and the import."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from . import validators
+from .models import Product
+
+
+class RuleField(forms.Field):
+    """A form field that cleans with one of the rules in validators.py (and only with it).
+
+    Django's own DecimalField / CharField would add their own checks and
+    messages ("Ensure that there are no more than 2 decimal places.") next to
+    the rule's, so one mistake would read two ways.
+    """
+
+    def __init__(self, rule, **kwargs) -> None:
+        self.rule = rule
+        super().__init__(**kwargs)
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        return self.rule(value)
+
+    def validate(self, value) -> None:
+        if value is None and self.required:
+            raise ValidationError(self.error_messages["required"], code="required")
+
+
+class ProductForm(forms.ModelForm):
+    name = RuleField(
+        validators.clean_name, widget=forms.TextInput(attrs={"maxlength": validators.NAME_MAX_LENGTH})
+    )
+    price = RuleField(validators.clean_price, widget=forms.NumberInput(attrs={"step": "0.01", "min": "0"}))
+    quantity = RuleField(validators.clean_quantity, widget=forms.NumberInput(attrs={"min": "0"}))
+
+    class Meta:
+        model = Product
+        fields = ["name", "price", "quantity"]

@@ -1,0 +1,65 @@
+"""JSON with exact numbers: one decoder for request bodies and import files.
+
+A float cannot hold ``19.999999999999999`` (it becomes 20.0) or
+``2147483646.9999999`` (2147483647.0), so a JSON number read as a float can
+silently turn bad input into a valid-looking value. Here every number with a
+fraction or an exponent is a ``Decimal`` (exactly what the client wrote), and
+the product rules refuse it as they refuse the same text in a string.
+
+Python's ``int()`` refuses strings of more than 4,300 digits with a
+ValueError; an integer that long is kept as a ``Decimal`` too (the rules then
+say it is out of range). Nesting deeper than Python's recursion limit, NaN
+and Infinity are decode errors.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+# Beyond any quantity or id; longer integers stay Decimal (no int() limit).
+MAX_INT_DIGITS = 40
+
+
+class JSONError(ValueError):
+    """The text is not JSON this service reads; ``str()`` says why, ``pos`` where (or None)."""
+
+    def __init__(self, message: str, pos: int | None = None) -> None:
+        super().__init__(message)
+        self.pos = pos
+
+
+def _int(text: str) -> int | Decimal:
+    return int(text) if len(text) <= MAX_INT_DIGITS else Decimal(text)
+
+
+def _constant(name: str) -> None:
+    raise JSONError(f"{name} is not a JSON number")
+
+
+DECODER = json.JSONDecoder(parse_float=Decimal, parse_int=_int, parse_constant=_constant)
+
+
+def raw_decode(text: str, pos: int = 0) -> tuple[object, int]:
+    """Decode one JSON value starting at ``pos``; return (value, end). Raise JSONError."""
+    try:
+        return DECODER.raw_decode(text, pos)
+    except json.JSONDecodeError as exc:
+        raise JSONError(exc.msg, exc.pos) from None
+    except RecursionError:
+        raise JSONError("nested too deeply", pos) from None
+
+
+def loads(data: bytes | str) -> object:
+    """Decode a whole JSON document (UTF-8 bytes or text). Raise JSONError."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JSONError(f"not valid UTF-8 at byte {exc.start}") from None
+    if data.startswith("\ufeff"):
+        data = data[1:]
+    value, end = raw_decode(data, len(data) - len(data.lstrip(" \t\n\r")))
+    if data[end:].strip(" \t\n\r"):
+        raise JSONError("extra data after the JSON value", end)
+    return value

@@ -1,0 +1,415 @@
+"""Real Redis topologies for the tests: a Redis Cluster and a Sentinel set, on loopback.
+
+Every process is a ``redis-server`` on a free port with its own temp dir,
+started here and stopped by pid; the shared Redis is never touched. The
+fixtures are session-scoped, so the suite pays for each topology once
+(about 2 s for the cluster, 1 s for Sentinel); a test that kills a node
+restarts it before it ends, so the next test finds the topology whole
+(with the roles swapped).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from productsite import redis_config
+
+SENTINEL_MASTER = "products-test"
+SENTINEL_DB = 3
+# Low enough that a failover takes a few seconds, high enough that a loaded
+# test machine does not fail over by itself.
+SENTINEL_DOWN_AFTER_MS = 1000
+SENTINEL_FAILOVER_TIMEOUT_MS = 4000
+CLUSTER_NODE_TIMEOUT_MS = 1000
+# Every topology requires passwords, so the credentials path of the
+# configuration is exercised too (a space and an @ prove the URL quoting).
+DATA_PASSWORD = "data p@ss"
+SENTINEL_PASSWORD = "sentinel p@ss"
+DATA_URL_CREDENTIALS = ":data%20p%40ss@127.0.0.1"
+
+
+def free_port(cluster_bus: bool = False) -> int:
+    """Return a free loopback port; for a cluster node, one whose bus port (+10000) is free too."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if not cluster_bus:
+            return port
+        if port + 10000 <= 65535:
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10000))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"{name} is not installed; scripts/test.sh installs it (apt-get install redis-server redis-tools)"
+        )
+    return path
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+        except redis.RedisError as exc:
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+def replicas_synced(nodes: list) -> bool:
+    """True when every replica among ``nodes`` has finished its sync (a replica that has
+    not is refused promotion: "disconnected from master for longer than allowed")."""
+    for node in nodes:
+        replication = node.client().info("replication")
+        if replication["role"] == "slave" and replication.get("master_link_status") != "up":
+            return False
+    return True
+
+
+class RedisNode:
+    """One redis-server process (data node or sentinel) with its own dir and port."""
+
+    def __init__(self, root: Path, *args: str, sentinel_conf: str | None = None, db: int = 0) -> None:
+        self.port = free_port(cluster_bus="--cluster-enabled" in args)
+        self.db = db
+        self.password = SENTINEL_PASSWORD if sentinel_conf is not None else DATA_PASSWORD
+        self.dir = root / str(self.port)
+        self.dir.mkdir()
+        self.args = args
+        self.sentinel_conf = sentinel_conf
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self) -> None:
+        command = [_binary("redis-server")]
+        if self.sentinel_conf is not None:
+            conf = self.dir / "sentinel.conf"
+            if not conf.exists():  # a restart keeps what the sentinel learnt
+                conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n{self.sentinel_conf}")
+            command += [str(conf), "--sentinel"]
+        else:
+            command += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+            command += ["--save", "", "--appendonly", "no", *self.args]
+            command += ["--requirepass", DATA_PASSWORD, "--masterauth", DATA_PASSWORD]
+            # Replicas sync at once (the default waits 5 s for more replicas to join).
+            command += ["--repl-diskless-sync-delay", "0"]
+        log = open(self.dir / "redis.log", "ab")
+        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        log.close()
+        wait_for(lambda: self.client().ping(), 10, f"redis-server on port {self.port}")
+
+    def client(self, **kwargs) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2, password=self.password, db=self.db, **kwargs)
+
+    def kill(self) -> None:
+        """Kill the process at once (SIGKILL), as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): it answers nothing, replicates nothing."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Topology:
+    """Processes started for one topology; ``stop()`` kills them all by pid."""
+
+    def __init__(self, name: str) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=f"products-test-{name}-"))
+        self.nodes: list[RedisNode] = []
+
+    def node(self, *args: str, sentinel_conf: str | None = None, db: int = 0) -> RedisNode:
+        node = RedisNode(self.root, *args, sentinel_conf=sentinel_conf, db=db)
+        self.nodes.append(node)
+        node.start()
+        return node
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.alive():
+                node.resume()
+            node.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --- Redis Cluster: 3 masters, each with one replica ---------------------------------
+
+
+class Cluster(Topology):
+    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
+        super().__init__("cluster")
+        self.master_count, self.replicas = masters, replicas
+        try:
+            self._create(masters)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create(self, masters: int) -> None:
+        args = (
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(CLUSTER_NODE_TIMEOUT_MS),
+        )
+        for _ in range(masters * (1 + self.replicas)):
+            self.node(*args)
+        subprocess.run(
+            [
+                _binary("redis-cli"),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+                "-a",
+                DATA_PASSWORD,
+                "--no-auth-warning",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.wait_healthy(timeout=30)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment that points the service at this cluster (a subset of its nodes)."""
+        return {
+            "REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2]),
+            "REDIS_URL": f"redis://{DATA_URL_CREDENTIALS}/0",  # the password only
+        }
+
+    def masters(self) -> list[RedisNode]:
+        """The live nodes that are masters now, by their own account."""
+        found = []
+        for node in self.nodes:
+            if node.alive():
+                try:
+                    if node.client().info("replication")["role"] == "master":
+                        found.append(node)
+                except redis.RedisError:
+                    pass
+        return found
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Wait until every live node says cluster_state:ok and each master has a replica."""
+
+        def healthy() -> bool:
+            live = [n for n in self.nodes if n.alive()]
+            if any(n.client().cluster("info")["cluster_state"] != "ok" for n in live):
+                return False
+            masters = self.masters()
+            return (
+                len(masters) == self.master_count
+                and all(m.client().info("replication")["connected_slaves"] >= self.replicas for m in masters)
+                and replicas_synced(live)
+            )
+
+        wait_for(healthy, timeout, "the cluster to be healthy", interval=0.1)
+
+    def master_of(self, key: str) -> RedisNode:
+        slot = self.nodes[0].client().cluster("keyslot", key)
+        for node in self.masters():
+            for start, end, *_ in node.client().execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end and _[0][1] == node.port:
+                    return node
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def wait_serving(self, timeout: float = 30) -> None:
+        """Wait until every live node says cluster_state:ok with all masters up (replicas or not)."""
+
+        def serving() -> bool:
+            live = [n for n in self.nodes if n.alive()]
+            states = [n.client().cluster("info")["cluster_state"] for n in live]
+            return all(state == "ok" for state in states) and len(self.masters()) == self.master_count
+
+        wait_for(serving, timeout, "the cluster to serve every slot", interval=0.05)
+
+    def node_holding(self, match: str) -> tuple[RedisNode, bytes]:
+        """Return a master holding a key that matches ``match``, and that key."""
+        for master in self.masters():
+            for key in master.client().scan_iter(match=match, count=1000):
+                return master, key
+        raise AssertionError(f"no master holds a key matching {match!r}")
+
+    def replica_of(self, master: RedisNode) -> RedisNode:
+        port = int(master.client().info("replication")["slave0"]["port"])
+        return next(n for n in self.nodes if n.port == port)
+
+    def keys_per_master(self, match: str) -> dict[int, int]:
+        return {m.port: sum(1 for _ in m.client().scan_iter(match=match, count=1000)) for m in self.masters()}
+
+    def restart(self, node: RedisNode) -> None:
+        """Start a killed node again; it rejoins (as a replica, when it was failed over)."""
+        node.start()
+        self.wait_healthy(timeout=30)
+
+
+# --- Sentinel: 1 master, 1 replica, 3 sentinels -----------------------------------------
+
+
+class SentinelSet(Topology):
+    def __init__(self) -> None:
+        super().__init__("sentinel")
+        try:
+            self._create()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create(self) -> None:
+        self.master = self.node(db=SENTINEL_DB)
+        self.replica = self.node("--replicaof", "127.0.0.1", str(self.master.port), db=SENTINEL_DB)
+        conf = (
+            f'requirepass "{SENTINEL_PASSWORD}"\n'
+            f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {self.master.port} 2\n"
+            f'sentinel auth-pass {SENTINEL_MASTER} "{DATA_PASSWORD}"\n'
+            f"sentinel down-after-milliseconds {SENTINEL_MASTER} {SENTINEL_DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {SENTINEL_MASTER} {SENTINEL_FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n"
+        )
+        self.sentinels = [self.node(sentinel_conf=conf) for _ in range(3)]
+        self.wait_healthy()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels),
+            "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+            "REDIS_SENTINEL_PASSWORD": SENTINEL_PASSWORD,
+            # The data nodes' password and database number still come from here.
+            "REDIS_URL": f"redis://{DATA_URL_CREDENTIALS}/{SENTINEL_DB}",
+        }
+
+    def master_address(self) -> tuple[str, int] | None:
+        """The master the sentinels name now."""
+        for sentinel in self.sentinels:
+            try:
+                host, port = sentinel.client().sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+                return host, int(port)
+            except (redis.RedisError, TypeError):
+                continue
+        return None
+
+    def current_master(self) -> RedisNode:
+        port = self.master_address()[1]
+        return next(n for n in self.nodes if n.port == port)
+
+    def current_replica(self) -> RedisNode:
+        master = self.current_master()
+        return next(n for n in (self.master, self.replica) if n is not master)
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        """Wait until the sentinels agree on a master that has a synced replica and sees them all."""
+
+        def healthy() -> bool:
+            master = self.current_master()
+            replication = master.client().info("replication")
+            if replication["role"] != "master" or replication["connected_slaves"] < 1:
+                return False
+            if not replicas_synced([n for n in (self.master, self.replica) if n.alive()]):
+                return False
+            for sentinel in self.sentinels:
+                if not sentinel.alive():
+                    continue
+                info = sentinel.client().sentinel_master(SENTINEL_MASTER)
+                if info["port"] != master.port or info["is_sdown"] or info["is_odown"]:
+                    return False
+                if info["num-other-sentinels"] < 2 or info["num-slaves"] < 1:
+                    return False
+            return True
+
+        wait_for(healthy, timeout, "the Sentinel set to be healthy", interval=0.1)
+
+    def restart(self, node: RedisNode) -> None:
+        """Start a killed data node again as a replica of the current master."""
+        # Told at once, rather than left for the sentinels to demote (~10 s).
+        node.args = ("--replicaof", "127.0.0.1", str(self.master_address()[1]))
+        node.start()
+        self.wait_healthy(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    cluster = Cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelSet]:
+    sentinels = SentinelSet()
+    yield sentinels
+    sentinels.stop()
+
+
+def cache_settings_for(env: dict[str, str], settings) -> dict:
+    """Return CACHES['default'] as settings.py would build it from ``env`` (this run's prefix)."""
+    topology = redis_config.read_topology(env)
+    assert not topology.problems, topology.problems
+    return topology, redis_config.cache_settings(
+        topology,
+        key_prefix=settings.CACHES["default"]["KEY_PREFIX"],
+        timeout=settings.PRODUCT_CACHE_TIMEOUT,
+        # Generous on a loaded test machine: a stray 100 ms stall would open
+        # the breaker and turn an expected hit into a miss. Dead nodes refuse
+        # at once on loopback, so failovers are not slowed by it.
+        socket_timeout=0.5,
+        max_connections=64,
+    )
+
+
+def use_topology(settings, env: dict[str, str]) -> None:
+    """Point the Django cache (and the settings the commands read) at a topology."""
+    topology, config = cache_settings_for(env, settings)
+    settings.CACHES = {**settings.CACHES, "default": config}
+    settings.REDIS_TOPOLOGY = topology
+    settings.REDIS_URL = topology.url
+    # Pools outlive a test (django-redis keeps them per process): drop
+    # connections an earlier test's failover left pointing at a demoted node.
+    from django.core.cache import caches
+
+    client = caches["default"].client.get_client(write=True)
+    if hasattr(client, "connection_pool"):
+        client.connection_pool.disconnect()
+    else:
+        client.disconnect_connection_pools()

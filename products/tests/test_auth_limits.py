@@ -1,0 +1,183 @@
+"""Failed authentications are limited per address and per username (Basic, token, login pages)."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+
+import pytest
+import requests
+from django.conf import settings as django_settings
+from django.contrib.auth.models import User
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "right-horse-battery"
+
+
+@pytest.fixture
+def owner(db) -> User:
+    return User.objects.create_user("owner", password=PASSWORD, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def limits(settings):
+    def set_limits(per_address: str, per_username: str) -> None:
+        settings.AUTH_FAILURE_RATE_PER_ADDRESS = per_address
+        settings.AUTH_FAILURE_RATE_PER_USERNAME = per_username
+
+    return set_limits
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    raw = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"HTTP_AUTHORIZATION": f"Basic {raw}"}
+
+
+def in_one_window(burst):
+    """Run ``burst`` inside one 1-second window (retried if a loaded machine made it straddle two)."""
+    for _ in range(10):
+        time.sleep(1.02 - time.time() % 1)  # just after a whole second
+        window = int(time.time())
+        result = burst()
+        if int(time.time()) == window:
+            return result
+    pytest.fail("could not fit the attempts into one second")
+
+
+def test_basic_auth_guessing_is_refused_per_username_with_retry_after(
+    anon_client, owner, limits, django_assert_num_queries
+):
+    limits("100/hour", "3/hour")
+    codes = [anon_client.get("/api/products/", **basic("owner", f"guess{i}")).status_code for i in range(3)]
+    assert codes == [401, 401, 401]
+    # Refused before any password check or query, even with the right password.
+    with django_assert_num_queries(0):
+        refused = anon_client.get("/api/products/", **basic("owner", PASSWORD))
+    assert refused.status_code == 429
+    assert 0 < int(refused["Retry-After"]) <= 3600
+    assert "Too many failed sign-in attempts" in refused.json()["detail"]
+    # Per username: another address cannot continue the guessing...
+    elsewhere = anon_client.get("/api/products/", REMOTE_ADDR="198.51.100.7", **basic("owner", "guess9"))
+    assert elsewhere.status_code == 429
+    # ...while other users, and requests without credentials, are unaffected.
+    User.objects.create_user("other", password=PASSWORD)
+    assert anon_client.get("/api/products/", **basic("other", PASSWORD)).status_code == 200
+    assert anon_client.get("/api/products/").status_code == 200
+
+
+def test_one_address_is_limited_whatever_usernames_it_tries(anon_client, owner, limits):
+    limits("4/hour", "100/hour")
+    codes = [anon_client.get("/api/products/", **basic(f"user{i}", "x")).status_code for i in range(5)]
+    assert codes == [401, 401, 401, 401, 429]
+    # The owner from another address is not locked out by someone else's guessing.
+    fine = anon_client.get("/api/products/", REMOTE_ADDR="198.51.100.8", **basic("owner", PASSWORD))
+    assert fine.status_code == 200
+
+
+def test_the_owner_signs_in_once_the_window_has_passed(anon_client, owner, limits):
+    limits("100/second", "2/second")
+
+    def burst():
+        codes = [
+            anon_client.get("/api/products/", **basic("owner", f"guess{i}")).status_code for i in range(3)
+        ]
+        return codes, anon_client.get("/api/products/", **basic("owner", PASSWORD))
+
+    codes, refused = in_one_window(burst)
+    assert codes == [401, 401, 429] and refused.status_code == 429
+    time.sleep(int(refused["Retry-After"]))
+    assert anon_client.get("/api/products/", **basic("owner", PASSWORD)).status_code == 200
+
+
+def test_token_guessing_is_refused_per_address_before_the_database(
+    anon_client, owner, limits, django_assert_num_queries
+):
+    limits("3/hour", "100/hour")
+    token = Token.objects.create(user=owner)
+    codes = [
+        anon_client.get("/api/products/", HTTP_AUTHORIZATION=f"Token {uuid.uuid4().hex}").status_code
+        for _ in range(3)
+    ]
+    assert codes == [401, 401, 401]
+    with django_assert_num_queries(0):
+        refused = anon_client.get("/api/products/", HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    # Token holders elsewhere are unaffected.
+    ok = anon_client.get(
+        "/api/products/", REMOTE_ADDR="198.51.100.9", HTTP_AUTHORIZATION=f"Token {token.key}"
+    )
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/admin/login/", "/api-auth/login/"])
+def test_login_pages_refuse_guessing_with_429_and_let_the_owner_in_after_the_window(url, owner, limits):
+    limits("100/second", "2/second")
+    browser = Client()
+
+    def burst():
+        codes = [
+            browser.post(url, {"username": "owner", "password": f"guess{i}"}).status_code for i in range(2)
+        ]
+        return codes, browser.post(url, {"username": "owner", "password": PASSWORD})
+
+    codes, refused = in_one_window(burst)
+    assert codes == [200, 200]  # the form says the credentials are wrong
+    assert refused.status_code == 429
+    assert 0 < int(refused["Retry-After"]) <= 1
+    assert b"Too many failed sign-in attempts" in refused.content
+    time.sleep(int(refused["Retry-After"]))
+    signed_in = browser.post(url, {"username": "owner", "password": PASSWORD})
+    assert signed_in.status_code == 302
+
+
+def test_login_pages_and_basic_auth_share_one_budget(anon_client, owner, limits):
+    limits("100/hour", "3/hour")
+    Client().post("/admin/login/", {"username": "owner", "password": "a"})
+    Client().post("/api-auth/login/", {"username": "owner", "password": "b"})
+    assert anon_client.get("/api/products/", **basic("owner", "c")).status_code == 401
+    assert anon_client.get("/api/products/", **basic("owner", "d")).status_code == 429
+    assert Client().post("/admin/login/", {"username": "owner", "password": PASSWORD}).status_code == 429
+
+
+def test_failed_logins_fail_open_when_redis_is_down(anon_client, owner, limits, private_redis):
+    limits("1/hour", "1/hour")
+    private_redis.stop()
+    codes = [anon_client.get("/api/products/", **basic("owner", "x")).status_code for _ in range(3)]
+    assert codes == [401, 401, 401]
+    assert anon_client.get("/api/products/", **basic("owner", PASSWORD)).status_code == 200
+
+
+@pytest.mark.slow
+def test_the_limit_is_shared_by_gunicorn_workers(sqlite_gunicorn):
+    from .conftest import manage
+
+    prefix = f"{django_settings.CACHES['default']['KEY_PREFIX']}:authfail-{uuid.uuid4().hex[:6]}"
+    server = sqlite_gunicorn(
+        workers=3,
+        CACHE_KEY_PREFIX=prefix,
+        AUTH_FAILURE_RATE_PER_ADDRESS="5/hour",
+        AUTH_FAILURE_RATE_PER_USERNAME="5/hour",
+    )
+    created = manage(
+        server.env,
+        "shell",
+        "-c",
+        f"from django.contrib.auth.models import User; User.objects.create_user('owner', password='{PASSWORD}')",
+    )
+    assert created.returncode == 0, created.stderr
+    codes = []
+    for i in range(8):
+        # A new connection each time: the attempts spread over the workers.
+        response = requests.get(
+            server.url + "/api/products/",
+            auth=("owner", f"guess{i}"),
+            headers={"Connection": "close"},
+            timeout=10,
+        )
+        codes.append(response.status_code)
+    assert codes == [401] * 5 + [429] * 3
+    assert int(response.headers["Retry-After"]) > 0

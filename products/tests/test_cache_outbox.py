@@ -1,0 +1,318 @@
+"""Missed invalidations are recorded in the writer's transaction and applied later.
+
+Real Redis (a private redis-server where a test breaks it), real database.
+The scenarios with gunicorn workers and processes that exit are in
+test_cache_outbox_processes.py.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.db.backends.signals import connection_created
+from django.test.utils import CaptureQueriesContext
+
+from products import applier, cache, cachekeys, outbox, transport
+from products.models import PendingInvalidation, Product
+from products.selectors import product_json
+
+from .conftest import free_port, reset_breaker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "/api/products/Mug/"
+OUTBOX_TABLE = PendingInvalidation._meta.db_table
+
+
+@pytest.fixture
+def dead_redis(settings):
+    """Point the cache at a port where nothing listens (what a wrong REDIS_URL does)."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"},
+    }
+    reset_breaker()
+    yield
+    reset_breaker()
+
+
+def pending() -> list[tuple[list[str], bool]]:
+    return list(PendingInvalidation.objects.order_by("pk").values_list("names", "retire_all"))
+
+
+def cached(name: str) -> bytes | None:
+    """The value Redis serves for ``name`` now (None: not cached), read without filling."""
+    client = transport.client()
+    keys = cachekeys.product_keys(name)
+    gen, value = client.get(keys.gen), client.get(keys.value)
+    if value is None or gen is None or not value.startswith(gen + b"\n"):
+        return None  # absent, or under a retired generation
+    return value
+
+
+def warm(name: str) -> bytes:
+    cache.get_product(name, product_json)
+    value = cached(name)
+    assert value is not None
+    return value
+
+
+def count_queries(write) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        write()
+    return [q["sql"] for q in captured.captured_queries]
+
+
+# --- With Redis up, a write costs no extra query ---------------------------------
+
+
+# The queries each write made before the outbox existed, and makes now
+# (measured on main before this change, the same on SQLite and PostgreSQL):
+# the token and the two permission lookups of the request, then the write.
+def expected_queries(write) -> int:
+    return {
+        _api_create: 5,  # + name check, INSERT
+        _api_patch: 8,  # + BEGIN, row lock, stored name, UPDATE, COMMIT
+        _model_save: 3,  # get, stored name, UPDATE
+    }[write]
+
+
+def _api_create(editor_client):
+    response = editor_client.post("/api/products/", {"name": "Cup", "price": "1.00"}, format="json")
+    assert response.status_code == 201
+
+
+def _api_patch(editor_client):
+    assert editor_client.patch(URL, {"price": "2.00"}, format="json").status_code == 200
+
+
+def _model_save(editor_client):
+    product = Product.objects.get(name="Mug")
+    product.price = Decimal("3.00")
+    product.save()
+
+
+WRITES = [_api_create, _api_patch, _model_save]
+WRITE_IDS = ["api_create", "api_patch", "model_save"]
+
+
+@pytest.mark.parametrize("write", WRITES, ids=WRITE_IDS)
+def test_a_write_with_redis_up_makes_no_outbox_query(
+    write, editor_client, make_product, django_assert_num_queries
+):
+    make_product("Mug", "1.00", 1)
+    warm("Mug")
+    editor_client.get("/api/products/")
+    with django_assert_num_queries(expected_queries(write)) as captured:
+        write(editor_client)
+    assert not any(OUTBOX_TABLE in q["sql"] for q in captured.captured_queries)
+    assert pending() == []
+    if write is not _api_create:
+        assert cached("Mug") is None
+
+
+@pytest.mark.parametrize("write", WRITES, ids=WRITE_IDS)
+def test_a_write_during_an_outage_adds_only_the_outbox_insert(write, editor_client, make_product, dead_redis):
+    make_product("Mug", "1.00", 1)
+    editor_client.get("/api/products/")
+    PendingInvalidation.objects.all().delete()  # the setup's own miss
+    queries = count_queries(lambda: write(editor_client))
+    outbox_queries = [sql for sql in queries if OUTBOX_TABLE in sql]
+    assert len(outbox_queries) == 1 and outbox_queries[0].startswith("INSERT")
+    # The INSERT, plus SAVEPOINT/RELEASE around it when it joins the write's transaction.
+    extra = 3 if write is _api_patch else 1
+    assert len(queries) == expected_queries(write) + extra, "\n".join(q[:90] for q in queries)
+    assert len(pending()) == 1
+
+
+# --- Recording: in the transaction, or right after the commit ----------------------
+
+
+def test_a_miss_inside_a_transaction_commits_with_the_write(make_product, dead_redis):
+    make_product("Mug", "1.00", 1)
+    PendingInvalidation.objects.all().delete()
+    with transaction.atomic():
+        Product.objects.filter(name="Mug").update(price=Decimal("2.00"))
+        assert pending() == [(["Mug"], False)]  # recorded by the immediate attempt, not yet committed
+    # The attempt after commit failed too, but the record already committed: one row.
+    assert pending() == [(["Mug"], False)]
+
+
+def test_a_miss_inside_a_rolled_back_transaction_leaves_no_record(make_product, dead_redis):
+    make_product("Mug", "1.00", 1)
+    PendingInvalidation.objects.all().delete()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Product.objects.filter(name="Mug").update(name="Cup")
+        raise RuntimeError("abort")
+    assert pending() == []
+    assert Product.objects.get().name == "Mug"
+
+
+def test_a_miss_after_the_commit_is_recorded_in_its_own_transaction(make_product, private_redis):
+    make_product("Mug", "1.00", 1)
+    warm("Mug")
+    with transaction.atomic():
+        Product.objects.filter(name="Mug").update(price=Decimal("2.00"))  # delivered now
+        private_redis.kill()  # and Redis is gone before the commit
+    assert pending() == [(["Mug"], False)]
+    private_redis.start()
+    assert outbox.apply_pending() == (1, 1)
+    assert pending() == []
+
+
+def test_more_names_than_the_limit_are_recorded_as_retire_everything(dead_redis, db):
+    cache.invalidate({f"p{i}" for i in range(outbox.INVALIDATE_BY_NAME_LIMIT + 1)})
+    cache.retire_generation()
+    assert pending() == [([], True), ([], True)]
+
+
+# --- Applying -------------------------------------------------------------------------------
+
+
+def test_apply_pending_deletes_the_names_then_the_records(make_product):
+    make_product("Mug", "1.00", 1)
+    make_product("Cup", "1.00", 1)
+    warm("Mug"), warm("Cup")
+    PendingInvalidation.objects.create(names=["Mug"])
+    PendingInvalidation.objects.create(names=["Mug", "Gone"])
+    assert outbox.apply_pending() == (2, 2)
+    assert cached("Mug") is None
+    assert cached("Cup") is not None
+    assert pending() == []
+    assert outbox.apply_pending() == (0, 0)
+
+
+def test_apply_pending_retires_the_generation_for_retire_everything(make_product):
+    make_product("Mug", "1.00", 1)
+    warm("Mug")
+    gen_key = cachekeys.product_keys("Mug").gen
+    before = transport.client().get(gen_key)
+    PendingInvalidation.objects.create(retire_all=True)
+    assert outbox.apply_pending() == (1, 1)
+    assert transport.client().get(gen_key) != before
+    assert cached("Mug") is None
+
+
+def test_apply_pending_keeps_the_records_while_redis_is_unreachable(dead_redis, db):
+    PendingInvalidation.objects.create(names=["Mug"])
+    assert outbox.apply_pending() == (1, 0)
+    assert pending() == [(["Mug"], False)]  # applying never records a new miss
+
+
+def test_applying_a_record_twice_is_harmless(make_product):
+    make_product("Mug", "1.00", 1)
+    PendingInvalidation.objects.create(names=["Mug"])
+    rows = list(PendingInvalidation.objects.values_list("names", flat=True))
+    assert outbox.apply_pending() == (1, 1)
+    # A second process that read the same row before the first deleted it.
+    assert cache.invalidate(rows[0], record_miss=False)
+    assert cache.get_product("Mug", product_json).data == product_json("Mug")
+    assert cached("Mug") is not None
+
+
+def test_the_poll_with_nothing_pending_is_one_query():
+    with CaptureQueriesContext(connection) as captured:
+        outbox.apply_pending()
+    assert len(captured.captured_queries) == 1
+    assert (
+        "ORDER BY" in captured.captured_queries[0]["sql"] and "LIMIT" in captured.captured_queries[0]["sql"]
+    )
+
+
+# --- Commands say so on stderr and still succeed ------------------------------------------
+
+
+def test_an_import_that_cannot_reach_redis_says_so_and_exits_normally(make_product, tmp_path, dead_redis):
+    make_product("Mug", "1.00", 1)
+    PendingInvalidation.objects.all().delete()  # the setup's own miss
+    path = tmp_path / "p.csv"
+    path.write_text("name,price,quantity\nMug,2.00,1\nCup,3.00,1\n", encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    call_command("import_products", str(path), stdout=out, stderr=err)  # no CommandError
+    assert "Imported" in out.getvalue()
+    assert "Could not reach Redis to invalidate 2 cached product(s) (Cup, Mug)" in err.getvalue()
+    assert "the running service applies it" in err.getvalue()
+    assert err.getvalue().count("Could not reach Redis") == 1
+    assert pending() == [(["Cup", "Mug"], False)]
+    assert Product.objects.get(name="Mug").price == Decimal("2.00")
+
+
+def test_a_shell_write_during_an_outage_is_recorded_and_logged(make_product, dead_redis, caplog):
+    make_product("Mug", "1.00", 1)
+    PendingInvalidation.objects.all().delete()
+    call_command(
+        "shell", command="from products.models import Product; Product.objects.filter(name='Mug').delete()"
+    )
+    assert pending() == [(["Mug"], False)]
+    assert any(
+        "Could not reach Redis to invalidate 1 cached product(s) (Mug)" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_cache_info_shows_the_pending_invalidations(db):
+    out = io.StringIO()
+    call_command("product_cache_info", stdout=out)
+    assert "Pending invalidations: 0\n" in out.getvalue()
+    PendingInvalidation.objects.create(names=["Mug"])
+    call_command("product_cache_info", stdout=out)
+    assert "Pending invalidations: 1 (oldest " in out.getvalue()
+
+
+def test_the_message_names_a_few_and_counts_the_rest():
+    names = frozenset(f"p{i:02d}" for i in range(25))
+    assert outbox.describe(names) == (
+        "25 cached product(s) (p00, p01, p02, p03, p04, p05, p06, p07, p08, p09 and 15 more)"
+    )
+    assert outbox.describe(None) == "every cached product"
+
+
+# --- The applier thread ------------------------------------------------------------------
+
+
+@pytest.fixture
+def applier_thread(settings):
+    """Run this process's applier thread (the test settings keep it off) and count its queries."""
+    settings.PRODUCT_CACHE_OUTBOX_APPLIER = True
+    queries: list[float] = []
+
+    def count(execute, sql, params, many, context):
+        queries.append(time.monotonic())
+        return execute(sql, params, many, context)
+
+    def instrument(sender, connection, **kwargs):
+        if threading.current_thread().name == "product-cache-outbox":
+            connection.execute_wrappers.append(count)
+
+    connection_created.connect(instrument, dispatch_uid="test-outbox-count")
+    applier.start_applier()
+    yield queries
+    applier.stop_applier()
+    connection_created.disconnect(dispatch_uid="test-outbox-count")
+
+
+def test_the_applier_thread_polls_with_one_query_a_second_and_applies_without_requests(
+    applier_thread, make_product
+):
+    make_product("Mug", "1.00", 1)
+    warm("Mug")
+    time.sleep(3.2)
+    polls = len(applier_thread)
+    print(f"\nidle applier: {polls} queries in 3.2 s")
+    assert 2 <= polls <= 4  # one per PRODUCT_CACHE_OUTBOX_POLL (1 s)
+    PendingInvalidation.objects.create(names=["Mug"])  # as a writer that missed Redis would
+    recorded = time.monotonic()
+    while cached("Mug") is not None:
+        assert time.monotonic() - recorded < 3, "the applier did not apply the record"
+        time.sleep(0.01)
+    print(f"applied {(time.monotonic() - recorded) * 1000:.0f} ms after it was recorded")
+    deadline = time.monotonic() + 2
+    while pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pending() == []

@@ -1,0 +1,130 @@
+"""Characters the database refuses never reach it: 400/401, never 500 (run on PostgreSQL too)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+
+def basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+ANONYMOUS = [
+    ("basic_username", "/api/products/", {"HTTP_AUTHORIZATION": basic("ed\x00", "x")}, 401),
+    ("basic_password", "/api/products/", {"HTTP_AUTHORIZATION": basic("ed", "x\x00")}, 401),
+    ("token", "/api/products/", {"HTTP_AUTHORIZATION": "Token abc\x00def"}, 400),
+    ("session_cookie", "/api/products/", {"HTTP_COOKIE": 'sessionid="abcdefgh\\000ijkl"'}, 400),
+    ("search", "/api/products/?search=a%00b", {}, 400),
+    ("ordering", "/api/products/?ordering=name%00", {}, 400),
+    ("cursor", "/api/products/?cursor=%00", {}, 400),
+    ("price_filter", "/api/products/?min_price=1%00", {}, 400),
+    ("detail_name", "/api/products/a%00b/", {}, 404),
+    ("legacy_detail_name", "/products/a%00b", {}, 404),
+    ("if_none_match", "/api/products/Mug/", {"HTTP_IF_NONE_MATCH": '"\x00"'}, 400),
+]
+
+
+@pytest.mark.parametrize("url,headers,status", [c[1:] for c in ANONYMOUS], ids=[c[0] for c in ANONYMOUS])
+def test_nul_from_anyone_is_bad_input_not_a_server_error(url, headers, status, make_product):
+    make_product("Mug")
+    response = Client(raise_request_exception=False).get(url, **headers)
+    assert response.status_code == status, response.content[:300]
+
+
+def test_token_of_any_length_or_alphabet_is_simply_invalid(anon_client):
+    for key in ["x" * 41, "cl\xe9", "\x7f" * 8]:
+        assert anon_client.get("/api/products/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 401
+
+
+@pytest.mark.parametrize("url", ["/admin/login/", "/api-auth/login/"])
+def test_nul_in_a_login_form_is_a_failed_login(url):
+    response = Client(raise_request_exception=False).post(url, {"username": "ed\x00", "password": "x"})
+    assert response.status_code == 200  # the form's error, no lookup
+
+
+STAFF = [
+    "/admin/products/product/?q=a%00",
+    "/admin/products/product/?name__exact=%00",
+    "/admin/products/product/?in_stock=%00",
+    "/admin/products/product/?o=%00",
+    "/admin/auth/user/?q=%00",
+]
+
+
+@pytest.mark.parametrize("url", STAFF)
+def test_nul_in_the_admins_query_parameters_is_bad_input(url):
+    User.objects.create_superuser("boss", password="pw-boss-123")
+    browser = Client(raise_request_exception=False)
+    browser.login(username="boss", password="pw-boss-123")
+    assert browser.get(url).status_code == 400
+
+
+# --- Numbers: no 500 for huge integers, no silent rounding ------------------------
+
+HUGE = "9" * 4301
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        ('{"name": "Big", "price": "1.00", "quantity": ' + HUGE + "}", "application/json"),
+        ('{"name": "Big", "price": "1.00", "quantity": "' + HUGE + '"}', "application/json"),
+        ("name=Big&price=1.00&quantity=" + HUGE, "application/x-www-form-urlencoded"),
+        ('{"name": "Big", "price": "1.00", "quantity": -' + HUGE + "}", "application/json"),
+    ],
+    ids=["json_number", "json_string", "form", "negative_json_number"],
+)
+def test_a_4301_digit_quantity_is_400(editor_client, body, content_type):
+    response = editor_client.generic("POST", "/api/products/", body, content_type=content_type)
+    assert response.status_code == 400, response.content[:200]
+    assert "quantity" in response.json()
+
+
+def test_a_4301_digit_stock_delta_is_400(editor_client, make_product):
+    make_product("Mug")
+    for body in ('{"delta": ' + HUGE + "}", '{"delta": "' + HUGE + '"}'):
+        response = editor_client.generic(
+            "POST", "/api/products/Mug/stock/", body, content_type="application/json"
+        )
+        assert response.status_code == 400 and "delta" in response.json()
+
+
+@pytest.mark.parametrize(
+    "field, number, message",
+    [
+        ("price", "19.999999999999999", "Price must have at most 2 decimal places."),
+        ("quantity", "2147483646.9999999", "Quantity must be an integer."),
+        ("price", "1e400", "Price must have at most 10 digits before the decimal point."),
+    ],
+)
+def test_a_json_number_is_the_exact_decimal_the_client_wrote(editor_client, field, number, message):
+    fields = {"name": '"Exact"', "price": '"1.00"', "quantity": "1"}
+    as_number = {**fields, field: number}
+    as_string = {**fields, field: f'"{number}"'}
+    answers = []
+    for values in (as_number, as_string):
+        body = "{" + ", ".join(f'"{k}": {v}' for k, v in values.items()) + "}"
+        response = editor_client.post("/api/products/", body, content_type="application/json")
+        answers.append((response.status_code, response.json()))
+    # Refused, like the same value as a string, with the same message.
+    assert answers[0] == answers[1] == (400, {field: [message]})
+
+
+def test_exact_json_numbers_are_still_accepted(editor_client):
+    response = editor_client.post(
+        "/api/products/", '{"name": "Ok", "price": 19.99, "quantity": 5.0}', content_type="application/json"
+    )
+    assert response.status_code == 201
+    assert (response.json()["price"], response.json()["quantity"]) == ("19.99", 5)
+
+
+@pytest.mark.parametrize("body", ['{"price": NaN}', '{"price": Infinity}', "[" * 5000 + "]" * 5000])
+def test_json_that_is_not_plain_json_is_400(editor_client, body):
+    response = editor_client.post("/api/products/", body, content_type="application/json")
+    assert response.status_code == 400 and "JSON parse error" in response.json()["detail"]

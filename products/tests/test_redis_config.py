@@ -1,0 +1,168 @@
+"""Which Redis to use comes from the environment; a mistake is a system check error with an id."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import pytest
+from redis.sentinel import SentinelManagedSSLConnection
+
+from products import cache
+from products.checks import check_redis_topology
+from products.models import Product
+from productsite import redis_config
+
+from .conftest import BASE_DIR, free_port, reset_breaker, server_env
+
+MALFORMED = [
+    ({"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_CLUSTER_NODES": "127.0.0.1:7000"}, "products.E020"),
+    ({"REDIS_CLUSTER_NODES": ""}, "products.E021"),
+    ({"REDIS_CLUSTER_NODES": " , ,"}, "products.E021"),
+    ({"REDIS_SENTINELS": "", "REDIS_SENTINEL_MASTER": "mymaster"}, "products.E021"),
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000,127.0.0.1"}, "products.E022"),
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:70000"}, "products.E022"),
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:port"}, "products.E022"),
+    ({"REDIS_SENTINELS": "redis://127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m"}, "products.E022"),
+    ({"REDIS_SENTINELS": "::1:26379", "REDIS_SENTINEL_MASTER": "m"}, "products.E022"),
+    ({"REDIS_SENTINELS": "127.0.0.1:26379"}, "products.E023"),
+    ({"REDIS_SENTINEL_MASTER": "mymaster"}, "products.E023"),
+    ({"REDIS_URL": "http://127.0.0.1:6379/0"}, "products.E024"),
+    ({"REDIS_URL": "redis://127.0.0.1:6379/zero"}, "products.E024"),
+    ({"REDIS_URL": "redis://127.0.0.1:99999/0"}, "products.E024"),
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://127.0.0.1:6379/3"}, "products.E025"),
+]
+
+
+@pytest.mark.parametrize(("environ", "check_id"), MALFORMED, ids=[c for _, c in MALFORMED])
+def test_each_mistake_is_a_check_error_with_its_id(environ, check_id, settings):
+    settings.REDIS_TOPOLOGY = redis_config.read_topology(environ)
+    errors = check_redis_topology(None)
+    assert [e.id for e in errors] == [check_id], [(e.id, e.msg) for e in errors]
+    assert errors[0].hint
+
+
+VALID = [
+    ({}, redis_config.SINGLE, ()),
+    ({"REDIS_URL": "rediss://:secret@cache.example.com:6380/2"}, redis_config.SINGLE, ()),
+    (
+        {"REDIS_SENTINELS": "10.0.0.1:26379, [::1]:26380", "REDIS_SENTINEL_MASTER": "mymaster"},
+        redis_config.SENTINEL,
+        (("10.0.0.1", 26379), ("::1", 26380)),
+    ),
+    (
+        {"REDIS_CLUSTER_NODES": "node-1.internal:7000", "REDIS_URL": "redis://:pw@ignored:1/0"},
+        redis_config.CLUSTER,
+        (("node-1.internal", 7000),),
+    ),
+]
+
+
+@pytest.mark.parametrize(("environ", "kind", "nodes"), VALID)
+def test_valid_configurations_pass_the_check(environ, kind, nodes, settings):
+    topology = redis_config.read_topology(environ)
+    settings.REDIS_TOPOLOGY = topology
+    assert check_redis_topology(None) == []
+    assert (topology.kind, topology.nodes) == (kind, nodes)
+
+
+def _cache(environ: dict) -> dict:
+    return redis_config.cache_settings(
+        redis_config.read_topology(environ), key_prefix="p", timeout=60, socket_timeout=0.1, max_connections=8
+    )
+
+
+def test_sentinel_uses_django_redis_sentinel_client_on_the_master_only():
+    config = _cache(
+        {
+            "REDIS_SENTINELS": "127.0.0.1:26379,127.0.0.1:26380",
+            "REDIS_SENTINEL_MASTER": "mymaster",
+            "REDIS_SENTINEL_PASSWORD": "s3",
+            "REDIS_URL": "redis://:data-pw@ignored:6379/4",
+        }
+    )
+    options = config["OPTIONS"]
+    assert options["CLIENT_CLASS"] == "django_redis.client.SentinelClient"
+    assert options["CONNECTION_FACTORY"] == "django_redis.pool.SentinelConnectionFactory"
+    assert options["SENTINELS"] == [("127.0.0.1", 26379), ("127.0.0.1", 26380)]
+    sentinel_kwargs = dict(options["SENTINEL_KWARGS"])
+    assert sentinel_kwargs.pop("retry").get_retries() == 0
+    assert sentinel_kwargs == {"socket_timeout": 0.1, "socket_connect_timeout": 0.1, "password": "s3"}
+    # One URL: the master's (a replica could lag behind an invalidation), with REDIS_URL's db and password.
+    assert config["LOCATION"] == ["redis://:data-pw@mymaster/4"]
+    assert options["CONNECTION_POOL_KWARGS"]["retry"].get_retries() == 0
+
+
+def test_sentinel_over_tls_uses_sentinel_managed_ssl_connections():
+    config = _cache({"REDIS_SENTINELS": "h:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "rediss://h:2/0"})
+    assert config["LOCATION"] == ["rediss://m/0"]
+    assert config["OPTIONS"]["CONNECTION_POOL_KWARGS"]["connection_class"] is SentinelManagedSSLConnection
+    assert config["OPTIONS"]["SENTINEL_KWARGS"]["ssl"] is True
+
+
+def test_cluster_uses_the_cluster_client():
+    config = _cache({"REDIS_CLUSTER_NODES": "10.0.0.1:7000,10.0.0.2:7000"})
+    assert config["OPTIONS"]["CLIENT_CLASS"] == "productsite.redis_cluster.ClusterClient"
+    assert config["OPTIONS"]["CONNECTION_FACTORY"] == "productsite.redis_cluster.ClusterConnectionFactory"
+    assert config["OPTIONS"]["CLUSTER_NODES"] == [("10.0.0.1", 7000), ("10.0.0.2", 7000)]
+    assert config["LOCATION"] == ["redis://10.0.0.1:7000/0"]
+
+
+UNREACHABLE = [
+    {"REDIS_CLUSTER_NODES": "127.0.0.1:{port}"},
+    {"REDIS_SENTINELS": "127.0.0.1:{port},127.0.0.1:{port2}", "REDIS_SENTINEL_MASTER": "nowhere"},
+]
+
+
+@pytest.mark.parametrize("environ", UNREACHABLE, ids=["cluster", "sentinels"])
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_topology_costs_a_database_read_not_an_error(environ, settings, anon_client):
+    ports = {"port": free_port(), "port2": free_port()}
+    environ = {k: v.format(**ports) for k, v in environ.items()}
+    settings.CACHES = {**settings.CACHES, "default": _cache(environ)}
+    reset_breaker()
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    reset_breaker()
+    started = time.monotonic()
+    response = anon_client.get("/api/products/Mug/")
+    waited = time.monotonic() - started
+    assert response.status_code == 200 and response["X-Cache"] == "MISS"
+    # Bounded by the socket timeouts, not by redis-py's retries with back-off.
+    assert waited < 1.0, f"a request waited {waited:.2f}s for an unreachable Redis"
+    assert cache.status() == "down"
+    reset_breaker()
+
+
+def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    environment = server_env(**env)
+    environment.pop("REDIS_URL")
+    return subprocess.run(
+        [sys.executable, *args], cwd=BASE_DIR, env=environment, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_manage_py_check_names_the_mistake_without_a_traceback():
+    result = _run(["manage.py", "check"], REDIS_CLUSTER_NODES="127.0.0.1:7000,127.0.0.1")
+    assert result.returncode != 0
+    assert "products.E022" in result.stderr and "entry 2 ('127.0.0.1')" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_gunicorn_refuses_to_serve_a_bad_configuration():
+    result = _run(
+        [
+            "-m",
+            "gunicorn",
+            "productsite.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{free_port()}",
+            "--workers",
+            "1",
+        ],
+        REDIS_SENTINELS="127.0.0.1:26379",
+    )
+    assert result.returncode != 0
+    assert "products.E023" in result.stderr and "App failed to load" in result.stderr
+    assert "Traceback" not in result.stderr

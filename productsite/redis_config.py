@@ -1,0 +1,306 @@
+"""Which Redis the service uses, read from the environment: one server, Sentinel or Cluster.
+
+Exactly one of:
+
+* ``REDIS_URL`` (default ``redis://127.0.0.1:6379/0``; ``rediss://`` for TLS);
+* ``REDIS_SENTINELS=host:port,...`` with ``REDIS_SENTINEL_MASTER=name``
+  (optional ``REDIS_SENTINEL_PASSWORD``);
+* ``REDIS_CLUSTER_NODES=host:port,...`` (any subset of the cluster's nodes).
+
+Beside Sentinel or Cluster, ``REDIS_URL`` may still be given for what those
+lists cannot say: ``rediss://`` (TLS), the username and password of the
+data nodes, and (Sentinel only) the database number; its host and port are
+not used then.
+
+Bad values never raise here: settings.py must import so that ``manage.py
+check`` can report them. They are collected as :class:`Problem` (plain data)
+and ``products.checks`` turns each into a system-check error with its id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
+
+# host:port, host a name, IPv4 or [IPv6]; the port 1..65535.
+_HOST_PORT = re.compile(r"^(?:\[(?P<ip6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]{1,5})$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration mistake; products.checks reports it as an Error with ``id``."""
+
+    id: str
+    msg: str
+    hint: str
+
+
+@dataclass(frozen=True)
+class RedisTopology:
+    kind: str  # SINGLE, SENTINEL or CLUSTER
+    url: str  # REDIS_URL (for SENTINEL/CLUSTER: scheme, credentials, db only)
+    nodes: tuple[tuple[str, int], ...] = ()  # the sentinels, or the cluster's startup nodes
+    master: str = ""  # the Sentinel service name
+    sentinel_password: str = field(default="", repr=False)
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "rediss"
+
+    def describe(self) -> str:
+        """Say where Redis is expected, without any password (for messages)."""
+        nodes = ",".join(f"{h}:{p}" for h, p in self.nodes)
+        if self.kind == SENTINEL:
+            return f"Sentinel master {self.master!r} via {nodes} (REDIS_SENTINELS)"
+        if self.kind == CLUSTER:
+            return f"Redis Cluster via {nodes} (REDIS_CLUSTER_NODES)"
+        parts = urlsplit(self.url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        return f"{parts.scheme}://{netloc}{parts.path} (REDIS_URL)"
+
+
+def read_topology(environ: Mapping[str, str]) -> RedisTopology:
+    """Read the Redis variables from ``environ``; mistakes go into ``problems``."""
+    url = environ.get("REDIS_URL", "").strip()
+    sentinels = environ.get("REDIS_SENTINELS")
+    cluster = environ.get("REDIS_CLUSTER_NODES")
+    master = environ.get("REDIS_SENTINEL_MASTER", "").strip()
+    problems: list[Problem] = []
+
+    problems += _url_problems(url or DEFAULT_URL)
+    if sentinels is not None and cluster is not None:
+        # Nothing else is worth saying until one of them goes.
+        problems.append(
+            Problem(
+                "products.E020",
+                "REDIS_SENTINELS and REDIS_CLUSTER_NODES are both set.",
+                "Set exactly one: Sentinel (REDIS_SENTINELS + REDIS_SENTINEL_MASTER), "
+                "Redis Cluster (REDIS_CLUSTER_NODES), or one server (REDIS_URL).",
+            )
+        )
+        return RedisTopology(kind=SINGLE, url=url or DEFAULT_URL, problems=tuple(problems))
+
+    if sentinels is not None:
+        nodes, node_problems = _parse_nodes("REDIS_SENTINELS", sentinels)
+        problems += node_problems
+        if not master:
+            problems.append(
+                Problem(
+                    "products.E023",
+                    "REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not.",
+                    "Set REDIS_SENTINEL_MASTER to the master's name in the sentinels' "
+                    "configuration (sentinel monitor <name> ...), e.g. mymaster.",
+                )
+            )
+        kind = SENTINEL
+    elif cluster is not None:
+        nodes, node_problems = _parse_nodes("REDIS_CLUSTER_NODES", cluster)
+        problems += node_problems
+        if url and _db_number(url) not in (None, 0):
+            problems.append(
+                Problem(
+                    "products.E025",
+                    f"REDIS_URL names database {_db_number(url)}, but Redis Cluster has only database 0.",
+                    "Beside REDIS_CLUSTER_NODES, REDIS_URL carries only the scheme and credentials: "
+                    "drop the database number (or use /0).",
+                )
+            )
+        kind = CLUSTER
+    else:
+        nodes = ()
+        kind = SINGLE
+        if master or environ.get("REDIS_SENTINEL_PASSWORD"):
+            problems.append(
+                Problem(
+                    "products.E023",
+                    "REDIS_SENTINEL_MASTER or REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not.",
+                    "Set REDIS_SENTINELS=host:port,... to use Sentinel, or unset the Sentinel variables.",
+                )
+            )
+    return RedisTopology(
+        kind=kind,
+        url=url or DEFAULT_URL,
+        nodes=tuple(nodes),
+        master=master,
+        sentinel_password=environ.get("REDIS_SENTINEL_PASSWORD", ""),
+        problems=tuple(problems),
+    )
+
+
+def _parse_nodes(variable: str, value: str) -> tuple[list[tuple[str, int]], list[Problem]]:
+    entries = [part.strip() for part in value.split(",")]
+    if not any(entries):
+        return [], [
+            Problem(
+                "products.E021",
+                f"{variable} is set but lists no node.",
+                f"Give {variable}=host:port,host:port,... or unset it.",
+            )
+        ]
+    nodes, problems = [], []
+    for position, entry in enumerate(entries, start=1):
+        match = _HOST_PORT.match(entry)
+        port = int(match["port"]) if match else 0
+        if not match or not 1 <= port <= 65535:
+            problems.append(
+                Problem(
+                    "products.E022",
+                    f"{variable}: entry {position} ({entry!r}) is not host:port.",
+                    "Write each node as host:port (IPv6 as [addr]:port), separated by commas, "
+                    "with a port from 1 to 65535.",
+                )
+            )
+            continue
+        nodes.append((match["ip6"] or match["host"], port))
+    return nodes, problems
+
+
+def _db_number(url: str) -> int | None:
+    path = urlsplit(url).path.strip("/")
+    return int(path) if path.isdigit() else None
+
+
+def _url_problems(url: str) -> list[Problem]:
+    parts = urlsplit(url)
+    path = parts.path.strip("/")
+    try:
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+        bad_port = False
+    except ValueError:
+        bad_port = True
+    if parts.scheme not in ("redis", "rediss", "unix") or bad_port or (path and not path.isdigit()):
+        return [
+            Problem(
+                "products.E024",
+                "REDIS_URL is not a Redis URL.",
+                "Use redis://[:password@]host:port/db (rediss:// for TLS), e.g. " + DEFAULT_URL + ".",
+            )
+        ]
+    return []
+
+
+# --- CACHES['default'] for django-redis ---------------------------------------
+
+
+def cache_settings(
+    topology: RedisTopology,
+    *,
+    key_prefix: str,
+    timeout: int,
+    socket_timeout: float,
+    max_connections: int,
+) -> dict:
+    """Return ``CACHES['default']`` for the topology (django-redis in every case).
+
+    A topology with problems still gets a configuration (one server at the
+    default URL) so that settings import and ``manage.py check`` can say what
+    is wrong; productsite.wsgi refuses to serve it.
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    options: dict = {
+        "SOCKET_CONNECT_TIMEOUT": socket_timeout,
+        "SOCKET_TIMEOUT": socket_timeout,
+        # No retries: products.cache decides what a failure means (circuit
+        # breaker), so one failure must cost one timeout.
+        "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 0), "max_connections": max_connections},
+    }
+    config = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "KEY_PREFIX": key_prefix,
+        "TIMEOUT": timeout,
+        "OPTIONS": options,
+    }
+    if topology.problems or topology.kind == SINGLE:
+        options["CLIENT_CLASS"] = "django_redis.client.DefaultClient"
+        config["LOCATION"] = DEFAULT_URL if topology.problems else topology.url
+    elif topology.kind == SENTINEL:
+        config["LOCATION"] = [_sentinel_location(topology)]
+        options.update(
+            CLIENT_CLASS="django_redis.client.SentinelClient",
+            CONNECTION_FACTORY="django_redis.pool.SentinelConnectionFactory",
+            SENTINELS=list(topology.nodes),
+            SENTINEL_KWARGS=_sentinel_kwargs(topology, socket_timeout),
+        )
+        if topology.tls:
+            # SentinelConnectionPool.from_url would otherwise take rediss://
+            # to mean a plain SSLConnection to the *service name* as a host.
+            from redis.sentinel import SentinelManagedSSLConnection
+
+            options["CONNECTION_POOL_KWARGS"]["connection_class"] = SentinelManagedSSLConnection
+    else:
+        host, port = topology.nodes[0]
+        config["LOCATION"] = [_node_url(topology.url, host, port)]
+        options.update(
+            CLIENT_CLASS="productsite.redis_cluster.ClusterClient",
+            CONNECTION_FACTORY="productsite.redis_cluster.ClusterConnectionFactory",
+            CLUSTER_NODES=list(topology.nodes),
+        )
+    return config
+
+
+def _credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return ""
+    user = quote(unquote(parts.username or ""), safe="")
+    password = quote(unquote(parts.password or ""), safe="")
+    return f"{user}:{password}@" if password else f"{user}@"
+
+
+def _sentinel_location(topology: RedisTopology) -> str:
+    # django-redis's SentinelConnectionFactory reads the service name from
+    # the URL's host. One URL only, the master's: the SentinelClient would
+    # otherwise read from a replica, whose lag could return a value that an
+    # invalidation has already deleted on the master.
+    scheme = "rediss" if topology.tls else "redis"
+    return f"{scheme}://{_credentials(topology.url)}{topology.master}/{_db_number(topology.url) or 0}"
+
+
+def _sentinel_kwargs(topology: RedisTopology, socket_timeout: float) -> dict:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # The sentinels get the data connections' bounds: redis-py's default
+    # retries with back-off made one request wait 3-5 s when no sentinel answered.
+    kwargs: dict = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if topology.sentinel_password:
+        kwargs["password"] = topology.sentinel_password
+    if topology.tls:
+        kwargs["ssl"] = True
+    return kwargs
+
+
+def _node_url(url: str, host: str, port: int) -> str:
+    scheme = "rediss" if urlsplit(url).scheme == "rediss" else "redis"
+    netloc = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{_credentials(url)}{netloc}:{port}/0"
+
+
+def exit_on_problems(topology: RedisTopology) -> None:
+    """Refuse to serve a bad Redis configuration: print each problem with its id, exit 4.
+
+    gunicorn runs no system checks; exit status 4 makes its arbiter stop with
+    "App failed to load" instead of serving with a cache it was not told to use.
+    """
+    if not topology.problems:
+        return
+    import sys
+
+    for problem in topology.problems:
+        print(f"{problem.id}: {problem.msg}\n\tHINT: {problem.hint}", file=sys.stderr)
+    raise SystemExit(4)
