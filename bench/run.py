@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Side-by-side benchmark: the service against the references it must beat.
 
-One command (see README, "Performance")::
+One command (see docs/performance.md)::
 
     .venv/bin/python bench/run.py            # full run, ~5 minutes
     .venv/bin/python bench/run.py --quick    # 1 round of 3 s runs, for a smoke check
@@ -256,7 +256,7 @@ def add_cluster_service(available: dict, order: list, template: Server, prefix: 
     ``service`` except the Redis: REDIS_CLUSTER_NODES instead of REDIS_URL.
     """
     sys.path.insert(0, str(ROOT))
-    from products.tests.redis_topologies import Cluster
+    from products.tests.support.redis_topologies import Cluster
 
     say("Starting a 3-master Redis Cluster (no replicas)")
     cluster = Cluster(masters=3, replicas=0)
@@ -344,8 +344,8 @@ def scenarios(run_id: str, token: str) -> list[Scenario]:
             baseline="flask",
         ),
         Scenario(
-            "hot_seed",
-            "one hot name, GET /products/{name} (seed route)",
+            "hot_legacy",
+            "one hot name, GET /products/{name} (legacy route)",
             {"flask": f"/products/{HOT}", "service": f"/products/{HOT}"},
             baseline="flask",
         ),
@@ -701,7 +701,7 @@ def main() -> int:
                 prefix(vname),
             )
             for scenario in order:
-                if scenario.key in ("hot_api", "hot_seed", "random_cold"):
+                if scenario.key in ("hot_api", "hot_legacy", "random_cold"):
                     scenario.paths[vname] = scenario.paths["service"]
         if opts.only:
             keep = set(opts.only.split(","))

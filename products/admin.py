@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from .forms import ProductForm
 from .models import Product
-from .services import product_export_chunks
+from .services.exporting import product_export_chunks
 
 
 class InStockFilter(admin.SimpleListFilter):

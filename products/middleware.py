@@ -47,7 +47,7 @@ class RequestLogMiddleware:
 
 
 def log_request(method: str, path: str, status: int | str, started: float, cache: str) -> None:
-    """Write the request's log line (also used by products.fastpath)."""
+    """Write the request's log line (also used by productsite.fastpath)."""
     if logger.isEnabledFor(logging.INFO):
         fields = {
             "method": method,

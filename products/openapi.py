@@ -71,9 +71,11 @@ class TokenAuthScheme(TokenScheme):
 
 # --- Prices -----------------------------------------------------------------------
 
+_WHOLE = validators.PRICE_WHOLE_DIGITS
+_PLACES = validators.PRICE_DECIMAL_PLACES
 PRICE_OUT = {
     "type": "string",
-    "pattern": r"^[0-9]{1,10}\.[0-9]{2}$",
+    "pattern": rf"^[0-9]{{1,{_WHOLE}}}\.[0-9]{{{_PLACES}}}$",
     "example": "12.50",
 }
 # In: a string, or a number. No multipleOf on the number: validators compute
@@ -81,7 +83,7 @@ PRICE_OUT = {
 # places" stays in the description (and the server answers 400).
 PRICE_IN = {
     "oneOf": [
-        {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,2})?$"},
+        {"type": "string", "pattern": rf"^[0-9]{{1,{_WHOLE}}}(\.[0-9]{{1,{_PLACES}}})?$"},
         {"type": "number", "minimum": 0, "maximum": float(validators.PRICE_MAX)},
     ],
     "example": "12.50",
@@ -95,10 +97,10 @@ class PriceFieldSchema(OpenApiSerializerFieldExtension):
 
     def map_serializer_field(self, auto_schema, direction):
         if direction == "response":
-            return {**PRICE_OUT, "description": "Decimal with exactly 2 places, as a string."}
+            return {**PRICE_OUT, "description": f"Decimal with exactly {_PLACES} places, as a string."}
         return {
             **PRICE_IN,
-            "description": "Decimal >= 0 with at most 2 places and 10 digits before the point; "
+            "description": f"Decimal >= 0 with at most {_PLACES} places and {_WHOLE} digits before the point; "
             'a string ("12.50", exact) or a JSON number.',
         }
 

@@ -10,14 +10,12 @@ fields, errors and auth are mapped for generated clients: products/openapi.py.
 
 from __future__ import annotations
 
-from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
-    extend_schema_serializer,
     extend_schema_view,
     inline_serializer,
 )
@@ -26,11 +24,12 @@ from rest_framework import serializers
 from . import validators
 from .openapi import ValidationErrorSerializer
 from .serializers import (
+    LegacyProductEnvelopeSerializer,
+    LegacyProductSerializer,
     ProductSerializer,
-    SeedProductEnvelopeSerializer,
-    SeedProductSerializer,
     StockChangeSerializer,
 )
+from .validators import PRICE_MAX
 
 # --- Bodies ----------------------------------------------------------------------
 
@@ -159,7 +158,7 @@ def _price_bound(name: str, description: str) -> OpenApiParameter:
     # django-filter says "number"; the bounds are ours (outside them: 400).
     return OpenApiParameter(
         name,
-        {"type": "number", "minimum": 0, "maximum": 9999999999.99},
+        {"type": "number", "minimum": 0, "maximum": float(PRICE_MAX)},
         OpenApiParameter.QUERY,
         description=description,
     )
@@ -252,16 +251,13 @@ product_viewset_schema = extend_schema_view(
 )
 
 # The original Flask service's routes, kept for its clients: "legacy" (the
-# components too: generated clients name their models after them).
-extend_schema_serializer(component_name="LegacyProduct")(SeedProductSerializer)
-extend_schema_serializer(component_name="LegacyProductEnvelope")(SeedProductEnvelopeSerializer)
-
+# components too, LegacyProduct*: generated clients name their models after them).
 legacy_create_schema = extend_schema(
     operation_id="legacy_products_create",
     summary="Create a product (legacy route of the original Flask service)",
     description="Prefer `POST /api/products/`. Same rules; answers in the original service's envelope.",
-    request=SeedProductSerializer,
-    responses={201: SeedProductEnvelopeSerializer, 409: R409_NAME, **WRITE_ERRORS},
+    request=LegacyProductSerializer,
+    responses={201: LegacyProductEnvelopeSerializer, 409: R409_NAME, **WRITE_ERRORS},
     parameters=[location(201), RETRY_AFTER],
     examples=CREATE_EXAMPLES,
     tags=["legacy"],
@@ -271,7 +267,7 @@ legacy_retrieve_schema = extend_schema(
     operation_id="legacy_products_retrieve",
     summary="Read a product (legacy route of the original Flask service, cached)",
     description="Prefer `GET /api/products/{name}/`. Same cache; the original service's envelope.",
-    responses={200: SeedProductEnvelopeSerializer, 304: R304, 404: R404, **READ_ERRORS},
+    responses={200: LegacyProductEnvelopeSerializer, 304: R304, 404: R404, **READ_ERRORS},
     parameters=[NAME, IF_NONE_MATCH, etag(200, 304), x_cache(200, 304), RETRY_AFTER],
     tags=["legacy"],
 )
@@ -297,34 +293,3 @@ health_schema = extend_schema(
     auth=[],
     tags=["health"],
 )
-
-
-_annotated = False
-
-
-def annotate_views() -> None:
-    """Apply the declarations above to the views, once.
-
-    Applied when the first schema is generated (ProductSchemaGenerator)
-    rather than as decorators in views.py: decorating imports drf-spectacular's
-    generator (and through it django.test, jinja2, PyYAML...), several MiB in
-    every server process that never serves a schema.
-    """
-    global _annotated
-    if not _annotated:
-        from . import views
-
-        del views.ProductViewSet.schema  # None in views.py; back to the default
-        product_viewset_schema(views.ProductViewSet)
-        legacy_create_schema(views.SeedProductListView.post)
-        legacy_retrieve_schema(views.SeedProductDetailView.get)
-        health_schema(views.HealthView.get)
-        _annotated = True
-
-
-class ProductSchemaGenerator(SchemaGenerator):
-    """drf-spectacular's generator, with the views' declarations applied first."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        annotate_views()
-        super().__init__(*args, **kwargs)

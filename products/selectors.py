@@ -38,7 +38,7 @@ def product_representation(
     }
 
 
-def seed_shape(product: dict) -> dict:
+def legacy_shape(product: dict) -> dict:
     """Return the original Flask service's body for a product representation."""
     return {
         "type": "Product",

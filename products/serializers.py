@@ -86,7 +86,7 @@ class NameField(serializers.CharField):
         "minLength": 1,
         "maxLength": validators.NAME_MAX_LENGTH,
         # Something other than whitespace, no "/" and no control characters.
-        "pattern": r"^[^/\x00-\x1f\x7f-\x9f]*[^/\s\x00-\x1f\x7f-\x9f][^/\x00-\x1f\x7f-\x9f]*$",
+        "pattern": validators.NAME_SCHEMA_PATTERN,
         # What Swagger's "Try it out" fills in (else a string made from the pattern).
         "example": "Blue mug",
     }
@@ -159,7 +159,7 @@ class StockChangeSerializer(RefuseUnknownFields, serializers.Serializer):
     )
 
 
-class SeedProductSerializer(serializers.Serializer):
+class LegacyProductSerializer(serializers.Serializer):
     """The original Flask service's product body: name, price, quantity."""
 
     name = name_field()
@@ -167,9 +167,9 @@ class SeedProductSerializer(serializers.Serializer):
     quantity = QuantityField(required=False, default=0)
 
 
-class SeedProductEnvelopeSerializer(serializers.Serializer):
+class LegacyProductEnvelopeSerializer(serializers.Serializer):
     """The original service's read body."""
 
     type = serializers.CharField(default="Product")
     count = serializers.IntegerField(default=1)
-    attributes = SeedProductSerializer()
+    attributes = LegacyProductSerializer()

@@ -40,6 +40,13 @@ def _log_fail_open(scope: str) -> None:
     )
 
 
+def reset() -> None:
+    """Forget when this process last logged a fail-open warning (for tests)."""
+    global _fail_open_logged_at
+    with _fail_open_lock:
+        _fail_open_logged_at = float("-inf")
+
+
 def parse_rate(rate: str) -> tuple[int, int]:
     """Return (requests, window seconds) for a rate such as "100/minute"."""
     count, period = rate.split("/")
@@ -85,7 +92,9 @@ class _FixedWindowThrottle(BaseThrottle):
         return self._wait
 
 
-class AnonRateThrottle(_FixedWindowThrottle):
+class AnonymousFixedWindowThrottle(_FixedWindowThrottle):
+    """Count an anonymous client's requests per address in a Redis fixed window (scope "anon")."""
+
     scope = "anon"
 
     def ident(self, request) -> str | None:
@@ -94,7 +103,9 @@ class AnonRateThrottle(_FixedWindowThrottle):
         return self.get_ident(request)
 
 
-class UserRateThrottle(_FixedWindowThrottle):
+class UserFixedWindowThrottle(_FixedWindowThrottle):
+    """Count an authenticated user's requests in a Redis fixed window (scope "user")."""
+
     scope = "user"
 
     def ident(self, request) -> str | None:

@@ -14,12 +14,21 @@ from decimal import Decimal, InvalidOperation
 from django.core.exceptions import ValidationError
 
 NAME_MAX_LENGTH = 200
-PRICE_MAX_DIGITS = 12  # 10 before the point, 2 after
+# C0 and C1 control characters and DEL: never in a name.
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+# A name as one URL path segment (the URLconf, the views' lookup, the fast
+# path): no "/", no control characters.
+NAME_URL_PATTERN = rf"[^/{_CONTROL}]+"
+# The same for the OpenAPI schema, which also says "not only whitespace".
+NAME_SCHEMA_PATTERN = rf"^[^/{_CONTROL}]*[^/\s{_CONTROL}][^/{_CONTROL}]*$"
+
+PRICE_MAX_DIGITS = 12
 PRICE_DECIMAL_PLACES = 2
-PRICE_MAX = Decimal("9999999999.99")
+PRICE_WHOLE_DIGITS = PRICE_MAX_DIGITS - PRICE_DECIMAL_PLACES
+PRICE_MAX = Decimal(10) ** PRICE_WHOLE_DIGITS - Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)  # 9999999999.99
 # The largest value every supported database stores in an integer column.
 QUANTITY_MAX = 2_147_483_647
-_CENT = Decimal("0.01")
+_CENT = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
 INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only, unlike int()
 _NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
@@ -28,8 +37,7 @@ DUPLICATE_NAME_MESSAGE = "A product with this name already exists."
 # The fields a client sets; everything else in a write body is refused.
 WRITABLE_FIELDS = ("name", "price", "quantity")
 
-# C0 and C1 control characters and DEL.
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_CHARS = re.compile(f"[{_CONTROL}]")
 
 
 def check_name_length(value: str) -> None:
@@ -97,11 +105,13 @@ def clean_price(value: object) -> Decimal:
         raise ValidationError("Price must be greater than or equal to 0.", code="min_value")
     if price > PRICE_MAX:
         raise ValidationError(
-            "Price must have at most 10 digits before the decimal point.",
+            f"Price must have at most {PRICE_WHOLE_DIGITS} digits before the decimal point.",
             code="max_whole_digits",
         )
     if price != price.quantize(_CENT):
-        raise ValidationError("Price must have at most 2 decimal places.", code="max_decimal_places")
+        raise ValidationError(
+            f"Price must have at most {PRICE_DECIMAL_PLACES} decimal places.", code="max_decimal_places"
+        )
     # "-0" is zero: store and show it as 0.00, never -0.00.
     return abs(price).quantize(_CENT) if price == 0 else price.quantize(_CENT)
 

@@ -1,7 +1,7 @@
 """Thin views: the products viewset, the original service's routes, health.
 
 Their OpenAPI declarations live in products/schema.py and are applied when a
-schema is generated (products.schema.annotate_views), so serving requests
+schema is generated (productsite.schema_generator), so serving requests
 never imports drf-spectacular's generator.
 """
 
@@ -19,18 +19,20 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from . import cache, services
+from . import cache
 from .conditional import etag_matches, make_etag
 from .exceptions import InsufficientStockConflict, PreconditionFailed, StockOutOfRangeConflict
 from .filters import ProductFilter
 from .models import Product
 from .permissions import ProductPermissions
-from .selectors import product_json, representations, seed_shape
+from .selectors import legacy_shape, product_json, representations
 from .serializers import (
+    LegacyProductSerializer,
     ProductSerializer,
-    SeedProductSerializer,
     StockChangeSerializer,
 )
+from .services import stock
+from .validators import NAME_URL_PATTERN
 
 
 def _etag_of(representation: dict) -> str:
@@ -93,11 +95,11 @@ class ProductViewSet(viewsets.ModelViewSet):
     lookup_field = "name"
     # No control characters: such a name cannot exist, and some databases
     # refuse NUL in a query (a 404 from the router instead of a 500).
-    lookup_value_regex = "[^/\x00-\x1f\x7f-\x9f]+"
+    lookup_value_regex = NAME_URL_PATTERN
     filterset_class = ProductFilter
     ordering_fields = ["name", "price", "quantity", "created_at", "updated_at"]
     ordering = ["name"]
-    # None until products.schema.annotate_views declares it: the router reads
+    # None until productsite.schema_generator declares it: the router reads
     # every attribute, and the default would load drf-spectacular's generator.
     schema = None
 
@@ -161,12 +163,12 @@ class ProductViewSet(viewsets.ModelViewSet):
         serializer = StockChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            product = services.adjust_stock(name=name, delta=serializer.validated_data["delta"])
+            product = stock.adjust_stock(name=name, delta=serializer.validated_data["delta"])
         except Product.DoesNotExist:
             raise NotFound() from None
-        except services.InsufficientStock:
+        except stock.InsufficientStock:
             raise InsufficientStockConflict() from None
-        except services.StockOverflow:
+        except stock.StockOverflow:
             # Like going below zero: a conflict with the stored quantity, not bad input.
             raise StockOutOfRangeConflict() from None
         data = ProductSerializer(product).data
@@ -175,41 +177,41 @@ class ProductViewSet(viewsets.ModelViewSet):
         return response
 
 
-class SeedProductListView(APIView):
+class LegacyProductListView(APIView):
     """``POST /products``: the original service's create route."""
 
     queryset = Product.objects.all()
-    serializer_class = SeedProductSerializer
+    serializer_class = LegacyProductSerializer
     permission_classes = [ProductPermissions]
 
     def post(self, request: Request):
         serializer = ProductSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         product = serializer.save()
-        response = Response(seed_shape(serializer.data), status=status.HTTP_201_CREATED)
-        response["Location"] = product_location(request, "seed-product-detail", product.name)
+        response = Response(legacy_shape(serializer.data), status=status.HTTP_201_CREATED)
+        response["Location"] = product_location(request, "legacy-product-detail", product.name)
         return response
 
 
-class SeedProductDetailView(APIView):
+class LegacyProductDetailView(APIView):
     """``GET /products/{name}``: the original service's read route, same cache."""
 
     queryset = Product.objects.all()
-    serializer_class = SeedProductSerializer
+    serializer_class = LegacyProductSerializer
     permission_classes = [ProductPermissions]
 
     def get(self, request: Request, name: str):
         cached = cache.get_product(name, product_json)
         if cached is None:
             raise NotFound()
-        return cached_product_response(request, cached, shape=seed_shape)
+        return cached_product_response(request, cached, shape=legacy_shape)
 
 
 class HealthView(APIView):
     """Report database and cache reachability; 503 when the database is down."""
 
     # A class, not @api_view: api_view loads the schema class (drf-spectacular's
-    # generator) at import; products.schema.annotate_views declares it later.
+    # generator) at import; productsite.schema_generator declares it later.
     authentication_classes: list = []
     permission_classes: list = []
     throttle_classes: list = []

@@ -26,7 +26,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # whitenoise serves the apps' static files through the finders (as runserver
 # does) instead of from a STATIC_ROOT that does not exist. The production path
 # (collectstatic into a compressed manifest, DEBUG off) is tested in a
-# subprocess by products/tests/test_api_production.py.
+# subprocess by products/tests/test_deployment_production.py.
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True

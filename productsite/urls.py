@@ -6,6 +6,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.routers import DefaultRouter
 
 from products import views
+from products.validators import NAME_URL_PATTERN
 
 
 def _docs_view(name: str, **initkwargs):
@@ -44,11 +45,11 @@ urlpatterns = [
     path("api-auth/", include("rest_framework.urls")),
     path("health/", views.health, name="health"),
     # The original Flask service's routes, kept working.
-    path("products", views.SeedProductListView.as_view(), name="seed-product-list"),
+    path("products", views.LegacyProductListView.as_view(), name="legacy-product-list"),
     re_path(
-        r"^products/(?P<name>[^/\x00-\x1f\x7f-\x9f]+)$",
-        views.SeedProductDetailView.as_view(),
-        name="seed-product-detail",
+        rf"^products/(?P<name>{NAME_URL_PATTERN})$",
+        views.LegacyProductDetailView.as_view(),
+        name="legacy-product-detail",
     ),
     path("admin/", admin.site.urls),
 ]

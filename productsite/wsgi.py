@@ -20,9 +20,10 @@ from productsite.redis_config import exit_on_problems  # noqa: E402
 
 exit_on_problems(settings.REDIS_TOPOLOGY)
 
-# Anonymous JSON product reads are answered before Django's machinery (same
-# headers, throttle and cache); everything else goes to Django unchanged.
-from products.fastpath import FastProductReads  # noqa: E402  (needs django.setup())
+# Anonymous JSON product reads are answered in front of Django (same headers,
+# throttle and cache) when the configuration is the one the fast path mirrors;
+# everything else goes to Django unchanged.
+from productsite.fastpath import FastProductReads  # noqa: E402  (needs django.setup())
 
 application = FastProductReads(application)
 

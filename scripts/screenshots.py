@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Take the README's screenshots: admin product list, browsable API detail, API docs.
+"""Take the screenshots in docs/development.md: admin product list, browsable API detail, API docs.
 
 Starts the service on a throwaway SQLite database (in a temp dir) with the
 running Redis (a key prefix of its own, deleted at the end), seeds a few

@@ -42,6 +42,8 @@ fi
 say "ruff check and ruff format --check"
 "$VENV/bin/ruff" check --quiet . || die "ruff check found problems (run: .venv/bin/ruff check --fix .)"
 "$VENV/bin/ruff" format --check --quiet . || die "files need formatting (run: .venv/bin/ruff format .)"
+say "lint-imports (layering contracts in setup.cfg)"
+"$VENV/bin/lint-imports" --no-cache >/dev/null || die "an import breaks the layering (run: .venv/bin/lint-imports)"
 
 # --- SQLite, then PostgreSQL ------------------------------------------------
 status=0

@@ -190,8 +190,8 @@ def test_location_of_dot_names_points_at_the_product(editor_client, anon_client,
     assert response["Location"].endswith("/api/products/" + "%2E" * len(name) + "/")
     path = response["Location"].split("://", 1)[1].split("/", 1)[1]
     assert anon_client.get("/" + path).json()["name"] == name
-    seed = editor_client.post("/products", {"name": name + "x", "price": 1}, format="json")
-    assert seed["Location"].endswith("/products/" + name + "x")
+    legacy = editor_client.post("/products", {"name": name + "x", "price": 1}, format="json")
+    assert legacy["Location"].endswith("/products/" + name + "x")
 
 
 def test_negative_zero_price_is_zero_and_its_etag_holds(editor_client, anon_client):

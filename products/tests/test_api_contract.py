@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import manage
+from .support.processes import manage
 
 HERE = Path(__file__).resolve().parent
 

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from .conftest import manage, server_env
+from .support.processes import manage, server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

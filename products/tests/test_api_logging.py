@@ -9,7 +9,7 @@ import pytest
 
 from products.middleware import format_fields
 
-from .conftest import manage, server_env
+from .support.processes import manage, server_env
 
 pytestmark = pytest.mark.django_db
 

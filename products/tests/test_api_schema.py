@@ -74,8 +74,8 @@ def test_stock_request_and_health_bodies(schema):
     assert body["required"] == ["delta"] and body["properties"]["delta"]["type"] == "integer"
     health = components["Health"]["properties"]
     assert set(health) == {"database", "cache"}
-    seed = components["LegacyProductEnvelope"]["properties"]
-    assert set(seed) == {"type", "count", "attributes"}
+    legacy = components["LegacyProductEnvelope"]["properties"]
+    assert set(legacy) == {"type", "count", "attributes"}
 
 
 def test_headers_and_auth_schemes(schema):

@@ -9,7 +9,7 @@ from rest_framework.authtoken.models import Token
 
 from products import token_cache
 
-from .conftest import token_client
+from .support.users import token_client
 
 pytestmark = pytest.mark.django_db
 

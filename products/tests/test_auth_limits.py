@@ -153,7 +153,7 @@ def test_failed_logins_fail_open_when_redis_is_down(anon_client, owner, limits, 
 
 @pytest.mark.slow
 def test_the_limit_is_shared_by_gunicorn_workers(sqlite_gunicorn):
-    from .conftest import manage
+    from .support.processes import manage
 
     prefix = f"{django_settings.CACHES['default']['KEY_PREFIX']}:authfail-{uuid.uuid4().hex[:6]}"
     server = sqlite_gunicorn(

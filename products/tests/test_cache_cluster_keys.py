@@ -25,7 +25,7 @@ from products import cache, counters
 from products.models import Product
 from products.selectors import product_json
 
-from .conftest import free_port
+from .support.processes import free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -10,7 +10,8 @@ import requests
 from products import cachekeys
 from products.models import Product
 
-from .conftest import Gunicorn, free_port, server_env
+from .support.gunicorn import Gunicorn
+from .support.processes import free_port, server_env
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

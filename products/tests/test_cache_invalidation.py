@@ -10,9 +10,10 @@ from django.db import connection, migrations, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 
-from products import cache, services
+from products import cache
 from products.models import Product
 from products.selectors import product_json
+from products.services import stock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -73,7 +74,7 @@ def api_stock(p, editor_client, admin_client):
     assert editor_client.post("/api/products/Mug/stock/", {"delta": 4}, format="json").status_code == 200
 
 
-def seed_route_create_after_delete(p, editor_client, admin_client):
+def legacy_route_create_after_delete(p, editor_client, admin_client):
     Product.objects.filter(name="Mug").delete()
     assert (
         editor_client.post("/products", {"name": "Mug", "price": 2, "quantity": 1}, format="json").status_code
@@ -167,7 +168,7 @@ def bulk_update_rename(p, editor_client, admin_client):
 
 
 def service_adjust_stock(p, editor_client, admin_client):
-    services.adjust_stock(name="Mug", delta=-1)
+    stock.adjust_stock(name="Mug", delta=-1)
 
 
 def base_manager_update(p, editor_client, admin_client):
@@ -221,7 +222,7 @@ WRITE_PATHS = [
     api_delete,
     api_rename,
     api_stock,
-    seed_route_create_after_delete,
+    legacy_route_create_after_delete,
     admin_change,
     admin_rename,
     admin_delete,

@@ -22,7 +22,8 @@ from products import applier, cache, cachekeys, outbox, transport
 from products.models import PendingInvalidation, Product
 from products.selectors import product_json
 
-from .conftest import free_port, reset_breaker
+from .support.cache_state import reset_process_state
+from .support.processes import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,9 +38,9 @@ def dead_redis(settings):
         **settings.CACHES,
         "default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{free_port()}/0"},
     }
-    reset_breaker()
+    reset_process_state()
     yield
-    reset_breaker()
+    reset_process_state()
 
 
 def pending() -> list[tuple[list[str], bool]]:

@@ -26,10 +26,9 @@ import pytest
 import requests
 from django.conf import settings
 
-from .conftest import (
+from .support.gunicorn import Gunicorn
+from .support.processes import (
     BASE_DIR,
-    Gunicorn,
-    RedisProcess,
     child_pids,
     connection_owner,
     cpu_seconds,
@@ -37,6 +36,7 @@ from .conftest import (
     manage,
     server_env,
 )
+from .support.redis_server import RedisProcess
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from products import missed as missed_module
 from products.models import Product
 from products.selectors import product_json
 
-from .conftest import manage
+from .support.processes import manage
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""The manage.py commands: import, export, cache warm-up / clear / info, demo data, admin actions."""
+"""The manage.py commands: import, export, cache warm-up / clear / info, demo data."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ import redis
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from products import cache, services
+from products import cache
 from products.models import Product
 from products.selectors import product_json
+from products.services import importing
 
-from .conftest import BASE_DIR, reset_breaker, server_env
+from .support.cache_state import reset_process_state
+from .support.processes import BASE_DIR, server_env
 
 TRICKY = [
     ("Plain", "19.99", 5),
@@ -227,7 +229,7 @@ def test_import_invalidates_a_cached_product(tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_large_import_retires_the_cache_generation(tmp_path, monkeypatch):
-    monkeypatch.setattr(services, "IMPORT_INVALIDATE_BY_NAME_LIMIT", 2)
+    monkeypatch.setattr(importing, "IMPORT_INVALIDATE_BY_NAME_LIMIT", 2)
     for name in ("A", "B", "C"):
         Product.objects.create(name=name, price="1.00", quantity=1)
         cache.get_product(name, product_json)
@@ -315,9 +317,9 @@ def dead_redis(settings):
     caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
     settings.CACHES = caches
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    reset_breaker()
+    reset_process_state()
     yield
-    reset_breaker()
+    reset_process_state()
 
 
 @pytest.mark.parametrize(
@@ -349,44 +351,6 @@ def test_seed_is_deterministic_and_idempotent(db):
 def test_seed_refuses_a_negative_count(db):
     with pytest.raises(CommandError, match="N must be 0 or more"):
         run("seed_products", "-3")
-
-
-# --- Admin actions -------------------------------------------------------------------------------
-
-CHANGELIST = "/admin/products/product/"
-
-
-def test_admin_export_selected_as_csv(admin_client, make_product):
-    mug = make_product("Mug", "3.50", 4)
-    bowl = make_product("Bowl, large", "12.00", 0)
-    make_product("Not selected", "1.00", 1)
-    response = admin_client.post(
-        CHANGELIST, {"action": "export_selected_as_csv", "_selected_action": [mug.pk, bowl.pk]}
-    )
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("text/csv")
-    assert "attachment" in response["Content-Disposition"]
-    body = b"".join(response.streaming_content).decode()
-    assert body == 'name,price,quantity\nMug,3.50,4\n"Bowl, large",12.00,0\n'
-
-
-@pytest.mark.django_db(transaction=True)
-def test_admin_mark_out_of_stock_updates_and_invalidates(admin_client):
-    mug = Product.objects.create(name="Mug", price="3.50", quantity=4)
-    other = Product.objects.create(name="Other", price="1.00", quantity=9)
-    cache.get_product("Mug", product_json)
-    assert cache.get_product("Mug", product_json).hit is True
-
-    response = admin_client.post(
-        CHANGELIST, {"action": "mark_out_of_stock", "_selected_action": [mug.pk]}, follow=True
-    )
-
-    assert response.status_code == 200
-    assert "Marked 1 product(s) out of stock" in response.content.decode()
-    assert Product.objects.get(pk=mug.pk).quantity == 0
-    assert Product.objects.get(pk=other.pk).quantity == 9
-    fresh = cache.get_product("Mug", product_json)
-    assert fresh.hit is False and json.loads(fresh.data)["quantity"] == 0
 
 
 # --- As a user runs them: real processes, exit codes, pipes -----------------------------------------

@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 
 from products.models import Product
 
-from .conftest import manage
+from .support.processes import manage
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

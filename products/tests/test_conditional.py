@@ -14,7 +14,7 @@ def mug(make_product):
     return make_product("Mug", price="1.00", quantity=5)
 
 
-@pytest.mark.parametrize("url", [URL, "/products/Mug"], ids=["api", "seed_route"])
+@pytest.mark.parametrize("url", [URL, "/products/Mug"], ids=["api", "legacy_route"])
 def test_if_none_match_answers_304_from_the_cache(anon_client, url, django_assert_num_queries):
     first = anon_client.get(url)
     etag = first["ETag"]

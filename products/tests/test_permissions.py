@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from products.models import Product
 
-from .conftest import token_client
+from .support.users import token_client
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ WRITES = [
     ("post", "/api/products/Mug/stock/", {"delta": 1}, "change_product", 200),
     ("post", "/products", {"name": "New", "price": 1, "quantity": 1}, "add_product", 201),
 ]
-IDS = ["create", "put", "patch", "delete", "stock", "seed_create"]
+IDS = ["create", "put", "patch", "delete", "stock", "legacy_create"]
 
 
 @pytest.fixture(autouse=True)

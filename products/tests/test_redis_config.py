@@ -15,7 +15,8 @@ from products.checks import check_redis_topology
 from products.models import Product
 from productsite import redis_config
 
-from .conftest import BASE_DIR, free_port, reset_breaker, server_env
+from .support.cache_state import reset_process_state
+from .support.processes import BASE_DIR, free_port, server_env
 
 MALFORMED = [
     ({"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_CLUSTER_NODES": "127.0.0.1:7000"}, "products.E020"),
@@ -122,9 +123,9 @@ def test_an_unreachable_topology_costs_a_database_read_not_an_error(environ, set
     ports = {"port": free_port(), "port2": free_port()}
     environ = {k: v.format(**ports) for k, v in environ.items()}
     settings.CACHES = {**settings.CACHES, "default": _cache(environ)}
-    reset_breaker()
+    reset_process_state()
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
-    reset_breaker()
+    reset_process_state()
     started = time.monotonic()
     response = anon_client.get("/api/products/Mug/")
     waited = time.monotonic() - started
@@ -132,7 +133,7 @@ def test_an_unreachable_topology_costs_a_database_read_not_an_error(environ, set
     # Bounded by the socket timeouts, not by redis-py's retries with back-off.
     assert waited < 1.0, f"a request waited {waited:.2f}s for an unreachable Redis"
     assert cache.status() == "down"
-    reset_breaker()
+    reset_process_state()
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:

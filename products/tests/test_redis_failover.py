@@ -17,8 +17,8 @@ import pytest
 from products import cache
 from products.models import Product
 
-from .conftest import reset_breaker
-from .redis_topologies import DATA_PASSWORD, redis_cluster, redis_sentinel, use_topology, wait_for  # noqa: F401  (fixtures)
+from .support.cache_state import reset_process_state
+from .support.redis_topologies import DATA_PASSWORD, redis_cluster, redis_sentinel, use_topology, wait_for  # noqa: F401  (fixtures)
 from .test_cache_invalidation import read
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -28,7 +28,7 @@ RESUME_WITHIN = 5.0  # seconds from the promotion to the first cache hit (issue 
 
 def switch_to(settings, topology) -> None:
     use_topology(settings, topology.env)
-    reset_breaker()
+    reset_process_state()
     cache.clear()
 
 

@@ -1,6 +1,6 @@
 """The product cache on Redis Sentinel and on Redis Cluster: the same promises as on one server.
 
-Each test runs on both topologies (real processes from redis_topologies.py,
+Each test runs on both topologies (real processes from support/redis_topologies.py,
 started once per session), configured exactly as settings.py configures them
 from REDIS_SENTINELS / REDIS_CLUSTER_NODES. Failovers are in
 test_redis_failover.py.
@@ -22,8 +22,9 @@ from products import cache
 from products.models import Product
 from products.selectors import product_json
 
-from .conftest import manage, reset_breaker
-from .redis_topologies import redis_cluster, redis_sentinel, use_topology  # noqa: F401  (fixtures)
+from .support.cache_state import reset_process_state
+from .support.processes import manage
+from .support.redis_topologies import redis_cluster, redis_sentinel, use_topology  # noqa: F401  (fixtures)
 from .test_cache_invalidation import admin_change, admin_client, api_patch, queryset_update, read  # noqa: F401
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -43,10 +44,10 @@ def topology(request, settings):
     """The Django cache pointed at a Sentinel set or a Redis Cluster, with no product cached."""
     running = request.getfixturevalue(f"redis_{request.param}")
     use_topology(settings, running.env)
-    reset_breaker()
+    reset_process_state()
     cache.clear()
     yield running
-    reset_breaker()
+    reset_process_state()
 
 
 def run(command: str, *args: str) -> str:

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from .conftest import BASE_DIR
+from .support.processes import BASE_DIR
 
 # A worker: load the WSGI application and answer the common requests.
 _WORKER = textwrap.dedent(

@@ -18,8 +18,9 @@ from products.outbox import report_misses_to
 class DataCommand(BaseCommand):
     """A command that works on product data only.
 
-    It skips the system checks (URL conf, templates, ...): they cost ~0.35 s
-    and ~25 MB of start-up and concern the web server, not the data.
+    It skips the system checks (URL conf, templates, ...): they concern the
+    web server, not the data, and cost start-up time and memory
+    (docs/performance.md).
     """
 
     requires_system_checks: list = []

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError, OutputWrapper
 
 from products.fileformats import FORMATS, format_for_path
 from products.models import Product
-from products.services import EXPORT_CHUNK_SIZE, product_export
+from products.services.exporting import EXPORT_CHUNK_SIZE, product_export
 
 from ._common import DataCommand, Progress
 

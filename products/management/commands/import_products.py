@@ -8,7 +8,7 @@ from typing import BinaryIO
 from django.core.management.base import CommandError
 
 from products.fileformats import FORMATS, FileFormatError, format_for_path
-from products.services import IMPORT_BATCH_SIZE, ImportFailed, ImportResult, product_import_file
+from products.services.importing import IMPORT_BATCH_SIZE, ImportFailed, ImportResult, product_import_file
 
 from ._common import DataCommand, Progress
 

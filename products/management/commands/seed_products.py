@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
-from products.services import IMPORT_BATCH_SIZE, seed_products
+from products.services.demo import seed_products
+from products.services.importing import IMPORT_BATCH_SIZE
 
 from ._common import DataCommand, Progress
 

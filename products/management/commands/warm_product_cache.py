@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from products import cache
 from products.models import Product
-from products.services import product_cache_warm
+from products.services.warming import product_cache_warm
 
 from ._common import Progress, redis_down_message
 

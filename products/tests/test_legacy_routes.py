@@ -7,7 +7,7 @@ from products.models import Product
 pytestmark = pytest.mark.django_db
 
 
-def test_seed_create_answers_201_with_the_original_body(editor_client):
+def test_legacy_create_answers_201_with_the_original_body(editor_client):
     response = editor_client.post("/products", {"name": "Lamp", "price": 30, "quantity": 2}, format="json")
     assert response.status_code == 201
     assert response.json() == {
@@ -19,7 +19,7 @@ def test_seed_create_answers_201_with_the_original_body(editor_client):
     assert Product.objects.get(name="Lamp").quantity == 2
 
 
-def test_seed_read_answers_the_original_body_through_the_cache(anon_client, make_product):
+def test_legacy_read_answers_the_original_body_through_the_cache(anon_client, make_product):
     make_product("Lamp", price="19.99", quantity=3)
     first = anon_client.get("/products/Lamp")
     assert first.status_code == 200
@@ -32,17 +32,17 @@ def test_seed_read_answers_the_original_body_through_the_cache(anon_client, make
     second = anon_client.get("/products/Lamp")
     assert second["X-Cache"] == "HIT"
     assert second.json() == first.json()
-    # The API and the seed route share one cache entry.
+    # The API and the legacy route share one cache entry.
     assert anon_client.get("/api/products/Lamp/")["X-Cache"] == "HIT"
 
 
-def test_seed_read_of_unknown_name_is_404_json(anon_client):
+def test_legacy_read_of_unknown_name_is_404_json(anon_client):
     response = anon_client.get("/products/nothing%20here")
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found."}
 
 
-def test_seed_create_shares_the_api_rules(editor_client, make_product):
+def test_legacy_create_shares_the_api_rules(editor_client, make_product):
     make_product("Lamp")
     assert (
         editor_client.post(
@@ -56,7 +56,7 @@ def test_seed_create_shares_the_api_rules(editor_client, make_product):
     assert not Product.objects.filter(name="Bad").exists()
 
 
-def test_seed_read_with_percent_encoded_name(anon_client, make_product):
+def test_legacy_read_with_percent_encoded_name(anon_client, make_product):
     make_product("Desk lamp ü")
     response = anon_client.get("/products/Desk%20lamp%20%C3%BC")
     assert response.status_code == 200

@@ -8,7 +8,7 @@ import secrets
 import pytest
 import requests
 
-from .conftest import manage, server_env
+from .support.processes import manage, server_env
 
 PRODUCTION = {
     "DEBUG": "0",
@@ -100,7 +100,7 @@ def test_ssl_redirect_spares_the_load_balancer_health_check(settings):
 def test_gunicorn_config_reads_the_environment(monkeypatch):
     import runpy
 
-    from .conftest import BASE_DIR
+    from .support.processes import BASE_DIR
 
     monkeypatch.setenv("WEB_CONCURRENCY", "7")
     monkeypatch.setenv("GUNICORN_THREADS", "3")

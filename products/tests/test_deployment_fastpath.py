@@ -1,12 +1,15 @@
-"""The fast read path (products.fastpath) answers exactly as the DRF views would.
+"""The deployment's fast read path (productsite.fastpath) answers exactly as Django would.
 
 Requests go through the real WSGI application of productsite/wsgi.py, in
-process, against real Redis and the real test database.
+process, against real Redis and the real test database. Parity tests send the
+same request with the fast path on and off and compare status, headers and
+body: the expected answer is always Django's own.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +25,7 @@ class Answer:
     def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes, django: bool) -> None:
         self.status_code = int(status[:3])
         self.headers = dict(headers)
+        self.header_list = headers
         self.body = body
         self.handled_by_django = django  # Django's handler ran (not the fast path)
 
@@ -31,10 +35,17 @@ class Answer:
 
 @pytest.fixture
 def wsgi_get(db, monkeypatch) -> Iterator:
-    """GET through productsite.wsgi.application; like Django's test client,
-    keep close_old_connections from closing the test's transaction."""
-    from products import fastpath
-    from productsite.wsgi import application
+    """GET through the application productsite/wsgi.py builds; like Django's
+    test client, keep close_old_connections from closing the test's transaction.
+
+    The application is built for each request, as a server builds it at start:
+    Django's middleware read their settings once, when they are built, so a
+    test that overrides settings gets the answer a server started with them
+    would give.
+    """
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from productsite import fastpath
 
     monkeypatch.setattr(fastpath, "close_old_connections", lambda: None)
 
@@ -45,13 +56,14 @@ def wsgi_get(db, monkeypatch) -> Iterator:
         started.append(sender)
 
     def get(path: str, **headers: str) -> Answer:
-        environ = factory.get(path, HTTP_HOST="testserver", **headers).environ
+        environ = factory.get(path, **{"HTTP_HOST": "testserver", **headers}).environ
         seen: list = []
         started.clear()
         request_started.disconnect(close_old_connections)
         request_finished.disconnect(close_old_connections)
         request_started.connect(note_start)
         try:
+            application = fastpath.FastProductReads(WSGIHandler())
             result = application(environ, lambda status, hdrs, exc=None: seen.append((status, hdrs)))
             body = b"".join(result)
             getattr(result, "close", lambda: None)()
@@ -59,8 +71,6 @@ def wsgi_get(db, monkeypatch) -> Iterator:
             request_started.disconnect(note_start)
             request_started.connect(close_old_connections)
             request_finished.connect(close_old_connections)
-        from django.core.handlers.wsgi import WSGIHandler
-
         django = any(sender is WSGIHandler for sender in started)
         return Answer(seen[-1][0], seen[-1][1], body, django)
 
@@ -73,7 +83,14 @@ def mug(make_product) -> Product:
 
 
 API = "/api/products/Blue%20mug/"
-SEED = "/products/Blue%20mug"
+LEGACY = "/products/Blue%20mug"
+
+
+def test_the_wsgi_application_is_django_behind_the_fast_path():
+    from productsite.fastpath import FastProductReads
+    from productsite.wsgi import application
+
+    assert isinstance(application, FastProductReads)
 
 
 def test_json_hit_is_answered_by_the_fast_path_with_no_query(mug, wsgi_get, django_assert_num_queries):
@@ -94,7 +111,7 @@ def test_json_hit_is_answered_by_the_fast_path_with_no_query(mug, wsgi_get, djan
     assert second.headers["ETag"] == first.headers["ETag"]
 
 
-@pytest.mark.parametrize("path", [API, SEED, "/api/products/Nope/", "/products/Nope"])
+@pytest.mark.parametrize("path", [API, LEGACY, "/api/products/Nope/", "/products/Nope"])
 @pytest.mark.parametrize("state", ["miss", "hit", "not_modified"])
 def test_fast_path_answers_exactly_like_the_drf_view(mug, wsgi_get, settings, path, state):
     def fetch(fast: bool):
@@ -112,6 +129,132 @@ def test_fast_path_answers_exactly_like_the_drf_view(mug, wsgi_get, settings, pa
     assert slow.handled_by_django
     assert (fast.status_code, fast.body) == (slow.status_code, slow.body)
     assert fast.headers == slow.headers
+
+
+# Requests the fast path must hand to Django: each once differed (or could).
+HANDED_OVER = {
+    "empty_accept": {"HTTP_ACCEPT": ""},  # DRF: 406
+    "large_content_length": {"CONTENT_LENGTH": "5000000"},  # 413
+    "small_content_length": {"CONTENT_LENGTH": "3"},
+    "chunked_body": {"HTTP_TRANSFER_ENCODING": "chunked"},
+    "malformed_csrf_cookie": {"HTTP_COOKIE": "csrftoken=not!a!token"},  # Django renews it
+    "valid_csrf_cookie": {"HTTP_COOKIE": "csrftoken=" + "a" * 32},
+    "session_cookie": {"HTTP_COOKIE": "sessionid=whatever"},
+    "unrelated_cookie": {"HTTP_COOKIE": "theme=dark"},
+    "bad_authorization": {"HTTP_AUTHORIZATION": "Token wrong"},
+    "unknown_host": {"HTTP_HOST": "evil.example.com"},
+    "nul_in_a_header": {"HTTP_USER_AGENT": "curl\x00"},  # 400
+}
+
+
+@pytest.mark.parametrize("case", HANDED_OVER, ids=list(HANDED_OVER))
+@pytest.mark.parametrize("path", [API, LEGACY])
+def test_requests_the_fast_path_does_not_mirror_get_djangos_answer(mug, wsgi_get, settings, path, case):
+    def fetch(fast: bool) -> Answer:
+        settings.PRODUCT_FAST_PATH = fast
+        wsgi_get(path)  # cached, so a hand-over is not explained by a miss
+        return wsgi_get(path, **HANDED_OVER[case])
+
+    fast, slow = fetch(True), fetch(False)
+    assert fast.handled_by_django
+    assert (fast.status_code, fast.body) == (slow.status_code, slow.body)
+    assert comparable(fast) == comparable(slow)
+
+
+def comparable(answer: Answer) -> list[tuple[str, str]]:
+    """Return the headers but Date, with a renewed CSRF cookie's random value and expiry masked."""
+    return sorted(
+        (name, _COOKIE_NOISE.sub(r"\1=<varies>", value) if name == "Set-Cookie" else value)
+        for name, value in answer.header_list
+        if name != "Date"
+    )
+
+
+_COOKIE_NOISE = re.compile(r"(csrftoken|expires)=[^;]+")
+
+
+@pytest.mark.parametrize("proto", ["https", "http"])
+def test_behind_an_https_proxy_the_fast_path_answers_like_django(mug, wsgi_get, settings, proto):
+    # Production's HTTPS settings: HSTS on secure answers, a redirect for plain http.
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 31536000
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    settings.SECURE_HSTS_PRELOAD = True
+
+    def fetch(fast: bool) -> Answer:
+        settings.PRODUCT_FAST_PATH = fast
+        wsgi_get(API, HTTP_X_FORWARDED_PROTO="https")
+        return wsgi_get(API, HTTP_X_FORWARDED_PROTO=proto)
+
+    fast, slow = fetch(True), fetch(False)
+    assert fast.handled_by_django is (proto == "http")
+    assert (fast.status_code, fast.body) == (slow.status_code, slow.body)
+    assert comparable(fast) == comparable(slow)
+    if proto == "https":
+        assert "Strict-Transport-Security" in fast.headers
+    else:
+        assert fast.status_code == 301
+
+
+def test_parity_cases_are_not_vacuous(mug, wsgi_get):
+    # The hand-over matters: Django answers these differently from a plain hit.
+    assert wsgi_get(API, HTTP_ACCEPT="").status_code == 406
+    assert wsgi_get(API, CONTENT_LENGTH="5000000").status_code == 413
+    renewed = wsgi_get(API, HTTP_COOKIE="csrftoken=not!a!token")
+    assert renewed.status_code == 200
+    assert "Cookie" in renewed.headers["Vary"]
+
+
+# --- Fail closed: another configuration switches the fast path off ------------------
+
+
+def fast_path_warnings() -> list:
+    from django.core.checks import run_checks
+
+    return [m for m in run_checks() if m.id == "productsite.W001"]
+
+
+def test_the_shipped_configuration_runs_the_fast_path_and_check_is_quiet(mug, wsgi_get):
+    assert fast_path_warnings() == []
+    assert not wsgi_get(API).handled_by_django
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["added_middleware", "removed_middleware", "reordered_middleware", "authentication", "prepend_www"],
+)
+def test_an_unmirrored_configuration_switches_the_fast_path_off_and_check_says_why(
+    mug, wsgi_get, settings, change
+):
+    from productsite.fastpath import MIRRORED_MIDDLEWARE
+
+    if change == "added_middleware":
+        settings.MIDDLEWARE = [*MIRRORED_MIDDLEWARE, "django.middleware.gzip.GZipMiddleware"]
+    elif change == "removed_middleware":
+        settings.MIDDLEWARE = [m for m in MIRRORED_MIDDLEWARE if "clickjacking" not in m]
+    elif change == "reordered_middleware":
+        settings.MIDDLEWARE = list(reversed(MIRRORED_MIDDLEWARE))
+    elif change == "authentication":
+        settings.REST_FRAMEWORK = {
+            **settings.REST_FRAMEWORK,
+            "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+        }
+    else:
+        settings.PREPEND_WWW = True
+    [warning] = fast_path_warnings()
+    assert "fast path" in warning.msg
+    assert wsgi_get(API).handled_by_django
+    assert wsgi_get(API).handled_by_django
+
+
+def test_turning_the_fast_path_off_on_purpose_is_not_a_warning(mug, wsgi_get, settings):
+    from productsite.fastpath import MIRRORED_MIDDLEWARE
+
+    settings.PRODUCT_FAST_PATH = False
+    settings.MIDDLEWARE = [*MIRRORED_MIDDLEWARE, "django.middleware.gzip.GZipMiddleware"]
+    assert fast_path_warnings() == []
+    assert wsgi_get(API).handled_by_django
 
 
 def test_if_none_match_answers_304_with_etag_and_x_cache(mug, wsgi_get):
@@ -140,7 +283,6 @@ def test_authenticated_requests_go_through_drf(mug, wsgi_get, editor_token):
     assert answer.status_code == 200
     assert answer.json()["name"] == "Blue mug"
     assert wsgi_get(API, HTTP_AUTHORIZATION="Token wrong").status_code == 401
-    assert wsgi_get(API, HTTP_COOKIE="sessionid=whatever").handled_by_django
 
 
 def test_throttling_counts_fast_path_requests(mug, wsgi_get, anon_client, settings):
@@ -169,8 +311,8 @@ def test_unknown_name_is_a_404_in_json(wsgi_get, db):
     assert "X-Cache" not in answer.headers
 
 
-def test_seed_route_keeps_the_original_shape(mug, wsgi_get):
-    answer = wsgi_get(SEED)
+def test_legacy_route_keeps_the_original_shape(mug, wsgi_get):
+    answer = wsgi_get(LEGACY)
     assert answer.status_code == 200
     assert not answer.handled_by_django
     assert answer.json() == {
@@ -178,7 +320,7 @@ def test_seed_route_keeps_the_original_shape(mug, wsgi_get):
         "count": 1,
         "attributes": {"name": "Blue mug", "price": "12.50", "quantity": 7},
     }
-    assert wsgi_get(SEED).headers["X-Cache"] == "HIT"
+    assert wsgi_get(LEGACY).headers["X-Cache"] == "HIT"
     assert wsgi_get("/products/Nope").status_code == 404
 
 
@@ -250,7 +392,7 @@ def test_fast_path_serves_from_the_database_when_redis_is_down(mug, wsgi_get, pr
 
 
 def test_only_a_miss_runs_the_connection_lifecycle(mug, wsgi_get, monkeypatch):
-    from products import fastpath
+    from productsite import fastpath
 
     calls: list[int] = []
     monkeypatch.setattr(fastpath, "close_old_connections", lambda: calls.append(1))

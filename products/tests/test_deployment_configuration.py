@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .conftest import BASE_DIR
+from .support.processes import BASE_DIR
 
 PRINT_SETTINGS = (
     "import json; from django.conf import settings as s; "

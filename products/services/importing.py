@@ -1,64 +1,25 @@
-"""Business actions on products: plain functions that views, admin and commands share."""
+"""Bulk import: upsert products by name from rows, all or nothing, with the API's rules."""
 
 from __future__ import annotations
 
-import random
 import time
-from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import closing, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from . import cache, validators
-from .fileformats import MISSING, RawRow, RowError, format_end, format_rows, read_rows
-from .models import Product
-from .selectors import products_json
-from .validators import QUANTITY_MAX
+from products import cache, validators
+from products.fileformats import MISSING, RawRow, RowError, read_rows
+from products.models import Product
+from products.validators import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
 
-
-class InsufficientStock(Exception):
-    """The stock change would make the quantity negative."""
-
-
-class StockOverflow(Exception):
-    """The stock change would exceed the largest storable quantity."""
-
-
-def adjust_stock(*, name: str, delta: int) -> Product:
-    """Add ``delta`` to the product's quantity in one conditional UPDATE.
-
-    Raises Product.DoesNotExist, InsufficientStock (the quantity is unchanged)
-    or StockOverflow. Invalidates the cached product after commit.
-    """
-    with transaction.atomic():
-        # The guard lives in the WHERE clause, so concurrent changes can never
-        # take the quantity below zero: the database serialises the UPDATEs
-        # and each one re-checks the row it finally sees.
-        changed = Product.objects.filter(
-            name=name,
-            quantity__gte=max(0, -delta),
-            quantity__lte=QUANTITY_MAX - max(0, delta),
-        ).update_without_invalidation(quantity=F("quantity") + delta, updated_at=timezone.now())
-        if not changed:
-            current = Product.objects.filter(name=name).values_list("quantity", flat=True).first()
-            if current is None:
-                raise Product.DoesNotExist(name)
-            if current + delta < 0:
-                raise InsufficientStock(name)
-            raise StockOverflow(name)
-        cache.invalidate_on_commit([name])
-        return Product.objects.get(name=name)
-
-
-# --- Import -----------------------------------------------------------------------
+from .seen_names import SeenNames
 
 # Rows validated, looked up and written together; one SELECT, one INSERT and
 # one UPDATE statement per batch.
@@ -68,6 +29,7 @@ IMPORT_BATCH_SIZE = 2000
 IMPORT_INVALIDATE_BY_NAME_LIMIT = 10_000
 # Names per ``IN (...)`` lookup; SQLite builds allow 999 parameters at least.
 _LOOKUP_CHUNK = 900
+_PRICE_FORMAT = f".{PRICE_DECIMAL_PLACES}f"
 
 ErrorCallback = Callable[[RowError], None]
 ProgressCallback = Callable[[int], None]
@@ -94,51 +56,6 @@ class ImportResult:
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
-
-
-class _SeenNames:
-    """The names met so far, as 64-bit hashes in one flat array.
-
-    About 16 bytes per name (a Python set of the same hashes takes ~66), so
-    a million names cost ~16 MB. Two different names share a 64-bit hash with
-    probability ~n²/2^65 (3e-8 for a million rows); Python randomises the
-    hash per process, so such a false "duplicate" would not repeat on a retry.
-    """
-
-    def __init__(self, capacity: int = 1 << 16) -> None:
-        self._slots = array("q", bytes(8 * capacity))
-        self._mask = capacity - 1
-        self._count = 0
-
-    def add(self, name: str) -> bool:
-        """Record ``name``; return True when it was already there."""
-        value = hash(name) or 1  # 0 marks a free slot
-        slots, mask = self._slots, self._mask
-        index = value & mask
-        while True:
-            current = slots[index]
-            if current == 0:
-                break
-            if current == value:
-                return True
-            index = (index + 1) & mask
-        slots[index] = value
-        self._count += 1
-        if self._count * 2 > mask:
-            self._grow()
-        return False
-
-    def _grow(self) -> None:
-        old = self._slots
-        capacity = len(old) * 2
-        self._slots = slots = array("q", bytes(8 * capacity))
-        self._mask = mask = capacity - 1
-        for value in old:
-            if value:
-                index = value & mask
-                while slots[index]:
-                    index = (index + 1) & mask
-                slots[index] = value
 
 
 def _show(name: str) -> str:
@@ -198,7 +115,7 @@ class _BatchWriter:
                 for pk, name, price, quantity in cursor.fetchall():
                     # SQLite hands back a float (or int) for the NUMERIC column;
                     # two places recover the stored decimal exactly.
-                    existing[name] = (pk, Decimal(format(price, ".2f")), quantity)
+                    existing[name] = (pk, Decimal(format(price, _PRICE_FORMAT)), quantity)
         adapt = self.ops.adapt_decimalfield_value
         now = self.now
         inserts = []
@@ -207,7 +124,9 @@ class _BatchWriter:
         for name, price, quantity in batch:
             old = existing.get(name)
             if old is None:
-                inserts.append((name, adapt(price, 12, 2), quantity or 0, now, now))
+                inserts.append(
+                    (name, adapt(price, PRICE_MAX_DIGITS, PRICE_DECIMAL_PLACES), quantity or 0, now, now)
+                )
                 continue
             pk, old_price, old_quantity = old
             if quantity is MISSING:
@@ -215,7 +134,7 @@ class _BatchWriter:
             if price == old_price and quantity == old_quantity:
                 result.unchanged += 1
             else:
-                updates.append((adapt(price, 12, 2), quantity, now, pk))
+                updates.append((adapt(price, PRICE_MAX_DIGITS, PRICE_DECIMAL_PLACES), quantity, now, pk))
                 updated_names.append(name)
         result.created += len(inserts)
         result.updated += len(updates)
@@ -275,7 +194,7 @@ def product_bulk_import(
     using = using or router.db_for_write(Product)
     result = ImportResult(dry_run=dry_run)
     started = time.perf_counter()
-    seen = _SeenNames()
+    seen = SeenNames()
     clean_name, clean_price, clean_quantity = (
         validators.clean_name,
         validators.clean_price,
@@ -356,142 +275,3 @@ def product_import_file(
             on_error=on_error,
             on_progress=on_progress,
         )
-
-
-# --- Export -----------------------------------------------------------------------
-
-EXPORT_CHUNK_SIZE = 5000
-
-
-def product_export_chunks(
-    *, fmt: str = "csv", queryset: QuerySet | None = None, chunk_size: int = EXPORT_CHUNK_SIZE
-) -> Iterator[tuple[str, int]]:
-    """Yield the products as text in ``fmt``, a chunk at a time, with each chunk's row count.
-
-    Reads through one server-side cursor (PostgreSQL) or one stepped SQLite
-    cursor: a single consistent snapshot, ``chunk_size`` rows in memory at a
-    time. Rows come in primary-key order, the file imports back exactly.
-    """
-    if queryset is None:
-        queryset = Product.objects.all()
-    # Let the ORM write the SQL, but skip its per-row converters: prices are
-    # formatted to two places straight from what the driver returns.
-    sql, params = queryset.order_by("pk").values_list("name", "price", "quantity").query.sql_with_params()
-    first = True
-    cursor = connections[queryset.db].chunked_cursor()
-    try:
-        cursor.execute(sql, params)
-        while rows := cursor.fetchmany(chunk_size):
-            yield format_rows(rows, fmt, first), len(rows)
-            first = False
-    finally:
-        cursor.close()
-    yield format_end(fmt, wrote_rows=not first), 0
-
-
-@dataclass
-class ExportResult:
-    rows: int
-    seconds: float
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else 0.0
-
-
-def product_export(
-    *,
-    out: TextIO,
-    fmt: str = "csv",
-    queryset: QuerySet | None = None,
-    chunk_size: int = EXPORT_CHUNK_SIZE,
-    on_progress: ProgressCallback | None = None,
-) -> ExportResult:
-    """Write the products to ``out`` (anything with ``write(str)``) in ``fmt``."""
-    started = time.perf_counter()
-    total = 0
-    for text, count in product_export_chunks(fmt=fmt, queryset=queryset, chunk_size=chunk_size):
-        out.write(text)
-        total += count
-        if on_progress is not None and count:
-            on_progress(count)
-    return ExportResult(rows=total, seconds=time.perf_counter() - started)
-
-
-# --- Cache warm-up --------------------------------------------------------------
-
-
-@dataclass
-class WarmResult:
-    stored: int = 0  # now in the cache (stored, or already there)
-    skipped: int = 0  # a reader held the fill lease: it stores the value itself
-    missing: list[str] = field(default_factory=list)  # names with no product
-
-
-def product_cache_warm(
-    *,
-    names: Iterable[str] | None = None,
-    chunk_size: int = 1000,
-    on_progress: ProgressCallback | None = None,
-) -> WarmResult:
-    """Put products into the cache: the given names, or every product when None.
-
-    Raises cache.CacheUnavailable when Redis does not answer, before or
-    during the warm-up.
-    """
-    if cache.status() != "ok":
-        raise cache.CacheUnavailable("Redis is not answering")
-    result = WarmResult()
-    if names is None:
-        names = Product.objects.order_by("pk").values_list("name", flat=True).iterator(chunk_size=chunk_size)
-    chunk: list[str] = []
-
-    def warm(chunk: list[str]) -> None:
-        # Leases first, then one query for the batch: see cache.warm_products.
-        warmed = cache.warm_products(chunk, load_many=products_json)
-        result.stored += warmed.stored
-        result.skipped += warmed.skipped
-        result.missing.extend(warmed.missing)
-        if on_progress is not None:
-            on_progress(len(chunk))
-
-    for name in names:
-        chunk.append(name)
-        if len(chunk) >= chunk_size:
-            warm(chunk)
-            chunk = []
-    if chunk:
-        warm(chunk)
-    return result
-
-
-# --- Demo data ------------------------------------------------------------------------
-
-_ADJECTIVES = ("Classic", "Compact", "Deluxe", "Everyday", "Handmade", "Rustic", "Sturdy", "Vintage")
-_MATERIALS = ("Bamboo", "Ceramic", "Cotton", "Glass", "Linen", "Oak", "Steel", "Wool")
-_NOUNS = ("Bowl", "Chair", "Lamp", "Mug", "Notebook", "Scarf", "Shelf", "Teapot", "Vase")
-
-
-def demo_product_rows(*, count: int, seed: int = 0) -> Iterator[RawRow]:
-    """Yield ``count`` demo products, the same ones for the same ``seed``."""
-    rng = random.Random(seed)
-    for number in range(1, count + 1):
-        name = f"{rng.choice(_ADJECTIVES)} {rng.choice(_MATERIALS)} {rng.choice(_NOUNS)} #{number}"
-        cents = rng.randint(199, 49_999)
-        quantity = 0 if rng.random() < 0.1 else rng.randint(1, 250)  # some out of stock
-        yield RawRow(number, name, f"{cents // 100}.{cents % 100:02d}", quantity)
-
-
-def seed_products(
-    *,
-    count: int,
-    seed: int = 0,
-    batch_size: int = IMPORT_BATCH_SIZE,
-    on_progress: ProgressCallback | None = None,
-) -> ImportResult:
-    """Upsert ``count`` deterministic demo products (through the import path)."""
-    if count < 0:
-        raise ValueError("count must not be negative")
-    return product_bulk_import(
-        rows=demo_product_rows(count=count, seed=seed), batch_size=batch_size, on_progress=on_progress
-    )

@@ -1,0 +1,11 @@
+"""The service with the fast path as a Django middleware instead of a WSGI wrapper.
+
+For the measurement in docs/performance.md ("Why the fast path is a WSGI
+layer"): bench/run.py --variant mw:DJANGO_SETTINGS_MODULE=bench.fastpath_mw.settings
+"""
+
+from productsite.settings import *  # noqa: F403
+
+# Where Django puts FetchFromCacheMiddleware: last, so every other middleware
+# still applies to the cached answer.
+MIDDLEWARE = [*MIDDLEWARE, "bench.fastpath_mw.middleware.CachedProductMiddleware"]  # noqa: F405

@@ -1,0 +1,53 @@
+"""Cache warm-up: put products into the cache ahead of the readers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from products import cache
+from products.models import Product
+from products.selectors import products_json
+
+ProgressCallback = Callable[[int], None]
+
+
+def product_cache_warm(
+    *,
+    names: Iterable[str] | None = None,
+    chunk_size: int = 1000,
+    on_progress: ProgressCallback | None = None,
+) -> cache.WarmedBatch:
+    """Put products into the cache: the given names, or every product when None.
+
+    Return the cache's own tally (stored, skipped, missing) summed over the
+    chunks. Raises cache.CacheUnavailable when Redis does not answer, before
+    or during the warm-up.
+    """
+    if cache.status() != "ok":
+        raise cache.CacheUnavailable("Redis is not answering")
+    if names is None:
+        names = Product.objects.order_by("pk").values_list("name", flat=True).iterator(chunk_size=chunk_size)
+    stored = skipped = 0
+    missing: list[str] = []
+    chunk: list[str] = []
+    for name in names:
+        chunk.append(name)
+        if len(chunk) < chunk_size:
+            continue
+        warmed = _warm(chunk, on_progress)
+        stored, skipped = stored + warmed.stored, skipped + warmed.skipped
+        missing += warmed.missing
+        chunk = []
+    if chunk:
+        warmed = _warm(chunk, on_progress)
+        stored, skipped = stored + warmed.stored, skipped + warmed.skipped
+        missing += warmed.missing
+    return cache.WarmedBatch(stored, skipped, missing)
+
+
+def _warm(chunk: list[str], on_progress: ProgressCallback | None) -> cache.WarmedBatch:
+    # Leases first, then one query for the batch: see cache.warm_products.
+    warmed = cache.warm_products(chunk, load_many=products_json)
+    if on_progress is not None:
+        on_progress(len(chunk))
+    return warmed

@@ -1,0 +1,24 @@
+"""Start each test from a healthy, empty product cache."""
+
+from __future__ import annotations
+
+from products import cache as product_cache
+from products import counters, nearcache, throttling
+
+
+def reset_process_state() -> None:
+    """Forget the outages, missed invalidations and fail-open warnings this process saw."""
+    product_cache.reset()
+    throttling.reset()
+    nearcache.reset()  # its tracked connection may lead to another test's Redis
+    counters.reset()  # throttle reservations of earlier tests
+
+
+def fresh_product_cache() -> None:
+    """Drop this run's cached products and close the breaker."""
+    reset_process_state()
+    try:
+        product_cache.clear()
+    except product_cache.CacheUnavailable:
+        pass
+    reset_process_state()

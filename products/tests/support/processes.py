@@ -1,0 +1,93 @@
+"""Run the project in other processes: free ports, a server environment, manage.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+
+BASE_DIR = Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    """Return a TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(**overrides: str) -> dict[str, str]:
+    """Return the environment for a server process that shares this run's Redis prefix."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "productsite.settings",
+        "ENV_FILE": "/nonexistent/.env",  # a developer's local .env must not leak in
+        "SECRET_KEY": "insecure-key-for-tests-only",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "REDIS_URL": settings.REDIS_URL,
+        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+        "THROTTLE_ANON_RATE": "100000/minute",
+        "THROTTLE_USER_RATE": "100000/minute",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.update(overrides)
+    return env
+
+
+def manage(env: dict[str, str], *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run manage.py in a subprocess with the given environment."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+    )
+
+
+def child_pids(pid: int) -> list[int]:
+    """Return the pids of a process's children (a gunicorn master's workers)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            # The command name may hold spaces; the fields after it do not.
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry))
+    return sorted(children)
+
+
+def connection_owner(pids: list[int], server_port: int, client_port: int) -> int | None:
+    """Return which of ``pids`` holds the server end of the TCP connection from ``client_port``."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
+        if local == server_port and remote == client_port:
+            inode = fields[9]
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

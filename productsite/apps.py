@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class ProductsiteConfig(AppConfig):
+    """The deployment's own hooks: the fast path's system check."""
+
+    name = "productsite"
+    verbose_name = "Product site (deployment)"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
