@@ -263,7 +263,7 @@ def add_cluster_service(available: dict, order: list, template: Server, prefix: 
     env = {**template.env, "REDIS_URL": "", "CACHE_KEY_PREFIX": prefix, **cluster.env}
     available["service_cluster"] = Server("service_cluster", template.app, env, prefix)
     for scenario in order:
-        if scenario.key in ("hot_api", "hot_seed"):
+        if scenario.key in ("hot_api", "hot_legacy"):
             scenario.paths["service_cluster"] = scenario.paths["service"]
     return cluster
 
@@ -514,7 +514,7 @@ def goals(results: dict, runs: dict) -> list[tuple[str, bool, str]]:
         ok = ratio <= target if lower else ratio >= target
         checks.append((label, ok, f"{ratio:.2f}x (goal {'<=' if lower else '>='} {target}x)"))
 
-    for key, route in (("hot_api", "/api/products/{name}/"), ("hot_seed", "/products/{name}")):
+    for key, route in (("hot_api", "/api/products/{name}/"), ("hot_legacy", "/products/{name}")):
         check(f"hot GET {route} vs Flask", paired(runs, (key, "service"), (key, "flask")), 1.3)
         check(f"hot GET {route} vs ceiling", paired(runs, (key, "service"), ("hot_api", "ceiling")), 0.7)
     check(
