@@ -7,9 +7,20 @@ class ProductsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group, Permission
         from django.contrib.auth.signals import user_login_failed
+        from django.contrib.contenttypes.models import ContentType
         from django.db.backends.signals import connection_created
-        from django.db.models.signals import post_delete, post_migrate, post_save, pre_delete, pre_save
+        from django.db.models.signals import (
+            m2m_changed,
+            post_delete,
+            post_migrate,
+            post_save,
+            pre_delete,
+            pre_save,
+        )
+        from rest_framework.authtoken.models import Token
 
         from . import (
             auth_limits,
@@ -37,6 +48,26 @@ class ProductsConfig(AppConfig):
             sender=Product,
             dispatch_uid="products.invalidate_product_on_delete",
         )
+        # Cached token authentications (products.token_cache) depend on
+        # these rows and links; any change drops them all.
+        user = get_user_model()
+        for model in (user, Token, Group, Permission, ContentType):
+            for signal, uid in ((post_save, "save"), (post_delete, "delete")):
+                signal.connect(
+                    receivers.invalidate_cached_tokens,
+                    sender=model,
+                    dispatch_uid=f"products.invalidate_cached_tokens.{model._meta.label_lower}.{uid}",
+                )
+        links = [Group.permissions.through]
+        links += [
+            getattr(user, name).through for name in ("groups", "user_permissions") if hasattr(user, name)
+        ]
+        for through in links:
+            m2m_changed.connect(
+                receivers.invalidate_cached_tokens,
+                sender=through,
+                dispatch_uid=f"products.invalidate_cached_tokens.{through._meta.label_lower}",
+            )
         post_migrate.connect(
             receivers.retire_cache_after_data_migrations,
             sender=self,

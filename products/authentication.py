@@ -3,7 +3,8 @@
 ``LimitedModelBackend`` is Django's ModelBackend behind the failed-login
 limits (products.auth_limits): it serves Basic auth and both login pages,
 which all call ``authenticate()``. ``TokenAuthentication`` is DRF's, behind
-the same limits, per client address (a token names no user).
+the same limits, per client address (a token names no user), with the
+token's user and permissions cached (products.token_cache).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from rest_framework import authentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from . import auth_limits
+from .token_cache import CachedTokenAuthentication
 
 # What a database refuses in a text parameter (PostgreSQL: NUL), or could
 # never match: no such username or token exists, so refuse before querying.
@@ -42,8 +44,8 @@ class LimitedModelBackend(ModelBackend):
         return get_user_model().USERNAME_FIELD
 
 
-class TokenAuthentication(authentication.TokenAuthentication):
-    """DRF's token check behind the per-address failed-login limit."""
+class TokenAuthentication(CachedTokenAuthentication):
+    """DRF's token check behind the per-address failed-login limit, its answers cached (token_cache)."""
 
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).split()

@@ -48,7 +48,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -84,6 +84,7 @@ logger = logging.getLogger(__name__)
 _THROTTLED, _HIT, _LEASE, _WAIT = 0, 1, 2, 3
 
 Loader = Callable[[str], bytes | None]  # reads one product's JSON from the database
+Reader = Callable[[Client, list, list], Any]  # runs lua/read.lua: (client, keys, args) -> reply
 
 # Called between the database read and the cache fill; tests use it to force
 # the slow-reader race deterministically.
@@ -124,13 +125,19 @@ def _from_database(name: str, load: Loader, result: str = "bypass") -> CachedPro
     return None if data is None else CachedProduct(data, hit=False)
 
 
-def get_product(name: str, load: Loader) -> CachedProduct | None:
+def _pooled_read(client: Client, keys: list, args: list):
+    return scripts.evalsha(client, "read", keys, args)
+
+
+def get_product(name: str, load: Loader, *, reader: Reader | None = None) -> CachedProduct | None:
     """Return the product's JSON representation, from Redis when it is there.
 
     ``load`` reads the representation from the database (None when the product
-    does not exist). Returns None for an unknown product. Never raises for a
-    Redis failure.
+    does not exist). ``reader`` runs the read script (products.nearcache's
+    runs it on its tracked connection); by default a pooled connection does.
+    Returns None for an unknown product. Never raises for a Redis failure.
     """
+    read = reader or _pooled_read
     if not cache_enabled() or _in_transaction():
         return _from_database(name, load)
     token, keys = secrets.token_hex(8), list(cachekeys.product_keys(name))
@@ -140,7 +147,7 @@ def get_product(name: str, load: Loader) -> CachedProduct | None:
     waited = False
     while True:
         try:
-            kind, payload = transport.run(lambda c: scripts.evalsha(c, "read", keys, args))
+            kind, payload = transport.run(lambda c: read(c, keys, args))
         except CacheUnavailable:
             return _from_database(name, load)
         if kind == _HIT:
@@ -233,6 +240,16 @@ def _release(keys: list[str], token: str, gen: bytes) -> None:
 # --- Invalidation -------------------------------------------------------------------
 
 
+def _settle(client: Client) -> None:
+    # Near caches (products.nearcache) hear of a change from a message Redis
+    # queues for them while it runs our command, and writes in the same turn
+    # of its event loop as our reply, possibly just after it. A second round
+    # trip comes back only after that turn: once it does, every message is on
+    # its way, before the write is acknowledged.
+    if getattr(settings, "PRODUCT_NEAR_CACHE", True) and not transport.is_cluster(client):
+        client.ping()
+
+
 def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
     """Forget the cached products (and revoke their fill leases) now.
 
@@ -244,7 +261,7 @@ def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
     if not names:
         return True
     try:
-        transport.run(lambda c: cachekeys.delete(c, names), force=True)
+        transport.run(lambda c: (cachekeys.delete(c, names), _settle(c)), force=True)
     except CacheUnavailable as exc:
         # On a cluster, the masters that answered took their names.
         undelivered = exc.__cause__.names if isinstance(exc.__cause__, cachekeys.Undelivered) else names
@@ -278,7 +295,7 @@ def retire_generation(*, record_miss: bool = True) -> bool:
     recorded as in :func:`invalidate`).
     """
     try:
-        transport.run(cachekeys.retire_all, force=True)
+        transport.run(lambda c: (cachekeys.retire_all(c), _settle(c)), force=True)
     except CacheUnavailable:
         missed.missed(None, record_miss)
         return False

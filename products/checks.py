@@ -1,7 +1,7 @@
 """System checks: misconfiguration is caught by ``manage.py check``, not at request time."""
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import Error, Info, Tags, Warning, register
 
 
 @register()
@@ -42,6 +42,43 @@ def product_cache_problems(cache_config: dict, timeout: object) -> list:
             )
         )
     return errors
+
+
+@register()
+def check_near_cache(app_configs, **kwargs):
+    return near_cache_notes(
+        getattr(settings, "PRODUCT_NEAR_CACHE", True),
+        getattr(settings, "PRODUCT_CACHE_ENABLED", True),
+        bool(getattr(settings, "REDIS_CLUSTER_NODES", None)),
+        settings.CACHES.get("default", {}).get("OPTIONS", {}).get("SOCKET_TIMEOUT"),
+    )
+
+
+def near_cache_notes(enabled: bool, cache_enabled: bool, cluster: bool, socket_timeout) -> list:
+    """Say when the near cache (products.nearcache) is off, or configured unsafely."""
+    from .nearcache import PROOF_WINDOW
+
+    if not enabled or not cache_enabled:
+        reason = "PRODUCT_NEAR_CACHE is off" if not enabled else "PRODUCT_CACHE_ENABLED is off"
+        return [Info(f"The product near cache is off: {reason}.", id="products.I001")]
+    if cluster:
+        return [
+            Info(
+                "The product near cache is off on Redis Cluster.",
+                hint="Every cached hit costs one round trip to the product's master.",
+                id="products.I001",
+            )
+        ]
+    if not socket_timeout or socket_timeout <= PROOF_WINDOW:
+        return [
+            Error(
+                f"REDIS_SOCKET_TIMEOUT must exceed the near cache's proof window ({PROOF_WINDOW} s).",
+                hint="A writer must wait longer for a hung Redis than a near hit may go unproven; "
+                "raise REDIS_SOCKET_TIMEOUT or set PRODUCT_NEAR_CACHE=0.",
+                id="products.E003",
+            )
+        ]
+    return []
 
 
 @register(Tags.caches)

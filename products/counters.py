@@ -1,15 +1,26 @@
 """Fixed-window request counters in Redis, for products.throttling and the fast path.
 
-One counter per client and window (``INCR`` + ``EXPIRE``, one round trip),
+One counter per client and window (``INCRBY`` + ``EXPIRE``, one round trip),
 shared by every server process. Every function fails open: when Redis does
 not answer, the request is allowed and counted nowhere.
+
+:func:`take` counts in batches: a process reserves up to
+``PRODUCT_THROTTLE_BATCH`` requests of a client's window at once (one INCRBY)
+and allows them from memory. The window's total never exceeds the limit
+(a reservation past it is cut to what is left); the cost is that a client
+can be refused up to (processes - 1) x batch requests before its limit, when
+other processes hold unused reservations. The batch shrinks with the limit
+(limit / 100), so low limits stay exact.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
-from . import cache, cachekeys, transport
+from django.conf import settings
+
+from . import cache, cachekeys, nearcache, transport
 from .cache import CachedProduct, Loader
 from .transport import CacheUnavailable, Client
 
@@ -19,13 +30,13 @@ def throttle_key(counter: str, window: int) -> str:
     return cachekeys.key(f"throttle:{counter}:{int(time.time()) // window}")
 
 
-def rate_counter(counter: str, window: int) -> int | None:
-    """Count one hit in a fixed window; None when Redis is unavailable."""
+def rate_counter(counter: str, window: int, by: int = 1) -> int | None:
+    """Count ``by`` hits in a fixed window; return the window's count, None when Redis is unavailable."""
     full_key = throttle_key(counter, window)
 
     def op(client: Client) -> int:
         pipe = client.pipeline(transaction=False)
-        pipe.incr(full_key)
+        pipe.incrby(full_key, by)
         # Not "EXPIRE ... NX" (Redis 7 only): the key is named for its window,
         # so refreshing its TTL on every hit is harmless.
         pipe.expire(full_key, window + 1)
@@ -35,6 +46,46 @@ def rate_counter(counter: str, window: int) -> int | None:
         return transport.run(op)
     except CacheUnavailable:
         return None
+
+
+_allowance_lock = threading.Lock()
+_allowance: dict[str, int] = {}  # window key -> requests this process may still allow
+
+
+def _batch(limit: int | None) -> int:
+    size = max(1, int(getattr(settings, "PRODUCT_THROTTLE_BATCH", 16)))
+    return size if limit is None else max(1, min(size, limit // 100))
+
+
+def take(counter: str, window: int, limit: int | None) -> bool | None:
+    """Allow one request against ``counter`` if its window has room (see the module docstring).
+
+    None: Redis did not answer, and the request is allowed (fail open).
+    """
+    key = throttle_key(counter, window)
+    with _allowance_lock:
+        left = _allowance.get(key, 0)
+        if left > 0:
+            _allowance[key] = left - 1
+            return True
+    batch = _batch(limit)
+    count = rate_counter(counter, window, by=batch)
+    if count is None:
+        return None
+    granted = batch if limit is None else max(0, min(batch, limit - (count - batch)))
+    if granted == 0:
+        return False
+    with _allowance_lock:
+        if len(_allowance) > 4096:  # keys of past windows and clients: start afresh
+            _allowance.clear()
+        _allowance[key] = _allowance.get(key, 0) + granted - 1
+    return True
+
+
+def reset() -> None:
+    """Forget this process's reservations (tests)."""
+    with _allowance_lock:
+        _allowance.clear()
 
 
 def get_product_counted(
@@ -49,6 +100,17 @@ def get_product_counted(
     would return it. One round trip when the cache can share it
     (:func:`products.cache.get_product_counted`), else a count and a read.
     """
+    if nearcache.enabled():
+        # A near hit needs no Redis at all: the count comes from this
+        # process's reservation, the product from memory Redis keeps honest.
+        if take(counter, window, limit) is False:
+            return None, False
+        product = nearcache.get(name)
+        if product is None:
+            product = cache.get_product(name, load, reader=nearcache.read_script(name))
+            if product is not None and product.hit:
+                nearcache.admit(name)
+        return product, True
     combined = cache.get_product_counted(
         name, load, counter_key=throttle_key(counter, window), counter_ttl=window + 1, limit=limit
     )

@@ -74,11 +74,13 @@ def _decode_timestamp(value: object) -> datetime:
 
 # Sort field -> (encode to JSON, decode from JSON). ``name`` has no key of its
 # own: it is the tie-breaker, always in the cursor.
+# A row's value may already be the API's text (rows from
+# selectors.representations): price "19.99", timestamps ISO 8601.
 _KEYS = {
-    "price": (lambda v: f"{v:.2f}", _decode_price),
+    "price": (lambda v: v if isinstance(v, str) else f"{v:.2f}", _decode_price),
     "quantity": (lambda v: v, _decode_quantity),
-    "created_at": (lambda v: v.isoformat(), _decode_timestamp),
-    "updated_at": (lambda v: v.isoformat(), _decode_timestamp),
+    "created_at": (lambda v: v if isinstance(v, str) else v.isoformat(), _decode_timestamp),
+    "updated_at": (lambda v: v if isinstance(v, str) else v.isoformat(), _decode_timestamp),
 }
 
 

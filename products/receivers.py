@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.migrations.operations import RunPython, RunSQL
 
-from . import cache, metrics
+from . import cache, metrics, token_cache
 from .models import Product
 from .querysets import invalidated_by_queryset
 
@@ -44,6 +44,14 @@ def invalidate_product_on_delete(sender: type[Product], instance: Product, using
     if invalidated_by_queryset():
         return  # QuerySet.delete() invalidates the whole batch at once
     cache.invalidate_on_commit(_names(instance), using=using)
+
+
+def invalidate_cached_tokens(sender, using: str | None = None, **kwargs: Any) -> None:
+    """Drop every cached token authentication: a token, user, group or permission changed."""
+    action = kwargs.get("action")
+    if action is not None and not action.startswith("post_"):
+        return  # m2m_changed: act once the links are written
+    token_cache.invalidate_on_commit(using)
 
 
 def retire_cache_after_data_migrations(sender, plan=None, **kwargs: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from decimal import Decimal
 
@@ -12,7 +13,9 @@ from rest_framework import serializers
 from . import validators
 from .exceptions import ProductNameConflict
 from .models import Product
-from .selectors import product_representation
+from .selectors import name_taken, product_representation
+
+_prototypes: dict[type, dict] = {}
 
 
 class RefuseUnknownFields:
@@ -113,14 +116,18 @@ class ProductSerializer(RefuseUnknownFields, serializers.ModelSerializer):
 
     def validate(self, attrs: dict) -> dict:
         name = attrs.get("name")
-        if name is not None:
-            others = Product.objects.filter(name=name)
-            if self.instance is not None:
-                others = others.exclude(pk=self.instance.pk)
-            if others.exists():
-                # A conflict with the stored state, not bad input: 409.
-                raise ProductNameConflict()
+        if name is not None and name_taken(name, None if self.instance is None else self.instance.pk):
+            # A conflict with the stored state, not bad input: 409.
+            raise ProductNameConflict()
         return attrs
+
+    def get_fields(self) -> dict:
+        # Deriving fields from the model costs more than the rest of a
+        # create's validation; derive them once per class, then copy.
+        prototype = _prototypes.get(type(self))
+        if prototype is None:
+            prototype = _prototypes[type(self)] = super().get_fields()
+        return copy.deepcopy(prototype)
 
     def to_representation(self, instance: Product) -> dict:
         return product_representation(

@@ -40,6 +40,7 @@ Django unchanged:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -316,9 +317,15 @@ class FastProductReads:
         if etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
             headers.append(("Content-Length", "0"))
             return "304 Not Modified", headers, b"", x_cache
-        body = product.data if api else orjson.dumps(legacy_shape(orjson.loads(product.data)))
+        body = product.data if api else _legacy_body(product.data)
         headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         return "200 OK", headers, body, x_cache
+
+
+@functools.lru_cache(maxsize=1024)
+def _legacy_body(data: bytes) -> bytes:
+    """Return the original service's body for a product's JSON (the same bytes give the same body)."""
+    return orjson.dumps(legacy_shape(orjson.loads(data)))
 
 
 def _load_product(name: str) -> bytes | None:

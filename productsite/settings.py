@@ -146,6 +146,9 @@ PRODUCT_CACHE_BACKOFF = env.float("PRODUCT_CACHE_BACKOFF", default=1.0)
 # before reading the database itself.
 PRODUCT_CACHE_LEASE_TIMEOUT = env.float("PRODUCT_CACHE_LEASE_TIMEOUT", default=2.0)
 PRODUCT_CACHE_LEASE_WAIT = env.float("PRODUCT_CACHE_LEASE_WAIT", default=0.5)
+# How long a cached token authentication (user + permissions) may live; any
+# change to them drops it at once, this only bounds an outage's leftovers.
+AUTH_CACHE_TIMEOUT = env.int("AUTH_CACHE_TIMEOUT", default=60)
 # Off: every product read comes from the database (throttling still counts in
 # Redis). For measuring the uncached path; production keeps it on.
 PRODUCT_CACHE_ENABLED = env.bool("PRODUCT_CACHE_ENABLED", default=True)
@@ -212,6 +215,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous write answers 401 with
         # "WWW-Authenticate: Token" rather than a bare 403.
+        # DRF\'s, behind the failed-login limits, its answers cached in Redis
+        # (products.token_cache) until the token, user or permissions change.
         "products.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
@@ -237,7 +242,8 @@ REST_FRAMEWORK = {
         "user": _rate("THROTTLE_USER_RATE", "10000/minute"),
     },
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        # django-filter's, skipped when no filter parameter is given.
+        "products.filters.ProductFilterBackend",
         # Unknown ordering fields answer 400 (DRF's own filter drops them).
         "products.filters.ProductOrderingFilter",
     ],
@@ -266,6 +272,8 @@ SPECTACULAR_SETTINGS = {
     # /health/ reports "ok"/"down" for both the database and the cache.
     "ENUM_NAME_OVERRIDES": {"ReachabilityEnum": ["ok", "down"]},
     "SECURITY": [],
+    # Applies the views' OpenAPI declarations before the first schema.
+    "DEFAULT_GENERATOR_CLASS": "productsite.schema_generator.ProductSchemaGenerator",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "products.openapi.mark_empty_query_values",

@@ -1,11 +1,32 @@
+from importlib import import_module
+
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from products import monitoring, views
 from products.api_root import ServiceRouter
 from products.validators import NAME_URL_PATTERN
+
+
+def _docs_view(name: str, **initkwargs):
+    """Return drf-spectacular's view ``name``, imported on its first request.
+
+    Its module brings the schema generator; a server process that never
+    serves the docs never pays for it in memory.
+    """
+    view = None
+
+    @csrf_exempt  # as DRF's own views are
+    def lazy_view(request, *args, **kwargs):
+        nonlocal view
+        if view is None:
+            view = getattr(import_module("drf_spectacular.views"), name).as_view(**initkwargs)
+        return view(request, *args, **kwargs)
+
+    return lazy_view
+
 
 router = ServiceRouter()
 # Names may contain dots; "name.json" is a name, not a format suffix.
@@ -16,12 +37,12 @@ urlpatterns = [
     # A newcomer opening the server's address lands on the API root, which links the docs.
     path("", RedirectView.as_view(pattern_name="api-root", permanent=False), name="home"),
     path("api/", include(router.urls)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/schema/", _docs_view("SpectacularAPIView"), name="schema"),
+    path("api/docs/", _docs_view("SpectacularSwaggerView", url_name="schema"), name="swagger-ui"),
     # Our template: the stock one loads Google Fonts, and the docs work offline.
     path(
         "api/redoc/",
-        SpectacularRedocView.as_view(url_name="schema", template_name="products/redoc.html"),
+        _docs_view("SpectacularRedocView", url_name="schema", template_name="products/redoc.html"),
         name="redoc",
     ),
     path("api-auth/", include("rest_framework.urls")),

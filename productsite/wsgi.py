@@ -4,6 +4,12 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "productsite.settings")
 
+# Before Django loads the apps: DRF's compat module would import every
+# optional package installed (psycopg on SQLite, requests, ...) into each worker.
+from productsite.lean_imports import import_drf_compat
+
+import_drf_compat()
+
 application = get_wsgi_application()
 
 # A malformed REDIS_* setting is a system check error; gunicorn runs no

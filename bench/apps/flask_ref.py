@@ -4,7 +4,9 @@ Flask + redis-py + raw sqlite3, as the service this project replaced:
 ``GET /products/<name>`` reads Redis, and on a miss SELECTs the row and SETEXes
 it for 60 s; ``POST /products`` INSERTs. Only what the original did (no auth,
 no throttling, no validation beyond types), with a persistent per-thread SQLite
-connection so the reference is as fast as that approach gets.
+connection so the reference is as fast as that approach gets. The connection
+uses the journal settings the service uses (WAL, synchronous=NORMAL), so a
+create compares the two stacks, not two fsync policies.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def _db() -> sqlite3.Connection:
     conn = getattr(_local, "conn", None)
     if conn is None:
         conn = _local.conn = sqlite3.connect(_db_path, timeout=20, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
     return conn
 
 

@@ -152,6 +152,10 @@ def start_service(tmp, **env_overrides: str) -> Service:
             "print(Token.objects.create(user=u).key)",
         ).stdout.split()[-1]
         server.start()
+        # The first worker may answer before the master has forked the others.
+        deadline = time.monotonic() + 15
+        while len(child_pids(server.proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(child_pids(server.proc.pid)) == 3
         return Service(redis, server, env, database, token, str(tmp))
     except BaseException:

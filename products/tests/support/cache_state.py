@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from products import cache as product_cache
-from products import throttling
+from products import counters, nearcache, throttling
 
 
 def reset_process_state() -> None:
     """Forget the outages, missed invalidations and fail-open warnings this process saw."""
     product_cache.reset()
     throttling.reset()
+    nearcache.reset()  # its tracked connection may lead to another test's Redis
+    counters.reset()  # throttle reservations of earlier tests
 
 
 def fresh_product_cache() -> None:

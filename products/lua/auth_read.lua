@@ -1,0 +1,16 @@
+-- A cached token authentication, valid only under the current auth generation
+-- (products.authentication). Returns {1, payload} | {0, gen}.
+-- KEYS (hash tag {products-auth}, one slot): generation, entry. A missing
+-- generation gets a fresh unique value, so entries of an older one never match.
+local gen = redis.call('GET', KEYS[1])
+if not gen then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[1], now[1] .. '.' .. now[2], 'NX')
+  gen = redis.call('GET', KEYS[1])
+end
+local v = redis.call('GET', KEYS[2])
+if v then
+  local sep = string.find(v, '|', 1, true)
+  if sep and string.sub(v, 1, sep - 1) == gen then return {1, string.sub(v, sep + 1)} end
+end
+return {0, gen}

@@ -1,0 +1,166 @@
+"""The per-process near cache: hits without Redis, never an old value after a write."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from django.db import connections
+
+from products import cachekeys, counters, nearcache
+from products.models import Product
+from products.selectors import product_json
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+COUNTER, WINDOW = "anon:near-test", 60
+
+
+def read(name: str):
+    product, allowed = counters.get_product_counted(name, COUNTER, WINDOW, None, load=product_json)
+    assert allowed
+    return product
+
+
+def warm(name: str) -> None:
+    """Read until the product is in this process's near cache (miss, Redis hit, tracked hit)."""
+    for _ in range(3):
+        read(name)
+    assert name in nearcache._near.entries
+
+
+def test_a_product_read_again_is_served_from_memory_without_redis(private_redis):
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    assert read("Mug").hit is False  # miss: database, then fill
+    assert read("Mug").hit is True  # a Redis hit admits it
+    assert read("Mug").hit is True  # read through the tracked connection, remembered
+    before = private_redis.client().info("stats")["total_commands_processed"]
+    for _ in range(20):
+        assert b'"1.00"' in read("Mug").data
+    after = private_redis.client().info("stats")["total_commands_processed"]
+    # 20 near hits: at most a PING to prove the connection and one reservation
+    # of throttle counts, plus the INFO calls themselves.
+    assert after - before <= 6, after - before
+
+
+def test_a_write_is_never_followed_by_the_old_value(private_redis):
+    """The stale-read race: a writer (another connection, as another process would) changes
+    the product and invalidates; the very next read in this process must not be the old one."""
+    Product.objects.create(name="Mug", price=Decimal("0.00"), quantity=1)
+    for price in range(1, 201):
+        warm("Mug")
+        Product.objects.filter(name="Mug").update(price=Decimal(price))  # invalidates after commit
+        data = read("Mug").data
+        assert f'"price":"{price}.00"'.encode() in data, (price, data)
+
+
+def test_a_value_changed_in_redis_by_another_client_is_dropped_at_once(private_redis):
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    warm("Mug")
+    other = private_redis.client()
+    keys = cachekeys.product_keys("Mug")
+    for round_no in range(200):
+        other.delete(keys.value)  # as an invalidation from another process does,
+        other.ping()  # and its second round trip before the write is acknowledged
+        product = read("Mug")
+        assert product.hit is False, round_no  # never the remembered copy
+        warm("Mug")
+
+
+def test_a_retired_generation_drops_the_bucket(private_redis):
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    warm("Mug")
+    private_redis.client().set(cachekeys.product_keys("Mug").gen, "retired-by-someone-else")
+    assert read("Mug").hit is False
+
+
+def test_a_hung_redis_stops_near_hits_before_a_write_could_be_acknowledged(private_redis, settings):
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    warm("Mug")
+    private_redis.pause()
+    try:
+        # A writer gives up on a hung Redis after REDIS_SOCKET_TIMEOUT (0.1 s)
+        # and only then acknowledges; by then near hits must have stopped.
+        time.sleep(settings.REDIS_SOCKET_TIMEOUT)
+        Product.objects.filter(name="Mug").update(price=Decimal("2.00"))
+        product = read("Mug")
+        assert b'"2.00"' in product.data and product.hit is False
+    finally:
+        private_redis.resume()
+
+
+def test_a_dropped_tracking_connection_flushes_everything(private_redis):
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    warm("Mug")
+    client = private_redis.client()
+    # Kill every other connection, the tracked one included.
+    client.client_kill_filter(skipme=True)
+    client.delete(cachekeys.product_keys("Mug").value)  # its invalidation message has nowhere to go
+    assert read("Mug").hit is False
+
+
+def test_threads_reading_and_a_writer_never_see_an_old_value_after_its_write(private_redis):
+    Product.objects.create(name="Mug", price=Decimal("0.00"), quantity=1)
+    acknowledged = [0]  # the newest price whose write has returned
+    stale, stop = [], threading.Event()
+
+    def reader():
+        try:
+            while not stop.is_set():
+                floor = acknowledged[0]
+                data = read("Mug").data
+                price = int(Decimal(data.split(b'"price":"')[1].split(b'"')[0].decode()))
+                if price < floor:
+                    stale.append((floor, price))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for price in range(1, 101):
+            Product.objects.filter(name="Mug").update(price=Decimal(price))
+            acknowledged[0] = price
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert stale == []
+
+
+def test_off_when_the_setting_says_so(settings):
+    settings.PRODUCT_NEAR_CACHE = False
+    assert nearcache.read_script("Mug") is None
+    assert nearcache.get("Mug") is None
+
+
+def test_the_check_says_when_the_near_cache_is_off_or_unsafe():
+    from products.checks import near_cache_notes
+
+    assert near_cache_notes(True, True, False, 0.1) == []
+    assert [m.id for m in near_cache_notes(False, True, False, 0.1)] == ["products.I001"]
+    assert [m.id for m in near_cache_notes(True, True, True, 0.1)] == ["products.I001"]
+    assert "Cluster" in near_cache_notes(True, True, True, 0.1)[0].msg
+    assert [m.id for m in near_cache_notes(True, True, False, 0.02)] == ["products.E003"]
+
+
+def test_memory_stays_bounded_by_the_size_setting(private_redis, settings):
+    settings.PRODUCT_NEAR_CACHE_SIZE = 5
+    for i in range(20):
+        Product.objects.create(name=f"p{i}", price=Decimal(i), quantity=1)
+    for i in range(20):
+        for _ in range(3):
+            read(f"p{i}")
+    near = nearcache._near
+    assert 0 < len(near.entries) <= 5
+    # Each remembered product is registered under its generation and value keys, nothing else.
+    assert sum(len(names) for names in near.names_by_key.values()) == 2 * len(near.entries)
+
+
+def test_a_product_read_once_is_not_tracked(private_redis):
+    Product.objects.create(name="Once", price=Decimal("1.00"), quantity=1)
+    read("Once")  # a miss: filled through the pool, Redis tracks nothing for it
+    assert "Once" not in nearcache._near.entries and "Once" not in nearcache._near.admitted

@@ -1,0 +1,175 @@
+"""DRF token authentication with the token's user and permissions cached in Redis.
+
+DRF's TokenAuthentication reads the token and its user (one query) on every
+request, and the permission check then reads the user's and the groups'
+permissions (two more): three of a create's five queries, and half its CPU.
+Here a token that authenticated once is answered from one Redis round trip
+until anything it depends on changes.
+
+Correctness, the same way the product cache keeps it:
+
+* Every entry is stored together with the *auth generation* it was read
+  under, and a read only accepts an entry of the current generation.
+* Any change to a token, a user, a group, a permission or their m2m links
+  (receivers in :mod:`products.receivers`) sets a new random generation, at
+  once and again after its transaction commits. So after the change is
+  acknowledged no request authenticates with the old user or permissions.
+* A fill stores its entry only if the generation is still the one seen
+  before the database read (one Lua script): a request that read the old
+  rows before a change committed cannot store them after the change.
+* Redis down: authentication reads the database (as DRF does), fills
+  nothing. A change that could not reach Redis is retried before this
+  process trusts Redis again; entries live ``AUTH_CACHE_TIMEOUT`` seconds
+  (60), which bounds what another process could serve after such an outage.
+
+Caveats: ``User.objects.update()`` and raw SQL send no signals (like the
+product cache's raw SQL caveat); call :func:`invalidate` after them. Only the
+default ``ModelBackend`` permissions are cached; with other authentication
+backends the permissions are read as usual (the user is still cached);
+ModelBackend subclasses that only change ``authenticate`` (products.authentication's
+LimitedModelBackend) count as ModelBackend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+from datetime import datetime
+
+import orjson
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from redis.exceptions import RedisError
+from rest_framework import authentication
+
+from . import cache, scripts, transport
+
+logger = logging.getLogger(__name__)
+
+# One hash tag: the generation and every entry live in one Redis Cluster slot,
+# so lua/auth_*.lua only touch keys they declare, all in one slot.
+_TAG = "{products-auth}"
+
+
+_missed_lock = threading.Lock()
+_missed = False  # a change could not reach Redis: retire before trusting it
+
+
+def _gen_key() -> str:
+    return transport.make_key(f"{_TAG}:auth:v1:gen")
+
+
+def _keys(token_key: str) -> list[str]:
+    # The entry's name is a digest: a Redis dump must not hand out tokens.
+    digest = hashlib.blake2b(token_key.encode(), digest_size=16).hexdigest()
+    return [_gen_key(), transport.make_key(f"{_TAG}:auth:v1:t:{digest}")]
+
+
+def _user_fields() -> list:
+    # Everything but the password hash: it never leaves the database.
+    return [f for f in get_user_model()._meta.concrete_fields if f.attname != "password"]
+
+
+_PERMISSION_METHODS = ("has_perm", "get_all_permissions", "get_user_permissions", "get_group_permissions")
+
+
+def _caches_permissions() -> bool:
+    """Return True when every backend decides permissions exactly as ModelBackend does."""
+    from django.contrib.auth.backends import ModelBackend
+    from django.utils.module_loading import import_string
+
+    for path in settings.AUTHENTICATION_BACKENDS:
+        backend = import_string(path)
+        if not issubclass(backend, ModelBackend) or any(
+            getattr(backend, method) is not getattr(ModelBackend, method) for method in _PERMISSION_METHODS
+        ):
+            return False
+    return True
+
+
+def _dump(user, token) -> bytes:
+    values = [getattr(user, f.attname) for f in _user_fields()]
+    perms = sorted(user.get_all_permissions()) if _caches_permissions() else None
+    return orjson.dumps({"u": values, "p": perms, "c": token.created})
+
+
+def _load(token_key: str, payload: bytes, token_model):
+    data = orjson.loads(payload)
+    fields = _user_fields()
+    values = []
+    for field, value in zip(fields, data["u"], strict=True):
+        if value is not None and field.get_internal_type() == "DateTimeField":
+            value = datetime.fromisoformat(value)
+        values.append(value)
+    # from_db marks the password as deferred: a save() of this user writes
+    # only the loaded fields, and reading the password loads it.
+    user = get_user_model().from_db("default", [f.attname for f in fields], values)
+    if data["p"] is not None:
+        user._perm_cache = set(data["p"])  # what ModelBackend.has_perm reads
+    token = token_model(key=token_key, user=user, created=datetime.fromisoformat(data["c"]))
+    return user, token
+
+
+def _retire_if_missed(client) -> None:
+    global _missed
+    if _missed:
+        with _missed_lock:
+            if _missed:
+                client.set(_gen_key(), secrets.token_hex(8))
+                _missed = False
+
+
+def _read(keys: list[str]):
+    def op(client):
+        _retire_if_missed(client)
+        return scripts.evalsha(client, "auth_read", keys, [])
+
+    try:
+        return transport.run(op)
+    except transport.CacheUnavailable:
+        return None
+
+
+class CachedTokenAuthentication(authentication.TokenAuthentication):
+    """``Authorization: Token ...``, with the user and permissions cached (see the module docstring)."""
+
+    def authenticate_credentials(self, key: str):
+        if not cache.cache_enabled() or cache._in_transaction():
+            return super().authenticate_credentials(key)
+        keys = _keys(key)
+        answer = _read(keys)
+        if answer is not None and answer[0] == 1:
+            return _load(key, answer[1], self.get_model())
+        user, token = super().authenticate_credentials(key)  # raises for a bad token
+        if answer is not None:
+            payload = _dump(user, token)
+            timeout = getattr(settings, "AUTH_CACHE_TIMEOUT", 60)
+            try:
+                transport.run(lambda c: scripts.evalsha(c, "auth_fill", keys, [answer[1], payload, timeout]))
+            except transport.CacheUnavailable:
+                pass
+        return user, token
+
+
+def invalidate() -> None:
+    """Make every cached token unreachable now (a new auth generation)."""
+    global _missed
+    try:
+        # Straight to Redis, past the breaker (an invalidation is never
+        # skipped), and without opening it: an admin edit during an outage is
+        # not what should announce the outage.
+        transport.client().set(_gen_key(), secrets.token_hex(8))
+    except RedisError:
+        logger.info("Could not invalidate cached token authentications; retried before the next use")
+        with _missed_lock:
+            _missed = True
+
+
+def invalidate_on_commit(using: str | None = None) -> None:
+    """Invalidate now, and again once the current transaction commits."""
+    invalidate()
+    if transaction.get_connection(using).in_atomic_block:
+        transaction.on_commit(invalidate, using=using, robust=True)
