@@ -20,7 +20,7 @@ import time
 
 from django.conf import settings
 
-from . import cache, cachekeys, nearcache, transport
+from . import cache, cachekeys, metrics, nearcache, transport
 from .cache import CachedProduct, Loader
 from .transport import CacheUnavailable, Client
 
@@ -106,7 +106,9 @@ def get_product_counted(
         if take(counter, window, limit) is False:
             return None, False
         product = nearcache.get(name)
-        if product is None:
+        if product is not None:
+            metrics.cache_lookup("hit")
+        else:
             product = cache.get_product(name, load, reader=nearcache.read_script(name))
             if product is not None and product.hit:
                 nearcache.admit(name)

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -277,9 +278,15 @@ def test_several_workers_add_up_and_a_dead_workers_counts_stay(metrics_gunicorn)
         check=True,
     )
     session = requests.Session()
-    # New connections spread the requests over the workers.
-    for _ in range(60):
-        assert requests.get(server.url + "/api/products/Mug/", timeout=5).status_code == 200
+    # Concurrent new connections spread the requests over the workers (one
+    # client in sequence may be served by one worker throughout).
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(
+            pool.map(
+                lambda _: requests.get(server.url + "/api/products/Mug/", timeout=5).status_code, range(60)
+            )
+        )
+    assert statuses == [200] * 60
     for _ in range(20):
         assert requests.get(server.url + "/api/products/?search=mu", timeout=5).status_code == 200
     assert session.get(server.url + "/api/products/Nope/", timeout=5).status_code == 404
