@@ -172,20 +172,23 @@ def scan_pattern(suffix: str = "") -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + "*"
 
 
-def clear() -> int:
+def clear(*, sign_in_limits: bool = False) -> int:
     """Delete this service's cached products, fill leases and throttle counters, on every master.
 
     The buckets' ``gen`` and ``srv`` keys stay: without values they hold
     nothing stale, and deleting them would make every process that connects
-    later retire generations for nothing. Other prefixes are untouched; never
-    FLUSHDB.
+    later retire generations for nothing. The failed sign-in counters stay
+    too unless ``sign_in_limits`` (tests): clearing the cache, a routine step
+    after raw SQL, must not lift a password-guessing lock. Other prefixes are
+    untouched; never FLUSHDB.
     """
+    keep = (b"}:gen", b"}:srv")
 
     def op(client: Client) -> int:
         deleted, batch = 0, []
         # On a cluster, scan_iter walks every master.
         for key in client.scan_iter(match=scan_pattern(), count=1000):
-            if not key.endswith((b"}:gen", b"}:srv")):
+            if not key.endswith(keep) and (sign_in_limits or b":throttle:authfail:" not in key):
                 batch.append(key)
             if len(batch) >= 1000:
                 deleted += client.unlink(*batch)

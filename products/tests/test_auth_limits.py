@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import time
 import uuid
 
@@ -10,6 +11,7 @@ import pytest
 import requests
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
@@ -181,3 +183,11 @@ def test_the_limit_is_shared_by_gunicorn_workers(sqlite_gunicorn):
         codes.append(response.status_code)
     assert codes == [401] * 5 + [429] * 3
     assert int(response.headers["Retry-After"]) > 0
+
+
+def test_clearing_the_product_cache_does_not_lift_a_sign_in_lock(anon_client, owner, limits):
+    limits("100/hour", "2/hour")
+    codes = [anon_client.get("/api/products/", **basic("owner", f"guess{i}")).status_code for i in range(3)]
+    assert codes == [401, 401, 429]
+    call_command("clear_product_cache", stdout=io.StringIO())
+    assert anon_client.get("/api/products/", **basic("owner", "guess9")).status_code == 429

@@ -15,10 +15,10 @@ def reset_process_state() -> None:
 
 
 def fresh_product_cache() -> None:
-    """Drop this run's cached products and close the breaker."""
+    """Drop this run's cached products and sign-in counters, and close the breaker."""
     reset_process_state()
     try:
-        product_cache.clear()
+        product_cache.clear(sign_in_limits=True)
     except product_cache.CacheUnavailable:
         pass
     reset_process_state()
