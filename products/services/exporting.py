@@ -10,7 +10,7 @@ from typing import TextIO
 from django.db import connections
 from django.db.models import QuerySet
 
-from products.fileformats import format_end, format_rows
+from products.filewriters import format_end, format_rows
 from products.models import Product
 
 ProgressCallback = Callable[[int], None]

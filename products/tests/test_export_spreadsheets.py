@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.core.management import CommandError, call_command
 
-from products.fileformats import spreadsheet_safe
+from products.filewriters import spreadsheet_safe
 from products.models import Product
 
 pytestmark = pytest.mark.django_db
