@@ -43,7 +43,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,7 +155,7 @@ class Server:
     app: str
     env: dict[str, str]
     prefix: str
-    port: int = field(default_factory=free_port)
+    port: int = 0  # chosen at start, once the servers started before it are listening
     proc: subprocess.Popen | None = None
 
     @property
@@ -163,6 +163,9 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, gunicorn: list[str], probe: str) -> None:
+        # A port picked at construction could be handed out twice before any
+        # server binds it; the probe would then measure the other server.
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [
                 sys.executable,

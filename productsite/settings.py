@@ -149,6 +149,13 @@ PRODUCT_CACHE_LEASE_WAIT = env.float("PRODUCT_CACHE_LEASE_WAIT", default=0.5)
 # How long a cached token authentication (user + permissions) may live; any
 # change to them drops it at once, this only bounds an outage's leftovers.
 AUTH_CACHE_TIMEOUT = env.int("AUTH_CACHE_TIMEOUT", default=60)
+# A per-process near cache of hot products, kept honest by Redis CLIENT
+# TRACKING (products.nearcache; one Redis or Sentinel, never a cluster), and
+# how many products it holds.
+PRODUCT_NEAR_CACHE = env.bool("PRODUCT_NEAR_CACHE", default=True)
+PRODUCT_NEAR_CACHE_SIZE = env.int("PRODUCT_NEAR_CACHE_SIZE", default=1000)
+# Throttle counts a process reserves from Redis at once (one INCRBY).
+PRODUCT_THROTTLE_BATCH = env.int("PRODUCT_THROTTLE_BATCH", default=16)
 # Off: every product read comes from the database (throttling still counts in
 # Redis). For measuring the uncached path; production keeps it on.
 PRODUCT_CACHE_ENABLED = env.bool("PRODUCT_CACHE_ENABLED", default=True)
