@@ -6,6 +6,7 @@ can use the same rule as the app's request log.
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 
@@ -56,3 +57,15 @@ def request_id(header: str | None) -> str:
     if header and _REQUEST_ID.match(header):
         return header
     return uuid.uuid4().hex
+
+
+class OnlyWithTraceback(logging.Filter):
+    """Let a record through only when it carries an exception.
+
+    ``django.request`` logs every 5xx response; an error the API answered on
+    purpose (a 503 while the database is down) is already in the request's
+    line, while an unhandled exception's traceback is news.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is not None

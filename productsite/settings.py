@@ -360,6 +360,9 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    "filters": {
+        "only_with_traceback": {"()": "products.logfields.OnlyWithTraceback"},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
     },
@@ -369,9 +372,9 @@ LOGGING = {
         # Propagates to the root's console handler (one handler, no duplicates).
         "products": {"level": LOG_LEVEL},
         # products.requests logs every request once; django.request would add
-        # a WARNING per 4xx saying the same. Server errors (5xx, with their
-        # traceback) still come through.
-        "django.request": {"level": "ERROR"},
+        # a line per 4xx and 5xx saying the same. Unhandled exceptions (500,
+        # with their traceback) still come through.
+        "django.request": {"level": "ERROR", "filters": ["only_with_traceback"]},
         # A wrong Host header is the client's doing (400, in the request's
         # line); Django would log it at ERROR with a traceback, so anyone
         # could fill the log at will.

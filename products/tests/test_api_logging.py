@@ -62,3 +62,27 @@ def test_log_level_comes_from_the_environment():
     code = "import logging; print(logging.getLevelName(logging.getLogger('products.requests').getEffectiveLevel()))"
     assert manage(server_env(LOG_LEVEL="warning"), "shell", "-c", code).stdout.split()[-1] == "WARNING"
     assert manage(server_env(LOG_LEVEL="DEBUG"), "shell", "-c", code).stdout.split()[-1] == "DEBUG"
+
+
+def test_django_request_logs_only_what_the_request_line_cannot_say():
+    """A 5xx the API answered on purpose is in the request's line; a traceback is not."""
+    import sys
+
+    logger = logging.getLogger("django.request")
+    answered = logger.makeRecord(
+        "django.request", logging.ERROR, __file__, 1, "Service Unavailable: %s", ("/api/",), None
+    )
+    assert not logger.filter(answered)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        crashed = logger.makeRecord(
+            "django.request",
+            logging.ERROR,
+            __file__,
+            1,
+            "Internal Server Error: %s",
+            ("/api/",),
+            sys.exc_info(),
+        )
+    assert logger.filter(crashed)
