@@ -69,7 +69,6 @@ from products.throttling import (
 from products.validators import NAME_URL_PATTERN
 
 logger = logging.getLogger(__name__)
-django_request_logger = logging.getLogger("django.request")
 
 # The stack whose effect on a cached product read the fast path reproduces.
 # Change it only together with the code below (and the parity tests in
@@ -308,7 +307,6 @@ class FastProductReads:
         if environ["productsite.fastpath.secure"] and settings.SECURE_HSTS_SECONDS:
             headers.append(("Strict-Transport-Security", _hsts()))
         if product is None:
-            django_request_logger.warning("Not Found: %s", path, extra={"status_code": 404})
             headers += [("Content-Type", "application/json"), ("Content-Length", str(len(_NOT_FOUND)))]
             return "404 Not Found", headers, _NOT_FOUND, "-"
         etag = product.etag
