@@ -82,6 +82,20 @@ def take(counter: str, window: int, limit: int | None) -> bool | None:
     return True
 
 
+def give_back(counter: str, window: int) -> None:
+    """Return one request that :func:`take` allowed but that was not served after all.
+
+    For productsite.fastcreate, which hands such a request to Django (whose
+    throttle then counts it): the request counts once. It goes back to this
+    process's reservation, so the window's total in Redis is unchanged; a
+    request allowed while Redis was down (no reservation) has nothing to give back.
+    """
+    key = throttle_key(counter, window)
+    with _allowance_lock:
+        if key in _allowance:
+            _allowance[key] += 1
+
+
 def reset() -> None:
     """Forget this process's reservations (tests)."""
     with _allowance_lock:

@@ -91,6 +91,13 @@ class _FixedWindowThrottle(BaseThrottle):
     def wait(self) -> float | None:
         return self._wait
 
+    def give_back(self, request) -> None:
+        """Uncount the request allow_request() just allowed (productsite.fastcreate hands it to Django)."""
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        ident = self.ident(request)
+        if rate and ident is not None:
+            counters.give_back(counter_name(self.scope, ident), parse_rate(rate)[1])
+
 
 class AnonymousFixedWindowThrottle(_FixedWindowThrottle):
     """Count an anonymous client's requests per address in a Redis fixed window (scope "anon")."""

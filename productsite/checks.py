@@ -23,3 +23,24 @@ def check_fast_path_mirrors_the_stack(app_configs, **kwargs):
             id="productsite.W001",
         )
     ]
+
+
+@register()
+def check_fast_creates_mirror_the_view(app_configs, **kwargs):
+    """Warn when the create fast path has switched itself off because the stack or the view changed."""
+    if not getattr(settings, "PRODUCT_FAST_PATH", True):
+        return []
+    from .fastcreate import configuration_problems
+
+    problems = configuration_problems()
+    if not problems:
+        return []
+    return [
+        Warning(
+            "The fast path for authenticated creates is off: " + "; ".join(problems) + ".",
+            hint="Every create goes through DRF (correct, but slower). Update "
+            "productsite.fastcreate to mirror the new configuration (and its parity tests), "
+            "or set PRODUCT_FAST_PATH=0 to say the fast paths are off on purpose.",
+            id="productsite.W002",
+        )
+    ]

@@ -25,6 +25,12 @@ from productsite.head_requests import OmitHeadBodies  # noqa: E402
 
 application = OmitHeadBodies(application)
 
+# Successful authenticated JSON creates are answered in front of Django too
+# (the API's own checks, save and headers); anything else goes to Django.
+from productsite.fastcreate import FastProductCreates  # noqa: E402  (needs django.setup())
+
+application = FastProductCreates(application)
+
 # Anonymous JSON product reads are answered in front of Django (same headers,
 # throttle and cache) when the configuration is the one the fast path mirrors;
 # everything else goes to Django unchanged.
