@@ -43,10 +43,14 @@ most :data:`MAX_BODY` bytes and no ``Transfer-Encoding``, an
 absent, ``*/*`` or ``application/json``, no NUL in a header, an allowed host
 and no ``X-Forwarded-Host`` Django would read, no HTTPS redirect due.
 
-Once the INSERT has succeeded the product exists: an error after it is never
-handed to Django (which would then answer 409 for the product just created);
-it propagates to the server, which answers 500, as Django would for an
-unhandled exception.
+A database error from the create (the unique index refusing a taken name, a
+locked or unreachable database) hands the request to Django too: in
+autocommit the failed INSERT wrote nothing. Once the INSERT has succeeded the
+product exists, and an error after it is never handed to Django (which would
+then answer 409 for the product just created); it propagates to the server,
+which answers 500. The one case between the two: the outbox's own write
+failing after the INSERT (Redis and the database both failing at once) is
+handed over, and Django answers 409 for a product this request created.
 """
 
 from __future__ import annotations
@@ -58,9 +62,10 @@ from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.handlers.wsgi import WSGIRequest, get_path_info
+from django.core.handlers.wsgi import WSGIRequest, get_path_info, get_script_name
 from django.core.signals import setting_changed
-from django.db import IntegrityError, close_old_connections, router, transaction
+from django.db import DatabaseError, close_old_connections, router, transaction
+from django.urls import set_script_prefix
 from rest_framework import authentication as drf_authentication
 from rest_framework import mixins
 from rest_framework.exceptions import APIException
@@ -235,6 +240,8 @@ class FastProductCreates:
             return None
         if not isinstance(data, dict):
             return None
+        # As Django's handler does first: reverse() (the Location) honours the script name.
+        set_script_prefix(get_script_name(environ))
         request = WSGIRequest(environ)
         # Django's request_started does this before a view touches the
         # database: drop a broken or aged connection.
@@ -278,9 +285,10 @@ class FastProductCreates:
                     instance = serializer.create(prepared.attrs)
             else:
                 instance = serializer.create(prepared.attrs)
-        except IntegrityError:
-            # The name is taken (validation passed, the unique index did
-            # not): the API answers that, with its own check.
+        except DatabaseError:
+            # Nothing was written: the name is taken (validation passed, the
+            # unique index did not), or the database is locked or down. The
+            # API answers that, with its own check and error handling.
             _give_back(prepared.throttles, prepared.request)
             return None
         representation = serializer.to_representation(instance)

@@ -167,8 +167,9 @@ PRODUCT_CACHE_OUTBOX_POLL = env.float("PRODUCT_CACHE_OUTBOX_POLL", default=1.0)
 PRODUCT_CACHE_OUTBOX_RETRY = env.float("PRODUCT_CACHE_OUTBOX_RETRY", default=0.2)
 # Anonymous JSON reads of one product are answered by productsite.fastpath in
 # front of Django (same headers, throttle and cache) while MIDDLEWARE is the
-# stack it mirrors (else it is off and check says productsite.W001); off
-# sends every request through Django.
+# stack it mirrors (else it is off and check says productsite.W001), and so
+# are successful authenticated JSON creates (productsite.fastcreate, W002);
+# off sends every request through Django.
 PRODUCT_FAST_PATH = env.bool("PRODUCT_FAST_PATH", default=True)
 
 CACHES = {

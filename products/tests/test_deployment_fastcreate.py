@@ -160,8 +160,9 @@ def test_a_create_is_answered_by_the_fast_path_exactly_as_by_drf(
         {"HTTP_ACCEPT": "*/*"},
         {"CONTENT_TYPE": "application/json; charset=utf-8"},
         {"HTTP_AUTHORIZATION_KEYWORD": "token"},
+        {"SCRIPT_NAME": "/shop"},
     ],
-    ids=["accept_json", "accept_any", "charset", "lowercase_keyword"],
+    ids=["accept_json", "accept_any", "charset", "lowercase_keyword", "script_name"],
 )
 def test_variants_the_fast_path_also_answers(wsgi_post, settings, token, frozen_time, headers):
     headers = dict(headers)
@@ -447,6 +448,26 @@ def test_a_name_taken_concurrently_is_a_409_from_drf(wsgi_post, token, monkeypat
     assert answer.handled_by_django
     assert answer.json() == {"name": ["A product with this name already exists."]}
     assert Product.objects.get(name="Raced").price == 1
+
+
+def test_a_database_error_at_the_insert_hands_the_create_to_django(wsgi_post, token, monkeypatch):
+    from django.db import OperationalError
+
+    real_save = Product.save
+    failures = []
+
+    def locked_once(self, *args, **kwargs):
+        if not failures:
+            failures.append(self.name)
+            raise OperationalError("database is locked")
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Product, "save", locked_once)
+    answer = wsgi_post({"name": "retried", "price": "1"}, HTTP_AUTHORIZATION=token)
+    assert failures == ["retried"]
+    assert answer.handled_by_django
+    assert answer.status_code == 201
+    assert Product.objects.filter(name="retried").count() == 1
 
 
 # --- Fail closed ---------------------------------------------------------------------------
