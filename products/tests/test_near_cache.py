@@ -144,11 +144,10 @@ def test_off_when_the_setting_says_so(settings):
 def test_the_check_says_when_the_near_cache_is_off_or_unsafe():
     from products.checks import near_cache_notes
 
-    assert near_cache_notes(True, True, False, 0.1) == []
-    assert [m.id for m in near_cache_notes(False, True, False, 0.1)] == ["products.I001"]
-    assert [m.id for m in near_cache_notes(True, True, True, 0.1)] == ["products.I001"]
-    assert "Cluster" in near_cache_notes(True, True, True, 0.1)[0].msg
-    assert [m.id for m in near_cache_notes(True, True, False, 0.02)] == ["products.E003"]
+    assert near_cache_notes(True, True, 0.1) == []
+    assert [m.id for m in near_cache_notes(False, True, 0.1)] == ["products.I001"]
+    assert [m.id for m in near_cache_notes(True, False, 0.1)] == ["products.I001"]
+    assert [m.id for m in near_cache_notes(True, True, 0.02)] == ["products.E003"]
 
 
 def test_memory_stays_bounded_by_the_size_setting(private_redis, settings):
