@@ -99,6 +99,7 @@ class _NearCache:
         self.names_by_key: dict[bytes, set[str]] = {}
         self.admitted: OrderedDict[str, None] = OrderedDict()  # names Redis served lately
         self.usable: bool | None = None  # None: not decided yet (Redis refused tracking: False)
+        self.nodes_manager = None  # a cluster's slot map, as of the last tracked read
 
     @property
     def connection(self) -> Connection | None:
@@ -191,7 +192,7 @@ class _NearCache:
                 self._forget(name)
                 return None
             try:
-                if node is not None and _owner(entry[3]) != node:
+                if node is not None and _owner(self.nodes_manager, entry[3]) != node:
                     # The slot map moved the slot (a failover, a migration):
                     # what this node said about it no longer counts.
                     self.drop()
@@ -237,6 +238,7 @@ class _NearCache:
             try:
                 if transport.is_cluster(client):
                     slot = client.keyslot(keys[0])
+                    self.nodes_manager = client.nodes_manager
                     cluster_node = client.nodes_manager.get_node_from_slot(slot)
                     if cluster_node.redis_connection is None:
                         return None
@@ -291,10 +293,10 @@ class _NearCache:
 _REDIRECTED = (MovedError, AskError, TryAgainError, ClusterDownError)
 
 
-def _owner(slot: int) -> str | None:
+def _owner(nodes_manager, slot: int) -> str | None:
     """Return the name of the master this process's slot map gives ``slot`` to."""
     try:
-        return transport.client().nodes_manager.slots_cache[slot][0].name
+        return nodes_manager.slots_cache[slot][0].name
     except (LookupError, AttributeError):
         return None
 
@@ -375,6 +377,7 @@ def reset() -> None:
     with _near.lock:
         _near.drop()
         _near.usable = None
+        _near.nodes_manager = None
 
 
 def _drop_on_setting_change(setting: str, **kwargs) -> None:
