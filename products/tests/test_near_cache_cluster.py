@@ -198,6 +198,11 @@ def test_a_master_demoted_by_a_manual_failover_stops_serving_near_hits(on_cluste
     new.client().execute_command("CLUSTER", "FAILOVER")
     wait_for(lambda: new.client().info("replication")["role"] == "master", 30, "the manual failover")
     wait_for(lambda: old.client().info("replication")["role"] == "slave", 30, "the old master's demotion")
+    # Nothing was written yet, so no message came; past the proof window, the
+    # demoted master's answer to the proof (MOVED) ends its near hits.
+    time.sleep(nearcache.PROOF_WINDOW)
+    assert nearcache.get(on_old[0]) is None
+    assert not nearcache._near.entries and not nearcache._near.trackers
     # Another process writes to the new master (its own slot map) and settles there.
     other = other_client(cluster)
     try:
