@@ -48,10 +48,12 @@ from redis.connection import Connection
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    ConnectionError,
     MovedError,
     NoScriptError,
     RedisError,
     ResponseError,
+    TimeoutError,
     TryAgainError,
 )
 
@@ -267,9 +269,9 @@ class _NearCache:
                 self.drop()
                 _reload_slots(exc, client)
                 return None
-            except (RedisError, OSError):
+            except (RedisError, OSError) as exc:
                 self.drop()
-                if node is not None:
+                if node is not None and isinstance(exc, (ConnectionError, TimeoutError, OSError)):
                     _refresh_slots(client, node)
                 raise
             if reply[0] == _HIT:
