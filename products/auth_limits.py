@@ -67,14 +67,27 @@ def _counters(request, username: str | None) -> list[tuple[str, int, int]]:
     ]
 
 
-def check(request, username: str | None) -> None:
-    """Raise TooManyFailedLogins when the address or the username is over its limit."""
+def count_keys(request, username: str | None) -> list[str]:
+    """Return the Redis keys of this request's counters (products.token_cache reads them with the token)."""
+    return [counters.throttle_key(name, window) for name, _limit, window in _counters(request, username)]
+
+
+def check(request, username: str | None, counts: list[int] | None = None) -> None:
+    """Raise TooManyFailedLogins when the address or the username is over its limit.
+
+    ``counts``: the counters' values already read, in :func:`count_keys`'
+    order (None: read them here).
+    """
     waits = []
-    for name, limit, window in _counters(request, username):
-        counts = counters.rate_counts([name], window)
-        if counts is None:
-            return  # fail open; record_failure logs it
-        if counts[0] >= limit:
+    for index, (name, limit, window) in enumerate(_counters(request, username)):
+        if counts is not None:
+            count = counts[index]
+        else:
+            read = counters.rate_counts([name], window)
+            if read is None:
+                return  # fail open; record_failure logs it
+            count = read[0]
+        if count >= limit:
             waits.append(window - (time.time() % window))
     if waits:
         raise TooManyFailedLogins(wait=max(waits))

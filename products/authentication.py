@@ -51,12 +51,23 @@ class TokenAuthentication(CachedTokenAuthentication):
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None  # not a token request: nothing to limit
-        auth_limits.check(request, None)
+        self.check_limits(request, header)
         try:
             return super().authenticate(request)
         except AuthenticationFailed:
             auth_limits.record_failure(request, None)
             raise
+
+    def check_limits(self, request, header: list[bytes]) -> None:
+        """Raise TooManyFailedLogins when the client address is over its failed-login limit.
+
+        The limit's count and the cached token (token_cache) come in one
+        round trip; the token's entry waits for authenticate_credentials.
+        """
+        counts = None
+        if len(header) == 2 and header[1].isascii():
+            counts = self.prefetch(header[1].decode(), auth_limits.count_keys(request, None))
+        auth_limits.check(request, None, counts)
 
     def authenticate_credentials(self, key):
         if len(key) > _TOKEN_MAX_LENGTH or not key.isascii() or not key.isprintable():

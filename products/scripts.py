@@ -66,6 +66,34 @@ def evalsha(redis_client: Client, name: str, keys: list, args: list) -> Any:
     return reply
 
 
+def command_then_evalsha(redis_client: Client, command: tuple, name: str, keys: list, args: list) -> tuple:
+    """Send ``command`` and script ``name`` in one round trip; return both replies.
+
+    One server only (on a cluster they may belong to two masters). A NOSCRIPT
+    reply runs the script again through :func:`evalsha`, which loads it.
+    """
+    loaded = script(redis_client, name)
+    pool = redis_client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command(
+            connection.pack_commands([command, ("EVALSHA", loaded.sha, len(keys), *keys, *args)])
+        )
+        first = connection.read_response()
+        try:
+            reply = connection.read_response()
+        except NoScriptError:
+            reply = NoScriptError
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+    if reply is NoScriptError:
+        reply = evalsha(redis_client, name, keys, args)
+    return first, reply
+
+
 def eval_many(redis_client: Client, name: str, calls: list[tuple[list, list]]) -> list:
     """Run script ``name`` once per ``(keys, args)``, pipelined; return the replies in order.
 

@@ -133,14 +133,46 @@ def _read(keys: list[str]):
         return None
 
 
+def _read_with(keys: list[str], count_keys: list[str]):
+    def op(client):
+        _retire_if_missed(client)
+        if transport.is_cluster(client):  # other slots, maybe other masters: read apart
+            return scripts.evalsha(client, "auth_read", keys, []), None
+        counts, answer = scripts.command_then_evalsha(client, ("MGET", *count_keys), "auth_read", keys, [])
+        return answer, [int(value or 0) for value in counts]
+
+    try:
+        return transport.run(op)
+    except transport.CacheUnavailable:
+        return None, None
+
+
 class CachedTokenAuthentication(authentication.TokenAuthentication):
     """``Authorization: Token ...``, with the user and permissions cached (see the module docstring)."""
+
+    _prefetched: tuple[str, object] | None = None
+
+    def prefetch(self, key: str, count_keys: list[str]) -> list[int] | None:
+        """Read the cached entry for ``key`` and the counters ``count_keys`` in one round trip.
+
+        Returns the counters' values (None: not read), and keeps the entry
+        for the next :meth:`authenticate_credentials` of ``key`` by this
+        instance (DRF makes one per request). products.authentication reads
+        the failed-login counts this way.
+        """
+        if not count_keys or not cache.cache_enabled() or cache._in_transaction():
+            return None
+        answer, counts = _read_with(_keys(key), count_keys)
+        if answer is not None:
+            self._prefetched = (key, answer)
+        return counts
 
     def authenticate_credentials(self, key: str):
         if not cache.cache_enabled() or cache._in_transaction():
             return super().authenticate_credentials(key)
         keys = _keys(key)
-        answer = _read(keys)
+        prefetched, self._prefetched = self._prefetched, None
+        answer = prefetched[1] if prefetched is not None and prefetched[0] == key else _read(keys)
         if answer is not None and answer[0] == 1:
             return _load(key, answer[1], self.get_model())
         user, token = super().authenticate_credentials(key)  # raises for a bad token

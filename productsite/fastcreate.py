@@ -75,7 +75,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.settings import api_settings
 from rest_framework.viewsets import GenericViewSet
 
-from products import auth_limits, jsonnumbers
+from products import jsonnumbers
 from products.authentication import TokenAuthentication
 from products.middleware import log_request, request_id
 from products.models import Product
@@ -207,7 +207,6 @@ class FastProductCreates:
 
     def __init__(self, app: Callable[[dict, StartResponse], Iterable[bytes]]) -> None:
         self.app = app
-        self.authenticator = TokenAuthentication()
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") == "POST":
@@ -249,9 +248,10 @@ class FastProductCreates:
         try:
             # products.authentication.TokenAuthentication.authenticate, but a
             # refused token is not recorded here: Django, answering the 401,
-            # records it (once).
-            auth_limits.check(request, None)
-            found = drf_authentication.TokenAuthentication.authenticate(self.authenticator, request)
+            # records it (once). One authenticator per request, as DRF makes.
+            authenticator = TokenAuthentication()
+            authenticator.check_limits(request, drf_authentication.get_authorization_header(request).split())
+            found = drf_authentication.TokenAuthentication.authenticate(authenticator, request)
         except APIException:
             return None
         if found is None:

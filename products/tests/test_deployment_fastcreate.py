@@ -549,3 +549,16 @@ def test_fast_create_with_redis_down_still_creates_and_records_the_invalidation(
     assert answer.status_code == 201
     assert Product.objects.filter(name="offline").exists()
     assert any("offline" in pending.names for pending in PendingInvalidation.objects.all())
+
+
+def test_creates_survive_redis_forgetting_its_scripts(wsgi_post, token, private_redis):
+    # The cached token is read in the same round trip as the failed-login
+    # count; a NOSCRIPT reply there loads the script and reads again.
+    assert wsgi_post({"name": "before", "price": "1"}, HTTP_AUTHORIZATION=token).status_code == 201
+    private_redis.client().script_flush()
+    answer = wsgi_post({"name": "after", "price": "1"}, HTTP_AUTHORIZATION=token)
+    assert answer.status_code == 201
+    assert not answer.handled_by_django
+    private_redis.client().script_flush()
+    refused = wsgi_post(GOOD, HTTP_AUTHORIZATION="Token not-a-real-token")
+    assert refused.status_code == 401
