@@ -30,7 +30,7 @@ _WORKER = textwrap.dedent(
         return statuses[0][:3]
 
     codes = [get("/api/products/nothing-here/"), get("/api/products/", "format=json"), get("/health/")]
-    names = ["psycopg", "psycopg2", "requests", "yaml", "pygments", "jinja2", "django.test",
+    names = ["psycopg", "psycopg2", "django.contrib.postgres", "django.db.backends.postgresql", "requests", "yaml", "pygments", "jinja2", "django.test",
              "drf_spectacular.openapi", "drf_spectacular.views"]
     print(json.dumps({"codes": codes, "loaded": [n for n in names if n in sys.modules]}))
     """
