@@ -14,7 +14,7 @@ application = get_wsgi_application()
 
 from django.conf import settings  # noqa: E402
 
-from productsite.worker_memory import freeze_heap, limit_malloc_arenas  # noqa: E402
+from productsite.worker_memory import freeze_heap, limit_malloc_arenas, load_what_requests_load  # noqa: E402
 
 # Before this process starts a thread (the applier below, gunicorn's request threads).
 limit_malloc_arenas(settings.WORKER_MALLOC_ARENAS)
@@ -38,7 +38,9 @@ from productsite.fastpath import FastProductReads  # noqa: E402  (needs django.s
 application = FastProductReads(application)
 
 # Everything loaded so far lives as long as the process: out of the garbage
-# collector's walks (and, under preload_app, shared with the master).
+# collector's walks (and, under preload_app, shared with the master), with
+# what the first requests would load (the URLconf, the cache backends).
+load_what_requests_load()
 freeze_heap()
 
 # This process serves requests: apply the invalidations that writers (here or

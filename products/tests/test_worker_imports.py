@@ -42,7 +42,7 @@ _WORKER = textwrap.dedent(
 # read-write at the start, reserved for the rest of its 64 MiB).
 _HEAP = textwrap.dedent(
     """
-    import gc, json, threading
+    import gc, json, sys, threading
     from productsite.wsgi import application
 
     kept = []
@@ -61,7 +61,12 @@ _HEAP = textwrap.dedent(
         1 for (start, end, perm), after in zip(anon, anon[1:] + [(0, 0, "")])
         if perm == "rw-p" and start % HEAP == 0 and after == (end, start + HEAP, "---p")
     )
-    print(json.dumps({"frozen": gc.get_freeze_count(), "thread_arenas": arenas}))
+    from django.db import connections
+    print(json.dumps({
+        "frozen": gc.get_freeze_count(), "thread_arenas": arenas,
+        "loaded": [n for n in ("productsite.urls", "products.views", "django_redis.client") if n in sys.modules],
+        "open_connections": [c.alias for c in connections.all() if c.connection is not None],
+    }))
     """
 )
 
@@ -102,8 +107,12 @@ def test_a_worker_freezes_its_loaded_heap_and_keeps_threads_in_one_malloc_arena(
     tmp_path, arenas, thread_arenas
 ):
     report = _run(_HEAP, _sqlite_env(tmp_path, WORKER_MALLOC_ARENAS=arenas))
-    # Django, DRF, redis-py and the app: ~70,000 objects the collector tracks.
+    # Django, DRF, redis-py and the app: ~70,000 objects the collector tracks,
+    # with what the first requests would load (shared under preload_app).
     assert report["frozen"] > 50_000
+    assert report["loaded"] == ["productsite.urls", "products.views", "django_redis.client"]
+    # A preloading master forks its workers from here: no connection to inherit.
+    assert report["open_connections"] == []
     if thread_arenas is None:  # glibc's default: the threads got arenas of their own
         assert report["thread_arenas"] >= 1
     else:
