@@ -153,7 +153,7 @@ PRODUCT_CACHE_LEASE_WAIT = env.float("PRODUCT_CACHE_LEASE_WAIT", default=0.5)
 # change to them drops it at once, this only bounds an outage's leftovers.
 AUTH_CACHE_TIMEOUT = env.int("AUTH_CACHE_TIMEOUT", default=60)
 # A per-process near cache of hot products, kept honest by Redis CLIENT
-# TRACKING (products.nearcache; one Redis or Sentinel, never a cluster), and
+# TRACKING (products.nearcache; one Redis, Sentinel or each master of a cluster), and
 # how many products it holds.
 PRODUCT_NEAR_CACHE = env.bool("PRODUCT_NEAR_CACHE", default=True)
 PRODUCT_NEAR_CACHE_SIZE = env.int("PRODUCT_NEAR_CACHE_SIZE", default=1000)

@@ -43,6 +43,9 @@ def test_settings_refuse_to_start_without_a_secret_key():
     env.pop("SECRET_KEY")
     result = manage(env, "check")
     assert result.returncode != 0 and "SECRET_KEY is not set" in result.stderr
+    # An operator's mistake gets one line naming it, not a traceback.
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
 
 
 @pytest.mark.slow
