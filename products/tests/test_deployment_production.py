@@ -120,3 +120,7 @@ def test_gunicorn_config_reads_the_environment(monkeypatch):
     assert config["keepalive"] > 0 and config["accesslog"] is None and config["errorlog"] == "-"
     monkeypatch.setenv("GUNICORN_ACCESS_LOG", "-")
     assert runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))["accesslog"] == "-"
+    # Workers forked from a loaded master share its heap (worker memory); off on request.
+    assert config["preload_app"] is True
+    monkeypatch.setenv("GUNICORN_PRELOAD", "0")
+    assert runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))["preload_app"] is False
