@@ -5,12 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TextIO
 
 from django.db import connections
 from django.db.models import QuerySet
 
-from products.filewriters import format_end, format_rows
+from products.filewriters import (
+    SQLiteLine,
+    format_end,
+    format_line,
+    format_rows,
+    join_lines,
+    sqlite_lines_match,
+)
 from products.models import Product
 
 ProgressCallback = Callable[[int], None]
@@ -34,19 +42,68 @@ def product_export_chunks(
     """
     if queryset is None:
         queryset = Product.objects.all()
+    queryset = queryset.order_by("pk")
+    connection = connections[queryset.db]
+    if connection.vendor == "sqlite" and sqlite_lines_match(fmt, spreadsheet_safe):
+        chunks = _sqlite_line_chunks(queryset, fmt, chunk_size, spreadsheet_safe)
+    else:
+        chunks = _python_chunks(queryset, fmt, chunk_size, spreadsheet_safe)
+    first = True
+    for text, count in chunks:
+        yield text, count
+        first = False
+    yield format_end(fmt, wrote_rows=not first), 0
+
+
+def _python_chunks(queryset: QuerySet, fmt: str, chunk_size: int, safe: bool) -> Iterator[tuple[str, int]]:
     # Let the ORM write the SQL, but skip its per-row converters: prices are
     # formatted to two places straight from what the driver returns.
-    sql, params = queryset.order_by("pk").values_list("name", "price", "quantity").query.sql_with_params()
+    sql, params = queryset.values_list("name", "price", "quantity").query.sql_with_params()
     first = True
     cursor = connections[queryset.db].chunked_cursor()
     try:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(chunk_size):
-            yield format_rows(rows, fmt, first, safe_for_spreadsheets=spreadsheet_safe), len(rows)
+            yield format_rows(rows, fmt, first, safe_for_spreadsheets=safe), len(rows)
             first = False
     finally:
         cursor.close()
-    yield format_end(fmt, wrote_rows=not first), 0
+
+
+def _sqlite_line_chunks(
+    queryset: QuerySet, fmt: str, chunk_size: int, safe: bool
+) -> Iterator[tuple[str, int]]:
+    # SQLite writes each row's line (products.filewriters.SQLiteLine): one
+    # string per row reaches Python. A row it hands back as its pk is read
+    # and written in Python, on the same connection, so in the same snapshot.
+    connection = connections[queryset.db]
+    sql, params = queryset.values_list(SQLiteLine(fmt, safe=safe)).query.sql_with_params()
+    meta, quote = queryset.model._meta, connection.ops.quote_name
+    row_sql = "SELECT {}, {}, {} FROM {} WHERE {} = %s".format(
+        *(quote(meta.get_field(field).column) for field in ("name", "price", "quantity")),
+        quote(meta.db_table),
+        quote(meta.pk.column),
+    )
+    line_of = itemgetter(0)
+    first = True
+    cursor = connection.chunked_cursor()
+    try:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(chunk_size):
+            try:
+                text = join_lines(map(line_of, rows), fmt, first)
+            except TypeError:  # a pk among the lines
+                lines = list(map(line_of, rows))
+                with connection.cursor() as single:
+                    for index, line in enumerate(lines):
+                        if not isinstance(line, str):
+                            single.execute(row_sql, [line])
+                            lines[index] = format_line(single.fetchone(), fmt, safe_for_spreadsheets=safe)
+                text = join_lines(lines, fmt, first)
+            yield text, len(rows)
+            first = False
+    finally:
+        cursor.close()
 
 
 @dataclass
