@@ -94,9 +94,9 @@ def sqlite_line_sql(
     """Return SQL for one row's line in ``fmt``, or the row's ``pk`` where SQLite cannot be trusted.
 
     The arguments are SQL for the columns. A row whose values are not what the
-    model stores (a name that is not text, a price that is not a number of whole
-    cents within the model's range, a quantity that is not an integer) gets its primary key instead of
-    a line, and the caller formats that row in Python. ``percent`` is how the
+    model stores (a name that is not text, a price that is not a number of
+    whole cents within the model's range, a quantity that is not an integer)
+    gets its primary key instead of a line, and the caller formats that row in Python. ``percent`` is how the
     SQL spells printf's ``%`` (``%%`` for Django's cursors).
     """
     # SQLite's printf rounds a price halfway between two cents differently
@@ -104,7 +104,9 @@ def sqlite_line_sql(
     # prices within a thousandth of a cent of whole cents, as the model
     # stores them, far from any halfway point.
     trusted = (
-        f"typeof({name}) = 'text' AND typeof({price}) IN ('integer', 'real') AND {price} BETWEEN 0 AND {PRICE_MAX} "
+        f"typeof({name}) = 'text' "
+        # Text and blobs sort after every number: BETWEEN refuses them too.
+        f"AND {price} BETWEEN 0 AND {PRICE_MAX} "
         f"AND abs({price} * 100 - CAST({price} * 100 + 0.5 AS INTEGER)) < 0.001 "
         f"AND typeof({quantity}) = 'integer'"
     )
