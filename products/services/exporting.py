@@ -9,7 +9,8 @@ from operator import itemgetter
 from typing import TextIO
 
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.backends.sqlite3.base import SQLiteCursorWrapper
+from django.db.models import F, QuerySet
 
 from products.filewriters import (
     SQLiteLine,
@@ -45,7 +46,11 @@ def product_export_chunks(
     queryset = queryset.order_by("pk")
     connection = connections[queryset.db]
     if connection.vendor == "sqlite" and sqlite_lines_match(fmt, spreadsheet_safe):
-        chunks = _sqlite_line_chunks(queryset, fmt, chunk_size, spreadsheet_safe)
+        if connection.in_atomic_block:
+            # Uncommitted rows are visible only on this connection.
+            chunks = _sqlite_line_chunks(queryset, fmt, chunk_size, spreadsheet_safe)
+        else:
+            chunks = _sqlite_joined_chunks(queryset, fmt, chunk_size, spreadsheet_safe)
     else:
         chunks = _python_chunks(queryset, fmt, chunk_size, spreadsheet_safe)
     first = True
@@ -104,6 +109,60 @@ def _sqlite_line_chunks(
             first = False
     finally:
         cursor.close()
+
+
+def _sqlite_joined_chunks(
+    queryset: QuerySet, fmt: str, chunk_size: int, safe: bool
+) -> Iterator[tuple[str, int]]:
+    # SQLite also joins each chunk's lines (group_concat over the chunk's rows,
+    # taken in pk order by the subquery): one string per chunk reaches Python.
+    # The chunks are read by pk ranges, on a private connection inside one
+    # deferred read transaction, so from one snapshot without taking the
+    # write lock (the service's own transactions BEGIN IMMEDIATE). Used only
+    # outside an atomic block: every row is then committed, and visible to
+    # the private connection. A chunk with a row SQLite hands back is read
+    # again row by row, that row written in Python.
+    connection = connections[queryset.db]
+    lines = queryset.annotate(export_pk=F("pk"), export_line=SQLiteLine(fmt, safe=safe)).values_list(
+        "export_pk", "export_line"
+    )
+    separator = "',' || char(10)" if fmt == "json" else "char(10)"
+    meta, quote = queryset.model._meta, connection.ops.quote_name
+    row_sql = "SELECT {}, {}, {} FROM {} WHERE {} = %s".format(
+        *(quote(meta.get_field(field).column) for field in ("name", "price", "quantity")),
+        quote(meta.db_table),
+        quote(meta.pk.column),
+    )
+    private = connection.get_new_connection(connection.get_connection_params())
+    try:
+        # Django's cursor class: the ORM's SQL uses %s and %% as in Django.
+        cursor = private.cursor(factory=SQLiteCursorWrapper)
+        cursor.execute("BEGIN DEFERRED")
+        first, last = True, None
+        while True:
+            chunk = (lines if last is None else lines.filter(pk__gt=last))[:chunk_size]
+            sql, params = chunk.query.sql_with_params()
+            cursor.execute(
+                "SELECT count(*), max(export_pk), sum(typeof(export_line) = 'text'), "
+                f"group_concat(export_line, {separator}) FROM ({sql})",
+                params,
+            )
+            count, last, written, text = cursor.fetchone()
+            if not count:
+                break
+            if written != count:  # a pk among the lines
+                cursor.execute(sql, params)
+                texts = []
+                for _, line in cursor.fetchall():
+                    if not isinstance(line, str):
+                        cursor.execute(row_sql, [line])
+                        line = format_line(cursor.fetchone(), fmt, safe_for_spreadsheets=safe)
+                    texts.append(line)
+                text = (",\n" if fmt == "json" else "\n").join(texts)
+            yield join_lines([text], fmt, first), count
+            first = False
+    finally:
+        private.close()
 
 
 @dataclass

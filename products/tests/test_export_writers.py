@@ -132,3 +132,46 @@ def test_sqlite_writes_any_row_as_python_does(name, cents, quantity, fmt_safe):
     price = f"{cents // 100}.{cents % 100:02d}"
     line, *stored = _sqlite_line(name, price, quantity, fmt, safe)
     assert line == format_line(tuple(stored), fmt, safe_for_spreadsheets=safe)
+
+
+# --- Outside a transaction: SQLite joins each chunk, on a private connection -------------------
+
+
+@pytest.fixture
+def committed(transactional_db) -> None:
+    Product.objects.bulk_create(
+        Product(name=name, price=Decimal(PRICES[i % len(PRICES)]), quantity=i * 7919 % 5000)
+        for i, name in enumerate(NAMES)
+    )
+
+
+@pytest.mark.parametrize("fmt, safe", FORMATS)
+def test_joined_chunks_write_the_same_bytes(committed, monkeypatch, fmt, safe):
+    used = []
+    joined = exporting._sqlite_joined_chunks
+    monkeypatch.setattr(exporting, "_sqlite_joined_chunks", lambda *a: used.append(a) or joined(*a))
+    fast = export(fmt, safe, chunk_size=5)
+    assert fast == python_export(monkeypatch, fmt, safe, chunk_size=5)
+    assert bool(used) == (connection.vendor == "sqlite")
+
+
+def test_joined_chunks_read_one_snapshot(committed, monkeypatch):
+    """A product written while the export runs is not in it: every chunk comes from the first read's snapshot."""
+    expected = python_export(monkeypatch, "csv", False, chunk_size=5)
+    chunks = exporting.product_export_chunks(fmt="csv", chunk_size=5)
+    text, _ = next(chunks)
+    Product.objects.filter(name="Plain").update(quantity=4321)  # in the first chunk
+    Product.objects.filter(name="A" * 200).delete()  # in the last one
+    Product.objects.create(name="Late", price="1.00", quantity=1)
+    assert text + "".join(rest for rest, _ in chunks) == expected
+
+
+def test_joined_chunks_hand_rows_back_to_python(committed, monkeypatch):
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE products_product SET quantity = 2.5 WHERE name = 'Plain'")
+            cursor.execute("UPDATE products_product SET price = 0.125 WHERE name = '-2'")
+    for fmt, safe in FORMATS:
+        assert export(fmt, safe, chunk_size=4) == python_export(monkeypatch, fmt, safe, chunk_size=4)
+    if connection.vendor == "sqlite":
+        assert "Plain,0.00,2.5\n" in export("csv", False, chunk_size=4)
