@@ -116,6 +116,10 @@ def _sqlite_joined_chunks(
 ) -> Iterator[tuple[str, int]]:
     # SQLite also joins each chunk's lines (group_concat over the chunk's rows,
     # taken in pk order by the subquery): one string per chunk reaches Python.
+    # Before SQLite 3.44 (group_concat ... ORDER BY) the documentation leaves
+    # that order open; SQLite feeds an aggregate a LIMIT subquery's rows in
+    # its order (it cannot flatten it), and the tests and the benchmark check
+    # the bytes against the Python writer.
     # The chunks are read by pk ranges, on a private connection inside one
     # deferred read transaction, so from one snapshot without taking the
     # write lock (the service's own transactions BEGIN IMMEDIATE). Used only
