@@ -175,3 +175,22 @@ def test_joined_chunks_hand_rows_back_to_python(committed, monkeypatch):
         assert export(fmt, safe, chunk_size=4) == python_export(monkeypatch, fmt, safe, chunk_size=4)
     if connection.vendor == "sqlite":
         assert "Plain,0.00,2.5\n" in export("csv", False, chunk_size=4)
+
+
+def test_manage_py_check_warns_when_the_sqlite_writer_is_off(monkeypatch):
+    from products.checks import EXPORT_WRITERS, export_writer_notes
+
+    assert export_writer_notes(dict.fromkeys(EXPORT_WRITERS, True)) == []
+    real = filewriters.sqlite_line_sql
+    monkeypatch.setattr(
+        filewriters,
+        "sqlite_line_sql",
+        lambda *a, **k: real(*a, **k).replace("OR instr(name, char(10))", ""),
+    )
+    filewriters._sqlite_lines_match.cache_clear()
+    try:
+        notes = export_writer_notes({key: sqlite_lines_match(*key) for key in EXPORT_WRITERS})
+    finally:
+        filewriters._sqlite_lines_match.cache_clear()
+    assert [note.id for note in notes] == ["products.W030"]
+    assert "here: csv exports use the slower Python writer" in notes[0].msg
