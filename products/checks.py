@@ -78,3 +78,36 @@ def check_redis_topology(app_configs, **kwargs):
     topology = getattr(settings, "REDIS_TOPOLOGY", None)
     problems = topology.problems if topology is not None else ()
     return [Error(p.msg, hint=p.hint, id=p.id) for p in problems]
+
+
+@register()
+def check_sqlite_export_writer(app_configs, **kwargs):
+    """Warn when the export's SQLite writer is off (products.filewriters.sqlite_lines_match)."""
+    from django.db import connections
+
+    from products.filewriters import sqlite_lines_match
+
+    # Vendor only: the writer is tried on a private in-memory SQLite.
+    if connections["default"].vendor != "sqlite":
+        return []
+    return export_writer_notes({(fmt, safe): sqlite_lines_match(fmt, safe) for fmt, safe in EXPORT_WRITERS})
+
+
+EXPORT_WRITERS = (("csv", False), ("csv", True), ("json", False), ("jsonl", False))
+
+
+def export_writer_notes(matches: dict) -> list:
+    """Return a warning naming the formats whose SQLite writer differs from the Python writer."""
+    off = [f"{fmt}{' --spreadsheet-safe' if safe else ''}" for (fmt, safe), ok in matches.items() if not ok]
+    if not off:
+        return []
+    return [
+        Warning(
+            "The export's SQLite writer does not match the Python writer here: "
+            + ", ".join(off)
+            + " exports use the slower Python writer.",
+            hint="This SQLite or Python formats some value differently (products.filewriters "
+            "sqlite_lines_match); the files stay correct.",
+            id="products.W030",
+        )
+    ]
