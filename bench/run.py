@@ -586,7 +586,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-class", default="gthread")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--preload", action="store_true", help="gunicorn --preload for every server")
+    parser.add_argument(
+        "--preload",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gunicorn --preload for every server (default, as gunicorn.conf.py deploys; --no-preload to compare)",
+    )
     parser.add_argument(
         "--variant",
         action="append",

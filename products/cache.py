@@ -240,14 +240,15 @@ def _release(keys: list[str], token: str, gen: bytes) -> None:
 # --- Invalidation -------------------------------------------------------------------
 
 
-def _settle(client: Client) -> None:
+def _settle(client: Client, names: list[str] | None = None) -> None:
     # Near caches (products.nearcache) hear of a change from a message Redis
     # queues for them while it runs our command, and writes in the same turn
     # of its event loop as our reply, possibly just after it. A second round
     # trip comes back only after that turn: once it does, every message is on
-    # its way, before the write is acknowledged.
-    if getattr(settings, "PRODUCT_NEAR_CACHE", True) and not transport.is_cluster(client):
-        client.ping()
+    # its way, before the write is acknowledged. On a cluster, one to each
+    # master that took the write (``names``' buckets; None: every master).
+    if getattr(settings, "PRODUCT_NEAR_CACHE", True):
+        cachekeys.settle(client, names)
 
 
 def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
@@ -261,7 +262,7 @@ def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
     if not names:
         return True
     try:
-        transport.run(lambda c: (cachekeys.delete(c, names), _settle(c)), force=True)
+        transport.run(lambda c: (cachekeys.delete(c, names), _settle(c, names)), force=True)
     except CacheUnavailable as exc:
         # On a cluster, the masters that answered took their names.
         undelivered = exc.__cause__.names if isinstance(exc.__cause__, cachekeys.Undelivered) else names

@@ -127,6 +127,32 @@ def delete(client: Client, names: list[str]) -> None:
         raise Undelivered(str(error), [name for b in failed for name in by_bucket[b]]) from error
 
 
+def settle(client: Client, names: list[str] | None) -> None:
+    """Make one more round trip to every server that may have taken a write to ``names``.
+
+    See products.cache's ``_settle``: after it, every client-tracking message
+    the write caused has been written to its socket. On a cluster, every
+    master is pinged: a write that followed an ``ASK`` ran on a master the
+    slot map does not name yet. Only a failure of a master that owns one of
+    ``names``' buckets (any master when ``names`` is None) counts; any other
+    took no part in the write, or if it did and died since, its tracked
+    connections dropped with it, and near caches flush on that.
+    """
+    if not transport.is_cluster(client):
+        client.ping()
+        return
+    owners = None
+    if names is not None:
+        slots = {client.keyslot(bucket_prefix(b) + "gen") for b in {bucket_of(n) for n in names}}
+        owners = {client.nodes_manager.get_node_from_slot(slot).name for slot in slots}
+    for node in client.get_primaries():
+        try:
+            client.get_redis_connection(node).ping()
+        except RedisError:
+            if owners is None or node.name in owners:
+                raise
+
+
 def _each_bucket(
     buckets: Iterable[int], command: Callable[[int], object]
 ) -> tuple[list[int], RedisError | None]:

@@ -49,26 +49,17 @@ def check_near_cache(app_configs, **kwargs):
     return near_cache_notes(
         getattr(settings, "PRODUCT_NEAR_CACHE", True),
         getattr(settings, "PRODUCT_CACHE_ENABLED", True),
-        bool(getattr(settings, "REDIS_CLUSTER_NODES", None)),
         settings.CACHES.get("default", {}).get("OPTIONS", {}).get("SOCKET_TIMEOUT"),
     )
 
 
-def near_cache_notes(enabled: bool, cache_enabled: bool, cluster: bool, socket_timeout) -> list:
+def near_cache_notes(enabled: bool, cache_enabled: bool, socket_timeout) -> list:
     """Say when the near cache (products.nearcache) is off, or configured unsafely."""
     from .nearcache import PROOF_WINDOW
 
     if not enabled or not cache_enabled:
         reason = "PRODUCT_NEAR_CACHE is off" if not enabled else "PRODUCT_CACHE_ENABLED is off"
         return [Info(f"The product near cache is off: {reason}.", id="products.I001")]
-    if cluster:
-        return [
-            Info(
-                "The product near cache is off on Redis Cluster.",
-                hint="Every cached hit costs one round trip to the product's master.",
-                id="products.I001",
-            )
-        ]
     if not socket_timeout or socket_timeout <= PROOF_WINDOW:
         return [
             Error(

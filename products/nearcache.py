@@ -22,9 +22,17 @@ Redis itself says they are unchanged:
 * The connection dropping, any error on it, or the circuit breaker open:
   everything is flushed, and reads go the usual way until it reconnects.
 
-Only on one Redis or Sentinel (``PRODUCT_NEAR_CACHE``, on by default); off on
-Redis Cluster (a check says so). The argument that no acknowledged write is
-followed by an old read is in docs/cache.md.
+On Redis Cluster, one such connection per master, opened the first time a
+product of that master's slots is read through it. An entry counts only
+while this process's slot map still gives its slot to the master it was read
+on; a redirection (``MOVED``/``ASK``: a slot moved, a master was demoted), any
+error, or a change of the slot map drops the whole near cache. The proof on
+a cluster is a keyed read of the entry's bucket generation rather than a
+PING, so a master demoted by a failover answers MOVED instead of proving
+anything.
+
+``PRODUCT_NEAR_CACHE``, on by default. The argument that no acknowledged
+write is followed by an old read is in docs/cache.md.
 """
 
 from __future__ import annotations
@@ -37,7 +45,17 @@ from collections import OrderedDict
 from django.conf import settings
 from django.core.signals import setting_changed
 from redis.connection import Connection
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ConnectionError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+    TryAgainError,
+)
 
 from . import scripts, transport
 from .cache import CachedProduct
@@ -49,35 +67,56 @@ _HIT = 1
 
 
 def configured() -> bool:
-    """Return True when settings ask for a near cache (PRODUCT_NEAR_CACHE) on a non-cluster Redis."""
-    return (
-        bool(getattr(settings, "PRODUCT_NEAR_CACHE", True))
-        and bool(getattr(settings, "PRODUCT_CACHE_ENABLED", True))
-        and not getattr(settings, "REDIS_CLUSTER_NODES", None)
+    """Return True when settings ask for a near cache (PRODUCT_NEAR_CACHE) and a product cache."""
+    return bool(getattr(settings, "PRODUCT_NEAR_CACHE", True)) and bool(
+        getattr(settings, "PRODUCT_CACHE_ENABLED", True)
     )
+
+
+class _Tracker:
+    """One RESP3 connection with ``CLIENT TRACKING ON`` to one server (one master of a cluster)."""
+
+    __slots__ = ("connection", "proved_at")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.proved_at = time.monotonic()
+
+    def drain(self) -> None:
+        # Handle every invalidation already received, without waiting for more.
+        connection = self.connection
+        while connection.can_read(timeout=0):
+            connection.read_response(push_request=True)
 
 
 class _NearCache:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.connection: Connection | None = None
-        # name -> (JSON bytes, the Redis keys it depends on: generation, value)
-        self.entries: OrderedDict[str, tuple[bytes, tuple[bytes, bytes]]] = OrderedDict()
+        # One tracked connection per server: key None on one Redis, the node's
+        # "host:port" on a cluster.
+        self.trackers: dict[str | None, _Tracker] = {}
+        # name -> (JSON bytes, the Redis keys it depends on: generation, value,
+        #          the tracker it was read on, its slot on a cluster or -1)
+        self.entries: OrderedDict[str, tuple[bytes, tuple[bytes, bytes], str | None, int]] = OrderedDict()
         self.names_by_key: dict[bytes, set[str]] = {}
         self.admitted: OrderedDict[str, None] = OrderedDict()  # names Redis served lately
-        self.proved_at = 0.0
-        self.usable: bool | None = None  # None: not decided yet (cluster or not)
+        self.usable: bool | None = None  # None: not decided yet (Redis refused tracking: False)
+        self.nodes_manager = None  # a cluster's slot map, as of the last tracked read
+
+    @property
+    def connection(self) -> Connection | None:
+        """The tracked connection on one Redis (tests); None before the first tracked read."""
+        tracker = self.trackers.get(None)
+        return None if tracker is None else tracker.connection
 
     # --- connection -----------------------------------------------------------
 
-    def _connect(self) -> Connection:
-        client = transport.client()
-        if transport.is_cluster(client):
-            self.usable = False
-            raise _Unavailable
-        kwargs = dict(client.connection_pool.connection_kwargs)
+    def _connect(self, pool) -> _Tracker:
+        # The pool's own connection class: TLS, and on Sentinel the class
+        # that asks the sentinels for the master's address.
+        kwargs = dict(pool.connection_kwargs)
         kwargs["protocol"] = 3
-        connection = Connection(**kwargs)
+        connection = pool.connection_class(**kwargs)
         try:
             connection.connect()  # runs transport's server-identity check first
             connection._parser.set_invalidation_push_handler(self._on_push)
@@ -91,9 +130,11 @@ class _NearCache:
             self.usable = False
             logger.warning("Product near cache off: Redis refused RESP3 client tracking (%s)", exc)
             raise _Unavailable from None
+        except BaseException:
+            connection.disconnect()
+            raise
         self.usable = True
-        self.proved_at = time.monotonic()
-        return connection
+        return _Tracker(connection)
 
     def _on_push(self, message) -> None:
         # [b"invalidate", [key, ...]] or [b"invalidate", None] (Redis flushed).
@@ -124,38 +165,49 @@ class _NearCache:
         self.admitted.clear()
 
     def drop(self) -> None:
-        """Forget every entry and the connection (error, breaker, tests)."""
+        """Forget every entry and every tracked connection (error, redirection, breaker, tests)."""
         self._flush()
-        if self.connection is not None:
+        trackers, self.trackers = self.trackers, {}
+        for tracker in trackers.values():
             try:
-                self.connection.disconnect()
+                tracker.connection.disconnect()
             except Exception:  # pragma: no cover - best effort
                 pass
-        self.connection = None
-
-    def _drain(self) -> None:
-        # Handle every invalidation already received, without waiting for more.
-        connection = self.connection
-        while connection.can_read(timeout=0):
-            connection.read_response(push_request=True)
 
     # --- reads ----------------------------------------------------------------
 
     def get(self, name: str) -> CachedProduct | None:
         """Return the product from memory when Redis has not invalidated it, else None."""
         with self.lock:
-            if self.connection is None or transport._breaker.is_open:
-                if self.entries:
-                    self._flush()
+            if transport._breaker.is_open:
+                # A failure somewhere: forget the entries and the connections
+                # (on a cluster, one may lead to a master that is gone).
+                if self.entries or self.trackers:
+                    self.drop()
                 return None
-            if name not in self.entries:
+            entry = self.entries.get(name)
+            if entry is None:
+                return None
+            node = entry[2]
+            tracker = self.trackers.get(node)
+            if tracker is None:
+                self._forget(name)
                 return None
             try:
-                self._drain()
-                if time.monotonic() - self.proved_at > PROOF_WINDOW:
-                    self.connection.send_command("PING")
-                    self.connection.read_response()  # pushes before it are handled on the way
-                    self.proved_at = time.monotonic()
+                if node is not None and _owner(self.nodes_manager, entry[3]) != node:
+                    # The slot map moved the slot (a failover, a migration):
+                    # what this node said about it no longer counts.
+                    self.drop()
+                    return None
+                tracker.drain()
+                if time.monotonic() - tracker.proved_at > PROOF_WINDOW:
+                    self._prove(tracker, entry)
+            except _REDIRECTED as exc:
+                # This node no longer serves the slot (demoted, or the slot
+                # moved): forget everything; the usual read follows the redirection.
+                self.drop()
+                _reload_slots(exc)
+                return None
             except (RedisError, OSError) as exc:
                 self.drop()
                 transport._breaker.trip(exc)
@@ -163,36 +215,75 @@ class _NearCache:
             entry = self.entries.get(name)
             return None if entry is None else CachedProduct(entry[0], hit=True)
 
+    def _prove(self, tracker: _Tracker, entry) -> None:
+        # Every message sent before this reply has arrived once it is read
+        # (pushes before it are handled on the way). On a cluster, a keyed
+        # read instead of a PING also proves the node is still the master of
+        # the entry's slot: a demoted master or a slot moved away answers MOVED.
+        connection = tracker.connection
+        if entry[2] is None:
+            connection.send_command("PING")
+        else:
+            connection.send_command("EXISTS", entry[1][0])
+        connection.read_response()
+        tracker.proved_at = time.monotonic()
+
     def read(self, name: str, keys: list, args: list):
-        """Run the read script on the tracked connection; remember a hit. Raise RedisError."""
+        """Run the read script on the tracked connection; remember a hit. Raise RedisError.
+
+        Return None when this read cannot be tracked (no near cache here, or
+        on a cluster a redirection): the caller reads the usual way.
+        """
         with self.lock:
+            client = transport.client()
+            node, slot = None, -1
             try:
-                if self.connection is None:
-                    self.connection = self._connect()
-                self._drain()
-                loaded = scripts.script(transport.client(), "read")
-                self.connection.send_command("EVALSHA", loaded.sha, len(keys), *keys, *args)
+                if transport.is_cluster(client):
+                    slot = client.keyslot(keys[0])
+                    self.nodes_manager = client.nodes_manager
+                    cluster_node = client.nodes_manager.get_node_from_slot(slot)
+                    if cluster_node.redis_connection is None:
+                        return None
+                    node = cluster_node.name
+                    tracker = self.trackers.get(node)
+                    if tracker is None:
+                        pool = cluster_node.redis_connection.connection_pool
+                        tracker = self.trackers[node] = self._connect(pool)
+                else:
+                    tracker = self.trackers.get(None)
+                    if tracker is None:
+                        tracker = self.trackers[None] = self._connect(client.connection_pool)
+                tracker.drain()
+                connection = tracker.connection
+                loaded = scripts.script(client, "read")
+                connection.send_command("EVALSHA", loaded.sha, len(keys), *keys, *args)
                 try:
-                    reply = self.connection.read_response()
+                    reply = connection.read_response()
                 except NoScriptError:  # Redis restarted or flushed its scripts
-                    self.connection.send_command("EVAL", scripts.source("read"), len(keys), *keys, *args)
-                    reply = self.connection.read_response()
-                self.proved_at = time.monotonic()
+                    connection.send_command("EVAL", scripts.source("read"), len(keys), *keys, *args)
+                    reply = connection.read_response()
+                tracker.proved_at = time.monotonic()
             except _Unavailable:
                 return None
-            except (RedisError, OSError):
+            except _REDIRECTED as exc:
                 self.drop()
+                _reload_slots(exc, client)
+                return None
+            except (RedisError, OSError) as exc:
+                self.drop()
+                if node is not None and isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+                    _refresh_slots(client, node)
                 raise
             if reply[0] == _HIT:
-                self._remember(name, keys, reply[1])
+                self._remember(name, keys, reply[1], node, slot)
             return reply
 
-    def _remember(self, name: str, keys: list, data: bytes) -> None:
+    def _remember(self, name: str, keys: list, data: bytes, node: str | None, slot: int) -> None:
         # The value is valid while its bucket's generation and its value key
         # are unchanged (the lease does not matter once a value exists).
         depends = tuple(key.encode() if isinstance(key, str) else key for key in keys[:2])
         self._forget(name)
-        self.entries[name] = (data, depends)
+        self.entries[name] = (data, depends, node, slot)
         for key in depends:
             self.names_by_key.setdefault(key, set()).add(name)
         limit = getattr(settings, "PRODUCT_NEAR_CACHE_SIZE", 1000)
@@ -200,8 +291,41 @@ class _NearCache:
             self._forget(next(iter(self.entries)))
 
 
+# Replies that mean "this node does not serve that slot now".
+_REDIRECTED = (MovedError, AskError, TryAgainError, ClusterDownError)
+
+
+def _owner(nodes_manager, slot: int) -> str | None:
+    """Return the name of the master this process's slot map gives ``slot`` to."""
+    try:
+        return nodes_manager.slots_cache[slot][0].name
+    except (LookupError, AttributeError):
+        return None
+
+
+def _reload_slots(exc: Exception, client=None) -> None:
+    # A MOVED means the topology changed (a failover moves every slot of a
+    # master at once): read the whole slot map now, rather than learn it one
+    # MOVED, and one dropped near cache, at a time.
+    if isinstance(exc, MovedError):
+        try:
+            (client or transport.client()).nodes_manager.initialize()
+        except Exception:  # the usual read's own redirection handling tries again
+            pass
+
+
+def _refresh_slots(client, node: str) -> None:
+    # As redis-py does after a connection error: try that node last and
+    # re-read the slot map, so a failed-over master is not asked again.
+    try:
+        client.nodes_manager.move_node_to_end_of_cached_nodes(node)
+        client.nodes_manager.initialize(last_failed_node_name=node)
+    except Exception:  # the map is refreshed on the next failure or MOVED
+        pass
+
+
 class _Unavailable(Exception):
-    """No near cache on this configuration (Redis Cluster)."""
+    """No near cache here: Redis refused RESP3 client tracking."""
 
 
 _near = _NearCache()
@@ -249,7 +373,7 @@ def read_script(name: str):
 
     def read(client, keys: list, args: list):
         reply = _near.read(name, keys, args)
-        if reply is None:  # found to be a cluster just now
+        if reply is None:  # not trackable now (no tracking, a redirection): the usual read
             return scripts.evalsha(client, "read", keys, args)
         return reply
 
@@ -257,11 +381,12 @@ def read_script(name: str):
 
 
 def reset() -> None:
-    """Drop every entry and the tracked connection (tests, after fork)."""
+    """Drop every entry and the tracked connections (tests, after fork)."""
     global _configured
     with _near.lock:
         _near.drop()
         _near.usable = None
+        _near.nodes_manager = None
         _configured = None
 
 

@@ -112,11 +112,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several gunicorn workers share one file: WAL lets readers run beside
     # the writer, IMMEDIATE takes the write lock at BEGIN (so a transaction
     # never fails half-way on an upgrade), and the busy timeout makes writers
-    # queue instead of answering "database is locked".
+    # queue instead of answering "database is locked". SQLite's page cache
+    # is per connection (2 MiB by default, in every worker); the file's pages
+    # stay in the OS page cache, shared, so a smaller one costs a pread on a miss.
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": env.float("SQLITE_BUSY_TIMEOUT", default=20.0),
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+        f"PRAGMA cache_size=-{env.int('SQLITE_CACHE_KIB', default=512)};",
     }
     # A file (not :memory:) so live-server and threaded tests get real,
     # separate connections.
@@ -150,7 +153,7 @@ PRODUCT_CACHE_LEASE_WAIT = env.float("PRODUCT_CACHE_LEASE_WAIT", default=0.5)
 # change to them drops it at once, this only bounds an outage's leftovers.
 AUTH_CACHE_TIMEOUT = env.int("AUTH_CACHE_TIMEOUT", default=60)
 # A per-process near cache of hot products, kept honest by Redis CLIENT
-# TRACKING (products.nearcache; one Redis or Sentinel, never a cluster), and
+# TRACKING (products.nearcache; one Redis, Sentinel or each master of a cluster), and
 # how many products it holds.
 PRODUCT_NEAR_CACHE = env.bool("PRODUCT_NEAR_CACHE", default=True)
 PRODUCT_NEAR_CACHE_SIZE = env.int("PRODUCT_NEAR_CACHE_SIZE", default=1000)
@@ -171,6 +174,10 @@ PRODUCT_CACHE_OUTBOX_RETRY = env.float("PRODUCT_CACHE_OUTBOX_RETRY", default=0.2
 # stack it mirrors (else it is off and check says productsite.W001); off
 # sends every request through Django.
 PRODUCT_FAST_PATH = env.bool("PRODUCT_FAST_PATH", default=True)
+# glibc malloc arenas per server process (productsite.worker_memory): one
+# keeps the request thread's allocations in the main heap's free space;
+# 0 leaves glibc's default (8 per core); MALLOC_ARENA_MAX, if set, wins.
+WORKER_MALLOC_ARENAS = env.int("WORKER_MALLOC_ARENAS", default=1)
 
 CACHES = {
     "default": redis_config.cache_settings(

@@ -12,10 +12,15 @@ import_drf_compat()
 
 application = get_wsgi_application()
 
-# A malformed REDIS_* setting is a system check error; gunicorn runs no
-# checks, so refuse to serve here rather than use a Redis nobody named.
 from django.conf import settings  # noqa: E402
 
+from productsite.worker_memory import freeze_heap, limit_malloc_arenas, load_what_requests_load  # noqa: E402
+
+# Before this process starts a thread (the applier below, gunicorn's request threads).
+limit_malloc_arenas(settings.WORKER_MALLOC_ARENAS)
+
+# A malformed REDIS_* setting is a system check error; gunicorn runs no
+# checks, so refuse to serve here rather than use a Redis nobody named.
 from productsite.redis_config import exit_on_problems  # noqa: E402
 
 exit_on_problems(settings.REDIS_TOPOLOGY)
@@ -31,6 +36,12 @@ application = OmitHeadBodies(application)
 from productsite.fastpath import FastProductReads  # noqa: E402  (needs django.setup())
 
 application = FastProductReads(application)
+
+# Everything loaded so far lives as long as the process: out of the garbage
+# collector's walks (and, under preload_app, shared with the master), with
+# what the first requests would load (the URLconf, the cache backends).
+load_what_requests_load()
+freeze_heap()
 
 # This process serves requests: apply the invalidations that writers (here or
 # in processes that have exited) recorded while Redis was unreachable.

@@ -43,6 +43,9 @@ def test_settings_refuse_to_start_without_a_secret_key():
     env.pop("SECRET_KEY")
     result = manage(env, "check")
     assert result.returncode != 0 and "SECRET_KEY is not set" in result.stderr
+    # An operator's mistake gets one line naming it, not a traceback.
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
 
 
 @pytest.mark.slow
@@ -117,3 +120,7 @@ def test_gunicorn_config_reads_the_environment(monkeypatch):
     assert config["keepalive"] > 0 and config["accesslog"] is None and config["errorlog"] == "-"
     monkeypatch.setenv("GUNICORN_ACCESS_LOG", "-")
     assert runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))["accesslog"] == "-"
+    # Workers forked from a loaded master share its heap (worker memory); off on request.
+    assert config["preload_app"] is True
+    monkeypatch.setenv("GUNICORN_PRELOAD", "0")
+    assert runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))["preload_app"] is False

@@ -151,7 +151,8 @@ def test_manage_py_check_names_the_mistake_without_a_traceback():
     assert "Traceback" not in result.stderr
 
 
-def test_gunicorn_refuses_to_serve_a_bad_configuration():
+@pytest.mark.parametrize("preload", ["1", "0"])
+def test_gunicorn_refuses_to_serve_a_bad_configuration(preload):
     result = _run(
         [
             "-m",
@@ -163,7 +164,11 @@ def test_gunicorn_refuses_to_serve_a_bad_configuration():
             "1",
         ],
         REDIS_SENTINELS="127.0.0.1:26379",
+        GUNICORN_PRELOAD=preload,
     )
-    assert result.returncode != 0
-    assert "products.E023" in result.stderr and "App failed to load" in result.stderr
+    assert "products.E023" in result.stderr
+    if preload == "1":  # the master loads the app and stops before forking any worker
+        assert result.returncode == 4  # gunicorn's "application failed to load"
+    else:  # the worker fails to boot, then the master gives up
+        assert result.returncode != 0 and "App failed to load" in result.stderr
     assert "Traceback" not in result.stderr
