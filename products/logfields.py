@@ -7,8 +7,8 @@ can use the same rule as the app's request log.
 from __future__ import annotations
 
 import logging
+import random
 import re
-import uuid
 
 _BARE = re.compile(r"^[A-Za-z0-9_.:/%+\-@,;~*!()]*$")
 # A request id from a client or proxy is kept when it is short and plain
@@ -53,10 +53,16 @@ def format_fields(fields: dict) -> str:
 
 
 def request_id(header: str | None) -> str:
-    """Return the client's X-Request-ID when it is sane, else a new random id."""
+    """Return the client's X-Request-ID when it is sane, else a new random id (32 hex digits).
+
+    A request id correlates log lines and is no secret (a client may choose
+    its own): the new one comes from the random module's generator, which
+    Python reseeds in every forked child, at a tenth of uuid4()'s cost (no
+    system call, no UUID object) on every request that brings no id.
+    """
     if header and _REQUEST_ID.match(header):
         return header
-    return uuid.uuid4().hex
+    return f"{random.getrandbits(128):032x}"
 
 
 class OnlyWithTraceback(logging.Filter):

@@ -174,9 +174,16 @@ class _OutboxCollector:
         )
 
 
+_query_children: dict[str, Counter] = {}
+
+
 def count_query(execute, sql, params, many, context):
     """A connection execute wrapper counting every statement (see apps.ready)."""
-    DB_QUERIES.labels(context["connection"].alias).inc()
+    alias = context["connection"].alias
+    child = _query_children.get(alias)
+    if child is None:
+        child = _query_children[alias] = DB_QUERIES.labels(alias)
+    child.inc()
     return execute(sql, params, many, context)
 
 

@@ -331,9 +331,15 @@ class _Unavailable(Exception):
 _near = _NearCache()
 
 
+_configured: bool | None = None  # configured(), read once (reset when a setting it reads changes)
+
+
 def enabled() -> bool:
     """Return True when this process may use a near cache (see configured())."""
-    return _near.usable is not False and configured()
+    global _configured
+    if _configured is None:
+        _configured = configured()
+    return _configured and _near.usable is not False
 
 
 def get(name: str) -> CachedProduct | None:
@@ -376,14 +382,16 @@ def read_script(name: str):
 
 def reset() -> None:
     """Drop every entry and the tracked connections (tests, after fork)."""
+    global _configured
     with _near.lock:
         _near.drop()
         _near.usable = None
         _near.nodes_manager = None
+        _configured = None
 
 
 def _drop_on_setting_change(setting: str, **kwargs) -> None:
-    if setting in ("CACHES", "PRODUCT_NEAR_CACHE", "PRODUCT_CACHE_ENABLED"):
+    if setting in ("CACHES", "PRODUCT_NEAR_CACHE", "PRODUCT_CACHE_ENABLED", "REDIS_CLUSTER_NODES"):
         reset()
 
 

@@ -94,6 +94,27 @@ def command_then_evalsha(redis_client: Client, command: tuple, name: str, keys: 
     return first, reply
 
 
+def pipelined(redis_client: Client, commands: tuple[tuple, ...] | list[tuple]) -> list:
+    """Send ``commands`` in one write on one pooled connection of a single server; return the replies.
+
+    What a non-transactional redis-py pipeline does, without its per-call
+    objects and callbacks (replies are as the parser gives them). An error
+    reply raises it, after the connection is dropped (its other replies are
+    unread).
+    """
+    pool = redis_client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command(connection.pack_commands(commands))
+        replies = [connection.read_response() for _ in commands]
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+    return replies
+
+
 def eval_many(redis_client: Client, name: str, calls: list[tuple[list, list]]) -> list:
     """Run script ``name`` once per ``(keys, args)``, pipelined; return the replies in order.
 

@@ -350,9 +350,12 @@ def _matching_length(environ: dict) -> int | None:
         return None
     if any("\x00" in value for key, value in environ.items() if key.startswith("HTTP_")):
         return None  # RefuseNulMiddleware answers 400
-    if (get_path_info(environ) or "/") != PATH or not fastpath._host_allowed(environ, fastpath._setup):
+    reads = fastpath._setup  # the host and HTTPS rules, as the read fast path derived them
+    if not reads.enabled():
         return None
-    secure = fastpath._is_secure(environ)
+    if (get_path_info(environ) or "/") != PATH or not fastpath._host_allowed(environ, reads):
+        return None
+    secure = fastpath._is_secure(environ, reads)
     if settings.SECURE_SSL_REDIRECT and not secure:
         return None
     environ["productsite.fastpath.secure"] = secure

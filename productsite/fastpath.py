@@ -57,7 +57,7 @@ from rest_framework.settings import api_settings
 
 from products import cache, counters
 from products.addresses import client_address
-from products.conditional import etag_matches
+from products.conditional import etag_matches, make_etag
 from products.middleware import log_request, request_id
 from products.selectors import legacy_shape, product_json
 from products.throttling import (
@@ -105,6 +105,7 @@ _API_ALLOW = "GET, PUT, PATCH, DELETE, HEAD, OPTIONS"
 _LEGACY_ALLOW = "GET, HEAD, OPTIONS"
 _NOT_FOUND = b'{"detail":"Not found."}'
 _MAX_HOSTS = 64
+_MAX_ANSWERS = 1024
 
 StartResponse = Callable[[str, list[tuple[str, str]]], object]
 
@@ -162,23 +163,48 @@ def _route_problems() -> list[str]:
 
 
 class _Setup:
-    """What the fast path derives from settings; rebuilt when a setting changes."""
+    """What the fast path derives from settings; rebuilt when a setting changes.
+
+    Read once, not per request: a ``settings.X`` costs about half a
+    microsecond, and a hit reads a dozen of them.
+    """
 
     def __init__(self) -> None:
         self.valid_hosts: dict[str, bool] = {}
         self.headers: list[tuple[str, str]] | None = None
         self.mirrored: bool | None = None
+        # Answers already built, by (JSON, API route, hit, HSTS): the same
+        # bytes always give the same headers and body (bounded, see _answer).
+        self.answers: dict[
+            tuple[bytes, bool, bool, bool], tuple[tuple[tuple[str, str], ...], bytes, str]
+        ] = {}
 
     def enabled(self) -> bool:
         """Return True when the fast path is on and mirrors the configuration."""
+        mirrored = self.mirrored
+        if mirrored is None:
+            mirrored = self.mirrored = self._load()
+        return mirrored
+
+    def _load(self) -> bool:
         if not getattr(settings, "PRODUCT_FAST_PATH", True):
             return False
-        if self.mirrored is None:
-            problems = configuration_problems()
-            if problems:
-                logger.warning("Fast path off (every request goes to Django): %s", "; ".join(problems))
-            self.mirrored = not problems
-        return self.mirrored
+        problems = configuration_problems()
+        if problems:
+            logger.warning("Fast path off (every request goes to Django): %s", "; ".join(problems))
+            return False
+        self.forwarded_host = settings.USE_X_FORWARDED_HOST
+        self.ssl_redirect = settings.SECURE_SSL_REDIRECT
+        self.proxy_ssl_header = settings.SECURE_PROXY_SSL_HEADER
+        self.hsts = _hsts() if settings.SECURE_HSTS_SECONDS else None
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(AnonymousFixedWindowThrottle.scope)
+        self.throttle = parse_rate(rate) if rate else None
+        common = self.common_headers()
+        self.route_headers = {
+            True: (*common, ("Allow", _API_ALLOW)),
+            False: (*common, ("Allow", _LEGACY_ALLOW)),
+        }
+        return True
 
     def common_headers(self) -> list[tuple[str, str]]:
         """Return the headers the mirrored middleware adds to every response here."""
@@ -209,8 +235,8 @@ def _reset_setup(**kwargs) -> None:
 setting_changed.connect(_reset_setup, dispatch_uid="productsite.fastpath.reset_setup")
 
 
-def _is_secure(environ: dict) -> bool:
-    header = settings.SECURE_PROXY_SSL_HEADER
+def _is_secure(environ: dict, setup: _Setup) -> bool:
+    header = setup.proxy_ssl_header
     if header:
         name, value = header
         forwarded = environ.get(name)
@@ -242,11 +268,11 @@ class FastProductReads:
         self.app = app
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        match = self.match(environ) if _setup.enabled() else None
+        match = self.match(environ, _setup) if _setup.enabled() else None
         if match is not None:
             started = time.perf_counter()
             try:
-                answer = self.answer(environ, *match)
+                answer = self.answer(environ, *match, _setup)
             except Exception:
                 logger.exception("Fast product read failed; handing the request to Django")
                 answer = None
@@ -266,8 +292,8 @@ class FastProductReads:
                 return [body]
         return self.app(environ, start_response)
 
-    def match(self, environ: dict) -> tuple[str, bool, str] | None:
-        """Return (name, is_api_route, path) when this request is ours to answer."""
+    def match(self, environ: dict, setup: _Setup) -> tuple[str, bool, str] | None:
+        """Return (name, is_api_route, path) when this request is ours to answer (``setup`` enabled)."""
         if environ.get("REQUEST_METHOD") != "GET" or environ.get("QUERY_STRING"):
             return None
         if "HTTP_AUTHORIZATION" in environ or environ.get("HTTP_COOKIE"):
@@ -277,47 +303,71 @@ class FastProductReads:
         accept = environ.get("HTTP_ACCEPT")
         if accept is not None and accept not in _JSON_ACCEPTS:
             return None
-        if settings.USE_X_FORWARDED_HOST and "HTTP_X_FORWARDED_HOST" in environ:
+        if setup.forwarded_host and "HTTP_X_FORWARDED_HOST" in environ:
             return None
         if any("\x00" in value for key, value in environ.items() if key.startswith("HTTP_")):
             return None  # RefuseNulMiddleware answers 400
         path = get_path_info(environ) or "/"
         api = _API.fullmatch(path)
         found = api or _LEGACY.fullmatch(path)
-        if found is None or not _host_allowed(environ, _setup):
+        if found is None or not _host_allowed(environ, setup):
             return None
-        secure = _is_secure(environ)
-        if settings.SECURE_SSL_REDIRECT and not secure:
+        secure = _is_secure(environ, setup)
+        if setup.ssl_redirect and not secure:
             return None
         environ["productsite.fastpath.secure"] = secure
         return found.group(1), api is not None, path
 
-    def answer(self, environ: dict, name: str, api: bool, path: str):
+    def answer(self, environ: dict, name: str, api: bool, path: str, setup: _Setup):
         """Return (status, headers, body, x_cache), or None to let Django answer."""
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(AnonymousFixedWindowThrottle.scope)
-        if rate:
-            limit, window = parse_rate(rate)
+        if setup.throttle:
+            limit, window = setup.throttle
             counter = counter_name(AnonymousFixedWindowThrottle.scope, client_address(environ))
             product, allowed = counters.get_product_counted(name, counter, window, limit, load=_load_product)
             if not allowed:
                 return None  # DRF answers the 429, with Retry-After
         else:
             product = cache.get_product(name, _load_product)
-        headers = [*_setup.common_headers(), ("Allow", _API_ALLOW if api else _LEGACY_ALLOW)]
-        if environ["productsite.fastpath.secure"] and settings.SECURE_HSTS_SECONDS:
-            headers.append(("Strict-Transport-Security", _hsts()))
+        hsts = setup.hsts is not None and environ["productsite.fastpath.secure"]
         if product is None:
+            headers = [*setup.route_headers[api]]
+            if hsts:
+                headers.append(("Strict-Transport-Security", setup.hsts))
             headers += [("Content-Type", "application/json"), ("Content-Length", str(len(_NOT_FOUND)))]
             return "404 Not Found", headers, _NOT_FOUND, "-"
-        etag = product.etag
         x_cache = "HIT" if product.hit else "MISS"
-        headers += [("ETag", etag), ("X-Cache", x_cache)]
-        if etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
-            headers.append(("Content-Length", "0"))
-            return "304 Not Modified", headers, b"", x_cache
-        body = product.data if api else _legacy_body(product.data)
-        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers, body, etag = _answer(setup, product.data, api, product.hit, hsts)
+        if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+        if if_none_match and etag_matches(if_none_match, etag):
+            # The 200's headers up to X-Cache, then no body.
+            return "304 Not Modified", [*headers[:-2], ("Content-Length", "0")], b"", x_cache
         return "200 OK", headers, body, x_cache
+
+
+def _answer(
+    setup: _Setup, data: bytes, api: bool, hit: bool, hsts: bool
+) -> tuple[tuple[tuple[str, str], ...], bytes, str]:
+    """Return the 200's headers (without X-Request-ID), body and ETag for a product's JSON."""
+    key = (data, api, hit, hsts)
+    found = setup.answers.get(key)
+    if found is not None:
+        return found
+    headers = list(setup.route_headers[api])
+    if hsts:
+        headers.append(("Strict-Transport-Security", setup.hsts))
+    etag = make_etag(data)
+    body = data if api else _legacy_body(data)
+    headers += [
+        ("ETag", etag),
+        ("X-Cache", "HIT" if hit else "MISS"),
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+    ]
+    found = (tuple(headers), body, etag)
+    if len(setup.answers) >= _MAX_ANSWERS:  # a random walk over the catalogue: start afresh
+        setup.answers.clear()
+    setup.answers[key] = found
+    return found
 
 
 @functools.lru_cache(maxsize=1024)

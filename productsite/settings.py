@@ -157,8 +157,9 @@ AUTH_CACHE_TIMEOUT = env.int("AUTH_CACHE_TIMEOUT", default=60)
 # how many products it holds.
 PRODUCT_NEAR_CACHE = env.bool("PRODUCT_NEAR_CACHE", default=True)
 PRODUCT_NEAR_CACHE_SIZE = env.int("PRODUCT_NEAR_CACHE_SIZE", default=1000)
-# Throttle counts a process reserves from Redis at once (one INCRBY).
-PRODUCT_THROTTLE_BATCH = env.int("PRODUCT_THROTTLE_BATCH", default=16)
+# Throttle counts a process reserves from Redis at once (one INCRBY); never
+# more than a hundredth of the limit (products.counters).
+PRODUCT_THROTTLE_BATCH = env.int("PRODUCT_THROTTLE_BATCH", default=64)
 # Off: every product read comes from the database (throttling still counts in
 # Redis). For measuring the uncached path; production keeps it on.
 PRODUCT_CACHE_ENABLED = env.bool("PRODUCT_CACHE_ENABLED", default=True)
