@@ -7,16 +7,13 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "productsite.settings")
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
-    try:
-        settings.INSTALLED_APPS  # noqa: B018  (loads the settings module)
-    except ImproperlyConfigured as exc:
-        # A setting the operator must fix (SECRET_KEY, DATABASE_URL, ...):
-        # one line saying which, not a traceback through importlib.
-        sys.exit(f"manage.py: configuration error: {exc}")
+    from productsite.startup import exit_on_bad_settings
+
+    # A setting the operator must fix (SECRET_KEY, DATABASE_URL, ...): one
+    # line saying which, not a traceback through importlib.
+    exit_on_bad_settings("manage.py", status=1)
     execute_from_command_line(sys.argv)
 
 

@@ -4,9 +4,15 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "productsite.settings")
 
+from productsite.startup import exit_on_bad_settings
+
+# A setting the operator must fix (SECRET_KEY, DATABASE_URL, ...): one line
+# and gunicorn's "application failed to load" status, not a traceback.
+exit_on_bad_settings()
+
 # Before Django loads the apps: DRF's compat module would import every
 # optional package installed (psycopg on SQLite, requests, ...) into each worker.
-from productsite.lean_imports import import_drf_compat
+from productsite.lean_imports import import_drf_compat  # noqa: E402
 
 import_drf_compat()
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import secrets
+import subprocess
+import sys
 
 import pytest
 import requests
 
-from .support.processes import manage, server_env
+from .support.processes import BASE_DIR, free_port, manage, server_env
 
 PRODUCTION = {
     "DEBUG": "0",
@@ -46,6 +48,18 @@ def test_settings_refuse_to_start_without_a_secret_key():
     # An operator's mistake gets one line naming it, not a traceback.
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+@pytest.mark.parametrize("preload", ["1", "0"])
+def test_gunicorn_refuses_to_start_without_a_secret_key(preload):
+    env = server_env(DEBUG="0", GUNICORN_PRELOAD=preload)
+    env.pop("SECRET_KEY")
+    command = [sys.executable, "-m", "gunicorn", "productsite.wsgi:application"]
+    command += ["--bind", f"127.0.0.1:{free_port()}", "--workers", "1"]
+    result = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4  # gunicorn's "application failed to load": no restart loop
+    assert "configuration error: SECRET_KEY is not set" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
