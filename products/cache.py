@@ -262,7 +262,8 @@ def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
     if not names:
         return True
     try:
-        transport.run(lambda c: (cachekeys.delete(c, names), _settle(c, names)), force=True)
+        settling = getattr(settings, "PRODUCT_NEAR_CACHE", True)  # see _settle
+        transport.run(lambda c: cachekeys.delete_and_settle(c, names, settling), force=True)
     except CacheUnavailable as exc:
         # On a cluster, the masters that answered took their names.
         undelivered = exc.__cause__.names if isinstance(exc.__cause__, cachekeys.Undelivered) else names

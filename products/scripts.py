@@ -165,3 +165,27 @@ def eval_on_connection(connection: Connection, name: str, calls: list[tuple[list
         except ResponseError as exc:
             replies.append(exc)
     return replies
+
+
+def in_turn(redis_client: Client, commands: tuple[tuple, ...] | list[tuple]) -> list:
+    """Send ``commands`` one after the other on one pooled connection of a single server; return the replies.
+
+    Each command is written only once the previous reply has been read (one
+    round trip each, in order, as separate ``execute_command`` calls make
+    them), without redis-py's per-call wrapping and without taking a pooled
+    connection for each. An error reply raises it, after the connection is
+    dropped.
+    """
+    pool = redis_client.connection_pool
+    connection = pool.get_connection()
+    try:
+        replies = []
+        for command in commands:
+            connection.send_command(*command)
+            replies.append(connection.read_response())
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+    return replies

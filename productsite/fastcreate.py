@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 
@@ -65,7 +66,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.handlers.wsgi import WSGIRequest, get_path_info, get_script_name
 from django.core.signals import setting_changed
 from django.db import DatabaseError, close_old_connections, router, transaction
-from django.urls import set_script_prefix
+from django.urls import get_script_prefix, reverse, set_script_prefix
 from rest_framework import authentication as drf_authentication
 from rest_framework import mixins
 from rest_framework.exceptions import APIException
@@ -83,6 +84,7 @@ from products.parsers import ExactJSONParser
 from products.permissions import ProductPermissions
 from products.serializers import NAME_CHECKED_BY_INSERT, ProductSerializer
 from products.throttling import AnonymousFixedWindowThrottle, UserFixedWindowThrottle
+from products.validators import NAME_URL_PATTERN
 from products.views import ProductViewSet, _etag_of, product_location
 from productsite import fastpath
 
@@ -144,6 +146,10 @@ def configuration_problems() -> list[str]:
         problems.append("ProductViewSet does not render JSON first")
     if view.content_negotiation_class is not DefaultContentNegotiation or view.versioning_class is not None:
         problems.append("ProductViewSet negotiates content or versions differently")
+    if view.lookup_field != "name" or view.lookup_value_regex != NAME_URL_PATTERN:
+        problems.append(
+            "ProductViewSet looks products up otherwise (the Location is built for NAME_URL_PATTERN)"
+        )
     if api_settings.URL_FIELD_NAME in ProductSerializer.Meta.fields:
         problems.append("ProductSerializer has a URL field (DRF would send it as Location)")
     return problems
@@ -160,6 +166,8 @@ class _Setup:
         # from the class once instead of once per request.
         self.serializer = ProductSerializer(context={NAME_CHECKED_BY_INSERT: True})
         self.renderer = JSONRenderer()
+        # Script prefix -> the product-detail path around a name (see _location).
+        self.detail_paths: dict[str, tuple[str, str]] = {}
 
     def enabled(self) -> bool:
         if not getattr(settings, "PRODUCT_FAST_PATH", True):
@@ -264,7 +272,7 @@ class FastProductCreates:
             attrs = setup.serializer.run_validation(data)
         except (APIException, DjangoValidationError):
             return None
-        location = product_location(request, "product-detail", attrs["name"])
+        location = _location(request, setup, attrs["name"])
         throttles = []
         for throttle in view.get_throttles():
             if not throttle.allow_request(request, view):
@@ -320,6 +328,29 @@ class FastProductCreates:
             return [body]
 
         return respond
+
+
+# Names whose Location is the path around them as they are: reverse() quotes
+# none of these characters, and build_absolute_uri and iri_to_uri change
+# none. With no "/" only "." and ".." are dot segments: product_location's.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_DOT_SEGMENTS = frozenset((".", ".."))
+_PROBE = "probe"
+
+
+def _location(request: WSGIRequest, setup: _Setup, name: str) -> str:
+    """Return ``product_location(request, "product-detail", name)``, without reverse() for a plain name."""
+    if name in _DOT_SEGMENTS or not _PLAIN_NAME.fullmatch(name):
+        return product_location(request, "product-detail", name)
+    prefix = get_script_prefix()
+    around = setup.detail_paths.get(prefix)
+    if around is None:
+        probe = reverse("product-detail", kwargs={"name": _PROBE})
+        head, found, tail = probe.rpartition("/" + _PROBE + "/")
+        if not found or not head.startswith("/") or head.startswith("//"):
+            return product_location(request, "product-detail", name)
+        around = setup.detail_paths[prefix] = (head + "/", "/" + tail)
+    return request.build_absolute_uri(around[0] + name + around[1])
 
 
 def _give_back(throttles: list, request) -> None:
