@@ -486,20 +486,19 @@ def test_a_name_taken_concurrently_is_a_409_from_drf(wsgi_post, token, monkeypat
     assert Product.objects.get(name="Raced").price == 1
 
 
-def test_a_database_error_at_the_insert_hands_the_create_to_django(wsgi_post, token, monkeypatch):
-    from django.db import OperationalError
+def test_a_database_error_at_the_insert_hands_the_create_to_django(wsgi_post, token):
+    from django.db import OperationalError, connection
 
-    real_save = Product.save
     failures = []
 
-    def locked_once(self, *args, **kwargs):
-        if not failures:
-            failures.append(self.name)
+    def locked_once(execute, sql, params, many, context):
+        if sql.startswith("INSERT") and not failures:
+            failures.append(params[0])
             raise OperationalError("database is locked")
-        return real_save(self, *args, **kwargs)
+        return execute(sql, params, many, context)
 
-    monkeypatch.setattr(Product, "save", locked_once)
-    answer = wsgi_post({"name": "retried", "price": "1"}, HTTP_AUTHORIZATION=token)
+    with connection.execute_wrapper(locked_once):
+        answer = wsgi_post({"name": "retried", "price": "1"}, HTTP_AUTHORIZATION=token)
     assert failures == ["retried"]
     assert answer.handled_by_django
     assert answer.status_code == 201
@@ -568,3 +567,84 @@ def test_creates_survive_redis_forgetting_its_scripts(wsgi_post, token, private_
     private_redis.client().script_flush()
     refused = wsgi_post(GOOD, HTTP_AUTHORIZATION="Token not-a-real-token")
     assert refused.status_code == 401
+
+
+def _saves_seen(wsgi_post, settings, token, fast: bool) -> tuple[list, list[str]]:
+    """Create one product with the fast path on or off; return the save signals seen and the INSERTs sent."""
+    from django.db import connection
+    from django.db.models.signals import post_save, pre_save
+    from django.test.utils import CaptureQueriesContext
+
+    seen: list = []
+
+    def note(name, sender, instance, **kwargs):
+        kwargs.pop("signal", None)
+        state = (instance.pk, instance._state.adding, instance._state.db, instance.created_at is not None)
+        seen.append((name, sender, state, sorted(kwargs.items())))
+
+    def on_pre(sender, instance, **kwargs):
+        note("pre_save", sender, instance, **kwargs)
+
+    def on_post(sender, instance, **kwargs):
+        note("post_save", sender, instance, **kwargs)
+
+    settings.PRODUCT_FAST_PATH = fast
+    pre_save.connect(on_pre, sender=Product, weak=False)
+    post_save.connect(on_post, sender=Product, weak=False)
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            answer = wsgi_post({"name": f"signals-{fast}", "price": "1.50"}, HTTP_AUTHORIZATION=token)
+    finally:
+        pre_save.disconnect(on_pre, sender=Product)
+        post_save.disconnect(on_post, sender=Product)
+    assert answer.status_code == 201
+    assert answer.handled_by_django is not fast
+    # The id differs between the two creates: compare what does not.
+    pk = answer.json()["id"]
+    signals = [
+        (s, sender, (p == pk if p is not None else None, *rest), kw) for s, sender, (p, *rest), kw in seen
+    ]
+    inserts = [
+        q["sql"].split(" VALUES ")[0] for q in captured.captured_queries if q["sql"].startswith("INSERT")
+    ]
+    return signals, inserts
+
+
+def test_the_fast_create_sends_the_save_signals_and_the_insert_of_a_drf_create(wsgi_post, settings, token):
+    from productsite import fastcreate
+
+    fast = _saves_seen(wsgi_post, settings, token, fast=True)
+    slow = _saves_seen(wsgi_post, settings, token, fast=False)
+    assert fast == slow
+    signals, inserts = fast
+    assert [s for s, *_ in signals] == ["pre_save", "post_save"]
+    assert signals[0][2] == (None, True, None, False)  # before the INSERT: new, no id, no timestamps
+    assert signals[1][2] == (True, False, "default", True)  # after it: the id, saved, stamped
+    assert dict(signals[1][3])["created"] is True
+    assert len(inserts) == 1
+    # The prepared INSERT ran, not the generic save path.
+    from django.db import connection
+
+    assert fastcreate._inserts[(connection.alias, connection.vendor)] is not None
+
+
+def test_a_changed_save_path_saves_through_the_serializer(wsgi_post, settings, token, monkeypatch):
+    from productsite import fastcreate
+
+    monkeypatch.setattr(fastcreate, "_inserts", {})
+    monkeypatch.setattr(
+        Product, "save", lambda self, *a, **kw: super(Product, self).save(*a, **kw), raising=False
+    )
+    assert fastcreate.save_path_problems() == ["Product overrides save"]
+    created = []
+    original = fastcreate.ProductSerializer.create
+    monkeypatch.setattr(
+        fastcreate.ProductSerializer,
+        "create",
+        lambda self, attrs: created.append(attrs) or original(self, attrs),
+    )
+    # ProductSerializer.create overridden too: the generic path is taken on both counts.
+    answer = wsgi_post({"name": "generic", "price": "1"}, HTTP_AUTHORIZATION=token)
+    assert answer.status_code == 201 and not answer.handled_by_django
+    assert [a["name"] for a in created] == ["generic"]
+    assert set(fastcreate._inserts.values()) == {None}
