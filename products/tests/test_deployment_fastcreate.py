@@ -611,9 +611,13 @@ def _saves_seen(wsgi_post, settings, token, fast: bool) -> tuple[list, list[str]
 
 
 def test_the_fast_create_sends_the_save_signals_and_the_insert_of_a_drf_create(wsgi_post, settings, token):
+    from django.db import connection
+
     from productsite import fastcreate
 
     fast = _saves_seen(wsgi_post, settings, token, fast=True)
+    # The prepared INSERT ran, not the generic save path.
+    assert fastcreate._inserts[(connection.alias, connection.vendor)] is not None
     slow = _saves_seen(wsgi_post, settings, token, fast=False)
     assert fast == slow
     signals, inserts = fast
@@ -622,10 +626,6 @@ def test_the_fast_create_sends_the_save_signals_and_the_insert_of_a_drf_create(w
     assert signals[1][2] == (True, False, "default", True)  # after it: the id, saved, stamped
     assert dict(signals[1][3])["created"] is True
     assert len(inserts) == 1
-    # The prepared INSERT ran, not the generic save path.
-    from django.db import connection
-
-    assert fastcreate._inserts[(connection.alias, connection.vendor)] is not None
 
 
 def test_a_changed_save_path_saves_through_the_serializer(wsgi_post, settings, token, monkeypatch):
