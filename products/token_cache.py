@@ -170,13 +170,17 @@ class CachedTokenAuthentication(authentication.TokenAuthentication):
     def authenticate_credentials(self, key: str):
         if not cache.cache_enabled() or cache._in_transaction():
             return super().authenticate_credentials(key)
-        keys = _keys(key)
+        keys = None
         prefetched, self._prefetched = self._prefetched, None
-        answer = prefetched[1] if prefetched is not None and prefetched[0] == key else _read(keys)
+        if prefetched is not None and prefetched[0] == key:
+            answer = prefetched[1]
+        else:
+            answer = _read(keys := _keys(key))
         if answer is not None and answer[0] == 1:
             return _load(key, answer[1], self.get_model())
         user, token = super().authenticate_credentials(key)  # raises for a bad token
         if answer is not None:
+            keys = keys or _keys(key)
             payload = _dump(user, token)
             timeout = getattr(settings, "AUTH_CACHE_TIMEOUT", 60)
             try:

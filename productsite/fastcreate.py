@@ -463,11 +463,16 @@ def _create(serializer: ProductSerializer, attrs: dict, using: str) -> Product:
         return serializer.create(attrs)
     instance = Product(**attrs)
     pre_save.send(sender=Product, instance=instance, raw=False, using=using, update_fields=None)
-    with transaction.mark_for_rollback_on_error(using=using):
+    try:  # transaction.mark_for_rollback_on_error, as save_base runs it
         params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in insert.fields]
         with connection.cursor() as cursor:
             cursor.execute(insert.sql, (*params, *insert.returning_params))
             (pk,) = connection.ops.fetch_returned_insert_columns(cursor, insert.returning_params)
+    except Exception as exc:
+        if connection.in_atomic_block:
+            connection.needs_rollback = True
+            connection.rollback_exc = exc
+        raise
     instance.pk = pk
     instance._state.db = using
     instance._state.adding = False
