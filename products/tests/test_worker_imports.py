@@ -144,3 +144,29 @@ def test_docs_still_load_their_views_on_demand(client, path):
     if path == "/api/schema/":
         paths = json.loads(client.get(path, HTTP_ACCEPT="application/vnd.oai.openapi+json").content)["paths"]
         assert {"/api/products/", "/api/products/{name}/", "/health/"} <= set(paths)
+
+
+@pytest.mark.django_db
+def test_a_product_read_from_the_database_holds_only_its_own_bytes():
+    # orjson hands over its 4 KiB buffer; a worker keeps ~2,000 of these
+    # (near cache, fast path answers) after a random walk.
+    import tracemalloc
+    from decimal import Decimal
+
+    from products.models import Product
+    from products.selectors import product_json, products_json
+
+    Product.objects.create(name="held", price=Decimal("1.50"), quantity=2)
+    product_json("held")  # the query is compiled once per connection
+    products_json(["held"])  # and the ORM caches what it looked up
+    kept, held = [], []
+    for read in (lambda: product_json("held"), lambda: products_json(["held"])["held"]):
+        tracemalloc.start()
+        try:
+            kept.append(read())
+            held.append(tracemalloc.get_traced_memory()[0])
+        finally:
+            tracemalloc.stop()
+    assert kept[0] == kept[1] and b'"name":"held"' in kept[0]
+    assert held[0] < 1024, held
+    assert held[1] < 4096, held  # the ORM's query keeps ~2 KiB of its own here
