@@ -372,8 +372,11 @@ def _answer(
 
 @functools.lru_cache(maxsize=1024)
 def _legacy_body(data: bytes) -> bytes:
-    """Return the original service's body for a product's JSON (the same bytes give the same body)."""
-    return orjson.dumps(legacy_shape(orjson.loads(data)))
+    """Return the original service's body for a product's JSON (the same bytes give the same body).
+
+    Kept in the answers memo: copied to its own size, not orjson's 4 KiB buffer.
+    """
+    return bytes(memoryview(orjson.dumps(legacy_shape(orjson.loads(data)))))
 
 
 def _load_product(name: str) -> bytes | None:

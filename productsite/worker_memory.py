@@ -45,12 +45,15 @@ def limit_malloc_arenas(arenas: int) -> bool:
 
 
 def load_what_requests_load() -> None:
-    """Import now what the first requests would: the URLconf and the cache backends.
+    """Import and build now what the first requests would, short of connecting.
 
     The URLconf brings the views, serializers, filters and DRF's generic
-    views (~2 MiB); under ``preload_app`` they then sit in the master's
-    frozen, shared heap instead of in each worker. No connection is opened:
-    the cache clients connect on first use, from the process that uses them.
+    views (~2 MiB); the rest below is what a worker still loaded on its first
+    hot read, list and create (~5 MiB per worker, measured in process: see
+    docs/performance.md, "Worker memory"). Under ``preload_app`` it then sits
+    in the master's frozen, shared heap instead of in each worker. No
+    connection is opened: the cache clients connect on first use, from the
+    process that uses them, and so does the database.
     """
     from django.core.cache import caches
     from django.urls import get_resolver
@@ -59,7 +62,42 @@ def load_what_requests_load() -> None:
     resolver.url_patterns  # noqa: B018  (imports the URLconf)
     resolver.reverse_dict  # noqa: B018  (reverse() and the API root read it)
     for alias in settings.CACHES:
-        caches[alias]
+        cache = caches[alias]
+        # django-redis builds its client (serializer, compressor, key
+        # functions; no pool, no socket) on first use.
+        getattr(cache, "client", None)
+    _load_first_request_modules()
+    _load_fast_paths()
+
+
+def _load_first_request_modules() -> None:
+    """Modules that Django, django-redis and the socket layer import on first use."""
+    import importlib
+
+    from django.db.models.sql import compiler  # noqa: F401  (the first query)
+    from django.utils.module_loading import import_string
+
+    if "django.contrib.messages" in settings.INSTALLED_APPS:
+        import_string(settings.MESSAGE_STORAGE)
+        # The fallback storage's session half imports the session serializer.
+        if "django.contrib.sessions" in settings.INSTALLED_APPS:
+            import_string(settings.SESSION_SERIALIZER)
+            importlib.import_module(settings.SESSION_ENGINE)
+    # A host name is encoded with the IDNA codec (and stringprep) on the first
+    # connection to it.
+    "localhost".encode("idna")
+
+
+def _load_fast_paths() -> None:
+    """Run the fast read and create paths' configuration checks (resolve, serializer fields).
+
+    Each checks once per process, on its first request; a settings change
+    (tests) resets them, so this only moves the work before the fork.
+    """
+    from productsite import fastcreate, fastpath
+
+    fastpath._setup.enabled()
+    fastcreate._setup.enabled()
 
 
 def freeze_heap() -> None:

@@ -17,6 +17,7 @@ _WORKER = textwrap.dedent(
     """
     import io, json, sys
     from productsite.wsgi import application
+    loaded_with_the_app = set(sys.modules)
 
     def get(path, query=""):
         environ = {
@@ -32,7 +33,10 @@ _WORKER = textwrap.dedent(
     codes = [get("/api/products/nothing-here/"), get("/api/products/", "format=json"), get("/health/")]
     names = ["psycopg", "psycopg2", "django.contrib.postgres", "django.db.backends.postgresql", "requests", "yaml", "pygments", "jinja2", "django.test",
              "drf_spectacular.openapi", "drf_spectacular.views"]
-    print(json.dumps({"codes": codes, "loaded": [n for n in names if n in sys.modules]}))
+    print(json.dumps({
+        "codes": codes, "loaded": [n for n in names if n in sys.modules],
+        "imported_by_requests": sorted(set(sys.modules) - loaded_with_the_app),
+    }))
     """
 )
 
@@ -61,8 +65,15 @@ _HEAP = textwrap.dedent(
         1 for (start, end, perm), after in zip(anon, anon[1:] + [(0, 0, "")])
         if perm == "rw-p" and start % HEAP == 0 and after == (end, start + HEAP, "---p")
     )
+    from django.core.cache import caches
     from django.db import connections
+    from productsite import fastcreate, fastpath
+    first_use = ("django.db.models.sql.compiler", "django.contrib.messages.storage.fallback",
+                 "django.contrib.sessions.serializers", "django_redis.serializers.pickle", "encodings.idna")
     print(json.dumps({
+        "first_use": [n for n in first_use if n in sys.modules],
+        "fast_paths_checked": [fastpath._setup.mirrored, fastcreate._setup.mirrored],
+        "redis_clients": [c is not None for c in caches["default"].client._clients],
         "frozen": gc.get_freeze_count(), "thread_arenas": arenas,
         "loaded": [n for n in ("productsite.urls", "products.views", "django_redis.client") if n in sys.modules],
         "open_connections": [c.alias for c in connections.all() if c.connection is not None],
@@ -99,6 +110,9 @@ def test_a_worker_on_sqlite_loads_no_driver_test_client_or_schema_generator(tmp_
     report = _run(_WORKER, _sqlite_env(tmp_path))
     assert report["codes"] == ["404", "200", "200"]
     assert report["loaded"] == []
+    # What the first requests import is loaded with the application (shared
+    # with the workers under preload_app), not by each worker.
+    assert report["imported_by_requests"] == []
 
 
 @pytest.mark.parametrize(("arenas", "thread_arenas"), [("1", 0), ("0", None)])
@@ -113,6 +127,10 @@ def test_a_worker_freezes_its_loaded_heap_and_keeps_threads_in_one_malloc_arena(
     assert report["loaded"] == ["productsite.urls", "products.views", "django_redis.client"]
     # A preloading master forks its workers from here: no connection to inherit.
     assert report["open_connections"] == []
+    assert report["redis_clients"] == [False]
+    # What the first hot read, list and create would load, short of connecting.
+    assert len(report["first_use"]) == 5
+    assert report["fast_paths_checked"] == [True, True]
     if thread_arenas is None:  # glibc's default: the threads got arenas of their own
         assert report["thread_arenas"] >= 1
     else:
@@ -126,3 +144,29 @@ def test_docs_still_load_their_views_on_demand(client, path):
     if path == "/api/schema/":
         paths = json.loads(client.get(path, HTTP_ACCEPT="application/vnd.oai.openapi+json").content)["paths"]
         assert {"/api/products/", "/api/products/{name}/", "/health/"} <= set(paths)
+
+
+@pytest.mark.django_db
+def test_a_product_read_from_the_database_holds_only_its_own_bytes():
+    # orjson hands over its 4 KiB buffer; a worker keeps ~2,000 of these
+    # (near cache, fast path answers) after a random walk.
+    import tracemalloc
+    from decimal import Decimal
+
+    from products.models import Product
+    from products.selectors import product_json, products_json
+
+    Product.objects.create(name="held", price=Decimal("1.50"), quantity=2)
+    product_json("held")  # the query is compiled once per connection
+    products_json(["held"])  # and the ORM caches what it looked up
+    kept, held = [], []
+    for read in (lambda: product_json("held"), lambda: products_json(["held"])["held"]):
+        tracemalloc.start()
+        try:
+            kept.append(read())
+            held.append(tracemalloc.get_traced_memory()[0])
+        finally:
+            tracemalloc.stop()
+    assert kept[0] == kept[1] and b'"name":"held"' in kept[0]
+    assert held[0] < 1024, held
+    assert held[1] < 4096, held  # the ORM's query keeps ~2 KiB of its own here
