@@ -16,8 +16,11 @@ create itself, running the API's own parts in the API's order:
   ``is_valid()`` runs), except its separate name-taken query: the INSERT's
   unique constraint decides that instead (one query per create, not two);
 * the viewset's throttle classes (``products.counters``' batched counts);
-* ``ProductSerializer.create`` (the model's ``save()``: the signals, the
-  cache invalidation and the outbox exactly as a DRF create);
+* ``ProductSerializer.create``: what the model's ``save()`` does for a new
+  product (the signals, hence the cache invalidation and the outbox, the
+  timestamps, the INSERT) done by :func:`_create`, with the INSERT's SQL
+  written once per connection by Django's compiler (the generic path when
+  the model or its save path changes: :func:`save_path_problems`);
 * the response the view and the middleware give a 201: the same body
   (DRF's JSON renderer), ``Location``, ``ETag``, ``Vary``, ``Allow``, the
   security headers, ``X-Request-ID``, and the one log line per request.
