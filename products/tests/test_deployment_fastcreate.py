@@ -27,20 +27,10 @@ from products import auth_limits, counters
 from products import cache as product_cache
 from products.models import Product
 
+from .support.wsgi_answer import Answer
+
 FROZEN = dt.datetime(2026, 11, 26, 7, 0, 0, 123456, tzinfo=dt.UTC)
 PATH = "/api/products/"
-
-
-class Answer:
-    def __init__(self, status: str, headers: list[tuple[str, str]], body: bytes, django: bool) -> None:
-        self.status_code = int(status[:3])
-        self.headers = dict(headers)
-        self.header_list = headers
-        self.body = body
-        self.handled_by_django = django  # Django's handler ran (not the fast path)
-
-    def json(self):
-        return json.loads(self.body)
 
 
 @pytest.fixture
