@@ -40,7 +40,6 @@ Django unchanged:
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
@@ -370,11 +369,11 @@ def _answer(
     return found
 
 
-@functools.lru_cache(maxsize=1024)
 def _legacy_body(data: bytes) -> bytes:
     """Return the original service's body for a product's JSON (the same bytes give the same body).
 
-    Kept in the answers memo: copied to its own size, not orjson's 4 KiB buffer.
+    Built once per product JSON: :func:`_answer` keeps it in the answers memo,
+    copied to its own size rather than orjson's 4 KiB buffer.
     """
     return bytes(memoryview(orjson.dumps(legacy_shape(orjson.loads(data)))))
 
