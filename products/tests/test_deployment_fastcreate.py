@@ -18,8 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.test import RequestFactory
 from rest_framework.authtoken.models import Token
 
@@ -27,7 +26,7 @@ from products import auth_limits, counters
 from products import cache as product_cache
 from products.models import Product
 
-from .support.wsgi_answer import Answer
+from .support.wsgi_answer import Answer, call
 
 FROZEN = dt.datetime(2026, 11, 26, 7, 0, 0, 123456, tzinfo=dt.UTC)
 PATH = "/api/products/"
@@ -36,7 +35,6 @@ PATH = "/api/products/"
 @pytest.fixture
 def wsgi_post(db, monkeypatch) -> Iterator:
     """POST through the stack productsite/wsgi.py builds, built per request (see test_deployment_fastpath)."""
-    from django.core.handlers.wsgi import WSGIHandler
 
     from productsite import fastcreate, fastpath
 
@@ -44,10 +42,6 @@ def wsgi_post(db, monkeypatch) -> Iterator:
     monkeypatch.setattr(fastpath, "close_old_connections", lambda: None)
     monkeypatch.setattr(fastcreate, "close_old_connections", lambda: None)
     factory = RequestFactory()
-    started: list[object] = []
-
-    def note_start(sender, **kwargs):
-        started.append(sender)
 
     def post(
         body: object, path: str = PATH, content_type: str = "application/json", **headers: str
@@ -59,22 +53,7 @@ def wsgi_post(db, monkeypatch) -> Iterator:
             content_type=content_type,
             **{"HTTP_HOST": "testserver", "HTTP_X_REQUEST_ID": "compare-1", **headers},
         ).environ
-        seen: list = []
-        started.clear()
-        request_started.disconnect(close_old_connections)
-        request_finished.disconnect(close_old_connections)
-        request_started.connect(note_start)
-        try:
-            application = fastpath.FastProductReads(fastcreate.FastProductCreates(WSGIHandler()))
-            result = application(environ, lambda status, hdrs, exc=None: seen.append((status, hdrs)))
-            body_bytes = b"".join(result)
-            getattr(result, "close", lambda: None)()
-        finally:
-            request_started.disconnect(note_start)
-            request_started.connect(close_old_connections)
-            request_finished.connect(close_old_connections)
-        django = any(sender is WSGIHandler for sender in started)
-        return Answer(seen[-1][0], seen[-1][1], body_bytes, django)
+        return call(lambda django: fastpath.FastProductReads(fastcreate.FastProductCreates(django)), environ)
 
     return post
 

@@ -13,14 +13,12 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from django.test import RequestFactory
 
 from products import cache as product_cache
 from products.models import Product
 
-from .support.wsgi_answer import Answer
+from .support.wsgi_answer import Answer, call
 
 
 @pytest.fixture
@@ -33,39 +31,18 @@ def wsgi_get(db, monkeypatch) -> Iterator:
     test that overrides settings gets the answer a server started with them
     would give.
     """
-    from django.core.handlers.wsgi import WSGIHandler
-
     from productsite import fastpath
 
     monkeypatch.setattr(fastpath, "close_old_connections", lambda: None)
 
     factory = RequestFactory()
-    started: list[object] = []
-
-    def note_start(sender, **kwargs):
-        started.append(sender)
 
     def get(path: str, **headers: str) -> Answer:
         # A fixed request id: both paths echo it (generated ones would differ).
         environ = factory.get(
             path, **{"HTTP_HOST": "testserver", "HTTP_X_REQUEST_ID": "compare-1", **headers}
         ).environ
-        seen: list = []
-        started.clear()
-        request_started.disconnect(close_old_connections)
-        request_finished.disconnect(close_old_connections)
-        request_started.connect(note_start)
-        try:
-            application = fastpath.FastProductReads(WSGIHandler())
-            result = application(environ, lambda status, hdrs, exc=None: seen.append((status, hdrs)))
-            body = b"".join(result)
-            getattr(result, "close", lambda: None)()
-        finally:
-            request_started.disconnect(note_start)
-            request_started.connect(close_old_connections)
-            request_finished.connect(close_old_connections)
-        django = any(sender is WSGIHandler for sender in started)
-        return Answer(seen[-1][0], seen[-1][1], body, django)
+        return call(fastpath.FastProductReads, environ)
 
     return get
 

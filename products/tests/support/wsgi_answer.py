@@ -1,6 +1,11 @@
-"""One answer of the WSGI stack as productsite/wsgi.py builds it (the fast-path parity tests)."""
+"""Call the WSGI stack productsite/wsgi.py builds, and what it answered (the fast-path parity tests)."""
 
 import json
+from collections.abc import Callable
+
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 
 
 class Answer:
@@ -13,3 +18,31 @@ class Answer:
 
     def json(self):
         return json.loads(self.body)
+
+
+def call(wrap: Callable[[WSGIHandler], Callable], environ: dict) -> Answer:
+    """Answer ``environ`` with ``wrap(WSGIHandler())``, built now as a server builds it at start.
+
+    Like Django's test client, the request signals do not close the test's
+    database connection; ``request_started`` tells whether Django's handler ran.
+    """
+    started: list[object] = []
+
+    def note_start(sender, **kwargs):
+        started.append(sender)
+
+    seen: list = []
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    request_started.connect(note_start)
+    try:
+        application = wrap(WSGIHandler())
+        result = application(environ, lambda status, hdrs, exc=None: seen.append((status, hdrs)))
+        body = b"".join(result)
+        getattr(result, "close", lambda: None)()
+    finally:
+        request_started.disconnect(note_start)
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    django = any(sender is WSGIHandler for sender in started)
+    return Answer(seen[-1][0], seen[-1][1], body, django)
