@@ -7,6 +7,8 @@ one at a time, pipelined, or on one raw connection (inside connect()).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,23 @@ def evalsha(redis_client: Client, name: str, keys: list, args: list) -> Any:
     return reply
 
 
+@contextmanager
+def _borrowed(redis_client: Client) -> Iterator[Connection]:
+    """Lend one pooled connection of a single server; one that raised is dropped, not reused.
+
+    An error may leave replies unread on it, so it goes back disconnected.
+    """
+    pool = redis_client.connection_pool
+    connection = pool.get_connection()
+    try:
+        yield connection
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+
+
 def command_then_evalsha(redis_client: Client, command: tuple, name: str, keys: list, args: list) -> tuple:
     """Send ``command`` and script ``name`` in one round trip; return both replies.
 
@@ -73,9 +92,7 @@ def command_then_evalsha(redis_client: Client, command: tuple, name: str, keys: 
     reply runs the script again through :func:`evalsha`, which loads it.
     """
     loaded = script(redis_client, name)
-    pool = redis_client.connection_pool
-    connection = pool.get_connection()
-    try:
+    with _borrowed(redis_client) as connection:
         connection.send_packed_command(
             connection.pack_commands([command, ("EVALSHA", loaded.sha, len(keys), *keys, *args)])
         )
@@ -84,11 +101,6 @@ def command_then_evalsha(redis_client: Client, command: tuple, name: str, keys: 
             reply = connection.read_response()
         except NoScriptError:
             reply = NoScriptError
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)
     if reply is NoScriptError:
         reply = evalsha(redis_client, name, keys, args)
     return first, reply
@@ -102,17 +114,9 @@ def pipelined(redis_client: Client, commands: tuple[tuple, ...] | list[tuple]) -
     reply raises it, after the connection is dropped (its other replies are
     unread).
     """
-    pool = redis_client.connection_pool
-    connection = pool.get_connection()
-    try:
+    with _borrowed(redis_client) as connection:
         connection.send_packed_command(connection.pack_commands(commands))
-        replies = [connection.read_response() for _ in commands]
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)
-    return replies
+        return [connection.read_response() for _ in commands]
 
 
 def eval_many(redis_client: Client, name: str, calls: list[tuple[list, list]]) -> list:
@@ -176,16 +180,9 @@ def in_turn(redis_client: Client, commands: tuple[tuple, ...] | list[tuple]) -> 
     connection for each. An error reply raises it, after the connection is
     dropped.
     """
-    pool = redis_client.connection_pool
-    connection = pool.get_connection()
-    try:
-        replies = []
+    replies = []
+    with _borrowed(redis_client) as connection:
         for command in commands:
             connection.send_command(*command)
             replies.append(connection.read_response())
-    except BaseException:
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)
     return replies
