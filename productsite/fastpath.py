@@ -137,6 +137,7 @@ def configuration_problems() -> list[str]:
 def _route_problems() -> list[str]:
     from django.urls import Resolver404, resolve
 
+    from products.permissions import ProductPermissions
     from products.views import LegacyProductDetailView, ProductViewSet
 
     try:
@@ -150,6 +151,8 @@ def _route_problems() -> list[str]:
     if getattr(legacy.func, "view_class", None) is not LegacyProductDetailView:
         problems.append("/products/<name> is not LegacyProductDetailView")
     for view in (ProductViewSet, LegacyProductDetailView):
+        if list(view.permission_classes) != [ProductPermissions]:
+            problems.append(f"{view.__name__} has other permission classes")
         if list(view.throttle_classes) != [AnonymousFixedWindowThrottle, UserFixedWindowThrottle]:
             problems.append(f"{view.__name__} has other throttle classes")
         if not view.renderer_classes or view.renderer_classes[0] is not JSONRenderer:

@@ -193,11 +193,23 @@ def test_the_shipped_configuration_runs_the_fast_path_and_check_is_quiet(mug, ws
 
 @pytest.mark.parametrize(
     "change",
-    ["added_middleware", "removed_middleware", "reordered_middleware", "authentication", "prepend_www"],
+    [
+        "added_middleware",
+        "removed_middleware",
+        "reordered_middleware",
+        "authentication",
+        "prepend_www",
+        "api_permissions",
+        "legacy_permissions",
+    ],
 )
 def test_an_unmirrored_configuration_switches_the_fast_path_off_and_check_says_why(
-    mug, wsgi_get, settings, change
+    mug, wsgi_get, settings, monkeypatch, change
 ):
+    from rest_framework.permissions import IsAuthenticated
+
+    from products.views import LegacyProductDetailView, ProductViewSet
+    from productsite import fastpath
     from productsite.fastpath import MIRRORED_MIDDLEWARE
 
     if change == "added_middleware":
@@ -211,12 +223,20 @@ def test_an_unmirrored_configuration_switches_the_fast_path_off_and_check_says_w
             **settings.REST_FRAMEWORK,
             "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
         }
-    else:
+    elif change == "prepend_www":
         settings.PREPEND_WWW = True
+    else:  # anonymous reads would need a sign-in: Django answers 401
+        view = ProductViewSet if change == "api_permissions" else LegacyProductDetailView
+        monkeypatch.setattr(view, "permission_classes", [IsAuthenticated])
+        fastpath._reset_setup()
     [warning] = fast_path_warnings()
     assert "fast path" in warning.msg
     assert wsgi_get(API).handled_by_django
     assert wsgi_get(API).handled_by_django
+    assert wsgi_get(LEGACY).handled_by_django
+    if change.endswith("_permissions"):
+        path = API if change == "api_permissions" else LEGACY
+        assert wsgi_get(path).status_code == 401
 
 
 def test_turning_the_fast_path_off_on_purpose_is_not_a_warning(mug, wsgi_get, settings):
