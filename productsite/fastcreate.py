@@ -46,14 +46,16 @@ most :data:`MAX_BODY` bytes and no ``Transfer-Encoding``, an
 absent, ``*/*`` or ``application/json``, no NUL in a header, an allowed host
 and no ``X-Forwarded-Host`` Django would read, no HTTPS redirect due.
 
-A database error from the create (the unique index refusing a taken name, a
-locked or unreachable database) hands the request to Django too: in
-autocommit the failed INSERT wrote nothing. Once the INSERT has succeeded the
-product exists, and an error after it is never handed to Django (which would
-then answer 409 for the product just created); it propagates to the server,
-which answers 500. The one case between the two: the outbox's own write
-failing after the INSERT (Redis and the database both failing at once) is
-handed over, and Django answers 409 for a product this request created.
+A create that wrote nothing is handed to Django too: a database error at the
+INSERT (the unique index refusing a taken name, a locked or unreachable
+database; in autocommit the failed INSERT wrote nothing), or any error before
+it (a ``pre_save`` receiver, say; logged, as :meth:`FastProductCreates.prepare`
+logs its own). Once the INSERT has succeeded the product exists, and an error
+after it is never handed to Django (which would then answer 409 for the
+product just created); it propagates to the server, which answers 500. The
+``post_save`` receivers that follow cannot fail that way: the invalidation
+runs after commit, robustly, and a failure to record a missed one is logged,
+not raised (``products.outbox``).
 """
 
 from __future__ import annotations
@@ -298,10 +300,11 @@ class FastProductCreates:
                     instance = _create(serializer, prepared.attrs, using)
             else:
                 instance = _create(serializer, prepared.attrs, using)
-        except DatabaseError:
+        except _NotInserted:
             # Nothing was written: the name is taken (validation passed, the
-            # unique index did not), or the database is locked or down. The
-            # API answers that, with its own check and error handling.
+            # unique index did not), the database is locked or down, or
+            # something before the INSERT failed. The API answers that, with
+            # its own check and error handling.
             _give_back(prepared.throttles, prepared.request)
             return None
         representation = serializer.to_representation(instance)
@@ -450,6 +453,10 @@ def _insert_for(connection) -> _Insert | None:
     return _inserts[key]
 
 
+class _NotInserted(Exception):
+    """The create wrote nothing (its INSERT failed, or something before it): Django answers."""
+
+
 def _create(serializer: ProductSerializer, attrs: dict, using: str) -> Product:
     """``serializer.create(attrs)`` on ``using``: the same signals and INSERT, without the generic save path.
 
@@ -461,12 +468,19 @@ def _create(serializer: ProductSerializer, attrs: dict, using: str) -> Product:
     ``serializer.create``.
     """
     connection = connections[using]
-    insert = _insert_for(connection)
+    try:
+        insert = _insert_for(connection)
+    except Exception as exc:
+        logger.exception("Fast create could not prepare its INSERT; handing the request to Django")
+        raise _NotInserted from exc
     if insert is None:
-        return serializer.create(attrs)
+        try:
+            return serializer.create(attrs)
+        except DatabaseError as exc:  # the generic save path: a taken name, most likely
+            raise _NotInserted from exc
     instance = Product(**attrs)
-    pre_save.send(sender=Product, instance=instance, raw=False, using=using, update_fields=None)
     try:  # transaction.mark_for_rollback_on_error, as save_base runs it
+        pre_save.send(sender=Product, instance=instance, raw=False, using=using, update_fields=None)
         params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in insert.fields]
         with connection.cursor() as cursor:
             cursor.execute(insert.sql, (*params, *insert.returning_params))
@@ -475,7 +489,9 @@ def _create(serializer: ProductSerializer, attrs: dict, using: str) -> Product:
         if connection.in_atomic_block:
             connection.needs_rollback = True
             connection.rollback_exc = exc
-        raise
+        if not isinstance(exc, DatabaseError):
+            logger.exception("Fast create failed before its INSERT; handing the request to Django")
+        raise _NotInserted from exc
     instance.pk = pk
     instance._state.db = using
     instance._state.adding = False

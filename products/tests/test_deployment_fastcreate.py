@@ -474,6 +474,29 @@ def test_a_database_error_at_the_insert_hands_the_create_to_django(wsgi_post, to
     assert Product.objects.filter(name="retried").count() == 1
 
 
+def test_an_error_before_the_insert_hands_the_create_to_django(wsgi_post, token, caplog):
+    from django.db.models.signals import pre_save
+
+    failures = []
+
+    def fails_once(sender, instance, **kwargs):
+        if not failures:
+            failures.append(instance.name)
+            raise RuntimeError("a receiver's bug")
+
+    pre_save.connect(fails_once, sender=Product, dispatch_uid="test-fails-once")
+    try:
+        answer = wsgi_post({"name": "handed", "price": "1"}, HTTP_AUTHORIZATION=token)
+    finally:
+        pre_save.disconnect(dispatch_uid="test-fails-once", sender=Product)
+    assert failures == ["handed"]
+    assert answer.handled_by_django  # with its own request id and log line, not a bare 500
+    assert answer.status_code == 201
+    assert answer.headers["X-Request-ID"]
+    assert Product.objects.filter(name="handed").count() == 1
+    assert "failed before its INSERT" in caplog.text
+
+
 # --- Fail closed ---------------------------------------------------------------------------
 
 
