@@ -240,15 +240,17 @@ def _release(keys: list[str], token: str, gen: bytes) -> None:
 # --- Invalidation -------------------------------------------------------------------
 
 
-def _settle(client: Client, names: list[str] | None = None) -> None:
-    # Near caches (products.nearcache) hear of a change from a message Redis
-    # queues for them while it runs our command, and writes in the same turn
-    # of its event loop as our reply, possibly just after it. A second round
-    # trip comes back only after that turn: once it does, every message is on
-    # its way, before the write is acknowledged. On a cluster, one to each
-    # master that took the write (``names``' buckets; None: every master).
-    if getattr(settings, "PRODUCT_NEAR_CACHE", True):
-        cachekeys.settle(client, names)
+def _settling() -> bool:
+    """Whether a write makes a second, settling round trip (while near caches may listen).
+
+    Near caches (products.nearcache) hear of a change from a message Redis
+    queues for them while it runs our command, and writes in the same turn
+    of its event loop as our reply, possibly just after it. A second round
+    trip comes back only after that turn: once it does, every message is on
+    its way, before the write is acknowledged. On a cluster it goes to every
+    master (cachekeys.settle).
+    """
+    return getattr(settings, "PRODUCT_NEAR_CACHE", True)
 
 
 def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
@@ -262,7 +264,7 @@ def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
     if not names:
         return True
     try:
-        settling = getattr(settings, "PRODUCT_NEAR_CACHE", True)  # see _settle
+        settling = _settling()
         transport.run(lambda c: cachekeys.delete_and_settle(c, names, settling), force=True)
     except CacheUnavailable as exc:
         # On a cluster, the masters that answered took their names.
@@ -297,7 +299,14 @@ def retire_generation(*, record_miss: bool = True) -> bool:
     recorded as in :func:`invalidate`).
     """
     try:
-        transport.run(lambda c: (cachekeys.retire_all(c), _settle(c)), force=True)
+        settling = _settling()
+
+        def retire(client: Client) -> None:
+            cachekeys.retire_all(client)
+            if settling:
+                cachekeys.settle(client, None)
+
+        transport.run(retire, force=True)
     except CacheUnavailable:
         missed.missed(None, record_miss)
         return False

@@ -149,7 +149,7 @@ def delete_and_settle(client: Client, names: list[str], settling: bool) -> None:
 def settle(client: Client, names: list[str] | None) -> None:
     """Make one more round trip to every server that may have taken a write to ``names``.
 
-    See products.cache's ``_settle``: after it, every client-tracking message
+    See products.cache's ``_settling``: after it, every client-tracking message
     the write caused has been written to its socket. On a cluster, every
     master is pinged: a write that followed an ``ASK`` ran on a master the
     slot map does not name yet. Only a failure of a master that owns one of
