@@ -103,6 +103,7 @@ _CONTENT_TYPES = frozenset(("application/json", "application/json; charset=utf-8
 _JSON_ACCEPTS = frozenset(("*/*", "application/json"))
 _ALLOW = "GET, POST, HEAD, OPTIONS"
 _MEDIA_TYPE = "application/json"
+_MAX_SCRIPT_PREFIXES = 64
 
 StartResponse = Callable[[str, list[tuple[str, str]]], object]
 
@@ -357,7 +358,9 @@ def _location(request: WSGIRequest, setup: _Setup, name: str) -> str:
         head, found, tail = probe.rpartition("/" + _PROBE + "/")
         if not found or not head.startswith("/") or head.startswith("//"):
             return product_location(request, "product-detail", name)
-        around = setup.detail_paths[prefix] = (head + "/", "/" + tail)
+        around = (head + "/", "/" + tail)
+        if len(setup.detail_paths) < _MAX_SCRIPT_PREFIXES:  # a proxy may send any: bound the memo
+            setup.detail_paths[prefix] = around
     return request.build_absolute_uri(around[0] + name + around[1])
 
 
