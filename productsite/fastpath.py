@@ -270,11 +270,12 @@ class FastProductReads:
         self.app = app
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        match = self.match(environ, _setup) if _setup.enabled() else None
+        setup = _setup  # one setup per request, even if a setting change replaces it meanwhile
+        match = self.match(environ, setup) if setup.enabled() else None
         if match is not None:
             started = time.perf_counter()
             try:
-                answer = self.answer(environ, *match, _setup)
+                answer = self.answer(environ, *match, setup)
             except Exception:
                 logger.exception("Fast product read failed; handing the request to Django")
                 answer = None
