@@ -9,26 +9,12 @@ from decimal import Decimal
 import pytest
 from django.db import connections
 
-from products import cachekeys, counters, nearcache
+from products import cachekeys, nearcache
 from products.models import Product
-from products.selectors import product_json
+
+from .support.near_reads import read, warm
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-COUNTER, WINDOW = "anon:near-test", 60
-
-
-def read(name: str):
-    product, allowed = counters.get_product_counted(name, COUNTER, WINDOW, None, load=product_json)
-    assert allowed
-    return product
-
-
-def warm(name: str) -> None:
-    """Read until the product is in this process's near cache (miss, Redis hit, tracked hit)."""
-    for _ in range(3):
-        read(name)
-    assert name in nearcache._near.entries
 
 
 def test_a_product_read_again_is_served_from_memory_without_redis(private_redis):

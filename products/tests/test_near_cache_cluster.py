@@ -17,30 +17,16 @@ import pytest
 import redis
 from django.db import connections
 
-from products import cache, cachekeys, counters, nearcache
+from products import cache, cachekeys, nearcache
 from products.models import Product
-from products.selectors import product_json
 
 from .support.cache_state import reset_process_state
+from .support.near_reads import read, warm
 from .support.redis_topologies import DATA_PASSWORD, use_topology, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-COUNTER, WINDOW = "anon:near-cluster-test", 60
 NAMES = [f"N{i:02}" for i in range(24)]  # enough that every master holds some
-
-
-def read(name: str):
-    product, allowed = counters.get_product_counted(name, COUNTER, WINDOW, None, load=product_json)
-    assert allowed
-    return product
-
-
-def warm(name: str) -> None:
-    """Read until the product is in this process's near cache (miss, Redis hit, tracked hit)."""
-    for _ in range(4):
-        read(name)
-    assert name in nearcache._near.entries, name
 
 
 def price_of(product) -> str:
