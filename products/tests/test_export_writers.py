@@ -46,12 +46,16 @@ def python_export(monkeypatch, fmt: str, safe: bool, chunk_size: int = 5) -> str
         return export(fmt, safe, chunk_size)
 
 
-@pytest.fixture
-def products(db) -> None:
+def create_products() -> None:
     Product.objects.bulk_create(
         Product(name=name, price=Decimal(PRICES[i % len(PRICES)]), quantity=i * 7919 % 5000)
         for i, name in enumerate(NAMES)
     )
+
+
+@pytest.fixture
+def products(db) -> None:
+    create_products()
 
 
 @pytest.mark.parametrize("fmt, safe", FORMATS)
@@ -139,10 +143,7 @@ def test_sqlite_writes_any_row_as_python_does(name, cents, quantity, fmt_safe):
 
 @pytest.fixture
 def committed(transactional_db) -> None:
-    Product.objects.bulk_create(
-        Product(name=name, price=Decimal(PRICES[i % len(PRICES)]), quantity=i * 7919 % 5000)
-        for i, name in enumerate(NAMES)
-    )
+    create_products()
 
 
 @pytest.mark.parametrize("fmt, safe", FORMATS)
