@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from decimal import Decimal
 
 import pytest
-from django.db import connections
 
 from products import cachekeys, nearcache
 from products.models import Product
 
-from .support.near_reads import read, warm
+from .support.near_reads import read, stale_reads_while_writing, warm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -93,32 +91,8 @@ def test_a_dropped_tracking_connection_flushes_everything(private_redis):
 
 def test_threads_reading_and_a_writer_never_see_an_old_value_after_its_write(private_redis):
     Product.objects.create(name="Mug", price=Decimal("0.00"), quantity=1)
-    acknowledged = [0]  # the newest price whose write has returned
-    stale, stop = [], threading.Event()
-
-    def reader():
-        try:
-            while not stop.is_set():
-                floor = acknowledged[0]
-                data = read("Mug").data
-                price = int(Decimal(data.split(b'"price":"')[1].split(b'"')[0].decode()))
-                if price < floor:
-                    stale.append((floor, price))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=reader) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    try:
-        for price in range(1, 101):
-            Product.objects.filter(name="Mug").update(price=Decimal(price))
-            acknowledged[0] = price
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(10)
-    assert stale == []
+    writes = [("Mug", price) for price in range(1, 101)]
+    assert stale_reads_while_writing(writes, {"Mug": 0}) == []
 
 
 def test_off_when_the_setting_says_so(settings):

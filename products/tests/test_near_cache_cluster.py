@@ -9,28 +9,22 @@ migrated to another master. The next read must never be the old value.
 
 from __future__ import annotations
 
-import threading
 import time
 from decimal import Decimal
 
 import pytest
 import redis
-from django.db import connections
 
 from products import cache, cachekeys, nearcache
 from products.models import Product
 
 from .support.cache_state import reset_process_state
-from .support.near_reads import read, warm
+from .support.near_reads import price_of, read, stale_reads_while_writing, warm
 from .support.redis_topologies import DATA_PASSWORD, use_topology, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 NAMES = [f"N{i:02}" for i in range(24)]  # enough that every master holds some
-
-
-def price_of(product) -> str:
-    return product.data.split(b'"price":"')[1].split(b'"')[0].decode()
 
 
 @pytest.fixture
@@ -107,33 +101,8 @@ def test_a_retired_generation_drops_the_buckets(on_cluster):
 
 def test_threads_reading_and_a_writer_never_see_an_old_value_after_its_write(on_cluster):
     names = NAMES[:6]
-    acknowledged = dict.fromkeys(names, 1)  # the newest price whose write has returned
-    stale, stop = [], threading.Event()
-
-    def reader():
-        try:
-            while not stop.is_set():
-                for name in names:
-                    floor = acknowledged[name]
-                    price = Decimal(price_of(read(name)))
-                    if price < floor:
-                        stale.append((name, floor, price))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=reader) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    try:
-        for price in range(2, 62):
-            name = names[price % len(names)]
-            Product.objects.filter(name=name).update(price=Decimal(price))
-            acknowledged[name] = price
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(10)
-    assert stale == []
+    writes = [(names[price % len(names)], price) for price in range(2, 62)]
+    assert stale_reads_while_writing(writes, dict.fromkeys(names, 1)) == []
 
 
 def test_a_killed_master_drops_the_near_cache_and_nothing_old_is_read_after_the_failover(on_cluster):
