@@ -65,10 +65,10 @@ def product_json(name: str, using: str = DEFAULT_DB_ALIAS) -> bytes | None:
         for function in functions:
             value = function(value, expression, connection)
         values[position] = value
-    return _compact(orjson.dumps(product_representation(**dict(zip(REPRESENTATION_FIELDS, values)))))
+    return compact(orjson.dumps(product_representation(**dict(zip(REPRESENTATION_FIELDS, values)))))
 
 
-def _compact(data: bytes) -> bytes:
+def compact(data: bytes) -> bytes:
     """Return ``data`` in a bytes object of its own size.
 
     orjson writes into a 4 KiB buffer and hands it over without giving the
@@ -165,4 +165,4 @@ def representations(queryset):
 def products_json(names: list[str]) -> dict[str, bytes]:
     """Return {name: JSON representation} for the products that exist, in one query."""
     rows = Product.objects.filter(name__in=names).values(*REPRESENTATION_FIELDS)
-    return {row["name"]: _compact(orjson.dumps(product_representation(**row))) for row in rows}
+    return {row["name"]: compact(orjson.dumps(product_representation(**row))) for row in rows}

@@ -58,7 +58,7 @@ from products import cache, counters
 from products.addresses import client_address
 from products.conditional import etag_matches, make_etag
 from products.middleware import log_request, request_id
-from products.selectors import legacy_shape, product_json
+from products.selectors import compact, legacy_shape, product_json
 from products.throttling import (
     AnonymousFixedWindowThrottle,
     UserFixedWindowThrottle,
@@ -379,7 +379,7 @@ def _legacy_body(data: bytes) -> bytes:
     Built once per product JSON: :func:`_answer` keeps it in the answers memo,
     copied to its own size rather than orjson's 4 KiB buffer.
     """
-    return bytes(memoryview(orjson.dumps(legacy_shape(orjson.loads(data)))))
+    return compact(orjson.dumps(legacy_shape(orjson.loads(data))))
 
 
 def _load_product(name: str) -> bytes | None:
