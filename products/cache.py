@@ -45,7 +45,7 @@ Caveats, stated plainly:
 from __future__ import annotations
 
 import logging
-import secrets
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -86,6 +86,14 @@ _THROTTLED, _HIT, _LEASE, _WAIT = 0, 1, 2, 3
 Loader = Callable[[str], bytes | None]  # reads one product's JSON from the database
 Reader = Callable[[Client, list, list], Any]  # runs lua/read.lua: (client, keys, args) -> reply
 
+
+def _lease_token() -> str:
+    # A fill's identity, not a secret: unique among the readers of one name
+    # within a lease's lifetime. The random module is reseeded in each
+    # forked worker; os.urandom (secrets) is a system call per miss.
+    return f"{random.getrandbits(64):016x}"
+
+
 # Called between the database read and the cache fill; tests use it to force
 # the slow-reader race deterministically.
 after_database_read: Callable[[str], None] | None = None
@@ -113,8 +121,9 @@ def _in_transaction() -> bool:
     # A read inside a transaction must see that transaction's own writes, and
     # must never store them: they are uncommitted and may roll back. Django
     # marks the blocks TestCase opens around each test with _from_testcase.
-    return any(
-        not getattr(block, "_from_testcase", False) for block in transaction.get_connection().atomic_blocks
+    connection = transaction.get_connection()
+    return connection.in_atomic_block and any(
+        not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
     )
 
 
@@ -140,7 +149,7 @@ def get_product(name: str, load: Loader, *, reader: Reader | None = None) -> Cac
     read = reader or _pooled_read
     if not cache_enabled() or _in_transaction():
         return _from_database(name, load)
-    token, keys = secrets.token_hex(8), list(cachekeys.product_keys(name))
+    token, keys = _lease_token(), list(cachekeys.product_keys(name))
     args = [token, int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)]
     deadline = time.monotonic() + settings.PRODUCT_CACHE_LEASE_WAIT
     delay = 0.002
@@ -154,7 +163,7 @@ def get_product(name: str, load: Loader, *, reader: Reader | None = None) -> Cac
             metrics.cache_lookup("hit")
             return CachedProduct(payload, hit=True)
         if kind == _LEASE:
-            return _fill(name, token, payload, load)
+            return _fill(name, keys, token, payload, load)
         # Someone else holds the lease and is reading the database: wait for
         # their value, but never for long.
         if not waited:
@@ -180,7 +189,7 @@ def get_product_counted(
     """
     if not cache_enabled() or _in_transaction():
         return None
-    token, keys = secrets.token_hex(8), [*cachekeys.product_keys(name), counter_key]
+    token, keys = _lease_token(), [*cachekeys.product_keys(name), counter_key]
     lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
     args = [token, lease_ms, counter_ttl, -1 if limit is None else limit]
 
@@ -202,16 +211,20 @@ def get_product_counted(
         metrics.cache_lookup("hit")
         return CachedProduct(payload, hit=True), True
     if kind == _LEASE:
-        return _fill(name, token, payload, load), True
+        return _fill(name, keys[:3], token, payload, load), True
     # Another reader holds the lease: get_product() waits for its fill
     # (bounded), without counting the request again.
     return get_product(name, load), True
 
 
-def _fill(name: str, token: str, gen: bytes, load: Loader) -> CachedProduct | None:
-    """Read the database as the lease holder; store the row only while the lease lives."""
+def _fill(name: str, keys: list, token: str, gen: bytes, load: Loader) -> CachedProduct | None:
+    """Read the database as the lease holder; store the row only while the lease lives.
+
+    The fill is sent without waiting for its reply where Redis allows it
+    (scripts.run_unanswered): nothing here uses the reply, and the lease
+    decides whether it stores anything.
+    """
     metrics.cache_lookup("miss")
-    keys = list(cachekeys.product_keys(name))
     try:
         data = load(name)
         if after_database_read is not None:
@@ -223,8 +236,13 @@ def _fill(name: str, token: str, gen: bytes, load: Loader) -> CachedProduct | No
         _release(keys, token, gen)
         return None
     args = [token, gen, data, settings.PRODUCT_CACHE_TIMEOUT]
+
+    def fill(client: Client) -> None:
+        if not scripts.run_unanswered(client, "fill", keys, args):
+            scripts.evalsha(client, "fill", keys, args)
+
     try:
-        transport.run(lambda c: scripts.evalsha(c, "fill", keys, args))
+        transport.run(fill)
     except CacheUnavailable:
         pass
     return CachedProduct(data, hit=False)
@@ -341,7 +359,7 @@ def warm_products(names: Sequence[str], load_many: Callable[[list[str]], dict[st
     in a read-through fill, so a write that commits during the warm-up revokes
     them and its old rows are never stored. Raises CacheUnavailable.
     """
-    token, lease_ms = secrets.token_hex(8), int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
+    token, lease_ms = _lease_token(), int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
     keys = {name: list(cachekeys.product_keys(name)) for name in names}
     reads = [(keys[name], [token, lease_ms]) for name in names]
     answers = transport.run(lambda c: scripts.eval_many(c, "read", reads))

@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from django.core.signals import setting_changed
 from redis.exceptions import ConnectionError, RedisError
 
 from . import metrics, scripts, transport
@@ -59,7 +60,23 @@ def key(suffix: str) -> str:
 
 def bucket_prefix(bucket: int) -> str:
     """Return the full key prefix of a bucket, ending with ":"."""
-    return key(f"{{b{bucket}}}:")
+    # Built once per bucket: Django's make_key (the cache's KEY_PREFIX and
+    # version) cost more than the rest of a read's key names.
+    prefix = _prefixes.get(bucket)
+    if prefix is None:
+        prefix = _prefixes[bucket] = key(f"{{b{bucket}}}:")
+    return prefix
+
+
+_prefixes: dict[int, str] = {}
+
+
+def _forget_prefixes(setting: str, **kwargs) -> None:
+    if setting == "CACHES":
+        _prefixes.clear()
+
+
+setting_changed.connect(_forget_prefixes, dispatch_uid="products.cachekeys.forget_prefixes")
 
 
 def bucket_of(name: str) -> int:
