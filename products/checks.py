@@ -111,3 +111,23 @@ def export_writer_notes(matches: dict) -> list:
             id="products.W030",
         )
     ]
+
+
+@register()
+def check_direct_product_read(app_configs, **kwargs):
+    """Warn when SQLite reads products through Django's cursor (products.selectors' direct read is off)."""
+    from django.db import connections
+
+    from products.selectors import direct_read_configured
+
+    connection = connections["default"]
+    if connection.vendor != "sqlite" or direct_read_configured(connection):
+        return []
+    return [
+        Warning(
+            "The product cache's misses read SQLite through Django's cursor: the direct read "
+            "(products.selectors) needs USE_TZ on and the database's TIME_ZONE UTC.",
+            hint="Reads stay correct, only slower. Set USE_TZ = True and leave DATABASES TIME_ZONE unset.",
+            id="products.W040",
+        )
+    ]

@@ -179,12 +179,16 @@ _query_children: dict[str, Counter] = {}
 
 def count_query(execute, sql, params, many, context):
     """A connection execute wrapper counting every statement (see apps.ready)."""
-    alias = context["connection"].alias
+    count_query_direct(context["connection"].alias)
+    return execute(sql, params, many, context)
+
+
+def count_query_direct(alias: str) -> None:
+    """Count one statement sent around Django's cursor (products.selectors' direct read)."""
     child = _query_children.get(alias)
     if child is None:
         child = _query_children[alias] = DB_QUERIES.labels(alias)
     child.inc()
-    return execute(sql, params, many, context)
 
 
 def render() -> tuple[bytes, str]:
