@@ -45,6 +45,7 @@ Caveats, stated plainly:
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -87,11 +88,18 @@ Loader = Callable[[str], bytes | None]  # reads one product's JSON from the data
 Reader = Callable[[Client, list, list], Any]  # runs lua/read.lua: (client, keys, args) -> reply
 
 
+# A fill's identity, not a secret: it must differ between the readers of one
+# name within a lease's lifetime. A generator of this module's own, seeded
+# from os.urandom at import and again in every forked child, so no
+# random.seed() elsewhere can make two processes draw the same tokens;
+# secrets.token_hex would cost a getrandom system call per miss.
+_tokens = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_tokens.seed)
+
+
 def _lease_token() -> str:
-    # A fill's identity, not a secret: unique among the readers of one name
-    # within a lease's lifetime. The random module is reseeded in each
-    # forked worker; os.urandom (secrets) is a system call per miss.
-    return f"{random.getrandbits(64):016x}"
+    return f"{_tokens.getrandbits(64):016x}"
 
 
 # Called between the database read and the cache fill; tests use it to force
@@ -218,12 +226,7 @@ def get_product_counted(
 
 
 def _fill(name: str, keys: list, token: str, gen: bytes, load: Loader) -> CachedProduct | None:
-    """Read the database as the lease holder; store the row only while the lease lives.
-
-    The fill is sent without waiting for its reply where Redis allows it
-    (scripts.run_unanswered): nothing here uses the reply, and the lease
-    decides whether it stores anything.
-    """
+    """Read the database as the lease holder; store the row only while the lease lives."""
     metrics.cache_lookup("miss")
     try:
         data = load(name)
@@ -236,13 +239,8 @@ def _fill(name: str, keys: list, token: str, gen: bytes, load: Loader) -> Cached
         _release(keys, token, gen)
         return None
     args = [token, gen, data, settings.PRODUCT_CACHE_TIMEOUT]
-
-    def fill(client: Client) -> None:
-        if not scripts.run_unanswered(client, "fill", keys, args):
-            scripts.evalsha(client, "fill", keys, args)
-
     try:
-        transport.run(fill)
+        transport.run(lambda c: scripts.evalsha(c, "fill", keys, args))
     except CacheUnavailable:
         pass
     return CachedProduct(data, hit=False)

@@ -7,7 +7,6 @@ one at a time, pipelined, or on one raw connection (inside connect()).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +15,6 @@ from typing import Any
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .transport import Client, Connection, is_cluster
-
-logger = logging.getLogger("products.cache")
-
-_REPLY_SKIP = ("CLIENT", "REPLY", "SKIP")
 
 _LUA_DIR = Path(__file__).resolve().parent / "lua"
 _sources: dict[str, str] = {}
@@ -109,55 +104,6 @@ def command_then_evalsha(redis_client: Client, command: tuple, name: str, keys: 
     if reply is NoScriptError:
         reply = evalsha(redis_client, name, keys, args)
     return first, reply
-
-
-def run_unanswered(redis_client: Client, name: str, keys: list, args: list) -> bool:
-    """Send script ``name`` without waiting for its reply; return False when this server cannot.
-
-    ``CLIENT REPLY SKIP`` then ``EVAL``, in one write: Redis runs the script
-    and answers nothing, so the caller neither blocks on a reply nor reads
-    one (a fill's result is never used). EVAL carries the source, so a
-    server that lost its scripts still runs it. Single servers only (on a
-    cluster the keys decide the master), and only where Redis takes the
-    command: :func:`_skips_replies` asks once per process.
-
-    Redis runs the script before anything sent to it afterwards, on any
-    connection: its bytes are in Redis's socket buffer before this returns.
-    Nothing tells the caller whether it ran; a fill is guarded by its lease,
-    so one that runs late, or not at all, stores nothing stale.
-    """
-    if is_cluster(redis_client) or not _skips_replies(redis_client):
-        return False
-    with _borrowed(redis_client) as connection:
-        connection.send_packed_command(
-            connection.pack_commands([_REPLY_SKIP, ("EVAL", source(name), len(keys), *keys, *args)])
-        )
-    return True
-
-
-def _skips_replies(redis_client: Client) -> bool:
-    # Asked once per connection pool, on one connection: a server or proxy that refuses
-    # CLIENT REPLY (an ACL without it, a proxy that does not pass it on)
-    # answers an error where a skipped command answers nothing. Sending a
-    # skipped command to it would leave that error unread on the connection,
-    # for the next caller to take as its reply.
-    pool = redis_client.connection_pool
-    known = getattr(pool, "_products_skips_replies", None)
-    if known is None:
-        with _borrowed(redis_client) as connection:
-            connection.send_packed_command(
-                connection.pack_commands([_REPLY_SKIP, ("PING", "skipped"), ("PING", "answered")])
-            )
-            try:
-                first = connection.read_response()
-            except ResponseError:
-                first = None
-                connection.read_response()
-                connection.read_response()
-        known = pool._products_skips_replies = first in (b"answered", "answered")
-        if not known:
-            logger.warning("Redis refuses CLIENT REPLY SKIP: product cache fills wait for their replies")
-    return known
 
 
 def pipelined(redis_client: Client, commands: tuple[tuple, ...] | list[tuple]) -> list:

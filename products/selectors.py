@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import chain
 from typing import NamedTuple
@@ -22,7 +22,11 @@ REPRESENTATION_FIELDS = ("id", "name", "price", "quantity", "created_at", "updat
 
 
 def _timestamp(value: datetime) -> str:
-    # The same text DRF's DateTimeField writes for an aware UTC datetime.
+    # The text DRF's DateTimeField writes: an aware value in UTC (TIME_ZONE),
+    # "Z" for "+00:00". Only a row written outside Django, with an offset,
+    # is not in UTC already.
+    if value.utcoffset():
+        value = value.astimezone(UTC)
     text = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
@@ -39,6 +43,13 @@ def product_representation(
         "created_at": _timestamp(created_at),
         "updated_at": _timestamp(updated_at),
     }
+
+
+def _stored_timestamp(value: datetime) -> str:
+    # SQLite as Django writes it: naive UTC, whose ISO text plus "Z" is what
+    # the make-aware step and _timestamp() give. A row written outside Django
+    # with an offset comes back aware: as the ORM path formats it.
+    return value.isoformat() + "Z" if value.tzinfo is None else _timestamp(value)
 
 
 def legacy_shape(product: dict) -> dict:
@@ -72,9 +83,9 @@ def product_json(name: str, using: str = DEFAULT_DB_ALIAS) -> bytes | None:
         for function in functions:
             value = function(value, expression, connection)
         values[position] = value
-    if naive_utc:  # created_at, updated_at: naive UTC datetimes, as SQLite gives them
-        values[4] = values[4].isoformat() + "Z"
-        values[5] = values[5].isoformat() + "Z"
+    if naive_utc:
+        values[4] = _stored_timestamp(values[4])
+        values[5] = _stored_timestamp(values[5])
         product = dict(zip(REPRESENTATION_FIELDS, values))
         product["price"] = f"{product['price']:.2f}"
     else:
@@ -219,8 +230,8 @@ class RepresentationIterable(BaseIterable):
                 "name": name,
                 "price": f"{price:.2f}",
                 "quantity": quantity,
-                "created_at": created_at.isoformat() + "Z" if naive_utc else _timestamp(created_at),
-                "updated_at": updated_at.isoformat() + "Z" if naive_utc else _timestamp(updated_at),
+                "created_at": _stored_timestamp(created_at) if naive_utc else _timestamp(created_at),
+                "updated_at": _stored_timestamp(updated_at) if naive_utc else _timestamp(updated_at),
             }
 
 

@@ -153,3 +153,29 @@ def test_warm_up_cannot_store_rows_a_concurrent_write_replaced():
     assert result.stored == 1 and result.missing == ["missing"]
     assert b'"2.00"' in cache.get_product("A", product_json).data
     assert cache.get_product("B", product_json).hit
+
+
+def test_lease_tokens_ignore_random_seed_and_differ_in_forked_workers():
+    import os
+    import random
+
+    random.seed(1)
+    first = cache._lease_token()
+    random.seed(1)
+    assert cache._lease_token() != first  # not the global generator: seeding it elsewhere changes nothing
+
+    read, write = os.pipe()
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:  # a worker forked from this process, which then seeds the global generator
+            random.seed(7)
+            os.write(write, cache._lease_token().encode() + b"\n")
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    os.close(write)
+    tokens = os.read(read, 1000).decode().split()
+    os.close(read)
+    assert len(tokens) == 2 and tokens[0] != tokens[1] and first not in tokens

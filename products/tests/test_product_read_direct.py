@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import orjson
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -19,6 +20,7 @@ from products import selectors
 from products.checks import check_direct_product_read
 from products.models import Product
 from products.selectors import product_json
+from products.serializers import ProductSerializer
 
 ON_SQLITE = connection.vendor == "sqlite"
 
@@ -67,6 +69,28 @@ def test_the_direct_read_gives_the_bytes_django_gives(direct_reads):
     assert b'"price":"0.10"' in direct[1] and b'"created_at":"2026-11-26T23:59:59.999999Z"' in direct[1]
     assert b'"created_at":"2026-01-02T03:04:05Z"' in direct[0]
     assert direct_reads == (names if ON_SQLITE else [])
+
+
+@pytest.mark.django_db
+def test_timestamps_written_outside_django_read_as_django_and_the_serializer_give_them(direct_reads):
+    stored = {
+        "utc-offset": ("2026-01-02 03:04:05+00:00", "2026-01-02T03:04:05Z"),
+        "zulu": ("2026-01-02 03:04:05.250000Z", "2026-01-02T03:04:05.250000Z"),
+        "plus-two": ("2026-01-02 03:04:05+02:00", "2026-01-02T01:04:05Z"),
+    }
+    for name, (text, _) in stored.items():
+        Product.objects.create(name=name, price=Decimal("1.00"), quantity=1)
+        with connection.cursor() as cursor:  # as a script or the sqlite3 shell would write it
+            cursor.execute("UPDATE products_product SET created_at = %s WHERE name = %s", [text, name])
+    for name, (_, expected) in stored.items():
+        direct = product_json(name)
+        assert direct == through_django(name)
+        assert orjson.loads(direct)["created_at"] == expected
+        assert (
+            orjson.loads(direct)["created_at"]
+            == ProductSerializer(Product.objects.get(name=name)).data["created_at"]
+        )
+    assert direct_reads == (list(stored) if ON_SQLITE else [])
 
 
 @pytest.mark.django_db
