@@ -121,7 +121,9 @@ def check_direct_product_read(app_configs, **kwargs):
     from products.selectors import direct_read_configured
 
     connection = connections["default"]
-    if connection.vendor != "sqlite" or direct_read_configured(connection):
+    if connection.vendor != "sqlite" or not getattr(settings, "PRODUCT_SQLITE_DIRECT_READ", True):
+        return []  # other databases never use it; off on purpose is not a problem
+    if direct_read_configured(connection):
         return []
     return [
         Warning(

@@ -152,7 +152,7 @@ def _compile(using: str) -> _Compiled:
 
 
 def _forget_compiled(setting: str, **kwargs) -> None:
-    if setting in ("USE_TZ", "TIME_ZONE", "DATABASES"):
+    if setting in ("USE_TZ", "TIME_ZONE", "DATABASES", "PRODUCT_SQLITE_DIRECT_READ"):
         _compiled.clear()
 
 
@@ -160,8 +160,13 @@ setting_changed.connect(_forget_compiled, dispatch_uid="products.selectors.forge
 
 
 def direct_read_configured(connection) -> bool:
-    """Return True when ``connection``'s settings allow the direct SQLite product read."""
-    return connection.vendor == "sqlite" and settings.USE_TZ and connection.timezone_name == "UTC"
+    """Return True when ``connection``'s settings allow the direct SQLite product read (and ask for it)."""
+    return (
+        connection.vendor == "sqlite"
+        and getattr(settings, "PRODUCT_SQLITE_DIRECT_READ", True)
+        and settings.USE_TZ
+        and connection.timezone_name == "UTC"
+    )
 
 
 def _direct_allowed(connection) -> bool:

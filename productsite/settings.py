@@ -175,6 +175,11 @@ PRODUCT_CACHE_OUTBOX_RETRY = env.float("PRODUCT_CACHE_OUTBOX_RETRY", default=0.2
 # are successful authenticated JSON creates (productsite.fastcreate, W002);
 # off sends every request through Django.
 PRODUCT_FAST_PATH = env.bool("PRODUCT_FAST_PATH", default=True)
+# On SQLite (UTC), a cache miss runs its compiled query on the sqlite3
+# connection itself, around Django's cursor (products.selectors; check says
+# products.W040 when SQLite cannot). Off for instrumentation that patches
+# Django's cursor and must see every query.
+PRODUCT_SQLITE_DIRECT_READ = env.bool("PRODUCT_SQLITE_DIRECT_READ", default=True)
 # glibc malloc arenas per server process (productsite.worker_memory): one
 # keeps the request thread's allocations in the main heap's free space;
 # 0 leaves glibc's default (8 per core); MALLOC_ARENA_MAX, if set, wins.

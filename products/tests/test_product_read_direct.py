@@ -154,3 +154,15 @@ def test_without_utc_timestamps_sqlite_reads_through_django_and_check_says_so(
     data = product_json("Naive")
     assert b'"name":"Naive"' in data and b"Z" not in data.split(b'"created_at":')[1][:40]
     assert direct_reads == []
+
+
+@pytest.mark.django_db
+def test_the_direct_read_can_be_turned_off_without_a_warning(settings, make_product, direct_reads):
+    make_product("Off")
+    settings.PRODUCT_SQLITE_DIRECT_READ = False
+    assert check_direct_product_read(None) == []
+    assert b'"name":"Off"' in product_json("Off")
+    assert direct_reads == []
+    settings.PRODUCT_SQLITE_DIRECT_READ = True
+    product_json("Off")
+    assert direct_reads == (["Off"] if ON_SQLITE else [])
