@@ -109,7 +109,7 @@ def compact(data: bytes) -> bytes:
 # compiles the query (SQL and the backend's value converters) once per
 # connection; each miss then only executes it.
 #
-# On SQLite with UTC timestamps it goes one step further (a third of a
+# On SQLite with UTC timestamps it goes one step further (about half of a
 # miss's database read, docs/performance.md): the compiled SQL runs on the
 # sqlite3 connection Django opened, without Django's cursor wrapper, and the
 # timestamps skip the make-aware step (as RepresentationIterable does). It
