@@ -11,6 +11,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
+from rest_framework.views import APIView
 
 from . import metrics
 
@@ -51,10 +52,24 @@ def metrics_view(request):
     return HttpResponse(body, content_type=content_type)
 
 
-@require_GET
-def health_live(request):
-    """Answer 200 while the process can answer at all (no database, no Redis)."""
-    return JsonResponse({"status": "ok"})
+class _Probe(APIView):
+    """A probe for the platform: GET and HEAD; another method answers DRF's JSON 405 (no CSRF page)."""
+
+    # As products.views.HealthView: no credentials, no throttle (a probe
+    # every few seconds must never be refused).
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes: list = []
+    schema = None  # the platform's, not the API's: not in the OpenAPI schema
+
+
+class _Live(_Probe):
+    def get(self, request):
+        """Answer 200 while the process can answer at all (no database, no Redis)."""
+        return JsonResponse({"status": "ok"})
+
+
+health_live = _Live.as_view()
 
 
 _migrated: set[str] = set()  # aliases seen fully migrated (stays true while the process runs)
@@ -70,9 +85,16 @@ def _unapplied_migrations(alias: str) -> int:
     return len(plan)
 
 
-@require_GET
-def health_ready(request):
-    """Answer 200 when the database answers and every migration is applied, else 503."""
+class _Ready(_Probe):
+    def get(self, request):
+        """Answer 200 when the database answers and every migration is applied, else 503."""
+        return _readiness()
+
+
+health_ready = _Ready.as_view()
+
+
+def _readiness() -> JsonResponse:
     body: dict[str, object] = {"database": "ok", "migrations": "ok"}
     code = 200
     try:

@@ -11,10 +11,10 @@ from products.validators import NAME_URL_PATTERN
 
 
 def _docs_view(name: str, **initkwargs):
-    """Return drf-spectacular's view ``name``, imported on its first request.
+    """Return the schema or docs view ``name`` (productsite.schema_views), imported on its first request.
 
-    Its module brings the schema generator; a server process that never
-    serves the docs never pays for it in memory.
+    Its module brings drf-spectacular's views and generator; a server
+    process that never serves the docs never pays for them in memory.
     """
     view = None
 
@@ -22,7 +22,7 @@ def _docs_view(name: str, **initkwargs):
     def lazy_view(request, *args, **kwargs):
         nonlocal view
         if view is None:
-            view = getattr(import_module("drf_spectacular.views"), name).as_view(**initkwargs)
+            view = getattr(import_module("productsite.schema_views"), name).as_view(**initkwargs)
         return view(request, *args, **kwargs)
 
     return lazy_view
@@ -37,12 +37,12 @@ urlpatterns = [
     # A newcomer opening the server's address lands on the API root, which links the docs.
     path("", RedirectView.as_view(pattern_name="api-root", permanent=False), name="home"),
     path("api/", include(router.urls)),
-    path("api/schema/", _docs_view("SpectacularAPIView"), name="schema"),
-    path("api/docs/", _docs_view("SpectacularSwaggerView", url_name="schema"), name="swagger-ui"),
+    path("api/schema/", _docs_view("SchemaView"), name="schema"),
+    path("api/docs/", _docs_view("SwaggerView", url_name="schema"), name="swagger-ui"),
     # Our template: the stock one loads Google Fonts, and the docs work offline.
     path(
         "api/redoc/",
-        _docs_view("SpectacularRedocView", url_name="schema", template_name="products/redoc.html"),
+        _docs_view("RedocView", url_name="schema", template_name="products/redoc.html"),
         name="redoc",
     ),
     path("api-auth/", include("rest_framework.urls")),

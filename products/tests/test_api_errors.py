@@ -96,3 +96,42 @@ def test_stock_beyond_the_maximum_is_a_409(editor_client, make_product):
     response = editor_client.post("/api/products/full/stock/", {"delta": 1000}, format="json")
     assert response.status_code == 409
     assert "maximum" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "method, path, headers, status",
+    [
+        ("get", "/api/schema/?format=xml", {}, 404),
+        ("post", "/api/schema/", {}, 405),
+        ("get", "/api/schema/", {"HTTP_ACCEPT": "text/html"}, 406),
+        ("post", "/api/docs/", {"HTTP_ACCEPT": "application/json"}, 405),
+        ("delete", "/api/redoc/", {}, 405),
+    ],
+)
+def test_schema_and_docs_pages_answer_errors_as_json(anon_client, method, path, headers, status):
+    # drf-spectacular renders its views' errors as YAML or HTML (an HTML 406
+    # for a POST to the docs); under /api/ every error is DRF's JSON.
+    response = getattr(anon_client, method)(path, **headers)
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert set(response.json()) == {"detail"}
+    if status == 405:
+        assert "GET" in response["Allow"]
+
+
+def test_schema_and_docs_pages_still_serve_what_they_serve(anon_client):
+    assert anon_client.get("/api/schema/")["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert anon_client.get("/api/schema/?format=json").json()["openapi"].startswith("3.")
+    assert anon_client.get("/api/docs/")["Content-Type"].startswith("text/html")
+    assert anon_client.get("/api/redoc/")["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("path", ["/health/live/", "/health/ready/"])
+def test_probes_answer_other_methods_with_json_405_not_a_csrf_page(path):
+    client = APIClient(enforce_csrf_checks=True)
+    for method in ("post", "put", "delete"):
+        response = getattr(client, method)(path, HTTP_ACCEPT="application/json")
+        assert response.status_code == 405, (method, response.content[:80])
+        assert response.json()["detail"] and "GET" in response["Allow"]
+    assert client.head(path).status_code == 200
+    assert client.get(path).status_code == 200
