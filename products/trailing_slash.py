@@ -32,7 +32,12 @@ class AppendSlashMiddleware(CommonMiddleware):
     def get_full_path_with_slash(self, request) -> str:
         # Django's version raises RuntimeError under DEBUG for writes, because
         # it can only 301; a 308 keeps the body, so no need.
-        return escape_leading_slashes(request.get_full_path(force_append_slash=True))
+        path, mark, query = request.get_full_path(force_append_slash=True).partition("?")
+        # A product named "." or "..": sent as %2E, Django decodes it, and a
+        # Location with a bare "." or ".." segment would send the client to
+        # another resource (clients resolve dot segments: "../" is the API root).
+        segments = ["%2E" * len(s) if s in (".", "..") else s for s in path.split("/")]
+        return escape_leading_slashes("/".join(segments) + mark + query)
 
     def process_request(self, request):
         redirect = super().process_request(request)  # PREPEND_WWW's redirect, if any

@@ -79,3 +79,22 @@ def test_debug_answers_308_instead_of_raising(client, settings, editor_token):
 def test_legacy_routes_without_slash_are_not_redirected(client, make_product):
     make_product("Mug")
     assert client.get("/products/Mug").status_code == 200
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_dot_name_without_slash_is_redirected_to_itself(client, make_product, editor_token, name):
+    # Sent as %2E, decoded by Django: a bare "." or ".." segment in Location
+    # would send the client to the list or the API root. (The test client
+    # sends paths as given; python-requests would turn %2E back into a dot.)
+    make_product(name, price="5.00", quantity=7)
+    path = f"/api/products/{'%2E' * len(name)}"
+    read = client.get(path)
+    assert read.status_code == 301 and read["Location"] == path + "/"
+    followed = client.get(read["Location"])
+    assert followed.status_code == 200 and followed.json()["name"] == name
+    auth = {"HTTP_AUTHORIZATION": f"Token {editor_token}"}
+    patch = client.patch(path + "?x=1", {"price": "6.50"}, content_type="application/json", **auth)
+    assert patch.status_code == 308 and patch["Location"] == path + "/?x=1"
+    patched = client.patch(patch["Location"], {"price": "6.50"}, content_type="application/json", **auth)
+    assert patched.status_code == 200 and patched.json()["name"] == name
+    assert str(Product.objects.get(name=name).price) == "6.50"
