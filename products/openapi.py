@@ -182,3 +182,28 @@ def forbid_unknown_request_fields(result: dict, generator, request, public) -> d
         if name.endswith("Request") and component.get("type") == "object":
             component["additionalProperties"] = False
     return result
+
+
+REQUEST_ID_DESCRIPTION = (
+    "Identifies the request in the service's log line. The client's own, when it sends"
+    " one of 1 to 128 letters, digits and `._:+=/-`; otherwise one the service made."
+)
+
+
+def request_id_headers(result: dict, generator, request, public) -> dict:
+    """Describe ``X-Request-ID`` on every operation and every response (a postprocessing hook).
+
+    products.middleware.RequestLogMiddleware sets it on every response, and
+    keeps the client's own when it is sane (logfields.request_id).
+    """
+    header = {"schema": {"type": "string"}, "description": REQUEST_ID_DESCRIPTION}
+    for item in result.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            parameters = operation.setdefault("parameters", [])
+            if not any(p.get("in") == "header" and p.get("name") == "X-Request-ID" for p in parameters):
+                parameters.append({"in": "header", "name": "X-Request-ID", **header})
+            for response in operation["responses"].values():
+                response.setdefault("headers", {}).setdefault("X-Request-ID", {**header, "required": True})
+    return result

@@ -104,7 +104,12 @@ NAME = OpenApiParameter(
     "name",
     OpenApiTypes.STR,
     OpenApiParameter.PATH,
-    description="The product's name, percent-encoded (`Blue%20mug`).",
+    description=(
+        "The product's name as it is (`Blue mug`); in the URL it is percent-encoded"
+        " (`/api/products/Blue%20mug/`), which generated clients and Swagger UI do themselves."
+        " A name of only dots (`.`, `..`) must be sent as `%2E`: clients that resolve dot"
+        " segments (browsers, httpx) would otherwise request another URL."
+    ),
 )
 IF_MATCH = OpenApiParameter(
     "If-Match",

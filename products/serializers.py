@@ -25,11 +25,11 @@ NAME_CHECKED_BY_INSERT = "name_checked_by_insert"
 
 
 class RefuseUnknownFields:
-    """Serializer mixin: a write body with a field the client may not set answers 400 naming it.
-
-    DRF ignores unknown and read-only fields silently, so a typo
-    (``"quantitiy"``) or a wish (``"id"``) would look accepted.
-    """
+    # Serializer mixin: a write body with a field the client may not set
+    # answers 400 naming it. DRF ignores unknown and read-only fields
+    # silently, so a typo ("quantitiy") or a wish ("id") would look accepted.
+    # (A comment, not a docstring: drf-spectacular would give a docstring to
+    # every serializer inheriting it as its schema description.)
 
     # Sent by the browsable API's HTML forms, not part of the product.
     ignored_keys = frozenset({"csrfmiddlewaretoken"})
@@ -111,6 +111,8 @@ def name_field() -> serializers.CharField:
 
 
 class ProductSerializer(RefuseUnknownFields, serializers.ModelSerializer):
+    """A product: its name (unique; the lookup key in URLs), price and units in stock."""
+
     name = name_field()
     price = PriceField()
     quantity = QuantityField(required=False, default=0, help_text="Units in stock, >= 0.")
@@ -162,6 +164,8 @@ class StrictIntegerField(serializers.IntegerField):
 
 
 class StockChangeSerializer(RefuseUnknownFields, serializers.Serializer):
+    """A change to a product's stock, applied atomically; 409 if the stock would go below zero."""
+
     delta = StrictIntegerField(
         min_value=-validators.QUANTITY_MAX,
         max_value=validators.QUANTITY_MAX,

@@ -300,6 +300,7 @@ SPECTACULAR_SETTINGS = {
         "products.openapi.mark_empty_query_values",
         "products.openapi.name_descending_orderings",
         "products.openapi.forbid_unknown_request_fields",
+        "products.openapi.request_id_headers",
     ],
 }
 

@@ -180,3 +180,27 @@ def test_one_validation_error_model_for_every_400_and_name_conflict(schema):
                     refs.add(content["application/json"]["schema"]["$ref"].rsplit("/", 1)[1])
     assert refs == {"ValidationError", "ErrorDetail"}  # ErrorDetail: the stock conflict
     assert "additionalProperties" in schema["components"]["schemas"]["ValidationError"]
+
+
+def test_every_operation_and_response_describes_x_request_id(schema):
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            assert "X-Request-ID" in {p["name"] for p in operation["parameters"] if p["in"] == "header"}, (
+                path,
+                method,
+            )
+            for code, response in operation["responses"].items():
+                assert response["headers"]["X-Request-ID"]["required"] is True, (path, method, code)
+
+
+def test_descriptions_speak_to_clients(schema):
+    # A serializer mixin's docstring once became the description of every
+    # product model (and of the generated client's classes).
+    for name, component in schema["components"]["schemas"].items():
+        description = component.get("description", "")
+        assert "mixin" not in description.lower() and "DRF" not in description, name
+    assert schema["components"]["schemas"]["Product"]["description"].startswith("A product")
+    parameter = next(
+        p for p in schema["paths"]["/api/products/{name}/"]["get"]["parameters"] if p["name"] == "name"
+    )
+    assert "as it is" in parameter["description"]

@@ -293,8 +293,16 @@ def test_response_checker_catches_an_answer_the_schema_does_not_allow(served_sch
     checker = ResponseChecker(served_schema)
     request = httpx.Request("GET", "http://testserver/api/products/Mug/")
     sent = {"id": 1, "name": "Mug", "price": 12.5, "quantity": 1, "created_at": "x", "updated_at": "x"}
-    checker(httpx.Response(200, json=sent, headers={"ETag": '"a"', "X-Cache": "HIT"}, request=request))
+    checker(
+        httpx.Response(
+            200, json=sent, headers={"ETag": '"a"', "X-Cache": "HIT", "X-Request-ID": "t1"}, request=request
+        )
+    )
     assert len(checker.failures) == 1 and "price" in checker.failures[0]
     sent.update(price="12.50", created_at="2026-01-01T00:00:00Z", updated_at="2026-01-01T00:00:00Z")
-    checker(httpx.Response(200, json=sent, headers={"ETag": '"a"', "X-Cache": "HIT"}, request=request))
+    checker(
+        httpx.Response(
+            200, json=sent, headers={"ETag": '"a"', "X-Cache": "HIT", "X-Request-ID": "t1"}, request=request
+        )
+    )
     assert len(checker.failures) == 1, checker.failures
