@@ -414,6 +414,61 @@ def test_cli_cache_command_without_redis_exits_non_zero_without_traceback(tmp_pa
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
+def test_cli_commands_on_an_unmigrated_or_unreachable_database_say_so_without_traceback(tmp_path):
+    def manage(database_url: str, *args: str) -> subprocess.CompletedProcess:
+        env = server_env(DATABASE_URL=database_url)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    empty = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    for args in (
+        ("create_editor", "alice"),
+        ("export_products",),
+        ("seed_products", "3"),
+        ("product_cache_info",),
+    ):
+        result = manage(empty, *args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "manage.py migrate" in result.stderr and "Traceback" not in result.stderr, (
+            args,
+            result.stderr,
+        )
+    down = manage("postgres://postgres@127.0.0.1:1/none", "create_editor", "alice")
+    assert down.returncode == 1 and "DATABASE_URL" in down.stderr and "Traceback" not in down.stderr
+
+
+@pytest.mark.slow
+def test_cli_data_commands_refuse_a_bad_redis_setting_instead_of_using_the_default_redis(tmp_path):
+    # The settings fall back to redis://127.0.0.1:6379/0 for `check` to report
+    # the mistake; a command that skips the checks must not write products
+    # and invalidate them in that other Redis (the service's cache would stay stale).
+    env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}", REDIS_SENTINELS="sentinel1")
+    env.pop("REDIS_URL", None)
+    for args in (
+        ("import_products", "-", "--format", "csv"),
+        ("create_editor", "alice"),
+        ("seed_products", "2"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=env,
+            input="name,price,quantity\nNever,1.00,1\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1, (args, result.stderr)
+        assert "REDIS_SENTINELS" in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+
+
 # --- Progress: a bar on a terminal, nothing extra when piped ---------------------------------------
 
 

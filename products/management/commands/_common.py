@@ -9,21 +9,49 @@ import sys
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, OutputWrapper
+from django.core.management.base import BaseCommand, CommandError, OutputWrapper
+from django.db import DatabaseError, connection
 from tqdm import tqdm
 
 from products.outbox import report_misses_to
 
 
-class DataCommand(BaseCommand):
-    """A command that works on product data only.
+class ProductCommand(BaseCommand):
+    """Base of the product commands: a database that is down or not migrated is one line, not a traceback."""
 
-    It skips the system checks (URL conf, templates, ...): they concern the
-    web server, not the data, and cost start-up time and memory
-    (docs/performance.md).
+    def execute(self, *args, **options):
+        try:
+            return super().execute(*args, **options)
+        except (DatabaseError, connection.Database.Error) as exc:  # the latter: the driver's, unwrapped
+            # Whatever was written runs in a transaction that has rolled back.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CommandError(
+                f"the database is not usable ({type(exc).__name__}: {first}). "
+                "Check DATABASE_URL, and run `manage.py migrate` first."
+            ) from None
+
+
+class UncheckedCommand(ProductCommand):
+    """A product command that skips the system checks, except the Redis configuration's.
+
+    The checks (URL conf, templates, ...) concern the web server, not the
+    data, and cost start-up time and memory (docs/performance.md). A bad
+    Redis setting is still refused: the settings fall back to a default
+    Redis for the checks to report, and a command writing products while
+    invalidating in that other Redis would leave the service's cache stale.
     """
 
     requires_system_checks: list = []
+
+    def execute(self, *args, **options):
+        problems = settings.REDIS_TOPOLOGY.problems
+        if problems:
+            raise CommandError(" ".join(f"{problem.id}: {problem.msg}" for problem in problems))
+        return super().execute(*args, **options)
+
+
+class DataCommand(UncheckedCommand):
+    """A command that works on product data: it reports invalidations Redis did not take."""
 
     def execute(self, *args, **options):
         # A write whose invalidation could not reach Redis says so here, once

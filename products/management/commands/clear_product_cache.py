@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from products import cache
 
-from ._common import redis_down_message
+from ._common import ProductCommand, redis_down_message
 
 
-class Command(BaseCommand):
+class Command(ProductCommand):
     help = (
         "Delete every product key this service wrote (its own key prefix only; "
         "never FLUSHDB: other keys in the same Redis survive)."

@@ -8,19 +8,20 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
 from rest_framework.authtoken.models import Token
+
+from ._common import UncheckedCommand
 
 EDITOR_PERMISSIONS = ("add_product", "change_product", "delete_product")
 
 
-class Command(BaseCommand):
+class Command(UncheckedCommand):
     help = (
         "Create (or update) a user allowed to add, change and delete products, and print "
         "their API token. Safe to run again: the user is updated and keeps the same token."
     )
-    requires_system_checks: list = []
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("username", metavar="NAME", help="the editor's username")

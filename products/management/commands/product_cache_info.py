@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from products import cache, outbox
 
-from ._common import redis_down_message, redis_location
+from ._common import ProductCommand, redis_down_message, redis_location
 
 
-class Command(BaseCommand):
+class Command(ProductCommand):
     help = "Print how many products are cached now and how much memory Redis uses."
 
     def handle(self, *args, **options) -> None:

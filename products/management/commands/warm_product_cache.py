@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from products import cache
 from products.models import Product
 from products.services.warming import product_cache_warm
 
-from ._common import Progress, redis_down_message
+from ._common import ProductCommand, Progress, redis_down_message
 
 
-class Command(BaseCommand):
+class Command(ProductCommand):
     help = "Load products into the cache ahead of reads: the named ones, or --all."
 
     def add_arguments(self, parser) -> None:
