@@ -74,7 +74,7 @@ def _run(content: bytes, fmt: str, *, dry_run: bool) -> Report:
 
     def collect(error: RowError) -> None:
         if len(report.errors) < MAX_REPORTED_ERRORS:
-            report.errors.append(f"line {error.line}: {error.message}")
+            report.errors.append(str(error))  # line N: [item M: ]message
         else:
             report.more_errors += 1
 

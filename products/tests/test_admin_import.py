@@ -86,6 +86,15 @@ def test_a_bad_row_is_reported_by_line_and_field_and_cannot_be_confirmed(client)
     assert not Product.objects.exists()
 
 
+def test_a_json_array_report_names_the_item_as_well_as_the_line(client):
+    # As import_products says it: two items on line 1 are two different rows.
+    staff(client, "add_product", "change_product")
+    report = upload(client, b'[{"name": "Q1", "price": "-1"}, {"name": "Q2", "price": "-2"}]', "two.json")
+    errors = report.context["report"].errors
+    assert [e.split(": price: ")[0] for e in errors] == ["line 1: item 1", "line 1: item 2"]
+    assert not Product.objects.exists()
+
+
 @pytest.mark.parametrize(
     "name, content, fmt, expected",
     [
