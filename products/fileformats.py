@@ -27,8 +27,16 @@ EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jso
 COLUMNS = WRITABLE_FIELDS
 REQUIRED_COLUMNS = ("name", "price")
 
-# Marks a row without a quantity: new products get 0, existing ones keep theirs.
-MISSING = None
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+# Marks a row without a quantity (no column, or no key): new products get 0,
+# existing ones keep theirs. Not None: a JSON null is a quantity, and refused
+# as the API refuses it.
+MISSING = _Missing()
 
 # A single JSON element or line larger than this is refused, so one broken
 # record cannot make the reader buffer the rest of the file.

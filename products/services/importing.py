@@ -125,7 +125,13 @@ class _BatchWriter:
             old = existing.get(name)
             if old is None:
                 inserts.append(
-                    (name, adapt(price, PRICE_MAX_DIGITS, PRICE_DECIMAL_PLACES), quantity or 0, now, now)
+                    (
+                        name,
+                        adapt(price, PRICE_MAX_DIGITS, PRICE_DECIMAL_PLACES),
+                        0 if quantity is MISSING else quantity,
+                        now,
+                        now,
+                    )
                 )
                 continue
             pk, old_price, old_quantity = old

@@ -80,6 +80,19 @@ def test_import_without_quantity_keeps_stock_and_new_products_start_at_zero(make
     assert catalogue() == {("Mug", Decimal("3.50"), 40), ("Bowl", Decimal("4.00"), 0)}
 
 
+@pytest.mark.parametrize("name", ["p.jsonl", "p.json"])
+def test_a_null_quantity_is_refused_as_the_api_refuses_it(make_product, tmp_path, name):
+    # Left out, the quantity keeps the stock; null is a value, and not a quantity.
+    make_product("Mug", "3.00", 40)
+    rows = [{"name": "Mug", "price": "3.50", "quantity": None}, {"name": "Bowl", "price": "4", "quantity": None}]
+    content = json.dumps(rows) if name == "p.json" else "".join(json.dumps(row) + "\n" for row in rows)
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="nothing was written"):
+        call_command("import_products", str(write(tmp_path, name, content)), stdout=io.StringIO(), stderr=err)
+    assert err.getvalue().count("quantity: Quantity must be an integer") == 2, err.getvalue()
+    assert catalogue() == {("Mug", Decimal("3.00"), 40)}
+
+
 def test_dry_run_reports_changes_and_writes_nothing(make_product, tmp_path):
     make_product("Mug", "3.00", 40)
     path = write(tmp_path, "p.jsonl", '{"name": "Mug", "price": 3.5}\n{"name": "Bowl", "price": "4"}\n')
