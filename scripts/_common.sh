@@ -53,6 +53,19 @@ ensure_venv() {
     PY="$VENV/bin/python"
 }
 
+# setting NAME: the variable as productsite.settings reads it: from the
+# environment, else from .env (ENV_FILE), which only fills in what is unset.
+setting() {
+    "$PY" - "$1" <<'PYEOF'
+import os, sys
+import environ
+env_file = os.environ.get("ENV_FILE", ".env")
+if os.path.isfile(env_file):
+    environ.Env.read_env(env_file)
+print(os.environ.get(sys.argv[1], "").strip())
+PYEOF
+}
+
 # redis_answers URL: exit 0 when a Redis answers PING at URL.
 redis_answers() {
     "$PY" - "$1" <<'PYEOF' 2>/dev/null

@@ -17,11 +17,15 @@ if [ ! -f .env ]; then
         "$("$PY" -c 'import secrets; print(secrets.token_urlsafe(50))')" >.env
 fi
 
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+# The Redis settings as the service will read them: the environment, else .env.
+REDIS_URL="$(setting REDIS_URL)"
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 PORT="${PORT:-8000}"
 
-if redis_answers "$REDIS_URL"; then
-    say "Using Redis at $REDIS_URL"
+if [ -n "$(setting REDIS_SENTINELS)$(setting REDIS_CLUSTER_NODES)" ]; then
+    say "Using the Redis Sentinels or Cluster nodes the settings name"
+elif redis_answers "$REDIS_URL"; then
+    say "Using Redis at ${REDIS_URL/\/\/*@/\/\/***@}"
 elif command -v redis-server >/dev/null 2>&1 && [[ "$REDIS_URL" =~ ^redis://(127\.0\.0\.1|localhost)(:([0-9]+))? ]]; then
     port="${BASH_REMATCH[3]:-6379}"
     say "No Redis at $REDIS_URL; starting a local redis-server on port $port"
