@@ -6,10 +6,24 @@ working directory). Every value can be overridden on the command line.
 
 import multiprocessing
 import os
+import sys
 
 
 def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    # A mistake is one line and exit status 4 (gunicorn's "failed to load",
+    # no restart loop), as for the app's own settings (productsite/startup.py).
+    value = os.environ.get(name, str(default)).strip()
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        print(
+            f"gunicorn.conf.py: configuration error: {name}: {value!r} is not a whole number >= 0.",
+            file=sys.stderr,
+        )
+        raise SystemExit(4)
+    return number
 
 
 # Loopback unless told otherwise: the expected front is a reverse proxy on

@@ -17,7 +17,47 @@ from productsite import redis_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+class _Env(environ.Env):
+    """django-environ's Env: a value that does not parse is a configuration error naming its variable.
+
+    manage.py and gunicorn print an ImproperlyConfigured as one line
+    (productsite.startup); a bare ValueError would be a traceback.
+    """
+
+    def get_value(self, var, *args, **kwargs):
+        try:
+            return super().get_value(var, *args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ImproperlyConfigured(
+                f"{var}: {self.ENVIRON.get(var)!r} is not a valid value ({exc})."
+            ) from None
+
+    def db_url(self, var="DATABASE_URL", default=environ.Env.NOTSET, engine=None) -> dict:
+        try:
+            config = super().db_url(var, default=default, engine=engine)
+        except (ValueError, TypeError) as exc:
+            raise ImproperlyConfigured(
+                f"{var} is not a valid database URL ({exc}).".replace(str(self.ENVIRON.get(var)), "…")
+            ) from None
+        if config.get("ENGINE") not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
+            raise ImproperlyConfigured(
+                f"{var}: only sqlite:///path and postgres://user@host:port/name are supported."
+            )
+        return config
+
+    db = db_url
+
+
+def _at_least(var: str, value, minimum, *, above: bool = False):
+    """Return ``value``, or refuse it below ``minimum`` (at or below it with ``above``)."""
+    if value < minimum or (above and value == minimum):
+        bound = f"greater than {minimum}" if above else f"at least {minimum}"
+        raise ImproperlyConfigured(f"{var}: {value!r} is out of range; it must be {bound}.")
+    return value
+
+
+env = _Env()
 
 # A local .env file (scripts/run.sh writes one holding a generated SECRET_KEY)
 # fills in what the real environment leaves unset; it never overrides it.
@@ -104,7 +144,7 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
+DATABASES["default"]["CONN_MAX_AGE"] = _at_least("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=600), 0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Behind PgBouncer in transaction mode, server-side cursors must be off.
 DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DISABLE_SERVER_SIDE_CURSORS", default=False)
@@ -138,17 +178,23 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_TOPOLOGY = redis_config.read_topology(os.environ)
 REDIS_URL = REDIS_TOPOLOGY.url
 # Seconds a cached product lives; read at call time by products.cache.
-PRODUCT_CACHE_TIMEOUT = env.int("PRODUCT_CACHE_TIMEOUT", default=60)
+PRODUCT_CACHE_TIMEOUT = _at_least("PRODUCT_CACHE_TIMEOUT", env.int("PRODUCT_CACHE_TIMEOUT", default=60), 1)
 # Bound on how long any request waits for Redis (seconds); a dead or paused
 # Redis costs at most this, then the circuit breaker skips the cache.
-REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.1)
+REDIS_SOCKET_TIMEOUT = _at_least(
+    "REDIS_SOCKET_TIMEOUT", env.float("REDIS_SOCKET_TIMEOUT", default=0.1), 0, above=True
+)
 # How long the breaker skips Redis after a failure before probing again.
-PRODUCT_CACHE_BACKOFF = env.float("PRODUCT_CACHE_BACKOFF", default=1.0)
+PRODUCT_CACHE_BACKOFF = _at_least("PRODUCT_CACHE_BACKOFF", env.float("PRODUCT_CACHE_BACKOFF", default=1.0), 0)
 # A fill lease lives this long (a dead filler blocks nobody past it), and a
 # reader waits at most PRODUCT_CACHE_LEASE_WAIT for another reader's fill
 # before reading the database itself.
-PRODUCT_CACHE_LEASE_TIMEOUT = env.float("PRODUCT_CACHE_LEASE_TIMEOUT", default=2.0)
-PRODUCT_CACHE_LEASE_WAIT = env.float("PRODUCT_CACHE_LEASE_WAIT", default=0.5)
+PRODUCT_CACHE_LEASE_TIMEOUT = _at_least(
+    "PRODUCT_CACHE_LEASE_TIMEOUT", env.float("PRODUCT_CACHE_LEASE_TIMEOUT", default=2.0), 0.001
+)
+PRODUCT_CACHE_LEASE_WAIT = _at_least(
+    "PRODUCT_CACHE_LEASE_WAIT", env.float("PRODUCT_CACHE_LEASE_WAIT", default=0.5), 0
+)
 # How long a cached token authentication (user + permissions) may live; any
 # change to them drops it at once, this only bounds an outage's leftovers.
 AUTH_CACHE_TIMEOUT = env.int("AUTH_CACHE_TIMEOUT", default=60)
@@ -269,7 +315,7 @@ REST_FRAMEWORK = {
         "products.filters.ProductOrderingFilter",
     ],
     "DEFAULT_PAGINATION_CLASS": "products.pagination.ProductKeysetPagination",
-    "PAGE_SIZE": env.int("PAGE_SIZE", default=50),
+    "PAGE_SIZE": _at_least("PAGE_SIZE", env.int("PAGE_SIZE", default=50), 1),
     "DEFAULT_SCHEMA_CLASS": "products.openapi.ProductAutoSchema",
     "EXCEPTION_HANDLER": "products.exceptions.api_exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -369,6 +415,10 @@ for _entry in METRICS_ALLOWED_IPS:
 
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL: {LOG_LEVEL!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL."
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

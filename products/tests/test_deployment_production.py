@@ -50,6 +50,37 @@ def test_settings_refuse_to_start_without_a_secret_key():
     assert result.stderr.strip().count("\n") == 0, result.stderr
 
 
+@pytest.mark.parametrize(
+    "variable, value, says",
+    [
+        ("PRODUCT_CACHE_TIMEOUT", "abc", "PRODUCT_CACHE_TIMEOUT: 'abc' is not a valid value"),
+        ("REDIS_SOCKET_TIMEOUT", "0", "REDIS_SOCKET_TIMEOUT: 0.0 is out of range; it must be greater than 0"),
+        ("PAGE_SIZE", "-1", "PAGE_SIZE: -1 is out of range; it must be at least 1"),
+        ("PRODUCT_CACHE_LEASE_TIMEOUT", "0", "PRODUCT_CACHE_LEASE_TIMEOUT: 0.0 is out of range"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL: 'LOUD' is not one of"),
+        ("DATABASE_URL", "postgres://u:secret@h:notaport/x", "DATABASE_URL is not a valid database URL"),
+        ("DATABASE_URL", "mysql://u:secret@h/x", "DATABASE_URL: only sqlite:///path and postgres://"),
+    ],
+)
+def test_a_malformed_or_out_of_range_setting_is_one_line_naming_it(variable, value, says):
+    # PAGE_SIZE=-1 served a list whose "next" pointed at itself; a lease of 0 s
+    # made every read a Redis error; a bad number was a 40-line traceback.
+    result = manage(server_env(**{variable: value}), "check")
+    assert result.returncode == 1, result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "secret" not in result.stderr  # a database URL's password is never echoed
+
+
+def test_gunicorn_refuses_a_malformed_number_of_its_own_in_one_line():
+    env = server_env(GUNICORN_TIMEOUT="soon")
+    command = [sys.executable, "-m", "gunicorn", "productsite.wsgi:application", "-c", "gunicorn.conf.py"]
+    command += ["--bind", f"127.0.0.1:{free_port()}"]
+    result = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4
+    assert "configuration error: GUNICORN_TIMEOUT: 'soon'" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("preload", ["1", "0"])
 def test_gunicorn_refuses_to_start_without_a_secret_key(preload):
     env = server_env(DEBUG="0", GUNICORN_PRELOAD=preload)
