@@ -84,7 +84,10 @@ def test_import_without_quantity_keeps_stock_and_new_products_start_at_zero(make
 def test_a_null_quantity_is_refused_as_the_api_refuses_it(make_product, tmp_path, name):
     # Left out, the quantity keeps the stock; null is a value, and not a quantity.
     make_product("Mug", "3.00", 40)
-    rows = [{"name": "Mug", "price": "3.50", "quantity": None}, {"name": "Bowl", "price": "4", "quantity": None}]
+    rows = [
+        {"name": "Mug", "price": "3.50", "quantity": None},
+        {"name": "Bowl", "price": "4", "quantity": None},
+    ]
     content = json.dumps(rows) if name == "p.json" else "".join(json.dumps(row) + "\n" for row in rows)
     err = io.StringIO()
     with pytest.raises(CommandError, match="nothing was written"):

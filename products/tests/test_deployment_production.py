@@ -78,7 +78,9 @@ def test_gunicorn_refuses_a_malformed_number_of_its_own_in_one_line():
     command += ["--bind", f"127.0.0.1:{free_port()}"]
     result = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 4
-    assert "configuration error: GUNICORN_TIMEOUT: 'soon'" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        "configuration error: GUNICORN_TIMEOUT: 'soon'" in result.stderr and "Traceback" not in result.stderr
+    )
 
 
 @pytest.mark.parametrize("preload", ["1", "0"])
