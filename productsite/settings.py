@@ -374,7 +374,8 @@ STORAGES = {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
             if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            # whitenoise's, naming files unhashed until collectstatic has run.
+            else "productsite.staticfiles.ManifestStaticFilesStorage"
         ),
     },
 }

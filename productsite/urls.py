@@ -1,5 +1,8 @@
+import logging
+import re
 from importlib import import_module
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
@@ -8,6 +11,7 @@ from django.views.generic import RedirectView
 from products import monitoring, views
 from products.api_root import ServiceRouter
 from products.validators import NAME_URL_PATTERN
+from productsite import staticfiles
 
 
 def _docs_view(name: str, **initkwargs):
@@ -65,3 +69,14 @@ handler400 = "products.exceptions.handler400"
 handler403 = "products.exceptions.handler403"
 handler404 = "products.exceptions.handler404"
 handler500 = "products.exceptions.handler500"
+
+if staticfiles.uncollected():
+    # Before collectstatic: the files from the apps, so the pages still work.
+    logging.getLogger("productsite").warning(
+        "Static files are not collected (no %s in STATIC_ROOT): serving them from the installed apps,"
+        " uncompressed; run `manage.py collectstatic` before serving in production.",
+        staticfiles.ManifestStaticFilesStorage.manifest_name,
+    )
+    urlpatterns.append(
+        re_path(rf"^{re.escape(settings.STATIC_URL.lstrip('/'))}(?P<path>.+)$", staticfiles.serve_uncollected)
+    )

@@ -96,6 +96,22 @@ def test_gunicorn_refuses_to_start_without_a_secret_key(preload):
 
 
 @pytest.mark.slow
+def test_before_collectstatic_the_pages_render_and_their_files_come_from_the_apps(sqlite_gunicorn, tmp_path):
+    # Django's manifest storage raises for every {% static %} without the
+    # manifest: the admin, the docs and the browsable API answered 500.
+    server = sqlite_gunicorn(workers=1, DEBUG="0", STATIC_ROOT=str(tmp_path / "never-collected"))
+    for page in ("/admin/login/", "/api/docs/", "/api/redoc/", "/api-auth/login/"):
+        response = requests.get(server.url + page, timeout=5)
+        assert response.status_code == 200, (page, response.text[:200])
+        assets = [a for a in re.findall(r'(?:src|href)="(/static/[^"]+)"', response.text)]
+        assert assets, page
+        for asset in assets:
+            served = requests.get(server.url + asset, timeout=5)
+            assert served.status_code == 200 and served.content, asset
+    assert requests.get(server.url + "/static/admin/css/nothing.css", timeout=5).status_code == 404
+
+
+@pytest.mark.slow
 def test_static_files_are_served_compressed_and_hashed_with_debug_off(sqlite_gunicorn, tmp_path):
     static_root = tmp_path / "static"
     collected = manage(server_env(STATIC_ROOT=str(static_root)), "collectstatic", "--noinput", "-v", "0")

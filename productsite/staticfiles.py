@@ -1,0 +1,45 @@
+"""Static files before ``collectstatic`` has run: the pages render, the files come from the apps.
+
+With DEBUG off, whitenoise serves what ``collectstatic`` wrote to
+STATIC_ROOT, under hashed names from its manifest. Without that manifest
+Django's manifest storage raises for every ``{% static %}``: the admin, the
+docs and the browsable API answered 500. Here a missing manifest means
+"not collected": the pages name the files unhashed, and
+:func:`serve_uncollected` serves them from the installed apps, one request
+at a time (nothing is scanned at start-up), uncompressed and cacheable for
+a short while only. productsite.urls logs a warning when it adds that route.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.staticfiles.views import serve
+from whitenoise.storage import CompressedManifestStaticFilesStorage
+
+
+class ManifestStaticFilesStorage(CompressedManifestStaticFilesStorage):
+    """whitenoise's compressed manifest storage; unhashed names while nothing is collected."""
+
+    def stored_name(self, name: str) -> str:
+        if not self.hashed_files and not self.manifest_hash:  # no manifest was read
+            return name
+        return super().stored_name(name)
+
+
+def uncollected() -> bool:
+    """Return True when files should come from STATIC_ROOT (DEBUG off) but ``collectstatic`` has not run."""
+    root = settings.STATIC_ROOT
+    return (
+        not settings.DEBUG
+        and bool(root)
+        and not (Path(root) / ManifestStaticFilesStorage.manifest_name).is_file()
+    )
+
+
+def serve_uncollected(request, path: str):
+    """Serve one static file from the apps' directories (404 if none has it)."""
+    response = serve(request, path, insecure=True)
+    response["Cache-Control"] = "max-age=60, public"
+    return response
