@@ -117,6 +117,12 @@ IF_MATCH = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="Only change the product if its current ETag is one of these (or `*`); else 412.",
 )
+IF_NONE_MATCH_WRITE = OpenApiParameter(
+    "If-None-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Refuse the change with 412 if the product's current ETag is one of these (or `*`).",
+)
 IF_NONE_MATCH = OpenApiParameter(
     "If-None-Match",
     OpenApiTypes.STR,
@@ -230,20 +236,20 @@ product_viewset_schema = extend_schema_view(
     update=_products_operation(
         summary="Replace a product (renaming allowed)",
         responses={200: ProductSerializer, 404: R404, 409: R409_NAME, 412: R412, **WRITE_ERRORS},
-        parameters=[NAME, IF_MATCH, etag(200), RETRY_AFTER],
+        parameters=[NAME, IF_MATCH, IF_NONE_MATCH_WRITE, etag(200), RETRY_AFTER],
         examples=CREATE_EXAMPLES,
     ),
     partial_update=_products_operation(
         summary="Change some fields of a product",
         description="Fields left out keep their value.",
         responses={200: ProductSerializer, 404: R404, 409: R409_NAME, 412: R412, **WRITE_ERRORS},
-        parameters=[NAME, IF_MATCH, etag(200), RETRY_AFTER],
+        parameters=[NAME, IF_MATCH, IF_NONE_MATCH_WRITE, etag(200), RETRY_AFTER],
         examples=PATCH_EXAMPLES,
     ),
     destroy=_products_operation(
         summary="Delete a product",
         responses={204: None, 401: R401, 403: R403, 404: R404, 412: R412, 429: R429},
-        parameters=[NAME, IF_MATCH, RETRY_AFTER],
+        parameters=[NAME, IF_MATCH, IF_NONE_MATCH_WRITE, RETRY_AFTER],
     ),
     stock=_products_operation(
         summary="Change the stock atomically",

@@ -133,12 +133,19 @@ class ProductViewSet(viewsets.ModelViewSet):
             raise NotFound() from None
         self.check_object_permissions(self.request, product)
         if_match = self.request.headers.get("If-Match")
-        if if_match:
+        if_none_match = self.request.headers.get("If-None-Match")
+        if if_match or if_none_match:
             # Check and write in one transaction, under the row lock, so two
             # editors cannot both pass the check.
             current = _etag_of(ProductSerializer(product).data)
-            if not etag_matches(if_match, current, weak=False):
+            if if_match and not etag_matches(if_match, current, weak=False):
                 raise PreconditionFailed()
+            # RFC 9110 13.1.2: on a write, a matching If-None-Match ("*": any
+            # current product) is a failed precondition, not a 304.
+            if if_none_match and etag_matches(if_none_match, current):
+                raise PreconditionFailed(
+                    "The product matches If-None-Match (its current ETag, or *); nothing was changed."
+                )
         return product
 
     def update(self, request: Request, *args, **kwargs):

@@ -76,6 +76,21 @@ def test_write_with_outdated_if_match_is_412_and_changes_nothing(
     assert list(Product.objects.values_list("name", "price", "quantity")) == before
 
 
+@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=["put", "patch", "delete"])
+def test_write_whose_if_none_match_matches_is_412_and_changes_nothing(
+    anon_client, editor_client, method, url, data, ok
+):
+    # RFC 9110 13.1.2: on a write, a matching If-None-Match fails the precondition.
+    etag = anon_client.get(URL)["ETag"]
+    before = list(Product.objects.values_list("name", "price", "quantity"))
+    for header in (etag, "*", f"W/{etag}", f'"other", {etag}'):
+        response = _call(editor_client, method, data, HTTP_IF_NONE_MATCH=header)
+        assert response.status_code == 412, header
+        assert "If-None-Match" in response.json()["detail"]
+    assert list(Product.objects.values_list("name", "price", "quantity")) == before
+    assert _call(editor_client, method, data, HTTP_IF_NONE_MATCH='"other"').status_code == ok
+
+
 def test_if_match_star_matches_an_existing_product(editor_client):
     assert editor_client.patch(URL, {"quantity": 1}, format="json", HTTP_IF_MATCH="*").status_code == 200
 
