@@ -339,6 +339,11 @@ def _read_json_array(stream: BinaryIO) -> Iterator[RawRow | RowError]:
                         if not scanner.eof and len(scanner.buf) - scanner.pos < MAX_RECORD_CHARS:
                             scanner.fill()  # the element may continue in the next chunk
                             continue
+                        if not scanner.eof:
+                            # Still unfinished after MAX_RECORD_CHARS: too long, not malformed.
+                            raise FileFormatError(
+                                f"line {line}: item {item}: the element is longer than {MAX_RECORD_CHARS} characters"
+                            ) from None
                         where = line + scanner.buf.count("\n", scanner.pos, exc.pos or scanner.pos)
                         raise FileFormatError(f"line {where}: item {item}: malformed JSON: {exc}") from None
                     if end == len(scanner.buf) and not scanner.eof:

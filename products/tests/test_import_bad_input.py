@@ -125,6 +125,15 @@ def test_malformed_json_array_is_refused(existing, tmp_path):
     assert_nothing_written(existing)
 
 
+def test_an_oversized_json_array_element_is_called_too_long_not_malformed(existing, tmp_path):
+    content = (
+        '[{"name": "Keep", "price": "9.99", "note": "' + "x" * (3 << 20) + '"}, {"name": "B", "price": 1}]'
+    )
+    message, _ = refuse(write(tmp_path, "p.json", content))
+    assert "line 1: item 1: the element is longer than 1048576 characters" in message, message[:200]
+    assert_nothing_written(existing)
+
+
 def test_json_that_is_not_an_array_is_refused(existing, tmp_path):
     message, _ = refuse(write(tmp_path, "p.json", '{"name": "Keep", "price": "9.99"}'))
     assert "expected a JSON array" in message
