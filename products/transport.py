@@ -26,6 +26,7 @@ is logged once when it starts and once when it ends.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.core.cache import caches
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from . import metrics
 
@@ -82,6 +83,10 @@ def make_key(suffix: str) -> str:
 _adopt: Callable[[Connection, str], None] | None = None
 _known_servers: dict[tuple, str] = {}  # address -> run_id this process has adopted
 _adopt_lock = threading.Lock()
+_adopting = threading.local()  # .active: this thread is inside an adoption
+# How long a new connection waits for another thread's adoption to finish
+# (in socket timeouts); past it the connection fails, as a timeout would.
+_ADOPT_WAIT_TIMEOUTS = 5
 
 
 def register_adopt(function: Callable[[Connection, str], None]) -> None:
@@ -106,14 +111,26 @@ def _check_server(connection: Connection) -> None:
     )
     if _known_servers.get(address) == run_id:
         return
+    if getattr(_adopting, "active", False):
+        # This thread's adoption lost its connection (another thread's
+        # breaker closed it) and redis-py is reconnecting it: fail, rather
+        # than wait for the lock this thread holds.
+        raise ConnectionError("the connection closed during the server identity check")
     # One adoption per server and process: threads opening connections at
     # once (a burst after start-up) wait for the first instead of each
-    # retiring generations the others have just started to fill.
-    with _adopt_lock:
+    # retiring generations the others have just started to fill; never
+    # longer than a few socket timeouts.
+    if not _adopt_lock.acquire(timeout=_ADOPT_WAIT_TIMEOUTS * settings.REDIS_SOCKET_TIMEOUT):
+        raise TimeoutError("another thread's server identity check did not finish in time")
+    try:
+        _adopting.active = True
         if _known_servers.get(address) != run_id:
             if _adopt is not None:
                 _adopt(connection, run_id)
             _known_servers[address] = run_id
+    finally:
+        _adopting.active = False
+        _adopt_lock.release()
 
 
 def _install_server_check(redis_client: Client) -> None:
@@ -190,7 +207,9 @@ class _Breaker:
             if is_cluster(redis_client):
                 redis_client.disconnect_connection_pools()
             else:
-                redis_client.connection_pool.disconnect()
+                # Idle ones only: a connection another thread is using (in
+                # the middle of its server check, say) fails on its own.
+                redis_client.connection_pool.disconnect(inuse_connections=False)
         except Exception:  # pragma: no cover - best effort
             pass
 
@@ -238,6 +257,20 @@ class _Breaker:
 
 
 _breaker = _Breaker()
+
+
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork (the master's outbox applier or
+    # probe, mid-adoption) would stay held forever in the child: new ones.
+    global _adopt_lock, _adopting
+    _adopt_lock = threading.Lock()
+    _adopting = threading.local()
+    _breaker._lock = threading.Lock()
+    _breaker._probe = None  # the thread did not follow the fork; the next need_resync() starts one
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def run(op: Callable[[Client], T], *, force: bool = False) -> T:

@@ -163,3 +163,47 @@ def test_a_missed_invalidation_is_delivered_soon_after_a_hung_redis_resumes(priv
         f"\nhung Redis: missed invalidation delivered {(time.monotonic() - resumed) * 1000:.0f} ms after resume"
     )
     assert time.monotonic() - resumed < 0.5
+
+
+def test_a_connection_closed_during_its_server_check_fails_instead_of_hanging(private_redis, monkeypatch):
+    # Another thread's breaker trip used to close the connection a server
+    # check was adopting on; redis-py reconnected it inside the check, which
+    # waited for the lock its own thread held: every thread, then every
+    # worker forked from that master, hung for good.
+    from products import transport
+
+    adopt = transport._adopt
+    calls: list[str] = []
+
+    def adopt_while_someone_closes_the_connection(connection, run_id):
+        calls.append(run_id)
+        if len(calls) == 1:
+            connection.disconnect()
+        adopt(connection, run_id)
+
+    monkeypatch.setattr(transport, "_adopt", adopt_while_someone_closes_the_connection)
+    transport._known_servers.clear()
+    transport.client().connection_pool.disconnect()
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.setdefault("status", cache.status()), daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "the server check deadlocked"
+    assert result["status"] == "down"  # that connection failed, as a timeout would
+    transport.reset()
+    assert cache.status() == "ok"  # the next connection checks the server and serves
+    assert len(calls) == 2
+
+
+def test_a_forked_child_never_inherits_a_held_server_check_lock(private_redis):
+    # The master's outbox applier may be inside a server check when gunicorn forks.
+    import os
+
+    from products import transport
+
+    with transport._adopt_lock:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(0 if transport._adopt_lock.acquire(timeout=1) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
