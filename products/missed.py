@@ -72,8 +72,12 @@ def missed(names: frozenset[str] | None, record: bool = True) -> None:
     """Keep a miss until Redis answers, and hand it to the hooks unless ``record`` is off."""
     pending.add(names)
     transport.need_resync()
-    logger.info(
-        "Could not invalidate %s product(s) now; will retry when Redis answers", len(names or ()) or "all"
+    # A write's miss at INFO; a retry of one already reported (the outbox
+    # applier's, every PRODUCT_CACHE_OUTBOX_RETRY in every process) at DEBUG.
+    logger.log(
+        logging.INFO if record else logging.DEBUG,
+        "Could not invalidate %s product(s) now; will retry when Redis answers",
+        len(names or ()) or "all",
     )
     if record:
         for hook in hooks:

@@ -260,6 +260,31 @@ def test_a_shell_write_during_an_outage_is_recorded_and_logged(make_product, dea
     )
 
 
+def test_retrying_a_recorded_invalidation_during_an_outage_does_not_flood_the_log(
+    make_product, dead_redis, caplog
+):
+    # The applier retries every PRODUCT_CACHE_OUTBOX_RETRY in every process:
+    # ~19 INFO lines a second for one write before. Each write says once
+    # what it recorded.
+    import logging
+
+    caplog.set_level(logging.INFO, logger="products")
+    make_product("Mug", "1.00", 1)  # the outage starts here (the create's invalidation)
+    Product.objects.filter(name="Mug").update(price=Decimal("2.00"))
+    PendingInvalidation.objects.filter(names=["Mug"]).delete()
+    assert len(pending()) == 0
+    Product.objects.filter(name="Mug").update(price=Decimal("3.00"))
+    assert pending() == [(["Mug"], False)]
+    written = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert sum("Redis unavailable" in m for m in written) == 1, written  # the outage, once
+    assert sum("Could not reach Redis to invalidate 1 cached product(s) (Mug)" in m for m in written) == 3
+    caplog.clear()
+    for _ in range(10):
+        assert outbox.apply_pending() == (1, 0)
+        transport._breaker._open_until = 0  # as the back-off would have ended
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
+
+
 def test_cache_info_shows_the_pending_invalidations(db):
     out = io.StringIO()
     call_command("product_cache_info", stdout=out)
