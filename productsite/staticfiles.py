@@ -7,16 +7,20 @@ docs and the browsable API answered 500. Here a missing manifest means
 "not collected": the pages name the files unhashed, and
 :func:`serve_uncollected` serves them from the installed apps, one request
 at a time (nothing is scanned at start-up), uncompressed and cacheable for
-a short while only. productsite.urls logs a warning when it adds that route.
+a short while only, with a warning in the log the first time.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.staticfiles.views import serve
 from whitenoise.storage import CompressedManifestStaticFilesStorage
+
+logger = logging.getLogger("productsite")
+_warned = False
 
 
 class ManifestStaticFilesStorage(CompressedManifestStaticFilesStorage):
@@ -39,7 +43,15 @@ def uncollected() -> bool:
 
 
 def serve_uncollected(request, path: str):
-    """Serve one static file from the apps' directories (404 if none has it)."""
+    """Serve one static file from the apps' directories (404 if none has it); warn once per process."""
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(
+            "Static files are not collected (no %s in STATIC_ROOT): serving them from the installed apps,"
+            " uncompressed; run `manage.py collectstatic` before serving in production.",
+            ManifestStaticFilesStorage.manifest_name,
+        )
     response = serve(request, path, insecure=True)
     response["Cache-Control"] = "max-age=60, public"
     return response

@@ -1,4 +1,3 @@
-import logging
 import re
 from importlib import import_module
 
@@ -72,11 +71,6 @@ handler500 = "products.exceptions.handler500"
 
 if staticfiles.uncollected():
     # Before collectstatic: the files from the apps, so the pages still work.
-    logging.getLogger("productsite").warning(
-        "Static files are not collected (no %s in STATIC_ROOT): serving them from the installed apps,"
-        " uncompressed; run `manage.py collectstatic` before serving in production.",
-        staticfiles.ManifestStaticFilesStorage.manifest_name,
-    )
     urlpatterns.append(
         re_path(rf"^{re.escape(settings.STATIC_URL.lstrip('/'))}(?P<path>.+)$", staticfiles.serve_uncollected)
     )
