@@ -20,7 +20,9 @@ Guarantees, and how they hold:
   transaction go to the database and store nothing.
 * **Redis down, refusing or hanging.** Short socket timeouts, no retries, a
   per-process circuit breaker; reads go to the database. An open breaker
-  never skips an invalidation: the write still tries Redis (one timeout).
+  never skips an invalidation: the write still tries Redis after its commit
+  (one timeout), having recorded the miss with the write instead of trying
+  inside the transaction too.
 * **Missed invalidations** (:mod:`products.missed`) go to ``missed_invalidation_hooks`` (products.outbox
   records them in the writer's transaction) and stay pending in this
   process, whose probe delivers them (the names, or every bucket past
@@ -303,9 +305,26 @@ def invalidate_on_commit(names: Iterable[str], using: str | None = None) -> None
         return
     # A miss of the immediate attempt is recorded inside the transaction, so
     # it commits with the write; the attempt after commit need not record it again.
-    recorded = transaction.get_connection(using).in_atomic_block and not invalidate(names)
+    recorded = transaction.get_connection(using).in_atomic_block and not _now_or_record(
+        lambda: invalidate(names), names
+    )
     # robust: another callback raising must not skip the invalidation.
     transaction.on_commit(lambda: invalidate(names, record_miss=not recorded), using=using, robust=True)
+
+
+def _now_or_record(attempt: Callable[[], bool], names: frozenset[str] | None) -> bool:
+    """Run a write's immediate attempt; while the breaker is open, record the miss instead.
+
+    Redis failed moments ago: a second socket timeout now would only double
+    the write's wait on a hung Redis. The miss is recorded with the write
+    (the outbox) and kept for this process's probe; the attempt after commit
+    still tries Redis, which is the one that counts. Returns False when the
+    miss was recorded.
+    """
+    if transport.breaker_open():
+        missed.missed(names)
+        return False
+    return attempt()
 
 
 def retire_generation(*, record_miss: bool = True) -> bool:
@@ -331,7 +350,9 @@ def retire_generation(*, record_miss: bool = True) -> bool:
 
 def retire_generation_on_commit(using: str | None = None) -> None:
     """Retire the generation once the current transaction commits (and now, as above)."""
-    recorded = transaction.get_connection(using).in_atomic_block and not retire_generation()
+    recorded = transaction.get_connection(using).in_atomic_block and not _now_or_record(
+        retire_generation, None
+    )
     transaction.on_commit(lambda: retire_generation(record_miss=not recorded), using=using, robust=True)
 
 

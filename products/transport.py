@@ -298,6 +298,11 @@ def run(op: Callable[[Client], T], *, force: bool = False) -> T:
     return result
 
 
+def breaker_open() -> bool:
+    """Return True while the breaker skips Redis (a failure less than PRODUCT_CACHE_BACKOFF ago)."""
+    return _breaker.is_open
+
+
 def need_resync() -> None:
     """Make the registered resync run before the next command (the probe retries it)."""
     _breaker.need_resync()
