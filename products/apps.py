@@ -25,10 +25,12 @@ class ProductsConfig(AppConfig):
         from . import (
             auth_limits,
             cache,
+            cachekeys,
             checks,  # noqa: F401  (registers the system checks)
             metrics,
             outbox,
             receivers,
+            serverledger,
         )
         from .models import Product
 
@@ -73,6 +75,7 @@ class ProductsConfig(AppConfig):
             sender=self,
             dispatch_uid="products.retire_cache_after_data_migrations",
         )
+        cachekeys.register_server_marker(serverledger.marker)
         if outbox.record_missed_invalidation not in cache.missed_invalidation_hooks:
             cache.missed_invalidation_hooks.append(outbox.record_missed_invalidation)
         metrics.register_outbox_reader(outbox.pending_summary)

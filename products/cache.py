@@ -31,7 +31,10 @@ Guarantees, and how they hold:
   server's ``run_id``; on a server this process has not checked (a restart,
   a failover, or a process just started) every bucket another run_id set
   gets a fresh generation before the connection serves anything. A restart
-  breaks every pooled connection, so every worker checks.
+  breaks every pooled connection, so every worker checks. On one Redis or
+  Sentinel, a server the cache left and came back to is caught as well:
+  the buckets' mark carries the epoch of the last switch of server, kept in
+  the database (products.serverledger).
 
 Caveats, stated plainly:
 

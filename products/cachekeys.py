@@ -204,17 +204,32 @@ def _each_bucket(
     return failed, error
 
 
+# run_id -> what this deployment's buckets on that server are marked with
+# (products.serverledger adds the epoch of the last switch of server; wired
+# in apps.ready()). Unset: the run_id alone.
+_server_marker: Callable[[str], str] | None = None
+
+
+def register_server_marker(function: Callable[[str], str]) -> None:
+    global _server_marker
+    _server_marker = function
+
+
 def adopt(connection: Connection, run_id: str) -> None:
     """Retire the generation of every bucket on this server that another server instance set.
 
     transport runs it on a new connection to a server this process has not
     checked, before the connection serves anything: after a restart from a
     snapshot or a failover, the ``srv`` keys name the old run_id, so those
-    buckets start afresh. On a cluster each master answers for its own
-    buckets and refuses the others (MOVED); their masters' connections do them.
+    buckets start afresh; on one Redis or Sentinel, so do the buckets of a
+    server the cache left and came back to (the marker's epoch). On a
+    cluster each master answers for its own buckets and refuses the others
+    (MOVED); their masters' connections do them.
     """
     gen = new_generation()
-    calls = [([p + "gen", p + "srv"], [run_id, gen]) for p in map(bucket_prefix, range(BUCKETS))]
+    single = _server_marker is not None and not transport.is_cluster(transport.client())
+    mark = _server_marker(run_id) if single else run_id
+    calls = [([p + "gen", p + "srv"], [mark, gen]) for p in map(bucket_prefix, range(BUCKETS))]
     replies = scripts.eval_on_connection(connection, "adopt", calls)
     retired = sum(1 for reply in replies if reply == 1)
     if retired:

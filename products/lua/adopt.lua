@@ -1,5 +1,7 @@
 -- Trust a bucket's generation only on the server instance that set it.
--- KEYS (one bucket): gen, server. ARGV: this server's run_id, a new generation.
+-- KEYS (one bucket): gen, server. ARGV: this server's mark (its run_id, and on
+-- one Redis or Sentinel the epoch of the last switch of server:
+-- products.serverledger), a new generation.
 -- Run on every bucket when a process meets a server it has not checked (a
 -- restart from a snapshot, a failover, a process that just started): a
 -- bucket last adopted by another run_id gets a fresh generation, so nothing

@@ -19,6 +19,7 @@ from products import missed as missed_module
 from products.models import Product
 from products.selectors import product_json
 
+from .support.cache_state import reset_process_state
 from .support.processes import manage
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -234,3 +235,46 @@ def test_a_forked_child_never_inherits_a_held_server_check_lock(private_redis):
             os._exit(0 if transport._adopt_lock.acquire(timeout=1) else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_server_the_cache_left_and_came_back_to_serves_nothing_from_before(private_redis, settings):
+    # REDIS_URL pointed at A, then B (a write went to B), then A again: A
+    # still held the old value under its own run_id, and served it (HIT).
+    from products import transport
+    from products.models import CacheServer
+
+    from .support.redis_server import RedisProcess
+
+    def point_at(server: RedisProcess) -> None:  # as a restart with another REDIS_URL
+        settings.CACHES = {
+            **settings.CACHES,
+            "default": {**settings.CACHES["default"], "LOCATION": server.url},
+        }
+        reset_process_state()
+        transport._known_servers.clear()
+        transport.client().connection_pool.disconnect()  # django-redis keeps pools by URL
+
+    first = private_redis
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    assert cache.get_product("Mug", product_json).hit is False
+    assert cache.get_product("Mug", product_json).hit is True
+    point_at(first)  # the same server again: nothing retired, still a hit
+    assert cache.get_product("Mug", product_json).hit is True
+    epoch = CacheServer.objects.get().epoch
+
+    second = RedisProcess()
+    second.start()
+    try:
+        point_at(second)
+        Product.objects.filter(name="Mug").update(price=Decimal("2.00"))  # invalidated on B only
+        assert b'"2.00"' in cache.get_product("Mug", product_json).data
+        point_at(first)
+        product = cache.get_product("Mug", product_json)
+        assert product.hit is False and b'"2.00"' in product.data
+        assert CacheServer.objects.get().epoch == epoch + 2  # B, then A again
+        Product.objects.filter(name="Mug").update(quantity=5)  # invalidated on A only
+        point_at(second)  # and back to B, which still holds quantity 1
+        product = cache.get_product("Mug", product_json)
+        assert product.hit is False and b'"quantity":5' in product.data
+    finally:
+        second.cleanup()
