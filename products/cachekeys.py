@@ -204,13 +204,13 @@ def _each_bucket(
     return failed, error
 
 
-# run_id -> what this deployment's buckets on that server are marked with
-# (products.serverledger adds the epoch of the last switch of server; wired
-# in apps.ready()). Unset: the run_id alone.
-_server_marker: Callable[[str], str] | None = None
+# (run_id, database number) -> what this deployment's buckets on that server
+# are marked with (products.serverledger adds the epoch of the last switch of
+# server; wired in apps.ready()). Unset: the run_id alone.
+_server_marker: Callable[[str, int], str] | None = None
 
 
-def register_server_marker(function: Callable[[str], str]) -> None:
+def register_server_marker(function: Callable[[str, int], str]) -> None:
     global _server_marker
     _server_marker = function
 
@@ -228,7 +228,7 @@ def adopt(connection: Connection, run_id: str) -> None:
     """
     gen = new_generation()
     single = _server_marker is not None and not transport.is_cluster(transport.client())
-    mark = _server_marker(run_id) if single else run_id
+    mark = _server_marker(run_id, int(getattr(connection, "db", 0) or 0)) if single else run_id
     calls = [([p + "gen", p + "srv"], [mark, gen]) for p in map(bucket_prefix, range(BUCKETS))]
     replies = scripts.eval_on_connection(connection, "adopt", calls)
     retired = sum(1 for reply in replies if reply == 1)

@@ -88,16 +88,18 @@ class PendingInvalidation(models.Model):
 class CacheServer(models.Model):
     """The Redis server the product cache was last adopted on, and how many times that changed.
 
-    A server this deployment left and came back to (a REDIS_URL changed and
+    A server this deployment left and came back to (REDIS_URL changed and
     changed back, a proxy or a split-brain Sentinel pointing at the old
     master) still holds the values of before, under its own run_id: its
     buckets count only when marked with the epoch of the latest switch
     (products.serverledger, docs/cache.md).
     """
 
-    key = models.CharField(max_length=200, primary_key=True, help_text="The cache's KEY_PREFIX.")
-    run_id = models.CharField(max_length=64, help_text="The run_id of the server adopted last.")
+    key = models.CharField(max_length=100, primary_key=True, help_text="The Django cache alias.")
+    server = models.CharField(
+        max_length=200, help_text="The server adopted last: its run_id, database number and key prefix."
+    )
     epoch = models.PositiveBigIntegerField(default=1, help_text="Switches of server so far.")
 
     def __str__(self) -> str:
-        return f"{self.run_id} (epoch {self.epoch})"
+        return f"{self.server} (epoch {self.epoch})"

@@ -3,14 +3,22 @@
 products.transport checks the server behind every new connection (its
 ``run_id``), and cachekeys.adopt retires every bucket that another server
 instance set. A run_id alone cannot tell a server that was *left and came
-back*: a REDIS_URL changed and changed back, a proxy switched back, the old
-master of a split-brain Sentinel. That server still holds the values of
-before the switch, under its own run_id, while the writes since went to the
-other server. So the database keeps the run_id adopted last and an epoch
-that grows at every switch, and a bucket counts only when it is marked with
-this server's run_id *and* the current epoch: the first process to meet a
-server other than the last one bumps the epoch, and every bucket of every
-server marked before is retired when it is next adopted.
+back*: REDIS_URL changed and changed back (another server, another database
+number, another key prefix), a proxy switched back, the old master of a
+split-brain Sentinel. That server still holds the values of before the
+switch while the writes since went elsewhere. So the database keeps the
+server adopted last (run_id, database number, key prefix) and an epoch that
+grows at every switch, and a bucket counts only when marked with this
+server's run_id *and* the current epoch: the first process to meet another
+server than the last one bumps the epoch, and every bucket marked before is
+retired when its server is next adopted.
+
+The ledger is read and written only outside a caller's transaction, in a
+short transaction of its own with a short lock wait: inside one, a bump
+would roll back with it, and its lock would last as long as it. A new
+connection that would need it inside a transaction, or while the database
+fails, fails instead (the breaker's usual path; a write's invalidation is
+recorded and sent after its commit).
 
 One Redis or Sentinel (one server holds the whole cache at a time). The
 masters of a Redis Cluster are all current at once: their buckets keep the
@@ -19,42 +27,93 @@ run_id alone (docs/cache.md says what that leaves uncovered).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
+from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import router, transaction
+from django.db import DatabaseError, connections, router, transaction
+from redis.exceptions import ConnectionError
 
 from .models import CacheServer
 
 logger = logging.getLogger("products.cache")
 
-
-def marker(run_id: str) -> str:
-    """Return what this deployment's buckets on server ``run_id`` must be marked with to count."""
-    try:
-        return f"{run_id}:{_epoch(run_id)}"
-    except Exception as exc:  # DatabaseError, or no database at all here
-        # Unknown: trust nothing this server holds (a mark no bucket has).
-        logger.warning(
-            "Cannot read which Redis server the cache was last on (%s): retiring every bucket of %s",
-            type(exc).__name__,
-            run_id,
-        )
-        return f"{run_id}:unrecorded-{secrets.token_hex(8)}"
+KEY = "default"  # the Django cache alias whose server this is
+LOCK_WAIT_MS = 250  # longest wait for the ledger's lock (a Redis connect waits on it)
 
 
-def _epoch(run_id: str) -> int:
-    key = str(settings.CACHES["default"].get("KEY_PREFIX", ""))[:200]
+def marker(run_id: str, db: int) -> str:
+    """Return what this deployment's buckets on server ``run_id`` (database ``db``) must be marked with.
+
+    Raises redis's ConnectionError (the connection fails, as a timeout would)
+    when the switch cannot be recorded now: inside a transaction (a bump
+    would roll back with it; an invalidation there is recorded and sent after
+    the commit) or with the database failing. A server adopted without its
+    switch recorded would be trusted again the day the cache came back to
+    the server before it.
+    """
     using = router.db_for_write(CacheServer)
-    # A savepoint inside a caller's transaction: a failure leaves it usable.
-    with transaction.atomic(using=using):
-        server, created = (
+    connection = connections[using]
+    prefix = str(settings.CACHES["default"].get("KEY_PREFIX", ""))
+    server = f"{run_id}/{db}/{hashlib.blake2b(prefix.encode(), digest_size=8).hexdigest()}"
+    try:
+        found = CacheServer.objects.using(using).filter(key=KEY).values_list("server", "epoch").first()
+        if found is not None and found[0] == server:
+            return f"{run_id}:{found[1]}"  # the usual case: the same server, read without a lock
+        # Blocks a test case opens around each test do not count (as in products.cache).
+        if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
+            raise ConnectionError(
+                "a new Redis server is adopted outside a transaction; retried after the commit"
+            )
+        return f"{run_id}:{_switch(using, server)}"
+    except DatabaseError as exc:
+        raise ConnectionError(
+            f"cannot record which Redis server the cache is on ({type(exc).__name__}: {exc})"
+        ) from exc
+    except ConnectionError:
+        raise
+    except Exception as exc:  # no database in this process (a test that forbids it)
+        logger.warning("No record of the Redis server the cache was on (%s): retiring every bucket", exc)
+        return _untrusted(run_id)
+
+
+def _untrusted(run_id: str) -> str:
+    return f"{run_id}:unrecorded-{secrets.token_hex(8)}"
+
+
+def _switch(using: str, server: str) -> int:
+    """Record ``server`` as the one adopted last, bumping the epoch if it was another; return the epoch."""
+    with _short_lock_wait(using), transaction.atomic(using=using):
+        if connections[using].vendor == "postgresql":
+            with connections[using].cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
+        ledger, created = (
             CacheServer.objects.using(using)
             .select_for_update()
-            .get_or_create(key=key, defaults={"run_id": run_id, "epoch": 1})
+            .get_or_create(key=KEY, defaults={"server": server, "epoch": 1})
         )
-        if not created and server.run_id != run_id:
-            server.run_id, server.epoch = run_id, server.epoch + 1
-            server.save(using=using, update_fields=["run_id", "epoch"])
-    return server.epoch
+        if not created and ledger.server != server:
+            ledger.server, ledger.epoch = server, ledger.epoch + 1
+            ledger.save(using=using, update_fields=["server", "epoch"])
+    return ledger.epoch
+
+
+@contextmanager
+def _short_lock_wait(using: str):
+    # SQLite takes its write lock at BEGIN (IMMEDIATE): wait for it briefly,
+    # not SQLITE_BUSY_TIMEOUT; the connection's own wait comes back after.
+    connection = connections[using]
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout")
+        before = cursor.fetchone()[0]
+        cursor.execute(f"PRAGMA busy_timeout = {LOCK_WAIT_MS}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA busy_timeout = {int(before)}")

@@ -237,44 +237,111 @@ def test_a_forked_child_never_inherits_a_held_server_check_lock(private_redis):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def _point_at(settings, url: str, prefix: str | None = None) -> None:
+    """Point the cache at ``url`` as a restart with another REDIS_URL (or CACHE_KEY_PREFIX) would."""
+    from products import transport
+
+    default = {**settings.CACHES["default"], "LOCATION": url}
+    if prefix is not None:
+        default["KEY_PREFIX"] = prefix
+    settings.CACHES = {**settings.CACHES, "default": default}
+    reset_process_state()
+    transport._known_servers.clear()
+    transport.client().connection_pool.disconnect()  # django-redis keeps pools by URL
+
+
 def test_a_server_the_cache_left_and_came_back_to_serves_nothing_from_before(private_redis, settings):
     # REDIS_URL pointed at A, then B (a write went to B), then A again: A
     # still held the old value under its own run_id, and served it (HIT).
-    from products import transport
     from products.models import CacheServer
 
     from .support.redis_server import RedisProcess
-
-    def point_at(server: RedisProcess) -> None:  # as a restart with another REDIS_URL
-        settings.CACHES = {
-            **settings.CACHES,
-            "default": {**settings.CACHES["default"], "LOCATION": server.url},
-        }
-        reset_process_state()
-        transport._known_servers.clear()
-        transport.client().connection_pool.disconnect()  # django-redis keeps pools by URL
 
     first = private_redis
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     assert cache.get_product("Mug", product_json).hit is False
     assert cache.get_product("Mug", product_json).hit is True
-    point_at(first)  # the same server again: nothing retired, still a hit
+    _point_at(settings, first.url)  # the same server again: nothing retired, still a hit
     assert cache.get_product("Mug", product_json).hit is True
     epoch = CacheServer.objects.get().epoch
 
     second = RedisProcess()
     second.start()
     try:
-        point_at(second)
+        _point_at(settings, second.url)
         Product.objects.filter(name="Mug").update(price=Decimal("2.00"))  # invalidated on B only
         assert b'"2.00"' in cache.get_product("Mug", product_json).data
-        point_at(first)
+        _point_at(settings, first.url)
         product = cache.get_product("Mug", product_json)
         assert product.hit is False and b'"2.00"' in product.data
         assert CacheServer.objects.get().epoch == epoch + 2  # B, then A again
         Product.objects.filter(name="Mug").update(quantity=5)  # invalidated on A only
-        point_at(second)  # and back to B, which still holds quantity 1
+        _point_at(settings, second.url)  # and back to B, which still holds quantity 1
         product = cache.get_product("Mug", product_json)
         assert product.hit is False and b'"quantity":5' in product.data
     finally:
         second.cleanup()
+
+
+@pytest.mark.parametrize("change", ["database", "key_prefix"])
+def test_another_database_or_key_prefix_and_back_serves_nothing_from_before(private_redis, settings, change):
+    # The same server (the same run_id): only the ledger's record of the
+    # database number and key prefix tells the switch.
+    here = private_redis.url
+    there = here.rsplit("/", 1)[0] + "/1" if change == "database" else here
+    prefix = settings.CACHES["default"]["KEY_PREFIX"]
+    other_prefix = prefix + "-other" if change == "key_prefix" else None
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    cache.get_product("Mug", product_json)
+    assert cache.get_product("Mug", product_json).hit is True
+    _point_at(settings, there, other_prefix)
+    Product.objects.filter(name="Mug").update(price=Decimal("2.00"))
+    _point_at(settings, here, prefix)
+    product = cache.get_product("Mug", product_json)
+    assert product.hit is False and b'"2.00"' in product.data
+
+
+def test_a_server_adopted_inside_a_transaction_that_rolls_back_is_not_trusted_later(private_redis, settings):
+    # The ledger's bump must not roll back with the caller's transaction: it
+    # is never written inside one, and the server adopted there trusts nothing.
+    from django.db import transaction
+
+    from .support.redis_server import RedisProcess
+
+    first = private_redis
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    cache.get_product("Mug", product_json)
+    second = RedisProcess()
+    second.start()
+    try:
+        _point_at(settings, second.url)
+        try:
+            with transaction.atomic():
+                cache.invalidate(["Other"])  # the first connection to B opens here
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        Product.objects.filter(name="Mug").update(price=Decimal("2.00"))  # on B only
+        _point_at(settings, first.url)
+        product = cache.get_product("Mug", product_json)
+        assert product.hit is False and b'"2.00"' in product.data
+    finally:
+        second.cleanup()
+
+
+def test_the_same_server_met_first_inside_a_transaction_is_adopted_without_an_outage(
+    private_redis, settings, caplog
+):
+    # Only a switch of server needs the ledger written (never inside a
+    # transaction); the same server is a read, so a worker whose first Redis
+    # call is a write's invalidation does not report an outage.
+    import logging
+
+    from django.db import transaction
+
+    cache.get_product("Nothing", product_json)  # the ledger now names this server
+    _point_at(settings, private_redis.url)  # a fresh process, the same server
+    caplog.set_level(logging.WARNING, logger="products")
+    with transaction.atomic():
+        assert cache.invalidate(["Mug"]) is True
+    assert "Redis unavailable" not in caplog.text

@@ -417,6 +417,8 @@ def test_cli_pipe_import_export_and_exit_codes(cli):
 @pytest.mark.slow
 def test_cli_cache_command_without_redis_exits_non_zero_without_traceback(tmp_path):
     env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}", REDIS_URL="redis://127.0.0.1:1/0")
+    migrate = [sys.executable, "manage.py", "migrate", "-v", "0"]
+    assert subprocess.run(migrate, cwd=BASE_DIR, env=env, capture_output=True, timeout=120).returncode == 0
     result = subprocess.run(
         [sys.executable, "manage.py", "clear_product_cache"],
         cwd=BASE_DIR,

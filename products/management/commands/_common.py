@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 from django.db import DatabaseError, connection
 from tqdm import tqdm
 
+from products.models import CacheServer
 from products.outbox import report_misses_to
 
 
@@ -21,6 +22,10 @@ class ProductCommand(BaseCommand):
 
     def execute(self, *args, **options):
         try:
+            # The database first: the cache's first Redis connection reads
+            # it too (products.serverledger), and would otherwise report a
+            # missing table as Redis not answering.
+            CacheServer.objects.exists()
             return super().execute(*args, **options)
         except (DatabaseError, connection.Database.Error) as exc:  # the latter: the driver's, unwrapped
             # Whatever was written runs in a transaction that has rolled back.
