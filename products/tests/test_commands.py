@@ -23,7 +23,7 @@ from products.selectors import product_json
 from products.services import importing
 
 from .support.cache_state import reset_process_state
-from .support.processes import BASE_DIR, server_env
+from .support.processes import BASE_DIR, manage, server_env
 
 TRICKY = [
     ("Plain", "19.99", 5),
@@ -378,19 +378,11 @@ def cli(tmp_path_factory):
     db_path = tmp_path_factory.mktemp("cli") / "cli.sqlite3"
     env = server_env(DATABASE_URL=f"sqlite:///{db_path}")
 
-    def manage(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=BASE_DIR,
-            env=env,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    def run_manage(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        return manage(env, *args, input=input)
 
-    assert manage("migrate", "-v", "0").returncode == 0
-    return manage
+    assert run_manage("migrate", "-v", "0").returncode == 0
+    return run_manage
 
 
 @pytest.mark.slow
@@ -417,8 +409,7 @@ def test_cli_pipe_import_export_and_exit_codes(cli):
 @pytest.mark.slow
 def test_cli_cache_command_without_redis_exits_non_zero_without_traceback(tmp_path):
     env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}", REDIS_URL="redis://127.0.0.1:1/0")
-    migrate = [sys.executable, "manage.py", "migrate", "-v", "0"]
-    assert subprocess.run(migrate, cwd=BASE_DIR, env=env, capture_output=True, timeout=120).returncode == 0
+    assert manage(env, "migrate", "-v", "0").returncode == 0
     result = subprocess.run(
         [sys.executable, "manage.py", "clear_product_cache"],
         cwd=BASE_DIR,
@@ -434,16 +425,8 @@ def test_cli_cache_command_without_redis_exits_non_zero_without_traceback(tmp_pa
 
 @pytest.mark.slow
 def test_cli_commands_on_an_unmigrated_or_unreachable_database_say_so_without_traceback(tmp_path):
-    def manage(database_url: str, *args: str) -> subprocess.CompletedProcess:
-        env = server_env(DATABASE_URL=database_url)
-        return subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    def run_on(database_url: str, *args: str) -> subprocess.CompletedProcess:
+        return manage(server_env(DATABASE_URL=database_url), *args)
 
     empty = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
     for args in (
@@ -452,13 +435,13 @@ def test_cli_commands_on_an_unmigrated_or_unreachable_database_say_so_without_tr
         ("seed_products", "3"),
         ("product_cache_info",),
     ):
-        result = manage(empty, *args)
+        result = run_on(empty, *args)
         assert result.returncode == 1, (args, result.stderr)
         assert "manage.py migrate" in result.stderr and "Traceback" not in result.stderr, (
             args,
             result.stderr,
         )
-    down = manage("postgres://postgres@127.0.0.1:1/none", "create_editor", "alice")
+    down = run_on("postgres://postgres@127.0.0.1:1/none", "create_editor", "alice")
     assert down.returncode == 1 and "DATABASE_URL" in down.stderr and "Traceback" not in down.stderr
 
 
@@ -474,15 +457,7 @@ def test_cli_data_commands_refuse_a_bad_redis_setting_instead_of_using_the_defau
         ("create_editor", "alice"),
         ("seed_products", "2"),
     ):
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=BASE_DIR,
-            env=env,
-            input="name,price,quantity\nNever,1.00,1\n",
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = manage(env, *args, input="name,price,quantity\nNever,1.00,1\n")
         assert result.returncode == 1, (args, result.stderr)
         assert "REDIS_SENTINELS" in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
 
