@@ -13,12 +13,14 @@ server's run_id *and* the current epoch: the first process to meet another
 server than the last one bumps the epoch, and every bucket marked before is
 retired when its server is next adopted.
 
-The ledger is read and written only outside a caller's transaction, in a
-short transaction of its own with a short lock wait: inside one, a bump
-would roll back with it, and its lock would last as long as it. A new
-connection that would need it inside a transaction, or while the database
-fails, fails instead (the breaker's usual path; a write's invalidation is
-recorded and sent after its commit).
+The usual case, the same server as last time, is a plain read (no lock,
+inside a caller's transaction or not). A switch is written only outside a
+caller's transaction, in a short one of its own with a short lock wait:
+inside one, the bump would roll back with it, and its lock would last as
+long as it. A new connection that would need a switch written inside a
+transaction, or while the database fails, fails instead (the breaker's
+usual path; a write's invalidation is then recorded and sent after its
+commit).
 
 One Redis or Sentinel (one server holds the whole cache at a time). The
 masters of a Redis Cluster are all current at once: their buckets keep the
