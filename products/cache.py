@@ -129,12 +129,12 @@ def cache_enabled() -> bool:
     return getattr(settings, "PRODUCT_CACHE_ENABLED", True)
 
 
-def _in_transaction() -> bool:
+def in_transaction(using: str | None = None) -> bool:
     """Return True inside an atomic block (other than a test case's wrapper)."""
     # A read inside a transaction must see that transaction's own writes, and
     # must never store them: they are uncommitted and may roll back. Django
     # marks the blocks TestCase opens around each test with _from_testcase.
-    connection = transaction.get_connection()
+    connection = transaction.get_connection(using)
     return connection.in_atomic_block and any(
         not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
     )
@@ -160,7 +160,7 @@ def get_product(name: str, load: Loader, *, reader: Reader | None = None) -> Cac
     Returns None for an unknown product. Never raises for a Redis failure.
     """
     read = reader or _pooled_read
-    if not cache_enabled() or _in_transaction():
+    if not cache_enabled() or in_transaction():
         return _from_database(name, load)
     token, keys = _lease_token(), list(cachekeys.product_keys(name))
     args = [token, int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)]
@@ -200,7 +200,7 @@ def get_product_counted(
     where the counter and the product live in different slots. On one server
     the slots do not matter, and the same keys serve both.
     """
-    if not cache_enabled() or _in_transaction():
+    if not cache_enabled() or in_transaction():
         return None
     token, keys = _lease_token(), [*cachekeys.product_keys(name), counter_key]
     lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)

@@ -88,25 +88,21 @@ def _unapplied_migrations(alias: str) -> int:
 class _Ready(_Probe):
     def get(self, request):
         """Answer 200 when the database answers and every migration is applied, else 503."""
-        return _readiness()
+        body: dict[str, object] = {"database": "ok", "migrations": "ok"}
+        code = 200
+        try:
+            with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+                cursor.execute("SELECT 1")
+            unapplied = _unapplied_migrations(DEFAULT_DB_ALIAS)
+            if unapplied:
+                body["migrations"] = f"{unapplied} unapplied"
+                code = 503
+        except Exception as exc:
+            logger.warning("Readiness check: database unavailable (%s)", type(exc).__name__)
+            body["database"] = "down"
+            body.pop("migrations")
+            code = 503
+        return JsonResponse(body, status=code)
 
 
 health_ready = _Ready.as_view()
-
-
-def _readiness() -> JsonResponse:
-    body: dict[str, object] = {"database": "ok", "migrations": "ok"}
-    code = 200
-    try:
-        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-            cursor.execute("SELECT 1")
-        unapplied = _unapplied_migrations(DEFAULT_DB_ALIAS)
-        if unapplied:
-            body["migrations"] = f"{unapplied} unapplied"
-            code = 503
-    except Exception as exc:
-        logger.warning("Readiness check: database unavailable (%s)", type(exc).__name__)
-        body["database"] = "down"
-        body.pop("migrations")
-        code = 503
-    return JsonResponse(body, status=code)

@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections, router, transaction
 from redis.exceptions import ConnectionError
 
+from . import cache
 from .models import CacheServer
 
 logger = logging.getLogger("products.cache")
@@ -57,15 +58,13 @@ def marker(run_id: str, db: int) -> str:
     the server before it.
     """
     using = router.db_for_write(CacheServer)
-    connection = connections[using]
     prefix = str(settings.CACHES["default"].get("KEY_PREFIX", ""))
     server = f"{run_id}/{db}/{hashlib.blake2b(prefix.encode(), digest_size=8).hexdigest()}"
     try:
         found = CacheServer.objects.using(using).filter(key=KEY).values_list("server", "epoch").first()
         if found is not None and found[0] == server:
             return f"{run_id}:{found[1]}"  # the usual case: the same server, read without a lock
-        # Blocks a test case opens around each test do not count (as in products.cache).
-        if any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks):
+        if cache.in_transaction(using):
             raise ConnectionError(
                 "a new Redis server is adopted outside a transaction; retried after the commit"
             )

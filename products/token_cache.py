@@ -160,7 +160,7 @@ class CachedTokenAuthentication(authentication.TokenAuthentication):
         instance (DRF makes one per request). products.authentication reads
         the failed-login counts this way.
         """
-        if not count_keys or not cache.cache_enabled() or cache._in_transaction():
+        if not count_keys or not cache.cache_enabled() or cache.in_transaction():
             return None
         answer, counts = _read_with(_keys(key), count_keys)
         if answer is not None:
@@ -168,7 +168,7 @@ class CachedTokenAuthentication(authentication.TokenAuthentication):
         return counts
 
     def authenticate_credentials(self, key: str):
-        if not cache.cache_enabled() or cache._in_transaction():
+        if not cache.cache_enabled() or cache.in_transaction():
             return super().authenticate_credentials(key)
         keys = None
         prefetched, self._prefetched = self._prefetched, None
