@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent, TooManyFilesSent
 from django.db import IntegrityError, OperationalError
 from django.http import JsonResponse
 from django.views import defaults
@@ -87,8 +89,21 @@ def json_error(detail: str, status_code: int) -> JsonResponse:
 
 def handler400(request, exception=None):
     if is_api_path(request.path):
-        return json_error("Bad request.", 400)
+        return json_error(_bad_request_detail(exception), 400)
     return defaults.bad_request(request, exception)
+
+
+def _bad_request_detail(exception: Exception | None) -> str:
+    # Django's request limits: say which one, as its own message would (not
+    # shown with DEBUG off); any other suspicious request stays unexplained.
+    if isinstance(exception, TooManyFieldsSent):
+        return (
+            f"Too many parameters: at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} "
+            "query string and form fields are accepted."
+        )
+    if isinstance(exception, TooManyFilesSent):
+        return f"Too many files: at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES} are accepted."
+    return "Bad request."
 
 
 def handler403(request, exception=None):

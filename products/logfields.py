@@ -75,3 +75,35 @@ class OnlyWithTraceback(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.exc_info is not None
+
+
+class SecurityEventIntoRequestLine(logging.Filter):
+    """Move Django's ``django.security.*`` records into their request's log line.
+
+    Django logs a client's suspicious request (a bad Host, too many fields or
+    files, a CSRF failure) on a line of its own, at ERROR with a traceback
+    for most: anyone could fill the log at will, and each request would no
+    longer be one line. The record's reason goes on the request instead
+    (``request.log_reason``: the request's line then says ``reason=...``) and
+    the record is dropped; one without a request keeps its line, without the
+    traceback.
+    """
+
+    PREFIX = "django.security."
+    LONGEST = 200  # characters of the reason kept (the message quotes client input)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.PREFIX):
+            return True
+        request = getattr(record, "request", None)
+        event = record.name[len(self.PREFIX) :]
+        if request is not None:
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed record: its name is reason enough
+                message = ""
+            reason = f"{event}: {message}" if message else event
+            request.log_reason = reason[: self.LONGEST]
+            return False
+        record.exc_info = record.exc_text = None
+        return True

@@ -47,6 +47,9 @@ class RequestLogMiddleware:
             response.get("X-Cache", "-"),
             request_id=rid,
             route=(match.view_name or match.route) if match is not None else UNMATCHED_ROUTE,
+            # Why Django refused it (a bad Host, too many fields, CSRF), moved
+            # here from django.security's own line (logfields.SecurityEventIntoRequestLine).
+            reason=getattr(request, "log_reason", None),
         )
         return response
 
@@ -60,6 +63,7 @@ def log_request(
     *,
     request_id: str = "-",
     route: str = UNMATCHED_ROUTE,
+    reason: str | None = None,
 ) -> None:
     """Count the request in the metrics and write its log line (also used by productsite.fastpath).
 
@@ -77,6 +81,8 @@ def log_request(
             "cache": cache,
             "request_id": request_id,
         }
+        if reason:
+            fields["reason"] = reason
         logger.info(format_fields(fields), extra={"request_fields": fields})
 
 

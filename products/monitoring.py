@@ -63,13 +63,14 @@ class _Probe(APIView):
     schema = None  # the platform's, not the API's: not in the OpenAPI schema
 
 
-class _Live(_Probe):
+class LivenessProbe(_Probe):
+    """Liveness: 200 while the process answers (no database, no Redis involved)."""
+
     def get(self, request):
-        """Answer 200 while the process can answer at all (no database, no Redis)."""
         return JsonResponse({"status": "ok"})
 
 
-health_live = _Live.as_view()
+health_live = LivenessProbe.as_view()
 
 
 _migrated: set[str] = set()  # aliases seen fully migrated (stays true while the process runs)
@@ -85,9 +86,10 @@ def _unapplied_migrations(alias: str) -> int:
     return len(plan)
 
 
-class _Ready(_Probe):
+class ReadinessProbe(_Probe):
+    """Readiness: 200 when the database answers and every migration is applied, else 503."""
+
     def get(self, request):
-        """Answer 200 when the database answers and every migration is applied, else 503."""
         body: dict[str, object] = {"database": "ok", "migrations": "ok"}
         code = 200
         try:
@@ -105,4 +107,4 @@ class _Ready(_Probe):
         return JsonResponse(body, status=code)
 
 
-health_ready = _Ready.as_view()
+health_ready = ReadinessProbe.as_view()

@@ -428,9 +428,18 @@ LOGGING = {
     },
     "filters": {
         "only_with_traceback": {"()": "products.logfields.OnlyWithTraceback"},
+        "security_into_request_line": {"()": "products.logfields.SecurityEventIntoRequestLine"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        # A client's suspicious request (a wrong Host header, too many fields,
+        # a CSRF failure) is the client's doing: Django would log it on a line
+        # of its own, mostly at ERROR with a traceback, so anyone could fill
+        # the log at will. Its reason goes into the request's one line instead.
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["security_into_request_line"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
@@ -441,9 +450,5 @@ LOGGING = {
         # a line per 4xx and 5xx saying the same. Unhandled exceptions (500,
         # with their traceback) still come through.
         "django.request": {"level": "ERROR", "filters": ["only_with_traceback"]},
-        # A wrong Host header is the client's doing (400, in the request's
-        # line); Django would log it at ERROR with a traceback, so anyone
-        # could fill the log at will.
-        "django.security.DisallowedHost": {"level": "CRITICAL"},
     },
 }

@@ -135,3 +135,6 @@ def test_probes_answer_other_methods_with_json_405_not_a_csrf_page(path):
         assert response.json()["detail"] and "GET" in response["Allow"]
     assert client.head(path).status_code == 200
     assert client.get(path).status_code == 200
+    described = client.options(path, HTTP_ACCEPT="application/json").json()
+    assert described["name"] in ("Liveness Probe", "Readiness Probe")  # not "  Live" from a private class
+    assert described["description"].startswith(described["name"].split()[0] + ":")

@@ -15,7 +15,7 @@ import requests
 
 from products.logfields import escape, format_fields, request_id
 
-from .support.processes import BASE_DIR, free_port, server_env
+from .support.processes import BASE_DIR, free_port, manage, server_env
 
 pytestmark = pytest.mark.django_db
 
@@ -194,4 +194,37 @@ def test_a_bad_host_header_logs_one_line_and_no_traceback(logging_gunicorn):
     lines = server.lines()
     assert len(_request_lines(lines)) == 1, lines
     assert "status=400" in _request_lines(lines)[0]
-    assert not any("Traceback" in line or "DisallowedHost" in line for line in lines), lines
+    assert "reason=\"DisallowedHost: Invalid HTTP_HOST header: 'evil.example'." in _request_lines(lines)[0]
+    assert not any("Traceback" in line for line in lines), lines
+    assert [line for line in lines if "DisallowedHost" in line] == _request_lines(lines)
+
+
+@pytest.mark.slow
+def test_requests_django_finds_suspicious_log_one_line_each_with_the_reason(logging_gunicorn):
+    # Too many fields, too many files, a CSRF failure: Django logs each on a
+    # line of its own (ERROR and a 50-line traceback for the first two),
+    # which any anonymous client could repeat at will.
+    server = logging_gunicorn()
+    token = manage(server.env, "create_editor", "editor").stdout.strip()
+    many_fields = requests.get(server.url + "/api/products/?" + "a=1&" * 1001, timeout=5)
+    many_files = requests.post(
+        server.url + "/api/products/",
+        files=[(f"f{i}", (f"f{i}.txt", b"x")) for i in range(101)],
+        headers={"Authorization": f"Token {token}"},
+        timeout=5,
+    )
+    no_csrf = requests.post(server.url + "/admin/login/", data={"username": "a", "password": "b"}, timeout=5)
+    assert many_fields.status_code == 400
+    assert many_fields.json() == {
+        "detail": "Too many parameters: at most 1000 query string and form fields are accepted."
+    }
+    assert many_files.status_code == 400
+    assert many_files.json() == {"detail": "Too many files: at most 100 are accepted."}
+    assert no_csrf.status_code == 403
+    lines = server.lines()
+    request_lines = _request_lines(lines)
+    assert len(request_lines) == 3, lines
+    assert 'reason="TooManyFieldsSent: The number of GET/POST parameters exceeded' in request_lines[0]
+    assert 'reason="TooManyFilesSent: The number of files exceeded' in request_lines[1]
+    assert 'reason="csrf: Forbidden (CSRF cookie not set.): /admin/login/"' in request_lines[2]
+    assert not any("Traceback" in line or "django.security" in line for line in lines), lines
