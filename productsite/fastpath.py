@@ -49,7 +49,7 @@ import orjson
 from django.conf import settings
 from django.core.handlers.wsgi import get_path_info
 from django.core.signals import setting_changed
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from django.http.request import split_domain_port, validate_host
 from rest_framework.renderers import JSONRenderer
 from rest_framework.settings import api_settings
@@ -276,6 +276,9 @@ class FastProductReads:
             started = time.perf_counter()
             try:
                 answer = self.answer(environ, *match, setup)
+            except DatabaseError:
+                # The database is down: Django's answer (a 503) logs it, once.
+                answer = None
             except Exception:
                 logger.exception("Fast product read failed; handing the request to Django")
                 answer = None
