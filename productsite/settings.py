@@ -6,6 +6,7 @@ asked for, and without DEBUG a SECRET_KEY must be given.
 """
 
 import ipaddress
+import math
 import os
 import re
 from pathlib import Path
@@ -32,6 +33,25 @@ class _Env(environ.Env):
             raise ImproperlyConfigured(
                 f"{var}: {self.ENVIRON.get(var)!r} is not a valid value ({exc})."
             ) from None
+
+    # django-environ reads "100ms" as 100.0 (it drops what is not a digit) and
+    # any unknown word as False; both are mistakes to name, not to guess at.
+    TRUE_WORDS = frozenset(("1", "true", "yes", "y", "on", "ok"))
+    FALSE_WORDS = frozenset(("0", "false", "no", "n", "off", ""))
+
+    @classmethod
+    def parse_value(cls, value, cast):
+        if isinstance(value, str) and cast is bool:
+            word = value.strip().lower()
+            if word in cls.TRUE_WORDS or word in cls.FALSE_WORDS:
+                return word in cls.TRUE_WORDS
+            raise ValueError("expected 1/0, true/false, yes/no or on/off")
+        if isinstance(value, str) and cast is float:
+            number = float(value.strip())  # "100ms" or "1,5": a ValueError
+            if not math.isfinite(number):
+                raise ValueError("expected a finite number")
+            return number
+        return super().parse_value(value, cast)
 
     def db_url(self, var="DATABASE_URL", default=environ.Env.NOTSET, engine=None) -> dict:
         try:
@@ -157,9 +177,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # stay in the OS page cache, shared, so a smaller one costs a pread on a miss.
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
-        "timeout": env.float("SQLITE_BUSY_TIMEOUT", default=20.0),
+        "timeout": _at_least("SQLITE_BUSY_TIMEOUT", env.float("SQLITE_BUSY_TIMEOUT", default=20.0), 0),
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-        f"PRAGMA cache_size=-{env.int('SQLITE_CACHE_KIB', default=512)};",
+        f"PRAGMA cache_size=-{_at_least('SQLITE_CACHE_KIB', env.int('SQLITE_CACHE_KIB', default=512), 0)};",
     }
     # A file (not :memory:) so live-server and threaded tests get real,
     # separate connections.
@@ -197,15 +217,17 @@ PRODUCT_CACHE_LEASE_WAIT = _at_least(
 )
 # How long a cached token authentication (user + permissions) may live; any
 # change to them drops it at once, this only bounds an outage's leftovers.
-AUTH_CACHE_TIMEOUT = env.int("AUTH_CACHE_TIMEOUT", default=60)
+AUTH_CACHE_TIMEOUT = _at_least("AUTH_CACHE_TIMEOUT", env.int("AUTH_CACHE_TIMEOUT", default=60), 0)
 # A per-process near cache of hot products, kept honest by Redis CLIENT
 # TRACKING (products.nearcache; one Redis, Sentinel or each master of a cluster), and
 # how many products it holds.
 PRODUCT_NEAR_CACHE = env.bool("PRODUCT_NEAR_CACHE", default=True)
-PRODUCT_NEAR_CACHE_SIZE = env.int("PRODUCT_NEAR_CACHE_SIZE", default=1000)
+PRODUCT_NEAR_CACHE_SIZE = _at_least(
+    "PRODUCT_NEAR_CACHE_SIZE", env.int("PRODUCT_NEAR_CACHE_SIZE", default=1000), 0
+)
 # Throttle counts a process reserves from Redis at once (one INCRBY); never
 # more than a hundredth of the limit (products.counters).
-PRODUCT_THROTTLE_BATCH = env.int("PRODUCT_THROTTLE_BATCH", default=64)
+PRODUCT_THROTTLE_BATCH = _at_least("PRODUCT_THROTTLE_BATCH", env.int("PRODUCT_THROTTLE_BATCH", default=64), 1)
 # Off: every product read comes from the database (throttling still counts in
 # Redis). For measuring the uncached path; production keeps it on.
 PRODUCT_CACHE_ENABLED = env.bool("PRODUCT_CACHE_ENABLED", default=True)
@@ -213,8 +235,12 @@ PRODUCT_CACHE_ENABLED = env.bool("PRODUCT_CACHE_ENABLED", default=True)
 # could not deliver (products.applier): every POLL seconds while none are
 # pending (one indexed query), every RETRY seconds while they wait for Redis.
 PRODUCT_CACHE_OUTBOX_APPLIER = env.bool("PRODUCT_CACHE_OUTBOX_APPLIER", default=True)
-PRODUCT_CACHE_OUTBOX_POLL = env.float("PRODUCT_CACHE_OUTBOX_POLL", default=1.0)
-PRODUCT_CACHE_OUTBOX_RETRY = env.float("PRODUCT_CACHE_OUTBOX_RETRY", default=0.2)
+PRODUCT_CACHE_OUTBOX_POLL = _at_least(
+    "PRODUCT_CACHE_OUTBOX_POLL", env.float("PRODUCT_CACHE_OUTBOX_POLL", default=1.0), 0, above=True
+)
+PRODUCT_CACHE_OUTBOX_RETRY = _at_least(
+    "PRODUCT_CACHE_OUTBOX_RETRY", env.float("PRODUCT_CACHE_OUTBOX_RETRY", default=0.2), 0, above=True
+)
 # Anonymous JSON reads of one product are answered by productsite.fastpath in
 # front of Django (same headers, throttle and cache) while MIDDLEWARE is the
 # stack it mirrors (else it is off and check says productsite.W001), and so
@@ -229,7 +255,7 @@ PRODUCT_SQLITE_DIRECT_READ = env.bool("PRODUCT_SQLITE_DIRECT_READ", default=True
 # glibc malloc arenas per server process (productsite.worker_memory): one
 # keeps the request thread's allocations in the main heap's free space;
 # 0 leaves glibc's default (8 per core); MALLOC_ARENA_MAX, if set, wins.
-WORKER_MALLOC_ARENAS = env.int("WORKER_MALLOC_ARENAS", default=1)
+WORKER_MALLOC_ARENAS = _at_least("WORKER_MALLOC_ARENAS", env.int("WORKER_MALLOC_ARENAS", default=1), 0)
 
 CACHES = {
     "default": redis_config.cache_settings(
@@ -237,7 +263,7 @@ CACHES = {
         key_prefix=env.str("CACHE_KEY_PREFIX", default="productsite"),
         timeout=PRODUCT_CACHE_TIMEOUT,
         socket_timeout=REDIS_SOCKET_TIMEOUT,
-        max_connections=env.int("REDIS_MAX_CONNECTIONS", default=64),
+        max_connections=_at_least("REDIS_MAX_CONNECTIONS", env.int("REDIS_MAX_CONNECTIONS", default=64), 1),
     )
 }
 
@@ -357,7 +383,9 @@ AUTH_FAILURE_RATE_PER_ADDRESS = _rate("AUTH_FAILURE_RATE_PER_ADDRESS", "20/hour"
 AUTH_FAILURE_RATE_PER_USERNAME = _rate("AUTH_FAILURE_RATE_PER_USERNAME", "10/hour")
 
 # --- Request limits -----------------------------------------------------------
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = _at_least(
+    "DATA_UPLOAD_MAX_MEMORY_SIZE", env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024), 1
+)
 
 # --- Internationalisation -----------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -397,7 +425,7 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_SECONDS = _at_least("SECURE_HSTS_SECONDS", env.int("SECURE_HSTS_SECONDS", default=0), 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -40,6 +40,23 @@ def test_check_deploy_flags_an_insecure_configuration():
     assert "security.W004" in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(
+    "variable, value, expected",
+    [
+        ("REDIS_SOCKET_TIMEOUT", " 0.25 ", 0.25),
+        ("PRODUCT_CACHE_ENABLED", "off", False),
+        ("PRODUCT_CACHE_ENABLED", "Yes", True),
+        ("PRODUCT_NEAR_CACHE", "0", False),
+        ("DEBUG", "", False),
+    ],
+)
+def test_settings_read_the_usual_spellings_of_numbers_and_switches(variable, value, expected):
+    code = f"from django.conf import settings; print(repr(settings.{variable}))"
+    result = manage(server_env(**{variable: value}), "shell", "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == repr(expected)
+
+
 def test_settings_refuse_to_start_without_a_secret_key():
     env = server_env(DEBUG="0")
     env.pop("SECRET_KEY")
@@ -60,6 +77,15 @@ def test_settings_refuse_to_start_without_a_secret_key():
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: 'LOUD' is not one of"),
         ("DATABASE_URL", "postgres://u:secret@h:notaport/x", "DATABASE_URL is not a valid database URL"),
         ("DATABASE_URL", "mysql://u:secret@h/x", "DATABASE_URL: only sqlite:///path and postgres://"),
+        # django-environ read "100ms" as 100 seconds and any unknown word as off.
+        ("REDIS_SOCKET_TIMEOUT", "100ms", "REDIS_SOCKET_TIMEOUT: '100ms' is not a valid value"),
+        ("PRODUCT_CACHE_BACKOFF", "1,5", "PRODUCT_CACHE_BACKOFF: '1,5' is not a valid value"),
+        ("SQLITE_BUSY_TIMEOUT", "nan", "SQLITE_BUSY_TIMEOUT: 'nan' is not a valid value"),
+        ("PRODUCT_CACHE_ENABLED", "maybe", "PRODUCT_CACHE_ENABLED: 'maybe' is not a valid value"),
+        ("SECURE_SSL_REDIRECT", "enabled", "SECURE_SSL_REDIRECT: 'enabled' is not a valid value"),
+        # A page cache of "--1" KiB made every SQLite connection fail; a body limit of -1 refused every POST.
+        ("SQLITE_CACHE_KIB", "-1", "SQLITE_CACHE_KIB: -1 is out of range; it must be at least 0"),
+        ("DATA_UPLOAD_MAX_MEMORY_SIZE", "-1", "DATA_UPLOAD_MAX_MEMORY_SIZE: -1 is out of range"),
     ],
 )
 def test_a_malformed_or_out_of_range_setting_is_one_line_naming_it(variable, value, says):
