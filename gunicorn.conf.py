@@ -7,6 +7,14 @@ working directory). Every value can be overridden on the command line.
 import multiprocessing
 import os
 import sys
+from pathlib import Path
+
+import environ
+
+# The same .env the app reads (productsite/settings.py) fills in what the
+# environment leaves unset, here too: GUNICORN_BIND or WEB_CONCURRENCY put
+# there would otherwise reach Django but not gunicorn.
+environ.Env.read_env(os.environ.get("ENV_FILE", Path(__file__).resolve().parent / ".env"))
 
 
 def _int(name: str, default: int) -> int:

@@ -6,11 +6,12 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
 
-from .support.processes import BASE_DIR, free_port, manage, server_env
+from .support.processes import BASE_DIR, child_pids, free_port, manage, server_env
 
 PRODUCTION = {
     "DEBUG": "0",
@@ -107,6 +108,33 @@ def test_gunicorn_refuses_a_malformed_number_of_its_own_in_one_line():
     assert (
         "configuration error: GUNICORN_TIMEOUT: 'soon'" in result.stderr and "Traceback" not in result.stderr
     )
+
+
+@pytest.mark.slow
+def test_gunicorn_takes_its_own_settings_from_the_env_file_too(tmp_path):
+    # The README: a .env fills in what the environment leaves unset. Django
+    # read it, gunicorn.conf.py did not (it listened on 8000 with 2 x cores + 1 workers).
+    port = free_port()
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"GUNICORN_BIND=127.0.0.1:{port}\nWEB_CONCURRENCY=1\n")
+    env = server_env(ENV_FILE=str(env_file), DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    env.pop("GUNICORN_BIND", None)
+    env.pop("PORT", None)
+    command = [sys.executable, "-m", "gunicorn", "productsite.wsgi:application"]
+    server = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/health/live/", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert server.poll() is None, server.stderr.read().decode()
+                time.sleep(0.05)
+        assert response.status_code == 200
+        assert len(child_pids(server.pid)) == 1  # WEB_CONCURRENCY from the file
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.parametrize("preload", ["1", "0"])
