@@ -21,6 +21,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
@@ -42,13 +43,17 @@ class UploadForm(forms.Form):
         required=False,
     )
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # A larger upload is refused with the request (413), before any form sees it.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None:
+            self.fields["file"].help_text += f" At most {filesizeformat(limit)} (the request body limit)."
+
     def clean(self):
         data = super().clean()
         upload = data.get("file")
         if upload is not None:
-            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-            if limit is not None and upload.size > limit:
-                raise forms.ValidationError(f"The file is {upload.size} bytes; the limit is {limit}.")
             data["fmt"] = data.get("fmt") or format_for_path(upload.name)
             if not data["fmt"]:
                 self.add_error("fmt", "Cannot tell the format from the file name: choose one.")

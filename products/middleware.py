@@ -7,9 +7,11 @@ import logging
 import time
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
+from django.utils.html import escape
 
 from . import metrics
+from .exceptions import is_api_path
 from .logfields import format_fields, request_id
 
 __all__ = ["BodySizeLimitMiddleware", "RequestLogMiddleware", "format_fields", "log_request", "request_id"]
@@ -113,7 +115,7 @@ class BodySizeLimitMiddleware:
             raw = request.META["wsgi.input"]
             body = raw.read(limit + 1) if limit is not None else raw.read()
             if limit is not None and len(body) > limit:
-                return self._too_large(f"more than {limit} bytes", limit)
+                return self._too_large(request, f"more than {limit} bytes", limit)
             request._stream = io.BytesIO(body)
             request._read_started = False
             request.META["CONTENT_LENGTH"] = str(len(body))
@@ -123,9 +125,14 @@ class BodySizeLimitMiddleware:
             except ValueError:
                 length = 0
             if length > limit:
-                return self._too_large(f"{length} bytes", limit)
+                return self._too_large(request, f"{length} bytes", limit)
         return self.get_response(request)
 
     @staticmethod
-    def _too_large(size: str, limit: int) -> JsonResponse:
-        return JsonResponse({"detail": f"Request body is too large: {size} (limit {limit})."}, status=413)
+    def _too_large(request, size: str, limit: int) -> HttpResponse:
+        message = f"Request body is too large: {size} (limit {limit})."
+        if is_api_path(request.path):
+            return JsonResponse({"detail": message}, status=413)
+        # The admin's pages (an import upload) keep HTML, as Django's own errors there.
+        page = f"<!doctype html><title>Request too large</title><h1>Request too large</h1><p>{escape(message)}</p>"
+        return HttpResponse(page, status=413, content_type="text/html; charset=utf-8")

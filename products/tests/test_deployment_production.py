@@ -121,7 +121,9 @@ def test_gunicorn_takes_its_own_settings_from_the_env_file_too(tmp_path):
     env.pop("GUNICORN_BIND", None)
     env.pop("PORT", None)
     command = [sys.executable, "-m", "gunicorn", "productsite.wsgi:application"]
-    server = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         for _ in range(200):
             try:
