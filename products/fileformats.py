@@ -321,7 +321,7 @@ def _read_json_array(stream: BinaryIO) -> Iterator[RawRow | RowError]:
         if first != "[":
             raise FileFormatError(
                 f"line {scanner.line}: expected a JSON array ('[') of objects; "
-                "for one object per line use --format jsonl"
+                "for one object per line, the JSON Lines format (jsonl)"
             )
         scanner.advance(scanner.pos + 1)
         if scanner.peek() == "]":
