@@ -31,7 +31,12 @@ elif command -v redis-server >/dev/null 2>&1 && [[ "$REDIS_URL" =~ ^redis://(127
     say "No Redis at $REDIS_URL; starting a local redis-server on port $port"
     start_redis "$port" || say "WARNING: redis-server did not start; serving WITHOUT a cache"
 else
-    say "WARNING: no Redis at $REDIS_URL and no redis-server installed: serving WITHOUT a cache"
+    if command -v redis-server >/dev/null 2>&1; then
+        why="a local redis-server is started only for redis://127.0.0.1 or redis://localhost"
+    else
+        why="no redis-server is installed"
+    fi
+    say "WARNING: no Redis at ${REDIS_URL/\/\/*@/\/\/***@}, and $why: serving WITHOUT a cache"
     say "         (reads come from the database; /health/ reports \"cache\": \"down\")"
 fi
 
