@@ -22,7 +22,7 @@ import threading
 from django.conf import settings
 from django.db import connections
 
-from . import outbox
+from . import outbox, serverledger, transport
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,9 @@ def _apply_forever(stop: threading.Event) -> None:
         while not stop.wait(delay):
             try:
                 found, applied = outbox.apply_pending()
+                # Another process on another Redis server: check ours again.
+                serverledger.recheck_if_moved()
+                transport.probe_if_down()
             except Exception as exc:
                 if not failing:
                     logger.warning(

@@ -38,13 +38,17 @@ from django.conf import settings
 from django.db import DatabaseError, connections, router, transaction
 from redis.exceptions import ConnectionError
 
-from . import cache
+from . import cache, transport
 from .models import CacheServer
 
 logger = logging.getLogger("products.cache")
 
 KEY = "default"  # the Django cache alias whose server this is
 LOCK_WAIT_MS = 250  # longest wait for the ledger's lock (a Redis connect waits on it)
+
+# (server, epoch) this process last marked its buckets with; None before, or
+# once another process moved the record (recheck_if_moved).
+_adopted: tuple[str, int] | None = None
 
 
 def marker(run_id: str, db: int) -> str:
@@ -63,12 +67,16 @@ def marker(run_id: str, db: int) -> str:
     try:
         found = CacheServer.objects.using(using).filter(key=KEY).values_list("server", "epoch").first()
         if found is not None and found[0] == server:
-            return f"{run_id}:{found[1]}"  # the usual case: the same server, read without a lock
-        if cache.in_transaction(using):
+            epoch = found[1]  # the usual case: the same server, read without a lock
+        elif cache.in_transaction(using):
             raise ConnectionError(
                 "a new Redis server is adopted outside a transaction; retried after the commit"
             )
-        return f"{run_id}:{_switch(using, server)}"
+        else:
+            epoch = _switch(using, server)
+        global _adopted
+        _adopted = (server, epoch)
+        return f"{run_id}:{epoch}"
     except DatabaseError as exc:
         raise ConnectionError(
             f"cannot record which Redis server the cache is on ({type(exc).__name__}: {exc})"
@@ -78,6 +86,34 @@ def marker(run_id: str, db: int) -> str:
     except Exception as exc:  # no database in this process (a test that forbids it)
         logger.warning("No record of the Redis server the cache was on (%s): retiring every bucket", exc)
         return _untrusted(run_id)
+
+
+def recheck_if_moved() -> bool:
+    """Check this process's Redis server again when another process moved the record; True if so.
+
+    Run by every server process's applier thread (products.applier). A
+    process that adopted another server meanwhile (an operator's shell or
+    import with another REDIS_URL, a proxy or Sentinel switching one
+    process first) sent its invalidations there, and this process's
+    open connections would go on serving what they replaced. Checking again
+    bumps the epoch back (a switch), which retires every bucket marked before.
+    """
+    global _adopted
+    adopted = _adopted
+    if adopted is None:
+        return False
+    using = router.db_for_write(CacheServer)
+    found = CacheServer.objects.using(using).filter(key=KEY).values_list("server", "epoch").first()
+    if found is not None and tuple(found) == adopted:
+        return False
+    _adopted = None
+    logger.warning(
+        "Another process recorded another Redis server for the product cache (%s, epoch %s); "
+        "checking this process's server again",
+        *(found or ("none", "-")),
+    )
+    transport.check_servers_again()
+    return True
 
 
 def _untrusted(run_id: str) -> str:

@@ -298,6 +298,38 @@ def run(op: Callable[[Client], T], *, force: bool = False) -> T:
     return result
 
 
+def check_servers_again() -> None:
+    """Check the server behind this process's connections again, now (another process switched servers).
+
+    Idle connections close and one new connection runs the identity check
+    at once; a connection in use carries on, which is safe: the check's
+    retirements are the server's, seen through any connection.
+    """
+    _known_servers.clear()
+    redis_client = client()
+    if is_cluster(redis_client):
+        redis_client.disconnect_connection_pools()
+    else:
+        redis_client.connection_pool.disconnect(inuse_connections=False)
+    try:
+        run(lambda c: c.ping(), force=True)
+    except CacheUnavailable:
+        pass  # checked on the next connection that succeeds
+
+
+def probe_if_down() -> None:
+    """Try Redis once when this process saw it fail and the back-off is over.
+
+    A process that serves no request would otherwise stay "down" (the
+    breaker gauge, the log) long after Redis came back.
+    """
+    if _breaker._down and not _breaker.is_open:
+        try:
+            run(lambda c: c.ping())
+        except CacheUnavailable:
+            pass
+
+
 def breaker_open() -> bool:
     """Return True while the breaker skips Redis (a failure less than PRODUCT_CACHE_BACKOFF ago)."""
     return _breaker.is_open

@@ -345,3 +345,41 @@ def test_the_same_server_met_first_inside_a_transaction_is_adopted_without_an_ou
     with transaction.atomic():
         assert cache.invalidate(["Mug"]) is True
     assert "Redis unavailable" not in caplog.text
+
+
+@pytest.mark.slow
+def test_a_write_from_a_process_on_another_redis_reaches_the_served_one_within_a_second(sqlite_gunicorn):
+    # An operator's shell with another REDIS_URL that answers: its save
+    # invalidated there, and the workers' open connections to the served
+    # Redis went on answering the old price (HIT) until the 60 s timeout.
+    # Each server process's applier now sees the ledger moved and checks
+    # its server again, which retires every bucket marked before.
+    from .support.processes import manage
+    from .support.redis_server import RedisProcess
+
+    served, other = RedisProcess(), RedisProcess()
+    served.start()
+    other.start()
+    try:
+        server = sqlite_gunicorn(workers=2, REDIS_URL=served.url)
+        created = "from products.models import Product; Product.objects.create(name='Mug', price='1.00', quantity=1)"
+        assert manage(server.env, "shell", "-c", created).returncode == 0
+        session = requests.Session()
+        for _ in range(20):  # a HIT in every worker
+            session.get(server.url + "/api/products/Mug/", timeout=5)
+        assert session.get(server.url + "/api/products/Mug/", timeout=5).headers["X-Cache"] == "HIT"
+
+        save = "from products.models import Product; p = Product.objects.get(name='Mug'); p.price = '2.00'; p.save()"
+        wrong = manage({**server.env, "REDIS_URL": other.url}, "shell", "-c", save)
+        acknowledged = time.monotonic()
+        assert wrong.returncode == 0, wrong.stderr
+        last_stale = None
+        while time.monotonic() - acknowledged < 4:
+            price = requests.get(server.url + "/api/products/Mug/", timeout=5).json()["price"]
+            if price != "2.00":
+                last_stale = time.monotonic() - acknowledged
+            time.sleep(0.01)
+        assert last_stale is None or last_stale < 1.5, f"stale {last_stale:.2f} s after the write"
+    finally:
+        served.cleanup()
+        other.cleanup()
