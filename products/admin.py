@@ -32,7 +32,7 @@ class ProductAdmin(admin.ModelAdmin):
     list_filter = [InStockFilter]
     ordering = ["name"]
     readonly_fields = ["created_at", "updated_at"]
-    fields = ["name", "price", "quantity", "created_at", "updated_at"]
+    fields = ["name", "price", "quantity", "created_at", "updated_at", "seen_version"]
     actions = ["export_selected_as_csv", "mark_out_of_stock"]
     # Adds the "Import" button (for users who may add and change products).
     change_list_template = "admin/products/product/change_list.html"

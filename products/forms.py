@@ -37,7 +37,36 @@ class ProductForm(forms.ModelForm):
     )
     price = RuleField(validators.clean_price, widget=forms.NumberInput(attrs={"step": "0.01", "min": "0"}))
     quantity = RuleField(validators.clean_quantity, widget=forms.NumberInput(attrs={"min": "0"}))
+    # The product's updated_at when the editor opened the page: a save over a
+    # change made since (another editor, the API) is refused, as If-Match
+    # refuses it on the API, instead of silently undoing that change.
+    seen_version = forms.CharField(widget=forms.HiddenInput, required=False)
 
     class Meta:
         model = Product
         fields = ["name", "price", "quantity"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["seen_version"].initial = self.instance.updated_at.isoformat()
+
+    def clean(self):
+        data = super().clean()
+        seen = data.get("seen_version")
+        if self.instance.pk is not None and seen:
+            # Locked until the admin's transaction commits (its change view is
+            # atomic), so two saves of one version cannot both pass.
+            current = (
+                Product.objects.select_for_update()
+                .filter(pk=self.instance.pk)
+                .values_list("updated_at", flat=True)
+                .first()
+            )
+            if current is not None and current.isoformat() != seen:
+                raise ValidationError(
+                    "This product was changed by someone else after you opened this page. "
+                    "Reload the page to see the change, then make yours again.",
+                    code="stale",
+                )
+        return data

@@ -7,6 +7,7 @@ proves it invalidates, and test_browser.py drives the admin in a browser.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -48,3 +49,30 @@ def test_admin_mark_out_of_stock_updates_and_invalidates(admin_client):
     assert Product.objects.get(pk=other.pk).quantity == 9
     fresh = cache.get_product("Mug", product_json)
     assert fresh.hit is False and json.loads(fresh.data)["quantity"] == 0
+
+
+def test_two_editors_in_the_admin_cannot_silently_overwrite_each_other(admin_client, make_product):
+    # SPEC: two editors cannot silently overwrite each other. Both open the
+    # change page; the first saves the price, the second (on the page opened
+    # before) saves the quantity: that save is refused, the price is kept.
+    lamp = make_product("Lamp", "5.00", 2)
+    change = f"{CHANGELIST}{lamp.pk}/change/"
+    page = admin_client.get(change).content.decode()
+    seen = lamp.updated_at.isoformat()
+    assert f'name="seen_version" value="{seen}"' in page
+    first = admin_client.post(
+        change, {"name": "Lamp", "price": "99.99", "quantity": "2", "seen_version": seen}
+    )
+    assert first.status_code == 302
+    second = admin_client.post(
+        change, {"name": "Lamp", "price": "5.00", "quantity": "50", "seen_version": seen}
+    )
+    assert second.status_code == 200  # the form again, with the error
+    assert "changed by someone else after you opened this page" in second.content.decode()
+    assert Product.objects.filter(pk=lamp.pk).values_list("price", "quantity").get() == (Decimal("99.99"), 2)
+    # Reloaded, the second editor's save goes through.
+    fresh = Product.objects.get(pk=lamp.pk).updated_at.isoformat()
+    again = admin_client.post(
+        change, {"name": "Lamp", "price": "99.99", "quantity": "50", "seen_version": fresh}
+    )
+    assert again.status_code == 302 and Product.objects.get(pk=lamp.pk).quantity == 50
