@@ -6,8 +6,9 @@ forked from one that runs it (gunicorn with ``preload_app``) stops it before
 the fork, so the child inherits no database connection in use, and both
 parent and child start their own.
 
-Cost: one indexed query per ``PRODUCT_CACHE_OUTBOX_POLL`` seconds (1 s) while
-nothing is pending. While records wait for Redis it polls every
+Cost: two indexed queries per ``PRODUCT_CACHE_OUTBOX_POLL`` seconds (1 s) while
+nothing is pending: the outbox, and the server ledger's one row
+(products.serverledger.recheck_if_moved). While records wait for Redis it polls every
 ``PRODUCT_CACHE_OUTBOX_RETRY`` seconds (0.2 s) and tries Redis each time, so a
 Redis that answers again is caught up within that, with no request needed.
 """

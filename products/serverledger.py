@@ -104,13 +104,13 @@ def recheck_if_moved() -> bool:
         return False
     using = router.db_for_write(CacheServer)
     found = CacheServer.objects.using(using).filter(key=KEY).values_list("server", "epoch").first()
-    if found is not None and tuple(found) == adopted:
-        return False
+    if found is None or tuple(found) == adopted:
+        return False  # (no record: nothing to compare with; the next adoption writes one)
     _adopted = None
     logger.warning(
         "Another process recorded another Redis server for the product cache (%s, epoch %s); "
         "checking this process's server again",
-        *(found or ("none", "-")),
+        *found,
     )
     transport.check_servers_again()
     return True
