@@ -346,3 +346,23 @@ def test_the_applier_thread_polls_with_two_queries_a_second_and_applies_without_
     while pending() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert pending() == []
+
+
+def test_a_process_that_serves_nothing_sees_redis_back_without_a_request(
+    private_redis, applier_thread, make_product, settings
+):
+    # The breaker gauge (and the "answering again" line) of a worker that
+    # served no request after Redis came back stayed "open" until its next
+    # request: a dashboard showed an outage that was over.
+    from prometheus_client import REGISTRY
+
+    settings.PRODUCT_CACHE_BACKOFF = 0.2
+    make_product("Mug", "1.00", 1)
+    private_redis.kill()
+    assert cache.get_product("Mug", product_json) is not None  # from the database
+    assert REGISTRY.get_sample_value("product_cache_breaker_open") == 1
+    private_redis.start()
+    deadline = time.monotonic() + 3  # a poll (1 s) after the back-off
+    while REGISTRY.get_sample_value("product_cache_breaker_open") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert REGISTRY.get_sample_value("product_cache_breaker_open") == 0
