@@ -50,15 +50,19 @@ def product_location(request: Request, viewname: str, name: str) -> str:
     return request.build_absolute_uri(path)
 
 
-def html_etag(json_etag: str) -> str:
+def html_etag(json_etag: str, request: Request) -> str:
     """Return the browsable API page's validator for a product whose JSON has ``json_etag``.
 
     Each representation needs its own tag, or a browser holding the JSON's
     tag would get a 304 for the HTML page (and show the JSON it cached).
-    Weak: the page carries per-request bits (CSRF token, user name), so two
-    renderings are equivalent but not byte-identical.
+    The page also depends on who asks (the navbar, the edit forms): a
+    browser that just logged in would otherwise get a 304 and show the
+    anonymous page it cached. Weak: the page carries per-request bits (the
+    CSRF token), so two renderings are equivalent but not byte-identical.
     """
-    return 'W/"' + json_etag.strip('"') + '-html"'
+    user = getattr(request, "user", None)
+    who = f"u{user.pk}" if user is not None and user.is_authenticated else "anon"
+    return 'W/"' + json_etag.strip('"') + f'-html-{who}"'
 
 
 def cached_product_response(request: Request, cached: cache.CachedProduct, shape=None, html_data=None):
@@ -68,7 +72,7 @@ def cached_product_response(request: Request, cached: cache.CachedProduct, shape
     (a serializer's data, so DRF pre-fills its edit form from the instance).
     """
     html = request.accepted_renderer.format == "api"
-    etag = html_etag(cached.etag) if html else cached.etag
+    etag = html_etag(cached.etag, request) if html else cached.etag
     if etag_matches(request.headers.get("If-None-Match"), etag):
         response = HttpResponse(status=status.HTTP_304_NOT_MODIFIED)
         del response["Content-Type"]  # a 304 has no body to describe
@@ -82,7 +86,7 @@ def cached_product_response(request: Request, cached: cache.CachedProduct, shape
         response = Response(shape(data) if shape else data)
     response["ETag"] = etag
     response["X-Cache"] = "HIT" if cached.hit else "MISS"
-    patch_vary_headers(response, ["Accept"])
+    patch_vary_headers(response, ["Accept", "Cookie"] if html else ["Accept"])
     return response
 
 

@@ -319,7 +319,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "products.browsable.ProductBrowsableAPIRenderer",  # encoded links (names with # or ?)
     ],
     "DEFAULT_PARSER_CLASSES": [
         "products.parsers.ExactJSONParser",

@@ -340,6 +340,27 @@ def test_browsable_api_list_pagination_filters_login_and_create(page, live_serve
     assert Product.objects.filter(name__in=["Teapot", "Milk jug"]).count() == 2
 
 
+def test_login_logout_and_breadcrumbs_keep_a_product_name_with_hash_and_space(page, live_server):
+    # DRF wrote the decoded path into ?next= and the breadcrumbs: for "C# book"
+    # the browser cut the link at "#", and logging in showed product "C".
+    make_editor()
+    Product.objects.create(name="C# book", price="30.00", quantity=1)
+    Product.objects.create(name="C", price="1.00", quantity=1)
+    page.goto(f"/api/products/{quote('C# book')}/stock/")
+    page.locator(".breadcrumb").get_by_role("link", name="Product Instance").click()
+    assert shown_json(page)["name"] == "C# book"
+    page.locator(".navbar").get_by_role("link", name="Log in").click()
+    page.fill("#id_username", "editor")
+    page.fill("#id_password", "pw-editor")
+    page.click("input[type=submit]")
+    expect(page.locator(".navbar")).to_contain_text("editor")
+    assert shown_json(page)["name"] == "C# book"
+    page.locator(".navbar .dropdown-toggle").click()
+    page.locator(".navbar").get_by_role("link", name="Log out").click()
+    expect(page.locator(".navbar")).to_contain_text("Log in")
+    assert shown_json(page)["name"] == "C# book"
+
+
 # --- Docs -----------------------------------------------------------------------
 
 

@@ -1,0 +1,38 @@
+"""The browsable API's own links, percent-encoded.
+
+DRF writes ``request.path`` (decoded) into its breadcrumbs and into the login
+and logout links' ``?next=``: for a product named ``C# book`` the browser
+cut the link at ``#`` and, after logging in, showed product ``C`` with its
+edit forms. Here every segment is encoded again, dot-only names as ``%2E``
+(as the service's Location headers write them).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from urllib.parse import quote
+
+from rest_framework.renderers import BrowsableAPIRenderer
+
+
+def encoded_path(path: str) -> str:
+    """Return a decoded URL path (``request.path``) percent-encoded segment by segment."""
+    return "/".join("%2E" * len(s) if s in (".", "..") else quote(s, safe="") for s in path.split("/"))
+
+
+def as_next(request) -> SimpleNamespace:
+    """Return what DRF's login and logout tags read (``.path``), for a ``?next=`` that survives decoding.
+
+    The query string is decoded once before the login view redirects to it:
+    encoded twice here, the redirect gets the path encoded once.
+    """
+    return SimpleNamespace(path=quote(encoded_path(request.path), safe="/"))
+
+
+class ProductBrowsableAPIRenderer(BrowsableAPIRenderer):
+    """DRF's browsable API with encoded breadcrumbs and login/logout links."""
+
+    template = "products/browsable_api.html"
+
+    def get_breadcrumbs(self, request):
+        return [(name, encoded_path(url)) for name, url in super().get_breadcrumbs(request)]
