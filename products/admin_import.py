@@ -20,12 +20,14 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db import router, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
 from .fileformats import EXTENSIONS, FORMATS, FileFormatError, RowError, format_for_path
+from .models import Product
 from .services.importing import ImportFailed, ImportResult, product_import_file
 
 SESSION_KEY = "products.admin_import"
@@ -114,19 +116,35 @@ def import_view(model_admin, request: HttpRequest) -> HttpResponse:
         report = _run(content, fmt, dry_run=True)
         context.update(report=report, filename=upload.name, fmt=fmt)
         if report.ok:
-            token = secrets.token_urlsafe(16)
-            request.session[SESSION_KEY] = {
-                "token": token,
-                "filename": upload.name,
-                "fmt": fmt,
-                "sha256": hashlib.sha256(content).hexdigest(),
-                "content": base64.b64encode(content).decode("ascii"),
-            }
-            context["token"] = token
+            context["token"] = _await_confirmation(request, upload.name, fmt, content, report.result)
         else:
             request.session.pop(SESSION_KEY, None)
     context["form"] = form
     return TemplateResponse(request, "admin/products/product/import.html", context)
+
+
+def _plan(result: ImportResult) -> list[int]:
+    return [result.created, result.updated, result.unchanged]
+
+
+def _await_confirmation(
+    request: HttpRequest, filename: str, fmt: str, content: bytes, dry: ImportResult
+) -> str:
+    """Keep the checked file in the session under a new token, with the dry run's plan; return the token."""
+    token = secrets.token_urlsafe(16)
+    request.session[SESSION_KEY] = {
+        "token": token,
+        "filename": filename,
+        "fmt": fmt,
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "content": base64.b64encode(content).decode("ascii"),
+        "plan": _plan(dry),
+    }
+    return token
+
+
+class _PlanChanged(Exception):
+    """The catalogue changed since the dry run: the import would not do what the user confirmed."""
 
 
 def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpResponse:
@@ -138,7 +156,25 @@ def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpRespon
     if hashlib.sha256(content).hexdigest() != stored["sha256"]:  # pragma: no cover - session tampering
         raise PermissionDenied
     del request.session[SESSION_KEY]
-    report = _run(content, stored["fmt"], dry_run=False)
+    try:
+        with transaction.atomic(using=router.db_for_write(Product)):
+            report = _run(content, stored["fmt"], dry_run=False)
+            if report.ok and _plan(report.result) != stored.get("plan", _plan(report.result)):
+                raise _PlanChanged  # rolls the import back
+    except _PlanChanged:
+        # Someone created or changed a product meanwhile: the confirmed
+        # report (say "create 2") would now update theirs. Show the new plan.
+        report = _run(content, stored["fmt"], dry_run=True)
+        context.update(report=report, filename=stored["filename"], fmt=stored["fmt"], form=UploadForm())
+        if report.ok:
+            context["token"] = _await_confirmation(
+                request, stored["filename"], stored["fmt"], content, report.result
+            )
+        messages.warning(
+            request,
+            "The catalogue changed since the dry run; nothing was written. Check the new report, then confirm again.",
+        )
+        return TemplateResponse(request, "admin/products/product/import.html", context)
     if not report.ok:
         # The catalogue changed since the dry run (e.g. a name was taken meanwhile).
         context.update(report=report, filename=stored["filename"], fmt=stored["fmt"], form=UploadForm())

@@ -75,6 +75,26 @@ def test_dry_run_reports_counts_and_writes_nothing_until_confirmed(client):
     assert "no longer waiting for confirmation" in again.content.decode()
 
 
+def test_a_confirmation_after_the_catalogue_changed_shows_the_new_plan_and_writes_nothing(client):
+    # The dry run said "create 2"; someone created one of them meanwhile. The
+    # confirmation overwrote their product without asking.
+    staff(client, "add_product", "change_product", "view_product")
+    dry = upload(client, b"name,price,quantity\nRace A,1.00,1\nRace B,2.00,2\n").context
+    assert (dry["report"].result.created, dry["report"].result.updated) == (2, 0)
+    Product.objects.create(name="Race B", price="9.00", quantity=9)  # through the API, say
+
+    changed = client.post(IMPORT, {"confirm": "1", "token": dry["token"]})
+    assert changed.status_code == 200
+    assert "changed since the dry run; nothing was written" in changed.content.decode()
+    assert catalogue() == {("Race B", Decimal("9.00"), 9)}
+    report = changed.context["report"].result
+    assert (report.created, report.updated) == (1, 1) and changed.context["token"] != dry["token"]
+
+    done = client.post(IMPORT, {"confirm": "1", "token": changed.context["token"]})
+    assert done.status_code == 302
+    assert catalogue() == {("Race A", Decimal("1.00"), 1), ("Race B", Decimal("2.00"), 2)}
+
+
 def test_a_bad_row_is_reported_by_line_and_field_and_cannot_be_confirmed(client):
     staff(client, "add_product", "change_product")
     report = upload(client, BAD)
