@@ -94,6 +94,7 @@ def _after_fork_in_child() -> None:
 
 
 def _apply_forever(stop: threading.Event) -> None:
+    serverledger.polled_in_pid = os.getpid()  # this process re-checks its server every poll
     idle = settings.PRODUCT_CACHE_OUTBOX_POLL
     # Start at a random point of the interval: the workers forked together
     # then poll spread out, and the first to see a record is sooner.

@@ -76,6 +76,7 @@ class ProductsConfig(AppConfig):
             dispatch_uid="products.retire_cache_after_data_migrations",
         )
         cachekeys.register_server_marker(serverledger.marker)
+        cache.register_after_delivery(serverledger.recheck_after_a_write)
         if outbox.record_missed_invalidation not in cache.missed_invalidation_hooks:
             cache.missed_invalidation_hooks.append(outbox.record_missed_invalidation)
         metrics.register_outbox_reader(outbox.pending_summary)

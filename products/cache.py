@@ -292,7 +292,19 @@ def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
         undelivered = exc.__cause__.names if isinstance(exc.__cause__, cachekeys.Undelivered) else names
         missed.missed(frozenset(undelivered), record_miss)
         return False
+    if _after_delivery is not None:
+        _after_delivery()
     return True
+
+
+# Runs after an invalidation reached Redis (products.serverledger: is this
+# still the server the others use? wired in apps.ready()).
+_after_delivery: Callable[[], None] | None = None
+
+
+def register_after_delivery(function: Callable[[], None]) -> None:
+    global _after_delivery
+    _after_delivery = function
 
 
 def invalidate_on_commit(names: Iterable[str], using: str | None = None) -> None:

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
+import time
 from contextlib import contextmanager
 
 from django.conf import settings
@@ -49,6 +51,12 @@ LOCK_WAIT_MS = 250  # longest wait for the ledger's lock (a Redis connect waits 
 # (server, epoch) this process last marked its buckets with; None before, or
 # once another process moved the record (recheck_if_moved).
 _adopted: tuple[str, int] | None = None
+# The process whose applier thread re-checks every poll (products.applier);
+# any other process (a shell, an import) re-checks after each delivered write.
+polled_in_pid: int | None = None
+WARN_EVERY = 60.0  # seconds between warnings while processes keep moving the record
+_warned_at: float | None = None
+_rechecks_unreported = 0
 
 
 def marker(run_id: str, db: int) -> str:
@@ -107,13 +115,50 @@ def recheck_if_moved() -> bool:
     if found is None or tuple(found) == adopted:
         return False  # (no record: nothing to compare with; the next adoption writes one)
     _adopted = None
-    logger.warning(
-        "Another process recorded another Redis server for the product cache (%s, epoch %s); "
-        "checking this process's server again",
-        *found,
-    )
+    _report_recheck(*found)
     transport.check_servers_again()
     return True
+
+
+def recheck_after_a_write() -> None:
+    """After a write's invalidation reached Redis: re-check, in a process that no applier polls for.
+
+    A shell or an import on another Redis invalidates there; its first write
+    moves the record, but its later ones would not (it stays on its server).
+    Run outside transactions only (an adoption cannot be recorded inside one).
+    """
+    if polled_in_pid == os.getpid() or _adopted is None:
+        return
+    using = router.db_for_write(CacheServer)
+    if cache.in_transaction(using):
+        return
+    try:
+        recheck_if_moved()
+    except DatabaseError as exc:  # the write is done; the serving processes still poll
+        logger.warning("Could not compare with the recorded Redis server (%s: %s)", type(exc).__name__, exc)
+
+
+def _report_recheck(server: str, epoch: int) -> None:
+    # Two deployments on one database with different Redis settings (another
+    # REDIS_URL, database number or CACHE_KEY_PREFIX) move the record back and
+    # forth: each check retires the other's buckets, so no read is stale, but
+    # nothing stays cached. Say so once a minute, not every poll.
+    global _warned_at, _rechecks_unreported
+    now = time.monotonic()
+    if _warned_at is not None and now - _warned_at < WARN_EVERY:
+        _rechecks_unreported += 1
+        logger.debug("Re-checking this process's Redis server (the record names %s, epoch %s)", server, epoch)
+        return
+    again = f" ({_rechecks_unreported} more time(s) in the last minute)" if _rechecks_unreported else ""
+    _warned_at, _rechecks_unreported = now, 0
+    logger.warning(
+        "Another process recorded another Redis server for the product cache (%s, epoch %s); "
+        "checking this process's server again, which retires what this cache held%s. Processes "
+        "sharing this database must share REDIS_URL (or the Sentinels or Cluster) and CACHE_KEY_PREFIX.",
+        server,
+        epoch,
+        again,
+    )
 
 
 def _untrusted(run_id: str) -> str:

@@ -5,6 +5,7 @@ The helpers behind them live in products/tests/support/.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,6 +15,7 @@ from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from products import serverledger
 from products.models import Product
 
 from .support.cache_state import fresh_product_cache, reset_process_state
@@ -31,6 +33,19 @@ def _fresh_product_cache():
     fresh_product_cache()
     yield
     reset_process_state()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _served_like_a_server_process():
+    """This process stands for a server process, whose applier re-checks the Redis server every poll.
+
+    A one-off process (a shell, an import) re-checks after each delivered
+    write instead: an extra query the write paths' query counts here would
+    include. The subprocess tests (test_cache_restarts) run that path.
+    """
+    serverledger.polled_in_pid = os.getpid()
+    yield
+    serverledger.polled_in_pid = None
 
 
 @pytest.fixture(scope="session", autouse=True)
