@@ -4,7 +4,9 @@ DRF writes ``request.path`` (decoded) into its breadcrumbs and into the login
 and logout links' ``?next=``: for a product named ``C# book`` the browser
 cut the link at ``#`` and, after logging in, showed product ``C`` with its
 edit forms. Here every segment is encoded again, dot-only names as ``%2E``
-(as the service's Location headers write them).
+(as the service's Location headers write them; browsers resolve even those
+as dot segments, so products named ``.`` and ``..`` stay out of a browser's
+reach: docs/api.md).
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ def encoded_path(path: str) -> str:
 def as_next(request) -> SimpleNamespace:
     """Return what DRF's login and logout tags read (``.path``), for a ``?next=`` that survives decoding.
 
-    The query string is decoded once before the login view redirects to it:
-    encoded twice here, the redirect gets the path encoded once.
+    The page's own address, query string included (a search, a cursor). The
+    ``next`` value is decoded once before the login view redirects to it:
+    encoded twice here, the redirect gets it encoded once.
     """
-    return SimpleNamespace(path=quote(encoded_path(request.path), safe="/"))
+    query = request.META.get("QUERY_STRING", "")
+    here = encoded_path(request.path) + ("?" + query if query else "")
+    return SimpleNamespace(path=quote(here, safe="/"))
 
 
 class ProductBrowsableAPIRenderer(BrowsableAPIRenderer):

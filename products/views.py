@@ -7,9 +7,12 @@ never imports drf-spectacular's generator.
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 from django.db import connection, transaction
 from django.http import HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
 from django.utils.cache import patch_vary_headers
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -55,14 +58,18 @@ def html_etag(json_etag: str, request: Request) -> str:
 
     Each representation needs its own tag, or a browser holding the JSON's
     tag would get a 304 for the HTML page (and show the JSON it cached).
-    The page also depends on who asks (the navbar, the edit forms): a
-    browser that just logged in would otherwise get a 304 and show the
-    anonymous page it cached. Weak: the page carries per-request bits (the
-    CSRF token), so two renderings are equivalent but not byte-identical.
+    The page also depends on who asks (the navbar, the edit forms) and on
+    the session's CSRF secret (its forms' token; Django rotates it at every
+    login): a browser that just logged in would otherwise get a 304 and show
+    a page it cached before, whose forms then fail the CSRF check. Weak: the
+    token is masked anew at each rendering, so two renderings are equivalent
+    but not byte-identical.
     """
     user = getattr(request, "user", None)
     who = f"u{user.pk}" if user is not None and user.is_authenticated else "anon"
-    return 'W/"' + json_etag.strip('"') + f'-html-{who}"'
+    get_token(request)  # the secret the page's forms will carry (made now if the client has none)
+    secret = hashlib.blake2b((request.META.get("CSRF_COOKIE") or "").encode(), digest_size=6).hexdigest()
+    return 'W/"' + json_etag.strip('"') + f'-html-{who}-{secret}"'
 
 
 def cached_product_response(request: Request, cached: cache.CachedProduct, shape=None, html_data=None):

@@ -360,6 +360,22 @@ def test_login_logout_and_breadcrumbs_keep_a_product_name_with_hash_and_space(pa
     expect(page.locator(".navbar")).to_contain_text("Log in")
     assert shown_json(page)["name"] == "C# book"
 
+    # Logged in again (from another page), the product page is not the one
+    # cached under the first login: its forms carry this session's CSRF token.
+    page.goto("/api/?search=x")
+    page.locator(".navbar").get_by_role("link", name="Log in").click()
+    page.fill("#id_username", "editor")
+    page.fill("#id_password", "pw-editor")
+    page.click("input[type=submit]")
+    expect(page).to_have_url(re.compile(r"/api/\?search=x$"))  # the query string survives the login
+    page.goto(f"/api/products/{quote('C# book')}/")
+    page.locator("a[name=raw-tab]").click()
+    raw = page.locator("#put-generic-content-form form")
+    raw.locator("textarea[name=_content]").fill(json.dumps({"quantity": 7}))
+    raw.get_by_role("button", name="PATCH").click()
+    expect(page.locator(".response-info")).to_contain_text("HTTP 200 OK")
+    assert Product.objects.get(name="C# book").quantity == 7
+
 
 # --- Docs -----------------------------------------------------------------------
 
