@@ -11,16 +11,27 @@ from pathlib import Path
 
 import environ
 
+
+class _DotEnv(environ.Env):
+    ENVIRON: dict[str, str] = {}  # read_env fills this, not os.environ
+
+
 # The same .env the app reads (productsite/settings.py) fills in what the
 # environment leaves unset, here too: GUNICORN_BIND or WEB_CONCURRENCY put
-# there would otherwise reach Django but not gunicorn.
-environ.Env.read_env(os.environ.get("ENV_FILE", Path(__file__).resolve().parent / ".env"))
+# there would otherwise reach Django but not gunicorn. Read into a dict of
+# its own: in os.environ its values would pass for the real environment's
+# and outlive an edit of the file (a HUP reloads workers from the master's).
+_DotEnv.read_env(os.environ.get("ENV_FILE", Path(__file__).resolve().parent / ".env"))
+
+
+def _get(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, _DotEnv.ENVIRON.get(name, default))
 
 
 def _int(name: str, default: int) -> int:
     # A mistake is one line and exit status 4 (gunicorn's "failed to load",
     # no restart loop), as for the app's own settings (productsite/startup.py).
-    value = os.environ.get(name, str(default)).strip()
+    value = _get(name, str(default)).strip()
     try:
         number = int(value)
     except ValueError:
@@ -37,7 +48,7 @@ def _int(name: str, default: int) -> int:
 # Loopback unless told otherwise: the expected front is a reverse proxy on
 # this host (whose X-Forwarded-For the app then trusts, FORWARDED_ALLOW_IPS).
 # Serving other hosts directly is a choice: GUNICORN_BIND=0.0.0.0:8000.
-bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
+bind = _get("GUNICORN_BIND", f"127.0.0.1:{_get('PORT', '8000')}")
 # Processes x threads per process. The default, 2 x cores + 1 workers, suits a
 # mostly I/O-bound app (database, Redis); threads help with slow clients.
 workers = _int("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1)
@@ -58,14 +69,14 @@ max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 1000)
 # connection, the outbox applier stops before each fork and starts again on
 # both sides, redis-py and prometheus_client start afresh in a new process.
 # A code change then needs a restart, not a HUP. GUNICORN_PRELOAD=0: off.
-preload_app = os.environ.get("GUNICORN_PRELOAD", "1").lower() not in ("0", "false", "no", "off")
+preload_app = _get("GUNICORN_PRELOAD", "1").lower() not in ("0", "false", "no", "off")
 
 # Logs to stdout/stderr, for the platform to collect. The app logs one line
 # per request (products.requests, with its request id), so gunicorn's access
 # log is off unless GUNICORN_ACCESS_LOG names a file ("-": stdout).
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+accesslog = _get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = _get("LOG_LEVEL", "info").lower()
 access_log_format = (
     'remote=%(h)s method=%(m)s path="%(U)s" query="%(q)s" status=%(s)s '
     'bytes=%(B)s duration_ms=%(M)s x_cache=%({x-cache}o)s request_id=%({x-request-id}o)s ua="%(a)s"'
@@ -76,7 +87,7 @@ logger_class = "productsite.gunicorn_logging.EscapingLogger"
 # variable, with the same default, for the client address it throttles
 # (products/addresses.py). Django reads X-Forwarded-Proto itself when
 # USE_X_FORWARDED_PROTO is set.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+forwarded_allow_ips = _get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # gunicorn's control socket lives at one fixed path per user; several
 # instances on a host (tests, benchmarks) would fight over it, and nothing
