@@ -20,13 +20,15 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import router, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from .fileformats import EXTENSIONS, FORMATS, FileFormatError, RowError, format_for_path
+from . import validators
+from .fileformats import EXTENSIONS, FORMATS, FileFormatError, RawRow, RowError, format_for_path, read_rows
 from .models import Product
 from .services.importing import ImportFailed, ImportResult, product_import_file
 
@@ -116,20 +118,38 @@ def import_view(model_admin, request: HttpRequest) -> HttpResponse:
         report = _run(content, fmt, dry_run=True)
         context.update(report=report, filename=upload.name, fmt=fmt)
         if report.ok:
-            context["token"] = _await_confirmation(request, upload.name, fmt, content, report.result)
+            context["token"] = _await_confirmation(request, upload.name, fmt, content)
         else:
             request.session.pop(SESSION_KEY, None)
     context["form"] = form
     return TemplateResponse(request, "admin/products/product/import.html", context)
 
 
-def _plan(result: ImportResult) -> list[int]:
-    return [result.created, result.updated, result.unchanged]
+def _plan(content: bytes, fmt: str) -> str:
+    """Return a fingerprint of the catalogue as the file's rows would meet it: their products now.
+
+    Any create, change or delete of one of the file's products between the
+    dry run and the confirmation changes it (counts alone would not tell a
+    product someone created from one someone deleted).
+    """
+    names = set()
+    for row in read_rows(io.BytesIO(content), fmt):
+        if isinstance(row, RawRow):
+            try:
+                names.add(validators.clean_name(row.name))
+            except DjangoValidationError:
+                pass  # a bad row: the import refuses the file anyway
+    ordered, state = sorted(names), []
+    for start in range(0, len(ordered), 500):  # under every database's parameter limit
+        chunk = ordered[start : start + 500]
+        state += Product.objects.filter(name__in=chunk).values_list("name", "updated_at")
+    digest = hashlib.sha256()
+    for name, updated_at in sorted(state):
+        digest.update(f"{name}\0{updated_at.isoformat()}\n".encode())
+    return digest.hexdigest()
 
 
-def _await_confirmation(
-    request: HttpRequest, filename: str, fmt: str, content: bytes, dry: ImportResult
-) -> str:
+def _await_confirmation(request: HttpRequest, filename: str, fmt: str, content: bytes) -> str:
     """Keep the checked file in the session under a new token, with the dry run's plan; return the token."""
     token = secrets.token_urlsafe(16)
     request.session[SESSION_KEY] = {
@@ -138,7 +158,7 @@ def _await_confirmation(
         "fmt": fmt,
         "sha256": hashlib.sha256(content).hexdigest(),
         "content": base64.b64encode(content).decode("ascii"),
-        "plan": _plan(dry),
+        "plan": _plan(content, fmt),
     }
     return token
 
@@ -158,18 +178,16 @@ def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpRespon
     del request.session[SESSION_KEY]
     try:
         with transaction.atomic(using=router.db_for_write(Product)):
+            if _plan(content, stored["fmt"]) != stored.get("plan"):
+                raise _PlanChanged
             report = _run(content, stored["fmt"], dry_run=False)
-            if report.ok and _plan(report.result) != stored.get("plan", _plan(report.result)):
-                raise _PlanChanged  # rolls the import back
     except _PlanChanged:
         # Someone created or changed a product meanwhile: the confirmed
         # report (say "create 2") would now update theirs. Show the new plan.
         report = _run(content, stored["fmt"], dry_run=True)
         context.update(report=report, filename=stored["filename"], fmt=stored["fmt"], form=UploadForm())
         if report.ok:
-            context["token"] = _await_confirmation(
-                request, stored["filename"], stored["fmt"], content, report.result
-            )
+            context["token"] = _await_confirmation(request, stored["filename"], stored["fmt"], content)
         messages.warning(
             request,
             "The catalogue changed since the dry run; nothing was written. Check the new report, then confirm again.",

@@ -65,8 +65,9 @@ class ProductForm(forms.ModelForm):
             )
             if current is not None and current.isoformat() != seen:
                 raise ValidationError(
-                    "This product was changed by someone else after you opened this page. "
-                    "Reload the page to see the change, then make yours again.",
+                    "This product was changed by someone else after you opened this page (or by a "
+                    "save already sent from it). Open the product again from the list to see the "
+                    "change, then make yours again.",
                     code="stale",
                 )
         return data

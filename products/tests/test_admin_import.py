@@ -95,6 +95,19 @@ def test_a_confirmation_after_the_catalogue_changed_shows_the_new_plan_and_write
     assert catalogue() == {("Race A", Decimal("1.00"), 1), ("Race B", Decimal("2.00"), 2)}
 
 
+def test_a_confirmation_after_equal_counts_but_other_products_changed_writes_nothing(client):
+    # The dry run: create c, update d. Meanwhile someone created c and deleted
+    # d: the counts are the same (update c, create d), the products are not.
+    staff(client, "add_product", "change_product", "view_product")
+    Product.objects.create(name="d", price="1.00", quantity=1)
+    dry = upload(client, b"name,price,quantity\nc,5.00,5\nd,6.00,6\n").context
+    Product.objects.create(name="c", price="77.00", quantity=7)
+    Product.objects.filter(name="d").delete()
+    changed = client.post(IMPORT, {"confirm": "1", "token": dry["token"]})
+    assert changed.status_code == 200 and "nothing was written" in changed.content.decode()
+    assert catalogue() == {("c", Decimal("77.00"), 7)}
+
+
 def test_a_bad_row_is_reported_by_line_and_field_and_cannot_be_confirmed(client):
     staff(client, "add_product", "change_product")
     report = upload(client, BAD)
