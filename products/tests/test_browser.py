@@ -373,7 +373,9 @@ def test_login_logout_and_breadcrumbs_keep_a_product_name_with_hash_and_space(pa
     raw = page.locator("#put-generic-content-form form")
     raw.locator("textarea[name=_content]").fill(json.dumps({"quantity": 7}))
     raw.get_by_role("button", name="PATCH").click()
+    expect(page.locator(".request-info")).to_contain_text("PATCH")  # the PATCH's own answer
     expect(page.locator(".response-info")).to_contain_text("HTTP 200 OK")
+    assert shown_json(page)["quantity"] == 7
     assert Product.objects.get(name="C# book").quantity == 7
 
 
