@@ -38,6 +38,7 @@ DUPLICATE_NAME_MESSAGE = "A product with this name already exists."
 WRITABLE_FIELDS = ("name", "price", "quantity")
 
 _CONTROL_CHARS = re.compile(f"[{_CONTROL}]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_name_length(value: str) -> None:
@@ -60,6 +61,14 @@ def validate_product_name(value: str) -> None:
         raise ValidationError('Name must not contain "/".', code="slash")
     if _CONTROL_CHARS.search(value):
         raise ValidationError("Name must not contain control characters.", code="control_character")
+    surrogate = _SURROGATE.search(value)
+    if surrogate:
+        # A lone surrogate (JSON's "\ud800") cannot be stored as UTF-8; DRF's
+        # own message, so the API and the import say it alike.
+        raise ValidationError(
+            f"Surrogate characters are not allowed: U+{ord(surrogate.group()):X}.",
+            code="surrogate_characters",
+        )
 
 
 def clean_name(value: object) -> str:

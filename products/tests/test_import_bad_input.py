@@ -341,3 +341,19 @@ def test_a_json_array_on_one_line_names_each_bad_item(existing, tmp_path):
     assert "line 1: item 3: price: Price must be greater than or equal to 0" in errors
     assert "item 2" not in errors
     assert_nothing_written(existing)
+
+
+@pytest.mark.parametrize(
+    "name, content, where",
+    [
+        ("s.json", '[{"name": "a\\ud800b", "price": "1.00", "quantity": 1}]', "line 1: item 1: name"),
+        ("s.jsonl", '{"name": "a\\ud800b", "price": "1.00", "quantity": 1}\n', "line 1: name"),
+    ],
+)
+def test_a_lone_surrogate_in_a_name_is_a_row_error_as_on_the_api(existing, tmp_path, name, content, where):
+    # It reached the INSERT (UnicodeEncodeError: a traceback here, a 500 in
+    # the admin's import); the API answers 400 with DRF's message.
+    message, errors = refuse(write(tmp_path, name, content))
+    assert f"{where}: Surrogate characters are not allowed: U+D800" in errors + message, errors + message
+    assert "Traceback" not in errors
+    assert_nothing_written(existing)
