@@ -20,7 +20,7 @@ class _DotEnv(environ.Env):
 # environment leaves unset, here too: GUNICORN_BIND or WEB_CONCURRENCY put
 # there would otherwise reach Django but not gunicorn. Read into a dict of
 # its own: in os.environ its values would pass for the real environment's
-# and outlive an edit of the file (a HUP reloads workers from the master's).
+# and outlive an edit of the file (without preload, a HUP then reads it anew).
 _DotEnv.read_env(os.environ.get("ENV_FILE", Path(__file__).resolve().parent / ".env"))
 
 
@@ -68,7 +68,8 @@ max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 1000)
 # performance.md, "Worker memory"). Safe to fork: the master opens no database
 # connection, the outbox applier stops before each fork and starts again on
 # both sides, redis-py and prometheus_client start afresh in a new process.
-# A code change then needs a restart, not a HUP. GUNICORN_PRELOAD=0: off.
+# A change of code or .env then needs a restart, not a HUP (the master read
+# both: the settings put .env in its environment). GUNICORN_PRELOAD=0: off.
 preload_app = _get("GUNICORN_PRELOAD", "1").lower() not in ("0", "false", "no", "off")
 
 # Logs to stdout/stderr, for the platform to collect. The app logs one line
