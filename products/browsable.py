@@ -16,10 +16,12 @@ from urllib.parse import quote
 
 from rest_framework.renderers import BrowsableAPIRenderer
 
+from .validators import keep_dot_segments
+
 
 def encoded_path(path: str) -> str:
     """Return a decoded URL path (``request.path``) percent-encoded segment by segment."""
-    return "/".join("%2E" * len(s) if s in (".", "..") else quote(s, safe="") for s in path.split("/"))
+    return keep_dot_segments("/".join(quote(s, safe="") for s in path.split("/")))
 
 
 def as_next(request) -> SimpleNamespace:

@@ -73,7 +73,7 @@ def marker(run_id: str, db: int) -> str:
     prefix = str(settings.CACHES["default"].get("KEY_PREFIX", ""))
     server = f"{run_id}/{db}/{hashlib.blake2b(prefix.encode(), digest_size=8).hexdigest()}"
     try:
-        found = CacheServer.objects.using(using).filter(key=KEY).values_list("server", "epoch").first()
+        found = _recorded(using)
         if found is not None and found[0] == server:
             epoch = found[1]  # the usual case: the same server, read without a lock
         elif cache.in_transaction(using):
@@ -111,7 +111,7 @@ def recheck_if_moved() -> bool:
     if adopted is None:
         return False
     using = router.db_for_write(CacheServer)
-    found = CacheServer.objects.using(using).filter(key=KEY).values_list("server", "epoch").first()
+    found = _recorded(using)
     if found is None or tuple(found) == adopted:
         return False  # (no record: nothing to compare with; the next adoption writes one)
     _adopted = None
@@ -159,6 +159,11 @@ def _report_recheck(server: str, epoch: int) -> None:
         epoch,
         again,
     )
+
+
+def _recorded(using: str) -> tuple[str, int] | None:
+    """Return the (server, epoch) the ledger records, or None before any adoption."""
+    return CacheServer.objects.using(using).filter(key=KEY).values_list("server", "epoch").first()
 
 
 def _untrusted(run_id: str) -> str:

@@ -17,6 +17,7 @@ from django.middleware.common import CommonMiddleware
 from django.utils.http import escape_leading_slashes
 
 from .exceptions import is_api_path
+from .validators import keep_dot_segments
 
 # Methods a 301 may redirect as they are (no body to lose).
 _BODYLESS = frozenset({"GET", "HEAD"})
@@ -36,8 +37,7 @@ class AppendSlashMiddleware(CommonMiddleware):
         # A product named "." or "..": sent as %2E, Django decodes it, and a
         # Location with a bare "." or ".." segment would send the client to
         # another resource (clients resolve dot segments: "../" is the API root).
-        segments = ["%2E" * len(s) if s in (".", "..") else s for s in path.split("/")]
-        return escape_leading_slashes("/".join(segments) + mark + query)
+        return escape_leading_slashes(keep_dot_segments(path) + mark + query)
 
     def process_request(self, request):
         redirect = super().process_request(request)  # PREPEND_WWW's redirect, if any

@@ -22,6 +22,16 @@ NAME_URL_PATTERN = rf"[^/{_CONTROL}]+"
 # The same for the OpenAPI schema, which also says "not only whitespace".
 NAME_SCHEMA_PATTERN = rf"^[^/{_CONTROL}]*[^/\s{_CONTROL}][^/{_CONTROL}]*$"
 
+
+def keep_dot_segments(path: str) -> str:
+    """Return a URL path with each segment that is only ``.`` or ``..`` written as ``%2E`` / ``%2E%2E``.
+
+    Products may be named so; as bare path segments, clients (and
+    build_absolute_uri) would resolve them away to another resource.
+    """
+    return "/".join("%2E" * len(s) if s in (".", "..") else s for s in path.split("/"))
+
+
 PRICE_MAX_DIGITS = 12
 PRICE_DECIMAL_PLACES = 2
 PRICE_WHOLE_DIGITS = PRICE_MAX_DIGITS - PRICE_DECIMAL_PLACES

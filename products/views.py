@@ -35,7 +35,7 @@ from .serializers import (
     StockChangeSerializer,
 )
 from .services import stock
-from .validators import NAME_URL_PATTERN
+from .validators import NAME_URL_PATTERN, keep_dot_segments
 
 
 def _etag_of(representation: dict) -> str:
@@ -44,13 +44,7 @@ def _etag_of(representation: dict) -> str:
 
 def product_location(request: Request, viewname: str, name: str) -> str:
     """Return the absolute URL of a product, for a Location header."""
-    path = reverse(viewname, kwargs={"name": name})
-    if name in (".", ".."):
-        # Valid names, but as path segments clients (and build_absolute_uri)
-        # would resolve them away.
-        head, _, tail = path.rpartition("/" + name)
-        path = head + "/" + "%2E" * len(name) + tail
-    return request.build_absolute_uri(path)
+    return request.build_absolute_uri(keep_dot_segments(reverse(viewname, kwargs={"name": name})))
 
 
 def html_etag(json_etag: str, request: Request) -> str:
