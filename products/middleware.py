@@ -113,7 +113,15 @@ class BodySizeLimitMiddleware:
             # Django bounds its stream by Content-Length (0 here): read the
             # server's input, which the server has de-chunked and terminated.
             raw = request.META["wsgi.input"]
-            body = raw.read(limit + 1) if limit is not None else raw.read()
+            try:
+                body = raw.read(limit + 1) if limit is not None else raw.read()
+            except Exception as exc:
+                # The server could not de-chunk it: a bad chunk size, a missing
+                # terminator, the client gone before the last chunk (gunicorn's
+                # ParseException or NoMoreData). Bad input, not a server error;
+                # the server closes the connection, as it cannot tell where the
+                # next request would start.
+                return self._unreadable(request, exc)
             if limit is not None and len(body) > limit:
                 return self._too_large(request, f"more than {limit} bytes", limit)
             request._stream = io.BytesIO(body)
@@ -127,6 +135,15 @@ class BodySizeLimitMiddleware:
             if length > limit:
                 return self._too_large(request, f"{length} bytes", limit)
         return self.get_response(request)
+
+    @staticmethod
+    def _unreadable(request, exc: Exception) -> HttpResponse:
+        message = "Malformed request body: the chunked transfer encoding could not be read."
+        request.log_reason = f"{type(exc).__name__}: {exc}"[:200]  # on the request's one line
+        if is_api_path(request.path):
+            return JsonResponse({"detail": message}, status=400)
+        page = f"<!doctype html><title>Bad request</title><h1>Bad request</h1><p>{escape(message)}</p>"
+        return HttpResponse(page, status=400, content_type="text/html; charset=utf-8")
 
     @staticmethod
     def _too_large(request, size: str, limit: int) -> HttpResponse:

@@ -204,3 +204,32 @@ def test_chunked_request_bodies_are_read_and_limited(sqlite_gunicorn):
         f"{server.url}/api/products/", data=chunks(b'{"name": "' + b"x" * 3000 + b'"}'), timeout=30
     )
     assert too_big.status_code == 413
+
+
+def test_a_chunked_body_the_server_cannot_read_is_400_not_500(sqlite_gunicorn):
+    import socket
+
+    server = sqlite_gunicorn(workers=1)
+    broken = {
+        "unfinished": b'5\r\n{"a":',
+        "bad_size": b"zz\r\nabc\r\n0\r\n\r\n",
+        "huge_size": b"ffffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        "no_terminator": b"3\r\nabcX\r\n0\r\n\r\n",
+    }
+    for path, method in (("/api/products/", "POST"), ("/health/", "GET"), ("/admin/login/", "POST")):
+        for case, chunks in broken.items():
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(
+                    f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n".encode()
+                    + chunks
+                )
+                sock.shutdown(socket.SHUT_WR)
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            status_line = answer.split(b"\r\n", 1)[0]
+            assert status_line == b"HTTP/1.1 400 Bad Request", (path, case, answer[:300])
+            if path.startswith("/api/"):
+                assert b'"detail": "Malformed request body' in answer, answer[-300:]
+    assert requests.get(server.url + "/health/", timeout=5).status_code == 200
