@@ -336,10 +336,15 @@ def _read_json_array(stream: BinaryIO) -> Iterator[RawRow | RowError]:
                     try:
                         obj, end = jsonnumbers.raw_decode(scanner.buf, scanner.pos)
                     except jsonnumbers.JSONError as exc:
-                        if not scanner.eof and len(scanner.buf) - scanner.pos < MAX_RECORD_CHARS:
+                        unfinished = not isinstance(exc, jsonnumbers.NumberOutOfRange)
+                        if (
+                            unfinished
+                            and not scanner.eof
+                            and len(scanner.buf) - scanner.pos < MAX_RECORD_CHARS
+                        ):
                             scanner.fill()  # the element may continue in the next chunk
                             continue
-                        if not scanner.eof:
+                        if unfinished and not scanner.eof:
                             # Still unfinished after MAX_RECORD_CHARS: too long, not malformed.
                             raise FileFormatError(
                                 f"line {line}: item {item}: the element is longer than {MAX_RECORD_CHARS} characters"

@@ -8,14 +8,14 @@ the product rules refuse it as they refuse the same text in a string.
 
 Python's ``int()`` refuses strings of more than 4,300 digits with a
 ValueError; an integer that long is kept as a ``Decimal`` too (the rules then
-say it is out of range). Nesting deeper than Python's recursion limit, NaN
-and Infinity are decode errors.
+say it is out of range). Nesting deeper than Python's recursion limit, NaN,
+Infinity and exponents beyond what a Decimal holds are decode errors.
 """
 
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 # Beyond any quantity or id; longer integers stay Decimal (no int() limit).
 MAX_INT_DIGITS = 40
@@ -29,15 +29,27 @@ class JSONError(ValueError):
         self.pos = pos
 
 
+class NumberOutOfRange(JSONError):
+    """A number no Decimal holds: the text is complete, and wrong (not cut short)."""
+
+
 def _int(text: str) -> int | Decimal:
-    return int(text) if len(text) <= MAX_INT_DIGITS else Decimal(text)
+    return int(text) if len(text) <= MAX_INT_DIGITS else _decimal(text)
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        # An exponent beyond what Decimal holds (1e100000000000000000000).
+        raise NumberOutOfRange(f"number out of range: {text[:40]}") from None
 
 
 def _constant(name: str) -> None:
     raise JSONError(f"{name} is not a JSON number")
 
 
-DECODER = json.JSONDecoder(parse_float=Decimal, parse_int=_int, parse_constant=_constant)
+DECODER = json.JSONDecoder(parse_float=_decimal, parse_int=_int, parse_constant=_constant)
 
 
 def raw_decode(text: str, pos: int = 0) -> tuple[object, int]:

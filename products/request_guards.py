@@ -1,5 +1,12 @@
 """Refuse a NUL character in a query parameter, cookie or header, before anything reads it.
 
+And answer 404 for a path that names nothing: one with a NUL (the admin's
+``/admin/r/<type>/<id>/`` would look the id up: a 500 on PostgreSQL) or with
+bytes that are not UTF-8. Django re-percent-encodes such bytes
+(``/api/products/%FF/`` reaches the view as the name ``%FF``), so the
+request would read, or write, the product literally named ``%FF``;
+:class:`MarkUndecodablePaths` (productsite/wsgi.py) notes them first.
+
 PostgreSQL cannot store NUL in text and answers any query carrying one with
 an error (psycopg's DataError: a 500). No product, user, session or token
 contains one, so a request that sends one in a place the service may look
@@ -12,7 +19,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpResponseBadRequest, JsonResponse
 
 from .exceptions import is_api_path
 
@@ -32,13 +39,44 @@ def _where_nul(meta: dict) -> str | None:
     return None
 
 
+UNDECODABLE_PATH = "products.request_guards.undecodable_path"  # the environ's mark
+
+
+def path_is_undecodable(environ: dict) -> bool:
+    """Whether a WSGI environ's path is bytes that are not UTF-8 (read before Django rewrites it)."""
+    try:
+        environ.get("PATH_INFO", "").encode("iso-8859-1").decode("utf-8")  # PEP 3333: bytes as latin-1
+    except UnicodeError:
+        return True
+    return False
+
+
+class MarkUndecodablePaths:
+    """WSGI middleware: mark a path that is not UTF-8, for :class:`RefuseNulMiddleware`.
+
+    Django's WSGIRequest replaces ``PATH_INFO`` with its re-percent-encoded
+    form, after which ``/api/products/%FF/`` and ``/api/products/%25FF/``
+    look the same; only the WSGI layer still sees the difference.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict, start_response):
+        if path_is_undecodable(environ):
+            environ[UNDECODABLE_PATH] = True
+        return self.app(environ, start_response)
+
+
 class RefuseNulMiddleware:
-    """Answer 400 for a NUL in the query string, a cookie or a header."""
+    """Answer 400 for a NUL in the query string, a cookie or a header; 404 for a path naming nothing."""
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
 
     def __call__(self, request):
+        if "\x00" in request.path_info or request.META.get(UNDECODABLE_PATH):
+            raise Http404("No such page.")  # Django's 404 page; JSON under /api/
         where = _where_nul(request.META)
         if where is None:
             return self.get_response(request)

@@ -30,7 +30,8 @@ Django unchanged:
 * a request with a body (``Content-Length`` > 0 or ``Transfer-Encoding``);
 * an ``Accept`` header other than ``*/*`` or ``application/json`` (an absent
   one is fine; an empty one is a 406 from DRF);
-* a NUL character in any header (a 400 from RefuseNulMiddleware);
+* a NUL character in any header (a 400 from RefuseNulMiddleware), or a path
+  whose bytes are not UTF-8 (its 404);
 * a request over the throttle limit (DRF answers the 429 with Retry-After);
 * a host not in ALLOWED_HOSTS, an ``X-Forwarded-Host`` Django would read, an
   HTTPS redirect, ``PRODUCT_FAST_PATH`` off;
@@ -58,6 +59,7 @@ from products import cache, counters
 from products.addresses import client_address
 from products.conditional import etag_matches, make_etag
 from products.middleware import log_request, request_id
+from products.request_guards import path_is_undecodable
 from products.selectors import compact, legacy_shape, product_json
 from products.throttling import (
     AnonymousFixedWindowThrottle,
@@ -75,7 +77,8 @@ logger = logging.getLogger(__name__)
 MIRRORED_MIDDLEWARE = (
     "products.middleware.RequestLogMiddleware",
     "products.middleware.BodySizeLimitMiddleware",
-    # 400 for a NUL in the query, a cookie or a header: such requests are handed over.
+    # 400 for a NUL in the query, a cookie or a header; 404 for a path that is not
+    # UTF-8: such requests are handed over.
     "products.request_guards.RefuseNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -314,6 +317,8 @@ class FastProductReads:
         if any("\x00" in value for key, value in environ.items() if key.startswith("HTTP_")):
             return None  # RefuseNulMiddleware answers 400
         path = get_path_info(environ) or "/"
+        if "%" in path and path_is_undecodable(environ):
+            return None  # bytes that are not UTF-8, re-percent-encoded: RefuseNulMiddleware's 404
         api = _API.fullmatch(path)
         found = api or _LEGACY.fullmatch(path)
         if found is None or not _host_allowed(environ, setup):

@@ -18,6 +18,12 @@ import_drf_compat()
 
 application = get_wsgi_application()
 
+# Django rewrites a path that is not UTF-8 into a valid-looking one: note it
+# while it can still be told apart (RefuseNulMiddleware then answers 404).
+from products.request_guards import MarkUndecodablePaths  # noqa: E402
+
+application = MarkUndecodablePaths(application)
+
 from django.conf import settings  # noqa: E402
 
 from productsite.worker_memory import freeze_heap, limit_malloc_arenas, load_what_requests_load  # noqa: E402

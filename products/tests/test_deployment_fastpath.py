@@ -18,7 +18,7 @@ from django.test import RequestFactory
 from products import cache as product_cache
 from products.models import Product
 
-from .support.wsgi_answer import Answer, call
+from .support.wsgi_answer import Answer, call, server_environ
 
 
 @pytest.fixture
@@ -31,6 +31,7 @@ def wsgi_get(db, monkeypatch) -> Iterator:
     test that overrides settings gets the answer a server started with them
     would give.
     """
+    from products.request_guards import MarkUndecodablePaths
     from productsite import fastpath
 
     monkeypatch.setattr(fastpath, "close_old_connections", lambda: None)
@@ -39,10 +40,14 @@ def wsgi_get(db, monkeypatch) -> Iterator:
 
     def get(path: str, **headers: str) -> Answer:
         # A fixed request id: both paths echo it (generated ones would differ).
-        environ = factory.get(
+        request = factory.get(
             path, **{"HTTP_HOST": "testserver", "HTTP_X_REQUEST_ID": "compare-1", **headers}
-        ).environ
-        return call(fastpath.FastProductReads, environ)
+        )
+        # Wrapped as productsite/wsgi.py wraps Django (less the fast create and HEAD).
+        return call(
+            lambda django: fastpath.FastProductReads(MarkUndecodablePaths(django)),
+            server_environ(request, path),
+        )
 
     return get
 
@@ -291,6 +296,18 @@ def test_throttling_counts_fast_path_requests(mug, wsgi_get, anon_client, settin
     assert "throttled" in refused.json()["detail"]
     # The fast path and DRF share one counter.
     assert anon_client.get(API).status_code == 429
+
+
+def test_a_path_that_is_not_utf8_is_handed_to_djangos_404(wsgi_get, make_product):
+    # Django re-percent-encodes the byte: the path would match the product "%FF".
+    make_product("%FF")
+    for path in ("/api/products/%FF/", "/products/%FF"):
+        wsgi_get(path)
+        answer = wsgi_get(path)
+        assert answer.handled_by_django and answer.status_code == 404, path
+    wsgi_get("/api/products/%25FF/")
+    named = wsgi_get("/api/products/%25FF/")  # the name, percent-encoded: the fast path's hit
+    assert named.status_code == 200 and not named.handled_by_django
 
 
 def test_unknown_name_is_a_404_in_json(wsgi_get, db):

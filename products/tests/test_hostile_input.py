@@ -128,3 +128,72 @@ def test_exact_json_numbers_are_still_accepted(editor_client):
 def test_json_that_is_not_plain_json_is_400(editor_client, body):
     response = editor_client.post("/api/products/", body, content_type="application/json")
     assert response.status_code == 400 and "JSON parse error" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "number", ["1e100000000000000000000", "1E+100000000000000000000", "-1e-100000000000000000000"]
+)
+def test_a_json_number_beyond_any_decimal_is_400_on_every_write(editor_client, make_product, number):
+    make_product("Mug", quantity=3)
+    writes = [
+        ("POST", "/api/products/", '{"name": "Big", "price": %s, "quantity": 1}'),
+        ("PATCH", "/api/products/Mug/", '{"price": %s}'),
+        ("POST", "/api/products/Mug/stock/", '{"delta": %s}'),
+        ("POST", "/products", '{"name": "Big", "price": "1.00", "quantity": %s}'),
+        ("POST", "/api/products/", '{"name": "Big", "price": "1.00", "note": %s}'),
+    ]
+    for method, url, body in writes:
+        response = editor_client.generic(method, url, body % number, content_type="application/json")
+        assert response.status_code == 400, (url, response.content[:200])
+        assert response.json()["detail"].startswith("JSON parse error - number out of range")
+    assert editor_client.get("/api/products/Mug/").json()["quantity"] == 3
+    assert editor_client.get("/api/products/Big/").status_code == 404
+
+
+# --- Paths that name nothing ------------------------------------------------------------
+
+
+def test_a_path_whose_bytes_are_not_utf8_reaches_no_product(editor_token, make_product):
+    # Django re-percent-encodes such bytes: /api/products/%FF/ reached "%FF" itself.
+    from django.test import RequestFactory
+
+    from products.request_guards import MarkUndecodablePaths
+
+    from .support.wsgi_answer import call, server_environ
+
+    make_product("%FF", quantity=7)
+    factory, auth = RequestFactory(), {"HTTP_AUTHORIZATION": f"Token {editor_token}"}
+
+    def answer(method: str, url: str, **kwargs):
+        environ = server_environ(getattr(factory, method)(url, **kwargs), url)
+        return call(MarkUndecodablePaths, environ)  # as productsite/wsgi.py wraps Django
+
+    for url in ("/api/products/%FF/", "/api/products/%ED%A0%80/", "/products/%FF"):
+        assert answer("get", url).status_code == 404, url
+    assert answer("get", "/api/products/%FF/").json() == {"detail": "Not found."}
+    patch = answer(
+        "patch", "/api/products/%FF/", data='{"quantity": 1}', content_type="application/json", **auth
+    )
+    assert patch.status_code == 404
+    assert answer("delete", "/api/products/%FF/", **auth).status_code == 404
+    product = answer("get", "/api/products/%25FF/")  # the name, percent-encoded
+    assert product.status_code == 200 and product.json()["quantity"] == 7
+
+
+def test_a_nul_in_the_admins_shortcut_path_is_404():
+    from django.contrib.contenttypes.models import ContentType
+    from rest_framework.authtoken.models import Token
+
+    User.objects.create_superuser("boss", password="pw-boss-123")
+    browser = Client(raise_request_exception=False)
+    browser.login(username="boss", password="pw-boss-123")
+    kind = ContentType.objects.get_for_model(Token).pk
+    assert browser.get(f"/admin/r/{kind}/a%00/").status_code == 404  # was a DataError on PostgreSQL
+
+
+def test_options_on_the_docs_pages_is_their_metadata_in_json(anon_client):
+    for url in ("/api/docs/", "/api/redoc/", "/api/schema/"):
+        response = anon_client.options(url)
+        assert response.status_code == 200, (url, response.content[:200])
+        assert response["Content-Type"] == "application/json"
+        assert "name" in response.json()

@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Callable
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
@@ -18,6 +19,18 @@ class Answer:
 
     def json(self):
         return json.loads(self.body)
+
+
+def server_environ(request, url: str) -> dict:
+    """Return the environ of a RequestFactory request for ``url``, its ``PATH_INFO`` as a WSGI server gives it.
+
+    Building the WSGIRequest replaced it with Django's decoded (and, for bytes
+    that are not UTF-8, re-percent-encoded) path; a server passes the path's
+    bytes as latin-1 (PEP 3333).
+    """
+    environ = request.environ
+    environ["PATH_INFO"] = unquote_to_bytes(urlsplit(url).path).decode("iso-8859-1")
+    return environ
 
 
 def call(wrap: Callable[[WSGIHandler], Callable], environ: dict) -> Answer:
