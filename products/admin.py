@@ -1,4 +1,6 @@
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.db import DatabaseError, router, transaction
 from django.http import StreamingHttpResponse
 from django.urls import path
 from django.utils import timezone
@@ -42,6 +44,19 @@ class ProductAdmin(admin.ModelAdmin):
         name = f"{opts.app_label}_{opts.model_name}_import"
         view = self.admin_site.admin_view(lambda request: import_view(self, request))
         return [path("import/", view, name=name), *super().get_urls()]
+
+    def get_changelist_instance(self, request):
+        # The changelist takes any lookup on a field from the query string
+        # (?name__regex=, ?created_at__year=). One the database refuses (a
+        # malformed regex) or that cannot become a query (year 999999999) is
+        # bad input: Django's own answer for bad lookups (a redirect to ?e=1), not a 500.
+        try:
+            # A savepoint: inside a transaction (a test, ATOMIC_REQUESTS),
+            # PostgreSQL refuses every later query after a failed one.
+            with transaction.atomic(using=router.db_for_read(self.model)):
+                return super().get_changelist_instance(request)
+        except (DatabaseError, ValueError, OverflowError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
 
     def changelist_view(self, request, extra_context=None):
         can_import = self.has_add_permission(request) and self.has_change_permission(request)

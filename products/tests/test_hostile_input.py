@@ -197,3 +197,19 @@ def test_options_on_the_docs_pages_is_their_metadata_in_json(anon_client):
         assert response.status_code == 200, (url, response.content[:200])
         assert response["Content-Type"] == "application/json"
         assert "name" in response.json()
+
+
+@pytest.mark.parametrize(
+    "query", ["name__regex=(", "name__iregex=%5B", "created_at__year=999999999", "quantity__gt=1e999"]
+)
+def test_a_lookup_the_database_refuses_in_the_admins_changelist_is_djangos_bad_lookup_redirect(
+    query, make_product
+):
+    make_product("Mug")  # a regex is only compiled against rows
+    User.objects.create_superuser("boss", password="pw-boss-123")
+    browser = Client(raise_request_exception=False)
+    browser.login(username="boss", password="pw-boss-123")
+    response = browser.get(f"/admin/products/product/?{query}")
+    assert response.status_code == 302, response.content[:300]
+    assert response["Location"] == "/admin/products/product/?e=1"
+    assert browser.get(response["Location"]).status_code == 200
