@@ -33,7 +33,9 @@ class RuleField(forms.Field):
 
 class ProductForm(forms.ModelForm):
     name = RuleField(
-        validators.clean_name, widget=forms.TextInput(attrs={"maxlength": validators.NAME_MAX_LENGTH})
+        validators.clean_name,
+        widget=forms.TextInput(attrs={"maxlength": validators.NAME_MAX_LENGTH}),
+        error_messages={"required": validators.BLANK_NAME_MESSAGE},  # an empty box is a blank name
     )
     price = RuleField(validators.clean_price, widget=forms.NumberInput(attrs={"step": "0.01", "min": "0"}))
     quantity = RuleField(validators.clean_quantity, widget=forms.NumberInput(attrs={"min": "0"}))

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from . import validators
 from .exceptions import ProductNameConflict
@@ -77,7 +79,22 @@ class QuantityField(serializers.Field):
 
 
 class NameField(serializers.CharField):
-    """A product name: a JSON string only (DRF's CharField would take 123 too)."""
+    """A product name: a JSON string only (DRF's CharField would take 123 too).
+
+    The name rule (validators.validate_product_name) says each thing once:
+    DRF's own NUL and surrogate checks, and its blank message, would say it a
+    second way ("Null characters are not allowed." beside the rule's
+    "Name must not contain control characters.").
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("error_messages", {}).setdefault("blank", validators.BLANK_NAME_MESSAGE)
+        super().__init__(**kwargs)
+        self.validators = [
+            v
+            for v in self.validators
+            if not isinstance(v, (ProhibitNullCharactersValidator, ProhibitSurrogateCharactersValidator))
+        ]
 
     def to_internal_value(self, data) -> str:
         if not isinstance(data, str):

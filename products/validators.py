@@ -60,12 +60,15 @@ def check_name_length(value: str) -> None:
         )
 
 
+BLANK_NAME_MESSAGE = "Name must not be blank."
+
+
 def validate_product_name(value: str) -> None:
     """Reject names that cannot be a URL path segment or a printable label."""
     if value != value.strip():
         raise ValidationError("Name must not start or end with whitespace.", code="whitespace")
     if not value:
-        raise ValidationError("Name must not be blank.", code="blank")
+        raise ValidationError(BLANK_NAME_MESSAGE, code="blank")
     check_name_length(value)
     if "/" in value:
         raise ValidationError('Name must not contain "/".', code="slash")

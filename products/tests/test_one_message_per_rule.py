@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from django.contrib.auth.models import User
@@ -67,6 +68,7 @@ CASES = [
     ("quantity", {"quantity": "1.5"}, "Quantity must be an integer."),
     ("name", {"name": "x" * 201}, "Name must be at most 200 characters (it has 201)."),
     ("name", {"name": "a/b"}, 'Name must not contain "/".'),
+    ("name", {"name": "   "}, validators.BLANK_NAME_MESSAGE),
 ]
 
 
@@ -138,3 +140,25 @@ def test_the_admin_still_saves_a_good_product(admin_browser):
 def test_a_name_too_long_as_sent_is_refused_even_if_trimming_would_fit(editor_client):
     response = editor_client.post("/api/products/", {"name": " " + "x" * 200, "price": "1.00"}, format="json")
     assert response.json() == {"name": ["Name must be at most 200 characters (it has 201)."]}
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("", validators.BLANK_NAME_MESSAGE),
+        ("N\x00", "Name must not contain control characters."),
+        ("N\ud800", "Surrogate characters are not allowed: U+D800."),
+    ],
+    ids=["blank", "nul", "lone_surrogate"],
+)
+@pytest.mark.parametrize("url", ["/api/products/", "/products"], ids=["api", "legacy_route"])
+def test_a_name_rule_that_drf_also_checks_still_says_it_once(editor_client, url, name, message):
+    body = json.dumps({"name": name, "price": "1.00"})  # ASCII: a lone surrogate as "\\ud800"
+    response = editor_client.post(url, body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"name": [message]}
+
+
+def test_an_empty_name_in_the_admin_reads_as_the_blank_rule(admin_browser):
+    page = admin_browser.post("/admin/products/product/add/", {"name": "", "price": "1.00", "quantity": "1"})
+    assert list(page.context["adminform"].form.errors["name"]) == [validators.BLANK_NAME_MESSAGE]
