@@ -30,7 +30,9 @@ class ProductsConfig(AppConfig):
             metrics,
             outbox,
             receivers,
+            sentinelwatch,
             serverledger,
+            transport,
         )
         from .models import Product
 
@@ -77,6 +79,8 @@ class ProductsConfig(AppConfig):
         )
         cachekeys.register_server_marker(serverledger.marker)
         cache.register_after_delivery(serverledger.recheck_after_a_write)
+        # On Sentinel: leave the old master as soon as the sentinels switch away from it.
+        transport.register_first_use(sentinelwatch.watch)
         if outbox.record_missed_invalidation not in cache.missed_invalidation_hooks:
             cache.missed_invalidation_hooks.append(outbox.record_missed_invalidation)
         metrics.register_outbox_reader(outbox.pending_summary)

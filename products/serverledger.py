@@ -40,7 +40,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections, router, transaction
 from redis.exceptions import ConnectionError
 
-from . import cache, transport
+from . import cache, nearcache, transport
 from .models import CacheServer
 
 logger = logging.getLogger("products.cache")
@@ -116,6 +116,9 @@ def recheck_if_moved() -> bool:
         return False  # (no record: nothing to compare with; the next adoption writes one)
     _adopted = None
     _report_recheck(*found)
+    # The near cache's tracked connection goes too: on Sentinel it may still
+    # be on a master the sentinels have left, proving stale entries with PINGs.
+    nearcache.reset()
     transport.check_servers_again()
     return True
 

@@ -66,7 +66,31 @@ def client() -> Client:
             if not getattr(shared, "_products_checks_server", False):
                 _install_server_check(redis_client)
                 shared._products_checks_server = True
+    if not _first_use_seen:
+        _first_use(redis_client)
     return redis_client
+
+
+# Run once per process on its first client (again in a forked child): the
+# policy's watchers (products.sentinelwatch) start here.
+_on_first_use: list[Callable[[Client], None]] = []
+_first_use_seen = False
+
+
+def register_first_use(function: Callable[[Client], None]) -> None:
+    """Add what runs with this process's first Redis client (and a forked child's)."""
+    if function not in _on_first_use:
+        _on_first_use.append(function)
+
+
+def _first_use(redis_client: Client) -> None:
+    global _first_use_seen
+    _first_use_seen = True
+    for function in _on_first_use:
+        try:
+            function(redis_client)
+        except Exception:  # pragma: no cover - a watcher must not break the cache
+            logger.exception("Starting %s failed", getattr(function, "__qualname__", function))
 
 
 def is_cluster(redis_client: Client) -> bool:
@@ -262,7 +286,8 @@ _breaker = _Breaker()
 def _after_fork_in_child() -> None:
     # A lock another thread held at the fork (the master's outbox applier or
     # probe, mid-adoption) would stay held forever in the child: new ones.
-    global _adopt_lock, _adopting
+    global _adopt_lock, _adopting, _first_use_seen
+    _first_use_seen = False  # the parent's watcher threads did not follow the fork
     _adopt_lock = threading.Lock()
     _adopting = threading.local()
     _breaker._lock = threading.Lock()

@@ -10,15 +10,20 @@ the bounds asserted are the issue's, with room for a loaded machine.
 from __future__ import annotations
 
 import time
+import uuid
 from decimal import Decimal
 
 import pytest
+import redis
+import requests
+from django.conf import settings as django_settings
 
 from products import cache
 from products.models import Product
 
 from .support.cache_state import reset_process_state
-from .support.redis_topologies import DATA_PASSWORD, use_topology, wait_for
+from .support.processes import manage
+from .support.redis_topologies import DATA_PASSWORD, SENTINEL_MASTER, use_topology, wait_for
 from .test_cache_invalidation import read
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -145,6 +150,53 @@ def test_sentinel_failover_never_serves_an_invalidation_the_old_master_took_with
     )
     assert stale == 0
     assert hits > 0, "caching did not resume on the promoted replica"
+
+
+def _ask_for_a_failover(sentinels) -> bool:
+    try:
+        sentinels.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", SENTINEL_MASTER)
+    except redis.ResponseError:  # INPROG, or NOGOODSLAVE while the replica catches up
+        return False
+    return True
+
+
+def test_a_manual_sentinel_failover_is_followed_at_once_by_every_process(redis_sentinel, sqlite_gunicorn):
+    """The old master stays up (about 10 s as a master): no worker may keep reading it after a write."""
+    redis_sentinel.wait_healthy()
+    prefix = f"{django_settings.CACHES['default']['KEY_PREFIX']}:manual-{uuid.uuid4().hex[:6]}"
+    server = sqlite_gunicorn(workers=2, CACHE_KEY_PREFIX=prefix, **redis_sentinel.env)
+
+    def shell(code: str) -> None:
+        result = manage(server.env, "shell", "-c", "from products.models import Product; " + code)
+        assert result.returncode == 0, result.stderr
+
+    def get() -> requests.Response:
+        return requests.get(f"{server.url}/api/products/Mug/", headers={"Connection": "close"}, timeout=5)
+
+    shell("Product.objects.create(name='Mug', price='1.00')")
+    wait_for(
+        lambda: all(get().headers["X-Cache"] == "HIT" for _ in range(10)), 10, "Mug cached by both workers"
+    )
+    old = redis_sentinel.master_address()
+    try:
+        wait_for(lambda: _ask_for_a_failover(redis_sentinel), 30, "a manual failover accepted")
+        wait_for(lambda: redis_sentinel.master_address() != old, 30, "the sentinels' switch")
+        assert next(n for n in redis_sentinel.nodes if n.port == old[1]).client().ping()  # still up
+        # A process started now writes through the new master...
+        shell("Product.objects.filter(name='Mug').update(price='2.00')")
+        # ...and the workers, connected to the old one before the switch, follow.
+        prices = [get().json()["price"] for _ in range(60)]
+        shell("Product.objects.filter(name='Mug').update(price='3.00')")
+        prices += [get().json()["price"] for _ in range(60)]
+        print(
+            f"\nmanual sentinel failover: {prices.count('1.00') + prices[60:].count('2.00')} stale of 120 reads"
+        )
+        assert prices[:60] == ["2.00"] * 60 and prices[60:] == ["3.00"] * 60
+        wait_for(lambda: get().headers["X-Cache"] == "HIT", 10, "caching on the new master")
+    finally:
+        redis_sentinel.wait_healthy(timeout=60)  # the sentinels turn the old master into a replica
+        server.stop()
+        manage(server.env, "clear_product_cache")  # the topology is the session's: leave no value
 
 
 # --- Redis Cluster --------------------------------------------------------------------------

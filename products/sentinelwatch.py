@@ -1,0 +1,147 @@
+"""Leave a Sentinel master the moment the sentinels switch away from it.
+
+A pooled connection stays with the server it connected to. After a manual
+``SENTINEL FAILOVER`` (or a failover while the old master was only cut off)
+the old master keeps answering as a master until the sentinels turn it into
+a replica, about 10 s later. Processes connected before the switch would
+read and invalidate there, processes that connect after it use the new
+master, and each would serve values the other's writes replaced.
+
+So each process that uses a Sentinel master listens to every sentinel's
+``+switch-master``, and asks them for the master every second in case a
+message was missed. When the master the sentinels name is not the one this
+process's pool connects to:
+
+1. the pool takes the new address (idle connections close; busy ones close
+   when they are released), and the near cache drops its tracked connection;
+2. a new connection checks the new server (:mod:`products.transport`: its
+   ``run_id`` is adopted, with the ledger's epoch);
+3. the cache generation is retired on the new master: invalidations this
+   process sent to the old master after the switch, before it heard of it,
+   did not reach the new one.
+
+The window left is the time a ``+switch-master`` takes to reach the process
+(milliseconds on one network): docs/cache.md, "Sentinel".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from redis.exceptions import RedisError
+from redis.sentinel import SentinelConnectionPool
+
+from . import cache, nearcache, transport
+
+logger = logging.getLogger("products.cache")
+
+CHECK_EVERY = 1.0  # seconds between asking the sentinels, messages or not
+_LISTEN = 0.05  # seconds each sentinel's subscription is waited on per turn
+
+_lock = threading.Lock()
+_thread: threading.Thread | None = None
+
+
+def watch(redis_client) -> None:
+    """Start this process's watcher if ``redis_client`` reaches its master through Sentinel."""
+    global _thread
+    pool = getattr(redis_client, "connection_pool", None)
+    if not isinstance(pool, SentinelConnectionPool):
+        return
+    with _lock:
+        if _thread is not None and _thread.is_alive():
+            return
+        _thread = threading.Thread(target=_watch_forever, args=(pool,), name="sentinel-watch", daemon=True)
+        _thread.start()
+
+
+def check(pool: SentinelConnectionPool) -> bool:
+    """Ask the sentinels for the master; move there if it moved. Return True when it moved."""
+    before = pool.master_address
+    try:
+        now = pool.get_master_address()  # closes idle connections when it changed
+    except RedisError:
+        return False  # no sentinel answers: the data connections fail on their own
+    if before is None or now == before:
+        return False
+    logger.warning(
+        "Sentinel switched the master from %s:%s to %s:%s; moving this process's connections "
+        "and retiring the cached products",
+        *before,
+        *now,
+    )
+    nearcache.reset()
+    transport.check_servers_again()
+    cache.retire_generation()
+    return True
+
+
+def _watch_forever(pool: SentinelConnectionPool) -> None:
+    subscriptions: list = []
+    checked = 0.0
+    while True:
+        try:
+            if not subscriptions:
+                subscriptions = _subscribe(pool)
+            if time.monotonic() - checked >= CHECK_EVERY:
+                checked = time.monotonic()
+                check(pool)
+            if not subscriptions:
+                time.sleep(CHECK_EVERY)
+                continue
+            for subscription in subscriptions:
+                message = subscription.get_message(timeout=_LISTEN)
+                if message and message.get("type") == "message" and _names(message, pool.service_name):
+                    checked = time.monotonic()
+                    check(pool)
+        except (RedisError, OSError):
+            _close(subscriptions)
+            subscriptions = []
+            time.sleep(_LISTEN)
+        except Exception:  # pragma: no cover - never let the watcher die noisily
+            logger.exception("Sentinel watcher failed; retrying")
+            _close(subscriptions)
+            subscriptions = []
+            time.sleep(CHECK_EVERY)
+
+
+def _subscribe(pool: SentinelConnectionPool) -> list:
+    subscriptions = []
+    for sentinel in pool.sentinel_manager.sentinels:
+        subscription = sentinel.pubsub(ignore_subscribe_messages=True)
+        try:
+            subscription.subscribe("+switch-master")
+        except (RedisError, OSError):
+            subscription.close()  # this one is down; the others and the checks still work
+            continue
+        subscriptions.append(subscription)
+    return subscriptions
+
+
+def _names(message: dict, service: str) -> bool:
+    # "<master name> <old ip> <old port> <new ip> <new port>"
+    data = message.get("data")
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    return isinstance(data, str) and data.split(" ", 1)[0] == service
+
+
+def _close(subscriptions: list) -> None:
+    for subscription in subscriptions:
+        try:
+            subscription.close()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _thread
+    _lock = threading.Lock()
+    _thread = None  # the thread did not follow the fork; the next watch() starts one
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
