@@ -188,6 +188,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     DATABASES["default"]["TEST"] = {"NAME": env.str("DATABASE_TEST_NAME", default="") or None}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A write waits at most this long for a row lock (a long import locks the
+    # rows it imports), then answers 503 with Retry-After, as SQLite's busy
+    # timeout does; without it the request waited until gunicorn killed the
+    # worker (GUNICORN_TIMEOUT, 30 s) and the client got an HTML 500.
+    _lock_ms = int(_at_least("DATABASE_LOCK_TIMEOUT", env.float("DATABASE_LOCK_TIMEOUT", default=10.0), 0) * 1000)
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = f"{_options.get('options', '')} -c lock_timeout={_lock_ms}".strip()
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -233,3 +233,58 @@ def test_a_chunked_body_the_server_cannot_read_is_400_not_500(sqlite_gunicorn):
             if path.startswith("/api/"):
                 assert b'"detail": "Malformed request body' in answer, answer[-300:]
     assert requests.get(server.url + "/health/", timeout=5).status_code == 200
+
+
+def _hold_the_write_lock(name: str):
+    """Open a second connection that locks ``name``'s row (PostgreSQL) or the file (SQLite)."""
+    from django.db import connection
+
+    settings_dict = connection.settings_dict
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        holder = psycopg.connect(
+            dbname=settings_dict["NAME"],
+            host=settings_dict["HOST"] or "127.0.0.1",
+            port=settings_dict["PORT"] or 5432,
+            user=settings_dict["USER"],
+            password=settings_dict["PASSWORD"] or None,
+        )
+        holder.execute("SELECT id FROM products_product WHERE name = %s FOR UPDATE", [name])
+    else:
+        import sqlite3
+
+        holder = sqlite3.connect(settings_dict["NAME"], isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_that_waits_too_long_for_a_lock_answers_503_with_retry_after(editor_client):
+    from django.db import connection
+
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    with connection.cursor() as cursor:
+        # The configured bound (a long import holds its rows' locks), then a
+        # short one for this test.
+        if connection.vendor == "postgresql":
+            cursor.execute("SHOW lock_timeout")
+            assert cursor.fetchone()[0] == "10s"
+            cursor.execute("SET lock_timeout = '300ms'")
+        else:
+            cursor.execute("PRAGMA busy_timeout")
+            assert cursor.fetchone()[0] == 20000
+            cursor.execute("PRAGMA busy_timeout = 300")
+    holder = _hold_the_write_lock("Mug")
+    try:
+        started = time.monotonic()
+        response = editor_client.patch("/api/products/Mug/", {"quantity": 7}, format="json")
+        waited = time.monotonic() - started
+    finally:
+        holder.rollback() if connection.vendor == "postgresql" else holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503, response.content[:300]
+    assert response["Retry-After"] == "5"
+    assert response.json() == {"detail": "The database is unavailable; try again shortly."}
+    assert waited < 5
+    assert Product.objects.get(name="Mug").quantity == 1
