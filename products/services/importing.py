@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import BinaryIO
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, OperationalError, connections, router, transaction
 from django.utils import timezone
 
 from products import cache, validators
@@ -106,6 +106,20 @@ class _BatchWriter:
         self.changed: set[str] | None = set()  # None once past the limit
 
     def flush(self, batch: list[tuple[str, Decimal, int | None]], result: ImportResult, write: bool) -> None:
+        try:
+            self._flush(batch, result, write)
+        except OperationalError as exc:
+            if not lost_to_another_writer(exc):
+                raise  # the database is down: the command says so
+            # Another writer held these rows (an import of the same products
+            # in another order: a deadlock; a lock held past DATABASE_LOCK_TIMEOUT).
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ImportFailed(
+                f"the database could not lock a batch ({first}); another process is writing "
+                "the same products: nothing was written, run the import again"
+            ) from exc
+
+    def _flush(self, batch: list[tuple[str, Decimal, int | None]], result: ImportResult, write: bool) -> None:
         existing: dict[str, tuple[int, Decimal, int]] = {}
         with connections[self.using].cursor() as cursor:
             for start in range(0, len(batch), _LOOKUP_CHUNK):
@@ -170,6 +184,20 @@ class _BatchWriter:
             cache.retire_generation_on_commit(using=self.using)
         elif self.changed:
             cache.invalidate_on_commit(self.changed, using=self.using)
+
+
+# PostgreSQL's deadlock, serialization failure and lock timeout.
+_LOCK_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def lost_to_another_writer(exc: BaseException) -> bool:
+    """Whether a database error means another transaction held the lock (not a database down)."""
+    if (
+        getattr(exc.__cause__, "sqlstate", None) in _LOCK_SQLSTATES
+        or getattr(exc, "sqlstate", None) in _LOCK_SQLSTATES
+    ):
+        return True
+    return "database is locked" in str(exc)  # SQLite, past its busy timeout
 
 
 def product_bulk_import(

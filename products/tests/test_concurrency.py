@@ -288,3 +288,31 @@ def test_a_write_that_waits_too_long_for_a_lock_answers_503_with_retry_after(edi
     assert response.json() == {"detail": "The database is unavailable; try again shortly."}
     assert waited < 5
     assert Product.objects.get(name="Mug").quantity == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_that_waits_too_long_for_a_lock_says_so_and_writes_nothing(tmp_path):
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SET lock_timeout = '300ms'" if connection.vendor == "postgresql" else "PRAGMA busy_timeout = 300"
+        )
+    path = tmp_path / "p.csv"
+    path.write_text("name,price,quantity\nMug,2.00,2\nLamp,3.00,3\n")
+    holder = _hold_the_write_lock("Mug")
+    try:
+        with pytest.raises(CommandError) as raised:
+            call_command("import_products", str(path), stdout=io.StringIO(), stderr=io.StringIO())
+    finally:
+        holder.rollback() if connection.vendor == "postgresql" else holder.execute("ROLLBACK")
+        holder.close()
+    message = str(raised.value)
+    assert "another process" in message and "nothing was written" in message, message
+    assert "migrate" not in message
+    assert list(Product.objects.values_list("name", "quantity")) == [("Mug", 1)]

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from products.models import CacheServer
 from products.outbox import report_misses_to
+from products.services.importing import lost_to_another_writer
 
 
 class ProductCommand(BaseCommand):
@@ -30,6 +31,11 @@ class ProductCommand(BaseCommand):
         except (DatabaseError, connection.Database.Error) as exc:  # the latter: the driver's, unwrapped
             # Whatever was written runs in a transaction that has rolled back.
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if lost_to_another_writer(exc):
+                raise CommandError(
+                    f"the database is busy ({type(exc).__name__}: {first}): another process holds "
+                    "the lock (an import?); nothing was written, run the command again"
+                ) from None
             raise CommandError(
                 f"the database is not usable ({type(exc).__name__}: {first}). "
                 "Check DATABASE_URL, and run `manage.py migrate` first."
