@@ -233,8 +233,9 @@ _ALLOWED_KEYS = frozenset(COLUMNS)
 
 
 def _read_json_lines(stream: BinaryIO) -> Iterator[RawRow | RowError]:
+    # No line at all is JSON Lines for no products (what export_products
+    # writes for an empty catalogue), unlike an empty CSV (no header) or JSON.
     line = 0
-    any_content = False
     while True:
         raw = stream.readline(MAX_RECORD_CHARS)
         if not raw:
@@ -244,22 +245,18 @@ def _read_json_lines(stream: BinaryIO) -> Iterator[RawRow | RowError]:
             # Skip the rest of the overlong line, in bounded pieces.
             while raw and not raw.endswith(b"\n"):
                 raw = stream.readline(MAX_RECORD_CHARS)
-            any_content = True
             yield RowError(line, f"line is longer than {MAX_RECORD_CHARS} bytes")
             continue
         if line == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[len(codecs.BOM_UTF8) :]
         if not raw.strip():
             continue
-        any_content = True
         try:
             obj = jsonnumbers.loads(raw)
         except jsonnumbers.JSONError as exc:
             yield RowError(line, f"malformed JSON: {_json_reason(exc, raw)}")
             continue
         yield _object_row(line, obj)
-    if not any_content:
-        raise FileFormatError("the file is empty (expected one JSON object per line)")
 
 
 def _json_reason(exc: jsonnumbers.JSONError, raw: bytes) -> str:
