@@ -345,6 +345,16 @@ def test_cache_commands_fail_clearly_when_redis_is_down(db, dead_redis, args):
         run(*args)
 
 
+def test_cache_info_still_counts_the_pending_invalidations_while_redis_is_down(db, dead_redis):
+    from products.models import PendingInvalidation
+
+    PendingInvalidation.objects.create(names=["Mug"])
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="is not answering"):
+        call_command("product_cache_info", stdout=out, stderr=io.StringIO())
+    assert "Pending invalidations: 1 (oldest " in out.getvalue()
+
+
 # --- seed_products -------------------------------------------------------------------------------
 
 

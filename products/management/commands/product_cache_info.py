@@ -16,6 +16,9 @@ class Command(ProductCommand):
         try:
             info = cache.info()
         except cache.CacheUnavailable:
+            # The outbox lives in the database: what waits for Redis is worth
+            # knowing most while Redis is down.
+            self._pending()
             raise CommandError(redis_down_message("cannot report on the cache")) from None
         self.stdout.write(f"Redis:              {redis_location()}")
         self.stdout.write(f"Cached products:    {info['cached_products']}")
@@ -23,6 +26,9 @@ class Command(ProductCommand):
         self.stdout.write(
             f"Redis memory used:  {info['used_memory_human']} ({info['used_memory']} bytes, whole server)"
         )
+        self._pending()
+
+    def _pending(self) -> None:
         count, age = outbox.pending_summary()
         waiting = f" (oldest {age:.1f} s old; the service applies them)" if count else ""
         self.stdout.write(f"Pending invalidations: {count}{waiting}")
