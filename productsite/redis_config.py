@@ -118,14 +118,15 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
     else:
         nodes = ()
         kind = SINGLE
-        if master or environ.get("REDIS_SENTINEL_PASSWORD"):
-            problems.append(
-                Problem(
-                    "products.E023",
-                    "REDIS_SENTINEL_MASTER or REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not.",
-                    "Set REDIS_SENTINELS=host:port,... to use Sentinel, or unset the Sentinel variables.",
-                )
+    if sentinels is None and (master or environ.get("REDIS_SENTINEL_PASSWORD")):
+        # Beside one server or a cluster: someone meant Sentinel, or forgot these.
+        problems.append(
+            Problem(
+                "products.E023",
+                "REDIS_SENTINEL_MASTER or REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not.",
+                "Set REDIS_SENTINELS=host:port,... to use Sentinel, or unset the Sentinel variables.",
             )
+        )
     return RedisTopology(
         kind=kind,
         url=url or DEFAULT_URL,

@@ -30,6 +30,8 @@ MALFORMED = [
     ({"REDIS_SENTINELS": "::1:26379", "REDIS_SENTINEL_MASTER": "m"}, "products.E022"),
     ({"REDIS_SENTINELS": "127.0.0.1:26379"}, "products.E023"),
     ({"REDIS_SENTINEL_MASTER": "mymaster"}, "products.E023"),
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_SENTINEL_MASTER": "mymaster"}, "products.E023"),
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_SENTINEL_PASSWORD": "secret"}, "products.E023"),
     ({"REDIS_URL": "http://127.0.0.1:6379/0"}, "products.E024"),
     ({"REDIS_URL": "redis://127.0.0.1:6379/zero"}, "products.E024"),
     ({"REDIS_URL": "redis://127.0.0.1:99999/0"}, "products.E024"),
