@@ -221,7 +221,7 @@ class _Breaker:
             logger.warning(
                 "Redis unavailable (%s: %s); serving products from the database and retrying every %.1fs",
                 type(exc).__name__,
-                exc,
+                _describe(exc),
                 settings.PRODUCT_CACHE_BACKOFF,
             )
         try:
@@ -281,6 +281,18 @@ class _Breaker:
 
 
 _breaker = _Breaker()
+
+
+def _describe(exc: BaseException) -> str:
+    """Return the failure in one short line (redis-py's Sentinel errors append the whole client's repr)."""
+    text = str(exc).split(" : <redis.", 1)[0].strip()
+    if type(exc).__name__ == "MasterNotFoundError":
+        # A wrong REDIS_SENTINEL_PASSWORD reads the same: redis-py hides it.
+        text += (
+            " (no sentinel answered with that master: check REDIS_SENTINEL_MASTER, "
+            "REDIS_SENTINEL_PASSWORD and that the sentinels are reachable)"
+        )
+    return text if len(text) <= 400 else text[:400] + "..."
 
 
 def _after_fork_in_child() -> None:

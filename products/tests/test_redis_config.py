@@ -174,3 +174,21 @@ def test_gunicorn_refuses_to_serve_a_bad_configuration(preload):
     else:  # the worker fails to boot, then the master gives up
         assert result.returncode != 0 and "App failed to load" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_wrong_sentinel_password_is_one_short_line_that_names_the_settings(redis_sentinel, tmp_path):
+    from .support.processes import manage
+
+    env = server_env(
+        **{**redis_sentinel.env, "REDIS_SENTINEL_PASSWORD": "wrong"},
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        LOG_LEVEL="WARNING",
+    )
+    assert manage(env, "migrate", "-v", "0").returncode == 0
+    result = manage(env, "product_cache_info")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    warning = next(line for line in result.stderr.splitlines() if "Redis unavailable" in line)
+    assert "REDIS_SENTINEL_PASSWORD" in warning and "<redis." not in warning, warning
+    assert len(warning) < 600, warning
