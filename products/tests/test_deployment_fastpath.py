@@ -234,14 +234,19 @@ def test_an_unmirrored_configuration_switches_the_fast_path_off_and_check_says_w
         view = ProductViewSet if change == "api_permissions" else LegacyProductDetailView
         monkeypatch.setattr(view, "permission_classes", [IsAuthenticated])
         fastpath._reset_setup()
-    [warning] = fast_path_warnings()
-    assert "fast path" in warning.msg
-    assert wsgi_get(API).handled_by_django
-    assert wsgi_get(API).handled_by_django
-    assert wsgi_get(LEGACY).handled_by_django
-    if change.endswith("_permissions"):
-        path = API if change == "api_permissions" else LEGACY
-        assert wsgi_get(path).status_code == 401
+    try:
+        [warning] = fast_path_warnings()
+        assert "fast path" in warning.msg
+        assert wsgi_get(API).handled_by_django
+        assert wsgi_get(API).handled_by_django
+        assert wsgi_get(LEGACY).handled_by_django
+        if change.endswith("_permissions"):
+            path = API if change == "api_permissions" else LEGACY
+            assert wsgi_get(path).status_code == 401
+    finally:
+        # A view attribute is no setting: nothing else tells the fast path it is back.
+        monkeypatch.undo()
+        fastpath._reset_setup()
 
 
 def test_turning_the_fast_path_off_on_purpose_is_not_a_warning(mug, wsgi_get, settings):
