@@ -15,12 +15,23 @@ if [ ! -f .env ]; then
     umask 077
     printf 'SECRET_KEY=%s\nALLOWED_HOSTS=127.0.0.1,localhost,[::1]\n' \
         "$("$PY" -c 'import secrets; print(secrets.token_urlsafe(50))')" >.env
+elif [ -z "$(setting SECRET_KEY)" ]; then
+    # A .env written by hand first (say, with REDIS_URL only): add what the first run would have.
+    say "Adding a generated SECRET_KEY to .env"
+    printf '\nSECRET_KEY=%s\n' "$("$PY" -c 'import secrets; print(secrets.token_urlsafe(50))')" >>.env
+    if [ -z "$(setting ALLOWED_HOSTS)" ]; then
+        printf 'ALLOWED_HOSTS=127.0.0.1,localhost,[::1]\n' >>.env
+    fi
 fi
 
 # The Redis settings as the service will read them: the environment, else .env.
 REDIS_URL="$(setting REDIS_URL)"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
-PORT="${PORT:-8000}"
+# The environment, else .env, as gunicorn.conf.py reads them.
+PORT="$(setting PORT)"
+export PORT="${PORT:-8000}"
+BIND="$(setting GUNICORN_BIND)"
+BIND="${BIND:-127.0.0.1:$PORT}"
 
 if [ -n "$(setting REDIS_SENTINELS)$(setting REDIS_CLUSTER_NODES)" ]; then
     say "Using the Redis Sentinels or Cluster nodes the settings name"
@@ -46,13 +57,16 @@ if [ "$("$PY" manage.py shell -v 0 -c 'from products.models import Product; prin
     "$PY" manage.py seed_products 50 --seed 1 >/dev/null || say "WARNING: seeding demo products failed"
 fi
 
-say "Serving on http://127.0.0.1:$PORT/api/products/  (admin: /admin/, docs: /api/docs/, health: /health/)"
+say "Serving on http://$BIND/api/products/  (admin: /admin/, docs: /api/docs/, health: /health/)"
 say "An admin user: .venv/bin/python manage.py createsuperuser"
 case "${DEBUG:-0}" in
     1 | true | True | yes | on)
-        exec "$PY" manage.py runserver "127.0.0.1:$PORT"
+        exec "$PY" manage.py runserver "$BIND"
         ;;
 esac
 "$PY" manage.py collectstatic --noinput -v 0
+# A small machine's defaults, unless the environment or .env says otherwise;
+# gunicorn.conf.py reads GUNICORN_BIND (default 127.0.0.1:$PORT) itself.
+WEB_CONCURRENCY="$(setting WEB_CONCURRENCY)" GUNICORN_THREADS="$(setting GUNICORN_THREADS)"
 export WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}" GUNICORN_THREADS="${GUNICORN_THREADS:-4}"
-exec "$VENV/bin/gunicorn" productsite.wsgi:application -c gunicorn.conf.py --bind "127.0.0.1:$PORT"
+exec "$VENV/bin/gunicorn" productsite.wsgi:application -c gunicorn.conf.py
