@@ -8,6 +8,7 @@ import time
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
 from django.utils.html import escape
 
 from . import metrics
@@ -19,6 +20,7 @@ __all__ = ["BodySizeLimitMiddleware", "RequestLogMiddleware", "format_fields", "
 logger = logging.getLogger("products.requests")
 
 UNMATCHED_ROUTE = "(unmatched)"
+STATIC_ROUTE = "(static)"  # files WhiteNoise serves
 
 
 class RequestLogMiddleware:
@@ -40,7 +42,6 @@ class RequestLogMiddleware:
         request.request_id = rid = request_id(request.headers.get("X-Request-ID"))
         response = self.get_response(request)
         response["X-Request-ID"] = rid
-        match = request.resolver_match
         log_request(
             request.method,
             request.path,
@@ -48,7 +49,7 @@ class RequestLogMiddleware:
             start,
             response.get("X-Cache", "-"),
             request_id=rid,
-            route=(match.view_name or match.route) if match is not None else UNMATCHED_ROUTE,
+            route=_route(request),
             # Why Django refused it (a bad Host, too many fields, CSRF), moved
             # here from django.security's own line (logfields.SecurityEventIntoRequestLine).
             reason=getattr(request, "log_reason", None),
@@ -86,6 +87,22 @@ def log_request(
         if reason:
             fields["reason"] = reason
         logger.info(format_fields(fields), extra={"request_fields": fields})
+
+
+def _route(request) -> str:
+    """The URL pattern's name; for a request answered before URL resolution, the one it would have had."""
+    match = request.resolver_match
+    if match is None:
+        static = settings.STATIC_URL
+        if static and request.path_info.startswith("/" + static.lstrip("/")):
+            return STATIC_ROUTE  # WhiteNoise answered
+        # Answered by a middleware first (a 413, a 400 for a NUL): name the
+        # route all the same, so the metrics tell what was refused.
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:
+            return UNMATCHED_ROUTE
+    return match.view_name or match.route
 
 
 class BodySizeLimitMiddleware:

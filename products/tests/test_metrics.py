@@ -81,6 +81,16 @@ def test_requests_are_counted_by_route_name_and_status_not_raw_path(anon_client,
     assert "Lamp" not in body and "x1" not in body and "BREW" not in body
 
 
+def test_a_request_answered_before_routing_still_counts_under_its_route(editor_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    too_large = Delta("http_requests_total", route="product-list", method="POST", status="413")
+    static = Delta("http_requests_total", route="(static)", method="GET", status="200")
+    response = editor_client.post("/api/products/", {"name": "x" * 200, "price": "1.00"}, format="json")
+    assert response.status_code == 413
+    assert editor_client.get("/static/rest_framework/css/default.css").status_code == 200
+    assert (too_large.grown, static.grown) == (1, 1)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_cache_lookups_count_miss_then_hit_and_queries_are_counted():
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
