@@ -56,6 +56,7 @@ _adopted: tuple[str, int] | None = None
 polled_in_pid: int | None = None
 WARN_EVERY = 60.0  # seconds between warnings while processes keep moving the record
 _warned_at: float | None = None
+_rechecked_at: float | None = None  # a second re-check within WARN_EVERY is the warning's case
 _rechecks_unreported = 0
 
 
@@ -145,9 +146,21 @@ def _report_recheck(server: str, epoch: int) -> None:
     # Two deployments on one database with different Redis settings (another
     # REDIS_URL, database number or CACHE_KEY_PREFIX) move the record back and
     # forth: each check retires the other's buckets, so no read is stale, but
-    # nothing stays cached. Say so once a minute, not every poll.
-    global _warned_at, _rechecks_unreported
+    # nothing stays cached. Say so once a minute, not every poll; a single
+    # re-check (a restart, a failover) is only news.
+    global _warned_at, _rechecks_unreported, _rechecked_at
     now = time.monotonic()
+    once = _rechecked_at is None or now - _rechecked_at >= WARN_EVERY
+    _rechecked_at = now
+    if once:
+        # The usual cause: Redis restarted or failed over, and another process met it first.
+        logger.info(
+            "Another process recorded another Redis server for the product cache (%s, epoch %s), "
+            "after a restart or a failover; checking this process's server again",
+            server,
+            epoch,
+        )
+        return
     if _warned_at is not None and now - _warned_at < WARN_EVERY:
         _rechecks_unreported += 1
         logger.debug("Re-checking this process's Redis server (the record names %s, epoch %s)", server, epoch)

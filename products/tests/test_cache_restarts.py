@@ -415,9 +415,13 @@ def test_processes_moving_the_server_record_back_and_forth_warn_once_a_minute(ca
     from products import serverledger
 
     monkeypatch.setattr(serverledger, "_warned_at", None)
+    monkeypatch.setattr(serverledger, "_rechecked_at", None)
     with caplog.at_level(logging.DEBUG, logger="products.cache"):
-        for epoch in range(5):
+        for epoch in range(6):
             serverledger._report_recheck("abc/0/prefix", epoch)
+    # The first is a restart or a failover as far as anyone can tell: no blame.
+    assert [r.levelno for r in caplog.records][0] == logging.INFO
+    assert "restart or a failover" in caplog.records[0].getMessage()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "must share REDIS_URL" in warnings[0].getMessage()
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 4
