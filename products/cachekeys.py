@@ -120,7 +120,8 @@ def retire_all(client: Client) -> None:
         if error is not None:
             raise Undelivered(f"{len(failed)} bucket(s) not retired: {error}", None) from error
         metrics.generation_retired()
-    logger.warning("Product cache generation retired; older cached products are unreachable")
+    # On purpose (an import, a data migration, clear_product_cache): news, not trouble.
+    logger.info("Product cache generation retired; older cached products are unreachable")
 
 
 def delete(client: Client, names: list[str]) -> None:
@@ -237,6 +238,10 @@ def adopt(connection: Connection, run_id: str) -> None:
         logger.warning(
             "Redis server %s is new to this cache: %d bucket generation(s) retired", run_id, retired
         )
+    elif any(reply == 2 for reply in replies):
+        # A fresh or emptied Redis (a first start, a restart without a
+        # snapshot): nothing the cache wrote is there to distrust.
+        logger.info("Redis server %s is new to this cache and holds none of its products", run_id)
 
 
 transport.register_adopt(adopt)

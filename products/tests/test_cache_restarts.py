@@ -17,7 +17,7 @@ from decimal import Decimal
 import pytest
 import requests
 
-from products import cache, cachekeys
+from products import cache, cachekeys, transport
 from products import missed as missed_module
 from products.models import Product
 from products.selectors import product_json
@@ -425,3 +425,24 @@ def test_processes_moving_the_server_record_back_and_forth_warn_once_a_minute(ca
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "must share REDIS_URL" in warnings[0].getMessage()
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 4
+
+
+def test_a_fresh_redis_is_news_and_one_restarted_from_old_data_is_a_warning(private_redis, make_product, caplog):
+    make_product("Mug")
+    with caplog.at_level(logging.INFO, logger="products.cache"):
+        assert cache.get_product("Mug", product_json) is not None  # first use: nothing to distrust
+    first = [(r.levelno, r.getMessage()) for r in caplog.records if "is new to this cache" in r.getMessage()]
+    assert [level for level, _ in first] == [logging.INFO], first
+    assert "holds none of its products" in first[0][1]
+
+    caplog.clear()
+    client = private_redis.client()
+    marks = {key: client.get(key) for key in client.scan_iter("*:srv")}
+    assert marks
+    for key in marks:
+        client.set(key, b"another-server")  # as a snapshot from another server instance would hold
+    with caplog.at_level(logging.INFO, logger="products.cache"):
+        transport.check_servers_again()  # a new connection, checked again
+    again = [r for r in caplog.records if "is new to this cache" in r.getMessage()]
+    assert [r.levelno for r in again] == [logging.WARNING]
+    assert "256 bucket generation(s) retired" in again[0].getMessage()
