@@ -420,14 +420,16 @@ def test_processes_moving_the_server_record_back_and_forth_warn_once_a_minute(ca
         for epoch in range(6):
             serverledger._report_recheck("abc/0/prefix", epoch)
     # The first is a restart or a failover as far as anyone can tell: no blame.
-    assert [r.levelno for r in caplog.records][0] == logging.INFO
+    assert caplog.records[0].levelno == logging.INFO
     assert "restart or a failover" in caplog.records[0].getMessage()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "must share REDIS_URL" in warnings[0].getMessage()
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 4
 
 
-def test_a_fresh_redis_is_news_and_one_restarted_from_old_data_is_a_warning(private_redis, make_product, caplog):
+def test_a_fresh_redis_is_news_and_one_restarted_from_old_data_is_a_warning(
+    private_redis, make_product, caplog
+):
     make_product("Mug")
     with caplog.at_level(logging.INFO, logger="products.cache"):
         assert cache.get_product("Mug", product_json) is not None  # first use: nothing to distrust
