@@ -21,9 +21,10 @@ _LINKS = (
 class ServiceRootView(routers.APIRootView):
     """A catalogue of products with cached reads, conditional requests and atomic stock changes.
 
-    Read anonymously; write with a token (`Authorization: Token <key>`, see
-    `manage.py create_editor`) or a session. Start at `products`, or read the docs.
+    Read anonymously; write with a token (the header Authorization: Token <key>;
+    manage.py create_editor makes one) or a session. Start at products, or read the docs.
     """
+    # Plain text: the browsable API shows this as written (Markdown is not installed).
 
     def get_view_name(self) -> str:
         return "Product catalogue API"

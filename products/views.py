@@ -171,7 +171,7 @@ class ProductViewSet(viewsets.ModelViewSet):
 
     @action(detail=True, methods=["post"], serializer_class=StockChangeSerializer)
     def stock(self, request: Request, name: str | None = None):
-        """Add ``delta`` to the quantity atomically; 409 if it would go negative."""
+        """Add delta to the quantity atomically; 409 if it would go negative."""
         serializer = StockChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
@@ -190,7 +190,7 @@ class ProductViewSet(viewsets.ModelViewSet):
 
 
 class LegacyProductListView(APIView):
-    """``POST /products``: the original service's create route."""
+    """POST /products: the original service's create route."""
 
     queryset = Product.objects.all()
     serializer_class = LegacyProductSerializer
@@ -206,7 +206,7 @@ class LegacyProductListView(APIView):
 
 
 class LegacyProductDetailView(APIView):
-    """``GET /products/{name}``: the original service's read route, same cache."""
+    """GET /products/{name}: the original service's read route, same cache."""
 
     queryset = Product.objects.all()
     serializer_class = LegacyProductSerializer

@@ -43,3 +43,13 @@ def test_browsable_api_root_shows_the_description_and_links(anon_client):
     assert "The default basic root view" not in html
     for path in LINKED.values():
         assert f"http://testserver{path}" in html
+
+
+@pytest.mark.parametrize("url", ["/api/", "/api/products/Mug/stock/", "/products", "/products/Mug"])
+def test_browsable_pages_show_their_descriptions_without_markup(anon_client, make_product, url):
+    # DRF shows a view's docstring as written (Markdown is not installed).
+    make_product("Mug")
+    html = anon_client.get(url, HTTP_ACCEPT="text/html").content.decode()
+    header = html.split('<div class="page-header">', 1)[1]
+    description = header.split('<div class="pull-left">', 1)[1].split("</div>", 1)[0]
+    assert "<p>" in description and "`" not in description, description
