@@ -24,6 +24,7 @@ class ServiceRootView(routers.APIRootView):
     Read anonymously; write with a token (the header Authorization: Token <key>;
     manage.py create_editor makes one) or a session. Start at products, or read the docs.
     """
+
     # Plain text: the browsable API shows this as written (Markdown is not installed).
 
     def get_view_name(self) -> str:

@@ -357,3 +357,11 @@ def test_a_lone_surrogate_in_a_name_is_a_row_error_as_on_the_api(existing, tmp_p
     assert f"{where}: Surrogate characters are not allowed: U+D800" in errors + message, errors + message
     assert "Traceback" not in errors
     assert_nothing_written(existing)
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_file_separated_otherwise_than_by_commas_says_so(existing, tmp_path, separator):
+    header = separator.join(["name", "price", "quantity"])
+    message, _ = refuse(write(tmp_path, "p.csv", f"{header}\nMug{separator}1.00{separator}1\n".encode()))
+    assert "separated by commas" in message, message
+    assert_nothing_written(existing)
