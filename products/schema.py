@@ -75,6 +75,11 @@ R429 = _error(
     "Too many requests; retry after Retry-After seconds.",
     example="Request was throttled. Expected available in 42 seconds.",
 )
+R503 = _error(
+    "The database is unavailable or busy (a row lock held past DATABASE_LOCK_TIMEOUT); "
+    "retry after Retry-After seconds. Nothing changed.",
+    example="The database is unavailable; try again shortly.",
+)
 R304 = OpenApiResponse(None, description="Not modified: If-None-Match matches the current ETag (no body).")
 
 HEALTH = inline_serializer(
@@ -159,9 +164,9 @@ RETRY_AFTER = OpenApiParameter(
     "Retry-After",
     OpenApiTypes.INT,
     OpenApiParameter.HEADER,
-    response=[429],
+    response=[429, 503],
     required=True,
-    description="Seconds until the rate-limit window ends.",
+    description="Seconds until the rate-limit window ends (429), or to wait before trying again (503).",
 )
 
 
@@ -188,8 +193,8 @@ PRICE_BOUNDS = [
     _price_bound("max_price", "Price at most this (inclusive)."),
 ]
 
-READ_ERRORS = {401: R401, 429: R429}
-WRITE_ERRORS = {400: R400, 401: R401, 403: R403, 413: R413, 415: R415, 429: R429}
+READ_ERRORS = {401: R401, 429: R429, 503: R503}
+WRITE_ERRORS = {400: R400, 401: R401, 403: R403, 413: R413, 415: R415, 429: R429, 503: R503}
 
 # --- Request examples (what Swagger's "Try it out" starts from) ------------------
 
@@ -248,7 +253,7 @@ product_viewset_schema = extend_schema_view(
     ),
     destroy=_products_operation(
         summary="Delete a product",
-        responses={204: None, 401: R401, 403: R403, 404: R404, 412: R412, 429: R429},
+        responses={204: None, 401: R401, 403: R403, 404: R404, 412: R412, 429: R429, 503: R503},
         parameters=[NAME, IF_MATCH, IF_NONE_MATCH_WRITE, RETRY_AFTER],
     ),
     stock=_products_operation(

@@ -65,6 +65,17 @@ def test_status_codes_are_documented(schema):
     assert set(paths["/products/{name}"]["get"]["responses"]) >= {"200", "304", "404"}
 
 
+def test_every_operation_documents_the_503_it_answers_with_retry_after(schema):
+    # A database that is down or busy answers 503 with Retry-After on every route.
+    for path, operations in schema["paths"].items():
+        if not path.startswith(("/api/products", "/products")):
+            continue
+        for method, operation in operations.items():
+            answer = operation["responses"].get("503")
+            assert answer is not None, (method, path)
+            assert "Retry-After" in answer["headers"], (method, path)
+
+
 def test_stock_request_and_health_bodies(schema):
     components = schema["components"]["schemas"]
     stock = schema["paths"]["/api/products/{name}/stock/"]["post"]["requestBody"]["content"][
