@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db import DatabaseError, router, transaction
 from django.http import StreamingHttpResponse
@@ -78,5 +79,13 @@ class ProductAdmin(admin.ModelAdmin):
     @admin.action(description="Mark out of stock", permissions=["change"])
     def mark_out_of_stock(self, request, queryset):
         # ProductQuerySet.update() invalidates the cached products after commit.
+        changed = list(queryset.exclude(quantity=0).values_list("pk", flat=True))
         count = queryset.update(quantity=0)
+        if changed:  # the admin's history, as a save in the change form writes it
+            LogEntry.objects.log_actions(
+                user_id=request.user.pk,
+                queryset=Product.objects.filter(pk__in=changed),
+                action_flag=CHANGE,
+                change_message=[{"changed": {"fields": ["Quantity"]}}],
+            )
         self.message_user(request, f"Marked {count} product(s) out of stock.", messages.SUCCESS)

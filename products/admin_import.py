@@ -15,10 +15,12 @@ import hashlib
 import io
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import router, transaction
@@ -125,13 +127,8 @@ def import_view(model_admin, request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "admin/products/product/import.html", context)
 
 
-def _plan(content: bytes, fmt: str) -> str:
-    """Return a fingerprint of the catalogue as the file's rows would meet it: their products now.
-
-    Any create, change or delete of one of the file's products between the
-    dry run and the confirmation changes it (counts alone would not tell a
-    product someone created from one someone deleted).
-    """
+def _file_products(content: bytes, fmt: str) -> dict[str, tuple[int, datetime]]:
+    """Return the file's products as they are now: name -> (pk, updated_at)."""
     names = set()
     for row in read_rows(io.BytesIO(content), fmt):
         if isinstance(row, RawRow):
@@ -139,14 +136,44 @@ def _plan(content: bytes, fmt: str) -> str:
                 names.add(validators.clean_name(row.name))
             except DjangoValidationError:
                 pass  # a bad row: the import refuses the file anyway
-    ordered, state = sorted(names), []
+    ordered, state = sorted(names), {}
     for start in range(0, len(ordered), 500):  # under every database's parameter limit
         chunk = ordered[start : start + 500]
-        state += Product.objects.filter(name__in=chunk).values_list("name", "updated_at")
+        state.update(
+            (name, (pk, updated_at))
+            for pk, name, updated_at in Product.objects.filter(name__in=chunk).values_list(
+                "pk", "name", "updated_at"
+            )
+        )
+    return state
+
+
+def _plan(content: bytes, fmt: str, state: dict[str, tuple[int, datetime]] | None = None) -> str:
+    """Return a fingerprint of the catalogue as the file's rows would meet it: their products now.
+
+    Any create, change or delete of one of the file's products between the
+    dry run and the confirmation changes it (counts alone would not tell a
+    product someone created from one someone deleted).
+    """
+    state = _file_products(content, fmt) if state is None else state
     digest = hashlib.sha256()
-    for name, updated_at in sorted(state):
+    for name, (_, updated_at) in sorted(state.items()):
         digest.update(f"{name}\0{updated_at.isoformat()}\n".encode())
     return digest.hexdigest()
+
+
+def _log_history(request: HttpRequest, before: dict, after: dict, filename: str) -> None:
+    """Write the admin's history for each product the import created or changed, as a save in the admin does."""
+    created = [pk for name, (pk, _) in after.items() if name not in before]
+    changed = [pk for name, (pk, stamp) in after.items() if name in before and before[name][1] != stamp]
+    for flag, pks, verb in ((ADDITION, created, "Created"), (CHANGE, changed, "Changed")):
+        if pks:
+            LogEntry.objects.log_actions(
+                user_id=request.user.pk,
+                queryset=Product.objects.filter(pk__in=pks),
+                action_flag=flag,
+                change_message=f"{verb} by the import of {filename}.",
+            )
 
 
 def _await_confirmation(request: HttpRequest, filename: str, fmt: str, content: bytes) -> str:
@@ -178,9 +205,12 @@ def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpRespon
     del request.session[SESSION_KEY]
     try:
         with transaction.atomic(using=router.db_for_write(Product)):
-            if _plan(content, stored["fmt"]) != stored.get("plan"):
+            before = _file_products(content, stored["fmt"])
+            if _plan(content, stored["fmt"], before) != stored.get("plan"):
                 raise _PlanChanged
             report = _run(content, stored["fmt"], dry_run=False)
+            if report.ok:
+                _log_history(request, before, _file_products(content, stored["fmt"]), stored["filename"])
     except _PlanChanged:
         # Someone created or changed a product meanwhile: the confirmed
         # report (say "create 2") would now update theirs. Show the new plan.

@@ -49,6 +49,13 @@ def test_admin_mark_out_of_stock_updates_and_invalidates(admin_client):
     assert Product.objects.get(pk=other.pk).quantity == 9
     fresh = cache.get_product("Mug", product_json)
     assert fresh.hit is False and json.loads(fresh.data)["quantity"] == 0
+    # The product's History shows the change, as for a save in its form.
+    history = admin_client.get(f"{CHANGELIST}{mug.pk}/history/").content.decode()
+    assert "Changed Quantity." in history
+    assert (
+        "doesn’t have a change history"
+        in admin_client.get(f"{CHANGELIST}{other.pk}/history/").content.decode()
+    )
 
 
 def test_two_editors_in_the_admin_cannot_silently_overwrite_each_other(admin_client, make_product):

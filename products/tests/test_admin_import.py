@@ -70,6 +70,16 @@ def test_dry_run_reports_counts_and_writes_nothing_until_confirmed(client):
     )  # the service invalidated the cached row
     messages = [str(m) for m in client.get(CHANGELIST).context["messages"]]
     assert messages == ["Imported products.csv: created 1, updated 1, unchanged 1."]
+    # The admin's history: the created and the changed product, not the unchanged one.
+    from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+
+    history = {
+        (entry.object_repr, entry.action_flag, entry.change_message) for entry in LogEntry.objects.all()
+    }
+    assert history == {
+        ("Mug", ADDITION, "Created by the import of products.csv."),
+        ("Bowl", CHANGE, "Changed by the import of products.csv."),
+    }
     # The token is spent: confirming again imports nothing and says so.
     again = client.post(IMPORT, {"confirm": "1", "token": context["token"]}, follow=True)
     assert "no longer waiting for confirmation" in again.content.decode()
