@@ -108,6 +108,14 @@ class ProductViewSet(viewsets.ModelViewSet):
     # every attribute, and the default would load drf-spectacular's generator.
     schema = None
 
+    def filter_queryset(self, queryset):
+        # The filters and the ordering are the list's. A product's page reads
+        # the same with any query string: its JSON comes from the cache, which
+        # never sees them, and the browsable HTML must agree (?search=zzz was a 404).
+        if self.action != "list":
+            return queryset
+        return super().filter_queryset(queryset)
+
     def list(self, request: Request, *args, **kwargs):
         # Rows straight into the representation the serializer would build:
         # no model instance per row (half of a page's cost).

@@ -243,3 +243,11 @@ def test_not_modified_has_no_content_type(anon_client, make_product):
     response = anon_client.get(detail("Mug"), HTTP_IF_NONE_MATCH=etag)
     assert response.status_code == 304
     assert "Content-Type" not in response
+
+
+@pytest.mark.parametrize("query", ["search=zzz", "ordering=bad", "in_stock=maybe", "min_price=999"])
+def test_a_products_page_ignores_the_lists_filters_in_json_and_html_alike(anon_client, make_product, query):
+    make_product("Mug")
+    json_answer = anon_client.get(f"/api/products/Mug/?{query}", HTTP_ACCEPT="application/json")
+    html_answer = anon_client.get(f"/api/products/Mug/?{query}&format=api")
+    assert (json_answer.status_code, html_answer.status_code) == (200, 200), html_answer.content[:300]
