@@ -32,7 +32,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 
 from .models import Product
-from .validators import NAME_MAX_LENGTH, PRICE_MAX
+from .validators import NAME_MAX_LENGTH, PLAIN_NUMBER, PRICE_MAX
 
 ORDERING_FIELDS = ("name", "price", "quantity", "created_at", "updated_at")
 
@@ -44,6 +44,19 @@ NARROW_LIMIT = 2000
 TRIGRAM = 3
 
 
+class _PlainDecimalField(forms.DecimalField):
+    """Django's DecimalField, taking only the plain ASCII numbers a price in a body may be.
+
+    Decimal() also reads "1_000" and other scripts' digits ("１０００"); the
+    product rules refuse those, so a filter should not find by them.
+    """
+
+    def to_python(self, value):
+        if isinstance(value, str) and value.strip() and not PLAIN_NUMBER.fullmatch(value.strip()):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
 class PriceFilter(django_filters.NumberFilter):
     """A price bound: any decimal from 0 to the largest price, inclusive.
 
@@ -53,7 +66,7 @@ class PriceFilter(django_filters.NumberFilter):
     numeric overflows on ``1e-100000``).
     """
 
-    field_class = forms.DecimalField
+    field_class = _PlainDecimalField
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("min_value", 0)

@@ -40,7 +40,8 @@ PRICE_MAX = Decimal(10) ** PRICE_WHOLE_DIGITS - Decimal(1).scaleb(-PRICE_DECIMAL
 QUANTITY_MAX = 2_147_483_647
 _CENT = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
 INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only, unlike int()
-_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# The number syntax prices are written in (bodies, files and the list's price filters).
+PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 DUPLICATE_NAME_MESSAGE = "A product with this name already exists."
 
@@ -110,7 +111,7 @@ def clean_price(value: object) -> Decimal:
         value = value.strip()
         # Plain ASCII numbers only: Decimal() would also take "1_000" and
         # other scripts' digits.
-        if not _NUMBER.fullmatch(value):
+        if not PLAIN_NUMBER.fullmatch(value):
             try:
                 infinite = not Decimal(value).is_finite()
             except InvalidOperation:

@@ -220,3 +220,10 @@ def test_forged_cursor_is_400_not_500(anon_client, ordering, doc):
     response = anon_client.get("/api/products/", {"ordering": ordering, "cursor": cursor})
     assert response.status_code == 400
     assert "cursor" in response.json()
+
+
+@pytest.mark.parametrize("bound", ["1_000", "１０００", "١٠٠٠", "1 000"])
+def test_a_price_filter_takes_only_the_plain_numbers_a_price_is_written_in(anon_client, bound):
+    response = anon_client.get(f"/api/products/?min_price={bound}")
+    assert response.status_code == 400
+    assert list(response.json()) == ["min_price"]
