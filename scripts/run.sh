@@ -69,4 +69,11 @@ esac
 # gunicorn.conf.py reads GUNICORN_BIND (default 127.0.0.1:$PORT) itself.
 WEB_CONCURRENCY="$(setting WEB_CONCURRENCY)" GUNICORN_THREADS="$(setting GUNICORN_THREADS)"
 export WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}" GUNICORN_THREADS="${GUNICORN_THREADS:-4}"
+# gunicorn reads WEB_CONCURRENCY itself before its config file could say which
+# variable is wrong (a traceback): one line here instead.
+for variable in PORT WEB_CONCURRENCY GUNICORN_THREADS; do
+    if ! [[ "${!variable}" =~ ^[1-9][0-9]*$ ]]; then
+        die "$variable=${!variable} is not a whole number of at least 1 (environment or .env)"
+    fi
+done
 exec "$VENV/bin/gunicorn" productsite.wsgi:application -c gunicorn.conf.py
