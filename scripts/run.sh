@@ -33,6 +33,18 @@ export PORT="${PORT:-8000}"
 BIND="$(setting GUNICORN_BIND)"
 BIND="${BIND:-127.0.0.1:$PORT}"
 
+# A small machine's defaults, unless the environment or .env says otherwise;
+# gunicorn.conf.py reads GUNICORN_BIND (default 127.0.0.1:$PORT) itself.
+WEB_CONCURRENCY="$(setting WEB_CONCURRENCY)" GUNICORN_THREADS="$(setting GUNICORN_THREADS)"
+export WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}" GUNICORN_THREADS="${GUNICORN_THREADS:-4}"
+# gunicorn reads WEB_CONCURRENCY itself before its config file could say which
+# variable is wrong (a traceback): one line here instead.
+for variable in PORT WEB_CONCURRENCY GUNICORN_THREADS; do
+    if ! [[ "${!variable}" =~ ^[1-9][0-9]*$ ]]; then
+        die "$variable=${!variable} is not a whole number of at least 1 (environment or .env)"
+    fi
+done
+
 if [ -n "$(setting REDIS_SENTINELS)$(setting REDIS_CLUSTER_NODES)" ]; then
     say "Using the Redis Sentinels or Cluster nodes the settings name"
 elif redis_answers "$REDIS_URL"; then
@@ -65,15 +77,4 @@ case "${DEBUG:-0}" in
         ;;
 esac
 "$PY" manage.py collectstatic --noinput -v 0
-# A small machine's defaults, unless the environment or .env says otherwise;
-# gunicorn.conf.py reads GUNICORN_BIND (default 127.0.0.1:$PORT) itself.
-WEB_CONCURRENCY="$(setting WEB_CONCURRENCY)" GUNICORN_THREADS="$(setting GUNICORN_THREADS)"
-export WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}" GUNICORN_THREADS="${GUNICORN_THREADS:-4}"
-# gunicorn reads WEB_CONCURRENCY itself before its config file could say which
-# variable is wrong (a traceback): one line here instead.
-for variable in PORT WEB_CONCURRENCY GUNICORN_THREADS; do
-    if ! [[ "${!variable}" =~ ^[1-9][0-9]*$ ]]; then
-        die "$variable=${!variable} is not a whole number of at least 1 (environment or .env)"
-    fi
-done
 exec "$VENV/bin/gunicorn" productsite.wsgi:application -c gunicorn.conf.py
