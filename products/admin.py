@@ -1,11 +1,12 @@
 from django.contrib import admin, messages
-from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.models import CHANGE
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db import DatabaseError, router, transaction
 from django.http import StreamingHttpResponse
 from django.urls import path
 from django.utils import timezone
 
+from .admin_history import HISTORY_LIMIT, log_history
 from .admin_import import import_view
 from .forms import ProductForm
 from .models import Product
@@ -27,8 +28,27 @@ class InStockFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RefusedLookupsAreBadLookups:
+    """A ModelAdmin mixin: a query-string lookup the database refuses is Django's bad-lookup redirect.
+
+    The changelist takes any lookup on a field from the query string
+    (?name__regex=, ?created_at__year=). One the database refuses (a
+    malformed regex) or that cannot become a query (year 999999999) is bad
+    input: Django's own answer for bad lookups (a redirect to ?e=1), not a 500.
+    """
+
+    def get_changelist_instance(self, request):
+        try:
+            # A savepoint: inside a transaction (a test, ATOMIC_REQUESTS),
+            # PostgreSQL refuses every later query after a failed one.
+            with transaction.atomic(using=router.db_for_read(self.model)):
+                return super().get_changelist_instance(request)
+        except (DatabaseError, ValueError, OverflowError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(RefusedLookupsAreBadLookups, admin.ModelAdmin):
     form = ProductForm  # the rules' own messages, as in the API and the import
     list_display = ["name", "price", "quantity", "updated_at"]
     search_fields = ["name"]
@@ -45,19 +65,6 @@ class ProductAdmin(admin.ModelAdmin):
         name = f"{opts.app_label}_{opts.model_name}_import"
         view = self.admin_site.admin_view(lambda request: import_view(self, request))
         return [path("import/", view, name=name), *super().get_urls()]
-
-    def get_changelist_instance(self, request):
-        # The changelist takes any lookup on a field from the query string
-        # (?name__regex=, ?created_at__year=). One the database refuses (a
-        # malformed regex) or that cannot become a query (year 999999999) is
-        # bad input: Django's own answer for bad lookups (a redirect to ?e=1), not a 500.
-        try:
-            # A savepoint: inside a transaction (a test, ATOMIC_REQUESTS),
-            # PostgreSQL refuses every later query after a failed one.
-            with transaction.atomic(using=router.db_for_read(self.model)):
-                return super().get_changelist_instance(request)
-        except (DatabaseError, ValueError, OverflowError) as exc:
-            raise IncorrectLookupParameters(exc) from exc
 
     def changelist_view(self, request, extra_context=None):
         can_import = self.has_add_permission(request) and self.has_change_permission(request)
@@ -79,13 +86,22 @@ class ProductAdmin(admin.ModelAdmin):
     @admin.action(description="Mark out of stock", permissions=["change"])
     def mark_out_of_stock(self, request, queryset):
         # ProductQuerySet.update() invalidates the cached products after commit.
-        changed = list(queryset.exclude(quantity=0).values_list("pk", flat=True))
-        count = queryset.update(quantity=0)
-        if changed:  # the admin's history, as a save in the change form writes it
-            LogEntry.objects.log_actions(
-                user_id=request.user.pk,
-                queryset=Product.objects.filter(pk__in=changed),
-                action_flag=CHANGE,
-                change_message=[{"changed": {"fields": ["Quantity"]}}],
-            )
-        self.message_user(request, f"Marked {count} product(s) out of stock.", messages.SUCCESS)
+        with transaction.atomic(using=router.db_for_write(Product)):
+            changed = list(queryset.exclude(quantity=0).values_list("pk", flat=True)[: HISTORY_LIMIT + 1])
+            count = queryset.update(quantity=0)
+            note = ""
+            if len(changed) <= HISTORY_LIMIT:  # the History, as a save in the change form writes it
+                log_history(request, changed, CHANGE, [{"changed": {"fields": ["Quantity"]}}])
+            else:
+                note = f" (no History entries: more than {HISTORY_LIMIT:,} products changed at once)"
+        self.message_user(request, f"Marked {count} product(s) out of stock.{note}", messages.SUCCESS)
+
+
+# The site's other lists (users, groups, tokens: registered by their apps,
+# which come before this one in INSTALLED_APPS) get the same guard.
+for _model, _model_admin in list(admin.site._registry.items()):
+    if not isinstance(_model_admin, RefusedLookupsAreBadLookups):
+        admin.site.unregister(_model)
+        admin.site.register(
+            _model, type(type(_model_admin).__name__, (RefusedLookupsAreBadLookups, type(_model_admin)), {})
+        )

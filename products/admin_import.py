@@ -20,7 +20,7 @@ from datetime import datetime
 from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import router, transaction
@@ -28,8 +28,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 
 from . import validators
+from .admin_history import HISTORY_LIMIT, log_history
 from .fileformats import EXTENSIONS, FORMATS, FileFormatError, RawRow, RowError, format_for_path, read_rows
 from .models import Product
 from .services.importing import ImportFailed, ImportResult, product_import_file
@@ -127,8 +129,8 @@ def import_view(model_admin, request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, "admin/products/product/import.html", context)
 
 
-def _file_products(content: bytes, fmt: str) -> dict[str, tuple[int, datetime]]:
-    """Return the file's products as they are now: name -> (pk, updated_at)."""
+def _file_names(content: bytes, fmt: str) -> set[str]:
+    """Return the names of the file's good rows."""
     names = set()
     for row in read_rows(io.BytesIO(content), fmt):
         if isinstance(row, RawRow):
@@ -136,6 +138,11 @@ def _file_products(content: bytes, fmt: str) -> dict[str, tuple[int, datetime]]:
                 names.add(validators.clean_name(row.name))
             except DjangoValidationError:
                 pass  # a bad row: the import refuses the file anyway
+    return names
+
+
+def _file_products(names: set[str]) -> dict[str, tuple[int, datetime]]:
+    """Return the products with these names as they are now: name -> (pk, updated_at)."""
     ordered, state = sorted(names), {}
     for start in range(0, len(ordered), 500):  # under every database's parameter limit
         chunk = ordered[start : start + 500]
@@ -155,25 +162,11 @@ def _plan(content: bytes, fmt: str, state: dict[str, tuple[int, datetime]] | Non
     dry run and the confirmation changes it (counts alone would not tell a
     product someone created from one someone deleted).
     """
-    state = _file_products(content, fmt) if state is None else state
+    state = _file_products(_file_names(content, fmt)) if state is None else state
     digest = hashlib.sha256()
     for name, (_, updated_at) in sorted(state.items()):
         digest.update(f"{name}\0{updated_at.isoformat()}\n".encode())
     return digest.hexdigest()
-
-
-def _log_history(request: HttpRequest, before: dict, after: dict, filename: str) -> None:
-    """Write the admin's history for each product the import created or changed, as a save in the admin does."""
-    created = [pk for name, (pk, _) in after.items() if name not in before]
-    changed = [pk for name, (pk, stamp) in after.items() if name in before and before[name][1] != stamp]
-    for flag, pks, verb in ((ADDITION, created, "Created"), (CHANGE, changed, "Changed")):
-        if pks:
-            LogEntry.objects.log_actions(
-                user_id=request.user.pk,
-                queryset=Product.objects.filter(pk__in=pks),
-                action_flag=flag,
-                change_message=f"{verb} by the import of {filename}.",
-            )
 
 
 def _await_confirmation(request: HttpRequest, filename: str, fmt: str, content: bytes) -> str:
@@ -188,6 +181,25 @@ def _await_confirmation(request: HttpRequest, filename: str, fmt: str, content: 
         "plan": _plan(content, fmt),
     }
     return token
+
+
+def _log_history(
+    request: HttpRequest, names: set[str], before: dict, started, result: ImportResult, filename: str
+) -> str:
+    """Write each created or changed product's admin History; return what to add to the message."""
+    if result.created + result.updated > HISTORY_LIMIT:
+        return f" (no History entries: more than {HISTORY_LIMIT:,} products changed at once)"
+    # The rows the import wrote carry its timestamp; the file's other products kept theirs.
+    written = [
+        (pk, name)
+        for pk, name in Product.objects.filter(updated_at__gte=started).values_list("pk", "name")
+        if name in names
+    ]
+    created = [pk for pk, name in written if name not in before]
+    changed = [pk for pk, name in written if name in before]
+    log_history(request, created, ADDITION, f"Created by the import of {filename}.")
+    log_history(request, changed, CHANGE, f"Changed by the import of {filename}.")
+    return ""
 
 
 class _PlanChanged(Exception):
@@ -205,12 +217,14 @@ def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpRespon
     del request.session[SESSION_KEY]
     try:
         with transaction.atomic(using=router.db_for_write(Product)):
-            before = _file_products(content, stored["fmt"])
+            names = _file_names(content, stored["fmt"])
+            before = _file_products(names)
             if _plan(content, stored["fmt"], before) != stored.get("plan"):
                 raise _PlanChanged
+            started = timezone.now()
             report = _run(content, stored["fmt"], dry_run=False)
             if report.ok:
-                _log_history(request, before, _file_products(content, stored["fmt"]), stored["filename"])
+                history = _log_history(request, names, before, started, report.result, stored["filename"])
     except _PlanChanged:
         # Someone created or changed a product meanwhile: the confirmed
         # report (say "create 2") would now update theirs. Show the new plan.
@@ -232,6 +246,6 @@ def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpRespon
     messages.success(
         request,
         f"Imported {stored['filename']}: created {result.created}, updated {result.updated}, "
-        f"unchanged {result.unchanged}.",
+        f"unchanged {result.unchanged}.{history}",
     )
     return HttpResponseRedirect(changelist)

@@ -83,3 +83,24 @@ def test_two_editors_in_the_admin_cannot_silently_overwrite_each_other(admin_cli
         change, {"name": "Lamp", "price": "99.99", "quantity": "50", "seen_version": fresh}
     )
     assert again.status_code == 302 and Product.objects.get(pk=lamp.pk).quantity == 50
+
+
+def test_marking_more_products_than_the_history_limit_changes_them_all_and_says_history_was_skipped(
+    admin_client, monkeypatch
+):
+    from django.contrib.admin.models import LogEntry
+
+    from products import admin as product_admin
+
+    monkeypatch.setattr(product_admin, "HISTORY_LIMIT", 2)
+    products = [Product.objects.create(name=f"P{i}", price="1.00", quantity=3) for i in range(3)]
+    response = admin_client.post(
+        CHANGELIST,
+        {"action": "mark_out_of_stock", "_selected_action": [p.pk for p in products]},
+        follow=True,
+    )
+    assert "Marked 3 product(s) out of stock. (no History entries: more than 2 products" in (
+        response.content.decode()
+    )
+    assert set(Product.objects.values_list("quantity", flat=True)) == {0}
+    assert not LogEntry.objects.exists()

@@ -172,3 +172,24 @@ def test_an_unknown_extension_or_too_large_file_is_a_form_error(client, settings
         and "(limit 10)" in too_large.content.decode()
     )
     assert not Product.objects.exists()
+
+
+def test_an_import_past_the_history_limit_writes_its_products_and_says_history_was_skipped(
+    client, monkeypatch
+):
+    from django.contrib.admin.models import LogEntry
+
+    from products import admin_import
+
+    monkeypatch.setattr(admin_import, "HISTORY_LIMIT", 1)
+    staff(client, "add_product", "change_product", "view_product")
+    Product.objects.create(name="Bowl", price="9.00", quantity=0)
+    report = upload(client, GOOD)
+    client.post(IMPORT, {"confirm": "1", "token": report.context["token"]})
+    messages = [str(m) for m in client.get(CHANGELIST).context["messages"]]
+    assert messages == [
+        "Imported products.csv: created 2, updated 1, unchanged 0. "
+        "(no History entries: more than 1 products changed at once)"
+    ]
+    assert ("Bowl", Decimal("12.00"), 0) in catalogue()
+    assert not LogEntry.objects.exists()

@@ -213,3 +213,26 @@ def test_a_lookup_the_database_refuses_in_the_admins_changelist_is_djangos_bad_l
     assert response.status_code == 302, response.content[:300]
     assert response["Location"] == "/admin/products/product/?e=1"
     assert browser.get(response["Location"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/auth/user/?username__regex=(",
+        "/admin/auth/user/?date_joined__year=999999999",
+        "/admin/auth/group/?name__regex=(",
+        "/admin/authtoken/tokenproxy/?created__year=999999999",
+    ],
+)
+def test_the_sites_other_lists_redirect_a_refused_lookup_too(url):
+    from django.contrib.auth.models import Group
+
+    Group.objects.create(name="editors")
+    boss = User.objects.create_superuser("boss", password="pw-boss-123")
+    from rest_framework.authtoken.models import Token
+
+    Token.objects.create(user=boss)
+    browser = Client(raise_request_exception=False)
+    browser.login(username="boss", password="pw-boss-123")
+    response = browser.get(url)
+    assert response.status_code == 302 and response["Location"].endswith("?e=1"), response.status_code
