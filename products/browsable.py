@@ -15,6 +15,8 @@ from types import SimpleNamespace
 from urllib.parse import quote
 
 from rest_framework.renderers import BrowsableAPIRenderer
+from rest_framework.reverse import preserve_builtin_query_params
+from rest_framework.utils import breadcrumbs
 
 from .validators import keep_dot_segments
 
@@ -42,4 +44,9 @@ class ProductBrowsableAPIRenderer(BrowsableAPIRenderer):
     template = "products/browsable_api.html"
 
     def get_breadcrumbs(self, request):
-        return [(name, encoded_path(url)) for name, url in super().get_breadcrumbs(request)]
+        # DRF appends the kept query parameters (?format=api) to the decoded
+        # path, where a "#" in a name swallows them: encode first, then append.
+        return [
+            (name, preserve_builtin_query_params(encoded_path(url), request))
+            for name, url in breadcrumbs.get_breadcrumbs(request.path)
+        ]

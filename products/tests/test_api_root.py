@@ -53,3 +53,14 @@ def test_browsable_pages_show_their_descriptions_without_markup(anon_client, mak
     header = html.split('<div class="page-header">', 1)[1]
     description = header.split('<div class="pull-left">', 1)[1].split("</div>", 1)[0]
     assert "<p>" in description and "`" not in description, description
+
+
+def test_breadcrumbs_keep_the_format_parameter_as_a_query_string(anon_client, make_product):
+    make_product("C# book")
+    html = anon_client.get("/api/products/C%23%20book/?format=api").content.decode()
+    crumbs = html.split('<ul class="breadcrumb">', 1)[1].split("</ul>", 1)[0]
+    assert 'href="/api/?format=api"' in crumbs, crumbs
+    assert 'href="/api/products/?format=api"' in crumbs
+    assert 'href="/api/products/C%23%20book/?format=api"' in crumbs
+    for href in ("/api/?format=api", "/api/products/?format=api", "/api/products/C%23%20book/?format=api"):
+        assert anon_client.get(href).status_code == 200, href
