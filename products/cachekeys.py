@@ -236,7 +236,10 @@ def adopt(connection: Connection, run_id: str) -> None:
     if retired:
         metrics.generation_retired()
         logger.warning(
-            "Redis server %s is new to this cache: %d bucket generation(s) retired", run_id, retired
+            "Redis server %s is new to this cache (a restart from old data, a failover, or the epoch "
+            "another process recorded): %d bucket generation(s) retired",
+            run_id,
+            retired,
         )
     elif any(reply == 2 for reply in replies):
         # A fresh or emptied Redis (a first start, a restart without a

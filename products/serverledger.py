@@ -155,8 +155,8 @@ def _report_recheck(server: str, epoch: int) -> None:
     if once:
         # The usual cause: Redis restarted or failed over, and another process met it first.
         logger.info(
-            "Another process recorded another Redis server for the product cache (%s, epoch %s), "
-            "after a restart or a failover; checking this process's server again",
+            "Another process recorded another Redis server or epoch for the product cache (%s, epoch %s): "
+            "a restart, a failover, or a process with other Redis settings; checking this process's server again",
             server,
             epoch,
         )

@@ -219,7 +219,7 @@ class _Breaker:
         if first:
             metrics.breaker_state(True)
             logger.warning(
-                "Redis unavailable (%s: %s); products are read from the database, and Redis tried again every %.1fs",
+                "Redis unavailable (%s: %s); products are read from the database, and Redis is tried again every %.1fs",
                 type(exc).__name__,
                 _describe(exc),
                 settings.PRODUCT_CACHE_BACKOFF,

@@ -27,7 +27,10 @@ fi
 # The Redis settings as the service will read them: the environment, else .env.
 REDIS_URL="$(setting REDIS_URL)"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
-# The environment, else .env, as gunicorn.conf.py reads them.
+# The environment, else .env, as gunicorn.conf.py reads them (an empty one counts as unset).
+for variable in PORT GUNICORN_BIND WEB_CONCURRENCY GUNICORN_THREADS DEBUG; do
+    if [ -n "${!variable+set}" ] && [ -z "${!variable// /}" ]; then unset "$variable"; fi
+done
 PORT="$(setting PORT)"
 export PORT="${PORT:-8000}"
 BIND="$(setting GUNICORN_BIND)"
@@ -71,6 +74,7 @@ fi
 
 say "Serving on http://$BIND/api/products/  (admin: /admin/, docs: /api/docs/, health: /health/)"
 say "An admin user: .venv/bin/python manage.py createsuperuser"
+DEBUG="$(setting DEBUG)"
 case "${DEBUG:-0}" in
     1 | true | True | yes | on)
         exec "$PY" manage.py runserver "$BIND"

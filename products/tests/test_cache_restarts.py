@@ -421,7 +421,7 @@ def test_processes_moving_the_server_record_back_and_forth_warn_once_a_minute(ca
             serverledger._report_recheck("abc/0/prefix", epoch)
     # The first is a restart or a failover as far as anyone can tell: no blame.
     assert caplog.records[0].levelno == logging.INFO
-    assert "restart or a failover" in caplog.records[0].getMessage()
+    assert "a restart, a failover, or a process with other Redis settings" in caplog.records[0].getMessage()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "must share REDIS_URL" in warnings[0].getMessage()
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 4

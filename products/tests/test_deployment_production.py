@@ -87,6 +87,12 @@ def test_settings_refuse_to_start_without_a_secret_key():
         # A page cache of "--1" KiB made every SQLite connection fail; a body limit of -1 refused every POST.
         ("SQLITE_CACHE_KIB", "-1", "SQLITE_CACHE_KIB: -1 is out of range; it must be at least 0"),
         ("DATA_UPLOAD_MAX_MEMORY_SIZE", "-1", "DATA_UPLOAD_MAX_MEMORY_SIZE: -1 is out of range"),
+        # PostgreSQL reads a lock_timeout of 0 as "wait for ever".
+        (
+            "DATABASE_LOCK_TIMEOUT",
+            "0",
+            "DATABASE_LOCK_TIMEOUT: 0.0 is out of range; it must be at least 0.001",
+        ),
     ],
 )
 def test_a_malformed_or_out_of_range_setting_is_one_line_naming_it(variable, value, says):
@@ -95,6 +101,8 @@ def test_a_malformed_or_out_of_range_setting_is_one_line_naming_it(variable, val
     env = server_env(**{variable: value})
     if variable.startswith("SQLITE_"):  # read only on SQLite (the suite also runs on PostgreSQL)
         env["DATABASE_URL"] = "sqlite:////nonexistent/never-opened.sqlite3"
+    if variable == "DATABASE_LOCK_TIMEOUT":  # read only on PostgreSQL
+        env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/never-opened"
     result = manage(env, "check")
     assert result.returncode == 1, result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
