@@ -40,9 +40,17 @@ logger = logging.getLogger("products.cache")
 
 CHECK_EVERY = 1.0  # seconds between asking the sentinels, messages or not
 _LISTEN = 0.05  # seconds each sentinel's subscription is waited on per turn
+# After a +switch-master, how long and how often to ask again: the sentinel
+# asked first may name the old master until the others' hellos reach it.
+_AFTER_MESSAGE = 3.0
+_AFTER_MESSAGE_EVERY = 0.1
 
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
+# The master this process last moved to (or first saw). Not the pool's own
+# master_address: any thread's new connection updates that one too, and the
+# watcher must still act when another thread noticed the switch first.
+_acted_on: tuple | None = None
 
 
 def watch(redis_client) -> None:
@@ -60,11 +68,13 @@ def watch(redis_client) -> None:
 
 def check(pool: SentinelConnectionPool) -> bool:
     """Ask the sentinels for the master; move there if it moved. Return True when it moved."""
-    before = pool.master_address
+    global _acted_on
+    before = _acted_on or pool.master_address
     try:
         now = pool.get_master_address()  # closes idle connections when it changed
     except RedisError:
         return False  # no sentinel answers: the data connections fail on their own
+    _acted_on = now
     if before is None or now == before:
         return False
     logger.warning(
@@ -82,21 +92,25 @@ def check(pool: SentinelConnectionPool) -> bool:
 def _watch_forever(pool: SentinelConnectionPool) -> None:
     subscriptions: list = []
     checked = 0.0
+    eager_until = 0.0  # after a message: ask every _AFTER_MESSAGE_EVERY until then
     while True:
         try:
             if not subscriptions:
                 subscriptions = _subscribe(pool)
-            if time.monotonic() - checked >= CHECK_EVERY:
-                checked = time.monotonic()
-                check(pool)
+            now = time.monotonic()
+            every = _AFTER_MESSAGE_EVERY if now < eager_until else CHECK_EVERY
+            if now - checked >= every:
+                checked = now
+                if check(pool):
+                    eager_until = 0.0
             if not subscriptions:
-                time.sleep(CHECK_EVERY)
+                time.sleep(every)
                 continue
             for subscription in subscriptions:
                 message = subscription.get_message(timeout=_LISTEN)
                 if message and message.get("type") == "message" and _names(message, pool.service_name):
                     checked = time.monotonic()
-                    check(pool)
+                    eager_until = 0.0 if check(pool) else checked + _AFTER_MESSAGE
         except (RedisError, OSError):
             _close(subscriptions)
             subscriptions = []

@@ -66,19 +66,20 @@ def client() -> Client:
             if not getattr(shared, "_products_checks_server", False):
                 _install_server_check(redis_client)
                 shared._products_checks_server = True
+                _first_use(redis_client)  # a new client (a settings change in tests)
     if not _first_use_seen:
         _first_use(redis_client)
     return redis_client
 
 
-# Run once per process on its first client (again in a forked child): the
-# policy's watchers (products.sentinelwatch) start here.
+# Run with each new client, and once more in a forked child: the policy's
+# watchers (products.sentinelwatch) start here.
 _on_first_use: list[Callable[[Client], None]] = []
 _first_use_seen = False
 
 
 def register_first_use(function: Callable[[Client], None]) -> None:
-    """Add what runs with this process's first Redis client (and a forked child's)."""
+    """Add what runs with each new Redis client of this process (and a forked child's first)."""
     if function not in _on_first_use:
         _on_first_use.append(function)
 

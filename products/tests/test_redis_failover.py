@@ -18,7 +18,7 @@ import redis
 import requests
 from django.conf import settings as django_settings
 
-from products import cache
+from products import cache, transport
 from products.models import Product
 
 from .support.cache_state import reset_process_state
@@ -197,6 +197,34 @@ def test_a_manual_sentinel_failover_is_followed_at_once_by_every_process(redis_s
         redis_sentinel.wait_healthy(timeout=60)  # the sentinels turn the old master into a replica
         server.stop()
         manage(server.env, "clear_product_cache")  # the topology is the session's: leave no value
+
+
+def test_the_sentinel_watcher_acts_even_when_another_thread_saw_the_new_master_first(
+    redis_sentinel, settings, make_product, monkeypatch
+):
+    """A request thread's new connection moves the pool's address first: the watcher must still act."""
+    from products import sentinelwatch
+
+    redis_sentinel.wait_healthy()
+    switch_to(settings, redis_sentinel)
+    make_product("Mug", price="1.00")
+    read("Mug")
+    assert read("Mug")[0].hit
+    pool = transport.client().connection_pool
+    old = pool.master_address
+    assert sentinelwatch.check(pool) is False  # the master it starts from
+    # Keep the watcher thread out of it: this test plays its part.
+    monkeypatch.setattr(sentinelwatch, "_names", lambda message, service: False)
+    monkeypatch.setattr(sentinelwatch, "CHECK_EVERY", 3600.0)
+    try:
+        wait_for(lambda: _ask_for_a_failover(redis_sentinel), 30, "a manual failover accepted")
+        # Another thread notices first, as a request's new connection would.
+        wait_for(lambda: pool.get_master_address() != old, 30, "the pool seeing the new master")
+        assert sentinelwatch.check(pool) is True  # moved, the near cache dropped, the generation retired
+        value, _ = read("Mug")
+        assert not value.hit and b'"1.00"' in value.data
+    finally:
+        redis_sentinel.wait_healthy(timeout=60)
 
 
 # --- Redis Cluster --------------------------------------------------------------------------
