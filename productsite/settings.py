@@ -193,12 +193,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # rows it imports), then answers 503 with Retry-After, as SQLite's busy
     # timeout does; without it the request waited until gunicorn killed the
     # worker (GUNICORN_TIMEOUT, 30 s) and the client got an HTML 500.
-    # At least 1 ms: PostgreSQL reads 0 as "wait for ever".
-    _lock_ms = int(
-        _at_least("DATABASE_LOCK_TIMEOUT", env.float("DATABASE_LOCK_TIMEOUT", default=10.0), 0.001) * 1000
+    # 0: the app sets none (PgBouncer refuses the "options" startup parameter;
+    # there, set lock_timeout on the database role: docs/production.md).
+    _lock_ms = round(
+        _at_least("DATABASE_LOCK_TIMEOUT", env.float("DATABASE_LOCK_TIMEOUT", default=10.0), 0) * 1000
     )
-    _options = DATABASES["default"].setdefault("OPTIONS", {})
-    _options["options"] = f"{_options.get('options', '')} -c lock_timeout={_lock_ms}".strip()
+    if _lock_ms > 0:
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options["options"] = f"{_options.get('options', '')} -c lock_timeout={_lock_ms}".strip()
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -88,11 +88,7 @@ def test_settings_refuse_to_start_without_a_secret_key():
         ("SQLITE_CACHE_KIB", "-1", "SQLITE_CACHE_KIB: -1 is out of range; it must be at least 0"),
         ("DATA_UPLOAD_MAX_MEMORY_SIZE", "-1", "DATA_UPLOAD_MAX_MEMORY_SIZE: -1 is out of range"),
         # PostgreSQL reads a lock_timeout of 0 as "wait for ever".
-        (
-            "DATABASE_LOCK_TIMEOUT",
-            "0",
-            "DATABASE_LOCK_TIMEOUT: 0.0 is out of range; it must be at least 0.001",
-        ),
+        ("DATABASE_LOCK_TIMEOUT", "-1", "DATABASE_LOCK_TIMEOUT: -1.0 is out of range; it must be at least 0"),
     ],
 )
 def test_a_malformed_or_out_of_range_setting_is_one_line_naming_it(variable, value, says):
@@ -254,3 +250,23 @@ def test_gunicorn_config_reads_the_environment(monkeypatch):
     assert config["preload_app"] is True
     monkeypatch.setenv("GUNICORN_PRELOAD", "0")
     assert runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))["preload_app"] is False
+
+
+@pytest.mark.parametrize(
+    "value, options", [(None, "-c lock_timeout=10000"), ("2.5", "-c lock_timeout=2500"), ("0", None)]
+)
+def test_the_postgresql_lock_timeout_is_a_connection_option_unless_turned_off(value, options):
+    # 0 leaves it to the database role: PgBouncer refuses the "options" startup parameter.
+    env = server_env(DATABASE_URL="postgres://postgres@127.0.0.1:5432/never-opened")
+    if value is not None:
+        env["DATABASE_LOCK_TIMEOUT"] = value
+    code = "from django.conf import settings; print(settings.DATABASES['default'].get('OPTIONS', {}).get('options'))"
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(options)
