@@ -7,6 +7,7 @@ import logging
 import time
 
 from django.conf import settings
+from django.db import OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve
 from django.utils.html import escape
@@ -18,6 +19,7 @@ from .logfields import format_fields, request_id
 __all__ = ["BodySizeLimitMiddleware", "RequestLogMiddleware", "format_fields", "log_request", "request_id"]
 
 logger = logging.getLogger("products.requests")
+logger_db = logging.getLogger("products.exceptions")  # as the API's 503 is logged
 
 UNMATCHED_ROUTE = "(unmatched)"
 STATIC_ROUTE = "(static)"  # files WhiteNoise serves
@@ -54,6 +56,24 @@ class RequestLogMiddleware:
             # here from django.security's own line (logfields.SecurityEventIntoRequestLine).
             reason=getattr(request, "log_reason", None),
         )
+        return response
+
+    def process_exception(self, request, exception):
+        """Answer a database that is down or busy with a 503 page outside the API, not a 500.
+
+        The API's views answer it themselves (products.exceptions, JSON); the
+        admin's save of a row an import has locked past DATABASE_LOCK_TIMEOUT,
+        or any page while the database restarts, lands here.
+        """
+        if not isinstance(exception, OperationalError) or is_api_path(request.path):
+            return None
+        logger_db.warning("Database unavailable, answered 503: %s", exception)
+        page = (
+            "<!doctype html><title>Try again shortly</title><h1>The database is busy or unavailable</h1>"
+            "<p>Nothing was changed. Try again in a few seconds.</p>"
+        )
+        response = HttpResponse(page, status=503, content_type="text/html; charset=utf-8")
+        response["Retry-After"] = "5"
         return response
 
 

@@ -316,3 +316,33 @@ def test_an_import_that_waits_too_long_for_a_lock_says_so_and_writes_nothing(tmp
     assert "another process" in message and "nothing was written" in message, message
     assert "migrate" not in message
     assert list(Product.objects.values_list("name", "quantity")) == [("Mug", 1)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_admin_save_that_waits_too_long_for_a_lock_is_a_503_page_not_a_500():
+    from django.db import connection
+    from django.test import Client
+
+    mug = Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    User.objects.create_superuser("boss", password="pw-boss-123")
+    browser = Client(raise_request_exception=False)
+    browser.login(username="boss", password="pw-boss-123")
+    change = f"/admin/products/product/{mug.pk}/change/"
+    page = browser.get(change).content.decode()
+    seen = page.split('name="seen_version" value="', 1)[1].split('"', 1)[0]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SET lock_timeout = '300ms'" if connection.vendor == "postgresql" else "PRAGMA busy_timeout = 300"
+        )
+    holder = _hold_the_write_lock("Mug")
+    try:
+        response = browser.post(
+            change, {"name": "Mug", "price": "2.00", "quantity": "1", "seen_version": seen}
+        )
+    finally:
+        holder.rollback() if connection.vendor == "postgresql" else holder.execute("ROLLBACK")
+        holder.close()
+    assert response.status_code == 503, response.content[:300]
+    assert response["Retry-After"] == "5"
+    assert b"Nothing was changed" in response.content
+    assert Product.objects.get(name="Mug").price == Decimal("1.00")
