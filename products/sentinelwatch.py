@@ -31,6 +31,7 @@ import os
 import threading
 import time
 
+from django.db import connections
 from redis.exceptions import RedisError
 from redis.sentinel import SentinelConnectionPool
 
@@ -101,7 +102,7 @@ def _watch_forever(pool: SentinelConnectionPool) -> None:
             every = _AFTER_MESSAGE_EVERY if now < eager_until else CHECK_EVERY
             if now - checked >= every:
                 checked = now
-                if check(pool):
+                if _checked_here(pool):
                     eager_until = 0.0
             if not subscriptions:
                 time.sleep(every)
@@ -110,7 +111,7 @@ def _watch_forever(pool: SentinelConnectionPool) -> None:
                 message = subscription.get_message(timeout=_LISTEN)
                 if message and message.get("type") == "message" and _names(message, pool.service_name):
                     checked = time.monotonic()
-                    eager_until = 0.0 if check(pool) else checked + _AFTER_MESSAGE
+                    eager_until = 0.0 if _checked_here(pool) else checked + _AFTER_MESSAGE
         except (RedisError, OSError):
             _close(subscriptions)
             subscriptions = []
@@ -120,6 +121,15 @@ def _watch_forever(pool: SentinelConnectionPool) -> None:
             _close(subscriptions)
             subscriptions = []
             time.sleep(CHECK_EVERY)
+
+
+def _checked_here(pool: SentinelConnectionPool) -> bool:
+    # A move adopts the new server, which reads the server ledger: this
+    # thread's database connection is not a request's, so close it after.
+    try:
+        return check(pool)
+    finally:
+        connections.close_all()
 
 
 def _subscribe(pool: SentinelConnectionPool) -> list:
