@@ -387,7 +387,14 @@ def _legacy_body(data: bytes) -> bytes:
     Built once per product JSON: :func:`_answer` keeps it in the answers memo,
     copied to its own size rather than orjson's 4 KiB buffer.
     """
-    return compact(orjson.dumps(legacy_shape(orjson.loads(data))))
+    body = orjson.dumps(legacy_shape(orjson.loads(data)))
+    # DRF's JSONRenderer, which answers the same route inside Django, escapes
+    # these two (valid JSON, not valid JavaScript); so must this.
+    return compact(body.replace(_LINE_SEPARATOR, rb"\u2028").replace(_PARAGRAPH_SEPARATOR, rb"\u2029"))
+
+
+_LINE_SEPARATOR = "\u2028".encode()
+_PARAGRAPH_SEPARATOR = "\u2029".encode()
 
 
 def _load_product(name: str) -> bytes | None:

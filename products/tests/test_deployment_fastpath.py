@@ -107,6 +107,26 @@ def test_fast_path_answers_exactly_like_the_drf_view(mug, wsgi_get, settings, pa
     assert fast.headers == slow.headers
 
 
+@pytest.mark.parametrize("route", ["/products/{}", "/api/products/{}/"])
+def test_line_and_paragraph_separators_come_out_as_django_writes_them(make_product, wsgi_get, settings, route):
+    # DRF's renderer escapes U+2028 and U+2029 in the legacy body; the fast path once sent them raw.
+    make_product(name="a\u2028b\u2029c", price="1.00", quantity=1)
+    path = route.format("a%E2%80%A8b%E2%80%A9c")
+
+    def fetch(fast: bool) -> Answer:
+        settings.PRODUCT_FAST_PATH = fast
+        product_cache.clear()
+        wsgi_get(path)
+        return wsgi_get(path)
+
+    fast, slow = fetch(True), fetch(False)
+    assert not fast.handled_by_django
+    assert slow.handled_by_django
+    assert (fast.status_code, fast.body, fast.headers) == (slow.status_code, slow.body, slow.headers)
+    body = fast.json()
+    assert body.get("attributes", body)["name"] == "a\u2028b\u2029c"
+
+
 # Requests the fast path must hand to Django: each once differed (or could).
 HANDED_OVER = {
     "empty_accept": {"HTTP_ACCEPT": ""},  # DRF: 406
