@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import connections
 
 from . import outbox, serverledger, transport
+from .dberrors import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,9 @@ def _apply_forever(stop: threading.Event) -> None:
             except Exception as exc:
                 if not failing:
                     logger.warning(
-                        "Cannot read recorded cache invalidations (%s: %s)", type(exc).__name__, exc
+                        "Cannot read recorded cache invalidations (%s: %s)",
+                        type(exc).__name__,
+                        first_line(exc),
                     )
                 failing = True
                 connections.close_all()  # reconnect on the next poll

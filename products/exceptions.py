@@ -14,9 +14,13 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
+from .dberrors import first_line, lost_to_another_writer
 from .validators import DUPLICATE_NAME_MESSAGE
 
 logger = logging.getLogger(__name__)
+
+UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly."
+LOCKED_MESSAGE = "Another write holds this data; nothing changed, try again shortly."
 
 
 class ProductNameConflict(APIException):
@@ -45,12 +49,19 @@ class PreconditionFailed(APIException):
     default_code = "precondition_failed"
 
 
+def log_unavailable_database(exc: BaseException) -> bool:
+    """Log, on one line, a database error answered with 503; return whether another write held the lock."""
+    locked = lost_to_another_writer(exc)
+    logger.warning("Database %s, answered 503: %s", "busy" if locked else "unavailable", first_line(exc))
+    return locked
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Extend DRF's handler: a constraint the database caught is a 409, an unreachable database a 503."""
     if isinstance(exc, IntegrityError):
         # Two clients created the same name at once: validation passed for
         # both, the unique index stopped the second.
-        logger.info("Integrity error answered as 409: %s", exc)
+        logger.info("Integrity error answered as 409: %s", first_line(exc))
         text = str(exc).lower()
         if "unique" in text or "duplicate" in text:
             body = {"name": [DUPLICATE_NAME_MESSAGE]}
@@ -58,12 +69,12 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
             body = {"detail": "The change conflicts with the stored data."}
         return Response(body, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, OperationalError):
-        # The database is down, restarting or busy (SQLite "database is
-        # locked"): temporary, so 503 and a retry hint, not a 500.
-        logger.warning("Database unavailable, answered 503: %s", exc)
+        # The database is down, restarting or busy (a row lock held past
+        # DATABASE_LOCK_TIMEOUT, SQLite's "database is locked"): temporary,
+        # so 503 and a retry hint, not a 500.
         set_rollback()
         return Response(
-            {"detail": "The database is unavailable; try again shortly."},
+            {"detail": LOCKED_MESSAGE if log_unavailable_database(exc) else UNAVAILABLE_MESSAGE},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )

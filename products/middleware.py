@@ -13,13 +13,12 @@ from django.urls import Resolver404, resolve
 from django.utils.html import escape
 
 from . import metrics
-from .exceptions import is_api_path
+from .exceptions import is_api_path, log_unavailable_database
 from .logfields import format_fields, request_id
 
 __all__ = ["BodySizeLimitMiddleware", "RequestLogMiddleware", "format_fields", "log_request", "request_id"]
 
 logger = logging.getLogger("products.requests")
-logger_db = logging.getLogger("products.exceptions")  # as the API's 503 is logged
 
 UNMATCHED_ROUTE = "(unmatched)"
 STATIC_ROUTE = "(static)"  # files WhiteNoise serves
@@ -67,10 +66,11 @@ class RequestLogMiddleware:
         """
         if not isinstance(exception, OperationalError) or is_api_path(request.path):
             return None
-        logger_db.warning("Database unavailable, answered 503: %s", exception)
+        locked = log_unavailable_database(exception)
         page = (
-            "<!doctype html><title>Try again shortly</title><h1>The database is busy or unavailable</h1>"
-            "<p>Nothing was changed. Try again in a few seconds.</p>"
+            "<!doctype html><title>Try again shortly</title><h1>"
+            + ("Another change holds this data" if locked else "The database is busy or unavailable")
+            + "</h1><p>Nothing was changed. Try again in a few seconds.</p>"
         )
         response = HttpResponse(page, status=503, content_type="text/html; charset=utf-8")
         response["Retry-After"] = "5"

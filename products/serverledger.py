@@ -41,6 +41,7 @@ from django.db import DatabaseError, connections, router, transaction
 from redis.exceptions import ConnectionError
 
 from . import cache, nearcache, transport
+from .dberrors import first_line
 from .models import CacheServer
 
 logger = logging.getLogger("products.cache")
@@ -88,7 +89,7 @@ def marker(run_id: str, db: int) -> str:
         return f"{run_id}:{epoch}"
     except DatabaseError as exc:
         raise ConnectionError(
-            f"cannot record which Redis server the cache is on ({type(exc).__name__}: {exc})"
+            f"cannot record which Redis server the cache is on ({type(exc).__name__}: {first_line(exc)})"
         ) from exc
     except ConnectionError:
         raise
@@ -139,7 +140,9 @@ def recheck_after_a_write() -> None:
     try:
         recheck_if_moved()
     except DatabaseError as exc:  # the write is done; the serving processes still poll
-        logger.warning("Could not compare with the recorded Redis server (%s: %s)", type(exc).__name__, exc)
+        logger.warning(
+            "Could not compare with the recorded Redis server (%s: %s)", type(exc).__name__, first_line(exc)
+        )
 
 
 def _report_recheck(server: str, epoch: int) -> None:

@@ -15,6 +15,7 @@ from django.db import IntegrityError, OperationalError, connections, router, tra
 from django.utils import timezone
 
 from products import cache, validators
+from products.dberrors import first_line, lost_to_another_writer
 from products.fileformats import MISSING, RawRow, RowError, read_rows
 from products.models import Product
 from products.validators import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
@@ -113,9 +114,8 @@ class _BatchWriter:
                 raise  # the database is down: the command says so
             # Another writer held these rows (an import of the same products
             # in another order: a deadlock; a lock held past DATABASE_LOCK_TIMEOUT).
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ImportFailed(
-                f"the database could not lock a batch ({first}); another process is writing "
+                f"the database could not lock a batch ({first_line(exc)}); another process is writing "
                 "the same products: nothing was written, run the import again"
             ) from exc
 
@@ -184,20 +184,6 @@ class _BatchWriter:
             cache.retire_generation_on_commit(using=self.using)
         elif self.changed:
             cache.invalidate_on_commit(self.changed, using=self.using)
-
-
-# PostgreSQL's deadlock, serialization failure and lock timeout.
-_LOCK_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
-
-
-def lost_to_another_writer(exc: BaseException) -> bool:
-    """Whether a database error means another transaction held the lock (not a database down)."""
-    if (
-        getattr(exc.__cause__, "sqlstate", None) in _LOCK_SQLSTATES
-        or getattr(exc, "sqlstate", None) in _LOCK_SQLSTATES
-    ):
-        return True
-    return "database is locked" in str(exc)  # SQLite, past its busy timeout
 
 
 def product_bulk_import(

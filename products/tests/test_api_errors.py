@@ -138,3 +138,24 @@ def test_probes_answer_other_methods_with_json_405_not_a_csrf_page(path):
     described = client.options(path, HTTP_ACCEPT="application/json").json()
     assert described["name"] in ("Liveness Probe", "Readiness Probe")  # not "  Live" from a private class
     assert described["description"].startswith(described["name"].split()[0] + ":")
+
+
+def test_a_create_race_lost_at_the_unique_index_is_a_409_logged_on_one_line(
+    editor_client, make_product, monkeypatch, caplog
+):
+    # Two creates of one name both pass the name check; the database's unique
+    # index stops the second. PostgreSQL's error adds a DETAIL line quoting
+    # the name (control characters and all): the log record keeps the first line.
+    from products import serializers
+
+    make_product(name="race\u2028x", price="1.00", quantity=1)
+    monkeypatch.setattr(serializers, "name_taken", lambda name, pk: False)
+    with caplog.at_level("INFO", logger="products.exceptions"):
+        response = editor_client.post(
+            "/api/products/", {"name": "race\u2028x", "price": "2.00"}, format="json"
+        )
+    assert response.status_code == 409, response.content
+    assert response.json() == {"name": ["A product with this name already exists."]}
+    [record] = [r for r in caplog.records if "Integrity error" in r.getMessage()]
+    assert "\n" not in record.getMessage()
+    assert "\u2028" not in record.getMessage()

@@ -108,7 +108,9 @@ def test_fast_path_answers_exactly_like_the_drf_view(mug, wsgi_get, settings, pa
 
 
 @pytest.mark.parametrize("route", ["/products/{}", "/api/products/{}/"])
-def test_line_and_paragraph_separators_come_out_as_django_writes_them(make_product, wsgi_get, settings, route):
+def test_line_and_paragraph_separators_come_out_as_django_writes_them(
+    make_product, wsgi_get, settings, route
+):
     # DRF's renderer escapes U+2028 and U+2029 in the legacy body; the fast path once sent them raw.
     make_product(name="a\u2028b\u2029c", price="1.00", quantity=1)
     path = route.format("a%E2%80%A8b%E2%80%A9c")

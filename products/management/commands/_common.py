@@ -13,9 +13,9 @@ from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 from django.db import DatabaseError, connection
 from tqdm import tqdm
 
+from products.dberrors import first_line, lost_to_another_writer
 from products.models import CacheServer
 from products.outbox import report_misses_to
-from products.services.importing import lost_to_another_writer
 
 
 class ProductCommand(BaseCommand):
@@ -30,7 +30,7 @@ class ProductCommand(BaseCommand):
             return super().execute(*args, **options)
         except (DatabaseError, connection.Database.Error) as exc:  # the latter: the driver's, unwrapped
             # Whatever was written runs in a transaction that has rolled back.
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = first_line(exc)
             if lost_to_another_writer(exc):
                 raise CommandError(
                     f"the database is busy ({type(exc).__name__}: {first}): another process holds "
