@@ -11,9 +11,10 @@ registers two functions:
   so it runs as soon as Redis answers again, request or not.
 * ``adopt(connection, run_id)``, run on every new connection to a server
   instance this process has not checked yet (its ``run_id`` from ``INFO
-  server`` differs from the last one seen at that address, or none was
-  seen), *before* the connection carries any other command. A restart, a
-  Sentinel failover or a cluster failover shows a new run_id.
+  server``, with its replication id, differs from the last one seen at that
+  address, or none was seen), *before* the connection carries any other
+  command. A restart shows a new run_id, a promotion (a Sentinel or cluster
+  failover) a new replication id.
 
 Every call has the short socket timeout of the Django cache settings
 (``REDIS_SOCKET_TIMEOUT``) and no retries. A failure opens a per-process
@@ -106,7 +107,7 @@ def make_key(suffix: str) -> str:
 # --- Server identity ---------------------------------------------------------------
 
 _adopt: Callable[[Connection, str], None] | None = None
-_known_servers: dict[tuple, str] = {}  # address -> run_id this process has adopted
+_known_servers: dict[tuple, str] = {}  # address -> server identity this process has adopted
 _adopt_lock = threading.Lock()
 _adopting = threading.local()  # .active: this thread is inside an adoption
 # How long a new connection waits for another thread's adoption to finish
@@ -125,16 +126,13 @@ def _check_server(connection: Connection) -> None:
     # no reply from an unchecked server (a restart from an old snapshot, a
     # promoted replica) can reach a caller. A RedisError here fails the
     # connect, which the breaker handles like any other failure.
-    connection.send_command("INFO", "server")
-    info = connection.read_response()
-    info = info.decode() if isinstance(info, bytes) else str(info)
-    run_id = next((line[7:].strip() for line in info.splitlines() if line.startswith("run_id:")), "")
+    identity = _server_identity(connection)
     address = (
         getattr(connection, "host", None),
         getattr(connection, "port", None),
         getattr(connection, "path", None),
     )
-    if _known_servers.get(address) == run_id:
+    if _known_servers.get(address) == identity:
         return
     if getattr(_adopting, "active", False):
         # This thread's adoption lost its connection (another thread's
@@ -149,13 +147,34 @@ def _check_server(connection: Connection) -> None:
         raise TimeoutError("another thread's server identity check did not finish in time")
     try:
         _adopting.active = True
-        if _known_servers.get(address) != run_id:
+        if _known_servers.get(address) != identity:
             if _adopt is not None:
-                _adopt(connection, run_id)
-            _known_servers[address] = run_id
+                _adopt(connection, identity)
+            _known_servers[address] = identity
     finally:
         _adopting.active = False
         _adopt_lock.release()
+
+
+def _server_identity(connection: Connection) -> str:
+    """The server instance behind ``connection``, as it is now: its run_id and replication id.
+
+    The run_id alone changes only at a restart; a cluster replica that was a
+    master once, was demoted (a manual failover back) and is promoted again
+    keeps it, while its data may lack invalidations the master in between
+    took with it. Every promotion gives a master a new ``master_replid``.
+    Both come back in one round trip.
+    """
+    connection.send_packed_command(connection.pack_commands([("INFO", "server"), ("INFO", "replication")]))
+    fields = {}
+    for _ in range(2):
+        info = connection.read_response()
+        info = info.decode() if isinstance(info, bytes) else str(info)
+        for line in info.splitlines():
+            name, _, value = line.partition(":")
+            fields[name] = value.strip()
+    run_id, replid = fields.get("run_id", ""), fields.get("master_replid", "")
+    return f"{run_id}.{replid[:16]}" if replid else run_id
 
 
 def _install_server_check(redis_client: Client) -> None:

@@ -68,6 +68,11 @@ class Watch:
             self.read_all()
 
 
+def _values_on(node) -> list[bytes]:
+    """The cached product values a Redis node holds (keys ``...:{bN}:p:<name>``)."""
+    return list(node.client().scan_iter(match="*:p:*", count=1000))
+
+
 # --- Sentinel ---------------------------------------------------------------------------
 
 
@@ -125,12 +130,13 @@ def test_sentinel_failover_never_serves_an_invalidation_the_old_master_took_with
     old, replica = redis_sentinel.current_master(), redis_sentinel.current_replica()
     old.client().wait(1, 2000)  # the replica holds the cached value too
 
-    replica.pause()  # replication stops here
+    replica.stop_replicating_from(old)
     Product.objects.filter(name="Mug").update(price=Decimal("2.00"))  # the old master deletes the value
     old.kill()  # ...and dies before the replica hears of it
-    replica.resume()
     try:
         wait_for(lambda: redis_sentinel.master_address()[1] == replica.port, 30, "the promotion")
+        replica.replicate_again()
+        assert _values_on(replica), "the replica should still hold what the old master's invalidation deleted"
         promoted_at = time.monotonic()
         stale = hits = 0
         first_hit = None
@@ -284,12 +290,13 @@ def test_cluster_failover_never_serves_an_invalidation_the_old_master_took_with_
     replica = redis_cluster.replica_of(victim)
     victim.client().wait(1, 2000)
 
-    replica.pause()
-    Product.objects.filter(name__in=NAMES).update(price=Decimal("2.00"))
-    victim.kill()
-    replica.resume()
+    replica.stop_replicating_from(victim)
+    Product.objects.filter(name__in=NAMES).update(price=Decimal("2.00"))  # the victim deletes the values
+    victim.kill()  # ...and dies before the replica hears of it
     try:
         wait_for(lambda: replica.client().info("replication")["role"] == "master", 30, "the cluster failover")
+        replica.replicate_again()
+        assert _values_on(replica), "the replica should still hold what the victim's invalidation deleted"
         redis_cluster.wait_serving()
         promoted_at = time.monotonic()
         first_hit = None
@@ -305,6 +312,49 @@ def test_cluster_failover_never_serves_an_invalidation_the_old_master_took_with_
     assert watch.errors == 0
     assert watch.stale == 0
     assert first_hit is not None, "caching did not resume on the promoted replica"
+
+
+def _manual_cluster_failover(cluster, to) -> None:
+    """Promote the replica ``to`` with CLUSTER FAILOVER (its master stays up, demoted) and wait."""
+    to.client().execute_command("CLUSTER", "FAILOVER")
+    wait_for(lambda: to.client().info("replication")["role"] == "master", 30, "the manual failover")
+    cluster.wait_healthy(timeout=30)
+
+
+def test_a_replica_promoted_twice_is_checked_again_and_never_serves_what_it_missed(redis_cluster, settings):
+    # The replica was a master once (this process adopted it: its run_id is
+    # known), was demoted by a failover back, then missed an invalidation
+    # its master took with it when it died. Same run_id at the second
+    # promotion: only its new replication id tells it is another master now.
+    watch = _cluster_with_products(settings, redis_cluster)
+    victim = redis_cluster.masters()[0]
+    replica = redis_cluster.replica_of(victim)
+    _manual_cluster_failover(redis_cluster, replica)
+    watch.settle(3)  # this process meets the replica as a master, and adopts it
+    _manual_cluster_failover(redis_cluster, victim)
+    watch.settle(3)
+    assert watch.read_all() == len(NAMES)  # all cached, the victim's shard on the victim
+    victim.client().wait(1, 2000)
+
+    replica.stop_replicating_from(victim)
+    Product.objects.filter(name__in=NAMES).update(price=Decimal("2.00"))  # the victim deletes the values
+    victim.kill()  # ...and dies before the replica hears of it
+    try:
+        wait_for(lambda: replica.client().info("replication")["role"] == "master", 30, "the cluster failover")
+        replica.replicate_again()
+        assert _values_on(replica), "the replica should still hold what the victim's invalidation deleted"
+        redis_cluster.wait_serving()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            watch.read_all()
+            time.sleep(0.02)
+    finally:
+        redis_cluster.restart(victim)
+    print(
+        f"\nreplica promoted a second time: {watch.reads} reads, {watch.stale} stale, {watch.errors} errors"
+    )
+    assert watch.errors == 0
+    assert watch.stale == 0
 
 
 def test_cluster_slot_migration_moved_and_ask(redis_cluster, settings):

@@ -145,6 +145,18 @@ class RedisNode:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def stop_replicating_from(self, master: RedisNode) -> None:
+        """Cut this replica off ``master`` until :meth:`replicate_again`: what the master writes next stays there.
+
+        A paused replica would not do: the master's writes wait in its
+        socket's receive buffer, and it applies them when it resumes.
+        """
+        self.client().config_set("masterauth", "not the password")  # it cannot resync
+        master.client().client_kill_filter(_type="replica")
+
+    def replicate_again(self) -> None:
+        self.client().config_set("masterauth", DATA_PASSWORD)
+
 
 class Topology:
     """Processes started for one topology; ``stop()`` kills them all by pid."""
