@@ -127,9 +127,13 @@ def retire_all(client: Client) -> None:
 def delete(client: Client, names: list[str]) -> None:
     """Delete the values and fill leases of ``names`` (whatever their generation).
 
-    One DEL per 500 names on one server; on a cluster one DEL per bucket (one
-    slot), so the names of the masters that answer are deleted even when
-    another master is down; :class:`Undelivered` then names the others.
+    One DEL per 500 names on one server. On a cluster, one pipeline per
+    bucket (one slot), so the names of the masters that answer are deleted
+    even when another master is down (:class:`Undelivered` then names the
+    others), of one DEL per key: while a slot migrates, a DEL of several
+    keys of which some have moved is refused (``TRYAGAIN``) until the move
+    ends, where a single key's DEL runs on the source or is redirected
+    (``ASK``) to the target.
     """
     if not transport.is_cluster(client):
         for start in range(0, len(names), 500):
@@ -138,9 +142,15 @@ def delete(client: Client, names: list[str]) -> None:
     by_bucket: dict[int, list[str]] = {}
     for name in names:
         by_bucket.setdefault(bucket_of(name), []).append(name)
-    failed, error = _each_bucket(
-        by_bucket, lambda b: client.delete(*(k for n in by_bucket[b] for k in product_keys(n)[1:]))
-    )
+
+    def delete_bucket(bucket: int) -> None:
+        pipe = client.pipeline()
+        for name in by_bucket[bucket]:
+            for k in product_keys(name)[1:]:
+                pipe.execute_command("DEL", k)
+        pipe.execute()
+
+    failed, error = _each_bucket(by_bucket, delete_bucket)
     if error is not None:
         raise Undelivered(str(error), [name for b in failed for name in by_bucket[b]]) from error
 

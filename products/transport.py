@@ -177,6 +177,29 @@ def _server_identity(connection: Connection) -> str:
     return f"{run_id}.{replid[:16]}" if replid else run_id
 
 
+def _drop_idle_connections(redis_client: Client) -> None:
+    """Close the pooled connections no thread is using, on every node of a cluster.
+
+    Not redis-py's ``disconnect_connection_pools()``: it closes the
+    connections other threads are in the middle of using too, and their
+    commands then fail inside redis-py with a ``TypeError`` (a socket gone
+    to ``None``), not a ``RedisError``.
+    """
+    if is_cluster(redis_client):
+        pools = [
+            node.redis_connection.connection_pool
+            for node in redis_client.get_nodes()
+            if node.redis_connection
+        ]
+    else:
+        pools = [redis_client.connection_pool]
+    for pool in pools:
+        try:
+            pool.disconnect(inuse_connections=False)
+        except OSError:  # already closed
+            pass
+
+
 def _install_server_check(redis_client: Client) -> None:
     """Make every new connection of ``redis_client`` check the server's identity first."""
     if is_cluster(redis_client):
@@ -247,13 +270,9 @@ class _Breaker:
         try:
             # Drop pooled sockets: after a restart they are all dead, and
             # each would otherwise fail once, re-opening the breaker.
-            redis_client = client()
-            if is_cluster(redis_client):
-                redis_client.disconnect_connection_pools()
-            else:
-                # Idle ones only: a connection another thread is using (in
-                # the middle of its server check, say) fails on its own.
-                redis_client.connection_pool.disconnect(inuse_connections=False)
+            # Idle ones only: a connection another thread is using (in the
+            # middle of its server check, say) fails on its own.
+            _drop_idle_connections(client())
         except Exception:  # pragma: no cover - best effort
             pass
 
@@ -363,11 +382,7 @@ def check_servers_again() -> None:
     retirements are the server's, seen through any connection.
     """
     _known_servers.clear()
-    redis_client = client()
-    if is_cluster(redis_client):
-        redis_client.disconnect_connection_pools()
-    else:
-        redis_client.connection_pool.disconnect(inuse_connections=False)
+    _drop_idle_connections(client())
     try:
         run(lambda c: c.ping(), force=True)
     except CacheUnavailable:

@@ -64,6 +64,8 @@ def _routing_key(args: tuple) -> Any:
         return args[3] if len(args) > 3 and int(args[2]) > 0 else None
     if command in _SINGLE_KEY and len(args) > 1:
         return args[1]
+    if command == "DEL" and len(args) == 2:  # products.cachekeys.delete on a cluster
+        return args[1]
     return None
 
 

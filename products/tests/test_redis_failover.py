@@ -18,7 +18,7 @@ import redis
 import requests
 from django.conf import settings as django_settings
 
-from products import cache, transport
+from products import cache, missed, transport
 from products.models import Product
 
 from .support.cache_state import reset_process_state
@@ -355,6 +355,57 @@ def test_a_replica_promoted_twice_is_checked_again_and_never_serves_what_it_miss
     )
     assert watch.errors == 0
     assert watch.stale == 0
+
+
+def test_an_invalidation_while_its_slot_migrates_deletes_the_value_at_once(redis_cluster, settings):
+    """A slot MIGRATING with the value still on the source and no lease: a two-key DEL got TRYAGAIN.
+
+    The write answered 200 while the value stayed readable (other processes'
+    near caches kept serving it) until the migration ended.
+    """
+    watch = _cluster_with_products(settings, redis_cluster)
+    name = NAMES[0]
+    source, key = redis_cluster.node_holding(f"*:p:{name}")
+    slot = source.client().cluster("keyslot", key)
+    target = next(m for m in redis_cluster.masters() if m is not source)
+    source_id, target_id = source.client().cluster("myid"), target.client().cluster("myid")
+    target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    try:
+        Product.objects.filter(name=name).update(price=Decimal("5.00"))
+        left = source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        assert key not in left, "the invalidation did not delete the value"
+        assert not missed.pending._names and not missed.pending._everything, (
+            "the invalidation counted as missed"
+        )
+        watch.names = [name]
+        watch.settle(3)
+    finally:
+        for node in (source, target):
+            node.client().execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+    assert watch.errors == 0 and watch.stale == 0
+
+
+def test_the_breaker_opening_on_a_cluster_leaves_the_connections_other_threads_use(redis_cluster, settings):
+    # It closed them all (redis-py's disconnect_connection_pools): a command
+    # another thread had under way then failed inside redis-py with a
+    # TypeError (its socket gone to None), past the cache's RedisError
+    # handling: tracebacks, and an after-commit invalidation that never ran.
+    _cluster_with_products(settings, redis_cluster)
+    redis_client = transport.client()
+    node = redis_client.get_primaries()[0]
+    pool = node.redis_connection.connection_pool
+    busy, idle = pool.get_connection(), pool.get_connection()
+    pool.release(idle)
+    try:
+        transport._breaker.trip(redis.ConnectionError("a master went away"))
+        assert busy._sock is not None, "a connection in use was closed under its thread"
+        assert idle._sock is None
+        busy.send_command("PING")
+        assert busy.read_response() in (b"PONG", "PONG", True)
+    finally:
+        pool.release(busy)
+        transport.reset()
 
 
 def test_cluster_slot_migration_moved_and_ask(redis_cluster, settings):
