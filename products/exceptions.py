@@ -7,7 +7,8 @@ import logging
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent, TooManyFilesSent
 from django.db import IntegrityError, OperationalError
-from django.http import JsonResponse
+from django.http import HttpResponseBadRequest, JsonResponse
+from django.utils.html import escape
 from django.views import defaults
 from rest_framework import status
 from rest_framework.exceptions import APIException
@@ -101,6 +102,19 @@ def json_error(detail: str, status_code: int) -> JsonResponse:
 def handler400(request, exception=None):
     if is_api_path(request.path):
         return json_error(_bad_request_detail(exception), 400)
+    if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent)):
+        # Django's page says only "Bad Request (400)". The admin's usual way
+        # here is deleting a selection of more than ~1,000 products (its
+        # confirmation posts one field per product).
+        page = (
+            "<!doctype html><title>Bad request</title><h1>Bad request (400)</h1>"
+            f"<p>{escape(_bad_request_detail(exception))} Nothing was changed.</p>"
+            "<p>In the admin, act on fewer rows at once: an action's confirmation (such as "
+            "deleting the selected products) sends one field per row, so narrow the list with "
+            "a search or a filter first.</p>"
+            f'<p><a href="{escape(request.path)}">Back</a></p>'
+        )
+        return HttpResponseBadRequest(page, content_type="text/html; charset=utf-8")
     return defaults.bad_request(request, exception)
 
 

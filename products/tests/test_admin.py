@@ -104,3 +104,18 @@ def test_marking_more_products_than_the_history_limit_changes_them_all_and_says_
     )
     assert set(Product.objects.values_list("quantity", flat=True)) == {0}
     assert not LogEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_action_on_more_rows_than_the_field_limit_explains_itself(admin_client, make_product, settings):
+    # Deleting ~1,100 selected products: the confirmation posts one field
+    # per product, past DATA_UPLOAD_MAX_NUMBER_FIELDS, and Django's page
+    # said only "Bad Request (400)".
+    product = make_product(name="Mug")
+    fields = {"action": "delete_selected", "post": "yes", "_selected_action": [str(product.pk)] * 1001}
+    response = admin_client.post("/admin/products/product/", fields)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert f"at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS}" in page
+    assert "act on fewer rows at once" in page and 'href="/admin/products/product/"' in page
+    assert Product.objects.filter(name="Mug").exists()
