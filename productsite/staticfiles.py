@@ -17,6 +17,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.staticfiles.views import serve
+from django.http import HttpResponse
+from django.views.decorators.http import require_safe
 from whitenoise.storage import CompressedManifestStaticFilesStorage
 
 logger = logging.getLogger("productsite")
@@ -54,4 +56,15 @@ def serve_uncollected(request, path: str):
         )
     response = serve(request, path, insecure=True)
     response["Cache-Control"] = "max-age=60, public"
+    return response
+
+
+_FAVICON = Path(__file__).resolve().parent.parent / "products" / "static" / "products" / "favicon.png"
+
+
+@require_safe
+def favicon(request):
+    """``/favicon.ico``, which browsers ask for on every site: a 404 there is an error in each page's console."""
+    response = HttpResponse(_FAVICON.read_bytes(), content_type="image/png")
+    response["Cache-Control"] = "public, max-age=86400"
     return response

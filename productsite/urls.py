@@ -49,6 +49,7 @@ urlpatterns = [
         name="redoc",
     ),
     path("api-auth/", include("rest_framework.urls")),
+    path("favicon.ico", staticfiles.favicon, name="favicon"),
     path("health/", views.health, name="health"),
     path("health/live/", monitoring.health_live, name="health-live"),
     path("health/ready/", monitoring.health_ready, name="health-ready"),

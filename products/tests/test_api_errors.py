@@ -159,3 +159,11 @@ def test_a_create_race_lost_at_the_unique_index_is_a_409_logged_on_one_line(
     [record] = [r for r in caplog.records if "Integrity error" in r.getMessage()]
     assert "\n" not in record.getMessage()
     assert "\u2028" not in record.getMessage()
+
+
+def test_the_favicon_is_served(anon_client):
+    # Browsers ask every site for /favicon.ico: a 404 was an error in each page's console.
+    icon = anon_client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon["Content-Type"] == "image/png"
+    assert icon.content.startswith(b"\x89PNG")
+    assert anon_client.post("/favicon.ico").status_code in (403, 405)
