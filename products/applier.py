@@ -111,7 +111,8 @@ def _apply_forever(stop: threading.Event) -> None:
             except Exception as exc:
                 if not failing:
                     logger.warning(
-                        "Cannot read recorded cache invalidations (%s: %s)",
+                        # The database's read, or Redis's delete: the error says which.
+                        "Cannot apply recorded cache invalidations (%s: %s); trying again",
                         type(exc).__name__,
                         first_line(exc),
                     )
@@ -120,7 +121,7 @@ def _apply_forever(stop: threading.Event) -> None:
                 delay = idle
                 continue
             if failing:
-                logger.warning("Reading recorded cache invalidations again")
+                logger.warning("Applying recorded cache invalidations again")
                 failing = False
             if found and applied == found:
                 delay = 0  # maybe more rows behind this batch
