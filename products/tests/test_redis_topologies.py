@@ -132,6 +132,9 @@ def test_cache_commands_cover_the_whole_topology(topology, settings, tmp_path):
     assert sum(per_master.values()) == 200
     if len(per_master) > 1:  # Cluster: product keys spread over every master
         assert all(count >= 30 for count in per_master.values()), per_master
+        assert "bytes, all masters)" in info, info  # the memory figure is their sum
+    else:
+        assert "bytes, whole server)" in info, info
     assert read("P007")[0].hit
 
     # The import invalidates what it changes.

@@ -119,6 +119,8 @@ def redis_location() -> str:
 
 def redis_down_message(what: str) -> str:
     return (
-        f"Redis at {redis_location()} is not answering; {what}. "
+        f"Redis at {redis_location()} is not answering"
+        + (" (every master must)" if settings.REDIS_TOPOLOGY.kind == "cluster" else "")
+        + f"; {what}. "
         "Start Redis or fix that setting, then run the command again."
     )

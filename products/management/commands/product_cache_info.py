@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.management.base import CommandError
 
 from products import cache, outbox
@@ -24,7 +25,8 @@ class Command(ProductCommand):
         self.stdout.write(f"Cached products:    {info['cached_products']}")
         self.stdout.write(f"Cache generation:   {info['generation']}")
         self.stdout.write(
-            f"Redis memory used:  {info['used_memory_human']} ({info['used_memory']} bytes, whole server)"
+            f"Redis memory used:  {info['used_memory_human']} ({info['used_memory']} bytes, "
+            f"{'all masters' if settings.REDIS_TOPOLOGY.kind == 'cluster' else 'whole server'})"
         )
         self._pending()
 
