@@ -14,7 +14,8 @@ Redis itself says they are unchanged:
 * Before every near hit the connection is drained without blocking, and the
   entries those messages name are dropped first.
 * A near hit is allowed only within ``PROOF_WINDOW`` (50 ms) of the last reply
-  on that connection; past it, one PING proves the connection is live and
+  on that connection; past it, one round trip (a tiny script: `CLIENT PAUSE
+  WRITE` holds scripts as it holds writes, not `PING`) proves the connection is live and
   that every message sent before it has arrived. The window is shorter than
   the socket timeout a writer waits before it gives up invalidating, so a
   Redis that hangs stops near hits before any write made during the hang is
@@ -63,6 +64,9 @@ from .cache import CachedProduct
 logger = logging.getLogger("products.cache")
 
 PROOF_WINDOW = 0.05  # seconds; must stay below REDIS_SOCKET_TIMEOUT (checked)
+# The proof round trips (see _NearCache._prove): paused like a write by CLIENT PAUSE WRITE.
+_PROOF = "return 1"
+_PROOF_ON_SLOT = "return redis.call('EXISTS', KEYS[1])"
 _HIT = 1
 
 
@@ -217,14 +221,18 @@ class _NearCache:
 
     def _prove(self, tracker: _Tracker, entry) -> None:
         # Every message sent before this reply has arrived once it is read
-        # (pushes before it are handled on the way). On a cluster, a keyed
-        # read instead of a PING also proves the node is still the master of
-        # the entry's slot: a demoted master or a slot moved away answers MOVED.
+        # (pushes before it are handled on the way). A script, not a PING:
+        # `CLIENT PAUSE ... WRITE` (a controlled failover) holds scripts and
+        # writes but answers PING, and a writer's DEL held by it sends no
+        # message; the proof must wait as that DEL does (then time out, and
+        # the near cache drops). On a cluster the script reads the entry's
+        # generation key, which also proves the node is still the master of
+        # its slot: a demoted master or a slot moved away answers MOVED.
         connection = tracker.connection
         if entry[2] is None:
-            connection.send_command("PING")
+            connection.send_command("EVAL", _PROOF, 0)
         else:
-            connection.send_command("EXISTS", entry[1][0])
+            connection.send_command("EVAL", _PROOF_ON_SLOT, 1, entry[1][0])
         connection.read_response()
         tracker.proved_at = time.monotonic()
 

@@ -79,6 +79,22 @@ def test_a_hung_redis_stops_near_hits_before_a_write_could_be_acknowledged(priva
         private_redis.resume()
 
 
+def test_a_write_pause_stops_near_hits_as_it_holds_the_writers_delete(private_redis, settings):
+    # CLIENT PAUSE WRITE (a controlled failover) holds a writer's DEL, which
+    # then gives up and is acknowledged, but answered PING: the near cache's
+    # proof passed and other processes served the old value for the pause.
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    warm("Mug")
+    private_redis.client().client_pause(2000, all=False)  # WRITE mode
+    try:
+        time.sleep(nearcache.PROOF_WINDOW * 2)  # the next near hit must prove itself
+        started = time.monotonic()
+        assert nearcache.get("Mug") is None
+        assert time.monotonic() - started < settings.REDIS_SOCKET_TIMEOUT * 3
+    finally:
+        private_redis.client().client_unpause()
+
+
 def test_a_dropped_tracking_connection_flushes_everything(private_redis):
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     warm("Mug")
