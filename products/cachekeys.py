@@ -7,7 +7,7 @@ touches one slot, while the 256 buckets spread the products over all
 masters. Every key also carries the cache's ``KEY_PREFIX`` and version::
 
     products:v2:{bN}:gen          bucket N's generation, a random token
-    products:v2:{bN}:srv          the server instance (run_id, replication id) it was adopted on
+    products:v2:{bN}:srv          the server instance it was adopted on (run_id; on a cluster, and replication id)
     products:v2:{bN}:p:<name>     "<gen>\\n<JSON bytes>" (plain data, never pickles)
     products:v2:{bN}:l:<name>     the fill lease, "<gen>:<token>"
     products:v2:throttle:...      throttle counters (products.counters)

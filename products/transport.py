@@ -11,10 +11,10 @@ registers two functions:
   so it runs as soon as Redis answers again, request or not.
 * ``adopt(connection, run_id)``, run on every new connection to a server
   instance this process has not checked yet (its ``run_id`` from ``INFO
-  server``, with its replication id, differs from the last one seen at that
-  address, or none was seen), *before* the connection carries any other
-  command. A restart shows a new run_id, a promotion (a Sentinel or cluster
-  failover) a new replication id.
+  server``, on a cluster with its replication id, differs from the last one
+  seen at that address, or none was seen), *before* the connection carries
+  any other command. A restart or a failover shows a new run_id, a cluster
+  replica promoted a second time a new replication id.
 
 Every call has the short socket timeout of the Django cache settings
 (``REDIS_SOCKET_TIMEOUT``) and no retries. A failure opens a per-process
@@ -157,17 +157,21 @@ def _check_server(connection: Connection) -> None:
 
 
 def _server_identity(connection: Connection) -> str:
-    """The server instance behind ``connection``, as it is now: its run_id and replication id.
+    """The server instance behind ``connection``: its run_id, and on a cluster its replication id.
 
-    The run_id alone changes only at a restart; a cluster replica that was a
-    master once, was demoted (a manual failover back) and is promoted again
-    keeps it, while its data may lack invalidations the master in between
-    took with it. Every promotion gives a master a new ``master_replid``.
-    Both come back in one round trip.
+    The run_id changes only at a restart. A cluster replica that was a master
+    once, was demoted (a manual failover back) and is promoted again keeps
+    it, while its data may lack invalidations the master in between took
+    with it; every promotion gives a master a new ``master_replid``. On one
+    Redis or Sentinel the ledger's epoch covers that case (products.serverledger),
+    and the replication id stays out: it also changes without a promotion
+    (a master's first replica, ``redis-cli --rdb``, an hour without replicas),
+    which would cost the whole cache each time. Both come in one round trip.
     """
-    connection.send_packed_command(connection.pack_commands([("INFO", "server"), ("INFO", "replication")]))
+    sections = ("server", "replication") if settings.REDIS_TOPOLOGY.kind == "cluster" else ("server",)
+    connection.send_packed_command(connection.pack_commands([("INFO", section) for section in sections]))
     fields = {}
-    for _ in range(2):
+    for _ in sections:
         info = connection.read_response()
         info = info.decode() if isinstance(info, bytes) else str(info)
         for line in info.splitlines():
