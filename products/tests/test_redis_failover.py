@@ -281,6 +281,21 @@ def test_cluster_master_failover_keeps_answering_and_is_never_stale(redis_cluste
     assert resumed_at - promoted_at < RESUME_WITHIN
 
 
+def _write_then_lose_the_master(cluster, victim, replica) -> None:
+    """A write the victim acknowledges and never replicates, then the victim's crash."""
+    victim.client().wait(1, 2000)  # the replica holds the cached values too
+    replica.stop_replicating_from(victim)
+    Product.objects.filter(name__in=NAMES).update(price=Decimal("2.00"))  # the victim deletes the values
+    victim.kill()  # ...and dies before the replica hears of it
+
+
+def _promoted_holding_what_it_missed(cluster, replica) -> None:
+    wait_for(lambda: replica.client().info("replication")["role"] == "master", 30, "the cluster failover")
+    replica.replicate_again()
+    assert _values_on(replica), "the replica should still hold what the victim's invalidation deleted"
+    cluster.wait_serving()
+
+
 def test_cluster_failover_never_serves_an_invalidation_the_old_master_took_with_it(
     redis_cluster,
     settings,
@@ -288,16 +303,9 @@ def test_cluster_failover_never_serves_an_invalidation_the_old_master_took_with_
     watch = _cluster_with_products(settings, redis_cluster)
     victim = redis_cluster.masters()[0]
     replica = redis_cluster.replica_of(victim)
-    victim.client().wait(1, 2000)
-
-    replica.stop_replicating_from(victim)
-    Product.objects.filter(name__in=NAMES).update(price=Decimal("2.00"))  # the victim deletes the values
-    victim.kill()  # ...and dies before the replica hears of it
+    _write_then_lose_the_master(redis_cluster, victim, replica)
     try:
-        wait_for(lambda: replica.client().info("replication")["role"] == "master", 30, "the cluster failover")
-        replica.replicate_again()
-        assert _values_on(replica), "the replica should still hold what the victim's invalidation deleted"
-        redis_cluster.wait_serving()
+        _promoted_holding_what_it_missed(redis_cluster, replica)
         promoted_at = time.monotonic()
         first_hit = None
         while time.monotonic() - promoted_at < RESUME_WITHIN and not (
@@ -344,16 +352,9 @@ def test_a_replica_promoted_twice_is_checked_again_and_never_serves_what_it_miss
     _manual_cluster_failover(redis_cluster, victim)
     watch.settle(3)
     assert watch.read_all() == len(NAMES)  # all cached, the victim's shard on the victim
-    victim.client().wait(1, 2000)
-
-    replica.stop_replicating_from(victim)
-    Product.objects.filter(name__in=NAMES).update(price=Decimal("2.00"))  # the victim deletes the values
-    victim.kill()  # ...and dies before the replica hears of it
+    _write_then_lose_the_master(redis_cluster, victim, replica)
     try:
-        wait_for(lambda: replica.client().info("replication")["role"] == "master", 30, "the cluster failover")
-        replica.replicate_again()
-        assert _values_on(replica), "the replica should still hold what the victim's invalidation deleted"
-        redis_cluster.wait_serving()
+        _promoted_holding_what_it_missed(redis_cluster, replica)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             watch.read_all()
