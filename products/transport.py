@@ -99,6 +99,11 @@ def is_cluster(redis_client: Client) -> bool:
     return isinstance(redis_client, RedisCluster)
 
 
+def configured_for_cluster() -> bool:
+    """Whether the settings point the cache at a Redis Cluster (no client needed)."""
+    return settings.REDIS_TOPOLOGY.kind == "cluster"
+
+
 def make_key(suffix: str) -> str:
     """Return ``suffix`` with the cache's KEY_PREFIX and version, as Django builds keys."""
     return caches["default"].make_key(suffix)
@@ -168,7 +173,7 @@ def _server_identity(connection: Connection) -> str:
     (a master's first replica, ``redis-cli --rdb``, an hour without replicas),
     which would cost the whole cache each time. Both come in one round trip.
     """
-    sections = ("server", "replication") if settings.REDIS_TOPOLOGY.kind == "cluster" else ("server",)
+    sections = ("server", "replication") if configured_for_cluster() else ("server",)
     connection.send_packed_command(connection.pack_commands([("INFO", section) for section in sections]))
     fields = {}
     for _ in sections:

@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 from django.db import DatabaseError, connection
 from tqdm import tqdm
 
+from products import transport
 from products.dberrors import first_line, lost_to_another_writer
 from products.models import CacheServer
 from products.outbox import report_misses_to
@@ -120,7 +121,7 @@ def redis_location() -> str:
 def redis_down_message(what: str) -> str:
     return (
         f"Redis at {redis_location()} is not answering"
-        + (" (every master must)" if settings.REDIS_TOPOLOGY.kind == "cluster" else "")
+        + (" (every master must)" if transport.configured_for_cluster() else "")
         + f"; {what}. "
         "Start Redis or fix that setting, then run the command again."
     )

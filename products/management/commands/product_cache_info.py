@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.management.base import CommandError
 
-from products import cache, outbox
+from products import cache, outbox, transport
 
 from ._common import ProductCommand, redis_down_message, redis_location
 
@@ -26,7 +25,7 @@ class Command(ProductCommand):
         self.stdout.write(f"Cache generation:   {info['generation']}")
         self.stdout.write(
             f"Redis memory used:  {info['used_memory_human']} ({info['used_memory']} bytes, "
-            f"{'all masters' if settings.REDIS_TOPOLOGY.kind == 'cluster' else 'whole server'})"
+            f"{'all masters' if transport.configured_for_cluster() else 'whole server'})"
         )
         self._pending()
 
