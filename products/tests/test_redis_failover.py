@@ -368,6 +368,17 @@ def test_a_replica_promoted_twice_is_checked_again_and_never_serves_what_it_miss
     assert watch.stale == 0
 
 
+def _start_migrating(cluster, match: str):
+    """Mark the slot of a key matching ``match`` MIGRATING to another master (no key moved yet)."""
+    source, key = cluster.node_holding(match)
+    slot = source.client().cluster("keyslot", key)
+    target = next(m for m in cluster.masters() if m is not source)
+    source_id, target_id = source.client().cluster("myid"), target.client().cluster("myid")
+    target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    return source, key, slot, target
+
+
 def test_an_invalidation_while_its_slot_migrates_deletes_the_value_at_once(redis_cluster, settings):
     """A slot MIGRATING with the value still on the source and no lease: a two-key DEL got TRYAGAIN.
 
@@ -376,12 +387,7 @@ def test_an_invalidation_while_its_slot_migrates_deletes_the_value_at_once(redis
     """
     watch = _cluster_with_products(settings, redis_cluster)
     name = NAMES[0]
-    source, key = redis_cluster.node_holding(f"*:p:{name}")
-    slot = source.client().cluster("keyslot", key)
-    target = next(m for m in redis_cluster.masters() if m is not source)
-    source_id, target_id = source.client().cluster("myid"), target.client().cluster("myid")
-    target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-    source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    source, key, slot, target = _start_migrating(redis_cluster, f"*:p:{name}")
     try:
         Product.objects.filter(name=name).update(price=Decimal("5.00"))
         left = source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
@@ -423,14 +429,9 @@ def test_cluster_slot_migration_moved_and_ask(redis_cluster, settings):
     """Move the slot of a cached product to another master mid-traffic: every read fresh, no error."""
     watch = _cluster_with_products(settings, redis_cluster)
     name = NAMES[0]
-    source, key = redis_cluster.node_holding(f"*{name}*")
-    slot = source.client().cluster("keyslot", key)
-    target = next(m for m in redis_cluster.masters() if m is not source)
-    source_id, target_id = source.client().cluster("myid"), target.client().cluster("myid")
     watch.names = [name]
-
-    target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-    source.client().execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    source, _, slot, target = _start_migrating(redis_cluster, f"*{name}*")
+    target_id = target.client().cluster("myid")
     keys = source.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
     source.client().execute_command(
         "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "AUTH", DATA_PASSWORD, "KEYS", *keys
