@@ -36,6 +36,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -252,18 +253,25 @@ def _children(pid: int) -> list[int]:
 # --- Redis Cluster (--redis-cluster) ------------------------------------------------
 
 
-def add_cluster_service(available: dict, order: list, template: Server, prefix: str):
+def add_cluster_service(available: dict, order: list, template: Server, prefix: str, database_url: str):
     """Start a local 3-master Redis Cluster and a service on it, read beside ``service``.
 
-    Returns the cluster (the caller stops it). Same database, same settings as
-    ``service`` except the Redis: REDIS_CLUSTER_NODES instead of REDIS_URL.
+    Returns the cluster (the caller stops it). Same settings as ``service``
+    except the Redis (REDIS_CLUSTER_NODES instead of REDIS_URL) and its own
+    copy of the database (see ``copy_database``).
     """
     sys.path.insert(0, str(ROOT))
     from products.tests.support.redis_topologies import Cluster
 
     say("Starting a 3-master Redis Cluster (no replicas)")
     cluster = Cluster(masters=3, replicas=0)
-    env = {**template.env, "REDIS_URL": "", "CACHE_KEY_PREFIX": prefix, **cluster.env}
+    env = {
+        **template.env,
+        "REDIS_URL": "",
+        "CACHE_KEY_PREFIX": prefix,
+        "DATABASE_URL": database_url,
+        **cluster.env,
+    }
     available["service_cluster"] = Server("service_cluster", template.app, env, prefix)
     for scenario in order:
         if scenario.key in ("hot_api", "hot_legacy"):
@@ -426,6 +434,25 @@ def django_env(
         "PYTHONWARNINGS": "ignore:No directory at",
         **extra,
     }
+
+
+def copy_database(seeded: Path, name: str) -> str:
+    """Copy the seeded SQLite database for one Django server; return the copy's URL.
+
+    Every Django server here runs the product cache, whose ledger of Redis
+    servers lives in the database. Processes sharing a database must share
+    REDIS_URL and CACHE_KEY_PREFIX (docs/cache.md); with one key prefix per
+    server on one file, each server's poll would retire the others' buckets
+    about once a second, and a cached read would not stay cached.
+    """
+    copy = seeded.with_name(f"{name}.sqlite3")
+    source, target = sqlite3.connect(seeded), sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return f"sqlite:///{copy}"
 
 
 def seed(env: dict[str, str]) -> str:
@@ -641,6 +668,10 @@ def main() -> int:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_"))}
         say(f"Seeding {PRODUCTS:,} products into {db_file}")
         token = seed(django_env(base, db_url, redis_server.url, f"bench-{run_id}-seed"))
+
+        def own_database(name: str) -> str:
+            return copy_database(db_file, name)
+
         redis_server.forget(f"bench-{run_id}-seed")
 
         gunicorn = [
@@ -672,14 +703,19 @@ def main() -> int:
             "service": Server(
                 "service",
                 "productsite.wsgi:application",
-                django_env(base, db_url, redis_server.url, prefix("service"), **extra),
+                django_env(base, own_database("service"), redis_server.url, prefix("service"), **extra),
                 prefix("service"),
             ),
             "service_nocache": Server(
                 "service_nocache",
                 "productsite.wsgi:application",
                 django_env(
-                    base, db_url, redis_server.url, prefix("nocache"), PRODUCT_CACHE_ENABLED="0", **extra
+                    base,
+                    own_database("service_nocache"),
+                    redis_server.url,
+                    prefix("nocache"),
+                    PRODUCT_CACHE_ENABLED="0",
+                    **extra,
                 ),
                 prefix("nocache"),
             ),
@@ -688,7 +724,7 @@ def main() -> int:
                 "bench.drf_plain.wsgi:application",
                 django_env(
                     base,
-                    db_url,
+                    own_database("drf_plain"),
                     redis_server.url,
                     prefix("drf"),
                     DJANGO_SETTINGS_MODULE="bench.drf_plain.settings",
@@ -698,14 +734,16 @@ def main() -> int:
         }
         order = scenarios(run_id, token)
         if opts.redis_cluster:
-            cluster = add_cluster_service(available, order, available["service"], prefix("cluster"))
+            cluster = add_cluster_service(
+                available, order, available["service"], prefix("cluster"), own_database("service_cluster")
+            )
         for spec in opts.variant:
             vname, _, assignments = spec.partition(":")
             venv = dict(item.split("=", 1) for item in assignments.split(",") if item)
             available[vname] = Server(
                 vname,
                 "productsite.wsgi:application",
-                django_env(base, db_url, redis_server.url, prefix(vname), **{**extra, **venv}),
+                django_env(base, own_database(vname), redis_server.url, prefix(vname), **{**extra, **venv}),
                 prefix(vname),
             )
             for scenario in order:
