@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import Http404, HttpResponse, JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework.views import APIView
 
 from . import metrics
@@ -34,13 +34,14 @@ def metrics_allowed(peer: str | None) -> bool:
     return any(address in network for network in _networks(tuple(settings.METRICS_ALLOWED_IPS)))
 
 
-@require_GET
+@csrf_exempt  # nothing here reads a session: another method is a 405, not a CSRF page
 def metrics_view(request):
     """Answer the Prometheus text format, to METRICS_ALLOWED_IPS only (404 to anyone else).
 
     The peer address (REMOTE_ADDR), never X-Forwarded-For: a client chooses
     that header. A request carrying X-Forwarded-For or Forwarded came
     through a proxy and is refused. Behind a proxy, scrape the app's own address.
+    GET and HEAD; another method from an allowed address is a JSON 405.
     """
     meta = request.META
     # A relayed request is not the scraper's: a reverse proxy on this host
@@ -48,6 +49,10 @@ def metrics_view(request):
     relayed = "HTTP_X_FORWARDED_FOR" in meta or "HTTP_FORWARDED" in meta
     if relayed or not metrics_allowed(meta.get("REMOTE_ADDR")):
         raise Http404()
+    if request.method not in ("GET", "HEAD"):
+        response = JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405)
+        response["Allow"] = "GET, HEAD"
+        return response
     body, content_type = metrics.render()
     return HttpResponse(body, content_type=content_type)
 

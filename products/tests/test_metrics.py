@@ -18,6 +18,7 @@ import pytest
 import requests
 from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
+from django.test import Client
 from prometheus_client import REGISTRY
 
 from products import cache, monitoring
@@ -61,6 +62,19 @@ def test_metrics_answer_the_text_format_to_loopback_only(client, settings):
     settings.METRICS_ALLOWED_IPS = ["10.0.0.0/8"]
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
     assert client.get("/metrics").status_code == 404
+
+
+def test_metrics_answer_head_and_refuse_other_methods_with_a_json_405():
+    client = Client(enforce_csrf_checks=True)
+    head = client.head("/metrics")
+    assert head.status_code == 200 and head["Content-Type"].startswith("text/plain; version=")
+    for method in ("post", "put", "delete"):
+        response = getattr(client, method)("/metrics")
+        assert response.status_code == 405, (method, response.content[:80])  # not CSRF's 403 page
+        assert response.json() == {"detail": f'Method "{method.upper()}" not allowed.'}
+        assert response["Allow"] == "GET, HEAD"
+    # Someone not allowed to scrape learns nothing more from another method.
+    assert client.post("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 404
 
 
 @pytest.mark.django_db
