@@ -55,7 +55,11 @@ elif redis_answers "$REDIS_URL"; then
 elif command -v redis-server >/dev/null 2>&1 && [[ "$REDIS_URL" =~ ^redis://(127\.0\.0\.1|localhost)(:([0-9]+))? ]]; then
     port="${BASH_REMATCH[3]:-6379}"
     say "No Redis at $REDIS_URL; starting a local redis-server on port $port"
-    start_redis "$port" || say "WARNING: redis-server did not start; serving WITHOUT a cache"
+    if start_redis "$port"; then
+        say "It keeps running after the service stops (no data on disk); stop it with: kill \$(cat $RUN_DIR/redis-$port.pid)"
+    else
+        say "WARNING: redis-server did not start; serving WITHOUT a cache"
+    fi
 else
     if command -v redis-server >/dev/null 2>&1; then
         why="a local redis-server is started only for redis://127.0.0.1 or redis://localhost"
