@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
+import sqlite3
 import stat
 import subprocess
 import sys
 import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -486,3 +489,49 @@ def test_progress_bar_on_a_terminal_only(db, capsys):
     piped = io.StringIO()
     call_command("seed_products", "300", "--seed", "9", stdout=io.StringIO(), stderr=piped)
     assert piped.getvalue() == "" and "rows" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_an_import_is_one_line_and_writes_nothing(tmp_path):
+    db_path = tmp_path / "interrupted.sqlite3"
+    env = server_env(DATABASE_URL=f"sqlite:///{db_path}")
+    assert manage(env, "migrate", "-v", "0").returncode == 0
+    importer = subprocess.Popen(
+        [sys.executable, "manage.py", "import_products", "-", "--format", "csv", "--batch-size", "100"],
+        cwd=BASE_DIR,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        importer.stdin.write("name,price,quantity\n" + "".join(f"Row {i},1.00,1\n" for i in range(1000)))
+        importer.stdin.flush()
+        # Wait until the import has written inside its transaction: it then
+        # holds SQLite's write lock, and another writer cannot begin.
+        deadline = time.monotonic() + 30
+        while True:
+            probe = sqlite3.connect(db_path, timeout=0)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.rollback()
+            except sqlite3.OperationalError:
+                break
+            finally:
+                probe.close()
+            assert time.monotonic() < deadline, "the import never started writing"
+            time.sleep(0.05)
+        importer.send_signal(signal.SIGINT)  # the stdin pipe stays open: the import is mid-way
+        _, stderr = importer.communicate(timeout=30)
+    finally:
+        if importer.poll() is None:
+            importer.kill()
+    assert importer.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert (
+        stderr.strip()
+        == "Interrupted: nothing was imported (the import runs in one transaction, rolled back)."
+    )
+    with sqlite3.connect(db_path) as check:
+        assert check.execute("SELECT COUNT(*) FROM products_product").fetchone() == (0,)

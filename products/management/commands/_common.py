@@ -18,11 +18,28 @@ from products.dberrors import first_line, lost_to_another_writer
 from products.models import CacheServer
 from products.outbox import report_misses_to
 
+# The shell's exit status for a process stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
 
 class ProductCommand(BaseCommand):
-    """Base of the product commands: a database that is down or not migrated is one line, not a traceback."""
+    """Base of the product commands: a database that is down or not migrated is one line, not a traceback.
+
+    So is Ctrl-C: one line saying what was left (``interrupted``), exit status 130.
+    """
+
+    interrupted = "Interrupted."
 
     def execute(self, *args, **options):
+        try:
+            return self._execute(*args, **options)
+        except KeyboardInterrupt:
+            # Whatever was written runs in a transaction that has rolled back
+            # by now (Django's atomic() rolls back on any exception).
+            self.stderr.write(self.style.ERROR(self.interrupted))
+            raise SystemExit(EXIT_INTERRUPTED) from None
+
+    def _execute(self, *args, **options):
         try:
             # The database first: the cache's first Redis connection reads
             # it too (products.serverledger), and would otherwise report a

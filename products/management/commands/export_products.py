@@ -74,6 +74,11 @@ class Command(DataCommand):
         if spreadsheet_safe and fmt != "csv":
             raise CommandError(f"--spreadsheet-safe applies to CSV only, not {fmt}")
         self._safe = spreadsheet_safe
+        self.interrupted = (
+            "Interrupted: the export on standard output is incomplete."
+            if to_stdout
+            else f"Interrupted: {output} was left as it was (an export replaces it only once complete)."
+        )
         show_bar = not to_stdout or not self.stdout.isatty()
         total = Product.objects.count() if show_bar and self.stderr.isatty() else None
         with Progress(self.stderr, total=total, enabled=show_bar) as progress:

@@ -21,6 +21,7 @@ class Command(DataCommand):
     )
     # Tests hand in a binary stream to stand for stdin.
     stealth_options = ("stdin",)
+    interrupted = "Interrupted: nothing was imported (the import runs in one transaction, rolled back)."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("path", metavar="PATH", help="file to import; '-' reads standard input")

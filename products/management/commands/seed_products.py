@@ -15,6 +15,7 @@ class Command(DataCommand):
         "Create N demo products, the same ones for the same --seed (upserted by name, "
         "so running it twice changes nothing)."
     )
+    interrupted = "Interrupted: no demo product was written (one transaction, rolled back)."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("count", type=int, metavar="N", help="how many demo products")
