@@ -6,7 +6,10 @@ uses for the same trust): a client that connects directly cannot choose its
 identity by sending the header. Behind trusted proxies, the header is read
 from the right, skipping the trusted hops, and the first address that is not
 a trusted proxy is the client (the left part of the header is whatever the
-client sent, so it is never taken on trust).
+client sent, so it is never taken on trust). ``*`` trusts whatever connects,
+but as a proxy of unknown address: only the last hop of the header, the one
+that proxy appended, is believed (reading further left would reach the part
+the client wrote, as every address would count as a proxy).
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ def client_address(meta: Mapping[str, str]) -> str:
     forwarded = meta.get("HTTP_X_FORWARDED_FOR")
     if not forwarded or not is_trusted_proxy(peer):
         return peer
+    if _trusted(tuple(getattr(settings, "FORWARDED_ALLOW_IPS", ())))[0]:
+        last = _ip(forwarded.rsplit(",", 1)[-1])
+        return peer if last is None else str(last)
     client = peer
     for hop in reversed(forwarded.split(",")):
         ip = _ip(hop)

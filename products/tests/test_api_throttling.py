@@ -114,6 +114,10 @@ def test_client_address_rule():
         assert client_address({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}) == "127.0.0.1"
     with override_settings(FORWARDED_ALLOW_IPS=("*",)):
         assert client_address({"REMOTE_ADDR": DIRECT, "HTTP_X_FORWARDED_FOR": "1.2.3.4"}) == "1.2.3.4"
+        # "*": the proxy's own hop only; the client wrote the rest.
+        rotated = {"REMOTE_ADDR": DIRECT, "HTTP_X_FORWARDED_FOR": "10.2.0.7, 198.51.100.7"}
+        assert client_address(rotated) == "198.51.100.7"
+        assert client_address({"REMOTE_ADDR": DIRECT, "HTTP_X_FORWARDED_FOR": "1.2.3.4, junk"}) == DIRECT
 
 
 @pytest.mark.slow
