@@ -23,7 +23,7 @@ import threading
 from django.conf import settings
 from django.db import connections
 
-from . import outbox, serverledger, transport
+from . import outbox, serverledger, token_cache, transport
 from .dberrors import first_line
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def _apply_forever(stop: threading.Event) -> None:
     try:
         while not stop.wait(delay):
             try:
-                found, applied = outbox.apply_pending()
+                found, applied = outbox.apply_pending(retire_token_auth=token_cache.retire)
                 # Another process on another Redis server: check ours again.
                 serverledger.recheck_if_moved()
                 transport.probe_if_down()

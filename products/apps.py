@@ -32,6 +32,7 @@ class ProductsConfig(AppConfig):
             receivers,
             sentinelwatch,
             serverledger,
+            token_cache,
             transport,
         )
         from .models import Product
@@ -83,6 +84,8 @@ class ProductsConfig(AppConfig):
         transport.register_first_use(sentinelwatch.watch)
         if outbox.record_missed_invalidation not in cache.missed_invalidation_hooks:
             cache.missed_invalidation_hooks.append(outbox.record_missed_invalidation)
+        if outbox.record_missed_token_invalidation not in token_cache.hooks:
+            token_cache.hooks.append(outbox.record_missed_token_invalidation)
         metrics.register_outbox_reader(outbox.pending_summary)
         connection_created.connect(
             receivers.register_sqlite_functions, dispatch_uid="products.register_sqlite_functions"

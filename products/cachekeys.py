@@ -226,6 +226,16 @@ def register_server_marker(function: Callable[[str, int], str]) -> None:
     _server_marker = function
 
 
+# The cached token authentications (products.token_cache): one hash tag, so
+# their generation and entries share one Redis Cluster slot.
+AUTH_TAG = "{products-auth}"
+
+
+def auth_generation_key() -> str:
+    """Return the key of the cached token authentications' generation."""
+    return transport.make_key(f"{AUTH_TAG}:auth:v1:gen")
+
+
 def adopt(connection: Connection, run_id: str) -> None:
     """Retire the generation of every bucket on this server that another server instance set.
 
@@ -241,16 +251,23 @@ def adopt(connection: Connection, run_id: str) -> None:
     single = _server_marker is not None and not transport.is_cluster(transport.client())
     mark = _server_marker(run_id, int(getattr(connection, "db", 0) or 0)) if single else run_id
     calls = [([p + "gen", p + "srv"], [mark, gen]) for p in map(bucket_prefix, range(BUCKETS))]
-    replies = scripts.eval_on_connection(connection, "adopt", calls)
+    # The token authentications too, as one more bucket: a server restarted
+    # from a snapshot, or a promoted replica, may hold an older generation.
+    calls.append(([auth_generation_key(), transport.make_key(f"{AUTH_TAG}:auth:v1:srv")], [mark, gen]))
+    *replies, auth_reply = scripts.eval_on_connection(connection, "adopt", calls)
     retired = sum(1 for reply in replies if reply == 1)
+    tokens = " (and the cached token authentications)" if auth_reply == 1 else ""
     if retired:
         metrics.generation_retired()
         logger.warning(
             "Redis server %s is new to this cache (a restart from old data, a failover, or the epoch "
-            "another process recorded): %d bucket generation(s) retired",
+            "another process recorded): %d bucket generation(s) retired%s",
             run_id,
             retired,
+            tokens,
         )
+    elif tokens:
+        logger.info("Redis server %s held cached token authentications of another server: retired", run_id)
     elif any(reply == 2 for reply in replies):
         # A fresh or emptied Redis (a first start, a restart without a
         # snapshot): nothing the cache wrote is there to distrust.

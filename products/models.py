@@ -74,6 +74,10 @@ class PendingInvalidation(models.Model):
 
     names = models.JSONField(default=list, help_text="Product names to forget.")
     retire_all = models.BooleanField(default=False, help_text="Forget every cached product.")
+    token_auth = models.BooleanField(
+        default=False,
+        help_text="Forget every cached token authentication (products.token_cache), not products.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -82,6 +86,8 @@ class PendingInvalidation(models.Model):
         indexes = [models.Index(fields=["created_at"], name="pending_inval_created_idx")]
 
     def __str__(self) -> str:
+        if self.token_auth:
+            return "every cached token authentication"
         return "every product" if self.retire_all else ", ".join(self.names)
 
 

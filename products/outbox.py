@@ -80,6 +80,21 @@ def record_missed_invalidation(names: frozenset[str] | None) -> None:
     """Store an invalidation that could not be delivered (None: every product)."""
     retire_all = names is None or len(names) > INVALIDATE_BY_NAME_LIMIT
     row = PendingInvalidation(names=[] if retire_all else sorted(names), retire_all=retire_all)
+    _record(row, describe(names), miss_message(names))
+
+
+TOKEN_MISS_MESSAGE = (
+    "Could not reach Redis to forget cached token authentications; recorded in the database, "
+    "the running service applies it within about 1 s of reaching Redis."
+)
+
+
+def record_missed_token_invalidation() -> None:
+    """Store a change to tokens, users or permissions that products.token_cache could not deliver."""
+    _record(PendingInvalidation(token_auth=True), "cached token authentications", TOKEN_MISS_MESSAGE)
+
+
+def _record(row: PendingInvalidation, what: str, message: str) -> None:
     using = router.db_for_write(PendingInvalidation)
     try:
         if transaction.get_connection(using).in_atomic_block:
@@ -90,30 +105,40 @@ def record_missed_invalidation(names: frozenset[str] | None) -> None:
         else:
             row.save(using=using, force_insert=True)
     except DatabaseError:
-        logger.exception("Could not record a missed invalidation of %s", describe(names))
+        logger.exception("Could not record a missed invalidation of %s", what)
         return
     report = getattr(_local, "report", None)
     if report is not None:
-        report(miss_message(names))
+        report(message)
     else:
-        logger.warning(miss_message(names))
+        logger.warning(message)
 
 
-def apply_pending(limit: int = APPLY_BATCH, using: str | None = None) -> tuple[int, int]:
-    """Deliver the oldest recorded invalidations; return (rows found, rows applied)."""
+def apply_pending(
+    limit: int = APPLY_BATCH, using: str | None = None, retire_token_auth: Callable[[], bool] | None = None
+) -> tuple[int, int]:
+    """Deliver the oldest recorded invalidations; return (rows found, rows applied).
+
+    ``retire_token_auth`` delivers a token-authentication row
+    (products.token_cache.retire; the applier passes it).
+    """
     using = using or router.db_for_write(PendingInvalidation)
     rows = list(
         PendingInvalidation.objects.using(using)
         .order_by("pk")
-        .values_list("pk", "names", "retire_all")[:limit]
+        .values_list("pk", "names", "retire_all", "token_auth")[:limit]
     )
     if not rows:
         return 0, 0
-    names = _union(row[1] for row in rows)
-    if any(row[2] for row in rows) or len(names) > INVALIDATE_BY_NAME_LIMIT:
+    products = [row for row in rows if not row[3]]
+    names = _union(row[1] for row in products)
+    delivered = True
+    if any(row[2] for row in products) or len(names) > INVALIDATE_BY_NAME_LIMIT:
         delivered = cache.retire_generation(record_miss=False)
-    else:
+    elif products:
         delivered = cache.invalidate(names, record_miss=False)
+    if delivered and len(products) < len(rows):
+        delivered = retire_token_auth is not None and retire_token_auth()
     if not delivered:
         return len(rows), 0
     PendingInvalidation.objects.using(using).filter(pk__in=[row[0] for row in rows]).delete()

@@ -19,8 +19,11 @@ Correctness, the same way the product cache keeps it:
   rows before a change committed cannot store them after the change.
 * Redis down: authentication reads the database (as DRF does), fills
   nothing. A change that could not reach Redis is retried before this
-  process trusts Redis again; entries live ``AUTH_CACHE_TIMEOUT`` seconds
-  (60), which bounds what another process could serve after such an outage.
+  process trusts Redis again, and recorded in the database (``hooks``:
+  products.outbox), so every server process retires the generation once
+  Redis answers, even when the change came from a process that exits (a
+  shell, a command). A server new to the cache (a restart from a snapshot,
+  a failover) gets a new generation too (products.cachekeys.adopt).
 
 Caveats: ``User.objects.update()`` and raw SQL send no signals (like the
 product cache's raw SQL caveat); call :func:`invalidate` after them. Only the
@@ -36,6 +39,7 @@ import hashlib
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 import orjson
@@ -45,21 +49,25 @@ from django.db import transaction
 from redis.exceptions import RedisError
 from rest_framework import authentication
 
-from . import cache, scripts, transport
+from . import cache, cachekeys, scripts, transport
 
 logger = logging.getLogger(__name__)
 
 # One hash tag: the generation and every entry live in one Redis Cluster slot,
 # so lua/auth_*.lua only touch keys they declare, all in one slot.
-_TAG = "{products-auth}"
+_TAG = cachekeys.AUTH_TAG
 
 
 _missed_lock = threading.Lock()
 _missed = False  # a change could not reach Redis: retire before trusting it
 
+# Called when a change could not reach Redis; wired in apps.ready()
+# (products.outbox records it in the database for every server process).
+hooks: list[Callable[[], None]] = []
+
 
 def _gen_key() -> str:
-    return transport.make_key(f"{_TAG}:auth:v1:gen")
+    return cachekeys.auth_generation_key()
 
 
 def _keys(token_key: str) -> list[str]:
@@ -190,22 +198,37 @@ class CachedTokenAuthentication(authentication.TokenAuthentication):
         return user, token
 
 
-def invalidate() -> None:
-    """Make every cached token unreachable now (a new auth generation)."""
+def invalidate(record: bool = True) -> bool:
+    """Make every cached token unreachable now (a new auth generation); return whether Redis took it.
+
+    When Redis does not, this process retires the generation before it
+    trusts Redis again, and (``record``) the ``hooks`` record the miss for
+    every other process.
+    """
     global _missed
     try:
         # Straight to Redis, past the breaker (an invalidation is never
         # skipped), and without opening it: an admin edit during an outage is
         # not what should announce the outage.
         transport.client().set(_gen_key(), secrets.token_hex(8))
+        return True
     except RedisError:
-        logger.info("Could not invalidate cached token authentications; retried before the next use")
         with _missed_lock:
             _missed = True
+        if record:
+            for hook in hooks:
+                hook()
+        return False
+
+
+def retire() -> bool:
+    """Deliver a recorded miss (products.outbox's applier): :func:`invalidate` without recording it again."""
+    return invalidate(record=False)
 
 
 def invalidate_on_commit(using: str | None = None) -> None:
-    """Invalidate now, and again once the current transaction commits."""
-    invalidate()
-    if transaction.get_connection(using).in_atomic_block:
+    """Invalidate now, and again once the current transaction commits (which records a miss)."""
+    in_transaction = transaction.get_connection(using).in_atomic_block
+    invalidate(record=not in_transaction)
+    if in_transaction:
         transaction.on_commit(invalidate, using=using, robust=True)

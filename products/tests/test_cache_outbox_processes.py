@@ -288,6 +288,40 @@ def test_shell_write_that_missed_redis_is_applied_by_the_workers_after_it_exits(
     shell_write_scenario(service, "shell save() with a dead REDIS_URL")
 
 
+def test_a_token_deleted_by_a_process_that_missed_redis_is_refused_by_every_worker_within_a_second(service):
+    key = service.shell(
+        """
+        from django.contrib.auth.models import Permission, User
+        from rest_framework.authtoken.models import Token
+        user = User.objects.create_user("outbox-token-editor")
+        user.user_permissions.set(Permission.objects.filter(codename="add_product"))
+        print(Token.objects.create(user=user).key)
+        """
+    ).stdout.split()[-1]
+    session = requests.Session()
+    session.headers["Authorization"] = f"Token {key}"
+
+    def create(name: str) -> int:
+        return session.post(
+            f"{service.server.url}/api/products/", json={"name": name, "price": "1.00"}, timeout=10
+        ).status_code
+
+    assert [create(f"Token-{i}") for i in range(9)] == [201] * 9  # cached on every worker
+    result = service.shell(
+        f"from rest_framework.authtoken.models import Token; Token.objects.filter(key={key!r}).delete()",
+        env=service.dead_redis_env(),
+    )
+    assert "Could not reach Redis to forget cached token authentications" in result.stderr
+    deleted = time.monotonic()
+    answers = []
+    while time.monotonic() - deleted < 3:
+        answers.append((time.monotonic() - deleted, create(f"Token-after-{len(answers)}")))
+    accepted = [at for at, status in answers if status == 201]
+    # The workers' appliers poll every second.
+    assert not accepted or max(accepted) < 1.5, answers
+    assert answers[-1][1] == 401
+
+
 def test_shell_write_is_applied_by_workers_forked_from_a_preloaded_master(tmp_path):
     # The application is loaded in the master before the fork; each worker
     # must still run its own applier (and inherit no database connection in use).

@@ -100,6 +100,35 @@ def test_redis_restarted_from_a_snapshot_serves_no_replaced_value_from_any_worke
     assert hits > 0  # caching resumed
 
 
+def test_redis_restarted_from_a_snapshot_does_not_bring_back_a_revoked_permission(served, redis_process):
+    # The token's user and permissions are cached (products.token_cache); the
+    # snapshot holds that entry under the generation of before the revocation.
+    server, editor = served
+
+    def creates(count: int, start: int) -> list[int]:
+        return [
+            editor.post(
+                server.url + "/api/products/", json={"name": f"Snap-{start + i}", "price": "1.00"}, timeout=10
+            ).status_code
+            for i in range(count)
+        ]
+
+    assert creates(9, 0) == [201] * 9  # every worker has authenticated the token
+    redis_process.client().save()
+    revoke = "from django.contrib.auth.models import User, Permission\n"
+    revoke += "User.objects.get(username='cache-editor').user_permissions.remove("
+    revoke += "*Permission.objects.filter(codename='add_product'))"
+    assert manage(server.env, "shell", "-c", revoke).returncode == 0
+    assert creates(3, 100) == [403] * 3
+    redis_process.kill()  # the snapshot on disk is the one from before the revocation
+    redis_process.start()
+    answers: list[int] = []
+    deadline = time.monotonic() + 3  # past the breaker's 1 s: the workers use the restarted Redis again
+    while time.monotonic() < deadline:
+        answers += creates(3, 200 + len(answers))
+    assert answers and set(answers) == {403}, answers
+
+
 def test_hung_redis_serves_no_replaced_value_half_a_second_after_it_resumes(served, redis_process):
     server, editor = served
     # Nobody reads during the hang: the workers that did not serve the write
