@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# The WSGI environ key under which productsite.fastcreate hands Django a create
+# whose INSERT already waited out another writer's lock (products.views raises
+# it again rather than wait a second time, past gunicorn's worker timeout).
+WRITE_LOCK_LOST = "products.write_lock_lost"
+
 # PostgreSQL's deadlock, serialization failure and lock timeout (lock_not_available).
 _LOCK_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 

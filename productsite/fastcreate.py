@@ -84,6 +84,7 @@ from rest_framework.viewsets import GenericViewSet
 
 from products import jsonnumbers
 from products.authentication import TokenAuthentication
+from products.dberrors import WRITE_LOCK_LOST, lost_to_another_writer
 from products.middleware import log_request, request_id
 from products.models import Product
 from products.parsers import ExactJSONParser
@@ -301,12 +302,16 @@ class FastProductCreates:
                     instance = _create(serializer, prepared.attrs, using)
             else:
                 instance = _create(serializer, prepared.attrs, using)
-        except _NotInserted:
+        except _NotInserted as exc:
             # Nothing was written: the name is taken (validation passed, the
             # unique index did not), the database is locked or down, or
             # something before the INSERT failed. The API answers that, with
             # its own check and error handling.
             _give_back(prepared.throttles, prepared.request)
+            if exc.__cause__ is not None and lost_to_another_writer(exc.__cause__):
+                # The INSERT waited the whole lock timeout already: the view
+                # answers this error (503) instead of waiting once more.
+                prepared.request.META[WRITE_LOCK_LOST] = exc.__cause__
             return None
         representation = serializer.to_representation(instance)
         body = prepared.setup.renderer.render(representation, _MEDIA_TYPE, {})

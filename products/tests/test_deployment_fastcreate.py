@@ -455,23 +455,57 @@ def test_a_name_taken_concurrently_is_a_409_from_drf(wsgi_post, token, monkeypat
     assert Product.objects.get(name="Raced").price == 1
 
 
-def test_a_database_error_at_the_insert_hands_the_create_to_django(wsgi_post, token):
-    from django.db import OperationalError, connection
+def _failing_first_insert(message: str, failures: list):
+    from django.db import OperationalError
 
-    failures = []
-
-    def locked_once(execute, sql, params, many, context):
+    def fail_once(execute, sql, params, many, context):
         if sql.startswith("INSERT") and not failures:
             failures.append(params[0])
-            raise OperationalError("database is locked")
+            raise OperationalError(message)
         return execute(sql, params, many, context)
 
-    with connection.execute_wrapper(locked_once):
+    return fail_once
+
+
+def test_a_database_error_at_the_insert_hands_the_create_to_django(wsgi_post, token):
+    from django.db import connection
+
+    failures: list = []
+    with connection.execute_wrapper(_failing_first_insert("disk I/O error", failures)):
         answer = wsgi_post({"name": "retried", "price": "1"}, HTTP_AUTHORIZATION=token)
     assert failures == ["retried"]
     assert answer.handled_by_django
     assert answer.status_code == 201
     assert Product.objects.filter(name="retried").count() == 1
+
+
+def test_an_insert_that_waited_out_a_lock_is_answered_503_without_a_second_wait(wsgi_post, token):
+    # "database is locked" comes after SQLite's whole busy timeout (20 s; on
+    # PostgreSQL, lock_timeout): Django must not run the INSERT and wait again,
+    # past gunicorn's 30 s worker timeout.
+    from django.db import connection
+
+    from products.exceptions import LOCKED_MESSAGE
+
+    failures: list = []
+    inserts: list = []
+
+    def count_inserts(execute, sql, params, many, context):
+        if sql.startswith("INSERT"):
+            inserts.append(sql)
+        return execute(sql, params, many, context)
+
+    with (
+        connection.execute_wrapper(count_inserts),
+        connection.execute_wrapper(_failing_first_insert("database is locked", failures)),
+    ):
+        answer = wsgi_post({"name": "waited", "price": "1"}, HTTP_AUTHORIZATION=token)
+    assert failures == ["waited"] and len(inserts) == 1
+    assert answer.handled_by_django
+    assert answer.status_code == 503
+    assert json.loads(answer.body) == {"detail": LOCKED_MESSAGE}
+    assert answer.headers["Retry-After"]
+    assert not Product.objects.filter(name="waited").exists()
 
 
 def test_an_error_before_the_insert_hands_the_create_to_django(wsgi_post, token, caplog):
