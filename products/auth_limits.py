@@ -93,11 +93,24 @@ def check(request, username: str | None, counts: list[int] | None = None) -> Non
         raise TooManyFailedLogins(wait=max(waits))
 
 
+# As the request throttles: an outage is news once a minute per process, not
+# once per failed sign-in (a guesser during an outage would flood the log).
+_FAIL_OPEN_LOG_INTERVAL = 60.0
+_fail_open_logged_at = float("-inf")
+
+
 def record_failure(request, username: str | None) -> None:
     """Count one failed authentication against the address and the username."""
+    global _fail_open_logged_at
     for name, _limit, window in _counters(request, username):
         if counters.rate_counter(name, window) is None:
-            logger.warning("auth_limits=fail_open reason=redis_unavailable: failed sign-ins are not limited")
+            now = time.monotonic()
+            if now - _fail_open_logged_at >= _FAIL_OPEN_LOG_INTERVAL:
+                _fail_open_logged_at = now
+                logger.warning(
+                    "auth_limits=fail_open reason=redis_unavailable: failed sign-ins are not limited "
+                    "until Redis answers again"
+                )
             return
 
 

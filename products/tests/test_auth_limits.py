@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import time
 import uuid
 
@@ -145,12 +146,21 @@ def test_login_pages_and_basic_auth_share_one_budget(anon_client, owner, limits)
     assert Client().post("/admin/login/", {"username": "owner", "password": PASSWORD}).status_code == 429
 
 
-def test_failed_logins_fail_open_when_redis_is_down(anon_client, owner, limits, private_redis):
+def test_failed_logins_fail_open_when_redis_is_down(
+    anon_client, owner, limits, private_redis, caplog, monkeypatch
+):
+    from products import auth_limits
+
+    monkeypatch.setattr(auth_limits, "_fail_open_logged_at", float("-inf"), raising=False)
     limits("1/hour", "1/hour")
     private_redis.stop()
-    codes = [anon_client.get("/api/products/", **basic("owner", "x")).status_code for _ in range(3)]
+    with caplog.at_level(logging.WARNING, logger="products.auth_limits"):
+        codes = [anon_client.get("/api/products/", **basic("owner", "x")).status_code for _ in range(3)]
     assert codes == [401, 401, 401]
     assert anon_client.get("/api/products/", **basic("owner", PASSWORD)).status_code == 200
+    # Said once a minute per process, as the request throttles say it, not once per failure.
+    said = [r for r in caplog.records if "auth_limits=fail_open" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
 
 
 @pytest.mark.slow
