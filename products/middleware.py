@@ -8,7 +8,7 @@ import time
 
 from django.conf import settings
 from django.db import OperationalError
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse, UnreadablePostError
 from django.urls import Resolver404, resolve
 from django.utils.html import escape
 
@@ -164,19 +164,36 @@ class BodySizeLimitMiddleware:
             request._stream = io.BytesIO(body)
             request._read_started = False
             request.META["CONTENT_LENGTH"] = str(len(body))
-        if limit is not None:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if limit is not None and length > limit:
+            return self._too_large(request, f"{length} bytes", limit)
+        if length > 0:
+            # A client that stops sending early (killed mid-upload) ends the
+            # body with a clean end of file: the server hands on what came,
+            # and the parsers would apply it ("quantity=10" of "quantity=1000").
+            # Read it now (within the limit above) and refuse a short one.
             try:
-                length = int(request.META.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                length = 0
-            if length > limit:
-                return self._too_large(request, f"{length} bytes", limit)
+                received = len(request.body)
+            except UnreadablePostError as exc:
+                return self._unreadable(request, exc, "it could not be read")
+            if received < length:
+                return self._unreadable(
+                    request,
+                    None,
+                    f"it ended after {received} of the {length} bytes its Content-Length announced; "
+                    "nothing was changed",
+                )
         return self.get_response(request)
 
     @staticmethod
-    def _unreadable(request, exc: Exception) -> HttpResponse:
-        message = "Malformed request body: the chunked transfer encoding could not be read."
-        request.log_reason = f"{type(exc).__name__}: {exc}"[:200]  # on the request's one line
+    def _unreadable(request, exc: Exception | None, why: str = "") -> HttpResponse:
+        why = why or "the chunked transfer encoding could not be read"
+        message = f"Malformed request body: {why}."
+        if exc is not None:
+            request.log_reason = f"{type(exc).__name__}: {exc}"[:200]  # on the request's one line
         if is_api_path(request.path):
             return JsonResponse({"detail": message}, status=400)
         page = f"<!doctype html><title>Bad request</title><h1>Bad request</h1><p>{escape(message)}</p>"

@@ -235,6 +235,45 @@ def test_a_chunked_body_the_server_cannot_read_is_400_not_500(sqlite_gunicorn):
     assert requests.get(server.url + "/health/", timeout=5).status_code == 200
 
 
+def test_a_body_shorter_than_its_content_length_is_400_and_changes_nothing(sqlite_gunicorn):
+    # A client killed mid-upload closes its side: the server reads a clean end
+    # of file after part of the body, which must not be applied as the whole.
+    import socket
+
+    server = sqlite_gunicorn(workers=1)
+    token = server_token(server, "add_product", "change_product")
+    s = session(token)
+    assert s.post(f"{server.url}/api/products/", json={"name": "Lamp", "price": "1.00", "quantity": 5}).ok
+    cut = {
+        # (method, path, content type, whole body): only the first 11 bytes are sent.
+        "form patch": ("PATCH", "/api/products/Lamp/", "application/x-www-form-urlencoded", b"quantity=1000"),
+        "json create": ("POST", "/api/products/", "application/json", b'{"name": "Cut", "price": "1.00"}  '),
+        "form create": (
+            "POST",
+            "/api/products/",
+            "application/x-www-form-urlencoded",
+            b"name=Cut&price=1&quantity=1000",
+        ),
+    }
+    for case, (method, path, content_type, body) in cut.items():
+        sent = body[:11] if case != "json create" else body[:-2]  # JSON: whole but for its trailing spaces
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {token}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + sent
+            )
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 400 Bad Request", (case, answer[:300])
+        assert b"Content-Length announced; nothing was changed" in answer, (case, answer[-300:])
+    lamp = requests.get(f"{server.url}/api/products/Lamp/", timeout=5).json()
+    assert lamp["quantity"] == 5
+    assert requests.get(f"{server.url}/api/products/Cut/", timeout=5).status_code == 404
+
+
 def _hold_the_write_lock(name: str):
     """Open a second connection that locks ``name``'s row (PostgreSQL) or the file (SQLite)."""
     from django.db import connection
