@@ -74,8 +74,11 @@ class PendingInvalidation(models.Model):
 
     names = models.JSONField(default=list, help_text="Product names to forget.")
     retire_all = models.BooleanField(default=False, help_text="Forget every cached product.")
+    # db_default: during a rolling deploy, processes of the release before
+    # this field still insert rows without it.
     token_auth = models.BooleanField(
         default=False,
+        db_default=False,
         help_text="Forget every cached token authentication (products.token_cache), not products.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
