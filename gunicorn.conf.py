@@ -89,8 +89,8 @@ logger_class = "productsite.gunicorn_logging.EscapingLogger"
 # (products/addresses.py). Django reads X-Forwarded-Proto itself when
 # USE_X_FORWARDED_PROTO is set.
 forwarded_allow_ips = _get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
-# gunicorn would also take SCRIPT_NAME and PATH_INFO from request headers of
-# those peers (its default forwarder_headers), which a client can send through
+# gunicorn would also take SCRIPT_NAME from a request header of those peers
+# (its default forwarder_headers), which a client can send through
 # a proxy that passes them on: a prefix that is not the path's answered 500, and
 # one that is chose the prefix of every URL the API writes. A deployment
 # under a path prefix sets SCRIPT_NAME in gunicorn's environment instead.

@@ -21,6 +21,13 @@ def lost_to_another_writer(exc: BaseException) -> bool:
     return "database is locked" in str(exc)  # SQLite, past its busy timeout
 
 
+def waited_out_a_lock(exc: BaseException) -> bool:
+    """Whether a database error came after waiting the whole lock timeout (not a deadlock or serialization failure)."""
+    if getattr(exc.__cause__, "sqlstate", None) == "55P03" or getattr(exc, "sqlstate", None) == "55P03":
+        return True
+    return "database is locked" in str(exc)  # SQLite, past its busy timeout
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message (PostgreSQL adds DETAIL and HINT lines), or its type's name.
 

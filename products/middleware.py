@@ -125,6 +125,9 @@ def _route(request) -> str:
     return match.view_name or match.route
 
 
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 class BodySizeLimitMiddleware:
     """Answer 413 (JSON) for a body over DATA_UPLOAD_MAX_MEMORY_SIZE.
 
@@ -170,11 +173,13 @@ class BodySizeLimitMiddleware:
             length = 0
         if limit is not None and length > limit:
             return self._too_large(request, f"{length} bytes", limit)
-        if length > 0:
+        if length > 0 and request.method in _WRITES:
             # A client that stops sending early (killed mid-upload) ends the
             # body with a clean end of file: the server hands on what came,
             # and the parsers would apply it ("quantity=10" of "quantity=1000").
             # Read it now (within the limit above) and refuse a short one.
+            # Writes only: nothing reads a GET's body, and waiting for one
+            # would hold the worker for a client that never sends it.
             try:
                 received = len(request.body)
             except UnreadablePostError as exc:

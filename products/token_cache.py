@@ -227,8 +227,12 @@ def retire() -> bool:
 
 
 def invalidate_on_commit(using: str | None = None) -> None:
-    """Invalidate now, and again once the current transaction commits (which records a miss)."""
-    in_transaction = transaction.get_connection(using).in_atomic_block
-    invalidate(record=not in_transaction)
-    if in_transaction:
-        transaction.on_commit(invalidate, using=using, robust=True)
+    """Invalidate now, and again once the current transaction commits.
+
+    A miss now is recorded inside the transaction, with the write (as the
+    product cache's): it commits with it, and the attempt after the commit
+    does not record it twice. A miss only after the commit is recorded then.
+    """
+    recorded = not invalidate()
+    if transaction.get_connection(using).in_atomic_block:
+        transaction.on_commit(lambda: invalidate(record=not recorded), using=using, robust=True)

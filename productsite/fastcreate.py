@@ -84,7 +84,7 @@ from rest_framework.viewsets import GenericViewSet
 
 from products import jsonnumbers
 from products.authentication import TokenAuthentication
-from products.dberrors import WRITE_LOCK_LOST, lost_to_another_writer
+from products.dberrors import WRITE_LOCK_LOST, waited_out_a_lock
 from products.middleware import log_request, request_id
 from products.models import Product
 from products.parsers import ExactJSONParser
@@ -308,7 +308,7 @@ class FastProductCreates:
             # something before the INSERT failed. The API answers that, with
             # its own check and error handling.
             _give_back(prepared.throttles, prepared.request)
-            if exc.__cause__ is not None and lost_to_another_writer(exc.__cause__):
+            if exc.__cause__ is not None and waited_out_a_lock(exc.__cause__):
                 # The INSERT waited the whole lock timeout already: the view
                 # answers this error (503) instead of waiting once more.
                 prepared.request.META[WRITE_LOCK_LOST] = exc.__cause__

@@ -366,3 +366,22 @@ def test_a_process_that_serves_nothing_sees_redis_back_without_a_request(
     while REGISTRY.get_sample_value("product_cache_breaker_open") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert REGISTRY.get_sample_value("product_cache_breaker_open") == 0
+
+
+def test_a_token_change_that_misses_redis_is_recorded_once_with_the_write(dead_redis, db):
+    from django.contrib.auth.models import User
+
+    def token_rows() -> int:
+        return PendingInvalidation.objects.filter(token_auth=True).count()
+
+    with transaction.atomic():
+        User.objects.create_user("rolled-back")
+        assert token_rows() >= 1  # inside the write's transaction
+        transaction.set_rollback(True)
+    assert token_rows() == 0  # gone with the write
+    with transaction.atomic():
+        User.objects.create_user("committed")
+    assert token_rows() == 1  # the attempt after the commit did not record it twice
+    assert outbox.apply_pending(retire_token_auth=lambda: False) == (1, 0)
+    assert outbox.apply_pending(retire_token_auth=lambda: True) == (1, 1)
+    assert token_rows() == 0

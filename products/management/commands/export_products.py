@@ -74,11 +74,16 @@ class Command(DataCommand):
         if spreadsheet_safe and fmt != "csv":
             raise CommandError(f"--spreadsheet-safe applies to CSV only, not {fmt}")
         self._safe = spreadsheet_safe
-        self.interrupted = (
-            "Interrupted: the export on standard output is incomplete."
-            if to_stdout
-            else f"Interrupted: {output} was left as it was (an export replaces it only once complete)."
-        )
+        if to_stdout:
+            self.interrupted = "Interrupted: the export on standard output is incomplete."
+        elif _written_in_place(output):
+            self.interrupted = (
+                f"Interrupted: {output} holds an incomplete export (a link or device is written in place)."
+            )
+        else:
+            self.interrupted = (
+                f"Interrupted: {output} was left as it was (an export replaces it only once complete)."
+            )
         show_bar = not to_stdout or not self.stdout.isatty()
         total = Product.objects.count() if show_bar and self.stderr.isatty() else None
         with Progress(self.stderr, total=total, enabled=show_bar) as progress:
@@ -108,7 +113,7 @@ class Command(DataCommand):
             self.stdout.write(self.style.SUCCESS(f"{summary} to {output}"))
 
     def _export_to_file(self, output: str, fmt: str, chunk_size: int, progress: Progress):
-        if os.path.islink(output) or (os.path.exists(output) and not os.path.isfile(output)):
+        if _written_in_place(output):
             # A device, a FIFO or a link (/dev/null, /dev/stdout, a named
             # pipe): write straight into it. Renaming over it would replace
             # the device or link itself with a regular file.
@@ -158,6 +163,11 @@ class Command(DataCommand):
             os.unlink(handle.name)
             raise
         return result
+
+
+def _written_in_place(output: str) -> bool:
+    """A link or a device, FIFO, ...: written straight into, not replaced at the end."""
+    return os.path.islink(output) or (os.path.exists(output) and not os.path.isfile(output))
 
 
 def _mode_for(path: str) -> int:
