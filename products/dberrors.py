@@ -7,23 +7,24 @@ from __future__ import annotations
 # it again rather than wait a second time, past gunicorn's worker timeout).
 WRITE_LOCK_LOST = "products.write_lock_lost"
 
-# PostgreSQL's deadlock, serialization failure and lock timeout (lock_not_available).
-_LOCK_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+# PostgreSQL's deadlock and serialization failure: another writer won, found
+# without waiting out the lock timeout.
+_LOST_RACE_SQLSTATES = frozenset({"40P01", "40001"})
+_LOCK_TIMEOUT_SQLSTATE = "55P03"  # lock_not_available
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc.__cause__, "sqlstate", None) or getattr(exc, "sqlstate", None)
 
 
 def lost_to_another_writer(exc: BaseException) -> bool:
     """Whether a database error means another transaction held the lock (not a database down)."""
-    if (
-        getattr(exc.__cause__, "sqlstate", None) in _LOCK_SQLSTATES
-        or getattr(exc, "sqlstate", None) in _LOCK_SQLSTATES
-    ):
-        return True
-    return "database is locked" in str(exc)  # SQLite, past its busy timeout
+    return _sqlstate(exc) in _LOST_RACE_SQLSTATES or waited_out_a_lock(exc)
 
 
 def waited_out_a_lock(exc: BaseException) -> bool:
     """Whether a database error came after waiting the whole lock timeout (not a deadlock or serialization failure)."""
-    if getattr(exc.__cause__, "sqlstate", None) == "55P03" or getattr(exc, "sqlstate", None) == "55P03":
+    if _sqlstate(exc) == _LOCK_TIMEOUT_SQLSTATE:
         return True
     return "database is locked" in str(exc)  # SQLite, past its busy timeout
 

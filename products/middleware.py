@@ -185,6 +185,7 @@ class BodySizeLimitMiddleware:
             except UnreadablePostError as exc:
                 return self._unreadable(request, exc, "it could not be read")
             if received < length:
+                request.log_reason = f"body ended after {received} of {length} bytes"
                 return self._unreadable(
                     request,
                     None,
