@@ -11,6 +11,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from rest_framework.exceptions import MethodNotAllowed
 from rest_framework.views import APIView
 
 from . import metrics
@@ -50,7 +51,7 @@ def metrics_view(request):
     if relayed or not metrics_allowed(meta.get("REMOTE_ADDR")):
         raise Http404()
     if request.method not in ("GET", "HEAD"):
-        response = JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405)
+        response = JsonResponse({"detail": MethodNotAllowed(request.method).detail}, status=405)
         response["Allow"] = "GET, HEAD"
         return response
     body, content_type = metrics.render()
