@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 from products.fileformats import RawRow
 
@@ -32,10 +33,14 @@ def seed_products(
     seed: int = 0,
     batch_size: int = IMPORT_BATCH_SIZE,
     on_progress: ProgressCallback | None = None,
+    commit_guard: AbstractContextManager | None = None,
 ) -> ImportResult:
     """Upsert ``count`` deterministic demo products (through the import path)."""
     if count < 0:
         raise ValueError("count must not be negative")
     return product_bulk_import(
-        rows=demo_product_rows(count=count, seed=seed), batch_size=batch_size, on_progress=on_progress
+        rows=demo_product_rows(count=count, seed=seed),
+        batch_size=batch_size,
+        on_progress=on_progress,
+        commit_guard=commit_guard,
     )

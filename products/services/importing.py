@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from contextlib import closing, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -194,6 +194,7 @@ def product_bulk_import(
     on_error: ErrorCallback | None = None,
     on_progress: ProgressCallback | None = None,
     using: str | None = None,
+    commit_guard: AbstractContextManager | None = None,
 ) -> ImportResult:
     """Upsert products by name from ``rows``, all or nothing.
 
@@ -206,8 +207,11 @@ def product_bulk_import(
     in the cache (or the whole generation retired, for large imports).
     With ``dry_run`` nothing is written and no write transaction is opened;
     the counts say what would change. ``on_progress`` receives the number of
-    rows processed since its last call. Raises FileFormatError (from the reader) or ImportFailed; nothing is
-    written then either.
+    rows processed since its last call. ``commit_guard`` is entered once the
+    last row is written and left after the commit and its invalidation (the
+    commands hold Ctrl-C there, so the two finish together). Raises
+    FileFormatError (from the reader) or ImportFailed; nothing is written then
+    either.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -226,8 +230,9 @@ def product_bulk_import(
         if on_error is not None:
             on_error(error)
 
+    guard = _LateGuard(commit_guard)
     # A dry run only reads: no write transaction, so it blocks no writer.
-    with nullcontext() if dry_run else transaction.atomic(using=using):
+    with guard, nullcontext() if dry_run else transaction.atomic(using=using):
         writer = _BatchWriter(using, timezone.now())
         batch: list[tuple[str, Decimal, int | None]] = []
         pending_progress = 0
@@ -273,8 +278,30 @@ def product_bulk_import(
         elif not dry_run:
             writer.invalidate_on_commit()
             result.written = True
+        guard.enter()  # until the commit and its invalidation are done
     result.seconds = time.perf_counter() - started
     return result
+
+
+class _LateGuard:
+    """Enter ``guard`` late (``enter()``, inside the transaction) and leave it once the transaction is over."""
+
+    def __init__(self, guard: AbstractContextManager | None) -> None:
+        self._guard = guard
+        self._entered = False
+
+    def enter(self) -> None:
+        if self._guard is not None:
+            self._guard.__enter__()
+            self._entered = True
+
+    def __enter__(self) -> _LateGuard:
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._entered:
+            return self._guard.__exit__(*exc_info)
+        return None
 
 
 def product_import_file(
@@ -285,6 +312,7 @@ def product_import_file(
     dry_run: bool = False,
     on_error: ErrorCallback | None = None,
     on_progress: ProgressCallback | None = None,
+    commit_guard: AbstractContextManager | None = None,
 ) -> ImportResult:
     """Import products from a CSV, JSON array or JSON Lines stream (see product_bulk_import)."""
     with closing(read_rows(stream, fmt)) as rows:
@@ -294,4 +322,5 @@ def product_import_file(
             dry_run=dry_run,
             on_error=on_error,
             on_progress=on_progress,
+            commit_guard=commit_guard,
         )

@@ -246,6 +246,42 @@ def test_import_invalidates_a_cached_product(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_ctrl_c_during_the_commit_lets_the_import_and_its_invalidation_finish(tmp_path, monkeypatch):
+    from django.db import transaction
+
+    Product.objects.create(name="Mug", price="3.00", quantity=1)
+    cache.get_product("Mug", product_json)
+    assert cache.get_product("Mug", product_json).hit is True
+    real_invalidate_on_commit = importing.cache.invalidate_on_commit
+
+    def ctrl_c_first(names, **kwargs):
+        # Ctrl-C reaches the process after the COMMIT, before the invalidation.
+        transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGINT), **kwargs)
+        real_invalidate_on_commit(names, **kwargs)
+
+    monkeypatch.setattr(importing.cache, "invalidate_on_commit", ctrl_c_first)
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as stopped:
+        call_command(
+            "import_products",
+            str(write(tmp_path, "p.csv", "name,price,quantity\nMug,4.25,9\n")),
+            stdout=out,
+            stderr=err,
+        )
+
+    assert stopped.value.code == 130
+    assert "Imported" in out.getvalue()
+    assert (
+        err.getvalue().strip()
+        == "Interrupted during the commit, which finished first: the import above is complete."
+    )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    fresh = cache.get_product("Mug", product_json)
+    assert fresh.hit is False  # the invalidation ran
+    assert json.loads(fresh.data)["price"] == "4.25"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_large_import_retires_the_cache_generation(tmp_path, monkeypatch):
     monkeypatch.setattr(importing, "IMPORT_INVALIDATE_BY_NAME_LIMIT", 2)
     for name in ("A", "B", "C"):

@@ -5,7 +5,9 @@ Modules whose name starts with an underscore are not commands.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -58,6 +60,38 @@ class ProductCommand(BaseCommand):
                 f"the database is not usable ({type(exc).__name__}: {first}). "
                 "Check DATABASE_URL, and run `manage.py migrate` first."
             ) from None
+
+
+class HeldInterrupt:
+    """Hold Ctrl-C while entered: what it interrupts (a commit and its cache invalidation) finishes first.
+
+    ``caught`` then says whether Ctrl-C came meanwhile; the command reports
+    what was done and exits as interrupted. Off the main thread, where
+    Python cannot set a signal handler, it holds nothing.
+    """
+
+    def __init__(self) -> None:
+        self.caught = False
+        self._previous = None
+
+    def _catch(self, signum, frame) -> None:
+        self.caught = True
+
+    def __enter__(self) -> HeldInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._catch)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def exit_if_caught(self, stderr: OutputWrapper, message: str) -> None:
+        """After the command's own report: one line saying the interrupt came too late, exit 130."""
+        if self.caught:
+            stderr.write(message)
+            raise SystemExit(EXIT_INTERRUPTED)
 
 
 class UncheckedCommand(ProductCommand):

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from products.fileformats import FORMATS, FileFormatError, format_for_path
 from products.services.importing import IMPORT_BATCH_SIZE, ImportFailed, ImportResult, product_import_file
 
-from ._common import DataCommand, Progress
+from ._common import DataCommand, HeldInterrupt, Progress
 
 
 class Command(DataCommand):
@@ -57,6 +57,7 @@ class Command(DataCommand):
                     "use a .csv, .json or .jsonl extension, or pass --format csv|json|jsonl"
                 )
         stream = self._open(path, options.get("stdin"))
+        held = HeldInterrupt()
         try:
             with Progress(self.stderr) as progress:
                 result = product_import_file(
@@ -66,6 +67,7 @@ class Command(DataCommand):
                     dry_run=dry_run,
                     on_error=lambda error: progress.write(str(error)),
                     on_progress=progress.update,
+                    commit_guard=held,
                 )
         except FileFormatError as exc:
             raise CommandError(f"{self._label(path)}: {exc}. Nothing was written.") from None
@@ -86,6 +88,14 @@ class Command(DataCommand):
             self.stdout.write(f"Dry run, nothing written. Would have: {summary}.")
         else:
             self.stdout.write(self.style.SUCCESS(f"Imported {self._label(path)}: {summary}."))
+        held.exit_if_caught(
+            self.stderr,
+            self.style.WARNING(
+                "Interrupted at the end of the dry run: nothing was written."
+                if dry_run
+                else "Interrupted during the commit, which finished first: the import above is complete."
+            ),
+        )
 
     def _open(self, path: str, stdin: BinaryIO | None) -> BinaryIO:
         if path == "-":

@@ -7,7 +7,7 @@ from django.core.management.base import CommandError
 from products.services.demo import seed_products
 from products.services.importing import IMPORT_BATCH_SIZE
 
-from ._common import DataCommand, Progress
+from ._common import DataCommand, HeldInterrupt, Progress
 
 
 class Command(DataCommand):
@@ -39,11 +39,20 @@ class Command(DataCommand):
             raise CommandError("N must be 0 or more")
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
+        held = HeldInterrupt()
         with Progress(self.stderr, total=count) as progress:
-            result = seed_products(count=count, seed=seed, batch_size=batch_size, on_progress=progress.update)
+            result = seed_products(
+                count=count, seed=seed, batch_size=batch_size, on_progress=progress.update, commit_guard=held
+            )
         self.stdout.write(
             self.style.SUCCESS(
                 f"Seeded {count} demo product(s) (seed {seed}): created {result.created}, "
                 f"updated {result.updated}, unchanged {result.unchanged}."
             )
+        )
+        held.exit_if_caught(
+            self.stderr,
+            self.style.WARNING(
+                "Interrupted during the commit, which finished first: the products above are written."
+            ),
         )
