@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+from urllib.parse import parse_qsl
+
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
 from . import jsonnumbers
 
@@ -20,3 +23,49 @@ class ExactJSONParser(JSONParser):
             return jsonnumbers.loads(stream.read() if stream is not None else b"")
         except jsonnumbers.JSONError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+
+
+def _undecodable(encoding: str) -> ParseError:
+    return ParseError(
+        f"Form parse error - the body is not valid {encoding} text; nothing was changed. "
+        "Send the text in the declared charset (UTF-8 by default)."
+    )
+
+
+class StrictFormParser(FormParser):
+    """URL-encoded forms whose text decodes in their charset; anything else is a 400.
+
+    DRF's parser (Django's ``QueryDict``) turns bytes that do not decode into
+    U+FFFD, so a name sent with a stray byte would be stored changed.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        encoding = (parser_context or {}).get("encoding", "utf-8")
+        body = stream.read() if stream is not None else b""
+        try:
+            # Raw bytes first, then what the percent escapes spell.
+            parse_qsl(body.decode(encoding), keep_blank_values=True, encoding=encoding, errors="strict")
+        except (UnicodeDecodeError, LookupError):
+            raise _undecodable(encoding) from None
+        return super().parse(io.BytesIO(body), media_type, parser_context)
+
+
+class StrictMultiPartParser(MultiPartParser):
+    """Multipart forms of text fields that decode in their charset; anything else is a 400.
+
+    Django's parser turns a field's undecodable bytes into U+FFFD. The product
+    endpoints take no files: a body with a file part is left to Django, whose
+    files the views ignore; other bodies must decode as a whole (the part
+    headers are ASCII). The body is at most DATA_UPLOAD_MAX_MEMORY_SIZE
+    (BodySizeLimitMiddleware), so reading it whole is bounded.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        encoding = (parser_context or {}).get("encoding", "utf-8")
+        body = stream.read() if stream is not None else b""
+        if b"filename=" not in body:
+            try:
+                body.decode(encoding)
+            except (UnicodeDecodeError, LookupError):
+                raise _undecodable(encoding) from None
+        return super().parse(io.BytesIO(body), media_type, parser_context)

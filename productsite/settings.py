@@ -336,8 +336,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PARSER_CLASSES": [
         "products.parsers.ExactJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "products.parsers.StrictFormParser",
+        "products.parsers.StrictMultiPartParser",
     ],
     "DEFAULT_THROTTLE_CLASSES": [
         "products.throttling.AnonymousFixedWindowThrottle",

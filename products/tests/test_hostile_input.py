@@ -150,6 +150,73 @@ def test_a_json_number_beyond_any_decimal_is_400_on_every_write(editor_client, m
     assert editor_client.get("/api/products/Big/").status_code == 404
 
 
+# --- Form bodies whose bytes are not text ---------------------------------------------------
+
+
+BOUNDARY = "b0undary"
+
+
+def multipart(fields: dict[str, bytes]) -> bytes:
+    parts = b"".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'.encode() + value + b"\r\n"
+        for key, value in fields.items()
+    )
+    return parts + f"--{BOUNDARY}--\r\n".encode()
+
+
+UNDECODABLE_FORMS = [
+    ("form_raw_byte", "application/x-www-form-urlencoded", b"name=Caf\xe9&price=1.00"),
+    ("form_percent_escape", "application/x-www-form-urlencoded", b"name=Caf%E9&price=1.00"),
+    ("form_surrogate", "application/x-www-form-urlencoded", b"name=%ED%A0%80&price=1.00"),
+    (
+        "multipart",
+        f"multipart/form-data; boundary={BOUNDARY}",
+        multipart({"name": b"Caf\xe9", "price": b"1.00"}),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "content_type,body", [c[1:] for c in UNDECODABLE_FORMS], ids=[c[0] for c in UNDECODABLE_FORMS]
+)
+def test_a_form_whose_bytes_are_not_utf8_is_400_and_stores_nothing(
+    editor_client, make_product, content_type, body
+):
+    # Django's form parsers would store U+FFFD in place of the bytes.
+    make_product("Mug", quantity=1)
+    created = editor_client.post("/api/products/", body, content_type=content_type)
+    assert created.status_code == 400, created.content
+    assert "not valid utf-8 text" in created.json()["detail"]
+    patched = editor_client.patch(
+        "/api/products/Mug/", body.replace(b"price=", b"quantity="), content_type=content_type
+    )
+    assert patched.status_code == 400, patched.content
+    from products.models import Product
+
+    assert list(Product.objects.values_list("name", "quantity")) == [("Mug", 1)]
+
+
+def test_forms_in_utf8_or_a_declared_charset_are_still_read(editor_client):
+    ok = editor_client.post(
+        "/api/products/",
+        b"name=Caf%C3%A9&price=1.00",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert ok.status_code == 201 and ok.json()["name"] == "Café"
+    latin = editor_client.post(
+        "/api/products/",
+        b"name=Th\xe9&price=1.00",
+        content_type="application/x-www-form-urlencoded; charset=latin-1",
+    )
+    assert latin.status_code == 201 and latin.json()["name"] == "Thé"
+    parts = editor_client.post(
+        "/api/products/",
+        multipart({"name": "Crème".encode(), "price": b"2.00"}),
+        content_type=f"multipart/form-data; boundary={BOUNDARY}",
+    )
+    assert parts.status_code == 201 and parts.json()["name"] == "Crème"
+
+
 # --- Paths that name nothing ------------------------------------------------------------
 
 
