@@ -9,8 +9,9 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "productsite.settings")
     from django.core.management import execute_from_command_line
 
-    from productsite.startup import exit_on_bad_settings
+    from productsite.startup import apply_settings_options, exit_on_bad_settings
 
+    apply_settings_options(sys.argv)
     # A setting the operator must fix (SECRET_KEY, DATABASE_URL, ...): one
     # line saying which, not a traceback through importlib.
     exit_on_bad_settings("manage.py", status=1)

@@ -4,6 +4,25 @@ import sys
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import CommandError, CommandParser, handle_default_options
+
+
+def apply_settings_options(argv: list[str]) -> None:
+    """Honour ``--settings`` and ``--pythonpath`` before the settings load, as Django's own utility does.
+
+    ``exit_on_bad_settings`` loads the settings before Django parses the
+    command line; without this, ``manage.py migrate --settings=X`` would run
+    on the default settings (and their database).
+    """
+    parser = CommandParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--settings")
+    parser.add_argument("--pythonpath")
+    parser.add_argument("args", nargs="*")
+    try:
+        options, _ = parser.parse_known_args(argv[2:])
+    except CommandError:
+        return  # Django reports the bad command line itself
+    handle_default_options(options)
 
 
 def exit_on_bad_settings(prog: str = "productsite", status: int = 4) -> None:

@@ -42,6 +42,38 @@ def test_secret_key_is_required_when_debug_is_off():
     assert "SECRET_KEY is not set" in result.stderr
 
 
+@pytest.mark.parametrize("form", ["separate", "joined"])
+def test_manage_py_honours_settings_and_pythonpath(tmp_path, form):
+    # manage.py loads the settings before Django reads its options, to report
+    # a bad setting in one line: it must load the ones the operator named.
+    (tmp_path / "operator_settings.py").write_text(
+        'from productsite.settings import *  # noqa\nMARK = "theirs"\n'
+    )
+    options = (
+        ["--settings", "operator_settings", "--pythonpath", str(tmp_path)]
+        if form == "separate"
+        else ["--settings=operator_settings", f"--pythonpath={tmp_path}"]
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(DEBUG="1", ENV_FILE="/nonexistent/.env")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            *options,
+            "-c",
+            "from django.conf import settings as s; print(s.SETTINGS_MODULE, s.MARK)",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "operator_settings theirs"
+
+
 def test_defaults_are_safe():
     result = run_settings(SECRET_KEY="x" * 50)
     assert result.returncode == 0, result.stderr
