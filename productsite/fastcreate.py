@@ -238,6 +238,9 @@ class FastProductCreates:
                 if len(body) == length:
                     try:
                         prepared = self.prepare(environ, body, setup, started)
+                    except DatabaseError:
+                        # The database is down: Django's answer (a 503) logs it, once.
+                        prepared = None
                     except Exception:
                         logger.exception(
                             "Fast create failed before its INSERT; handing the request to Django"

@@ -240,9 +240,18 @@ def test_a_read_while_the_database_is_down_logs_its_line_and_one_warning_not_a_t
         response = requests.get(server.url + "/api/products/Mug/", timeout=10)
         assert response.status_code == 503
         assert response.json()["detail"] == "The database is unavailable; try again shortly."
+    # A token create too: the fast create's token lookup logged an ERROR and a traceback.
+    create = requests.post(
+        server.url + "/api/products/",
+        json={"name": "Mug", "price": "1.00"},
+        headers={"Authorization": "Token " + "a" * 40},
+        timeout=10,
+    )
+    assert create.status_code == 503, create.text
     lines = server.lines()
-    assert len(_request_lines(lines)) == 3, lines
-    assert sum("Database unavailable, answered 503" in line for line in lines) == 3, lines
+    assert len(_request_lines(lines)) == 4, lines
+    assert sum("Database unavailable, answered 503" in line for line in lines) == 4, lines
     # psycopg's message has a second line ("Is the server running ...?"): the record keeps the first.
     assert not any("Is the server running" in line for line in lines), lines
     assert not any("Traceback" in line or "Fast product read failed" in line for line in lines), lines
+    assert not any("Fast create failed" in line for line in lines), lines
