@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from contextvars import ContextVar
 
 _BARE = re.compile(r"^[A-Za-z0-9_.:/%+\-@,;~*!()]*$")
 # A request id from a client or proxy is kept when it is short and plain
@@ -63,6 +64,27 @@ def request_id(header: str | None) -> str:
     if header and _REQUEST_ID.match(header):
         return header
     return f"{random.getrandbits(128):032x}"
+
+
+# The id of the request this thread is serving (set by the request log's middleware).
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+
+
+class RequestIdOnEveryLine(logging.Filter):
+    """Append ``request_id=...`` to a record logged while a request is served.
+
+    A warning or a traceback (``django.request``'s 500) then names the
+    request whose line reports it, as the response's ``X-Request-ID`` does;
+    with several threads per worker, timing alone cannot tie them. The
+    request's own line (``products.requests``) has the field already.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = current_request_id.get()
+        if rid is not None and record.name != "products.requests":
+            record.msg = f"{record.getMessage()} {format_fields({'request_id': rid})}"
+            record.args = None
+        return True
 
 
 class OnlyWithTraceback(logging.Filter):

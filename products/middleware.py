@@ -14,7 +14,7 @@ from django.utils.html import escape
 
 from . import metrics
 from .exceptions import is_api_path, log_unavailable_database
-from .logfields import format_fields, request_id
+from .logfields import current_request_id, format_fields, request_id
 
 __all__ = ["BodySizeLimitMiddleware", "RequestLogMiddleware", "format_fields", "log_request", "request_id"]
 
@@ -41,7 +41,11 @@ class RequestLogMiddleware:
     def __call__(self, request):
         start = time.perf_counter()
         request.request_id = rid = request_id(request.headers.get("X-Request-ID"))
-        response = self.get_response(request)
+        serving = current_request_id.set(rid)  # other records name the request too
+        try:
+            response = self.get_response(request)
+        finally:
+            current_request_id.reset(serving)
         response["X-Request-ID"] = rid
         log_request(
             request.method,

@@ -470,6 +470,7 @@ LOGGING = {
     "filters": {
         "only_with_traceback": {"()": "products.logfields.OnlyWithTraceback"},
         "security_into_request_line": {"()": "products.logfields.SecurityEventIntoRequestLine"},
+        "request_id": {"()": "products.logfields.RequestIdOnEveryLine"},
     },
     "handlers": {
         # A client's suspicious request (a wrong Host header, too many fields,
@@ -479,7 +480,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["security_into_request_line"],
+            "filters": ["security_into_request_line", "request_id"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -86,3 +86,32 @@ def test_django_request_logs_only_what_the_request_line_cannot_say():
             sys.exc_info(),
         )
     assert logger.filter(crashed)
+
+
+@pytest.mark.django_db
+def test_a_traceback_names_the_request_it_belongs_to(monkeypatch):
+    """With several threads per worker, timing alone cannot tie a 500's traceback to its request line."""
+    import io
+
+    from django.test import Client
+
+    from products.views import ProductViewSet
+
+    def crash(self, request, *args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ProductViewSet, "list", crash)
+    (console,) = [h for h in logging.getLogger().handlers if h.get_name() == "console"]
+    stream = io.StringIO()
+    previous = console.setStream(stream)
+    try:
+        response = Client(raise_request_exception=False).get("/api/products/", HTTP_X_REQUEST_ID="crash-1")
+        Client().get("/api/", HTTP_X_REQUEST_ID="calm-2")  # logs its own line only
+    finally:
+        console.setStream(previous)
+    assert response.status_code == 500
+    output = stream.getvalue()
+    assert "Internal Server Error: /api/products/ request_id=crash-1\nTraceback" in output, output
+    assert "RuntimeError: boom" in output
+    assert output.count("request_id=crash-1") == 2  # the traceback and the request's line
+    assert output.count("request_id=calm-2") == 1

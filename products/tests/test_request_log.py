@@ -236,8 +236,10 @@ def test_a_read_while_the_database_is_down_logs_its_line_and_one_warning_not_a_t
     # The fast path handed such a read to Django with a 60-line traceback
     # each time (~88 lines per request during an outage).
     server = logging_gunicorn(migrate=False, DATABASE_URL=f"postgres://nobody@127.0.0.1:{free_port()}/none")
-    for _ in range(3):
-        response = requests.get(server.url + "/api/products/Mug/", timeout=10)
+    for number in range(3):
+        response = requests.get(
+            server.url + "/api/products/Mug/", headers={"X-Request-ID": f"outage-{number}"}, timeout=10
+        )
         assert response.status_code == 503
         assert response.json()["detail"] == "The database is unavailable; try again shortly."
     # A token create too: the fast create's token lookup logged an ERROR and a traceback.
@@ -251,6 +253,12 @@ def test_a_read_while_the_database_is_down_logs_its_line_and_one_warning_not_a_t
     lines = server.lines()
     assert len(_request_lines(lines)) == 4, lines
     assert sum("Database unavailable, answered 503" in line for line in lines) == 4, lines
+    # Each warning names its request, as its request line does.
+    for number in range(3):
+        assert any(
+            "Database unavailable, answered 503" in line and line.endswith(f" request_id=outage-{number}")
+            for line in lines
+        ), lines
     # psycopg's message has a second line ("Is the server running ...?"): the record keeps the first.
     assert not any("Is the server running" in line for line in lines), lines
     assert not any("Traceback" in line or "Fast product read failed" in line for line in lines), lines
