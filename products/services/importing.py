@@ -64,8 +64,8 @@ def _show(name: str) -> str:
 
 
 def _message(exc: ValidationError) -> str:
-    # Row reports join several messages with "; ", so drop their full stops.
-    return " ".join(message.rstrip(".") for message in exc.messages)
+    # The API's and the admin's very words (products.validators), full stops included.
+    return " ".join(exc.messages)
 
 
 class _BatchWriter:
@@ -261,9 +261,9 @@ def product_bulk_import(
                 except ValidationError as exc:
                     problems.append("quantity: " + _message(exc))
             if name is not None and seen.add(name):
-                problems.append(f"name {_show(name)} appears more than once in the file")
+                problems.append(f"name: {_show(name)} appears more than once in the file.")
             if problems:
-                fail(RowError(line, "; ".join(problems), position))
+                fail(RowError(line, " ".join(problems), position))
                 continue
             batch.append((name, price, quantity))
             if len(batch) >= batch_size:

@@ -163,7 +163,7 @@ def test_unclosed_json_array_is_refused(existing, tmp_path):
         (",1.00,1", "name: Name must not be blank"),
         ("a/b,1.00,1", 'name: Name must not contain "/"'),
         ("Short,1.00", "expected 3 fields, got 2"),
-        ("Keep,1.00,1", "name 'Keep' appears more than once in the file"),
+        ("Keep,1.00,1", "name: 'Keep' appears more than once in the file."),
     ],
     ids=[
         "price_out_of_range",
@@ -193,9 +193,9 @@ def test_every_bad_row_is_reported_with_its_line(existing, tmp_path):
     message, errors = refuse(write(tmp_path, "p.csv", content))
     lines = errors.strip().splitlines()
     assert lines == [
-        "line 2: price: Price must have at most 2 decimal places",
-        "line 4: price: Price must be greater than or equal to 0; quantity: Quantity must be an integer",
-        "line 5: name 'A' appears more than once in the file",
+        "line 2: price: Price must have at most 2 decimal places.",
+        "line 4: price: Price must be greater than or equal to 0. quantity: Quantity must be an integer.",
+        "line 5: name: 'A' appears more than once in the file.",
     ]
     assert "3 invalid row(s)" in message
     assert_nothing_written(existing)
@@ -204,7 +204,7 @@ def test_every_bad_row_is_reported_with_its_line(existing, tmp_path):
 def test_name_twice_across_batches_is_found(existing, tmp_path):
     rows = "".join(f"P{i},1.00,1\n" for i in range(50)) + "P3,2.00,2\n"
     _, errors = refuse(write(tmp_path, "p.csv", HEADER + rows), "--batch-size", "7")
-    assert "line 52: name 'P3' appears more than once in the file" in errors
+    assert "line 52: name: 'P3' appears more than once in the file." in errors
     assert_nothing_written(existing)
 
 
