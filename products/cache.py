@@ -40,7 +40,7 @@ Caveats, stated plainly:
 
 * A hung Redis that resumes is the same server: a value replaced while it
   hung stays readable by processes that did not see the outage until the
-  writer's probe (or the outbox) deletes it; measured 0-50 ms after resume.
+  writer's probe (or the outbox) deletes it (figures in docs/cache.md).
 * A cluster connection already open to a replica that is then promoted is
   not re-checked (the cache reads masters only).
 * A ``KEY_PREFIX`` holding ``{...}`` puts every key in one slot: still
