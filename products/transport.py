@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.core.cache import caches
 from redis.cluster import RedisCluster
-from redis.exceptions import ConnectionError, RedisError, TimeoutError
+from redis.exceptions import ClusterDownError, ConnectionError, RedisError, TimeoutError
 
 from . import metrics
 
@@ -406,9 +406,24 @@ def probe_if_down() -> None:
     """
     if _breaker._down and not _breaker.is_open:
         try:
-            run(lambda c: c.ping())
+            run(_check_serving)
         except CacheUnavailable:
             pass
+
+
+def _check_serving(redis_client: Client) -> None:
+    """PING; on a Cluster, ask whether the cluster serves every slot instead.
+
+    A cluster node answers PING while its cluster is down (a master and its
+    replicas lost: every command gets CLUSTERDOWN), so PING alone would call
+    such a cluster up: /health/ would say "ok" and the probe "caching resumed".
+    """
+    if not configured_for_cluster():
+        redis_client.ping()
+        return
+    state = redis_client.cluster_info(target_nodes=RedisCluster.DEFAULT_NODE).get("cluster_state")
+    if state != "ok":
+        raise ClusterDownError(f"the cluster's state is {state!r}: not every slot is served")
 
 
 def breaker_open() -> bool:
@@ -422,9 +437,9 @@ def need_resync() -> None:
 
 
 def status() -> str:
-    """Return "ok" when Redis answers a PING now, else "down"."""
+    """Return "ok" when Redis answers a PING now (a Cluster: serves every slot), else "down"."""
     try:
-        run(lambda redis_client: redis_client.ping())
+        run(_check_serving)
     except CacheUnavailable:
         return "down"
     return "ok"

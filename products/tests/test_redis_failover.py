@@ -281,6 +281,39 @@ def test_cluster_master_failover_keeps_answering_and_is_never_stale(redis_cluste
     assert resumed_at - promoted_at < RESUME_WITHIN
 
 
+def test_a_cluster_that_is_down_is_reported_down_though_its_nodes_answer_ping(redis_cluster, settings):
+    # A master and its replica lost: every command gets CLUSTERDOWN, while the
+    # client's default node still answers PING.
+    from django.test import Client
+
+    switch_to(settings, redis_cluster)
+    health = Client()
+    assert health.get("/health/").json() == {"database": "ok", "cache": "ok"}
+    default_port = transport.client().get_default_node().port
+    victim = next(m for m in redis_cluster.masters() if m.port != default_port)
+    replica = redis_cluster.replica_of(victim)
+    survivor = next(n for n in redis_cluster.nodes if n.port == default_port)
+    replica.kill()
+    victim.kill()
+    try:
+        wait_for(
+            lambda: survivor.client().cluster("info")["cluster_state"] == "fail", 30, "the cluster to fail"
+        )
+        assert survivor.client().ping()
+        reset_process_state()  # no outage seen yet: /health/ asks the cluster itself
+        assert health.get("/health/").json() == {"database": "ok", "cache": "down"}
+        # The probe does not call it back either (it logged "caching resumed").
+        time.sleep(django_settings.PRODUCT_CACHE_BACKOFF + 0.1)
+        transport.probe_if_down()
+        assert transport.breaker_open()
+    finally:
+        victim.start()
+        redis_cluster.restart(replica)
+    redis_cluster.wait_serving()
+    reset_process_state()
+    assert health.get("/health/").json() == {"database": "ok", "cache": "ok"}
+
+
 def _write_then_lose_the_master(cluster, victim, replica) -> None:
     """A write the victim acknowledges and never replicates, then the victim's crash."""
     victim.client().wait(1, 2000)  # the replica holds the cached values too
