@@ -76,8 +76,11 @@ def near_cache_notes(enabled: bool, cache_enabled: bool, socket_timeout) -> list
 def check_redis_topology(app_configs, **kwargs):
     """Report mistakes in REDIS_URL / REDIS_SENTINELS / REDIS_CLUSTER_NODES (productsite.redis_config)."""
     topology = getattr(settings, "REDIS_TOPOLOGY", None)
-    problems = topology.problems if topology is not None else ()
-    return [Error(p.msg, hint=p.hint, id=p.id) for p in problems]
+    if topology is None:
+        return []
+    return [Error(p.msg, hint=p.hint, id=p.id) for p in topology.problems] + [
+        Warning(p.msg, hint=p.hint, id=p.id) for p in topology.warnings
+    ]
 
 
 @register()

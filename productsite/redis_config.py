@@ -9,8 +9,10 @@ Exactly one of:
 
 Beside Sentinel or Cluster, ``REDIS_URL`` may still be given for what those
 lists cannot say: ``rediss://`` (TLS), the username and password of the
-data nodes, and (Sentinel only) the database number; its host and port are
-not used then.
+data nodes, and (Sentinel only) the database number, without a host
+(``redis://:password@/3``). A host there names a second Redis: beside a
+Cluster that is two at once (an error); beside Sentinel, whose issue lets
+REDIS_URL carry the database and password, a warning that it is not used.
 
 Bad values never raise here: settings.py must import so that ``manage.py
 check`` can report them. They are collected as :class:`Problem` (plain data)
@@ -49,6 +51,7 @@ class RedisTopology:
     master: str = ""  # the Sentinel service name
     sentinel_password: str = field(default="", repr=False)
     problems: tuple[Problem, ...] = ()
+    warnings: tuple[Problem, ...] = ()  # reported by ``manage.py check``; the configuration still works
 
     @property
     def tls(self) -> bool:
@@ -77,6 +80,7 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
     problems: list[Problem] = []
 
     problems += _url_problems(url or DEFAULT_URL)
+    warnings: list[Problem] = []
     if sentinels is not None and cluster is not None:
         # Nothing else is worth saying until one of them goes.
         problems.append(
@@ -101,6 +105,16 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
                     "configuration (sentinel monitor <name> ...), e.g. mymaster.",
                 )
             )
+        if url and _names_a_server(url):
+            warnings.append(
+                Problem(
+                    "products.W026",
+                    "REDIS_URL names a server beside REDIS_SENTINELS; its host and port are not used "
+                    "(the sentinels name the master).",
+                    "Keep in REDIS_URL only what the sentinels cannot say, without a host: "
+                    "redis://:password@/db (rediss:// for TLS).",
+                )
+            )
         kind = SENTINEL
     elif cluster is not None:
         nodes, node_problems = _parse_nodes("REDIS_CLUSTER_NODES", cluster)
@@ -112,6 +126,15 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
                     f"REDIS_URL names database {_db_number(url)}, but Redis Cluster has only database 0.",
                     "Beside REDIS_CLUSTER_NODES, REDIS_URL carries only the scheme and credentials: "
                     "drop the database number (or use /0).",
+                )
+            )
+        if url and _names_a_server(url):
+            problems.append(
+                Problem(
+                    "products.E026",
+                    "REDIS_URL names a server beside REDIS_CLUSTER_NODES: two Redis configurations at once.",
+                    "Set exactly one. For the cluster's password or TLS, give REDIS_URL without a host: "
+                    "redis://:password@ (rediss:// for TLS).",
                 )
             )
         kind = CLUSTER
@@ -134,7 +157,16 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
         master=master,
         sentinel_password=environ.get("REDIS_SENTINEL_PASSWORD", ""),
         problems=tuple(problems),
+        warnings=tuple(warnings),
     )
+
+
+def _names_a_server(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        return bool(parts.hostname) or parts.port is not None
+    except ValueError:
+        return True  # a bad port: E024 says so
 
 
 def _parse_nodes(variable: str, value: str) -> tuple[list[tuple[str, int]], list[Problem]]:

@@ -35,7 +35,10 @@ MALFORMED = [
     ({"REDIS_URL": "http://127.0.0.1:6379/0"}, "products.E024"),
     ({"REDIS_URL": "redis://127.0.0.1:6379/zero"}, "products.E024"),
     ({"REDIS_URL": "redis://127.0.0.1:99999/0"}, "products.E024"),
-    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://127.0.0.1:6379/3"}, "products.E025"),
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://:pw@/3"}, "products.E025"),
+    # Two at once: a server in REDIS_URL beside a cluster.
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://127.0.0.1:6379/0"}, "products.E026"),
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://:pw@ignored:1/0"}, "products.E026"),
 ]
 
 
@@ -56,7 +59,7 @@ VALID = [
         (("10.0.0.1", 26379), ("::1", 26380)),
     ),
     (
-        {"REDIS_CLUSTER_NODES": "node-1.internal:7000", "REDIS_URL": "redis://:pw@ignored:1/0"},
+        {"REDIS_CLUSTER_NODES": "node-1.internal:7000", "REDIS_URL": "rediss://:pw@"},
         redis_config.CLUSTER,
         (("node-1.internal", 7000),),
     ),
@@ -69,6 +72,22 @@ def test_valid_configurations_pass_the_check(environ, kind, nodes, settings):
     settings.REDIS_TOPOLOGY = topology
     assert check_redis_topology(None) == []
     assert (topology.kind, topology.nodes) == (kind, nodes)
+
+
+def test_a_server_in_redis_url_beside_sentinel_is_a_warning(settings):
+    # Issue 11 lets REDIS_URL carry the database and password beside Sentinel;
+    # a host there is not used, and the check says so without refusing to start.
+    environ = {"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m"}
+    settings.REDIS_TOPOLOGY = redis_config.read_topology(
+        {**environ, "REDIS_URL": "redis://:pw@127.0.0.1:6379/3"}
+    )
+    assert [(type(m).__name__, m.id) for m in check_redis_topology(None)] == [("Warning", "products.W026")]
+    assert settings.REDIS_TOPOLOGY.problems == ()
+    settings.REDIS_TOPOLOGY = redis_config.read_topology({**environ, "REDIS_URL": "redis://:pw@/3"})
+    assert check_redis_topology(None) == []
+    assert redis_config.cache_settings(
+        settings.REDIS_TOPOLOGY, key_prefix="p", timeout=60, socket_timeout=0.1, max_connections=8
+    )["LOCATION"] == ["redis://:pw@m/3"]
 
 
 def _cache(environ: dict) -> dict:

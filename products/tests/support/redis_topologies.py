@@ -36,7 +36,7 @@ CLUSTER_NODE_TIMEOUT_MS = 1000
 # configuration is exercised too (a space and an @ prove the URL quoting).
 DATA_PASSWORD = "data p@ss"
 SENTINEL_PASSWORD = "sentinel p@ss"
-DATA_URL_CREDENTIALS = ":data%20p%40ss@127.0.0.1"
+DATA_URL_CREDENTIALS = ":data%20p%40ss@"  # no host: the lists name the servers
 
 
 def free_port(cluster_bus: bool = False) -> int:
