@@ -6,9 +6,11 @@ forked from one that runs it (gunicorn with ``preload_app``) stops it before
 the fork, so the child inherits no database connection in use, and both
 parent and child start their own.
 
-Cost: two indexed queries per ``PRODUCT_CACHE_OUTBOX_POLL`` seconds (1 s) while
-nothing is pending: the outbox, and the server ledger's one row
-(products.serverledger.recheck_if_moved). While records wait for Redis it polls every
+Cost: one indexed query per ``PRODUCT_CACHE_OUTBOX_POLL`` seconds (1 s) while
+nothing is pending: the server ledger's one row
+(products.serverledger.recheck_if_moved) and whether the outbox holds any
+row, together (before the process has adopted a Redis server: the outbox
+alone). The outbox's rows are read only when there are some. While records wait for Redis it polls every
 ``PRODUCT_CACHE_OUTBOX_RETRY`` seconds (0.2 s) and tries Redis each time, so a
 Redis that answers again is caught up within that, with no request needed.
 """
@@ -94,6 +96,19 @@ def _after_fork_in_child() -> None:
     _after_fork()
 
 
+def _poll() -> tuple[int, int]:
+    """Apply recorded invalidations, and check the server again if another process moved the ledger."""
+    ledger = serverledger.read_watched_record(pending=outbox.any_pending())
+    if not ledger or ledger[2]:  # not watching a server, no ledger row, or records waiting
+        found, applied = outbox.apply_pending(retire_token_auth=token_cache.retire)
+    else:
+        found = applied = 0
+    if ledger is not None:
+        # Another process on another Redis server: check ours again.
+        serverledger.recheck_if_moved(ledger[:2] or None)
+    return found, applied
+
+
 def _apply_forever(stop: threading.Event) -> None:
     serverledger.polled_in_pid = os.getpid()  # this process re-checks its server every poll
     idle = settings.PRODUCT_CACHE_OUTBOX_POLL
@@ -104,9 +119,7 @@ def _apply_forever(stop: threading.Event) -> None:
     try:
         while not stop.wait(delay):
             try:
-                found, applied = outbox.apply_pending(retire_token_auth=token_cache.retire)
-                # Another process on another Redis server: check ours again.
-                serverledger.recheck_if_moved()
+                found, applied = _poll()
                 transport.probe_if_down()
             except Exception as exc:
                 if not failing:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from django.db import DatabaseError, router, transaction
+from django.db.models import Exists
 from django.utils import timezone
 
 from . import cache
@@ -144,6 +145,11 @@ def apply_pending(
     PendingInvalidation.objects.using(using).filter(pk__in=[row[0] for row in rows]).delete()
     logger.info("Applied %d recorded cache invalidation(s)", len(rows))
     return len(rows), len(rows)
+
+
+def any_pending() -> Exists:
+    """An expression that says whether any invalidation is recorded (for the applier's one poll query)."""
+    return Exists(PendingInvalidation.objects.all())
 
 
 def pending_summary(using: str | None = None) -> tuple[int, float | None]:

@@ -98,7 +98,28 @@ def marker(run_id: str, db: int) -> str:
         return _untrusted(run_id)
 
 
-def recheck_if_moved() -> bool:
+_UNREAD = object()
+
+
+def read_watched_record(**annotations) -> tuple | None:
+    """Return (server, epoch, *annotations) of the ledger's row in one query, for the applier's poll.
+
+    None when this process watches no server yet (it has not adopted one:
+    :func:`recheck_if_moved` would not query); ``()`` when no row exists.
+    """
+    if _adopted is None:
+        return None
+    row = (
+        CacheServer.objects.using(router.db_for_write(CacheServer))
+        .filter(key=KEY)
+        .annotate(**annotations)
+        .values_list("server", "epoch", *annotations)
+        .first()
+    )
+    return row if row is not None else ()
+
+
+def recheck_if_moved(recorded: tuple | object | None = _UNREAD) -> bool:
     """Check this process's Redis server again when another process moved the record; True if so.
 
     Run by every server process's applier thread (products.applier). A
@@ -107,13 +128,14 @@ def recheck_if_moved() -> bool:
     process first) sent its invalidations there, and this process's
     open connections would go on serving what they replaced. Checking again
     bumps the epoch back (a switch), which retires every bucket marked before.
+    ``recorded``: (server, epoch) as :func:`read_watched_record` just read
+    it, or None when it found no row.
     """
     global _adopted
     adopted = _adopted
     if adopted is None:
         return False
-    using = router.db_for_write(CacheServer)
-    found = _recorded(using)
+    found = _recorded(router.db_for_write(CacheServer)) if recorded is _UNREAD else recorded
     if found is None or tuple(found) == adopted:
         return False  # (no record: nothing to compare with; the next adoption writes one)
     _adopted = None
@@ -123,6 +145,12 @@ def recheck_if_moved() -> bool:
     nearcache.reset()
     transport.check_servers_again()
     return True
+
+
+def reset() -> None:
+    """Forget the server this process adopted (for tests: a flushed database lost its record)."""
+    global _adopted
+    _adopted = None
 
 
 def recheck_after_a_write() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from products import cache as product_cache
-from products import counters, nearcache, throttling
+from products import counters, nearcache, serverledger, throttling
 
 
 def reset_process_state() -> None:
@@ -12,6 +12,7 @@ def reset_process_state() -> None:
     throttling.reset()
     nearcache.reset()  # its tracked connection may lead to another test's Redis
     counters.reset()  # throttle reservations of earlier tests
+    serverledger.reset()  # a transactional test's flush took the ledger's row
 
 
 def fresh_product_cache() -> None:
