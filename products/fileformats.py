@@ -16,6 +16,7 @@ import codecs
 import csv
 import io
 import re
+from collections import Counter
 from collections.abc import Generator, Iterator
 from typing import BinaryIO, NamedTuple
 
@@ -191,15 +192,18 @@ def _read_csv(stream: BinaryIO) -> Iterator[RawRow | RowError]:
 
 
 def _check_columns(columns: list[str], line: int) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    unknown = [c for c in columns if c not in COLUMNS]
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    # Linear in the header's length, and a message of bounded size: a header
+    # of 500,000 columns (under the upload limit) must not cost minutes.
+    counts = Counter(columns)
+    missing = [c for c in REQUIRED_COLUMNS if c not in counts]
+    unknown = [c for c in counts if c not in COLUMNS]
+    repeated = sorted(c for c, n in counts.items() if n > 1)
     problems = []
     if missing:
         problems.append("missing required column(s): " + ", ".join(missing))
     problems += _unknown(unknown)
     if repeated:
-        problems.append("repeated column(s): " + ", ".join(repeated))
+        problems.append("repeated column(s): " + _some(repeated))
     if problems:
         if len(columns) == 1 and any(sep in columns[0] for sep in (";", "\t", "|")):
             # A spreadsheet's export in a locale that separates with ";" (or a TSV).
@@ -207,10 +211,28 @@ def _check_columns(columns: list[str], line: int) -> None:
         raise FileFormatError(f"line {line}: " + "; ".join(problems))
 
 
+# Unknown or repeated columns named in one message; the rest are counted.
+_NAMED_AT_MOST = 10
+
+
+def _shown(field: str) -> str:
+    return (field if field.isprintable() else repr(field))[:60]
+
+
+def _some(fields: list[str]) -> str:
+    named = ", ".join(_shown(field) for field in fields[:_NAMED_AT_MOST])
+    rest = len(fields) - _NAMED_AT_MOST
+    return named + (f" and {rest} more" if rest > 0 else "")
+
+
 def _unknown(fields: list[str]) -> list[str]:
-    """Return ``field: message`` for each field a client may not set (one rule with the API)."""
+    """Return ``field: message`` for each field a client may not set (one rule with the API), at most 10."""
     message = unknown_field_message(COLUMNS).rstrip(".")
-    return [f"{(field if field.isprintable() else repr(field))[:60]}: {message}" for field in fields]
+    problems = [f"{_shown(field)}: {message}" for field in fields[:_NAMED_AT_MOST]]
+    rest = len(fields) - _NAMED_AT_MOST
+    if rest > 0:
+        problems.append(f"and {rest} more unknown field(s)")
+    return problems
 
 
 # --- JSON objects (shared by the array and JSON Lines readers) ---------------------

@@ -112,6 +112,22 @@ def test_unknown_column_is_refused(existing, tmp_path):
     assert_nothing_written(existing)
 
 
+def test_a_header_of_many_unknown_or_repeated_columns_gets_a_short_message(existing, tmp_path):
+    # Any editor can upload such a header in the admin; it named every column
+    # (and counted each one's repeats by scanning the whole header: quadratic).
+    header = "name,price,quantity," + ",".join(f"c{i}" for i in range(20_000)) + ",x" * 20_000
+    message, _ = refuse(write(tmp_path, "p.csv", header + "\nKeep,9.99,9\n"))
+    assert "line 1: c0: Not a field you can set" in message
+    assert "c9: Not a field you can set" in message and "c10:" not in message
+    assert "and 19991 more unknown field(s)" in message  # c10..c19999 and x
+    assert "repeated column(s): x" in message
+    assert len(message) < 2_000
+    jsonl = "{" + ", ".join(f'"k{i}": 1' for i in range(5_000)) + ', "name": "A", "price": "1.00"}\n'
+    _, errors = refuse(write(tmp_path, "p.jsonl", jsonl))
+    assert "and 4990 more unknown field(s)" in errors and len(errors) < 2_000
+    assert_nothing_written(existing)
+
+
 def test_broken_csv_quote_is_refused(existing, tmp_path):
     message, _ = refuse(write(tmp_path, "p.csv", HEADER + CHANGE_KEEP + '"Open,1.00,1\n'))
     assert "line 3: malformed CSV" in message
