@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.models import CHANGE
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, router, transaction
 from django.db.models.constants import LOOKUP_SEP
 from django.http import StreamingHttpResponse
@@ -38,7 +40,8 @@ class RefusedLookupsAreBadLookups:
     input: Django's own answer for bad lookups (a redirect to ?e=1), not a 500.
     So is any regular expression (``__regex``, ``__iregex``): on SQLite
     Python's ``re`` runs it against every row, and a pattern such as
-    ``(a*)*$`` kept a worker busy until gunicorn killed it.
+    ``(a*)*$`` kept a worker busy until gunicorn killed it. An action posted
+    with a selection that is not ids is refused with a message, not a 500.
     """
 
     def get_changelist_instance(self, request):
@@ -52,6 +55,20 @@ class RefusedLookupsAreBadLookups:
                 return super().get_changelist_instance(request)
         except (DatabaseError, ValueError, OverflowError) as exc:
             raise IncorrectLookupParameters(exc) from exc
+
+    def response_action(self, request, queryset):
+        # Django filters by the posted ids as they come: "x" was a 500.
+        try:
+            for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+                self.model._meta.pk.to_python(value)
+        except ValidationError:
+            self.message_user(
+                request,
+                "The selection is not a list of items of this page; nothing was changed.",
+                messages.ERROR,
+            )
+            return None  # the list again, with the message
+        return super().response_action(request, queryset)
 
 
 @admin.register(Product)

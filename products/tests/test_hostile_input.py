@@ -296,6 +296,27 @@ def test_the_admins_changelist_takes_no_regular_expression(query, make_product):
     assert response["Location"] == "/admin/products/product/?e=1"
 
 
+@pytest.mark.parametrize("selected", ["x", "1.5", "\x00", "9" * 4301])
+@pytest.mark.parametrize("action", ["mark_out_of_stock", "export_selected_as_csv", "delete_selected"])
+def test_an_admin_action_on_a_selection_that_is_not_ids_changes_nothing(action, selected, make_product):
+    from products.models import Product
+
+    mug = make_product("Mug", quantity=3)
+    User.objects.create_superuser("boss", password="pw-boss-123")
+    browser = Client(raise_request_exception=False)
+    browser.login(username="boss", password="pw-boss-123")
+    response = browser.post(
+        "/admin/products/product/",
+        {"action": action, "_selected_action": [str(mug.pk), selected], "index": "0"},
+        follow=True,
+    )
+    assert response.status_code == 200, response.content[:300]
+    assert (
+        "The selection is not a list of items of this page; nothing was changed." in response.content.decode()
+    )
+    assert list(Product.objects.values_list("name", "quantity")) == [("Mug", 3)]
+
+
 @pytest.mark.parametrize(
     "url",
     [
