@@ -1,4 +1,11 @@
 from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
+
+
+class ProductAdminConfig(AdminConfig):
+    """Django's admin, on a site whose password-change form counts wrong old passwords (products.admin_site)."""
+
+    default_site = "products.admin_site.ProductAdminSite"
 
 
 class ProductsConfig(AppConfig):

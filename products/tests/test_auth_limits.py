@@ -137,6 +137,46 @@ def test_login_pages_refuse_guessing_with_429_and_let_the_owner_in_after_the_win
     assert signed_in.status_code == 302
 
 
+def test_wrong_old_passwords_on_the_admins_password_change_count_as_failed_sign_ins(
+    anon_client, owner, limits
+):
+    # Django's form checks the old password outside authenticate(): a stolen
+    # staff session could guess the account's password there without limit.
+    limits("100/hour", "3/hour")
+    browser = Client()
+    browser.force_login(owner)
+    url = "/admin/password_change/"
+
+    def change(old: str):
+        return browser.post(
+            url, {"old_password": old, "new_password1": "n3w-Pass-word!", "new_password2": "n3w-Pass-word!"}
+        )
+
+    wrong = [change(f"guess{i}") for i in range(2)]
+    assert [r.status_code for r in wrong] == [200, 200]
+    assert "Your old password was entered incorrectly" in wrong[0].content.decode()
+    # One budget with the other doors: a third failure there locks this one.
+    assert anon_client.get("/api/products/", **basic("owner", "c")).status_code == 401
+    refused = change(PASSWORD)
+    assert refused.status_code == 429
+    assert b"Too many failed sign-in attempts" in refused.content
+    owner.refresh_from_db()
+    assert owner.check_password(PASSWORD)  # not changed
+
+
+def test_the_admins_password_change_still_changes_the_password(owner, limits):
+    limits("100/hour", "3/hour")
+    browser = Client()
+    browser.force_login(owner)
+    done = browser.post(
+        "/admin/password_change/",
+        {"old_password": PASSWORD, "new_password1": "n3w-Pass-word!", "new_password2": "n3w-Pass-word!"},
+    )
+    assert done.status_code == 302 and done["Location"] == "/admin/password_change/done/"
+    owner.refresh_from_db()
+    assert owner.check_password("n3w-Pass-word!")
+
+
 def test_login_pages_and_basic_auth_share_one_budget(anon_client, owner, limits):
     limits("100/hour", "3/hour")
     Client().post("/admin/login/", {"username": "owner", "password": "a"})
