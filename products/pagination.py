@@ -76,6 +76,8 @@ def _decode_timestamp(value: object) -> datetime:
 # own: it is the tie-breaker, always in the cursor.
 # A row's value may already be the API's text (rows from
 # selectors.representations): price "19.99", timestamps ISO 8601.
+_PAGE_SIZE = re.compile(r"[0-9]{1,6}")
+
 _KEYS = {
     "price": (lambda v: v if isinstance(v, str) else f"{v:.2f}", _decode_price),
     "quantity": (lambda v: v, _decode_quantity),
@@ -180,10 +182,9 @@ class ProductKeysetPagination(BasePagination):
         raw = request.query_params.get(self.page_size_query_param)
         if not raw:
             return min(default, self.max_page_size)
-        try:
-            size = int(raw)
-        except ValueError:
-            size = 0
+        # ASCII digits only, as every other number parameter: int() also takes
+        # "５", "5_0" and " 5 ".
+        size = int(raw) if _PAGE_SIZE.fullmatch(raw) else 0
         if not (1 <= size <= self.max_page_size):
             raise ValidationError(
                 {self.page_size_query_param: [f"Enter a whole number from 1 to {self.max_page_size}."]}
