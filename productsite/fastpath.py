@@ -198,6 +198,11 @@ class _Setup:
         if problems:
             logger.warning("Fast path off (every request goes to Django): %s", "; ".join(problems))
             return False
+        self.read_settings()
+        return True
+
+    def read_settings(self) -> None:
+        """Read what the answers need from the settings (bench/fastpath_mw calls it without the check)."""
         self.forwarded_host = settings.USE_X_FORWARDED_HOST
         self.ssl_redirect = settings.SECURE_SSL_REDIRECT
         self.proxy_ssl_header = settings.SECURE_PROXY_SSL_HEADER
@@ -209,7 +214,6 @@ class _Setup:
             True: (*common, ("Allow", _API_ALLOW)),
             False: (*common, ("Allow", _LEGACY_ALLOW)),
         }
-        return True
 
     def common_headers(self) -> list[tuple[str, str]]:
         """Return the headers the mirrored middleware adds to every response here."""

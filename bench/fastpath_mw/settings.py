@@ -1,7 +1,7 @@
 """The service with the fast path as a Django middleware instead of a WSGI wrapper.
 
-For the measurement in docs/performance.md ("Why the fast path is a WSGI
-layer"): bench/run.py --variant mw:DJANGO_SETTINGS_MODULE=bench.fastpath_mw.settings
+For the measurement in docs/performance.md ("The fast path"): bench/run.py
+--variant middleware:DJANGO_SETTINGS_MODULE=bench.fastpath_mw.settings
 """
 
 from productsite.settings import *  # noqa: F403
