@@ -26,7 +26,7 @@ Guarantees, and how they hold:
 * **Missed invalidations** (:mod:`products.missed`) go to ``missed_invalidation_hooks`` (products.outbox
   records them in the writer's transaction) and stay pending in this
   process, whose probe delivers them (the names, or every bucket past
-  ``missed.NAMES_LIMIT``) within about 0.1 s of Redis answering again.
+  ``missed.INVALIDATE_BY_NAME_LIMIT``) within about 0.1 s of Redis answering again.
 * **A different Redis is never trusted.** A new connection first reads the
   server's ``run_id``; on a server this process has not checked (a restart,
   a failover, or a process just started) every bucket another run_id set

@@ -20,7 +20,7 @@ silently. Both answer 400 instead, so a typo never looks like a valid answer.
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR
 
 import django_filters
 from django import forms
@@ -32,7 +32,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 
 from .models import Product
-from .validators import NAME_MAX_LENGTH, PLAIN_NUMBER, PRICE_MAX
+from .validators import NAME_MAX_LENGTH, PLAIN_NUMBER, PRICE_MAX, PRICE_STEP
 
 ORDERING_FIELDS = ("name", "price", "quantity", "created_at", "updated_at")
 
@@ -82,7 +82,7 @@ class PriceFilter(django_filters.NumberFilter):
         if value in EMPTY_VALUES:
             return qs
         rounding = ROUND_CEILING if self.lookup_expr == "gte" else ROUND_FLOOR
-        return super().filter(qs, value.quantize(Decimal("0.01"), rounding=rounding))
+        return super().filter(qs, value.quantize(PRICE_STEP, rounding=rounding))
 
 
 class CaseFold(Func):

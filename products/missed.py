@@ -19,7 +19,10 @@ from .transport import Client
 
 logger = logging.getLogger("products.cache")
 
-NAMES_LIMIT = 1000  # past this many pending names, deliver by retiring every bucket
+# Past this many names, an invalidation retires every bucket instead of
+# deleting each name: one Redis command, and memory stays flat. One limit for
+# the names pending here, the outbox's records and bulk writes (querysets).
+INVALIDATE_BY_NAME_LIMIT = 1000
 
 # Called with the names an invalidation could not deliver (None: every
 # product). Wired in apps.ready(); products.cache exposes it as
@@ -39,7 +42,7 @@ class Pending:
     def add(self, names: frozenset[str] | None) -> None:
         with self._lock:
             self._misses += 1
-            if names is None or len(self._names) + len(names) > NAMES_LIMIT:
+            if names is None or len(self._names) + len(names) > INVALIDATE_BY_NAME_LIMIT:
                 self._everything = True
                 self._names.clear()
             elif not self._everything:

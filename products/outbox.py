@@ -33,13 +33,13 @@ from django.db.models import Exists
 from django.utils import timezone
 
 from . import cache
+from .missed import INVALIDATE_BY_NAME_LIMIT
 from .models import PendingInvalidation
 
 logger = logging.getLogger(__name__)
 
-# Past this many names a record (or a batch being applied) retires the whole
-# generation instead: one small row, one Redis command.
-INVALIDATE_BY_NAME_LIMIT = 1000
+# Past missed.INVALIDATE_BY_NAME_LIMIT names a record (or a batch being
+# applied) retires the whole generation instead: one small row, one command.
 # Rows read per poll; more are picked up at once by the next poll.
 APPLY_BATCH = 200
 # Names shown in a message before "and N more".

@@ -19,10 +19,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from . import cache
-
-# Above this many rows, retiring the whole cache generation (one Redis
-# command) is cheaper than loading and invalidating every name.
-INVALIDATE_BY_NAME_LIMIT = 1000
+from .missed import INVALIDATE_BY_NAME_LIMIT  # above it, retire the generation instead of loading every name
 
 _local = threading.local()
 

@@ -38,7 +38,7 @@ PRICE_WHOLE_DIGITS = PRICE_MAX_DIGITS - PRICE_DECIMAL_PLACES
 PRICE_MAX = Decimal(10) ** PRICE_WHOLE_DIGITS - Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)  # 9999999999.99
 # The largest value every supported database stores in an integer column.
 QUANTITY_MAX = 2_147_483_647
-_CENT = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
+PRICE_STEP = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)  # the smallest price step, 0.01
 INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only, unlike int()
 # The number syntax prices are written in (bodies, files and the list's price filters).
 PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
@@ -131,12 +131,12 @@ def clean_price(value: object) -> Decimal:
             f"Price must have at most {PRICE_WHOLE_DIGITS} digits before the decimal point.",
             code="max_whole_digits",
         )
-    if price != price.quantize(_CENT):
+    if price != price.quantize(PRICE_STEP):
         raise ValidationError(
             f"Price must have at most {PRICE_DECIMAL_PLACES} decimal places.", code="max_decimal_places"
         )
     # "-0" is zero: store and show it as 0.00, never -0.00.
-    return abs(price).quantize(_CENT) if price == 0 else price.quantize(_CENT)
+    return abs(price).quantize(PRICE_STEP) if price == 0 else price.quantize(PRICE_STEP)
 
 
 def clean_quantity(value: object) -> int:
