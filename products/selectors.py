@@ -99,7 +99,7 @@ def compact(data: bytes) -> bytes:
     orjson writes into a 4 KiB buffer and hands it over without giving the
     rest back: a ~200-byte product kept in the near cache or the fast path's
     answers held 4 KiB, ~4 MiB per worker after a random walk (issue 15,
-    docs/performance.md "Worker memory"). The copy costs ~0.2 us.
+    docs/performance.md "Worker memory"). The copy costs far less than the read (docs/performance.md).
     """
     return bytes(memoryview(data))
 
