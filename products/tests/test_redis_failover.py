@@ -68,6 +68,13 @@ class Watch:
             self.read_all()
 
 
+def _fails_with(error: Exception):
+    def op(redis_client):
+        raise error
+
+    return op
+
+
 def _values_on(node) -> list[bytes]:
     """The cached product values a Redis node holds (keys ``...:{bN}:p:<name>``)."""
     return list(node.client().scan_iter(match="*:p:*", count=1000))
@@ -448,7 +455,8 @@ def test_the_breaker_opening_on_a_cluster_leaves_the_connections_other_threads_u
     busy, idle = pool.get_connection(), pool.get_connection()
     pool.release(idle)
     try:
-        transport._breaker.trip(redis.ConnectionError("a master went away"))
+        with pytest.raises(transport.CacheUnavailable):  # a command fails: the breaker opens
+            transport.run(_fails_with(redis.ConnectionError("a master went away")))
         assert busy._sock is not None, "a connection in use was closed under its thread"
         assert idle._sock is None
         busy.send_command("PING")
