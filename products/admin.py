@@ -58,9 +58,10 @@ class RefusedLookupsAreBadLookups:
 
     def response_action(self, request, queryset):
         # Django filters by the posted ids as they come: "x" was a 500.
+        pk = self.model._meta.pk
         try:
             for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
-                self.model._meta.pk.to_python(value)
+                pk.run_validators(pk.to_python(value))  # the range too: SQLite overflows past 64 bits
         except ValidationError:
             self.message_user(
                 request,

@@ -82,7 +82,11 @@ class RequestIdOnEveryLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         rid = current_request_id.get()
         if rid is not None and record.name != "products.requests":
-            record.msg = f"{record.getMessage()} {format_fields({'request_id': rid})}"
+            try:
+                message = record.getMessage()
+            except Exception:
+                return True  # a malformed call: the handler reports it, as without this filter
+            record.msg = f"{message} {format_fields({'request_id': rid})}"
             record.args = None
         return True
 

@@ -51,21 +51,27 @@ class StrictFormParser(FormParser):
 
 
 class StrictMultiPartParser(MultiPartParser):
-    """Multipart forms of text fields that decode in their charset; anything else is a 400.
+    """Multipart forms whose text fields decode in their charset; anything else is a 400.
 
-    Django's parser turns a field's undecodable bytes into U+FFFD. The product
-    endpoints take no files: a body with a file part is left to Django, whose
-    files the views ignore; other bodies must decode as a whole (the part
-    headers are ASCII). The body is at most DATA_UPLOAD_MAX_MEMORY_SIZE
-    (BodySizeLimitMiddleware), so reading it whole is bounded.
+    Django's parser decodes each text field with ``errors="replace"``, after
+    any ``Content-Transfer-Encoding: base64``: a byte that does not decode
+    becomes U+FFFD. So a field holding U+FFFD that the body itself does not
+    spell (its UTF-8 bytes ``EF BF BD``) was made by that replacement. Files
+    are not decoded (the product endpoints take none). The body is at most
+    DATA_UPLOAD_MAX_MEMORY_SIZE (BodySizeLimitMiddleware): reading it whole is
+    bounded.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding", "utf-8")
         body = stream.read() if stream is not None else b""
-        if b"filename=" not in body:
-            try:
-                body.decode(encoding)
-            except (UnicodeDecodeError, LookupError):
-                raise _undecodable(encoding) from None
-        return super().parse(io.BytesIO(body), media_type, parser_context)
+        parsed = super().parse(io.BytesIO(body), media_type, parser_context)
+        if _REPLACEMENT_BYTES not in body and any(
+            _REPLACEMENT in value for values in parsed.data.lists() for value in values[1]
+        ):
+            raise _undecodable(encoding)
+        return parsed
+
+
+_REPLACEMENT = "\ufffd"
+_REPLACEMENT_BYTES = _REPLACEMENT.encode()

@@ -85,6 +85,7 @@ from rest_framework.viewsets import GenericViewSet
 from products import jsonnumbers
 from products.authentication import TokenAuthentication
 from products.dberrors import WRITE_LOCK_LOST, waited_out_a_lock
+from products.logfields import current_request_id
 from products.middleware import log_request, request_id
 from products.models import Product
 from products.parsers import ExactJSONParser
@@ -235,20 +236,27 @@ class FastProductCreates:
                 # Put back at once: whatever happens next, Django can read it.
                 environ["wsgi.input"] = io.BytesIO(body)
                 prepared = None
-                if len(body) == length:
-                    try:
-                        prepared = self.prepare(environ, body, setup, started)
-                    except DatabaseError:
-                        # The database is down: Django's answer (a 503) logs it, once.
-                        prepared = None
-                    except Exception:
-                        logger.exception(
-                            "Fast create failed before its INSERT; handing the request to Django"
-                        )
-                if prepared is not None:
-                    answer = self.create(prepared)
-                    if answer is not None:
-                        return answer(start_response)
+                # What is logged meanwhile names the request; handed to Django,
+                # the request keeps this id.
+                rid = environ["HTTP_X_REQUEST_ID"] = request_id(environ.get("HTTP_X_REQUEST_ID"))
+                serving = current_request_id.set(rid)
+                try:
+                    if len(body) == length:
+                        try:
+                            prepared = self.prepare(environ, body, setup, started)
+                        except DatabaseError:
+                            # The database is down: Django's answer (a 503) logs it, once.
+                            prepared = None
+                        except Exception:
+                            logger.exception(
+                                "Fast create failed before its INSERT; handing the request to Django"
+                            )
+                    if prepared is not None:
+                        answer = self.create(prepared)
+                        if answer is not None:
+                            return answer(start_response)
+                finally:
+                    current_request_id.reset(serving)
         return self.app(environ, start_response)
 
     def prepare(self, environ: dict, body: bytes, setup: _Setup, started: float) -> _Prepared | None:

@@ -58,6 +58,7 @@ from rest_framework.settings import api_settings
 from products import cache, counters
 from products.addresses import client_address
 from products.conditional import etag_matches, make_etag
+from products.logfields import current_request_id
 from products.middleware import log_request, request_id
 from products.request_guards import path_is_undecodable
 from products.selectors import compact, legacy_shape, product_json
@@ -281,6 +282,10 @@ class FastProductReads:
         match = self.match(environ, setup) if setup.enabled() else None
         if match is not None:
             started = time.perf_counter()
+            # What is logged meanwhile (Redis unavailable...) names the request;
+            # handed to Django, the request keeps this id.
+            rid = environ["HTTP_X_REQUEST_ID"] = request_id(environ.get("HTTP_X_REQUEST_ID"))
+            serving = current_request_id.set(rid)
             try:
                 answer = self.answer(environ, *match, setup)
             except DatabaseError:
@@ -289,9 +294,10 @@ class FastProductReads:
             except Exception:
                 logger.exception("Fast product read failed; handing the request to Django")
                 answer = None
+            finally:
+                current_request_id.reset(serving)
             if answer is not None:
                 status, headers, body, x_cache = answer
-                rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
                 start_response(status, [*headers, ("X-Request-ID", rid)])
                 log_request(
                     "GET",

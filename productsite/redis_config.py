@@ -141,6 +141,16 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
     else:
         nodes = ()
         kind = SINGLE
+        if url and not problems and urlsplit(url).scheme != "unix" and not _names_a_server(url):
+            # redis-py would quietly connect to localhost:6379.
+            problems.append(
+                Problem(
+                    "products.E024",
+                    "REDIS_URL names no server (a URL without a host is for beside "
+                    "REDIS_SENTINELS or REDIS_CLUSTER_NODES).",
+                    "Use redis://[:password@]host:port/db (rediss:// for TLS), e.g. " + DEFAULT_URL + ".",
+                )
+            )
     if sentinels is None and (master or environ.get("REDIS_SENTINEL_PASSWORD")):
         # Beside one server or a cluster: someone meant Sentinel, or forgot these.
         problems.append(
@@ -339,10 +349,12 @@ def exit_on_problems(topology: RedisTopology) -> None:
     gunicorn runs no system checks; exit status 4 makes its arbiter stop with
     "App failed to load" instead of serving with a cache it was not told to use.
     """
-    if not topology.problems:
-        return
     import sys
 
+    for warning in topology.warnings:  # gunicorn runs no system checks: say them here
+        print(f"{warning.id}: {warning.msg}\n\tHINT: {warning.hint}", file=sys.stderr)
+    if not topology.problems:
+        return
     for problem in topology.problems:
         print(f"{problem.id}: {problem.msg}\n\tHINT: {problem.hint}", file=sys.stderr)
     raise SystemExit(4)

@@ -1,5 +1,6 @@
 """Refuse to start on a setting the operator must fix, saying which in one line."""
 
+import os
 import sys
 
 from django.conf import settings
@@ -35,4 +36,14 @@ def exit_on_bad_settings(prog: str = "productsite", status: int = 4) -> None:
         settings.INSTALLED_APPS  # noqa: B018  (loads the settings module)
     except ImproperlyConfigured as exc:
         print(f"{prog}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(status) from None
+    except ModuleNotFoundError as exc:
+        module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+        if not exc.name or not (module == exc.name or module.startswith(exc.name + ".")):
+            raise  # a module the settings import is missing: the traceback says which
+        print(
+            f"{prog}: configuration error: cannot import the settings module {module!r} "
+            "(DJANGO_SETTINGS_MODULE or --settings); check its name and --pythonpath.",
+            file=sys.stderr,
+        )
         raise SystemExit(status) from None

@@ -278,7 +278,7 @@ def product_bulk_import(
         elif not dry_run:
             writer.invalidate_on_commit()
             result.written = True
-        guard.enter()  # until the commit and its invalidation are done
+            guard.enter()  # until the commit and its invalidation are done
     result.seconds = time.perf_counter() - started
     return result
 

@@ -115,3 +115,23 @@ def test_a_traceback_names_the_request_it_belongs_to(monkeypatch):
     assert "RuntimeError: boom" in output
     assert output.count("request_id=crash-1") == 2  # the traceback and the request's line
     assert output.count("request_id=calm-2") == 1
+
+
+def test_a_malformed_log_call_during_a_request_is_left_to_the_handler():
+    """The request id filter must not turn a library's bad log call into an exception (a 500).
+
+    Filters run outside a handler's error handling; emit() reports a bad call
+    as "--- Logging error ---" and carries on.
+    """
+    from products.logfields import current_request_id
+
+    (console,) = [h for h in logging.getLogger().handlers if h.get_name() == "console"]
+    record = logging.getLogger("products.somewhere").makeRecord(
+        "products.somewhere", logging.WARNING, __file__, 1, "%s %s", ("one argument",), None
+    )
+    serving = current_request_id.set("req-9")
+    try:
+        assert console.filter(record)  # no exception
+    finally:
+        current_request_id.reset(serving)
+    assert (record.msg, record.args) == ("%s %s", ("one argument",))  # left for emit() to report

@@ -156,11 +156,16 @@ def test_a_json_number_beyond_any_decimal_is_400_on_every_write(editor_client, m
 BOUNDARY = "b0undary"
 
 
-def multipart(fields: dict[str, bytes]) -> bytes:
-    parts = b"".join(
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'.encode() + value + b"\r\n"
-        for key, value in fields.items()
-    )
+def multipart(fields: dict[str, bytes], base64_fields: tuple[str, ...] = ()) -> bytes:
+    import base64
+
+    parts = b""
+    for key, value in fields.items():
+        head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{key}"\r\n'
+        if key in base64_fields:
+            head += "Content-Transfer-Encoding: base64\r\n"
+            value = base64.b64encode(value)
+        parts += head.encode() + b"\r\n" + value + b"\r\n"
     return parts + f"--{BOUNDARY}--\r\n".encode()
 
 
@@ -172,6 +177,16 @@ UNDECODABLE_FORMS = [
         "multipart",
         f"multipart/form-data; boundary={BOUNDARY}",
         multipart({"name": b"Caf\xe9", "price": b"1.00"}),
+    ),
+    (
+        "multipart_saying_filename",
+        f"multipart/form-data; boundary={BOUNDARY}",
+        multipart({"name": b"mp filename=caf\xe9", "price": b"1.00"}),
+    ),
+    (
+        "multipart_base64",
+        f"multipart/form-data; boundary={BOUNDARY}",
+        multipart({"name": b"Caf\xe9", "price": b"1.00"}, base64_fields=("name",)),
     ),
 ]
 
@@ -215,6 +230,13 @@ def test_forms_in_utf8_or_a_declared_charset_are_still_read(editor_client):
         content_type=f"multipart/form-data; boundary={BOUNDARY}",
     )
     assert parts.status_code == 201 and parts.json()["name"] == "Crème"
+    # U+FFFD itself is a character like any other when the client sends it.
+    replacement = editor_client.post(
+        "/api/products/",
+        multipart({"name": "Odd \ufffd".encode(), "price": b"2.00"}),
+        content_type=f"multipart/form-data; boundary={BOUNDARY}",
+    )
+    assert replacement.status_code == 201 and replacement.json()["name"] == "Odd \ufffd"
 
 
 # --- Paths that name nothing ------------------------------------------------------------
@@ -296,7 +318,7 @@ def test_the_admins_changelist_takes_no_regular_expression(query, make_product):
     assert response["Location"] == "/admin/products/product/?e=1"
 
 
-@pytest.mark.parametrize("selected", ["x", "1.5", "\x00", "9" * 4301])
+@pytest.mark.parametrize("selected", ["x", "1.5", "\x00", "9" * 4301, "9" * 20])
 @pytest.mark.parametrize("action", ["mark_out_of_stock", "export_selected_as_csv", "delete_selected"])
 def test_an_admin_action_on_a_selection_that_is_not_ids_changes_nothing(action, selected, make_product):
     from products.models import Product

@@ -35,6 +35,7 @@ MALFORMED = [
     ({"REDIS_URL": "http://127.0.0.1:6379/0"}, "products.E024"),
     ({"REDIS_URL": "redis://127.0.0.1:6379/zero"}, "products.E024"),
     ({"REDIS_URL": "redis://127.0.0.1:99999/0"}, "products.E024"),
+    ({"REDIS_URL": "redis://:pw@/3"}, "products.E024"),  # no host: redis-py would use localhost
     ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://:pw@/3"}, "products.E025"),
     # Two at once: a server in REDIS_URL beside a cluster.
     ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://127.0.0.1:6379/0"}, "products.E026"),
