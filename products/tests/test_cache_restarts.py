@@ -230,9 +230,9 @@ def test_a_connection_closed_during_its_server_check_fails_instead_of_hanging(pr
     # check was adopting on; redis-py reconnected it inside the check, which
     # waited for the lock its own thread held: every thread, then every
     # worker forked from that master, hung for good.
-    from products import transport
+    from products import serveridentity, transport
 
-    adopt = transport._adopt
+    adopt = serveridentity._adopt
     calls: list[str] = []
 
     def adopt_while_someone_closes_the_connection(connection, run_id):
@@ -241,8 +241,8 @@ def test_a_connection_closed_during_its_server_check_fails_instead_of_hanging(pr
             connection.disconnect()
         adopt(connection, run_id)
 
-    monkeypatch.setattr(transport, "_adopt", adopt_while_someone_closes_the_connection)
-    transport._known_servers.clear()
+    monkeypatch.setattr(serveridentity, "_adopt", adopt_while_someone_closes_the_connection)
+    serveridentity.forget()
     transport.client().connection_pool.disconnect()
     result: dict = {}
     thread = threading.Thread(target=lambda: result.setdefault("status", cache.status()), daemon=True)
@@ -259,26 +259,26 @@ def test_a_forked_child_never_inherits_a_held_server_check_lock(private_redis):
     # The master's outbox applier may be inside a server check when gunicorn forks.
     import os
 
-    from products import transport
+    from products import serveridentity
 
-    with transport._adopt_lock:
+    with serveridentity._adopt_lock:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
-            os._exit(0 if transport._adopt_lock.acquire(timeout=1) else 1)
+            os._exit(0 if serveridentity._adopt_lock.acquire(timeout=1) else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 
 
 def _point_at(settings, url: str, prefix: str | None = None) -> None:
     """Point the cache at ``url`` as a restart with another REDIS_URL (or CACHE_KEY_PREFIX) would."""
-    from products import transport
+    from products import serveridentity, transport
 
     default = {**settings.CACHES["default"], "LOCATION": url}
     if prefix is not None:
         default["KEY_PREFIX"] = prefix
     settings.CACHES = {**settings.CACHES, "default": default}
     reset_process_state()
-    transport._known_servers.clear()
+    serveridentity.forget()
     transport.client().connection_pool.disconnect()  # django-redis keeps pools by URL
 
 
