@@ -5,7 +5,7 @@ querysets and commands call :func:`get_product`, :func:`invalidate` and
 :func:`invalidate_on_commit`. Beneath it, :mod:`products.cachekeys` (buckets
 with hash tags: one key scheme for one Redis, Sentinel and Redis Cluster),
 :mod:`products.scripts` (``lua/*.lua``) and :mod:`products.transport`
-(connection, breaker, server identity). It imports nothing from the domain:
+(connection, breaker; :mod:`products.serveridentity`: server identity). It imports nothing from the domain:
 callers pass the loader that reads the database.
 
 Guarantees, and how they hold:
