@@ -100,7 +100,7 @@ class NameField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         _apply(validators.check_name_length, data)  # as sent, before trimming
-        return super().to_internal_value(data)
+        return validators.trim_name(super().to_internal_value(data))
 
 
 @extend_schema_field(

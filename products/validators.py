@@ -63,10 +63,20 @@ def check_name_length(value: str) -> None:
 
 BLANK_NAME_MESSAGE = "Name must not be blank."
 
+# Surrounding whitespace: Python's (str.isspace) and U+FEFF, which the
+# schema's pattern counts as whitespace too (ECMA-262's \s, what JavaScript
+# clients validate with) and str.strip() does not.
+_SURROUNDING_SPACE = re.compile(r"^[\s\ufeff]+|[\s\ufeff]+$")
+
+
+def trim_name(value: str) -> str:
+    """Return ``value`` without its surrounding whitespace (U+FEFF included)."""
+    return _SURROUNDING_SPACE.sub("", value)
+
 
 def validate_product_name(value: str) -> None:
     """Reject names that cannot be a URL path segment or a printable label."""
-    if value != value.strip():
+    if value != trim_name(value):
         raise ValidationError("Name must not start or end with whitespace.", code="whitespace")
     if not value:
         raise ValidationError(BLANK_NAME_MESSAGE, code="blank")
@@ -90,7 +100,7 @@ def clean_name(value: object) -> str:
     if not isinstance(value, str):
         raise ValidationError("Name must be a string.", code="invalid")
     check_name_length(value)
-    name = value.strip()
+    name = trim_name(value)
     validate_product_name(name)
     return name
 

@@ -153,11 +153,12 @@ class ProductViewSet(viewsets.ModelViewSet):
         self.check_object_permissions(self.request, product)
         if_match = self.request.headers.get("If-Match")
         if_none_match = self.request.headers.get("If-None-Match")
-        if if_match or if_none_match:
+        if if_match is not None or if_none_match:
             # Check and write in one transaction, under the row lock, so two
             # editors cannot both pass the check.
             current = _etag_of(ProductSerializer(product).data)
-            if if_match and not etag_matches(if_match, current, weak=False):
+            # An empty If-Match names no tag: nothing matches (412), as "," does.
+            if if_match is not None and not etag_matches(if_match, current, weak=False):
                 raise PreconditionFailed()
             # RFC 9110 13.1.2: on a write, a matching If-None-Match ("*": any
             # current product) is a failed precondition, not a 304.

@@ -91,6 +91,16 @@ def test_write_whose_if_none_match_matches_is_412_and_changes_nothing(
     assert _call(editor_client, method, data, HTTP_IF_NONE_MATCH='"other"').status_code == ok
 
 
+@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=["put", "patch", "delete"])
+def test_an_empty_if_match_matches_nothing(editor_client, method, url, data, ok):
+    # A generated client sends the header whenever if_match is set:
+    # if_match=response.headers.get("ETag", "") must not become an unconditional write.
+    before = list(Product.objects.values_list("name", "price", "quantity"))
+    for header in ("", ","):
+        assert _call(editor_client, method, data, HTTP_IF_MATCH=header).status_code == 412, repr(header)
+    assert list(Product.objects.values_list("name", "price", "quantity")) == before
+
+
 def test_if_match_star_matches_an_existing_product(editor_client):
     assert editor_client.patch(URL, {"quantity": 1}, format="json", HTTP_IF_MATCH="*").status_code == 200
 

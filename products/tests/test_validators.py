@@ -19,16 +19,52 @@ from products import validators
         ("Café ☕", "Café ☕"),
         ("x" * 200, "x" * 200),
         ("a.b?c#d%e+f&g=h", "a.b?c#d%e+f&g=h"),
+        # U+FEFF is whitespace to the schema's pattern (JavaScript's \s), not to str.strip().
+        ("\ufeff Mug \ufeff", "Mug"),
+        ("Mu\ufeffg", "Mu\ufeffg"),
     ],
 )
 def test_clean_name_accepts(raw, expected):
     assert validators.clean_name(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "x" * 201, "a/b", "tab\there", "nul\x00", "del\x7f", 5, None])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "   ",
+        "\ufeff\ufeff",
+        " \ufeff\u3000",
+        "x" * 201,
+        "a/b",
+        "tab\there",
+        "nul\x00",
+        "del\x7f",
+        5,
+        None,
+    ],
+)
 def test_clean_name_refuses(raw):
     with pytest.raises(ValidationError):
         validators.clean_name(raw)
+
+
+@pytest.mark.django_db
+def test_every_name_the_api_stores_matches_the_schemas_pattern_as_javascript_reads_it(editor_client):
+    # The pattern is ECMA-262: its \s includes U+FEFF, which Python's re and
+    # str.strip() do not count. "\ufeff\ufeff" was stored, and a JavaScript
+    # client validating responses could not read any list page holding it.
+    import re
+
+    js_space = "\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+    pattern = re.compile(validators.NAME_SCHEMA_PATTERN.replace("\\s", js_space))
+    for raw in ["\ufeff\ufeff", "\ufeffMug\ufeff", "\u3000Cup\u3000"]:
+        response = editor_client.post("/api/products/", {"name": raw, "price": "1.00"}, format="json")
+        if response.status_code == 201:
+            assert pattern.search(response.json()["name"]), response.json()
+        else:
+            assert response.json() == {"name": [validators.BLANK_NAME_MESSAGE]}
+    assert editor_client.get("/api/products/Mug/").status_code == 200
 
 
 @pytest.mark.parametrize(
