@@ -43,7 +43,7 @@ def escape(text: str) -> str:
 def _value(value: object) -> str:
     # key=value stays parseable: anything with spaces, quotes or "=" is quoted.
     text = str(value)
-    if text and _BARE.match(text):
+    if text and _BARE.fullmatch(text):  # not match(): "$" also matches before a final "\n"
         return text
     return '"' + escape(text).replace('"', '\\"') + '"'
 
@@ -61,7 +61,7 @@ def request_id(header: str | None) -> str:
     Python reseeds in every forked child, at a tenth of uuid4()'s cost (no
     system call, no UUID object) on every request that brings no id.
     """
-    if header and _REQUEST_ID.match(header):
+    if header and _REQUEST_ID.fullmatch(header):
         return header
     return f"{random.getrandbits(128):032x}"
 

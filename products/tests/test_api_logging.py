@@ -51,6 +51,15 @@ def test_paths_with_spaces_and_quotes_stay_one_parseable_field():
     )
 
 
+def test_a_value_ending_in_a_newline_is_quoted_and_escaped():
+    # "$" in the bare-value pattern matched before a final "\n": a path
+    # ending in %0A went out bare and split the request's line in two.
+    assert format_fields({"path": "/api/products/x\n", "status": 404}) == 'path="/api/products/x\\n" status=404'
+    from products.logfields import request_id
+
+    assert request_id("abc\n") != "abc\n"  # replaced, not kept
+
+
 def test_fields_are_on_the_record_for_a_json_formatter(anon_client, caplog):
     with caplog.at_level(logging.INFO, logger="products.requests"):
         anon_client.get("/health/")
