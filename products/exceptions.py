@@ -115,7 +115,13 @@ def handler400(request, exception=None):
             f'<p><a href="{escape(request.path)}">Back</a></p>'
         )
         return HttpResponseBadRequest(page, content_type="text/html; charset=utf-8")
-    return defaults.bad_request(request, exception)
+    # Not defaults.bad_request: its requires_csrf_token runs the CSRF check
+    # again, which reads request.POST again, and a body Django refused (a
+    # form in another charset than UTF-8) then escaped as gunicorn's own 500.
+    return HttpResponseBadRequest(
+        "<!doctype html><title>Bad request</title><h1>Bad request (400)</h1><p>Nothing was changed.</p>",
+        content_type="text/html; charset=utf-8",
+    )
 
 
 def _bad_request_detail(exception: Exception | None) -> str:

@@ -54,7 +54,9 @@ def test_paths_with_spaces_and_quotes_stay_one_parseable_field():
 def test_a_value_ending_in_a_newline_is_quoted_and_escaped():
     # "$" in the bare-value pattern matched before a final "\n": a path
     # ending in %0A went out bare and split the request's line in two.
-    assert format_fields({"path": "/api/products/x\n", "status": 404}) == 'path="/api/products/x\\n" status=404'
+    assert (
+        format_fields({"path": "/api/products/x\n", "status": 404}) == 'path="/api/products/x\\n" status=404'
+    )
     from products.logfields import request_id
 
     assert request_id("abc\n") != "abc\n"  # replaced, not kept

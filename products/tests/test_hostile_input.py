@@ -211,6 +211,21 @@ def test_a_form_whose_bytes_are_not_utf8_is_400_and_stores_nothing(
     assert list(Product.objects.values_list("name", "quantity")) == [("Mug", 1)]
 
 
+@pytest.mark.parametrize("url", ["/admin/login/", "/api-auth/login/", "/admin/password_change/"])
+@pytest.mark.parametrize("charset", ["latin-1", "utf-16", "punycode"])
+def test_a_login_form_in_another_charset_is_400_not_a_server_error(url, charset):
+    # Django refuses a form that is not UTF-8 (BadRequest); its 400 view ran
+    # the CSRF check again, which read the body again: gunicorn's own 500,
+    # for anyone with a csrftoken cookie.
+    browser = Client(raise_request_exception=False, enforce_csrf_checks=True)
+    browser.cookies["csrftoken"] = "a" * 32
+    response = browser.post(
+        url, b"username=ed&password=x", content_type=f"application/x-www-form-urlencoded; charset={charset}"
+    )
+    assert response.status_code == 400, response.content[:300]
+    assert b"Bad request (400)" in response.content
+
+
 def test_forms_in_utf8_or_a_declared_charset_are_still_read(editor_client):
     ok = editor_client.post(
         "/api/products/",
