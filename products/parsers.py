@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 from urllib.parse import parse_qsl
 
+from django.http.multipartparser import FIELD, ChunkIter, LazyStream, Parser, exhaust
+from django.utils.http import parse_header_parameters
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
@@ -45,7 +49,7 @@ class StrictFormParser(FormParser):
         try:
             # Raw bytes first, then what the percent escapes spell.
             parse_qsl(body.decode(encoding), keep_blank_values=True, encoding=encoding, errors="strict")
-        except (UnicodeDecodeError, LookupError):
+        except (UnicodeError, LookupError):  # UnicodeError: a codec such as punycode
             raise _undecodable(encoding) from None
         return super().parse(io.BytesIO(body), media_type, parser_context)
 
@@ -53,25 +57,41 @@ class StrictFormParser(FormParser):
 class StrictMultiPartParser(MultiPartParser):
     """Multipart forms whose text fields decode in their charset; anything else is a 400.
 
-    Django's parser decodes each text field with ``errors="replace"``, after
-    any ``Content-Transfer-Encoding: base64``: a byte that does not decode
-    becomes U+FFFD. So a field holding U+FFFD that the body itself does not
-    spell (its UTF-8 bytes ``EF BF BD``) was made by that replacement. Files
-    are not decoded (the product endpoints take none). The body is at most
-    DATA_UPLOAD_MAX_MEMORY_SIZE (BodySizeLimitMiddleware): reading it whole is
-    bounded.
+    Django's parser decodes each text field with ``errors="replace"`` (after
+    a ``Content-Transfer-Encoding: base64``, its only transfer encoding): a
+    byte that does not decode becomes U+FFFD. Each field is split out again
+    with Django's own multipart reader and decoded strictly, as Django would
+    decode it. Files are not decoded (the product endpoints take none). The
+    body is at most DATA_UPLOAD_MAX_MEMORY_SIZE (BodySizeLimitMiddleware):
+    reading it whole is bounded.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding", "utf-8")
         body = stream.read() if stream is not None else b""
-        parsed = super().parse(io.BytesIO(body), media_type, parser_context)
-        if _REPLACEMENT_BYTES not in body and any(
-            _REPLACEMENT in value for values in parsed.data.lists() for value in values[1]
-        ):
+        parsed = super().parse(io.BytesIO(body), media_type, parser_context)  # Django's checks first
+        if not _fields_decode(body, media_type or "", encoding):
             raise _undecodable(encoding)
         return parsed
 
 
-_REPLACEMENT = "\ufffd"
-_REPLACEMENT_BYTES = _REPLACEMENT.encode()
+def _fields_decode(body: bytes, content_type: str, encoding: str) -> bool:
+    """Whether every text field of a multipart ``body`` decodes strictly in ``encoding``."""
+    boundary = parse_header_parameters(content_type)[1].get("boundary", "")
+    parts = Parser(LazyStream(ChunkIter(io.BytesIO(body), 64 * 1024)), boundary.encode("ascii"))
+    for item_type, meta_data, field_stream in parts:
+        if item_type != FIELD:
+            exhaust(field_stream)
+            continue
+        data = field_stream.read()
+        transfer_encoding = meta_data.get("content-transfer-encoding")
+        if transfer_encoding is not None and transfer_encoding[0].strip() == "base64":
+            try:
+                data = base64.b64decode(data)
+            except binascii.Error:
+                pass  # Django keeps the text as sent
+        try:
+            data.decode(encoding)
+        except (UnicodeError, LookupError):
+            return False
+    return True
