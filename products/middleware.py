@@ -15,6 +15,7 @@ from django.utils.html import escape
 from . import metrics
 from .exceptions import is_api_path, log_unavailable_database
 from .logfields import current_request_id, format_fields, request_id
+from .parsers import form_text_decodes
 
 __all__ = ["BodySizeLimitMiddleware", "RequestLogMiddleware", "format_fields", "log_request", "request_id"]
 
@@ -196,6 +197,15 @@ class BodySizeLimitMiddleware:
                     f"it ended after {received} of the {length} bytes its Content-Length announced; "
                     "nothing was changed",
                 )
+            if not is_api_path(request.path):
+                # The admin's forms: Django would store U+FFFD for a byte that
+                # does not decode (the API's parsers refuse it themselves).
+                encoding = request.encoding or settings.DEFAULT_CHARSET
+                if not form_text_decodes(request.body, request.META.get("CONTENT_TYPE", ""), encoding):
+                    request.log_reason = f"form text not valid {encoding}"
+                    return self._unreadable(
+                        request, None, f"the form's text is not valid {encoding}; nothing was changed"
+                    )
         return self.get_response(request)
 
     @staticmethod

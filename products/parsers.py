@@ -7,7 +7,7 @@ import binascii
 import io
 from urllib.parse import parse_qsl
 
-from django.http.multipartparser import FIELD, ChunkIter, LazyStream, Parser, exhaust
+from django.http.multipartparser import FIELD, ChunkIter, LazyStream, MultiPartParserError, Parser, exhaust
 from django.utils.http import parse_header_parameters
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -46,11 +46,8 @@ class StrictFormParser(FormParser):
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding", "utf-8")
         body = stream.read() if stream is not None else b""
-        try:
-            # Raw bytes first, then what the percent escapes spell.
-            parse_qsl(body.decode(encoding), keep_blank_values=True, encoding=encoding, errors="strict")
-        except (UnicodeError, LookupError):  # UnicodeError: a codec such as punycode
-            raise _undecodable(encoding) from None
+        if not _form_decodes(body, encoding):
+            raise _undecodable(encoding)
         return super().parse(io.BytesIO(body), media_type, parser_context)
 
 
@@ -75,23 +72,50 @@ class StrictMultiPartParser(MultiPartParser):
         return parsed
 
 
+def form_text_decodes(body: bytes, content_type: str, encoding: str) -> bool:
+    """Whether a form's text (URL-encoded, or a multipart's text fields) decodes strictly in ``encoding``.
+
+    For what Django parses outside DRF (the admin's forms): products.middleware
+    refuses such a body before Django stores U+FFFD in its place.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/x-www-form-urlencoded":
+        return _form_decodes(body, encoding)
+    if media == "multipart/form-data":
+        return _fields_decode(body, content_type, encoding)
+    return True
+
+
+def _form_decodes(body: bytes, encoding: str) -> bool:
+    try:
+        # Raw bytes first, then what the percent escapes spell.
+        parse_qsl(body.decode(encoding), keep_blank_values=True, encoding=encoding, errors="strict")
+    except (UnicodeError, LookupError):  # UnicodeError: a codec such as punycode
+        return False
+    return True
+
+
 def _fields_decode(body: bytes, content_type: str, encoding: str) -> bool:
     """Whether every text field of a multipart ``body`` decodes strictly in ``encoding``."""
     boundary = parse_header_parameters(content_type)[1].get("boundary", "")
-    parts = Parser(LazyStream(ChunkIter(io.BytesIO(body), 64 * 1024)), boundary.encode("ascii"))
-    for item_type, meta_data, field_stream in parts:
-        if item_type != FIELD:
-            exhaust(field_stream)
-            continue
-        data = field_stream.read()
-        transfer_encoding = meta_data.get("content-transfer-encoding")
-        if transfer_encoding is not None and transfer_encoding[0].strip() == "base64":
-            try:
-                data = base64.b64decode(data)
-            except binascii.Error:
-                pass  # Django keeps the text as sent
-        try:
+    if not boundary:
+        return True  # Django refuses the body itself
+    try:
+        parts = Parser(LazyStream(ChunkIter(io.BytesIO(body), 64 * 1024)), boundary.encode("ascii"))
+        for item_type, meta_data, field_stream in parts:
+            if item_type != FIELD:
+                exhaust(field_stream)
+                continue
+            data = field_stream.read()
+            transfer_encoding = meta_data.get("content-transfer-encoding")
+            if transfer_encoding is not None and transfer_encoding[0].strip() == "base64":
+                try:
+                    data = base64.b64decode(data)
+                except binascii.Error:
+                    pass  # Django keeps the text as sent
             data.decode(encoding)
-        except (UnicodeError, LookupError):
-            return False
+    except (UnicodeError, LookupError):
+        return False
+    except (MultiPartParserError, ValueError):
+        return True  # malformed: Django's own parser says so
     return True

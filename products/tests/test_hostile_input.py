@@ -233,6 +233,36 @@ def test_a_login_form_in_another_charset_is_400_not_a_server_error(url, charset)
     assert b"Bad request (400)" in response.content
 
 
+@pytest.mark.parametrize(
+    "content_type,body",
+    [
+        ("application/x-www-form-urlencoded", b"name=Caf%E9&price=1.00&quantity=1"),
+        (
+            f"multipart/form-data; boundary={BOUNDARY}",
+            multipart({"name": b"Caf\xe9", "price": b"1.00", "quantity": b"1"}),
+        ),
+    ],
+    ids=["urlencoded", "multipart"],
+)
+def test_the_admins_form_refuses_bytes_that_are_not_utf8(content_type, body):
+    # Django's own form parsing stored U+FFFD in their place.
+    from products.models import Product
+
+    User.objects.create_superuser("boss", password="pw-boss-123")
+    browser = Client(raise_request_exception=False)
+    browser.login(username="boss", password="pw-boss-123")
+    response = browser.post("/admin/products/product/add/", body, content_type=content_type)
+    assert response.status_code == 400, response.content[:300]
+    assert b"not valid utf-8" in response.content
+    assert not Product.objects.exists()
+    fine = browser.post(
+        "/admin/products/product/add/",
+        "name=Caf%C3%A9&price=1.00&quantity=1",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert fine.status_code == 302 and Product.objects.get().name == "Café"
+
+
 def test_forms_in_utf8_or_a_declared_charset_are_still_read(editor_client):
     ok = editor_client.post(
         "/api/products/",
