@@ -136,10 +136,18 @@ def recheck_if_moved(recorded: tuple | object | None = _UNREAD) -> bool:
     if adopted is None:
         return False
     found = _recorded(router.db_for_write(CacheServer)) if recorded is _UNREAD else recorded
-    if found is None or tuple(found) == adopted:
-        return False  # (no record: nothing to compare with; the next adoption writes one)
+    if found is not None and tuple(found) == adopted:
+        return False
     _adopted = None
-    _report_recheck(*found)
+    if found is None:
+        # The record this process wrote is gone (a deleted row, a database
+        # restored from before): check again, which writes a new one with an
+        # epoch never handed out before, and retires every bucket marked before.
+        logger.warning(
+            "The product cache's server record is missing; checking this process's Redis server again"
+        )
+    else:
+        _report_recheck(*found)
     # The near cache's tracked connection goes too: on Sentinel it may still
     # be on a master the sentinels have left, proving stale entries with PINGs.
     nearcache.reset()
@@ -226,7 +234,10 @@ def _switch(using: str, server: str) -> int:
         ledger, created = (
             CacheServer.objects.using(using)
             .select_for_update()
-            .get_or_create(key=KEY, defaults={"server": server, "epoch": 1})
+            # A new record starts from the clock (milliseconds), not from 1: a
+            # record deleted or restored from before must not hand out an
+            # epoch that buckets still carry (their values would count again).
+            .get_or_create(key=KEY, defaults={"server": server, "epoch": int(time.time() * 1000)})
         )
         if not created and ledger.server != server:
             ledger.server, ledger.epoch = server, ledger.epoch + 1

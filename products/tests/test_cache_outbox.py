@@ -247,6 +247,31 @@ def test_an_idle_poll_of_a_process_on_a_redis_server_is_one_query(make_product):
     assert cached("Mug") is None and pending() == []
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_missing_server_record_is_written_again_with_a_new_epoch_and_nothing_cached_counts(
+    make_product, settings
+):
+    # A deleted record (or a database restored from before) was re-created
+    # at epoch 1 and bumped to 2 by a switch: an epoch the buckets already
+    # carried, so a value another process's write replaced was served for up
+    # to 60 s. Now a serving process that finds its record gone checks its
+    # server again, and a new record starts from the clock.
+    from products import serverledger
+    from products.models import CacheServer
+
+    make_product("Mug", "1.00", 1)
+    transport.check_servers_again()  # this process adopts its server: a record
+    warm("Mug")
+    assert cached("Mug") is not None
+    before = CacheServer.objects.get().epoch
+    assert before > 10**12  # from the clock, in milliseconds
+    CacheServer.objects.all().delete()
+    applier._poll()
+    assert CacheServer.objects.get().epoch not in (1, 2, before)
+    assert cached("Mug") is None  # retired with every bucket marked before
+    assert serverledger.read_watched_record()  # watching the new record
+
+
 # --- Commands say so on stderr and still succeed ------------------------------------------
 
 
