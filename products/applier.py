@@ -6,7 +6,7 @@ forked from one that runs it (gunicorn with ``preload_app``) stops it before
 the fork, so the child inherits no database connection in use, and both
 parent and child start their own.
 
-Cost: one indexed query per ``PRODUCT_CACHE_OUTBOX_POLL`` seconds (1 s) while
+Cost: one cheap query per ``PRODUCT_CACHE_OUTBOX_POLL`` seconds (1 s) while
 nothing is pending: the server ledger's one row
 (products.serverledger.recheck_if_moved) and whether the outbox holds any
 row, together (before the process has adopted a Redis server: the outbox

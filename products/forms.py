@@ -34,7 +34,9 @@ class RuleField(forms.Field):
 class ProductForm(forms.ModelForm):
     name = RuleField(
         validators.clean_name,
-        widget=forms.TextInput(attrs={"maxlength": validators.NAME_MAX_LENGTH}),
+        # No maxlength: browsers count UTF-16 units (an emoji is 2), the rule
+        # counts characters, and a box that cuts silently stores another name.
+        widget=forms.TextInput(attrs={"size": 60}),
         error_messages={"required": validators.BLANK_NAME_MESSAGE},  # an empty box is a blank name
     )
     price = RuleField(validators.clean_price, widget=forms.NumberInput(attrs={"step": "0.01", "min": "0"}))

@@ -33,6 +33,7 @@ from django.db.models import Exists
 from django.utils import timezone
 
 from . import cache
+from .logfields import escape
 from .missed import INVALIDATE_BY_NAME_LIMIT
 from .models import PendingInvalidation
 
@@ -53,7 +54,7 @@ def describe(names: frozenset[str] | None) -> str:
     if names is None:
         return "every cached product"
     shown = sorted(names)[:_SHOWN]
-    text = ", ".join(shown)
+    text = ", ".join(escape(name) for name in shown)  # a name is a client's text: it goes into the log
     if len(names) > len(shown):
         text += f" and {len(names) - len(shown):,} more"
     return f"{len(names):,} cached product(s) ({text})"

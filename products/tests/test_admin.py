@@ -119,3 +119,18 @@ def test_an_action_on_more_rows_than_the_field_limit_explains_itself(admin_clien
     assert f"at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS}" in page
     assert "act on fewer rows at once" in page and 'href="/admin/products/product/"' in page
     assert Product.objects.filter(name="Mug").exists()
+
+
+@pytest.mark.django_db
+def test_the_name_box_does_not_cut_names_the_rule_accepts(admin_client):
+    # A maxlength of 200 counted UTF-16 units in the browser: 150 emoji were
+    # cut to 100 without a word, and the shorter name was saved.
+    page = admin_client.get("/admin/products/product/add/").content.decode()
+    box = page[page.index('name="name"') - 200 : page.index('name="name"') + 200]
+    assert "maxlength" not in box, box
+    name = "Tag " + "\U0001f600" * 150
+    saved = admin_client.post(
+        "/admin/products/product/add/", {"name": name, "price": "1.00", "quantity": "1"}
+    )
+    assert saved.status_code == 302
+    assert Product.objects.get().name == name

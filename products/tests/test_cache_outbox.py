@@ -337,6 +337,13 @@ def test_cache_info_shows_the_pending_invalidations(db):
     assert "Pending invalidations: 1 (oldest " in out.getvalue()
 
 
+def test_names_in_the_message_are_escaped():
+    # A name is a client's text, and the message goes into the log.
+    assert outbox.describe(frozenset({"ls\u2028x request_id=FORGED"})) == (
+        "1 cached product(s) (ls\\u2028x request_id=FORGED)"
+    )
+
+
 def test_the_message_names_a_few_and_counts_the_rest():
     names = frozenset(f"p{i:02d}" for i in range(25))
     assert outbox.describe(names) == (
