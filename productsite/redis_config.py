@@ -74,12 +74,12 @@ class RedisTopology:
 def read_topology(environ: Mapping[str, str]) -> RedisTopology:
     """Read the Redis variables from ``environ``; mistakes go into ``problems``."""
     url = environ.get("REDIS_URL", "").strip()
+    problems: list[Problem] = _url_problems(url or DEFAULT_URL)
+    if problems:
+        url = ""  # the checks below read it: unparseable, it says no more than E024 does
     sentinels = environ.get("REDIS_SENTINELS")
     cluster = environ.get("REDIS_CLUSTER_NODES")
     master = environ.get("REDIS_SENTINEL_MASTER", "").strip()
-    problems: list[Problem] = []
-
-    problems += _url_problems(url or DEFAULT_URL)
     warnings: list[Problem] = []
     if sentinels is not None and cluster is not None:
         # Nothing else is worth saying until one of them goes.
@@ -141,7 +141,7 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
     else:
         nodes = ()
         kind = SINGLE
-        if url and not problems and urlsplit(url).scheme != "unix" and not _names_a_server(url):
+        if url and not problems and urlsplit(url).scheme != "unix" and not urlsplit(url).hostname:
             # redis-py would quietly connect to localhost:6379.
             problems.append(
                 Problem(
@@ -213,14 +213,17 @@ def _db_number(url: str) -> int | None:
 
 
 def _url_problems(url: str) -> list[Problem]:
-    parts = urlsplit(url)
-    path = parts.path.strip("/")
     try:
+        parts = urlsplit(url)  # raises ValueError for "redis://[::1/0"
         parts.port  # noqa: B018  (raises ValueError for a bad port)
-        bad_port = False
+        bad = False
     except ValueError:
-        bad_port = True
-    if parts.scheme not in ("redis", "rediss", "unix") or bad_port or (path and not path.isdigit()):
+        bad = True
+    if not bad:
+        # unix:///path/redis.sock?db=N: the path is the socket's.
+        path = "" if parts.scheme == "unix" else parts.path.strip("/")
+        bad = parts.scheme not in ("redis", "rediss", "unix") or (path and not path.isdigit())
+    if bad:
         return [
             Problem(
                 "products.E024",

@@ -1,6 +1,7 @@
 """Refuse to start on a setting the operator must fix, saying which in one line."""
 
 import os
+import re
 import sys
 
 from django.conf import settings
@@ -32,13 +33,20 @@ def exit_on_bad_settings(prog: str = "productsite", status: int = 4) -> None:
     Status 4 is what gunicorn's arbiter reads as "application failed to load"
     (it stops instead of restarting workers forever); manage.py passes 1.
     """
+    module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module):
+        # ".settings" made importlib raise a TypeError (a relative import).
+        print(
+            f"{prog}: configuration error: {module!r} is not a module name (DJANGO_SETTINGS_MODULE or --settings).",
+            file=sys.stderr,
+        )
+        raise SystemExit(status)
     try:
         settings.INSTALLED_APPS  # noqa: B018  (loads the settings module)
     except ImproperlyConfigured as exc:
         print(f"{prog}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(status) from None
     except ModuleNotFoundError as exc:
-        module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
         if not exc.name or not (module == exc.name or module.startswith(exc.name + ".")):
             raise  # a module the settings import is missing: the traceback says which
         print(

@@ -74,6 +74,24 @@ def test_manage_py_honours_settings_and_pythonpath(tmp_path, form):
     assert result.stdout.strip().splitlines()[-1] == "operator_settings theirs"
 
 
+@pytest.mark.parametrize("module", ["no_such_settings", "no_such_package.settings", ".settings"])
+def test_a_settings_module_that_cannot_load_is_one_line(module):
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(DEBUG="1", ENV_FILE="/nonexistent/.env")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", f"--settings={module}"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("manage.py: configuration error:") and result.stderr.count("\n") == 1, (
+        result.stderr
+    )
+    assert module in result.stderr
+
+
 def test_defaults_are_safe():
     result = run_settings(SECRET_KEY="x" * 50)
     assert result.returncode == 0, result.stderr

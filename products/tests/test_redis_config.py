@@ -36,6 +36,9 @@ MALFORMED = [
     ({"REDIS_URL": "redis://127.0.0.1:6379/zero"}, "products.E024"),
     ({"REDIS_URL": "redis://127.0.0.1:99999/0"}, "products.E024"),
     ({"REDIS_URL": "redis://:pw@/3"}, "products.E024"),  # no host: redis-py would use localhost
+    ({"REDIS_URL": "redis://:6379/5"}, "products.E024"),  # a port, still no host
+    ({"REDIS_URL": "redis://[::1/0"}, "products.E024"),  # urlsplit raises: was a traceback
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://[::1/0"}, "products.E024"),
     ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://:pw@/3"}, "products.E025"),
     # Two at once: a server in REDIS_URL beside a cluster.
     ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://127.0.0.1:6379/0"}, "products.E026"),
@@ -54,6 +57,7 @@ def test_each_mistake_is_a_check_error_with_its_id(environ, check_id, settings):
 VALID = [
     ({}, redis_config.SINGLE, ()),
     ({"REDIS_URL": "rediss://:secret@cache.example.com:6380/2"}, redis_config.SINGLE, ()),
+    ({"REDIS_URL": "unix:///var/run/redis/redis.sock?db=2"}, redis_config.SINGLE, ()),
     (
         {"REDIS_SENTINELS": "10.0.0.1:26379, [::1]:26380", "REDIS_SENTINEL_MASTER": "mymaster"},
         redis_config.SENTINEL,
