@@ -426,6 +426,26 @@ def test_fast_path_serves_from_the_database_when_redis_is_down(mug, wsgi_get, pr
         assert answer.json()["price"] == "12.50"
 
 
+def test_what_the_fast_path_logs_names_its_request(mug, wsgi_get, private_redis):
+    # The fast path answers outside Django's middleware: its records (Redis
+    # unavailable, a traceback) carried no request id.
+    import io
+    import logging
+
+    (console,) = [h for h in logging.getLogger().handlers if h.get_name() == "console"]
+    stream = io.StringIO()
+    previous = console.setStream(stream)
+    private_redis.kill()
+    try:
+        answer = wsgi_get(API, HTTP_X_REQUEST_ID="fast-1")
+    finally:
+        console.setStream(previous)
+    assert answer.status_code == 200 and not answer.handled_by_django
+    outage = [line for line in stream.getvalue().splitlines() if "Redis unavailable" in line]
+    assert outage, stream.getvalue()
+    assert all(line.endswith(" request_id=fast-1") for line in outage), outage
+
+
 def test_only_a_miss_runs_the_connection_lifecycle(mug, wsgi_get, monkeypatch):
     from productsite import fastpath
 

@@ -263,19 +263,3 @@ def test_a_read_while_the_database_is_down_logs_its_line_and_one_warning_not_a_t
     assert not any("Is the server running" in line for line in lines), lines
     assert not any("Traceback" in line or "Fast product read failed" in line for line in lines), lines
     assert not any("Fast create failed" in line for line in lines), lines
-
-
-@pytest.mark.slow
-def test_what_the_fast_path_logs_names_its_request(logging_gunicorn):
-    # The fast path answers outside Django's middleware: its records (Redis
-    # unavailable, a traceback) had no request id.
-    server = logging_gunicorn(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    for number in range(6):
-        response = requests.get(
-            server.url + "/api/products/Nothing/", headers={"X-Request-ID": f"fast-{number}"}, timeout=10
-        )
-        assert response.status_code == 404 and response.headers["X-Request-ID"] == f"fast-{number}"
-    lines = server.lines()
-    outages = [line for line in lines if "Redis unavailable" in line]
-    assert outages, lines
-    assert all(re.search(r" request_id=fast-[0-5]$", line) for line in outages), outages
