@@ -3,7 +3,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.models import CHANGE
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, router, transaction
+from django.db import DatabaseError, models, router, transaction
 from django.db.models.constants import LOOKUP_SEP
 from django.http import StreamingHttpResponse
 from django.urls import path
@@ -59,8 +59,11 @@ class RefusedLookupsAreBadLookups:
     def response_action(self, request, queryset):
         # Django filters by the posted ids as they come: "x" was a 500.
         pk = self.model._meta.pk
+        whole_numbers = isinstance(pk, models.IntegerField)  # int() also takes "３", "1_0" and " 5 "
         try:
             for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+                if whole_numbers and not (value.isascii() and value.isdigit()):
+                    raise ValidationError("not an id")
                 pk.run_validators(pk.to_python(value))  # the range too: SQLite overflows past 64 bits
         except ValidationError:
             self.message_user(

@@ -370,7 +370,7 @@ def test_the_admins_changelist_takes_no_regular_expression(query, make_product):
     assert response["Location"] == "/admin/products/product/?e=1"
 
 
-@pytest.mark.parametrize("selected", ["x", "1.5", "\x00", "9" * 4301, "9" * 20])
+@pytest.mark.parametrize("selected", ["x", "1.5", "\x00", "9" * 4301, "9" * 20, "\uff13", "1_0", " 1 ", "-1"])
 @pytest.mark.parametrize("action", ["mark_out_of_stock", "export_selected_as_csv", "delete_selected"])
 def test_an_admin_action_on_a_selection_that_is_not_ids_changes_nothing(action, selected, make_product):
     from products.models import Product
