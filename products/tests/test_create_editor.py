@@ -52,6 +52,25 @@ def test_password_comes_from_the_named_environment_variable(monkeypatch, client)
     assert client.login(username="carol", password="a-long-and-unusual-passphrase")
 
 
+def test_staff_lets_the_editor_into_the_admin(monkeypatch, client):
+    monkeypatch.setenv("EDITOR_PW", "a-long-and-unusual-passphrase")
+    create_editor("frank", "--password-from-env", "EDITOR_PW")
+    assert (
+        client.post(
+            "/admin/login/", {"username": "frank", "password": "a-long-and-unusual-passphrase"}
+        ).status_code
+        == 200
+    )  # not staff: the form again
+    _, said = create_editor("frank", "--password-from-env", "EDITOR_PW", "--staff")
+    assert "in the API and the admin" in said
+    assert client.login(username="frank", password="a-long-and-unusual-passphrase")
+    assert client.get("/admin/products/product/").status_code == 200
+    assert client.get("/admin/products/product/add/").status_code == 200
+    assert client.get("/admin/auth/user/").status_code == 403  # products only
+    create_editor("frank")  # a rerun without --staff takes nothing away
+    assert User.objects.get(username="frank").is_staff
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -30,8 +30,15 @@ class Command(UncheckedCommand):
             metavar="VAR",
             help="set the password from environment variable VAR (default: no password, token only)",
         )
+        parser.add_argument(
+            "--staff",
+            action="store_true",
+            help="let the editor into the Django admin too (staff; needs --password-from-env to sign in)",
+        )
 
-    def handle(self, *args, username: str, password_from_env: str | None, **options) -> None:
+    def handle(
+        self, *args, username: str, password_from_env: str | None, staff: bool = False, **options
+    ) -> None:
         User = get_user_model()
         password = self._password(password_from_env)
         try:
@@ -55,11 +62,14 @@ class Command(UncheckedCommand):
                 user.set_unusable_password()  # token only, until a password is given
             if not user.is_active:
                 user.is_active = True
+            if staff:
+                user.is_staff = True  # never taken away here: a rerun without --staff changes nothing
             user.save()
             user.user_permissions.add(*permissions)
             token, _ = Token.objects.get_or_create(user=user)
         verb = "Created" if created else "Updated"
-        self.stderr.write(f"{verb} editor {username!r} (add, change, delete products). Token:")
+        where = ", in the API and the admin" if user.is_staff else ""
+        self.stderr.write(f"{verb} editor {username!r} (add, change, delete products{where}). Token:")
         self.stdout.write(token.key)  # alone on stdout: TOKEN=$(manage.py create_editor NAME)
 
     @staticmethod
