@@ -56,6 +56,13 @@ class RefusedLookupsAreBadLookups:
         except (DatabaseError, ValueError, OverflowError) as exc:
             raise IncorrectLookupParameters(exc) from exc
 
+    def get_object(self, request, object_id, from_field=None):
+        # The change, history and delete pages: "1_0" reached product 10 through int().
+        field = self.model._meta.pk if from_field is None else self.model._meta.get_field(from_field)
+        if isinstance(field, models.IntegerField) and not (object_id.isascii() and object_id.isdigit()):
+            return None  # Django's "does not exist" answer
+        return super().get_object(request, object_id, from_field)
+
     def response_action(self, request, queryset):
         # Django filters by the posted ids as they come: "x" was a 500.
         pk = self.model._meta.pk

@@ -108,7 +108,10 @@ class CacheServer(models.Model):
     server = models.CharField(
         max_length=200, help_text="The server adopted last: its run_id, database number and key prefix."
     )
-    epoch = models.PositiveBigIntegerField(default=1, help_text="Switches of server so far.")
+    epoch = models.PositiveBigIntegerField(
+        default=1,
+        help_text="Grows at every switch of server, never below the clock in microseconds: never reused.",
+    )
 
     def __str__(self) -> str:
         return f"{self.server} (epoch {self.epoch})"

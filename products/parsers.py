@@ -98,13 +98,14 @@ def _form_decodes(body: bytes, encoding: str) -> bool:
 def _fields_decode(body: bytes, content_type: str, encoding: str) -> bool:
     """Whether every text field of a multipart ``body`` decodes strictly in ``encoding``."""
     boundary = parse_header_parameters(content_type)[1].get("boundary", "")
-    if not boundary:
-        return True  # Django refuses the body itself
+    if not boundary or not boundary.isascii():
+        return True  # Django refuses the body itself, with its own message
     try:
         parts = Parser(LazyStream(ChunkIter(io.BytesIO(body), 64 * 1024)), boundary.encode("ascii"))
         for item_type, meta_data, field_stream in parts:
-            if item_type != FIELD:
-                exhaust(field_stream)
+            disposition = meta_data.get("content-disposition")
+            if item_type != FIELD or not (disposition and disposition[1].get("name")):
+                exhaust(field_stream)  # files, and parts without a name (Django skips them)
                 continue
             data = field_stream.read()
             transfer_encoding = meta_data.get("content-transfer-encoding")

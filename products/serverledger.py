@@ -225,6 +225,11 @@ def _untrusted(run_id: str) -> str:
     return f"{run_id}:unrecorded-{secrets.token_hex(8)}"
 
 
+def _clock_epoch() -> int:
+    # Microseconds: a switch (a database transaction) takes far longer.
+    return time.time_ns() // 1000
+
+
 def _switch(using: str, server: str) -> int:
     """Record ``server`` as the one adopted last, bumping the epoch if it was another; return the epoch."""
     with _short_lock_wait(using), transaction.atomic(using=using):
@@ -234,13 +239,14 @@ def _switch(using: str, server: str) -> int:
         ledger, created = (
             CacheServer.objects.using(using)
             .select_for_update()
-            # A new record starts from the clock (milliseconds), not from 1: a
-            # record deleted or restored from before must not hand out an
-            # epoch that buckets still carry (their values would count again).
-            .get_or_create(key=KEY, defaults={"server": server, "epoch": int(time.time() * 1000)})
+            # A new record starts from the clock (microseconds), not from 1,
+            # and a switch never goes below it: a record deleted, or restored
+            # from a backup, must not hand out an epoch that buckets still
+            # carry (their values would count again).
+            .get_or_create(key=KEY, defaults={"server": server, "epoch": _clock_epoch()})
         )
         if not created and ledger.server != server:
-            ledger.server, ledger.epoch = server, ledger.epoch + 1
+            ledger.server, ledger.epoch = server, max(ledger.epoch + 1, _clock_epoch())
             ledger.save(using=using, update_fields=["server", "epoch"])
     return ledger.epoch
 

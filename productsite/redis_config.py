@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -174,7 +174,7 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
 def _names_a_server(url: str) -> bool:
     parts = urlsplit(url)
     try:
-        return bool(parts.hostname) or parts.port is not None
+        return parts.scheme == "unix" or bool(parts.hostname) or parts.port is not None
     except ValueError:
         return True  # a bad port: E024 says so
 
@@ -222,7 +222,13 @@ def _url_problems(url: str) -> list[Problem]:
     if not bad:
         # unix:///path/redis.sock?db=N: the path is the socket's.
         path = "" if parts.scheme == "unix" else parts.path.strip("/")
-        bad = parts.scheme not in ("redis", "rediss", "unix") or (path and not path.isdigit())
+        db = parse_qs(parts.query).get("db", ["0"])  # redis-py reads ?db= too, and fails on a bad one
+        bad = (
+            parts.scheme not in ("redis", "rediss", "unix")
+            or (path and not path.isdigit())
+            or not all(value.isascii() and value.isdigit() for value in db)
+            or (parts.scheme == "unix" and not parts.path)
+        )
     if bad:
         return [
             Problem(

@@ -264,12 +264,28 @@ def test_a_missing_server_record_is_written_again_with_a_new_epoch_and_nothing_c
     warm("Mug")
     assert cached("Mug") is not None
     before = CacheServer.objects.get().epoch
-    assert before > 10**12  # from the clock, in milliseconds
+    assert before > 10**15  # from the clock, in microseconds
     CacheServer.objects.all().delete()
     applier._poll()
     assert CacheServer.objects.get().epoch not in (1, 2, before)
     assert cached("Mug") is None  # retired with every bucket marked before
     assert serverledger.read_watched_record()  # watching the new record
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_record_restored_from_a_backup_never_hands_out_an_epoch_again():
+    # A, then B (epoch E+1: B's buckets are marked with it), then A; a
+    # backup restores (A, E): the next switch to B gave E+1 again, and B's
+    # old values counted (a review served a replaced price from B).
+    from products import serverledger
+    from products.models import CacheServer
+
+    using = "default"
+    first = serverledger._switch(using, "A/0/p")
+    on_b = serverledger._switch(using, "B/0/p")
+    serverledger._switch(using, "A/0/p")
+    CacheServer.objects.update(server="A/0/p", epoch=first)  # the backup
+    assert serverledger._switch(using, "B/0/p") > on_b
 
 
 # --- Commands say so on stderr and still succeed ------------------------------------------

@@ -356,6 +356,23 @@ def test_a_lookup_the_database_refuses_in_the_admins_changelist_is_djangos_bad_l
     assert browser.get(response["Location"]).status_code == 200
 
 
+@pytest.mark.parametrize("object_id", ["1_0", "\uff11", "%201%20"])
+def test_the_admins_object_pages_take_ascii_ids_only(object_id, make_product):
+    from products.models import Product
+
+    for number in range(1, 11):
+        make_product(f"P{number}")
+    User.objects.create_superuser("boss", password="pw-boss-123")
+    browser = Client(raise_request_exception=False)
+    browser.login(username="boss", password="pw-boss-123")
+    deleted = browser.post(f"/admin/products/product/{object_id}/delete/", {"post": "yes"})
+    assert (
+        deleted.status_code == 302 and "/delete/" not in deleted["Location"]
+    )  # "does not exist": to the list
+    assert Product.objects.count() == 10
+    assert browser.get(f"/admin/products/product/{object_id}/change/").status_code == 302
+
+
 @pytest.mark.parametrize("query", ["name__regex=^Mug$", "name__iregex=^mug$", "name__regex=(a*)*$"])
 def test_the_admins_changelist_takes_no_regular_expression(query, make_product):
     # On SQLite Python's re runs it per row: "(a*)*$" against a long name of

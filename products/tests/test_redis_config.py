@@ -39,6 +39,10 @@ MALFORMED = [
     ({"REDIS_URL": "redis://:6379/5"}, "products.E024"),  # a port, still no host
     ({"REDIS_URL": "redis://[::1/0"}, "products.E024"),  # urlsplit raises: was a traceback
     ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://[::1/0"}, "products.E024"),
+    ({"REDIS_URL": "unix:///tmp/x.sock?db=abc"}, "products.E024"),  # every request was a 500
+    ({"REDIS_URL": "redis://127.0.0.1:6379/0?db=abc"}, "products.E024"),
+    ({"REDIS_URL": "unix://"}, "products.E024"),  # no socket
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "unix:///tmp/x.sock"}, "products.E026"),
     ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://:pw@/3"}, "products.E025"),
     # Two at once: a server in REDIS_URL beside a cluster.
     ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://127.0.0.1:6379/0"}, "products.E026"),
