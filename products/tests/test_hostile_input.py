@@ -11,6 +11,14 @@ from django.test import Client
 pytestmark = pytest.mark.django_db
 
 
+def signed_in_boss() -> Client:
+    """A superuser's browser session; errors come back as responses, not exceptions."""
+    User.objects.create_superuser("boss", password="pw-boss-123")
+    browser = Client(raise_request_exception=False)
+    browser.login(username="boss", password="pw-boss-123")
+    return browser
+
+
 def basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
@@ -59,9 +67,7 @@ STAFF = [
 
 @pytest.mark.parametrize("url", STAFF)
 def test_nul_in_the_admins_query_parameters_is_bad_input(url):
-    User.objects.create_superuser("boss", password="pw-boss-123")
-    browser = Client(raise_request_exception=False)
-    browser.login(username="boss", password="pw-boss-123")
+    browser = signed_in_boss()
     assert browser.get(url).status_code == 400
 
 
@@ -248,9 +254,7 @@ def test_the_admins_form_refuses_bytes_that_are_not_utf8(content_type, body):
     # Django's own form parsing stored U+FFFD in their place.
     from products.models import Product
 
-    User.objects.create_superuser("boss", password="pw-boss-123")
-    browser = Client(raise_request_exception=False)
-    browser.login(username="boss", password="pw-boss-123")
+    browser = signed_in_boss()
     response = browser.post("/admin/products/product/add/", body, content_type=content_type)
     assert response.status_code == 400, response.content[:300]
     assert b"not valid utf-8" in response.content
@@ -325,9 +329,7 @@ def test_a_nul_in_the_admins_shortcut_path_is_404():
     from django.contrib.contenttypes.models import ContentType
     from rest_framework.authtoken.models import Token
 
-    User.objects.create_superuser("boss", password="pw-boss-123")
-    browser = Client(raise_request_exception=False)
-    browser.login(username="boss", password="pw-boss-123")
+    browser = signed_in_boss()
     kind = ContentType.objects.get_for_model(Token).pk
     assert browser.get(f"/admin/r/{kind}/a%00/").status_code == 404  # was a DataError on PostgreSQL
 
@@ -347,9 +349,7 @@ def test_a_lookup_the_database_refuses_in_the_admins_changelist_is_djangos_bad_l
     query, make_product
 ):
     make_product("Mug")  # a regex is only compiled against rows
-    User.objects.create_superuser("boss", password="pw-boss-123")
-    browser = Client(raise_request_exception=False)
-    browser.login(username="boss", password="pw-boss-123")
+    browser = signed_in_boss()
     response = browser.get(f"/admin/products/product/?{query}")
     assert response.status_code == 302, response.content[:300]
     assert response["Location"] == "/admin/products/product/?e=1"
@@ -362,9 +362,7 @@ def test_the_admins_object_pages_take_ascii_ids_only(object_id, make_product):
 
     for number in range(1, 11):
         make_product(f"P{number}")
-    User.objects.create_superuser("boss", password="pw-boss-123")
-    browser = Client(raise_request_exception=False)
-    browser.login(username="boss", password="pw-boss-123")
+    browser = signed_in_boss()
     deleted = browser.post(f"/admin/products/product/{object_id}/delete/", {"post": "yes"})
     assert (
         deleted.status_code == 302 and "/delete/" not in deleted["Location"]
@@ -379,9 +377,7 @@ def test_the_admins_changelist_takes_no_regular_expression(query, make_product):
     # a's kept a worker busy until gunicorn killed it. A valid pattern is
     # refused too (it was applied): the same bad-lookup redirect.
     make_product("Mug")
-    User.objects.create_superuser("boss", password="pw-boss-123")
-    browser = Client(raise_request_exception=False)
-    browser.login(username="boss", password="pw-boss-123")
+    browser = signed_in_boss()
     response = browser.get(f"/admin/products/product/?{query}")
     assert response.status_code == 302, response.content[:300]
     assert response["Location"] == "/admin/products/product/?e=1"
@@ -393,9 +389,7 @@ def test_an_admin_action_on_a_selection_that_is_not_ids_changes_nothing(action, 
     from products.models import Product
 
     mug = make_product("Mug", quantity=3)
-    User.objects.create_superuser("boss", password="pw-boss-123")
-    browser = Client(raise_request_exception=False)
-    browser.login(username="boss", password="pw-boss-123")
+    browser = signed_in_boss()
     response = browser.post(
         "/admin/products/product/",
         {"action": action, "_selected_action": [str(mug.pk), selected], "index": "0"},
@@ -419,13 +413,10 @@ def test_an_admin_action_on_a_selection_that_is_not_ids_changes_nothing(action, 
 )
 def test_the_sites_other_lists_redirect_a_refused_lookup_too(url):
     from django.contrib.auth.models import Group
-
-    Group.objects.create(name="editors")
-    boss = User.objects.create_superuser("boss", password="pw-boss-123")
     from rest_framework.authtoken.models import Token
 
-    Token.objects.create(user=boss)
-    browser = Client(raise_request_exception=False)
-    browser.login(username="boss", password="pw-boss-123")
+    Group.objects.create(name="editors")
+    browser = signed_in_boss()
+    Token.objects.create(user=User.objects.get(username="boss"))
     response = browser.get(url)
     assert response.status_code == 302 and response["Location"].endswith("?e=1"), response.status_code
