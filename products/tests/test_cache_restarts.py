@@ -306,7 +306,7 @@ def test_a_server_the_cache_left_and_came_back_to_serves_nothing_from_before(pri
         _point_at(settings, first.url)
         product = cache.get_product("Mug", product_json)
         assert product.hit is False and b'"2.00"' in product.data
-        assert CacheServer.objects.get().epoch == epoch + 2  # B, then A again
+        assert CacheServer.objects.get().epoch >= epoch + 2  # B, then A again (each switch at least one more)
         Product.objects.filter(name="Mug").update(quantity=5)  # invalidated on A only
         _point_at(settings, second.url)  # and back to B, which still holds quantity 1
         product = cache.get_product("Mug", product_json)
