@@ -59,17 +59,16 @@ class RefusedLookupsAreBadLookups:
     def get_object(self, request, object_id, from_field=None):
         # The change, history and delete pages: "1_0" reached product 10 through int().
         field = self.model._meta.pk if from_field is None else self.model._meta.get_field(from_field)
-        if isinstance(field, models.IntegerField) and not (object_id.isascii() and object_id.isdigit()):
+        if _not_an_id(field, object_id):
             return None  # Django's "does not exist" answer
         return super().get_object(request, object_id, from_field)
 
     def response_action(self, request, queryset):
         # Django filters by the posted ids as they come: "x" was a 500.
         pk = self.model._meta.pk
-        whole_numbers = isinstance(pk, models.IntegerField)  # int() also takes "３", "1_0" and " 5 "
         try:
             for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
-                if whole_numbers and not (value.isascii() and value.isdigit()):
+                if _not_an_id(pk, value):
                     raise ValidationError("not an id")
                 pk.run_validators(pk.to_python(value))  # the range too: SQLite overflows past 64 bits
         except ValidationError:
@@ -80,6 +79,11 @@ class RefusedLookupsAreBadLookups:
             )
             return None  # the list again, with the message
         return super().response_action(request, queryset)
+
+
+def _not_an_id(field: models.Field, value: str) -> bool:
+    # An integer id is ASCII digits only: int() also takes "３", "1_0" and " 5 ".
+    return isinstance(field, models.IntegerField) and not (value.isascii() and value.isdigit())
 
 
 @admin.register(Product)

@@ -327,7 +327,7 @@ class FastProductCreates:
         representation = serializer.to_representation(instance)
         body = prepared.setup.renderer.render(representation, _MEDIA_TYPE, {})
         request = prepared.request
-        rid = request_id(request.META.get("HTTP_X_REQUEST_ID"))
+        rid = request.META["HTTP_X_REQUEST_ID"]  # set by __call__, as the response's
         # In the order the view, DRF and the middleware set them. Vary is
         # DRF's alone: no session was read, so no "Cookie".
         common = dict(fastpath._setup.common_headers())

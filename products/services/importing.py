@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, closing, nullcontext
+from contextlib import AbstractContextManager, ExitStack, closing, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -230,9 +230,9 @@ def product_bulk_import(
         if on_error is not None:
             on_error(error)
 
-    guard = _LateGuard(commit_guard)
     # A dry run only reads: no write transaction, so it blocks no writer.
-    with guard, nullcontext() if dry_run else transaction.atomic(using=using):
+    # ``after_commit`` is left after the transaction: the commit and its invalidation.
+    with ExitStack() as after_commit, nullcontext() if dry_run else transaction.atomic(using=using):
         writer = _BatchWriter(using, timezone.now())
         batch: list[tuple[str, Decimal, int | None]] = []
         pending_progress = 0
@@ -278,30 +278,10 @@ def product_bulk_import(
         elif not dry_run:
             writer.invalidate_on_commit()
             result.written = True
-            guard.enter()  # until the commit and its invalidation are done
+            if commit_guard is not None:
+                after_commit.enter_context(commit_guard)  # until the commit and its invalidation are done
     result.seconds = time.perf_counter() - started
     return result
-
-
-class _LateGuard:
-    """Enter ``guard`` late (``enter()``, inside the transaction) and leave it once the transaction is over."""
-
-    def __init__(self, guard: AbstractContextManager | None) -> None:
-        self._guard = guard
-        self._entered = False
-
-    def enter(self) -> None:
-        if self._guard is not None:
-            self._guard.__enter__()
-            self._entered = True
-
-    def __enter__(self) -> _LateGuard:
-        return self
-
-    def __exit__(self, *exc_info):
-        if self._entered:
-            return self._guard.__exit__(*exc_info)
-        return None
 
 
 def product_import_file(
