@@ -3,3 +3,8 @@
 Plain typed functions that views, admin and commands share: ``stock``,
 ``importing``, ``exporting``, ``warming`` and ``demo`` (demo data).
 """
+
+from collections.abc import Callable
+
+# Called now and then with how many rows or names are done so far.
+ProgressCallback = Callable[[int], None]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
 from products.fileformats import RawRow
+from products.services import ProgressCallback
 
 from .importing import IMPORT_BATCH_SIZE, ImportResult, product_bulk_import
-
-ProgressCallback = Callable[[int], None]
 
 _ADJECTIVES = ("Classic", "Compact", "Deluxe", "Everyday", "Handmade", "Rustic", "Sturdy", "Vintage")
 _MATERIALS = ("Bamboo", "Ceramic", "Cotton", "Glass", "Linen", "Oak", "Steel", "Wool")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TextIO
@@ -21,8 +21,7 @@ from products.filewriters import (
     sqlite_lines_match,
 )
 from products.models import Product
-
-ProgressCallback = Callable[[int], None]
+from products.services import ProgressCallback
 
 EXPORT_CHUNK_SIZE = 5000
 

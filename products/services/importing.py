@@ -17,7 +17,9 @@ from django.utils import timezone
 from products import cache, validators
 from products.dberrors import first_line, lost_to_another_writer
 from products.fileformats import MISSING, RawRow, RowError, read_rows
+from products.missed import INVALIDATE_BY_NAME_LIMIT
 from products.models import Product
+from products.services import ProgressCallback
 from products.validators import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
 
 from .seen_names import SeenNames
@@ -25,15 +27,11 @@ from .seen_names import SeenNames
 # Rows validated, looked up and written together; one SELECT, one INSERT and
 # one UPDATE statement per batch.
 IMPORT_BATCH_SIZE = 2000
-# Past this many changed names, retire the cache generation once instead of
-# deleting every key: one Redis command, and memory stays flat.
-IMPORT_INVALIDATE_BY_NAME_LIMIT = 10_000
 # Names per ``IN (...)`` lookup; SQLite builds allow 999 parameters at least.
 _LOOKUP_CHUNK = 900
 _PRICE_FORMAT = f".{PRICE_DECIMAL_PLACES}f"
 
 ErrorCallback = Callable[[RowError], None]
-ProgressCallback = Callable[[int], None]
 
 
 class ImportFailed(Exception):
@@ -176,7 +174,8 @@ class _BatchWriter:
         if self.changed is not None:
             self.changed.update(row[0] for row in inserts)
             self.changed.update(updated_names)
-            if len(self.changed) > IMPORT_INVALIDATE_BY_NAME_LIMIT:
+            # Past the limit, one retirement instead of a key per name.
+            if len(self.changed) > INVALIDATE_BY_NAME_LIMIT:
                 self.changed = None
 
     def invalidate_on_commit(self) -> None:

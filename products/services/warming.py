@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from products import cache
 from products.models import Product
 from products.selectors import products_json
-
-ProgressCallback = Callable[[int], None]
+from products.services import ProgressCallback
 
 
 def product_cache_warm(

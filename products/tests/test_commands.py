@@ -283,7 +283,7 @@ def test_ctrl_c_during_the_commit_lets_the_import_and_its_invalidation_finish(tm
 
 @pytest.mark.django_db(transaction=True)
 def test_large_import_retires_the_cache_generation(tmp_path, monkeypatch):
-    monkeypatch.setattr(importing, "IMPORT_INVALIDATE_BY_NAME_LIMIT", 2)
+    monkeypatch.setattr(importing, "INVALIDATE_BY_NAME_LIMIT", 2)
     for name in ("A", "B", "C"):
         Product.objects.create(name=name, price="1.00", quantity=1)
         cache.get_product(name, product_json)
