@@ -31,7 +31,7 @@ from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from rest_framework.exceptions import Throttled
 
-from . import counters
+from . import cachekeys, counters
 from .addresses import client_address
 from .exceptions import is_api_path
 from .throttling import parse_rate
@@ -61,7 +61,7 @@ def _counters(request, username: str | None) -> list[tuple[str, int, int]]:
         # Hashed: a username may hold any character, and has no place in a key as is.
         idents["username"] = hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return [
-        (f"authfail:{scope}:{idents[scope]}", limit, window)
+        (f"{cachekeys.SIGN_IN_COUNTERS}{scope}:{idents[scope]}", limit, window)
         for scope, limit, window in _limits()
         if scope in idents
     ]

@@ -10,7 +10,10 @@ masters. Every key also carries the cache's ``KEY_PREFIX`` and version::
     products:v2:{bN}:srv          the server instance it was adopted on (run_id; on a cluster, and replication id)
     products:v2:{bN}:p:<name>     "<gen>\\n<JSON bytes>" (plain data, never pickles)
     products:v2:{bN}:l:<name>     the fill lease, "<gen>:<token>"
-    products:v2:throttle:...      throttle counters (products.counters)
+    products:v2:throttle:<counter>:<window number>   throttle counters (products.counters);
+                                  failed sign-ins count under ``throttle:authfail:...`` (products.auth_limits)
+    {products-auth}:auth:v1:gen   the cached token authentications' generation (and ``:srv``)
+    {products-auth}:auth:v1:t:<digest>   one token's cached authentication (products.token_cache)
 
 A value or lease counts only while its bucket's generation is the one it
 carries (the scripts in ``lua/`` compare), so *retiring* a generation (a new
@@ -56,6 +59,16 @@ class ProductKeys(NamedTuple):
 def key(suffix: str) -> str:
     """Return a key of this cache outside the buckets (``products:v2:<suffix>``)."""
     return transport.make_key(f"{KEY_VERSION}:{suffix}")
+
+
+# Failed sign-in counters are throttle counters named with this prefix;
+# clear() leaves them alone unless asked.
+SIGN_IN_COUNTERS = "authfail:"
+
+
+def throttle_key(counter: str, window_no: int) -> str:
+    """Return the key of ``counter``'s fixed window number ``window_no``."""
+    return key(f"throttle:{counter}:{window_no}")
 
 
 def bucket_prefix(bucket: int) -> str:
@@ -236,6 +249,11 @@ def auth_generation_key() -> str:
     return transport.make_key(f"{AUTH_TAG}:auth:v1:gen")
 
 
+def auth_entry_key(digest: str) -> str:
+    """Return the key of one token's cached authentication (``digest``: never the token)."""
+    return transport.make_key(f"{AUTH_TAG}:auth:v1:t:{digest}")
+
+
 def adopt(connection: Connection, run_id: str) -> None:
     """Retire the generation of every bucket on this server that another server instance set.
 
@@ -295,12 +313,13 @@ def clear(*, sign_in_limits: bool = False) -> int:
     untouched; never FLUSHDB.
     """
     keep = (b"}:gen", b"}:srv")
+    sign_in_marker = f":throttle:{SIGN_IN_COUNTERS}".encode()
 
     def op(client: Client) -> int:
         deleted, batch = 0, []
         # On a cluster, scan_iter walks every master.
         for key in client.scan_iter(match=scan_pattern(), count=1000):
-            if not key.endswith(keep) and (sign_in_limits or b":throttle:authfail:" not in key):
+            if not key.endswith(keep) and (sign_in_limits or sign_in_marker not in key):
                 batch.append(key)
             if len(batch) >= 1000:
                 deleted += client.unlink(*batch)

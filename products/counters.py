@@ -27,7 +27,7 @@ from .transport import CacheUnavailable, Client
 
 def throttle_key(counter: str, window: int) -> str:
     """Return the Redis key of the current fixed window for ``counter``."""
-    return cachekeys.key(f"throttle:{counter}:{int(time.time()) // window}")
+    return cachekeys.throttle_key(counter, int(time.time()) // window)
 
 
 def rate_counter(counter: str, window: int, by: int = 1) -> int | None:
@@ -80,7 +80,7 @@ def take(counter: str, window: int, limit: int | None) -> bool | None:
             _allowance[slot] = left - 1
             return True
     batch = _batch(limit)
-    count = _count(cachekeys.key(f"throttle:{counter}:{slot[2]}"), window, batch)
+    count = _count(cachekeys.throttle_key(counter, slot[2]), window, batch)
     if count is None:
         return None
     granted = batch if limit is None else max(0, min(batch, limit - (count - batch)))

@@ -53,10 +53,8 @@ from . import cache, cachekeys, scripts, transport
 
 logger = logging.getLogger(__name__)
 
-# One hash tag: the generation and every entry live in one Redis Cluster slot,
-# so lua/auth_*.lua only touch keys they declare, all in one slot.
-_TAG = cachekeys.AUTH_TAG
-
+# cachekeys.AUTH_TAG: the generation and every entry live in one Redis
+# Cluster slot, so lua/auth_*.lua only touch keys they declare, all in one slot.
 
 _missed_lock = threading.Lock()
 _missed = False  # a change could not reach Redis: retire before trusting it
@@ -73,7 +71,7 @@ def _gen_key() -> str:
 def _keys(token_key: str) -> list[str]:
     # The entry's name is a digest: a Redis dump must not hand out tokens.
     digest = hashlib.blake2b(token_key.encode(), digest_size=16).hexdigest()
-    return [_gen_key(), transport.make_key(f"{_TAG}:auth:v1:t:{digest}")]
+    return [_gen_key(), cachekeys.auth_entry_key(digest)]
 
 
 def _user_fields() -> list:
