@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
 from .dberrors import first_line, lost_to_another_writer
-from .validators import DUPLICATE_NAME_MESSAGE
+from .validators import DUPLICATE_NAME_MESSAGE, QUANTITY_MAX
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class InsufficientStockConflict(APIException):
 
 class StockOutOfRangeConflict(APIException):
     status_code = status.HTTP_409_CONFLICT
-    default_detail = "The quantity would exceed its maximum (2147483647)."
+    default_detail = f"The quantity would exceed its maximum ({QUANTITY_MAX})."
     default_code = "stock_out_of_range"
 
 

@@ -22,6 +22,7 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 
 from . import validators
+from .exceptions import InsufficientStockConflict, PreconditionFailed
 from .openapi import ValidationErrorSerializer
 from .serializers import (
     LegacyProductEnvelopeSerializer,
@@ -55,16 +56,16 @@ R403 = _error(
 R404 = _error("No product has this name.", example="Not found.")
 R409_NAME = OpenApiResponse(
     VALIDATION,
-    description="A product with this name already exists.",
-    examples=[OpenApiExample("duplicate", value={"name": ["A product with this name already exists."]})],
+    description=validators.DUPLICATE_NAME_MESSAGE,
+    examples=[OpenApiExample("duplicate", value={"name": [validators.DUPLICATE_NAME_MESSAGE]})],
 )
 R409_STOCK = _error(
-    "The quantity would become negative (or exceed 2147483647); nothing changed.",
-    example="Not enough stock: the quantity would become negative.",
+    f"The quantity would become negative (or exceed {validators.QUANTITY_MAX}); nothing changed.",
+    example=InsufficientStockConflict.default_detail,
 )
 R412 = _error(
     "If-Match no longer matches the product; nothing changed.",
-    example="The product has changed since you read it (If-Match does not match).",
+    example=PreconditionFailed.default_detail,
 )
 R413 = _error("The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.")
 R415 = _error(
