@@ -107,12 +107,6 @@ class _NearCache:
         self.usable: bool | None = None  # None: not decided yet (Redis refused tracking: False)
         self.nodes_manager = None  # a cluster's slot map, as of the last tracked read
 
-    @property
-    def connection(self) -> Connection | None:
-        """The tracked connection on one Redis (tests); None before the first tracked read."""
-        tracker = self.trackers.get(None)
-        return None if tracker is None else tracker.connection
-
     # --- connection -----------------------------------------------------------
 
     def _connect(self, pool) -> _Tracker:

@@ -1,7 +1,9 @@
 """Rate limits with counters in Redis, shared by every server process.
 
-DRF's own throttles load and save a list of timestamps per request; these use
-one fixed-window counter (INCR + EXPIRE, one round trip). When Redis is down
+DRF's own throttles load and save a list of timestamps per request; these
+take from one fixed-window counter per client (:func:`products.counters.take`,
+which reserves requests in batches, so most requests make no round trip for
+their count). When Redis is down
 they fail open: requests are allowed (an outage of the cache must not become
 an outage of the API), and a warning says so, at most once a minute per process.
 """

@@ -2,8 +2,10 @@
 
 The Lua scripts are loaded and run by :mod:`products.scripts`.
 
-Nothing here knows what a product is; :mod:`products.cache` (the policy)
-registers two functions:
+Nothing here knows what a product is; the cache's modules register two
+functions (``missed`` the first, ``cachekeys`` the second, through
+:mod:`products.serveridentity`), and ``register_first_use`` takes what must
+start with the first client (the Sentinel watcher):
 
 * ``resync(client)``, run before any other command once the process knows
   Redis may hold stale values (a write could not invalidate). A background
