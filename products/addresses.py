@@ -48,7 +48,7 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 def is_trusted_proxy(address: str) -> bool:
     """Return True when ``address`` is in FORWARDED_ALLOW_IPS."""
-    everyone, networks = _trusted(tuple(getattr(settings, "FORWARDED_ALLOW_IPS", ())))
+    everyone, networks = _trusted(tuple(settings.FORWARDED_ALLOW_IPS))
     if everyone:
         return True
     ip = _ip(address)
@@ -61,7 +61,7 @@ def client_address(meta: Mapping[str, str]) -> str:
     forwarded = meta.get("HTTP_X_FORWARDED_FOR")
     if not forwarded or not is_trusted_proxy(peer):
         return peer
-    if _trusted(tuple(getattr(settings, "FORWARDED_ALLOW_IPS", ())))[0]:
+    if _trusted(tuple(settings.FORWARDED_ALLOW_IPS))[0]:
         last = _ip(forwarded.rsplit(",", 1)[-1])
         return peer if last is None else str(last)
     client = peer

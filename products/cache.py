@@ -126,7 +126,7 @@ class CachedProduct(NamedTuple):
 
 def cache_enabled() -> bool:
     """Return False when PRODUCT_CACHE_ENABLED is off (product reads skip Redis)."""
-    return getattr(settings, "PRODUCT_CACHE_ENABLED", True)
+    return settings.PRODUCT_CACHE_ENABLED
 
 
 def in_transaction(using: str | None = None) -> bool:
@@ -271,7 +271,7 @@ def _settling() -> bool:
     its way, before the write is acknowledged. On a cluster it goes to every
     master (cachekeys.settle).
     """
-    return getattr(settings, "PRODUCT_NEAR_CACHE", True)
+    return settings.PRODUCT_NEAR_CACHE
 
 
 def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:

@@ -47,8 +47,8 @@ def product_cache_problems(cache_config: dict, timeout: object) -> list:
 @register()
 def check_near_cache(app_configs, **kwargs):
     return near_cache_notes(
-        getattr(settings, "PRODUCT_NEAR_CACHE", True),
-        getattr(settings, "PRODUCT_CACHE_ENABLED", True),
+        settings.PRODUCT_NEAR_CACHE,
+        settings.PRODUCT_CACHE_ENABLED,
         settings.CACHES.get("default", {}).get("OPTIONS", {}).get("SOCKET_TIMEOUT"),
     )
 
@@ -124,7 +124,7 @@ def check_direct_product_read(app_configs, **kwargs):
     from products.selectors import direct_read_configured
 
     connection = connections["default"]
-    if connection.vendor != "sqlite" or not getattr(settings, "PRODUCT_SQLITE_DIRECT_READ", True):
+    if connection.vendor != "sqlite" or not settings.PRODUCT_SQLITE_DIRECT_READ:
         return []  # other databases never use it; off on purpose is not a problem
     if direct_read_configured(connection):
         return []

@@ -63,7 +63,7 @@ _allowance: dict[tuple[str, int, int], int] = {}
 
 
 def _batch(limit: int | None) -> int:
-    size = max(1, int(getattr(settings, "PRODUCT_THROTTLE_BATCH", 64)))
+    size = max(1, int(settings.PRODUCT_THROTTLE_BATCH))
     return size if limit is None else max(1, min(size, limit // 100))
 
 

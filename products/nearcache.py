@@ -72,9 +72,7 @@ _HIT = 1
 
 def configured() -> bool:
     """Return True when settings ask for a near cache (PRODUCT_NEAR_CACHE) and a product cache."""
-    return bool(getattr(settings, "PRODUCT_NEAR_CACHE", True)) and bool(
-        getattr(settings, "PRODUCT_CACHE_ENABLED", True)
-    )
+    return bool(settings.PRODUCT_NEAR_CACHE) and bool(settings.PRODUCT_CACHE_ENABLED)
 
 
 class _Tracker:
@@ -288,7 +286,7 @@ class _NearCache:
         self.entries[name] = (data, depends, node, slot)
         for key in depends:
             self.names_by_key.setdefault(key, set()).add(name)
-        limit = getattr(settings, "PRODUCT_NEAR_CACHE_SIZE", 1000)
+        limit = settings.PRODUCT_NEAR_CACHE_SIZE
         while len(self.entries) > limit:
             self._forget(next(iter(self.entries)))
 
@@ -360,7 +358,7 @@ def admit(name: str) -> None:
     with _near.lock:
         _near.admitted[name] = None
         _near.admitted.move_to_end(name)
-        while len(_near.admitted) > 4 * getattr(settings, "PRODUCT_NEAR_CACHE_SIZE", 1000):
+        while len(_near.admitted) > 4 * settings.PRODUCT_NEAR_CACHE_SIZE:
             _near.admitted.popitem(last=False)
 
 

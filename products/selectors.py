@@ -163,7 +163,7 @@ def direct_read_configured(connection) -> bool:
     """Return True when ``connection``'s settings allow the direct SQLite product read (and ask for it)."""
     return (
         connection.vendor == "sqlite"
-        and getattr(settings, "PRODUCT_SQLITE_DIRECT_READ", True)
+        and settings.PRODUCT_SQLITE_DIRECT_READ
         and settings.USE_TZ
         and connection.timezone_name == "UTC"
     )

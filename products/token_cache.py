@@ -188,7 +188,7 @@ class CachedTokenAuthentication(authentication.TokenAuthentication):
         if answer is not None:
             keys = keys or _keys(key)
             payload = _dump(user, token)
-            timeout = getattr(settings, "AUTH_CACHE_TIMEOUT", 60)
+            timeout = settings.AUTH_CACHE_TIMEOUT
             try:
                 transport.run(lambda c: scripts.evalsha(c, "auth_fill", keys, [answer[1], payload, timeout]))
             except transport.CacheUnavailable:

@@ -7,7 +7,7 @@ from django.core.checks import Warning, register
 @register()
 def check_fast_path_mirrors_the_stack(app_configs, **kwargs):
     """Warn when the fast path has switched itself off because the stack changed."""
-    if not getattr(settings, "PRODUCT_FAST_PATH", True):
+    if not settings.PRODUCT_FAST_PATH:
         return []  # switched off on purpose
     from .fastpath import configuration_problems
 
@@ -28,7 +28,7 @@ def check_fast_path_mirrors_the_stack(app_configs, **kwargs):
 @register()
 def check_fast_creates_mirror_the_view(app_configs, **kwargs):
     """Warn when the create fast path has switched itself off because the stack or the view changed."""
-    if not getattr(settings, "PRODUCT_FAST_PATH", True):
+    if not settings.PRODUCT_FAST_PATH:
         return []
     from .fastcreate import configuration_problems
 

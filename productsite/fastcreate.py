@@ -179,7 +179,7 @@ class _Setup:
         self.detail_paths: dict[str, tuple[str, str]] = {}
 
     def enabled(self) -> bool:
-        if not getattr(settings, "PRODUCT_FAST_PATH", True):
+        if not settings.PRODUCT_FAST_PATH:
             return False
         if self.mirrored is None:
             problems = configuration_problems()

@@ -193,7 +193,7 @@ class _Setup:
         return mirrored
 
     def _load(self) -> bool:
-        if not getattr(settings, "PRODUCT_FAST_PATH", True):
+        if not settings.PRODUCT_FAST_PATH:
             return False
         problems = configuration_problems()
         if problems:
@@ -229,7 +229,7 @@ class _Setup:
                 headers.append(("Referrer-Policy", policy))
             if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
                 headers.append(("Cross-Origin-Opener-Policy", settings.SECURE_CROSS_ORIGIN_OPENER_POLICY))
-            headers.append(("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY").upper()))
+            headers.append(("X-Frame-Options", settings.X_FRAME_OPTIONS.upper()))
             self.headers = headers
         return self.headers
 
