@@ -97,9 +97,9 @@ def compact(data: bytes) -> bytes:
     """Return ``data`` in a bytes object of its own size.
 
     orjson writes into a 4 KiB buffer and hands it over without giving the
-    rest back: a ~200-byte product kept in the near cache or the fast path's
-    answers held 4 KiB, ~4 MiB per worker after a random walk (issue 15,
-    docs/performance.md "Worker memory"). The copy costs far less than the read (docs/performance.md).
+    rest back, so a small product kept in the near cache or the fast path's
+    answers held the whole buffer. The copy costs far less than the read
+    (both measured in docs/performance.md, "Worker memory").
     """
     return bytes(memoryview(data))
 
@@ -109,8 +109,8 @@ def compact(data: bytes) -> bytes:
 # compiles the query (SQL and the backend's value converters) once per
 # connection; each miss then only executes it.
 #
-# On SQLite with UTC timestamps it goes one step further (about half of a
-# miss's database read, docs/performance.md): the compiled SQL runs on the
+# On SQLite with UTC timestamps it goes one step further (what it saves:
+# docs/performance.md, "Random names from cold"): the compiled SQL runs on the
 # sqlite3 connection Django opened, without Django's cursor wrapper, and the
 # timestamps skip the make-aware step (as RepresentationIterable does). It
 # does so only while nothing could tell the difference: the connection is
@@ -188,7 +188,7 @@ def name_taken(name: str, exclude_pk: int | None = None, using: str = DEFAULT_DB
     """Return True when another product already has ``name``.
 
     Plain SQL on the connection: every create asks this, and building the ORM
-    query for it cost a third of a create's validation.
+    query for it cost more than running it.
     """
     connection = connections[using]
     quote = connection.ops.quote_name

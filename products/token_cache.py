@@ -2,7 +2,7 @@
 
 DRF's TokenAuthentication reads the token and its user (one query) on every
 request, and the permission check then reads the user's and the groups'
-permissions (two more): three of a create's five queries, and half its CPU.
+permissions (two more): three of a create's five queries (docs/performance.md).
 Here a token that authenticated once is answered from one Redis round trip
 until anything it depends on changes.
 

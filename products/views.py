@@ -119,7 +119,7 @@ class ProductViewSet(viewsets.ModelViewSet):
 
     def list(self, request: Request, *args, **kwargs):
         # Rows straight into the representation the serializer would build:
-        # no model instance per row (half of a page's cost).
+        # no model instance per row, the largest part of a page's cost.
         queryset = representations(self.filter_queryset(self.get_queryset()))
         page = self.paginate_queryset(queryset)
         return Response(list(queryset)) if page is None else self.get_paginated_response(page)

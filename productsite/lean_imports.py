@@ -2,8 +2,7 @@
 
 DRF's ``rest_framework.compat`` imports every optional package it can find,
 whether the project uses it or not: ``django.contrib.postgres`` (and with it
-psycopg, ~9 MiB) even on SQLite, ``requests`` (~5 MiB, only for DRF's test
-client), pygments, markdown, PyYAML, uritemplate and inflection (only for
+psycopg) even on SQLite, ``requests`` (only for DRF's test client), pygments, markdown, PyYAML, uritemplate and inflection (only for
 DRF's own schema generation; drf-spectacular imports what it needs itself,
 when the schema is asked for). Every gunicorn worker paid for all of them.
 
@@ -19,7 +18,7 @@ import sys
 
 UNUSED_BY_THE_SERVER = ("requests", "pygments", "markdown", "yaml", "uritemplate", "inflection")
 # django.contrib.postgres fails to import without its driver, but only after
-# loading half of itself (~0.4 MiB); hidden, DRF records it absent at once.
+# loading half of itself; hidden, DRF records it absent at once.
 POSTGRES_ONLY = ("psycopg", "psycopg2", "django.contrib.postgres")
 
 

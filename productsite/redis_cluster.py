@@ -160,7 +160,7 @@ class CacheRedisCluster(RedisCluster):
 
     # Tries per command: enough for a MOVED, then an ASK, then the answer.
     # redis-py's 16 made a TRYAGAIN (a script on a slot being migrated) wait
-    # ~0.4 s in 50 ms sleeps before the read went to the database; now ~0.1 s.
+    # in 50 ms sleeps for most of a second before the read went to the database.
     RedisClusterRequestTTL = 4
 
     def execute_command(self, *args, **kwargs):

@@ -272,7 +272,7 @@ def cache_settings(
             "max_connections": max_connections,
             # The version CLIENT SETINFO reports, given: redis-py otherwise
             # looks itself up with importlib.metadata on every new connection
-            # (a scan of sys.path; ~0.5 MiB of a forked worker's private memory).
+            # (a scan of sys.path, and private memory in every forked worker).
             "driver_info": DriverInfo(lib_version=redis.__version__),
         },
     }

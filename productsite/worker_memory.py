@@ -6,18 +6,18 @@ Taken by productsite/wsgi.py:
   thread that allocates its own malloc arena, and an arena keeps what it once
   held. A gunicorn ``gthread`` worker runs three threads (the request thread,
   the outbox applier, gunicorn's main loop); the request thread's arena grew
-  to ~2.5 MiB (SQLite's page cache, request buffers) beside the main heap's
-  free space. One arena per process: ~0.8 MiB less RSS per worker, measured.
+  (SQLite's page cache, request buffers) beside the main heap's free space.
+  One arena per process (what it saves: docs/performance.md, "Worker memory").
   Python's own small objects are not affected (they live in obmalloc's
   arenas, under the GIL). An operator's ``MALLOC_ARENA_MAX`` wins; other C
   libraries (musl, macOS) are left alone.
 * :func:`load_what_requests_load`, then :func:`freeze_heap` (once the
   application is loaded): moves every object allocated so far, with what
   the first requests would load, out of the garbage collector's reach. Without
-  ``preload_app`` it spares each full collection the walk over the ~70,000
-  objects loaded with the application; with it, the collections in a worker
-  no longer write to the pages it shares with the master, so they stay
-  shared (PSS per worker 45 -> 37 MiB under ``--preload``, measured).
+  ``preload_app`` it spares each full collection the walk over the objects
+  loaded with the application; with it, the collections in a worker no
+  longer write to the pages it shares with the master, so they stay shared
+  (figures in docs/performance.md, "Worker memory").
 """
 
 from __future__ import annotations

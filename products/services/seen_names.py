@@ -8,10 +8,10 @@ from array import array
 class SeenNames:
     """The names met so far, as 64-bit hashes in one flat array (open addressing).
 
-    Why not a set: measured with bench/seen_names.py on a million names, this
-    holds 18 bytes per name, a set of their hashes 69 and a set of the names
-    109 (the strings stay alive), so an import of ten million rows keeps
-    ~180 MB instead of ~1.1 GB; the cost is a little time per row (figures in
+    Why not a set: a set of the names keeps every string alive, and even a
+    set of their hashes holds several times this array's bytes per name, so
+    a multi-million-row import would hold gigabytes; the cost is a little
+    time per row (bench/seen_names.py measures both; figures in
     docs/performance.md). Two different names share a 64-bit hash with
     probability ~n²/2^65 (3e-8 for a million rows); Python randomises the
     hash per process, so such a false "duplicate" would not repeat on a retry.
