@@ -175,7 +175,7 @@ class _NearCache:
     def get(self, name: str) -> CachedProduct | None:
         """Return the product from memory when Redis has not invalidated it, else None."""
         with self.lock:
-            if transport._breaker.is_open:
+            if transport.breaker_open():
                 # A failure somewhere: forget the entries and the connections
                 # (on a cluster, one may lead to a master that is gone).
                 if self.entries or self.trackers:
@@ -206,7 +206,7 @@ class _NearCache:
                 return None
             except (RedisError, OSError) as exc:
                 self.drop()
-                transport._breaker.trip(exc)
+                transport.trip(exc)
                 return None
             entry = self.entries.get(name)
             return None if entry is None else CachedProduct(entry[0], hit=True)

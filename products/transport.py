@@ -328,6 +328,11 @@ def breaker_open() -> bool:
     return _breaker.is_open
 
 
+def trip(exc: BaseException) -> None:
+    """Open the breaker for a failure met outside :func:`run` (the near cache's own connections)."""
+    _breaker.trip(exc)
+
+
 def need_resync() -> None:
     """Make the registered resync run before the next command (the probe retries it)."""
     _breaker.need_resync()
