@@ -18,6 +18,7 @@ class ProductsConfig(AppConfig):
         from django.contrib.auth.models import Group, Permission
         from django.contrib.auth.signals import user_login_failed
         from django.contrib.contenttypes.models import ContentType
+        from django.core.signals import setting_changed
         from django.db.backends.signals import connection_created
         from django.db.models.signals import (
             m2m_changed,
@@ -35,8 +36,11 @@ class ProductsConfig(AppConfig):
             cachekeys,
             checks,  # noqa: F401  (registers the system checks)
             metrics,
+            missed,
+            nearcache,
             outbox,
             receivers,
+            selectors,
             sentinelwatch,
             serverledger,
             token_cache,
@@ -85,6 +89,10 @@ class ProductsConfig(AppConfig):
             sender=self,
             dispatch_uid="products.retire_cache_after_data_migrations",
         )
+        # A new connection's server is checked before it serves (cachekeys.adopt);
+        # invalidations Redis missed are delivered before anything else once it answers.
+        transport.register_adopt(cachekeys.adopt)
+        transport.register_resync(missed.pending.deliver)
         cachekeys.register_server_marker(serverledger.marker)
         cache.register_after_delivery(serverledger.recheck_after_a_write)
         # On Sentinel: leave the old master as soon as the sentinels switch away from it.
@@ -101,3 +109,10 @@ class ProductsConfig(AppConfig):
             receivers.count_queries_in_metrics, dispatch_uid="products.count_queries_in_metrics"
         )
         user_login_failed.connect(auth_limits.count_failed_login, dispatch_uid="products.count_failed_login")
+        # What this process derived from settings, rebuilt when a test changes them.
+        for receiver in (
+            cachekeys.forget_key_prefixes_on_setting_change,
+            nearcache.drop_near_cache_on_setting_change,
+            selectors.forget_compiled_reads_on_setting_change,
+        ):
+            setting_changed.connect(receiver, dispatch_uid=f"products.{receiver.__name__}")

@@ -38,7 +38,6 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from django.core.signals import setting_changed
 from redis.exceptions import ConnectionError, RedisError
 
 from . import metrics, scripts, transport
@@ -84,12 +83,10 @@ def bucket_prefix(bucket: int) -> str:
 _prefixes: dict[int, str] = {}
 
 
-def _forget_prefixes(setting: str, **kwargs) -> None:
+def forget_key_prefixes_on_setting_change(setting: str, **kwargs) -> None:
+    """Build the buckets' key prefixes again once the cache's KEY_PREFIX may have changed (tests)."""
     if setting == "CACHES":
         _prefixes.clear()
-
-
-setting_changed.connect(_forget_prefixes, dispatch_uid="products.cachekeys.forget_prefixes")
 
 
 def bucket_of(name: str) -> int:
@@ -290,9 +287,6 @@ def adopt(connection: Connection, run_id: str) -> None:
         # A fresh or emptied Redis (a first start, a restart without a
         # snapshot): nothing the cache wrote is there to distrust.
         logger.info("Redis server %s is new to this cache and holds none of its products", run_id)
-
-
-transport.register_adopt(adopt)
 
 
 def scan_pattern(suffix: str = "") -> str:

@@ -68,7 +68,6 @@ class Pending:
 
 
 pending = Pending()
-transport.register_resync(pending.deliver)
 
 
 def missed(names: frozenset[str] | None, record: bool = True) -> None:

@@ -44,7 +44,6 @@ import time
 from collections import OrderedDict
 
 from django.conf import settings
-from django.core.signals import setting_changed
 from redis.connection import Connection
 from redis.exceptions import (
     AskError,
@@ -390,9 +389,7 @@ def reset() -> None:
         _configured = None
 
 
-def _drop_on_setting_change(setting: str, **kwargs) -> None:
+def drop_near_cache_on_setting_change(setting: str, **kwargs) -> None:
+    """Forget every copy and tracked connection when the cache's settings change (tests)."""
     if setting in ("CACHES", "PRODUCT_NEAR_CACHE", "PRODUCT_CACHE_ENABLED", "REDIS_CLUSTER_NODES"):
         reset()
-
-
-setting_changed.connect(_drop_on_setting_change, dispatch_uid="products.nearcache.drop_on_setting_change")

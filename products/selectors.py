@@ -10,7 +10,6 @@ from typing import NamedTuple
 
 import orjson
 from django.conf import settings
-from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models.query import BaseIterable
 from django.db.models.sql.constants import MULTI
@@ -151,12 +150,10 @@ def _compile(using: str) -> _Compiled:
     return _Compiled(sql, converters, direct_sql, direct)
 
 
-def _forget_compiled(setting: str, **kwargs) -> None:
+def forget_compiled_reads_on_setting_change(setting: str, **kwargs) -> None:
+    """Compile the product read again once the settings it was built for change (tests)."""
     if setting in ("USE_TZ", "TIME_ZONE", "DATABASES", "PRODUCT_SQLITE_DIRECT_READ"):
         _compiled.clear()
-
-
-setting_changed.connect(_forget_compiled, dispatch_uid="products.selectors.forget_compiled")
 
 
 def direct_read_configured(connection) -> bool:

@@ -203,6 +203,9 @@ def _reset_setup(**kwargs) -> None:
     _inserts.clear()
 
 
+# Connected here, not in an AppConfig.ready(): only a server process loads
+# this module (productsite/wsgi.py), and a command should not load it to
+# reset what it never derived.
 setting_changed.connect(_reset_setup, dispatch_uid="productsite.fastcreate.reset_setup")
 
 
