@@ -74,6 +74,16 @@ def _python_chunks(queryset: QuerySet, fmt: str, chunk_size: int, safe: bool) ->
         cursor.close()
 
 
+def _one_row_sql(queryset, connection) -> str:
+    """Return the SELECT of one row's exported fields by primary key (a row SQLite hands back)."""
+    meta, quote = queryset.model._meta, connection.ops.quote_name
+    return "SELECT {}, {}, {} FROM {} WHERE {} = %s".format(
+        *(quote(meta.get_field(field).column) for field in ("name", "price", "quantity")),
+        quote(meta.db_table),
+        quote(meta.pk.column),
+    )
+
+
 def _sqlite_line_chunks(
     queryset: QuerySet, fmt: str, chunk_size: int, safe: bool
 ) -> Iterator[tuple[str, int]]:
@@ -82,12 +92,7 @@ def _sqlite_line_chunks(
     # and written in Python, on the same connection, so in the same snapshot.
     connection = connections[queryset.db]
     sql, params = queryset.values_list(SQLiteLine(fmt, safe=safe)).query.sql_with_params()
-    meta, quote = queryset.model._meta, connection.ops.quote_name
-    row_sql = "SELECT {}, {}, {} FROM {} WHERE {} = %s".format(
-        *(quote(meta.get_field(field).column) for field in ("name", "price", "quantity")),
-        quote(meta.db_table),
-        quote(meta.pk.column),
-    )
+    row_sql = _one_row_sql(queryset, connection)
     line_of = itemgetter(0)
     first = True
     cursor = connection.chunked_cursor()
@@ -130,12 +135,7 @@ def _sqlite_joined_chunks(
         "export_pk", "export_line"
     )
     separator = "',' || char(10)" if fmt == "json" else "char(10)"
-    meta, quote = queryset.model._meta, connection.ops.quote_name
-    row_sql = "SELECT {}, {}, {} FROM {} WHERE {} = %s".format(
-        *(quote(meta.get_field(field).column) for field in ("name", "price", "quantity")),
-        quote(meta.db_table),
-        quote(meta.pk.column),
-    )
+    row_sql = _one_row_sql(queryset, connection)
     private = connection.get_new_connection(connection.get_connection_params())
     try:
         # Django's cursor class: the ORM's SQL uses %s and %% as in Django.
