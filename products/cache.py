@@ -262,7 +262,7 @@ def _release(keys: list[str], token: str, gen: bytes) -> None:
 
 
 def _settling() -> bool:
-    """Whether a write makes a second, settling round trip (while near caches may listen).
+    """Return True when a write makes a second, settling round trip (while near caches may listen).
 
     Near caches (products.nearcache) hear of a change from a message Redis
     queues for them while it runs our command, and writes in the same turn

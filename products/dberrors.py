@@ -18,19 +18,19 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 
 def lost_to_another_writer(exc: BaseException) -> bool:
-    """Whether a database error means another transaction held the lock (not a database down)."""
+    """Return True when a database error means another transaction held the lock (not a database down)."""
     return _sqlstate(exc) in _LOST_RACE_SQLSTATES or waited_out_a_lock(exc)
 
 
 def waited_out_a_lock(exc: BaseException) -> bool:
-    """Whether a database error came after waiting the whole lock timeout (not a deadlock or serialization failure)."""
+    """Return True when a database error came after waiting the whole lock timeout (not a deadlock or serialization failure)."""
     if _sqlstate(exc) == _LOCK_TIMEOUT_SQLSTATE:
         return True
     return "database is locked" in str(exc)  # SQLite, past its busy timeout
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an error's message (PostgreSQL adds DETAIL and HINT lines), or its type's name.
+    """Return the first line of an error's message (PostgreSQL adds DETAIL and HINT lines), or its type's name.
 
     Log records and command errors stay one line, and the DETAIL line, which
     quotes the client's values, stays out of them.

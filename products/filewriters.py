@@ -188,7 +188,7 @@ _CHECK_QUANTITIES = [0, 1, 12, 2_147_483_647, 1.5]
 
 
 def _model_valid(name: object, price: object, quantity: object) -> bool:
-    """Whether a check row holds what the model stores (SQLite must write its line)."""
+    """Return True when a check row holds what the model stores (SQLite must write its line)."""
     return price in _CHECK_PRICES and isinstance(quantity, int)
 
 
@@ -229,7 +229,7 @@ def _sqlite_lines_match(fmt: str, safe: bool) -> bool:
 
 
 def sqlite_lines_match(fmt: str, safe: bool = False) -> bool:
-    """Whether ``SQLiteLine`` writes exactly what ``format_rows`` writes, on this SQLite and Python."""
+    """Return True when ``SQLiteLine`` writes exactly what ``format_rows`` writes, on this SQLite and Python."""
     if fmt not in ("csv", "json", "jsonl") or (safe and fmt != "csv"):
         return False
     return _sqlite_lines_match(fmt, safe)

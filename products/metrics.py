@@ -178,7 +178,7 @@ _query_children: dict[str, Counter] = {}
 
 
 def count_query(execute, sql, params, many, context):
-    """A connection execute wrapper counting every statement (see apps.ready)."""
+    """Count every statement a connection executes (an execute wrapper, installed by apps.ready)."""
     count_query_direct(context["connection"].alias)
     return execute(sql, params, many, context)
 

@@ -115,7 +115,7 @@ def log_request(
 
 
 def _route(request) -> str:
-    """The URL pattern's name; for a request answered before URL resolution, the one it would have had."""
+    """Return the URL pattern's name; for a request answered before URL resolution, the one it would have had."""
     match = request.resolver_match
     if match is None:
         static = settings.STATIC_URL

@@ -149,7 +149,7 @@ def apply_pending(
 
 
 def any_pending() -> Exists:
-    """An expression that says whether any invalidation is recorded (for the applier's one poll query)."""
+    """Return an expression that says whether any invalidation is recorded (for the applier's one poll query)."""
     return Exists(PendingInvalidation.objects.all())
 
 

@@ -73,7 +73,7 @@ class StrictMultiPartParser(MultiPartParser):
 
 
 def form_text_decodes(body: bytes, content_type: str, encoding: str) -> bool:
-    """Whether a form's text (URL-encoded, or a multipart's text fields) decodes strictly in ``encoding``.
+    """Return True when a form's text (URL-encoded, or a multipart's text fields) decodes strictly in ``encoding``.
 
     For what Django parses outside DRF (the admin's forms): products.middleware
     refuses such a body before Django stores U+FFFD in its place.
@@ -96,7 +96,7 @@ def _form_decodes(body: bytes, encoding: str) -> bool:
 
 
 def _fields_decode(body: bytes, content_type: str, encoding: str) -> bool:
-    """Whether every text field of a multipart ``body`` decodes strictly in ``encoding``."""
+    """Return True when every text field of a multipart ``body`` decodes strictly in ``encoding``."""
     boundary = parse_header_parameters(content_type)[1].get("boundary", "")
     if not boundary or not boundary.isascii():
         return True  # Django refuses the body itself, with its own message

@@ -43,7 +43,7 @@ UNDECODABLE_PATH = "products.request_guards.undecodable_path"  # the environ's m
 
 
 def path_is_undecodable(environ: dict) -> bool:
-    """Whether a WSGI environ's path is bytes that are not UTF-8 (read before Django rewrites it)."""
+    """Return True when a WSGI environ's path is bytes that are not UTF-8 (read before Django rewrites it)."""
     try:
         environ.get("PATH_INFO", "").encode("iso-8859-1").decode("utf-8")  # PEP 3333: bytes as latin-1
     except UnicodeError:

@@ -28,7 +28,7 @@ def is_cluster(redis_client: Client) -> bool:
 
 
 def configured_for_cluster() -> bool:
-    """Whether the settings point the cache at a Redis Cluster (no client needed)."""
+    """Return True when the settings point the cache at a Redis Cluster (no client needed)."""
     return settings.REDIS_TOPOLOGY.kind == "cluster"
 
 
@@ -83,7 +83,7 @@ def _check_server(connection: Connection) -> None:
 
 
 def _server_identity(connection: Connection) -> str:
-    """The server instance behind ``connection``: its run_id, and on a cluster its replication id.
+    """Return the server instance behind ``connection``: its run_id, and on a cluster its replication id.
 
     The run_id changes only at a restart. A cluster replica that was a master
     once, was demoted (a manual failover back) and is promoted again keeps

@@ -175,12 +175,12 @@ def clean_quantity(value: object) -> int:
 
 
 def validate_price(value: Decimal) -> None:
-    """Model-field validator form of clean_price."""
+    """Raise ValidationError for a price clean_price refuses (the model field's validator)."""
     clean_price(value)
 
 
 def validate_quantity(value: int) -> None:
-    """Model-field validator form of clean_quantity."""
+    """Raise ValidationError for a quantity clean_quantity refuses (the model field's validator)."""
     clean_quantity(value)
 
 

@@ -321,7 +321,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous write answers 401 with
         # "WWW-Authenticate: Token" rather than a bare 403.
-        # DRF\'s, behind the failed-login limits, its answers cached in Redis
+        # DRF's, behind the failed-login limits, its answers cached in Redis
         # (products.token_cache) until the token, user or permissions change.
         "products.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

@@ -166,7 +166,7 @@ class Command(DataCommand):
 
 
 def _written_in_place(output: str) -> bool:
-    """A link or a device, FIFO, ...: written straight into, not replaced at the end."""
+    """Return True for a link or a device, FIFO, ...: written straight into, not replaced at the end."""
     return os.path.islink(output) or (os.path.exists(output) and not os.path.isfile(output))
 
 
