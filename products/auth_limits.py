@@ -34,6 +34,7 @@ from rest_framework.exceptions import Throttled
 from . import cachekeys, counters
 from .addresses import client_address
 from .exceptions import is_api_path
+from .logfields import AtMostEvery
 from .throttling import parse_rate
 
 logger = logging.getLogger(__name__)
@@ -95,18 +96,19 @@ def check(request, username: str | None, counts: list[int] | None = None) -> Non
 
 # As the request throttles: an outage is news once a minute per process, not
 # once per failed sign-in (a guesser during an outage would flood the log).
-_FAIL_OPEN_LOG_INTERVAL = 60.0
-_fail_open_logged_at = float("-inf")
+_fail_open_warning = AtMostEvery(60.0)
+
+
+def reset() -> None:
+    """Forget when this process last logged a fail-open warning (for tests)."""
+    _fail_open_warning.reset()
 
 
 def record_failure(request, username: str | None) -> None:
     """Count one failed authentication against the address and the username."""
-    global _fail_open_logged_at
     for name, _limit, window in _counters(request, username):
         if counters.rate_counter(name, window) is None:
-            now = time.monotonic()
-            if now - _fail_open_logged_at >= _FAIL_OPEN_LOG_INTERVAL:
-                _fail_open_logged_at = now
+            if _fail_open_warning.due():
                 logger.warning(
                     "auth_limits=fail_open reason=redis_unavailable: failed sign-ins are not limited "
                     "until Redis answers again"

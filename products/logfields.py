@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import random
 import re
+import threading
+import time
 from contextvars import ContextVar
 
 _BARE = re.compile(r"^[A-Za-z0-9_.:/%+\-@,;~*!()]*$")
@@ -133,3 +135,30 @@ class SecurityEventIntoRequestLine(logging.Filter):
             return False
         record.exc_info = record.exc_text = None
         return True
+
+
+class AtMostEvery:
+    """Say when a warning is due: at most once per ``seconds`` in this process.
+
+    For news that would otherwise repeat on every request (an outage met by
+    each one), so a busy process cannot flood the log.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+
+    def due(self) -> bool:
+        """Return True, and start a new period, when the last warning is ``seconds`` old."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < self.seconds:
+                return False
+            self._last = now
+            return True
+
+    def reset(self) -> None:
+        """Make the next warning due at once (tests)."""
+        with self._lock:
+            self._last = float("-inf")

@@ -11,7 +11,6 @@ an outage of the API), and a warning says so, at most once a minute per process.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from rest_framework.settings import api_settings
@@ -19,22 +18,18 @@ from rest_framework.throttling import BaseThrottle
 
 from . import counters
 from .addresses import client_address
+from .logfields import AtMostEvery
 
 logger = logging.getLogger(__name__)
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_FAIL_OPEN_LOG_INTERVAL = 60.0
-_fail_open_lock = threading.Lock()
-_fail_open_logged_at = float("-inf")
+# An outage is news once a minute per process, not once per request.
+fail_open_warning = AtMostEvery(60.0)
 
 
 def _log_fail_open(scope: str) -> None:
-    global _fail_open_logged_at
-    with _fail_open_lock:
-        now = time.monotonic()
-        if now - _fail_open_logged_at < _FAIL_OPEN_LOG_INTERVAL:
-            return
-        _fail_open_logged_at = now
+    if not fail_open_warning.due():
+        return
     logger.warning(
         "throttle=fail_open scope=%s reason=redis_unavailable: requests are not rate-limited "
         "until Redis answers again",
@@ -44,9 +39,7 @@ def _log_fail_open(scope: str) -> None:
 
 def reset() -> None:
     """Forget when this process last logged a fail-open warning (for tests)."""
-    global _fail_open_logged_at
-    with _fail_open_lock:
-        _fail_open_logged_at = float("-inf")
+    fail_open_warning.reset()
 
 
 def parse_rate(rate: str) -> tuple[int, int]:

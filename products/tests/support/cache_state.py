@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from products import auth_limits, counters, nearcache, serverledger, throttling
 from products import cache as product_cache
-from products import counters, nearcache, serverledger, throttling
 
 
 def reset_process_state() -> None:
     """Forget the outages, missed invalidations and fail-open warnings this process saw."""
     product_cache.reset()
     throttling.reset()
+    auth_limits.reset()
     nearcache.reset()  # its tracked connection may lead to another test's Redis
     counters.reset()  # throttle reservations of earlier tests
     serverledger.reset()  # a transactional test's flush took the ledger's row
