@@ -83,8 +83,8 @@ def product_json(name: str, using: str = DEFAULT_DB_ALIAS) -> bytes | None:
             value = function(value, expression, connection)
         values[position] = value
     if naive_utc:
-        values[4] = _stored_timestamp(values[4])
-        values[5] = _stored_timestamp(values[5])
+        for position in _TIMESTAMPS:
+            values[position] = _stored_timestamp(values[position])
         product = dict(zip(REPRESENTATION_FIELDS, values))
         product["price"] = f"{product['price']:.2f}"
     else:
@@ -119,7 +119,7 @@ def compact(data: bytes) -> bytes:
 # still come out as Django's (wrap_database_errors). Otherwise, and on every
 # other database, the read goes through Django's cursor. products.W040
 # (manage.py check) says when SQLite runs without it.
-_SENTINEL = "products.selectors:name"
+_PLACEHOLDER_NAME = "products.selectors:name"
 _compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TIMESTAMPS = (4, 5)  # positions of created_at and updated_at in REPRESENTATION_FIELDS
 
@@ -132,10 +132,10 @@ class _Compiled(NamedTuple):
 
 
 def _compile(using: str) -> _Compiled:
-    query = Product.objects.using(using).filter(name=_SENTINEL).values_list(*REPRESENTATION_FIELDS)[:1]
+    query = Product.objects.using(using).filter(name=_PLACEHOLDER_NAME).values_list(*REPRESENTATION_FIELDS)[:1]
     compiler = query.query.get_compiler(using=using)
     sql, params = compiler.as_sql()
-    if list(params) != [_SENTINEL]:  # pragma: no cover - a backend that inlines differently
+    if list(params) != [_PLACEHOLDER_NAME]:  # pragma: no cover - a backend that inlines differently
         raise RuntimeError(f"unexpected parameters for the product query: {params!r}")
     found = compiler.get_converters([column for column, _sql, _alias in compiler.select])
     converters = [(position, functions, expression) for position, (functions, expression) in found.items()]
@@ -156,14 +156,14 @@ def forget_compiled_reads_on_setting_change(setting: str, **kwargs) -> None:
         _compiled.clear()
 
 
+def _stores_naive_utc(connection) -> bool:
+    # SQLite with USE_TZ and UTC: timestamps come back as naive datetimes in UTC.
+    return connection.vendor == "sqlite" and settings.USE_TZ and connection.timezone_name == "UTC"
+
+
 def direct_read_configured(connection) -> bool:
     """Return True when ``connection``'s settings allow the direct SQLite product read (and ask for it)."""
-    return (
-        connection.vendor == "sqlite"
-        and settings.PRODUCT_SQLITE_DIRECT_READ
-        and settings.USE_TZ
-        and connection.timezone_name == "UTC"
-    )
+    return settings.PRODUCT_SQLITE_DIRECT_READ and _stores_naive_utc(connection)
 
 
 def _direct_allowed(connection) -> bool:
@@ -219,9 +219,9 @@ class RepresentationIterable(BaseIterable):
         fields = [column[0] for column in compiler.select[: compiler.col_count]]
         converters = compiler.get_converters(fields)
         connection = compiler.connection
-        naive_utc = connection.vendor == "sqlite" and settings.USE_TZ and connection.timezone_name == "UTC"
+        naive_utc = _stores_naive_utc(connection)
         if naive_utc:
-            for position in (4, 5):  # created_at, updated_at: datetimes already, naive UTC
+            for position in _TIMESTAMPS:  # datetimes already, naive UTC
                 converters.pop(position, None)
         rows = chain.from_iterable(results)
         if converters:
