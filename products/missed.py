@@ -74,10 +74,11 @@ def missed(names: frozenset[str] | None, record: bool = True) -> None:
     """Keep a miss until Redis answers, and hand it to the hooks unless ``record`` is off."""
     pending.add(names)
     transport.need_resync()
-    # A write's miss at INFO; a retry of one already reported (the outbox
-    # applier's, every PRODUCT_CACHE_OUTBOX_RETRY in every process) at DEBUG.
+    # At DEBUG when a hook reports it (the outbox's WARNING says it once per
+    # write) or it is a retry of one already reported (the outbox applier's,
+    # every PRODUCT_CACHE_OUTBOX_RETRY in every process); else at INFO.
     logger.log(
-        logging.INFO if record else logging.DEBUG,
+        logging.INFO if record and not hooks else logging.DEBUG,
         "Could not invalidate %s product(s) now; will retry when Redis answers",
         len(names or ()) or "all",
     )
