@@ -249,6 +249,10 @@ def _after_fork_in_child() -> None:
     _first_use_seen = False  # the parent's watcher threads did not follow the fork
     _breaker._lock = threading.Lock()
     _breaker._probe = None  # the thread did not follow the fork; the next need_resync() starts one
+    # An outage the parent saw is the child's to find again (a pending resync
+    # stays): its first failure logs and sets the breaker gauge for this
+    # process, which a gunicorn worker forked mid-outage would otherwise never do.
+    _breaker._down, _breaker._open_until = False, 0.0
 
 
 if hasattr(os, "register_at_fork"):

@@ -269,6 +269,31 @@ def test_a_forked_child_never_inherits_a_held_server_check_lock(private_redis):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_a_worker_forked_during_an_outage_reports_the_outage_itself(private_redis):
+    # gunicorn forks a new worker from the master while Redis is down: the
+    # worker must log the outage and count in the breaker gauge, or an alert
+    # on product_cache_breaker_open goes quiet once every worker was replaced.
+    import logging
+    import os
+
+    from prometheus_client import REGISTRY
+
+    private_redis.stop()
+    assert cache.status() == "down"  # the parent saw the outage
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        seen = []
+        handler = logging.Handler()
+        handler.emit = lambda record: seen.append(record.getMessage())
+        logging.getLogger("products.transport").addHandler(handler)
+        down = cache.status() == "down"
+        logged = any(message.startswith("Redis unavailable") for message in seen)
+        gauge = REGISTRY.get_sample_value("product_cache_breaker_open")
+        os._exit(0 if down and logged and gauge == 1 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def _point_at(settings, url: str, prefix: str | None = None) -> None:
     """Point the cache at ``url`` as a restart with another REDIS_URL (or CACHE_KEY_PREFIX) would."""
     from products import serveridentity, transport
