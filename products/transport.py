@@ -38,7 +38,7 @@ from typing import TypeVar
 from django.conf import settings
 from django.core.cache import caches
 from redis.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, RedisError
+from redis.exceptions import ClusterDownError, OutOfMemoryError, RedisError
 
 from . import metrics, serveridentity
 from .serveridentity import Client, Connection, configured_for_cluster, is_cluster, register_adopt
@@ -155,6 +155,9 @@ class _Breaker:
         self._lock = threading.Lock()
         self._open_until = 0.0
         self._down = False  # an outage is in progress (logged once)
+        # Redis answered "OOM" (full, with maxmemory-policy noeviction): it still
+        # answers reads, deletes and PING, so only a write closes the breaker.
+        self._full = False
         self._resync_needed = False
         self._probe: threading.Thread | None = None
 
@@ -167,6 +170,8 @@ class _Breaker:
             self._open_until = time.monotonic() + settings.PRODUCT_CACHE_BACKOFF
             first = not self._down
             self._down = True
+            if isinstance(exc, OutOfMemoryError):
+                self._full = True
         if first:
             metrics.breaker_state(True)
             logger.warning(
@@ -186,6 +191,11 @@ class _Breaker:
 
     def succeeded(self) -> None:
         if self._down or self._open_until:
+            if self._full:
+                # A full Redis still takes a DEL or a PING; closing on those
+                # would re-open on the next read's lease, many times a second.
+                # The probe (_check_serving) writes, and clears _full first.
+                return
             with self._lock:
                 was_down, self._down, self._open_until = self._down, False, 0.0
             if was_down:
@@ -252,7 +262,7 @@ def _after_fork_in_child() -> None:
     # An outage the parent saw is the child's to find again (a pending resync
     # stays): its first failure logs and sets the breaker gauge for this
     # process, which a gunicorn worker forked mid-outage would otherwise never do.
-    _breaker._down, _breaker._open_until = False, 0.0
+    _breaker._down, _breaker._open_until, _breaker._full = False, 0.0, False
 
 
 if hasattr(os, "register_at_fork"):
@@ -312,13 +322,24 @@ def probe_if_down() -> None:
             pass
 
 
+WRITE_CHECK_KEY = "writable"
+
+
 def _check_serving(redis_client: Client) -> None:
     """PING; on a Cluster, ask whether the cluster serves every slot instead.
+
+    After Redis refused a write for want of memory, also write one short-lived
+    key: a full Redis answers PING.
 
     A cluster node answers PING while its cluster is down (a master and its
     replicas lost: every command gets CLUSTERDOWN), so PING alone would call
     such a cluster up: /health/ would say "ok" and the probe "caching resumed".
     """
+    if _breaker._full:
+        # Refused with OOM while Redis is still full (any write would do; this
+        # key expires at once, and no product key is touched).
+        redis_client.set(make_key(WRITE_CHECK_KEY), b"1", px=1000)
+        _breaker._full = False
     if not configured_for_cluster():
         redis_client.ping()
         return

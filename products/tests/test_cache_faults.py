@@ -96,6 +96,43 @@ def test_paused_redis_costs_bounded_latency_and_logs_once(
     assert any("answering again" in r.getMessage() for r in caplog.records)
 
 
+def test_a_full_redis_is_one_outage_not_a_flapping_breaker(
+    private_redis, anon_client, editor_client, settings, caplog
+):
+    # maxmemory with noeviction (Redis's default policy): every miss's lease
+    # is refused with OOM, while DEL and PING still work. The breaker used to
+    # close on those and re-open on the next miss, many times a second.
+    from products import transport
+
+    settings.PRODUCT_CACHE_BACKOFF = 0.05
+    caplog.set_level(logging.WARNING, logger="products")
+    names = [f"Mug {i}" for i in range(30)]
+    for name in names:
+        Product.objects.create(name=name, price=Decimal("1.00"), quantity=1)
+    redis = private_redis.client()
+    redis.config_set("maxmemory-policy", "noeviction")
+    redis.config_set("maxmemory", 1)  # full at once
+    try:
+        for name in names:
+            time.sleep(0.06)  # past the back-off: each miss tries Redis again
+            assert anon_client.get(f"/api/products/{name}/").status_code == 200
+            patched = editor_client.patch(f"/api/products/{name}/", {"price": "2.00"}, format="json")
+            assert patched.status_code == 200  # its DEL and PING succeed on a full Redis
+            transport.probe_if_down()
+        assert anon_client.get("/health/").json()["cache"] == "down"
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum(m.startswith("Redis unavailable (OutOfMemoryError") for m in messages) == 1
+        assert not any("caching resumed" in m for m in messages)
+    finally:
+        redis.config_set("maxmemory", 0)
+    time.sleep(0.06)
+    transport.probe_if_down()  # the write check passes now
+    assert sum("caching resumed" in r.getMessage() for r in caplog.records) == 1
+    assert anon_client.get("/health/").json()["cache"] == "ok"
+    assert anon_client.get(f"/api/products/{names[0]}/").json()["price"] == "2.00"
+    assert anon_client.get(f"/api/products/{names[0]}/")["X-Cache"] == "HIT"
+
+
 def test_write_during_outage_is_not_undone_by_a_redis_restarted_with_old_data(
     private_redis, anon_client, editor_client
 ):
