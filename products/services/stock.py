@@ -35,10 +35,12 @@ def adjust_stock(*, name: str, delta: int) -> Product:
             quantity__lte=QUANTITY_MAX - max(0, delta),
         ).update_without_invalidation(quantity=F("quantity") + delta, updated_at=timezone.now())
         if not changed:
-            current = Product.objects.filter(name=name).values_list("quantity", flat=True).first()
-            if current is None:
+            if not Product.objects.filter(name=name).exists():
                 raise Product.DoesNotExist(name)
-            if current + delta < 0:
+            # Only one guard can refuse a given delta. Not decided from a
+            # re-read: under READ COMMITTED it may see a later change (stock
+            # added since), which the refused UPDATE never judged.
+            if delta < 0:
                 raise InsufficientStock(name)
             raise StockOverflow(name)
         cache.invalidate_on_commit([name])
