@@ -219,8 +219,10 @@ def test_export_writes_into_a_named_pipe_and_a_symlink_without_replacing_them(ma
     target.write_text("")
     link = tmp_path / "link.csv"
     link.symlink_to(target)
-    run("export_products", "-o", str(link))
+    out, err = run("export_products", "-o", str(link))
     assert link.is_symlink() and target.read_text() == "name,price,quantity\nMug,3.50,4\n"
+    # -o /dev/stdout is such a link: the summary must not land in the data.
+    assert out == "" and "Exported 1 product(s)" in err and str(link) in err
 
 
 def test_export_to_an_unwritable_place_is_a_clear_error(db, tmp_path):

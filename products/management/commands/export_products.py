@@ -107,8 +107,10 @@ class Command(DataCommand):
             f"Exported {result.rows} product(s) in {result.seconds:.2f} s "
             f"({result.rows_per_second:,.0f} rows/s)"
         )
-        if to_stdout:
-            self.stderr.write(summary)  # stdout carries the data
+        if to_stdout or _written_in_place(output):
+            # stdout may carry the data (-o /dev/stdout is a link to it, as
+            # is a pipe's /dev/fd/N): the summary goes where the progress does.
+            self.stderr.write(f"{summary} to {output}" if not to_stdout else summary)
         else:
             self.stdout.write(self.style.SUCCESS(f"{summary} to {output}"))
 
