@@ -29,6 +29,18 @@ def waited_out_a_lock(exc: BaseException) -> bool:
     return "database is locked" in str(exc)  # SQLite, past its busy timeout
 
 
+# undefined_table, undefined_column: the schema is older than the code.
+_SCHEMA_SQLSTATES = frozenset({"42P01", "42703"})
+
+
+def schema_missing(exc: BaseException) -> bool:
+    """Return True when a database error means the migrations were not applied (a table or column missing)."""
+    if _sqlstate(exc) in _SCHEMA_SQLSTATES:
+        return True
+    text = str(exc)
+    return text.startswith(("no such table:", "no such column:"))  # SQLite
+
+
 def first_line(exc: BaseException) -> str:
     """Return the first line of an error's message (PostgreSQL adds DETAIL and HINT lines), or its type's name.
 

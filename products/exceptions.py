@@ -6,7 +6,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent, TooManyFilesSent
-from django.db import IntegrityError, OperationalError
+from django.db import IntegrityError, OperationalError, ProgrammingError
 from django.http import HttpResponseBadRequest, JsonResponse
 from django.utils.html import escape
 from django.views import defaults
@@ -15,7 +15,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
-from .dberrors import first_line, lost_to_another_writer
+from .dberrors import first_line, lost_to_another_writer, schema_missing
 from .validators import DUPLICATE_NAME_MESSAGE, QUANTITY_MAX
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,10 @@ class PreconditionFailed(APIException):
 def log_unavailable_database(exc: BaseException) -> bool:
     """Log, on one line, a database error answered with 503; return whether another write held the lock."""
     locked = lost_to_another_writer(exc)
-    logger.warning("Database %s, answered 503: %s", "busy" if locked else "unavailable", first_line(exc))
+    if schema_missing(exc):
+        logger.warning("Database not migrated (run manage.py migrate), answered 503: %s", first_line(exc))
+    else:
+        logger.warning("Database %s, answered 503: %s", "busy" if locked else "unavailable", first_line(exc))
     return locked
 
 
@@ -69,9 +72,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         else:
             body = {"detail": "The change conflicts with the stored data."}
         return Response(body, status=status.HTTP_409_CONFLICT)
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, OperationalError) or (isinstance(exc, ProgrammingError) and schema_missing(exc)):
         # The database is down, restarting or busy (a row lock held past
-        # DATABASE_LOCK_TIMEOUT, SQLite's "database is locked"): temporary,
+        # DATABASE_LOCK_TIMEOUT, SQLite's "database is locked"), or its tables
+        # are not there yet (a deploy that has not run migrate): temporary,
         # so 503 and a retry hint, not a 500.
         set_rollback()
         return Response(

@@ -220,3 +220,37 @@ def test_api_answers_503_not_500_when_the_database_is_unreachable():
         assert response.status_code == 503, (response.url, response.status_code, response.text)
         assert response.json() == {"detail": "The database is unavailable; try again shortly."}
         assert response.headers["Retry-After"] == "5"
+
+
+def test_api_answers_503_not_500_on_a_database_not_migrated_yet(tmp_path):
+    # A deploy that starts the server before `manage.py migrate`: PostgreSQL
+    # says "relation does not exist" (a ProgrammingError), SQLite "no such table".
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        db = connection.settings_dict
+        name = f"{db['NAME']}_unmigrated"
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{name}"
+    else:
+        url = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    server = Gunicorn(server_env(DATABASE_URL=url, LOG_LEVEL="CRITICAL"), workers=1)
+    server.start()
+    try:
+        answers = [
+            requests.get(server.url + "/api/products/", timeout=10),
+            requests.get(server.url + "/api/products/Never%20cached/", timeout=10),
+            requests.get(server.url + "/products/Never%20cached", timeout=10),
+        ]
+        ready = requests.get(server.url + "/health/ready/", timeout=10)
+    finally:
+        server.stop()
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    for response in answers:
+        assert response.status_code == 503, (response.url, response.status_code, response.text)
+        assert response.headers["Retry-After"] == "5"
+    assert ready.status_code == 503
