@@ -4,6 +4,7 @@ Run: gunicorn productsite.wsgi:application   (this file is picked up from the
 working directory). Every value can be overridden on the command line.
 """
 
+import ipaddress
 import multiprocessing
 import os
 import sys
@@ -28,31 +29,58 @@ def _get(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, _DotEnv.ENVIRON.get(name, default))
 
 
-def _int(name: str, default: int) -> int:
+def _refuse(name: str, problem: str) -> None:
     # A mistake is one line and exit status 4 (gunicorn's "failed to load",
     # no restart loop), as for the app's own settings (productsite/startup.py).
+    print(f"gunicorn.conf.py: configuration error: {name}: {problem}", file=sys.stderr)
+    raise SystemExit(4)
+
+
+def _int(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     value = _get(name, str(default)).strip()
     try:
         number = int(value)
     except ValueError:
-        number = -1
-    if number < 0:
-        print(
-            f"gunicorn.conf.py: configuration error: {name}: {value!r} is not a whole number >= 0.",
-            file=sys.stderr,
-        )
-        raise SystemExit(4)
+        number = minimum - 1
+    if number < minimum or (maximum is not None and number > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        _refuse(name, f"{value!r} is not a whole number {bounds}.")
     return number
+
+
+def _bool(name: str, default: bool) -> bool:
+    # The words the app's settings take (productsite/settings.py).
+    value = _get(name, "1" if default else "0").strip().lower()
+    if value in ("1", "true", "yes", "y", "on", "ok"):
+        return True
+    if value in ("0", "false", "no", "n", "off", ""):
+        return False
+    _refuse(name, f"{value!r} is not one of 1/0, true/false, yes/no, on/off.")
+
+
+def _networks(name: str, default: str) -> str:
+    value = _get(name, default)
+    for entry in value.split(","):
+        entry = entry.strip()
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            _refuse(name, f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8), nor *.")
+    return value
 
 
 # Loopback unless told otherwise: the expected front is a reverse proxy on
 # this host (whose X-Forwarded-For the app then trusts, FORWARDED_ALLOW_IPS).
 # Serving other hosts directly is a choice: GUNICORN_BIND=0.0.0.0:8000.
-bind = _get("GUNICORN_BIND", f"127.0.0.1:{_get('PORT', '8000')}")
+bind = _get("GUNICORN_BIND") or f"127.0.0.1:{_int('PORT', 8000, minimum=1, maximum=65535)}"
 # Processes x threads per process. The default, 2 x cores + 1 workers, suits a
 # mostly I/O-bound app (database, Redis); threads help with slow clients.
-workers = _int("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1)
-threads = _int("GUNICORN_THREADS", 1)
+# (gunicorn itself reads WEB_CONCURRENCY before this file, as its default: a
+# value that is not a number fails there, with gunicorn's traceback.)
+workers = _int("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1, minimum=1)
+threads = _int("GUNICORN_THREADS", 1, minimum=1)
 # Behind a load balancer keep-alive must outlast the balancer's idle timeout
 # toward the app, or the balancer sends requests on connections we closed.
 keepalive = _int("GUNICORN_KEEPALIVE", 5)
@@ -71,7 +99,7 @@ max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 1000)
 # afresh in a new process.
 # A change of code or .env then needs a restart, not a HUP (the master read
 # both: the settings put .env in its environment). GUNICORN_PRELOAD=0: off.
-preload_app = _get("GUNICORN_PRELOAD", "1").lower() not in ("0", "false", "no", "off")
+preload_app = _bool("GUNICORN_PRELOAD", True)
 
 # Logs to stdout/stderr, for the platform to collect. The app logs one line
 # per request (products.requests, with its request id), so gunicorn's access
@@ -89,7 +117,9 @@ logger_class = "productsite.gunicorn_logging.EscapingLogger"
 # variable, with the same default, for the client address it throttles
 # (products/addresses.py). Django reads X-Forwarded-Proto itself when
 # USE_X_FORWARDED_PROTO is set.
-forwarded_allow_ips = _get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# (gunicorn reads FORWARDED_ALLOW_IPS itself too, before this file: a bad
+# value stops it there, with its own one-line message.)
+forwarded_allow_ips = _networks("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # gunicorn would also take SCRIPT_NAME from a request header of those peers
 # (its default forwarder_headers), which a client can send through
 # a proxy that passes them on: a prefix that is not the path's answered 500, and
@@ -110,10 +140,28 @@ control_socket_disable = True
 # fresh private directory, removed when gunicorn exits.
 _own_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import atexit
+    import shutil
     import tempfile
 
     _own_metrics_dir = tempfile.mkdtemp(prefix="productsite-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+
+    def _remove_own_metrics_dir(owner: int = os.getpid()) -> None:
+        # Also when gunicorn stops before on_exit (a setting refused at
+        # start); only in the master: a worker exits through here too.
+        if os.getpid() == owner:
+            shutil.rmtree(_own_metrics_dir, ignore_errors=True)
+
+    atexit.register(_remove_own_metrics_dir)
+else:
+    try:
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    except OSError as exc:
+        _refuse(
+            "PROMETHEUS_MULTIPROC_DIR",
+            f"cannot create {os.environ['PROMETHEUS_MULTIPROC_DIR']!r} ({exc.strerror}).",
+        )
 
 
 def on_starting(server) -> None:

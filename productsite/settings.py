@@ -9,6 +9,7 @@ import ipaddress
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 
 import environ
@@ -55,7 +56,10 @@ class _Env(environ.Env):
 
     def db_url(self, var="DATABASE_URL", default=environ.Env.NOTSET, engine=None) -> dict:
         try:
-            config = super().db_url(var, default=default, engine=engine)
+            with warnings.catch_warnings():
+                # "Engine not recognized": said below, in one line naming the variable.
+                warnings.simplefilter("ignore", UserWarning)
+                config = super().db_url(var, default=default, engine=engine)
         except (ValueError, TypeError) as exc:
             raise ImproperlyConfigured(
                 f"{var} is not a valid database URL ({exc}).".replace(str(self.ENVIRON.get(var)), "…")
@@ -188,16 +192,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 else:
     DATABASES["default"]["TEST"] = {"NAME": env.str("DATABASE_TEST_NAME", default="") or None}
+# A write waits at most this long for a row lock (a long import locks the
+# rows it imports), then answers 503 with Retry-After, as SQLite's busy
+# timeout does; without it the request waited until gunicorn killed the
+# worker (GUNICORN_TIMEOUT, 30 s) and the client got an HTML 500.
+# 0: the app sets none (PgBouncer refuses the "options" startup parameter;
+# there, set lock_timeout on the database role: docs/production.md).
+# Read on every database, so a mistake shows before a move to PostgreSQL.
+_lock_ms = round(
+    _at_least("DATABASE_LOCK_TIMEOUT", env.float("DATABASE_LOCK_TIMEOUT", default=10.0), 0) * 1000
+)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A write waits at most this long for a row lock (a long import locks the
-    # rows it imports), then answers 503 with Retry-After, as SQLite's busy
-    # timeout does; without it the request waited until gunicorn killed the
-    # worker (GUNICORN_TIMEOUT, 30 s) and the client got an HTML 500.
-    # 0: the app sets none (PgBouncer refuses the "options" startup parameter;
-    # there, set lock_timeout on the database role: docs/production.md).
-    _lock_ms = round(
-        _at_least("DATABASE_LOCK_TIMEOUT", env.float("DATABASE_LOCK_TIMEOUT", default=10.0), 0) * 1000
-    )
     if _lock_ms > 0:
         _options = DATABASES["default"].setdefault("OPTIONS", {})
         _options["options"] = f"{_options.get('options', '')} -c lock_timeout={_lock_ms}".strip()
@@ -454,6 +459,18 @@ for _entry in METRICS_ALLOWED_IPS:
         raise ImproperlyConfigured(
             f"METRICS_ALLOWED_IPS: {_entry!r} is not an IP address or network (e.g. 10.0.0.0/8)."
         ) from None
+# Where each process writes its metrics for /metrics to add up (gunicorn.conf.py
+# sets one of its own when none is given); created when missing.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _metrics_dir:
+    try:
+        os.makedirs(_metrics_dir, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"PROMETHEUS_MULTIPROC_DIR: {_metrics_dir!r}: cannot create the directory ({exc.strerror or exc})."
+        ) from None
+    if not os.access(_metrics_dir, os.W_OK | os.X_OK):
+        raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR: {_metrics_dir!r} is not writable.")
 
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()

@@ -89,6 +89,11 @@ def test_settings_refuse_to_start_without_a_secret_key():
         ("DATA_UPLOAD_MAX_MEMORY_SIZE", "-1", "DATA_UPLOAD_MAX_MEMORY_SIZE: -1 is out of range"),
         # PostgreSQL reads a lock_timeout of 0 as "wait for ever".
         ("DATABASE_LOCK_TIMEOUT", "-1", "DATABASE_LOCK_TIMEOUT: -1.0 is out of range; it must be at least 0"),
+        # Read on SQLite too: a mistake shows before the move to PostgreSQL.
+        ("DATABASE_LOCK_TIMEOUT", "x", "DATABASE_LOCK_TIMEOUT: 'x' is not a valid value"),
+        # django-environ's own UserWarning came first, on two lines of its own.
+        ("DATABASE_URL", "notaurl", "DATABASE_URL: only sqlite:///path and postgres://"),
+        ("PROMETHEUS_MULTIPROC_DIR", "/proc/nope", "PROMETHEUS_MULTIPROC_DIR: '/proc/nope': cannot create"),
     ],
 )
 def test_a_malformed_or_out_of_range_setting_is_one_line_naming_it(variable, value, says):
@@ -97,8 +102,6 @@ def test_a_malformed_or_out_of_range_setting_is_one_line_naming_it(variable, val
     env = server_env(**{variable: value})
     if variable.startswith("SQLITE_"):  # read only on SQLite (the suite also runs on PostgreSQL)
         env["DATABASE_URL"] = "sqlite:////nonexistent/never-opened.sqlite3"
-    if variable == "DATABASE_LOCK_TIMEOUT":  # read only on PostgreSQL
-        env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/never-opened"
     result = manage(env, "check")
     assert result.returncode == 1, result.stderr
     assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -106,15 +109,32 @@ def test_a_malformed_or_out_of_range_setting_is_one_line_naming_it(variable, val
     assert "secret" not in result.stderr  # a database URL's password is never echoed
 
 
-def test_gunicorn_refuses_a_malformed_number_of_its_own_in_one_line():
-    env = server_env(GUNICORN_TIMEOUT="soon")
+@pytest.mark.parametrize(
+    "variable, value, says",
+    [
+        ("GUNICORN_TIMEOUT", "soon", "GUNICORN_TIMEOUT: 'soon' is not a whole number"),
+        # No workers: gunicorn listened and every request hung.
+        ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY: '0' is not a whole number >= 1"),
+        ("GUNICORN_THREADS", "0", "GUNICORN_THREADS: '0' is not a whole number >= 1"),
+        # A 30-line traceback from bind(), and a message not naming PORT.
+        ("PORT", "99999", "PORT: '99999' is not a whole number from 1 to 65535"),
+        ("PORT", "abc", "PORT: 'abc' is not a whole number from 1 to 65535"),
+        # Taken as "on".
+        ("GUNICORN_PRELOAD", "maybe", "GUNICORN_PRELOAD: 'maybe' is not one of"),
+        # The app's own, read once this file made its metrics directory.
+        ("PAGE_SIZE", "0", "PAGE_SIZE: 0 is out of range"),
+    ],
+)
+def test_gunicorn_refuses_a_malformed_setting_of_its_own_in_one_line(variable, value, says, tmp_path):
+    env = server_env(**{variable: value}, TMPDIR=str(tmp_path))
     command = [sys.executable, "-m", "gunicorn", "productsite.wsgi:application", "-c", "gunicorn.conf.py"]
-    command += ["--bind", f"127.0.0.1:{free_port()}"]
+    if variable != "PORT":
+        command += ["--bind", f"127.0.0.1:{free_port()}"]
     result = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 4
-    assert (
-        "configuration error: GUNICORN_TIMEOUT: 'soon'" in result.stderr and "Traceback" not in result.stderr
-    )
+    assert result.returncode == 4, result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []  # its metrics directory removed, though on_exit never ran
 
 
 @pytest.mark.slow
