@@ -123,6 +123,10 @@ PYEOF
             echo "$url"
             return 0
         fi
+        if [ "$url" = "${DATABASE_URL:-}" ]; then
+            # Not silently: the run would test another database than the one asked for.
+            echo "WARNING: DATABASE_URL (${url/\/\/*@/\/\/***@}) does not answer (is its database created?); trying the local defaults" >&2
+        fi
     done
     return 1
 }

@@ -10,6 +10,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 ensure_venv requirements.txt
 
+# An empty SECRET_KEY counts as unset, as for the variables below: .env's (or
+# a new one) is used. Left set, it would hide .env's from the settings.
+if [ -n "${SECRET_KEY+set}" ] && [ -z "${SECRET_KEY// /}" ]; then unset SECRET_KEY; fi
+
 if [ ! -f .env ]; then
     say "Writing .env with a generated SECRET_KEY (kept out of git)"
     umask 077
