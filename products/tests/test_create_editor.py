@@ -62,7 +62,7 @@ def test_staff_lets_the_editor_into_the_admin(monkeypatch, client):
         == 200
     )  # not staff: the form again
     _, said = create_editor("frank", "--password-from-env", "EDITOR_PW", "--staff")
-    assert "in the API and the admin" in said
+    assert "in the API and the admin" in said and "needs a password" not in said
     assert client.login(username="frank", password="a-long-and-unusual-passphrase")
     assert client.get("/admin/products/product/").status_code == 200
     assert client.get("/admin/products/product/add/").status_code == 200
@@ -86,3 +86,9 @@ def test_bad_input_is_a_command_error_and_creates_nobody(monkeypatch, args, mess
     with pytest.raises(CommandError, match=message):
         create_editor(*args)
     assert not User.objects.exists()
+
+
+def test_staff_without_a_password_says_the_admin_needs_one():
+    _, said = create_editor("gina", "--staff")
+    assert "the admin needs a password first: --password-from-env" in said
+    assert User.objects.get(username="gina").is_staff

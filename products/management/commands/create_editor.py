@@ -69,6 +69,8 @@ class Command(UncheckedCommand):
             token, _ = Token.objects.get_or_create(user=user)
         verb = "Created" if created else "Updated"
         where = ", in the API and the admin" if user.is_staff else ""
+        if user.is_staff and not user.has_usable_password():
+            where += "; the admin needs a password first: --password-from-env VARIABLE"
         self.stderr.write(f"{verb} editor {username!r} (add, change, delete products{where}). Token:")
         self.stdout.write(token.key)  # alone on stdout: TOKEN=$(manage.py create_editor NAME)
 
