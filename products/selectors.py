@@ -132,7 +132,9 @@ class _Compiled(NamedTuple):
 
 
 def _compile(using: str) -> _Compiled:
-    query = Product.objects.using(using).filter(name=_PLACEHOLDER_NAME).values_list(*REPRESENTATION_FIELDS)[:1]
+    query = (
+        Product.objects.using(using).filter(name=_PLACEHOLDER_NAME).values_list(*REPRESENTATION_FIELDS)[:1]
+    )
     compiler = query.query.get_compiler(using=using)
     sql, params = compiler.as_sql()
     if list(params) != [_PLACEHOLDER_NAME]:  # pragma: no cover - a backend that inlines differently

@@ -202,10 +202,9 @@ else:
 _lock_ms = round(
     _at_least("DATABASE_LOCK_TIMEOUT", env.float("DATABASE_LOCK_TIMEOUT", default=10.0), 0) * 1000
 )
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    if _lock_ms > 0:
-        _options = DATABASES["default"].setdefault("OPTIONS", {})
-        _options["options"] = f"{_options.get('options', '')} -c lock_timeout={_lock_ms}".strip()
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and _lock_ms > 0:
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = f"{_options.get('options', '')} -c lock_timeout={_lock_ms}".strip()
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
