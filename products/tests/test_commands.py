@@ -573,3 +573,18 @@ def test_ctrl_c_during_an_import_is_one_line_and_writes_nothing(tmp_path):
     )
     with sqlite3.connect(db_path) as check:
         assert check.execute("SELECT COUNT(*) FROM products_product").fetchone() == (0,)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_on_a_redis_server_never_seen_before_reaches_it(private_redis, tmp_path):
+    # A new (or restarted) Redis is adopted by recording it in the database,
+    # which cannot happen inside the import's transaction: the first import
+    # after a restart reported its invalidation as missed, and left it in the
+    # outbox for a server process to apply.
+    from products.models import PendingInvalidation
+
+    _, err = run("import_products", str(write(tmp_path, "p.csv", "name,price\nMug,2.00\nCup,3.00\n")))
+    assert "Could not reach Redis" not in err, err
+    assert not PendingInvalidation.objects.exists()
+    assert cache.get_product("Mug", product_json).hit is False  # the cache works from here
+    assert cache.get_product("Mug", product_json).hit is True
