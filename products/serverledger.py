@@ -57,7 +57,9 @@ _adopted: tuple[str, int] | None = None
 polled_in_pid: int | None = None
 WARN_EVERY = 60.0  # seconds between warnings while processes keep moving the record
 _warned_at: float | None = None
-_rechecked_at: float | None = None  # a second re-check within WARN_EVERY is the warning's case
+# Servers other processes recorded lately: meeting one again within
+# WARN_EVERY (the record moved back to it) is the warning's case.
+_recorded_by_others: dict[str, float] = {}
 _rechecks_unreported = 0
 
 
@@ -156,9 +158,11 @@ def recheck_if_moved(recorded: tuple | object | None = _UNREAD) -> bool:
 
 
 def reset() -> None:
-    """Forget the server this process adopted (for tests: a flushed database lost its record)."""
-    global _adopted
+    """Forget the server this process adopted, and the re-checks it reported (tests)."""
+    global _adopted, _warned_at, _rechecks_unreported
     _adopted = None
+    _warned_at, _rechecks_unreported = None, 0
+    _recorded_by_others.clear()
 
 
 def recheck_after_a_write() -> None:
@@ -185,12 +189,16 @@ def _report_recheck(server: str, epoch: int) -> None:
     # Two deployments on one database with different Redis settings (another
     # REDIS_URL, database number or CACHE_KEY_PREFIX) move the record back and
     # forth: each check retires the other's buckets, so no read is stale, but
-    # nothing stays cached. Say so once a minute, not every poll; a single
-    # re-check (a restart, a failover) is only news.
-    global _warned_at, _rechecks_unreported, _rechecked_at
+    # nothing stays cached. Say so once a minute, not every poll. A server not
+    # met lately (a restart or a failover: a new run_id each time, however
+    # often) is only news.
+    global _warned_at, _rechecks_unreported
     now = time.monotonic()
-    once = _rechecked_at is None or now - _rechecked_at >= WARN_EVERY
-    _rechecked_at = now
+    for seen, at in list(_recorded_by_others.items()):
+        if now - at >= WARN_EVERY:
+            del _recorded_by_others[seen]
+    once = server not in _recorded_by_others
+    _recorded_by_others[server] = now
     if once:
         # The usual cause: Redis restarted or failed over, and another process met it first.
         logger.info(

@@ -462,14 +462,13 @@ def test_a_write_from_a_process_on_another_redis_reaches_the_served_one_within_a
         other.cleanup()
 
 
-def test_processes_moving_the_server_record_back_and_forth_warn_once_a_minute(caplog, monkeypatch):
+def test_processes_moving_the_server_record_back_and_forth_warn_once_a_minute(caplog):
     # Two deployments on one database with different CACHE_KEY_PREFIX move
     # the record every poll: safe (each check retires the other's buckets),
     # but a WARNING every second from every process was a flood.
     from products import serverledger
 
-    monkeypatch.setattr(serverledger, "_warned_at", None)
-    monkeypatch.setattr(serverledger, "_rechecked_at", None)
+    serverledger.reset()
     with caplog.at_level(logging.DEBUG, logger="products.cache"):
         for epoch in range(6):
             serverledger._report_recheck("abc/0/prefix", epoch)
@@ -479,6 +478,18 @@ def test_processes_moving_the_server_record_back_and_forth_warn_once_a_minute(ca
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "must share REDIS_URL" in warnings[0].getMessage()
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 4
+
+
+def test_redis_restarting_twice_within_a_minute_is_news_not_a_settings_mistake(caplog):
+    # Each restart has a new run_id: no server is met twice, so no blame for
+    # "other Redis settings" (it was said on the second restart within a minute).
+    from products import serverledger
+
+    serverledger.reset()
+    with caplog.at_level(logging.DEBUG, logger="products.cache"):
+        for restart in range(3):
+            serverledger._report_recheck(f"run{restart}/0/prefix", restart + 1)
+    assert [r.levelno for r in caplog.records] == [logging.INFO] * 3
 
 
 def test_a_fresh_redis_is_news_and_one_restarted_from_old_data_is_a_warning(
