@@ -62,7 +62,7 @@ def _networks(name: str, default: str) -> str:
     value = _get(name, default)
     for entry in value.split(","):
         entry = entry.strip()
-        if entry == "*":
+        if entry in ("*", ""):  # empty: trust no proxy
             continue
         try:
             ipaddress.ip_network(entry, strict=False)
