@@ -39,7 +39,7 @@ from .services import stock
 from .validators import NAME_URL_PATTERN, keep_dot_segments
 
 
-def _etag_of(representation: dict) -> str:
+def etag_of(representation: dict) -> str:
     return make_etag(orjson.dumps(representation))
 
 
@@ -140,7 +140,7 @@ class ProductViewSet(viewsets.ModelViewSet):
             raise lost
         response = super().create(request, *args, **kwargs)
         response["Location"] = product_location(request, "product-detail", response.data["name"])
-        response["ETag"] = _etag_of(response.data)
+        response["ETag"] = etag_of(response.data)
         return response
 
     def _locked_object(self) -> Product:
@@ -156,7 +156,7 @@ class ProductViewSet(viewsets.ModelViewSet):
         if if_match is not None or if_none_match:
             # Check and write in one transaction, under the row lock, so two
             # editors cannot both pass the check.
-            current = _etag_of(ProductSerializer(product).data)
+            current = etag_of(ProductSerializer(product).data)
             # An empty If-Match names no tag: nothing matches (412), as "," does.
             if if_match is not None and not etag_matches(if_match, current, weak=False):
                 raise PreconditionFailed()
@@ -176,7 +176,7 @@ class ProductViewSet(viewsets.ModelViewSet):
             serializer.is_valid(raise_exception=True)
             serializer.save()
         response = Response(serializer.data)
-        response["ETag"] = _etag_of(serializer.data)
+        response["ETag"] = etag_of(serializer.data)
         return response
 
     def destroy(self, request: Request, *args, **kwargs):
@@ -200,7 +200,7 @@ class ProductViewSet(viewsets.ModelViewSet):
             raise StockOutOfRangeConflict() from None
         data = ProductSerializer(product).data
         response = Response(data)
-        response["ETag"] = _etag_of(data)
+        response["ETag"] = etag_of(data)
         return response
 
 

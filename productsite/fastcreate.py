@@ -93,8 +93,9 @@ from products.permissions import ProductPermissions
 from products.serializers import NAME_CHECKED_BY_INSERT, ProductSerializer
 from products.throttling import AnonymousFixedWindowThrottle, UserFixedWindowThrottle
 from products.validators import NAME_URL_PATTERN
-from products.views import ProductViewSet, _etag_of, product_location
+from products.views import ProductViewSet, etag_of, product_location
 from productsite import fastpath
+from productsite.fastpath import StartResponse
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +103,9 @@ PATH = "/api/products/"
 # A product body is well under this; anything longer goes to Django.
 MAX_BODY = 4096
 _CONTENT_TYPES = frozenset(("application/json", "application/json; charset=utf-8"))
-_JSON_ACCEPTS = frozenset(("*/*", "application/json"))
 _ALLOW = "GET, POST, HEAD, OPTIONS"
 _MEDIA_TYPE = "application/json"
 _MAX_SCRIPT_PREFIXES = 64
-
-StartResponse = Callable[[str, list[tuple[str, str]]], object]
 
 # What the create view must not override: the fast path runs their defaults.
 _INHERITED = {
@@ -333,18 +331,18 @@ class FastProductCreates:
         rid = request.META["HTTP_X_REQUEST_ID"]  # set by __call__, as the response's
         # In the order the view, DRF and the middleware set them. Vary is
         # DRF's alone: no session was read, so no "Cookie".
-        common = dict(fastpath._setup.common_headers())
+        common = dict(fastpath.setup().common_headers())
         headers = [
             ("Content-Type", _MEDIA_TYPE),
             ("Location", prepared.location),
-            ("ETag", _etag_of(representation)),
+            ("ETag", etag_of(representation)),
             ("Vary", "Accept"),
             ("Allow", _ALLOW),
             ("X-Frame-Options", common["X-Frame-Options"]),
             ("Content-Length", str(len(body))),
         ]
-        if request.META["productsite.fastpath.secure"] and settings.SECURE_HSTS_SECONDS:
-            headers.append(("Strict-Transport-Security", fastpath._hsts()))
+        if request.META[fastpath.SECURE] and settings.SECURE_HSTS_SECONDS:
+            headers.append(("Strict-Transport-Security", fastpath.hsts_header()))
         headers += [(k, v) for k, v in common.items() if k not in ("Vary", "X-Frame-Options")]
         headers.append(("X-Request-ID", rid))
 
@@ -538,7 +536,7 @@ def _matching_length(environ: dict) -> int | None:
     if authorization[:6].lower() != "token ":
         return None
     accept = environ.get("HTTP_ACCEPT")
-    if accept is not None and accept not in _JSON_ACCEPTS:
+    if accept is not None and accept not in fastpath.JSON_ACCEPTS:
         return None
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -551,13 +549,13 @@ def _matching_length(environ: dict) -> int | None:
         return None
     if any("\x00" in value for key, value in environ.items() if key.startswith("HTTP_")):
         return None  # RefuseNulMiddleware answers 400
-    reads = fastpath._setup  # the host and HTTPS rules, as the read fast path derived them
+    reads = fastpath.setup()  # the host and HTTPS rules, as the read fast path derived them
     if not reads.enabled():
         return None
-    if (get_path_info(environ) or "/") != PATH or not fastpath._host_allowed(environ, reads):
+    if (get_path_info(environ) or "/") != PATH or not fastpath.host_allowed(environ, reads):
         return None
-    secure = fastpath._is_secure(environ, reads)
+    secure = fastpath.is_secure(environ, reads)
     if settings.SECURE_SSL_REDIRECT and not secure:
         return None
-    environ["productsite.fastpath.secure"] = secure
+    environ[fastpath.SECURE] = secure
     return length

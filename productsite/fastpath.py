@@ -103,7 +103,9 @@ MIRRORED_AUTHENTICATION = (
 
 _API = re.compile(rf"/api/products/({NAME_URL_PATTERN})/")
 _LEGACY = re.compile(rf"/products/({NAME_URL_PATTERN})")
-_JSON_ACCEPTS = frozenset(("*/*", "application/json"))
+JSON_ACCEPTS = frozenset(("*/*", "application/json"))  # answered here; any other Accept goes to Django
+# The environ key where a fast path notes whether the request came over HTTPS.
+SECURE = "productsite.fastpath.secure"
 _API_ALLOW = "GET, PUT, PATCH, DELETE, HEAD, OPTIONS"
 _LEGACY_ALLOW = "GET, HEAD, OPTIONS"
 _NOT_FOUND = b'{"detail":"Not found."}'
@@ -207,7 +209,7 @@ class _Setup:
         self.forwarded_host = settings.USE_X_FORWARDED_HOST
         self.ssl_redirect = settings.SECURE_SSL_REDIRECT
         self.proxy_ssl_header = settings.SECURE_PROXY_SSL_HEADER
-        self.hsts = _hsts() if settings.SECURE_HSTS_SECONDS else None
+        self.hsts = hsts_header() if settings.SECURE_HSTS_SECONDS else None
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(AnonymousFixedWindowThrottle.scope)
         self.throttle = parse_rate(rate) if rate else None
         common = self.common_headers()
@@ -248,7 +250,13 @@ def _reset_setup(**kwargs) -> None:
 setting_changed.connect(_reset_setup, dispatch_uid="productsite.fastpath.reset_setup")
 
 
-def _is_secure(environ: dict, setup: _Setup) -> bool:
+def setup() -> _Setup:
+    """Return what the fast path derived from the settings now (productsite.fastcreate shares it)."""
+    return _setup
+
+
+def is_secure(environ: dict, setup: _Setup) -> bool:
+    """Return True when the request came over HTTPS, as Django's is_secure() would say."""
     header = setup.proxy_ssl_header
     if header:
         name, value = header
@@ -258,7 +266,8 @@ def _is_secure(environ: dict, setup: _Setup) -> bool:
     return environ.get("wsgi.url_scheme") == "https"
 
 
-def _host_allowed(environ: dict, setup: _Setup) -> bool:
+def host_allowed(environ: dict, setup: _Setup) -> bool:
+    """Return True when the Host header is one ALLOWED_HOSTS allows, as Django's get_host() would."""
     host = environ.get("HTTP_HOST")
     if not host:
         return False
@@ -323,7 +332,7 @@ class FastProductReads:
         if environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ:
             return None
         accept = environ.get("HTTP_ACCEPT")
-        if accept is not None and accept not in _JSON_ACCEPTS:
+        if accept is not None and accept not in JSON_ACCEPTS:
             return None
         if setup.forwarded_host and "HTTP_X_FORWARDED_HOST" in environ:
             return None
@@ -334,12 +343,12 @@ class FastProductReads:
             return None  # bytes that are not UTF-8, re-percent-encoded: RefuseNulMiddleware's 404
         api = _API.fullmatch(path)
         found = api or _LEGACY.fullmatch(path)
-        if found is None or not _host_allowed(environ, setup):
+        if found is None or not host_allowed(environ, setup):
             return None
-        secure = _is_secure(environ, setup)
+        secure = is_secure(environ, setup)
         if setup.ssl_redirect and not secure:
             return None
-        environ["productsite.fastpath.secure"] = secure
+        environ[SECURE] = secure
         return found.group(1), api is not None, path
 
     def answer(self, environ: dict, name: str, api: bool, path: str, setup: _Setup):
@@ -352,7 +361,7 @@ class FastProductReads:
                 return None  # DRF answers the 429, with Retry-After
         else:
             product = cache.get_product(name, _load_product)
-        hsts = setup.hsts is not None and environ["productsite.fastpath.secure"]
+        hsts = setup.hsts is not None and environ[SECURE]
         if product is None:
             headers = [*setup.route_headers[api]]
             if hsts:
@@ -421,7 +430,8 @@ def _load_product(name: str) -> bytes | None:
     return product_json(name)
 
 
-def _hsts() -> str:
+def hsts_header() -> str:
+    """Return the Strict-Transport-Security value Django's SecurityMiddleware would send."""
     value = f"max-age={settings.SECURE_HSTS_SECONDS}"
     if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
         value += "; includeSubDomains"

@@ -96,7 +96,7 @@ def _load_fast_paths() -> None:
     """
     from productsite import fastcreate, fastpath
 
-    fastpath._setup.enabled()
+    fastpath.setup().enabled()
     fastcreate._setup.enabled()
 
 

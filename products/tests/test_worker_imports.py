@@ -72,7 +72,7 @@ _HEAP = textwrap.dedent(
                  "django.contrib.sessions.serializers", "django_redis.serializers.pickle", "encodings.idna")
     print(json.dumps({
         "first_use": [n for n in first_use if n in sys.modules],
-        "fast_paths_checked": [fastpath._setup.mirrored, fastcreate._setup.mirrored],
+        "fast_paths_checked": [fastpath.setup().mirrored, fastcreate._setup.mirrored],
         "redis_clients": [c is not None for c in caches["default"].client._clients],
         "frozen": gc.get_freeze_count(), "thread_arenas": arenas,
         "loaded": [n for n in ("productsite.urls", "products.views", "django_redis.client") if n in sys.modules],
