@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import MethodNotAllowed
 from rest_framework.views import APIView
 
-from . import metrics
+from . import cache, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,41 @@ def metrics_view(request):
     return HttpResponse(body, content_type=content_type)
 
 
+def _database_error() -> Exception | None:
+    """Return why the database does not answer ``SELECT 1``, or None when it does."""
+    try:
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:
+        return exc
+    return None
+
+
+class HealthView(APIView):
+    """Report database and cache reachability; 503 when the database is down."""
+
+    # A class, not @api_view: api_view loads the schema class (drf-spectacular's
+    # generator) at import; productsite.schema_generator declares it later.
+    # No credentials, no throttle: a probe every few seconds must never be refused.
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes: list = []
+
+    def get(self, request):
+        body = {"database": "ok", "cache": cache.status()}
+        if _database_error() is None:
+            return JsonResponse(body)
+        body["database"] = "down"
+        return JsonResponse(body, status=503)
+
+
+health = HealthView.as_view()
+
+
 class _Probe(APIView):
     """A probe for the platform: GET and HEAD; another method answers DRF's JSON 405 (no CSRF page)."""
 
-    # As products.views.HealthView: no credentials, no throttle (a probe
-    # every few seconds must never be refused).
+    # As HealthView: no credentials, no throttle.
     authentication_classes: list = []
     permission_classes: list = []
     throttle_classes: list = []
@@ -98,15 +128,18 @@ class ReadinessProbe(_Probe):
     def get(self, request):
         body: dict[str, object] = {"database": "ok", "migrations": "ok"}
         code = 200
-        try:
-            with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-                cursor.execute("SELECT 1")
-            unapplied = _unapplied_migrations(DEFAULT_DB_ALIAS)
-            if unapplied:
-                body["migrations"] = f"{unapplied} unapplied"
-                code = 503
-        except Exception as exc:
-            logger.warning("Readiness check: database unavailable (%s)", type(exc).__name__)
+        error = _database_error()
+        if error is None:
+            try:
+                unapplied = _unapplied_migrations(DEFAULT_DB_ALIAS)
+            except Exception as exc:  # the database went away between the two
+                error = exc
+            else:
+                if unapplied:
+                    body["migrations"] = f"{unapplied} unapplied"
+                    code = 503
+        if error is not None:
+            logger.warning("Readiness check: database unavailable (%s)", type(error).__name__)
             body["database"] = "down"
             body.pop("migrations")
             code = 503

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 
 import orjson
-from django.db import connection, transaction
-from django.http import HttpResponse, JsonResponse
+from django.db import transaction
+from django.http import HttpResponse
 from django.middleware.csrf import get_token
 from django.utils.cache import patch_vary_headers
 from rest_framework import status, viewsets
@@ -232,27 +232,3 @@ class LegacyProductDetailView(APIView):
         if cached is None:
             raise NotFound()
         return cached_product_response(request, cached, shape=legacy_shape)
-
-
-class HealthView(APIView):
-    """Report database and cache reachability; 503 when the database is down."""
-
-    # A class, not @api_view: api_view loads the schema class (drf-spectacular's
-    # generator) at import; productsite.schema_generator declares it later.
-    authentication_classes: list = []
-    permission_classes: list = []
-    throttle_classes: list = []
-
-    def get(self, request: Request):
-        body = {"database": "ok", "cache": cache.status()}
-        code = 200
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-        except Exception:
-            body["database"] = "down"
-            code = 503
-        return JsonResponse(body, status=code)
-
-
-health = HealthView.as_view()

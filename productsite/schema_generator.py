@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from drf_spectacular.generators import SchemaGenerator
 
-from products import schema, views
+from products import monitoring, schema, views
 
 _annotated = False
 
@@ -24,7 +24,7 @@ def annotate_views() -> None:
         schema.product_viewset_schema(views.ProductViewSet)
         schema.legacy_create_schema(views.LegacyProductListView.post)
         schema.legacy_retrieve_schema(views.LegacyProductDetailView.get)
-        schema.health_schema(views.HealthView.get)
+        schema.health_schema(monitoring.HealthView.get)
         _annotated = True
 
 

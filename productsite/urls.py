@@ -50,7 +50,7 @@ urlpatterns = [
     ),
     path("api-auth/", include("rest_framework.urls")),
     path("favicon.ico", staticfiles.favicon, name="favicon"),
-    path("health/", views.health, name="health"),
+    path("health/", monitoring.health, name="health"),
     path("health/live/", monitoring.health_live, name="health-live"),
     path("health/ready/", monitoring.health_ready, name="health-ready"),
     path("metrics", monitoring.metrics_view, name="metrics"),
