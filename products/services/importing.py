@@ -185,6 +185,35 @@ class _BatchWriter:
             cache.invalidate_on_commit(self.changed, using=self.using)
 
 
+def _clean_row(row: RawRow, seen: SeenNames) -> tuple[str, Decimal, int | None] | RowError:
+    """Return the row's (name, price, quantity) by the API's rules, or the RowError saying why not.
+
+    Every field is checked, so one message names every problem of the line;
+    a quantity the file does not have stays MISSING (kept on update, 0 on create).
+    """
+    line, name, price, quantity, position = row
+    problems = []
+    try:
+        name = validators.clean_name(name)
+    except ValidationError as exc:
+        problems.append("name: " + _message(exc))
+        name = None
+    try:
+        price = validators.clean_price(price)
+    except ValidationError as exc:
+        problems.append("price: " + _message(exc))
+    if quantity is not MISSING:
+        try:
+            quantity = validators.clean_quantity(quantity)
+        except ValidationError as exc:
+            problems.append("quantity: " + _message(exc))
+    if name is not None and seen.add(name):
+        problems.append(f"name: {_show(name)} appears more than once in the file.")
+    if problems:
+        return RowError(line, " ".join(problems), position)
+    return name, price, quantity
+
+
 def product_bulk_import(
     *,
     rows: Iterable[RawRow | RowError],
@@ -218,11 +247,6 @@ def product_bulk_import(
     result = ImportResult(dry_run=dry_run)
     started = time.perf_counter()
     seen = SeenNames()
-    clean_name, clean_price, clean_quantity = (
-        validators.clean_name,
-        validators.clean_price,
-        validators.clean_quantity,
-    )
 
     def fail(error: RowError) -> None:
         result.failed += 1
@@ -246,31 +270,11 @@ def product_bulk_import(
             if pending_progress >= batch_size and on_progress is not None:
                 on_progress(pending_progress)
                 pending_progress = 0
-            if type(item) is RowError:
-                fail(item)
+            cleaned = item if type(item) is RowError else _clean_row(item, seen)
+            if type(cleaned) is RowError:
+                fail(cleaned)
                 continue
-            line, name, price, quantity, position = item
-            problems = []
-            try:
-                name = clean_name(name)
-            except ValidationError as exc:
-                problems.append("name: " + _message(exc))
-                name = None
-            try:
-                price = clean_price(price)
-            except ValidationError as exc:
-                problems.append("price: " + _message(exc))
-            if quantity is not MISSING:
-                try:
-                    quantity = clean_quantity(quantity)
-                except ValidationError as exc:
-                    problems.append("quantity: " + _message(exc))
-            if name is not None and seen.add(name):
-                problems.append(f"name: {_show(name)} appears more than once in the file.")
-            if problems:
-                fail(RowError(line, " ".join(problems), position))
-                continue
-            batch.append((name, price, quantity))
+            batch.append(cleaned)
             if len(batch) >= batch_size:
                 writer.flush(batch, result, write=not (dry_run or result.failed))
                 batch = []
