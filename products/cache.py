@@ -93,6 +93,16 @@ Loader = Callable[[str], bytes | None]  # reads one product's JSON from the data
 Reader = Callable[[Client, list, list], Any]  # runs lua/read.lua: (client, keys, args) -> reply
 
 
+def _lease_ms() -> int:
+    """Return how long a fill lease lasts, in milliseconds (the scripts' PX)."""
+    return int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
+
+
+def _lease_value(gen: bytes, token: str) -> bytes:
+    """Return a lease's stored value, as lua/read.lua writes it: "<gen>:<token>"."""
+    return gen + b":" + token.encode()
+
+
 # A fill's identity, not a secret: it must differ between the readers of one
 # name within a lease's lifetime. A generator of this module's own, seeded
 # from os.urandom at import and again in every forked child, so no
@@ -163,7 +173,7 @@ def get_product(name: str, load: Loader, *, reader: Reader | None = None) -> Cac
     if not cache_enabled() or in_transaction():
         return _from_database(name, load)
     token, keys = _lease_token(), list(cachekeys.product_keys(name))
-    args = [token, int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)]
+    args = [token, _lease_ms()]
     deadline = time.monotonic() + settings.PRODUCT_CACHE_LEASE_WAIT
     delay = 0.002
     waited = False
@@ -203,7 +213,7 @@ def get_product_counted(
     if not cache_enabled() or in_transaction():
         return None
     token, keys = _lease_token(), [*cachekeys.product_keys(name), counter_key]
-    lease_ms = int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
+    lease_ms = _lease_ms()
     args = [token, lease_ms, counter_ttl, -1 if limit is None else limit]
 
     def count_and_read(client: Client):
@@ -253,7 +263,7 @@ def _fill(name: str, keys: list, token: str, gen: bytes, load: Loader) -> Cached
 
 def _release(keys: list[str], token: str, gen: bytes) -> None:
     try:
-        transport.run(lambda c: scripts.evalsha(c, "release", [keys[2]], [gen + b":" + token.encode()]))
+        transport.run(lambda c: scripts.evalsha(c, "release", [keys[2]], [_lease_value(gen, token)]))
     except CacheUnavailable:
         pass
 
@@ -393,7 +403,7 @@ def warm_products(names: Sequence[str], load_many: Callable[[list[str]], dict[st
     in a read-through fill, so a write that commits during the warm-up revokes
     them and its old rows are never stored. Raises CacheUnavailable.
     """
-    token, lease_ms = _lease_token(), int(settings.PRODUCT_CACHE_LEASE_TIMEOUT * 1000)
+    token, lease_ms = _lease_token(), _lease_ms()
     keys = {name: list(cachekeys.product_keys(name)) for name in names}
     reads = [(keys[name], [token, lease_ms]) for name in names]
     answers = transport.run(lambda c: scripts.eval_many(c, "read", reads))
@@ -402,7 +412,7 @@ def warm_products(names: Sequence[str], load_many: Callable[[list[str]], dict[st
     found = load_many(list(leases)) if leases else {}
     timeout = settings.PRODUCT_CACHE_TIMEOUT
     fills = [(keys[n], [token, gen, found[n], timeout]) for n, gen in leases.items() if n in found]
-    releases = [([keys[n][2]], [gen + b":" + token.encode()]) for n, gen in leases.items() if n not in found]
+    releases = [([keys[n][2]], [_lease_value(gen, token)]) for n, gen in leases.items() if n not in found]
 
     def fill(client: Client) -> int:
         if releases:
