@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 
 from django.core.management.base import CommandError, OutputWrapper
 
 from products.fileformats import FORMATS, format_for_path
 from products.models import Product
-from products.services.exporting import EXPORT_CHUNK_SIZE, product_export
+from products.services.exporting import EXPORT_CHUNK_SIZE, ExportResult, product_export
 
 from ._common import DataCommand, Progress
 
@@ -73,7 +75,6 @@ class Command(DataCommand):
             fmt = "csv" if to_stdout else (format_for_path(output) or "csv")
         if spreadsheet_safe and fmt != "csv":
             raise CommandError(f"--spreadsheet-safe applies to CSV only, not {fmt}")
-        self._safe = spreadsheet_safe
         if to_stdout:
             self.interrupted = "Interrupted: the export on standard output is incomplete."
         elif _written_in_place(output):
@@ -87,22 +88,23 @@ class Command(DataCommand):
         show_bar = not to_stdout or not self.stdout.isatty()
         total = Product.objects.count() if show_bar and self.stderr.isatty() else None
         with Progress(self.stderr, total=total, enabled=show_bar) as progress:
+            export = functools.partial(
+                product_export,
+                fmt=fmt,
+                chunk_size=chunk_size,
+                on_progress=progress.update,
+                spreadsheet_safe=spreadsheet_safe,
+            )
             if to_stdout:
                 try:
-                    result = product_export(
-                        out=_StdoutText(self.stdout),
-                        fmt=fmt,
-                        chunk_size=chunk_size,
-                        on_progress=progress.update,
-                        spreadsheet_safe=spreadsheet_safe,
-                    )
+                    result = export(out=_StdoutText(self.stdout))
                 except BrokenPipeError:
                     # The reader went away (e.g. "| head"): stop quietly, as cat does.
                     devnull = os.open(os.devnull, os.O_WRONLY)
                     os.dup2(devnull, sys.stdout.fileno())
                     raise SystemExit(1) from None
             else:
-                result = self._export_to_file(output, fmt, chunk_size, progress)
+                result = self._export_to_file(output, export)
         summary = (
             f"Exported {result.rows} product(s) in {result.seconds:.2f} s "
             f"({result.rows_per_second:,.0f} rows/s)"
@@ -114,20 +116,14 @@ class Command(DataCommand):
         else:
             self.stdout.write(self.style.SUCCESS(f"{summary} to {output}"))
 
-    def _export_to_file(self, output: str, fmt: str, chunk_size: int, progress: Progress):
+    def _export_to_file(self, output: str, export: Callable[..., ExportResult]) -> ExportResult:
         if _written_in_place(output):
             # A device, a FIFO or a link (/dev/null, /dev/stdout, a named
             # pipe): write straight into it. Renaming over it would replace
             # the device or link itself with a regular file.
             try:
                 with open(output, "w", encoding="utf-8", newline="") as handle:
-                    return product_export(
-                        out=handle,
-                        fmt=fmt,
-                        chunk_size=chunk_size,
-                        on_progress=progress.update,
-                        spreadsheet_safe=self._safe,
-                    )
+                    return export(out=handle)
             except OSError as exc:
                 raise CommandError(f"{output}: cannot write: {exc.strerror or exc}") from None
         directory = os.path.dirname(os.path.abspath(output))
@@ -147,13 +143,7 @@ class Command(DataCommand):
             raise CommandError(f"{output}: cannot write: {exc.strerror or exc}") from None
         try:
             with handle:
-                result = product_export(
-                    out=handle,
-                    fmt=fmt,
-                    chunk_size=chunk_size,
-                    on_progress=progress.update,
-                    spreadsheet_safe=self._safe,
-                )
+                result = export(out=handle)
             # The temporary file is private (0600); give the export the mode
             # the file had, or the one a new file would get.
             os.chmod(handle.name, _mode_for(output))
