@@ -639,11 +639,11 @@ def _saves_seen(wsgi_post, settings, token, fast: bool) -> tuple[list, list[str]
 def test_the_fast_create_sends_the_save_signals_and_the_insert_of_a_drf_create(wsgi_post, settings, token):
     from django.db import connection
 
-    from productsite import fastcreate
+    from productsite import fastinsert
 
     fast = _saves_seen(wsgi_post, settings, token, fast=True)
     # The prepared INSERT ran, not the generic save path.
-    assert fastcreate._inserts[(connection.alias, connection.vendor)] is not None
+    assert fastinsert._inserts[(connection.alias, connection.vendor)] is not None
     slow = _saves_seen(wsgi_post, settings, token, fast=False)
     assert fast == slow
     signals, inserts = fast
@@ -655,13 +655,13 @@ def test_the_fast_create_sends_the_save_signals_and_the_insert_of_a_drf_create(w
 
 
 def test_a_changed_save_path_saves_through_the_serializer(wsgi_post, settings, token, monkeypatch):
-    from productsite import fastcreate
+    from productsite import fastcreate, fastinsert
 
-    monkeypatch.setattr(fastcreate, "_inserts", {})
+    monkeypatch.setattr(fastinsert, "_inserts", {})
     monkeypatch.setattr(
         Product, "save", lambda self, *a, **kw: super(Product, self).save(*a, **kw), raising=False
     )
-    assert fastcreate.save_path_problems() == ["Product overrides save"]
+    assert fastinsert.save_path_problems() == ["Product overrides save"]
     created = []
     original = fastcreate.ProductSerializer.create
     monkeypatch.setattr(
@@ -673,4 +673,4 @@ def test_a_changed_save_path_saves_through_the_serializer(wsgi_post, settings, t
     answer = wsgi_post({"name": "generic", "price": "1"}, HTTP_AUTHORIZATION=token)
     assert answer.status_code == 201 and not answer.handled_by_django
     assert [a["name"] for a in created] == ["generic"]
-    assert set(fastcreate._inserts.values()) == {None}
+    assert set(fastinsert._inserts.values()) == {None}
