@@ -61,6 +61,8 @@ __all__ = [
     "reset",
     "run",
     "status",
+    "trip",
+    "wrote",
 ]
 
 logger = logging.getLogger(__name__)
@@ -194,13 +196,20 @@ class _Breaker:
             if self._full:
                 # A full Redis still takes a DEL or a PING; closing on those
                 # would re-open on the next read's lease, many times a second.
-                # The probe (_check_serving) writes, and clears _full first.
+                # A write that succeeds closes it (wrote(): a read's lease, a
+                # fill, a throttle count; the probe's _check_serving).
                 return
             with self._lock:
                 was_down, self._down, self._open_until = self._down, False, 0.0
             if was_down:
                 metrics.breaker_state(False)
                 logger.warning("Redis is answering again; product caching resumed")
+
+    def writable(self) -> None:
+        """Close the breaker a refused write (OOM) held open: Redis just took a write."""
+        with self._lock:
+            self._full = False
+        self.succeeded()
 
     def need_resync(self) -> None:
         """Remember that Redis may hold stale values, and start the probe."""
@@ -262,6 +271,10 @@ def _after_fork_in_child() -> None:
     # An outage the parent saw is the child's to find again (a pending resync
     # stays): its first failure logs and sets the breaker gauge for this
     # process, which a gunicorn worker forked mid-outage would otherwise never do.
+    # Conservatively, a resync first too: the parent's probe may have taken
+    # the flag, and be delivering missed invalidations, at the fork.
+    if _breaker._down:
+        _breaker._resync_needed = True
     _breaker._down, _breaker._open_until, _breaker._full = False, 0.0, False
 
 
@@ -337,9 +350,10 @@ def _check_serving(redis_client: Client) -> None:
     """
     if _breaker._full:
         # Refused with OOM while Redis is still full (any write would do; this
-        # key expires at once, and no product key is touched).
+        # key expires at once, and no product key is touched). On a cluster it
+        # checks one master only: docs/cache.md says what that leaves.
         redis_client.set(make_key(WRITE_CHECK_KEY), b"1", px=1000)
-        _breaker._full = False
+        _breaker.writable()
     if not configured_for_cluster():
         redis_client.ping()
         return
@@ -351,6 +365,12 @@ def _check_serving(redis_client: Client) -> None:
 def breaker_open() -> bool:
     """Return True while the breaker skips Redis (a failure less than PRODUCT_CACHE_BACKOFF ago)."""
     return _breaker.is_open
+
+
+def wrote() -> None:
+    """Note that Redis just took a write: one that refused writes for want of memory takes them again."""
+    if _breaker._full:
+        _breaker.writable()
 
 
 def trip(exc: BaseException) -> None:

@@ -278,6 +278,8 @@ def test_a_worker_forked_during_an_outage_reports_the_outage_itself(private_redi
 
     from prometheus_client import REGISTRY
 
+    from products import metrics
+
     private_redis.stop()
     assert cache.status() == "down"  # the parent saw the outage
     pid = os.fork()
@@ -286,6 +288,7 @@ def test_a_worker_forked_during_an_outage_reports_the_outage_itself(private_redi
         handler = logging.Handler()
         handler.emit = lambda record: seen.append(record.getMessage())
         logging.getLogger("products.transport").addHandler(handler)
+        metrics.breaker_state(False)  # not inherited: what the child itself records
         down = cache.status() == "down"
         logged = any(message.startswith("Redis unavailable") for message in seen)
         gauge = REGISTRY.get_sample_value("product_cache_breaker_open")
