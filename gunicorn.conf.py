@@ -50,10 +50,12 @@ def _int(name: str, default: int, minimum: int = 0, maximum: int | None = None) 
 
 def _bool(name: str, default: bool) -> bool:
     # The words the app's settings take (productsite/settings.py).
-    value = _get(name, "1" if default else "0").strip().lower()
+    value = _get(name, "").strip().lower()
+    if not value:  # empty counts as unset, as in scripts/run.sh
+        return default
     if value in ("1", "true", "yes", "y", "on", "ok"):
         return True
-    if value in ("0", "false", "no", "n", "off", ""):
+    if value in ("0", "false", "no", "n", "off"):
         return False
     _refuse(name, f"{value!r} is not one of 1/0, true/false, yes/no, on/off.")
 

@@ -663,6 +663,8 @@ def main() -> int:
         "(default: only for a complete run, so a smoke check does not replace the published figures)",
     )
     opts = parser.parse_args()
+    if opts.uneven_repeats < 0:
+        parser.error("--uneven-repeats must be 0 or more")
     if opts.quick:
         opts.rounds, opts.seconds = 1, 3.0
 
