@@ -50,11 +50,9 @@ def _count(full_key: str, window: int, by: int) -> int | None:
         return scripts.pipelined(client, commands)[0]
 
     try:
-        count = transport.run(op)
+        return transport.run(op)
     except CacheUnavailable:
         return None
-    transport.wrote()
-    return count
 
 
 _allowance_lock = threading.Lock()

@@ -51,6 +51,7 @@ from redis.exceptions import (
     ConnectionError,
     MovedError,
     NoScriptError,
+    OutOfMemoryError,
     RedisError,
     ResponseError,
     TimeoutError,
@@ -268,6 +269,8 @@ class _NearCache:
                 self.drop()
                 _reload_slots(exc, client)
                 return None
+            except OutOfMemoryError:
+                raise  # a full Redis refused the lease: an answer, the connection is fine
             except (RedisError, OSError) as exc:
                 self.drop()
                 if node is not None and isinstance(exc, (ConnectionError, TimeoutError, OSError)):
