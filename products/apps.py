@@ -97,10 +97,8 @@ class ProductsConfig(AppConfig):
         cache.register_after_delivery(serverledger.recheck_after_a_write)
         # On Sentinel: leave the old master as soon as the sentinels switch away from it.
         transport.register_first_use(sentinelwatch.watch)
-        if outbox.record_missed_invalidation not in cache.missed_invalidation_hooks:
-            cache.missed_invalidation_hooks.append(outbox.record_missed_invalidation)
-        if outbox.record_missed_token_invalidation not in token_cache.hooks:
-            token_cache.hooks.append(outbox.record_missed_token_invalidation)
+        missed.add_hook(outbox.record_missed_invalidation)
+        token_cache.add_hook(outbox.record_missed_token_invalidation)
         metrics.register_outbox_reader(outbox.pending_summary)
         connection_created.connect(
             receivers.register_sqlite_functions, dispatch_uid="products.register_sqlite_functions"

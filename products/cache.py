@@ -23,8 +23,9 @@ Guarantees, and how they hold:
   never skips an invalidation: the write still tries Redis after its commit
   (one timeout), having recorded the miss with the write instead of trying
   inside the transaction too.
-* **Missed invalidations** (:mod:`products.missed`) go to ``missed_invalidation_hooks`` (products.outbox
-  records them in the writer's transaction) and stay pending in this
+* **Missed invalidations** (:mod:`products.missed`) go to its hooks
+  (``missed.add_hook``: products.outbox records them in the writer's
+  transaction) and stay pending in this
   process, whose probe delivers them (the names, or every bucket past
   ``missed.INVALIDATE_BY_NAME_LIMIT``) within about 0.1 s of Redis answering again.
 * **A different Redis is never trusted.** A new connection first reads the
@@ -62,7 +63,6 @@ from django.db import transaction
 from . import cachekeys, metrics, missed, scripts, transport
 from .cachekeys import clear, info
 from .conditional import make_etag
-from .missed import hooks as missed_invalidation_hooks
 from .transport import CacheUnavailable, Client, status
 
 __all__ = [
@@ -76,7 +76,6 @@ __all__ = [
     "info",
     "invalidate",
     "invalidate_on_commit",
-    "missed_invalidation_hooks",
     "reset",
     "retire_generation",
     "retire_generation_on_commit",
@@ -289,7 +288,7 @@ def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
 
     Tries Redis even while the breaker is open. Returns False when Redis could
     not be reached; the miss then goes to this process's resync and, unless
-    ``record_miss`` is off, to ``missed_invalidation_hooks``.
+    ``record_miss`` is off, to the hooks of ``missed.add_hook``.
     """
     names = [n for n in set(names) if n]
     if not names:

@@ -25,9 +25,14 @@ logger = logging.getLogger("products.cache")
 INVALIDATE_BY_NAME_LIMIT = 1000
 
 # Called with the names an invalidation could not deliver (None: every
-# product). Wired in apps.ready(); products.cache exposes it as
-# missed_invalidation_hooks.
+# product); add_hook() in apps.ready() (products.outbox records them).
 hooks: list[Callable[[frozenset[str] | None], None]] = []
+
+
+def add_hook(function: Callable[[frozenset[str] | None], None]) -> None:
+    """Hand every invalidation Redis did not take to ``function`` too (once, however often added)."""
+    if function not in hooks:
+        hooks.append(function)
 
 
 class Pending:

@@ -6,7 +6,7 @@ records the names in the database, so the miss outlives the process that made
 it: a gunicorn worker killed or recycled, ``manage.py shell``, an import.
 
 * **Recording.** :func:`record_missed_invalidation` is the cache's miss hook
-  (``cache.missed_invalidation_hooks``, wired in apps.ready()). Inside a
+  (``missed.add_hook``, wired in apps.ready()). Inside a
   transaction the row joins it (a savepoint, so a failed insert never breaks
   the write), and commits or rolls back with the write; after the commit it
   is its own single INSERT. With Redis up nothing is recorded: a write costs

@@ -59,9 +59,15 @@ logger = logging.getLogger(__name__)
 _missed_lock = threading.Lock()
 _missed = False  # a change could not reach Redis: retire before trusting it
 
-# Called when a change could not reach Redis; wired in apps.ready()
+# Called when a change could not reach Redis; add_hook() in apps.ready()
 # (products.outbox records it in the database for every server process).
 hooks: list[Callable[[], None]] = []
+
+
+def add_hook(function: Callable[[], None]) -> None:
+    """Call ``function`` too when a change to tokens or permissions could not reach Redis (once, however often added)."""
+    if function not in hooks:
+        hooks.append(function)
 
 
 def _gen_key() -> str:
