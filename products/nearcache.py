@@ -351,6 +351,14 @@ def get(name: str) -> CachedProduct | None:
     return _near.get(name)
 
 
+def holds(name: str) -> str | None:
+    """Return where this process's copy of ``name`` came from ("" on one Redis, a cluster node's name), or None without one."""
+    entry = _near.entries.get(name)
+    if entry is None:
+        return None
+    return entry[2] or ""
+
+
 def admit(name: str) -> None:
     """Note that Redis just served ``name`` (a hit): its next read goes through tracking.
 

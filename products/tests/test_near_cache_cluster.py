@@ -131,7 +131,7 @@ def test_a_killed_master_drops_the_near_cache_and_nothing_old_is_read_after_the_
                 product = read(name)
                 if price_of(product) != "2.00":
                     stale.append(name)
-            near_again = promoted and all(name in nearcache._near.entries for name in NAMES)
+            near_again = promoted and all(nearcache.holds(name) is not None for name in NAMES)
             time.sleep(0.01)
         assert stale == []
         assert f"127.0.0.1:{victim.port}" not in nearcache._near.trackers
@@ -173,9 +173,11 @@ def test_a_master_demoted_by_a_manual_failover_stops_serving_near_hits(on_cluste
     time.sleep(nearcache.PROOF_WINDOW)
     assert all(price_of(read(name)) == "5.00" for name in NAMES)
     wait_for(
-        lambda: [read(n) for n in NAMES] and set(NAMES) <= nearcache._near.entries.keys(), 10, "near hits"
+        lambda: [read(n) for n in NAMES] and all(nearcache.holds(n) is not None for n in NAMES),
+        10,
+        "near hits",
     )
-    assert {nearcache._near.entries[n][2] for n in on_old} == {f"127.0.0.1:{new.port}"}
+    assert {nearcache.holds(n) for n in on_old} == {f"127.0.0.1:{new.port}"}
     cluster.wait_healthy()  # the roles stay swapped, as after a failover test
 
 
@@ -203,8 +205,8 @@ def test_a_slot_migrated_to_another_master_drops_the_near_cache(on_cluster):
             node.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
         Product.objects.filter(name=name).update(price=Decimal("7.00"))  # MOVED, then the new map
         assert price_of(read(name)) == "7.00"
-        wait_for(lambda: read(name).hit and name in nearcache._near.entries, 10, "near hits on the target")
-        assert nearcache._near.entries[name][2] == f"127.0.0.1:{target.port}"
+        wait_for(lambda: read(name).hit and nearcache.holds(name) is not None, 10, "near hits on the target")
+        assert nearcache.holds(name) == f"127.0.0.1:{target.port}"
         Product.objects.filter(name=name).update(price=Decimal("8.00"))
         assert price_of(read(name)) == "8.00"
     finally:
