@@ -216,6 +216,14 @@ def test_health_is_503_when_the_database_is_unreachable():
     assert response.json()["database"] == "down"
 
 
+def _read_list_product_and_legacy(server: Gunicorn) -> list[requests.Response]:
+    """GET the list, a product never cached, and the same through the legacy route."""
+    return [
+        requests.get(server.url + path, timeout=10)
+        for path in ("/api/products/", "/api/products/Never%20cached/", "/products/Never%20cached")
+    ]
+
+
 def test_api_answers_503_not_500_when_the_database_is_unreachable():
     # A database outage is temporary: clients should retry, not report a bug.
     env = server_env(
@@ -224,11 +232,7 @@ def test_api_answers_503_not_500_when_the_database_is_unreachable():
     server = Gunicorn(env, workers=1)
     server.start()
     try:
-        answers = [
-            requests.get(server.url + "/api/products/", timeout=10),
-            requests.get(server.url + "/api/products/Never%20cached/", timeout=10),
-            requests.get(server.url + "/products/Never%20cached", timeout=10),
-        ]
+        answers = _read_list_product_and_legacy(server)
     finally:
         server.stop()
     for response in answers:
@@ -254,11 +258,7 @@ def test_api_answers_503_not_500_on_a_database_not_migrated_yet(tmp_path):
     server = Gunicorn(server_env(DATABASE_URL=url, LOG_LEVEL="CRITICAL"), workers=1)
     server.start()
     try:
-        answers = [
-            requests.get(server.url + "/api/products/", timeout=10),
-            requests.get(server.url + "/api/products/Never%20cached/", timeout=10),
-            requests.get(server.url + "/products/Never%20cached", timeout=10),
-        ]
+        answers = _read_list_product_and_legacy(server)
         ready = requests.get(server.url + "/health/ready/", timeout=10)
     finally:
         server.stop()
