@@ -226,6 +226,7 @@ def get_product_counted(
         return _from_database(name, load), True
     if answer is None:
         return None
+    transport.wrote()  # the script counted (a write) before anything else
     kind, payload = answer
     if kind == _THROTTLED:
         return None, False
@@ -241,6 +242,7 @@ def get_product_counted(
 
 def _fill(name: str, keys: list, token: str, gen: bytes, load: Loader) -> CachedProduct | None:
     """Read the database as the lease holder; store the row only while the lease lives."""
+    transport.wrote()  # the lease was written: a Redis that was full takes writes again
     metrics.cache_lookup("miss")
     try:
         data = load(name)

@@ -50,9 +50,11 @@ def _count(full_key: str, window: int, by: int) -> int | None:
         return scripts.pipelined(client, commands)[0]
 
     try:
-        return transport.run(op)
+        count = transport.run(op)
     except CacheUnavailable:
         return None
+    transport.wrote()
+    return count
 
 
 _allowance_lock = threading.Lock()

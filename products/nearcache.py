@@ -51,7 +51,6 @@ from redis.exceptions import (
     ConnectionError,
     MovedError,
     NoScriptError,
-    OutOfMemoryError,
     RedisError,
     ResponseError,
     TimeoutError,
@@ -269,8 +268,6 @@ class _NearCache:
                 self.drop()
                 _reload_slots(exc, client)
                 return None
-            except OutOfMemoryError:
-                raise  # a full Redis refused the lease: an answer, the connection is fine
             except (RedisError, OSError) as exc:
                 self.drop()
                 if node is not None and isinstance(exc, (ConnectionError, TimeoutError, OSError)):

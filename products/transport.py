@@ -41,7 +41,6 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, OutOfMemoryError, RedisError
 
 from . import metrics, serveridentity
-from .logfields import AtMostEvery
 from .serveridentity import Client, Connection, configured_for_cluster, is_cluster, register_adopt
 
 __all__ = [
@@ -63,6 +62,7 @@ __all__ = [
     "run",
     "status",
     "trip",
+    "wrote",
 ]
 
 logger = logging.getLogger(__name__)
@@ -157,6 +157,9 @@ class _Breaker:
         self._lock = threading.Lock()
         self._open_until = 0.0
         self._down = False  # an outage is in progress (logged once)
+        # Redis answered "OOM" (full, with maxmemory-policy noeviction): it still
+        # answers reads, deletes and PING, so only a write closes the breaker.
+        self._full = False
         self._resync_needed = False
         self._probe: threading.Thread | None = None
 
@@ -169,6 +172,8 @@ class _Breaker:
             self._open_until = time.monotonic() + settings.PRODUCT_CACHE_BACKOFF
             first = not self._down
             self._down = True
+            if isinstance(exc, OutOfMemoryError):
+                self._full = True
         if first:
             metrics.breaker_state(True)
             logger.warning(
@@ -188,11 +193,23 @@ class _Breaker:
 
     def succeeded(self) -> None:
         if self._down or self._open_until:
+            if self._full:
+                # A full Redis still takes a DEL or a PING; closing on those
+                # would re-open on the next read's lease, many times a second.
+                # A write that succeeds closes it (wrote(): a read's lease, a
+                # fill, a throttle count; the probe's _check_serving).
+                return
             with self._lock:
                 was_down, self._down, self._open_until = self._down, False, 0.0
             if was_down:
                 metrics.breaker_state(False)
                 logger.warning("Redis is answering again; product caching resumed")
+
+    def writable(self) -> None:
+        """Close the breaker a refused write (OOM) held open: Redis just took a write."""
+        with self._lock:
+            self._full = False
+        self.succeeded()
 
     def need_resync(self) -> None:
         """Remember that Redis may hold stale values, and start the probe."""
@@ -230,7 +247,6 @@ class _Breaker:
 
 
 _breaker = _Breaker()
-_full_warning = AtMostEvery(60.0)  # "Redis is full": once a minute per process
 
 
 def _describe(exc: BaseException) -> str:
@@ -259,7 +275,7 @@ def _after_fork_in_child() -> None:
     # the flag, and be delivering missed invalidations, at the fork.
     if _breaker._down:
         _breaker._resync_needed = True
-    _breaker._down, _breaker._open_until = False, 0.0
+    _breaker._down, _breaker._open_until, _breaker._full = False, 0.0, False
 
 
 if hasattr(os, "register_at_fork"):
@@ -284,22 +300,6 @@ def run(op: Callable[[Client], T], *, force: bool = False) -> T:
                 _breaker.need_resync()
                 raise
         result = op(redis_client)
-    except OutOfMemoryError as exc:
-        # Full (maxmemory with the noeviction policy): Redis answers, serves
-        # reads and takes deletes, but refuses what would store anything (a
-        # miss's lease, a fill, a count, a generation). Not an outage: hits
-        # go on, the refused operation falls back as for one (a read to the
-        # database, a missed invalidation to the outbox and the resync, which
-        # then runs before every command until it gets through). Tripping
-        # the breaker would close it again at the next DEL or PING: a log
-        # line and a /health/ flip many times a second.
-        if _full_warning.due():
-            logger.warning(
-                "Redis is full (%s); products it does not hold are read from the database "
-                "until it has room (maxmemory, maxmemory-policy)",
-                _describe(exc),
-            )
-        raise CacheUnavailable(str(exc)) from exc
     except RedisError as exc:
         _breaker.trip(exc)
         raise CacheUnavailable(str(exc)) from exc
@@ -335,13 +335,25 @@ def probe_if_down() -> None:
             pass
 
 
+WRITE_CHECK_KEY = "writable"
+
+
 def _check_serving(redis_client: Client) -> None:
     """PING; on a Cluster, ask whether the cluster serves every slot instead.
+
+    After Redis refused a write for want of memory, also write one short-lived
+    key: a full Redis answers PING.
 
     A cluster node answers PING while its cluster is down (a master and its
     replicas lost: every command gets CLUSTERDOWN), so PING alone would call
     such a cluster up: /health/ would say "ok" and the probe "caching resumed".
     """
+    if _breaker._full:
+        # Refused with OOM while Redis is still full (any write would do; this
+        # key expires at once, and no product key is touched). On a cluster it
+        # checks one master only: docs/cache.md says what that leaves.
+        redis_client.set(make_key(WRITE_CHECK_KEY), b"1", px=1000)
+        _breaker.writable()
     if not configured_for_cluster():
         redis_client.ping()
         return
@@ -353,6 +365,12 @@ def _check_serving(redis_client: Client) -> None:
 def breaker_open() -> bool:
     """Return True while the breaker skips Redis (a failure less than PRODUCT_CACHE_BACKOFF ago)."""
     return _breaker.is_open
+
+
+def wrote() -> None:
+    """Note that Redis just took a write: one that refused writes for want of memory takes them again."""
+    if _breaker._full:
+        _breaker.writable()
 
 
 def trip(exc: BaseException) -> None:
@@ -377,5 +395,4 @@ def status() -> str:
 def reset() -> None:
     """Forget any outage, pending resync and checked server this process saw (for tests)."""
     _breaker.__init__()
-    _full_warning.reset()
     serveridentity.forget()
