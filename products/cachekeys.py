@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import ConnectionError, OutOfMemoryError, RedisError
 
 from . import metrics, scripts, transport
 from .transport import Client, Connection
@@ -271,6 +271,11 @@ def adopt(connection: Connection, run_id: str) -> None:
     # from a snapshot, or a promoted replica, may hold an older generation.
     calls.append(([auth_generation_key(), transport.make_key(f"{AUTH_TAG}:auth:v1:srv")], [mark, gen]))
     *replies, auth_reply = scripts.eval_on_connection(connection, "adopt", calls)
+    for reply in (*replies, auth_reply):
+        if isinstance(reply, OutOfMemoryError):
+            # A full Redis refused to retire: a connection to it must not
+            # serve (what it holds may be a snapshot's), as if unreachable.
+            raise reply
     retired = sum(1 for reply in replies if reply == 1)
     tokens = " (and the cached token authentications)" if auth_reply == 1 else ""
     if retired:

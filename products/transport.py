@@ -41,6 +41,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, OutOfMemoryError, RedisError
 
 from . import metrics, serveridentity
+from .logfields import AtMostEvery
 from .serveridentity import Client, Connection, configured_for_cluster, is_cluster, register_adopt
 
 __all__ = [
@@ -157,6 +158,7 @@ class _Breaker:
         self._lock = threading.Lock()
         self._open_until = 0.0
         self._down = False  # an outage is in progress (logged once)
+        self._quiet = False  # its start was not logged (nor will its end be)
         # Redis answered "OOM" (full, with maxmemory-policy noeviction): it still
         # answers reads, deletes and PING, so only a write closes the breaker.
         self._full = False
@@ -168,20 +170,27 @@ class _Breaker:
         return time.monotonic() < self._open_until
 
     def trip(self, exc: BaseException) -> None:
+        full = isinstance(exc, OutOfMemoryError)
         with self._lock:
             self._open_until = time.monotonic() + settings.PRODUCT_CACHE_BACKOFF
             first = not self._down
             self._down = True
-            if isinstance(exc, OutOfMemoryError):
+            if full:
                 self._full = True
         if first:
             metrics.breaker_state(True)
-            logger.warning(
-                "Redis unavailable (%s: %s); products are read from the database, and Redis is tried again every %.1fs",
-                type(exc).__name__,
-                _describe(exc),
-                settings.PRODUCT_CACHE_BACKOFF,
-            )
+            # Memory at the limit passes some writes and refuses others: such
+            # outages start and end about once a back-off. Said once a minute.
+            self._quiet = full and not _full_news.due()
+            if not self._quiet:
+                logger.warning(
+                    "Redis unavailable (%s: %s); products are read from the database, and Redis is tried again every %.1fs",
+                    type(exc).__name__,
+                    _describe(exc),
+                    settings.PRODUCT_CACHE_BACKOFF,
+                )
+        if full:
+            return  # an answer: the sockets are fine
         try:
             # Drop pooled sockets: after a restart they are all dead, and
             # each would otherwise fail once, re-opening the breaker.
@@ -203,7 +212,8 @@ class _Breaker:
                 was_down, self._down, self._open_until = self._down, False, 0.0
             if was_down:
                 metrics.breaker_state(False)
-                logger.warning("Redis is answering again; product caching resumed")
+                if not self._quiet:
+                    logger.warning("Redis is answering again; product caching resumed")
 
     def writable(self) -> None:
         """Close the breaker a refused write (OOM) held open: Redis just took a write."""
@@ -247,6 +257,7 @@ class _Breaker:
 
 
 _breaker = _Breaker()
+_full_news = AtMostEvery(60.0)  # outages for want of memory: logged once a minute
 
 
 def _describe(exc: BaseException) -> str:
@@ -395,4 +406,5 @@ def status() -> str:
 def reset() -> None:
     """Forget any outage, pending resync and checked server this process saw (for tests)."""
     _breaker.__init__()
+    _full_news.reset()
     serveridentity.forget()

@@ -133,6 +133,45 @@ def test_a_full_redis_is_one_outage_not_a_flapping_breaker(
     assert anon_client.get("/health/").json()["cache"] == "ok"
     assert anon_client.get(f"/api/products/{names[0]}/").json()["price"] == "2.00"
     assert anon_client.get(f"/api/products/{names[0]}/")["X-Cache"] == "HIT"
+    # Memory at the limit again within the minute: counted, not logged again.
+    redis.config_set("maxmemory", 1)
+    try:
+        time.sleep(0.06)
+        assert anon_client.get(f"/api/products/{names[2]}/").status_code == 200
+        assert transport.breaker_open()
+    finally:
+        redis.config_set("maxmemory", 0)
+    time.sleep(0.06)
+    assert anon_client.get(f"/api/products/{names[3]}/").status_code == 200
+    assert not transport.breaker_open()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("Redis unavailable") for m in messages) == 1
+    assert sum("caching resumed" in m for m in messages) == 1
+
+
+def test_a_redis_restarted_full_from_an_old_snapshot_never_serves_it(
+    private_redis, anon_client, editor_client, settings
+):
+    # A server restarted from a snapshot is checked before it serves: the
+    # check retires every bucket's generation. A full Redis refused those
+    # writes, and the refusals went unnoticed: the snapshot's values were
+    # served as hits (and revoked token permissions honoured).
+    settings.PRODUCT_CACHE_BACKOFF = 0.05
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    anon_client.get(URL)
+    assert anon_client.get(URL)["X-Cache"] == "HIT"
+    private_redis.client().save()  # the snapshot holds price 1.00
+    assert editor_client.patch(URL, {"price": "2.00"}, format="json").status_code == 200
+    private_redis.kill()
+    private_redis.start("--maxmemory", "1", "--maxmemory-policy", "noeviction")
+    for _ in range(20):
+        response = anon_client.get(URL)
+        assert response.json()["price"] == "2.00", response["X-Cache"]
+        time.sleep(0.01)
+    private_redis.client().config_set("maxmemory", 0)
+    time.sleep(0.06)
+    assert anon_client.get(URL).json()["price"] == "2.00"  # the check retires the snapshot's generations now
+    assert anon_client.get(URL)["X-Cache"] == "HIT"
 
 
 def test_write_during_outage_is_not_undone_by_a_redis_restarted_with_old_data(

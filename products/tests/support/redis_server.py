@@ -24,7 +24,8 @@ class RedisProcess:
         self.proc: subprocess.Popen | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, *options: str) -> None:
+        """Start the server (again, from its snapshot if there is one); ``options`` go to redis-server."""
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed; the README's test command installs it")
@@ -43,6 +44,7 @@ class RedisProcess:
                 "no",
                 "--dbfilename",
                 "dump.rdb",
+                *options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
