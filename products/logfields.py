@@ -138,27 +138,30 @@ class SecurityEventIntoRequestLine(logging.Filter):
 
 
 class AtMostEvery:
-    """Say when a warning is due: at most once per ``seconds`` in this process.
+    """Say when a warning is due: at most ``times`` in any ``seconds`` period of this process.
 
     For news that would otherwise repeat on every request (an outage met by
     each one), so a busy process cannot flood the log.
     """
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self, seconds: float, times: int = 1) -> None:
+        self.seconds, self.times = seconds, times
         self._lock = threading.Lock()
-        self._last = float("-inf")
+        self._started = float("-inf")  # the current period's first warning
+        self._said = 0
 
     def due(self) -> bool:
-        """Return True, and start a new period, when the last warning is ``seconds`` old."""
+        """Return True, and count it, when the current period has not had ``times`` warnings yet."""
         with self._lock:
             now = time.monotonic()
-            if now - self._last < self.seconds:
+            if now - self._started >= self.seconds:
+                self._started, self._said = now, 0
+            if self._said >= self.times:
                 return False
-            self._last = now
+            self._said += 1
             return True
 
     def reset(self) -> None:
         """Make the next warning due at once (tests)."""
         with self._lock:
-            self._last = float("-inf")
+            self._started, self._said = float("-inf"), 0

@@ -33,7 +33,7 @@ from django.db.models import Exists
 from django.utils import timezone
 
 from . import cache
-from .logfields import escape
+from .logfields import AtMostEvery, escape
 from .missed import INVALIDATE_BY_NAME_LIMIT
 from .models import PendingInvalidation
 
@@ -47,6 +47,12 @@ APPLY_BATCH = 200
 _SHOWN = 10
 
 _local = threading.local()
+# In the log (a server process, a shell, migrate), a few recorded misses a
+# minute: during an outage every write records one, and each request is to
+# stay one log line. A data command reports every one on its stderr instead.
+_miss_news = AtMostEvery(60.0, times=5)
+_misses_unsaid = 0
+_unsaid_lock = threading.Lock()
 
 
 def describe(names: frozenset[str] | None) -> str:
@@ -112,8 +118,20 @@ def _record(row: PendingInvalidation, what: str, message: str) -> None:
     report = getattr(_local, "report", None)
     if report is not None:
         report(message)
-    else:
-        logger.warning(message)
+        return
+    global _misses_unsaid
+    with _unsaid_lock:
+        if not _miss_news.due():
+            _misses_unsaid += 1
+            return
+        unsaid, _misses_unsaid = _misses_unsaid, 0
+    more = f" ({unsaid} more recorded since the last such line)" if unsaid else ""
+    logger.warning(message + more)
+
+
+def reset() -> None:
+    """Make the next recorded miss's warning due at once (tests); it still counts those unsaid."""
+    _miss_news.reset()
 
 
 def apply_pending(

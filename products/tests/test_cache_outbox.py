@@ -319,6 +319,27 @@ def test_a_shell_write_during_an_outage_is_recorded_and_logged(make_product, dea
     )
 
 
+def test_writes_during_an_outage_say_what_they_recorded_a_few_times_a_minute(
+    make_product, dead_redis, caplog
+):
+    # Every write during an outage records a miss; one WARNING each made a
+    # busy worker's log two lines per write request. Five a minute, then
+    # the next says how many went unsaid.
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="products.outbox")
+    make_product("Mug", "1.00", 1)
+    for cents in range(2, 10):
+        Product.objects.filter(name="Mug").update(price=Decimal(f"{cents}.00"))
+    said = [r.getMessage() for r in caplog.records if "Could not reach Redis to invalidate" in r.getMessage()]
+    assert len(said) == 5, said
+    assert len(pending()) == 9  # every miss recorded all the same
+    outbox.reset()  # a minute later, as far as the warning goes
+    Product.objects.filter(name="Mug").update(price=Decimal("10.00"))
+    said = [r.getMessage() for r in caplog.records if "Could not reach Redis to invalidate" in r.getMessage()]
+    assert said[-1].endswith("(4 more recorded since the last such line)"), said
+
+
 def test_retrying_a_recorded_invalidation_during_an_outage_does_not_flood_the_log(
     make_product, dead_redis, caplog, settings
 ):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from products import auth_limits, counters, nearcache, serverledger, throttling
+from products import auth_limits, counters, nearcache, outbox, serverledger, throttling
 from products import cache as product_cache
 
 
@@ -11,6 +11,7 @@ def reset_process_state() -> None:
     product_cache.reset()
     throttling.reset()
     auth_limits.reset()
+    outbox.reset()
     nearcache.reset()  # its tracked connection may lead to another test's Redis
     counters.reset()  # throttle reservations of earlier tests
     serverledger.reset()  # a transactional test's flush took the ledger's row
