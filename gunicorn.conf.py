@@ -67,9 +67,11 @@ def _networks(name: str, default: str) -> str:
         if entry in ("*", ""):  # empty: trust no proxy
             continue
         try:
-            ipaddress.ip_network(entry, strict=False)
+            ipaddress.ip_network(entry)  # strict, as gunicorn's own check: no host bits
         except ValueError:
-            _refuse(name, f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8), nor *.")
+            _refuse(
+                name, f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8; no host bits), nor *."
+            )
     return value
 
 
