@@ -179,8 +179,10 @@ class _Breaker:
                 self._full = True
         if first:
             metrics.breaker_state(True)
+        if first or (self._quiet and not full):
             # Memory at the limit passes some writes and refuses others: such
-            # outages start and end about once a back-off. Said once a minute.
+            # outages start and end about once a back-off. Said once a minute;
+            # one that turns into another failure is said then.
             self._quiet = full and not _full_news.due()
             if not self._quiet:
                 logger.warning(

@@ -295,3 +295,21 @@ def test_api_answers_503_not_500_on_a_database_not_migrated_yet(tmp_path):
         assert response.status_code == 503, (response.url, response.status_code, response.text)
         assert response.headers["Retry-After"] == "5"
     assert ready.status_code == 503
+
+
+def test_a_quiet_memory_outage_that_turns_into_another_failure_is_logged(caplog):
+    # An outage for want of memory within a minute of the last is not logged;
+    # if Redis then stops answering at all, that is news.
+    from redis.exceptions import ConnectionError, OutOfMemoryError
+
+    from products import transport
+
+    caplog.set_level(logging.WARNING, logger="products.transport")
+    transport.trip(OutOfMemoryError("full"))  # logged: the first this minute
+    transport.wrote()  # a write went through: over
+    transport.trip(OutOfMemoryError("full"))  # at the limit again: quiet
+    assert outage_log_lines(caplog) == 1
+    transport.trip(ConnectionError("refused"))
+    assert outage_log_lines(caplog) == 2
+    assert "ConnectionError: refused" in caplog.records[-1].getMessage()
+    transport.reset()
