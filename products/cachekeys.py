@@ -13,8 +13,8 @@ masters. Every key also carries the cache's ``KEY_PREFIX`` and version::
     products:v2:throttle:<counter>:<window number>   throttle counters (products.counters);
                                   failed sign-ins count under ``throttle:authfail:...`` (products.auth_limits)
     {products-auth}:auth:v1:gen   the cached token authentications' generation (and ``:srv``)
-    writable                      (KEY_PREFIX and version only) transport's write check after an OOM, 1 s
     {products-auth}:auth:v1:t:<digest>   one token's cached authentication (products.token_cache)
+    writable                      (KEY_PREFIX and version only) transport's write check after an OOM, 1 s
 
 A value or lease counts only while its bucket's generation is the one it
 carries (the scripts in ``lua/`` compare), so *retiring* a generation (a new
