@@ -79,9 +79,10 @@ def missed(names: frozenset[str] | None, record: bool = True) -> None:
     """Keep a miss until Redis answers, and hand it to the hooks unless ``record`` is off."""
     pending.add(names)
     transport.need_resync()
-    # At DEBUG when a hook reports it (the outbox's WARNING says it once per
-    # write) or it is a retry of one already reported (the outbox applier's,
-    # every PRODUCT_CACHE_OUTBOX_RETRY in every process); else at INFO.
+    # At DEBUG when a hook reports it (the outbox: a command's stderr, or a
+    # WARNING a few times a minute) or it is a retry of one already reported
+    # (the outbox applier's, every PRODUCT_CACHE_OUTBOX_RETRY in every
+    # process); else at INFO.
     logger.log(
         logging.INFO if record and not hooks else logging.DEBUG,
         "Could not invalidate %s product(s) now; will retry when Redis answers",
