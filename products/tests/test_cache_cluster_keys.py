@@ -7,15 +7,10 @@ cluster configuration is tested with the topology tests.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-import redis
 from django.core.cache import caches
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
@@ -25,93 +20,19 @@ from products import cache, counters
 from products.models import Product
 from products.selectors import product_json
 
-from .support.processes import free_port
+from .support.redis_topologies import DATA_PASSWORD, Cluster, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def _cluster_port() -> int:
-    for _ in range(100):
-        port = free_port()
-        if port + 10000 < 65536:
-            return port
-    raise RuntimeError("no free port")
-
-
-def _cluster_ok(port: int) -> bool:
-    return redis.Redis(port=port, socket_timeout=1).execute_command("CLUSTER INFO")["cluster_state"] == "ok"
-
-
-class Cluster:
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="products-test-cluster-")
-        self.ports = [_cluster_port() for _ in range(3)]
-        self.procs: dict[int, subprocess.Popen] = {}
-
-    def start_node(self, port: int) -> None:
-        options = {
-            "port": port,
-            "bind": "127.0.0.1",
-            "cluster-enabled": "yes",
-            "cluster-config-file": f"nodes-{port}.conf",
-            "cluster-node-timeout": 5000,
-            "dir": self.dir,
-            "dbfilename": f"dump-{port}.rdb",
-            "save": "",
-            "appendonly": "no",
-        }
-        self.procs[port] = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server"]
-            + [arg for name, value in options.items() for arg in (f"--{name}", str(value))],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        node = redis.Redis(port=port, socket_timeout=1)
-        for _ in range(200):
-            try:
-                node.ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.02)
-        raise RuntimeError(f"cluster node on {port} did not start")
-
-    def start(self) -> None:
-        for port in self.ports:
-            self.start_node(port)
-        nodes = [f"127.0.0.1:{port}" for port in self.ports]
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes"],
-            check=True,
-            capture_output=True,
-        )
-        for _ in range(200):
-            if all(_cluster_ok(port) for port in self.ports):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("the cluster did not become ready")
-
-    def kill_node(self, port: int, save: bool = False) -> None:
-        if save:
-            redis.Redis(port=port).save()
-        self.procs[port].kill()
-        self.procs[port].wait()
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture
 def cluster(monkeypatch) -> Iterator[Cluster]:
-    """A fresh 3-master cluster that the default cache's client talks to."""
-    server = Cluster()
+    """A fresh 3-master cluster (no replicas) that the default cache's client talks to."""
+    server = Cluster(masters=3, replicas=0)
     try:
-        server.start()
         client = RedisCluster(
-            startup_nodes=[ClusterNode("127.0.0.1", port) for port in server.ports],
+            startup_nodes=[ClusterNode(*node.address) for node in server.nodes],
+            password=DATA_PASSWORD,
             socket_timeout=0.2,
             socket_connect_timeout=0.2,
             retry=Retry(NoBackoff(), 0),
@@ -126,7 +47,7 @@ def cluster(monkeypatch) -> Iterator[Cluster]:
 
 
 def _product_keys_per_master(server: Cluster) -> list[int]:
-    return [len(list(redis.Redis(port=port).scan_iter(match="*:p:*", count=1000))) for port in server.ports]
+    return [len(list(node.client().scan_iter(match="*:p:*", count=1000))) for node in server.nodes]
 
 
 def test_products_spread_over_every_master_and_each_script_stays_in_one_slot(cluster):
@@ -177,19 +98,13 @@ def test_a_restarted_master_serves_no_value_replaced_while_it_was_down(cluster):
     Product.objects.bulk_create(Product(name=n, price=Decimal("1.00"), quantity=1) for n in names)
     for name in names:
         cache.get_product(name, product_json)
-    victim = cluster.ports[0]
-    cluster.kill_node(victim, save=True)  # its dump holds the old values
+    victim = cluster.nodes[0]
+    victim.client().save()  # its dump holds the old values
+    victim.kill()
     Product.objects.filter(name__in=names).update(price=Decimal("2.00"))  # some invalidations miss
-    cluster.start_node(victim)
-    deadline = time.monotonic() + 20
+    victim.start()
     stale = 0
-    while time.monotonic() < deadline:
-        try:
-            if _cluster_ok(victim):
-                break
-        except redis.RedisError:
-            pass
-        time.sleep(0.1)
+    wait_for(lambda: victim.client().cluster("info")["cluster_state"] == "ok", 20, "the restarted master")
     for name in names:
         product = cache.get_product(name, product_json)
         stale += b'"2.00"' not in product.data

@@ -11,8 +11,37 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .processes import free_port
+
+
+def answering(proc: subprocess.Popen, port: int, password: str | None = None, timeout: float = 10) -> bool:
+    """Wait until the redis-server ``proc`` answers PING on ``port``; False if it exits first.
+
+    A server exits at once when its port (or a cluster node's bus port, +10000)
+    was taken between free_port() and its start: the caller tries another
+    port. Each PING is one attempt: redis-py's default retries would back off
+    for seconds on every refused connection.
+    """
+    client = redis.Redis(
+        port=port, password=password, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"redis-server on port {port} did not answer within {timeout} s"
+                    ) from None
+                time.sleep(0.02)
+        return False
+    finally:
+        client.close()
 
 
 class RedisProcess:
@@ -22,6 +51,7 @@ class RedisProcess:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="products-test-redis-")
         self.proc: subprocess.Popen | None = None
+        self.started = False
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, *options: str) -> None:
@@ -29,6 +59,18 @@ class RedisProcess:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed; the README's test command installs it")
+        for _ in range(3):
+            self._spawn(binary, options)
+            if answering(self.proc, self.port):
+                self.started = True
+                return
+            if self.started:  # a restart keeps its port: clients point there
+                break
+            self.port = free_port()  # taken since free_port() chose it
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        raise RuntimeError(f"redis-server on port {self.port} exited at start (code {self.proc.returncode})")
+
+    def _spawn(self, binary: str, options: tuple[str, ...]) -> None:
         self.proc = subprocess.Popen(
             [
                 binary,
@@ -49,14 +91,6 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_timeout=0.5)
-        for _ in range(200):
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server on port {self.port} did not start")
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2)

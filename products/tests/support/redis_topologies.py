@@ -25,6 +25,8 @@ import redis
 
 from productsite import redis_config
 
+from .redis_server import answering
+
 SENTINEL_MASTER = "products-test"
 SENTINEL_DB = 3
 # Low enough that a failover takes a few seconds, high enough that a loaded
@@ -95,20 +97,38 @@ class RedisNode:
     """One redis-server process (data node or sentinel) with its own dir and port."""
 
     def __init__(self, root: Path, *args: str, sentinel_conf: str | None = None, db: int = 0) -> None:
-        self.port = free_port(cluster_bus="--cluster-enabled" in args)
+        self.root = root
         self.db = db
         self.password = SENTINEL_PASSWORD if sentinel_conf is not None else DATA_PASSWORD
-        self.dir = root / str(self.port)
-        self.dir.mkdir()
         self.args = args
         self.sentinel_conf = sentinel_conf
         self.proc: subprocess.Popen | None = None
+        self.started = False
+        self._choose_port()
+
+    def _choose_port(self) -> None:
+        self.port = free_port(cluster_bus="--cluster-enabled" in self.args)
+        self.dir = self.root / str(self.port)
+        self.dir.mkdir()
 
     @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
     def start(self) -> None:
+        """Start the process (again: same port, same dir); a first start that finds its port taken moves."""
+        for _ in range(3):
+            self._spawn()
+            if answering(self.proc, self.port, self.password):
+                self.started = True
+                return
+            if self.started:  # a restart keeps its port: the others know it
+                break
+            self._choose_port()
+        log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
+        raise AssertionError(f"redis-server on port {self.port} exited at start:\n{log}")
+
+    def _spawn(self) -> None:
         command = [_binary("redis-server")]
         if self.sentinel_conf is not None:
             conf = self.dir / "sentinel.conf"
@@ -124,7 +144,6 @@ class RedisNode:
         log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         log.close()
-        wait_for(lambda: self.client().ping(), 10, f"redis-server on port {self.port}")
 
     def client(self, **kwargs) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, password=self.password, db=self.db, **kwargs)
