@@ -25,7 +25,9 @@ from products import cache, monitoring
 from products.models import Product
 from products.selectors import product_json
 
+from .support.gunicorn import Gunicorn
 from .support.processes import BASE_DIR, free_port, server_env
+from .support.processes import migrate as migrate_database
 
 
 def value(name: str, **labels: str) -> float:
@@ -210,52 +212,27 @@ def test_ready_answers_503_while_a_migration_is_unapplied(anon_client):
 # --- A real gunicorn with several workers --------------------------------------------
 
 
-class MetricsGunicorn:
+class MetricsGunicorn(Gunicorn):
     def __init__(self, tmp_path: Path, workers: int, migrate: bool = True, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.metrics_dir = tmp_path / "metrics"
         # Commands run without the metrics directory: only the server's processes count.
-        self.env = server_env(**{"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", **env})
+        commands_env = server_env(**{"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", **env})
         if migrate:
-            subprocess.run(
-                [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, env=self.env, check=True
-            )
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "productsite.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(workers),
-            ],
-            cwd=BASE_DIR,
-            env={**self.env, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)},
+            migrate_database(commands_env)
+        super().__init__(
+            {**commands_env, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)},
+            workers,
+            threads=None,
+            quiet=False,
+            ready="/health/live/",
         )
-        for _ in range(300):
-            try:
-                requests.get(self.url + "/health/live/", timeout=1)
-                return
-            except requests.RequestException:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("gunicorn did not start")
+        self.start()
+        self.env = commands_env
 
     def scrape(self) -> str:
         response = requests.get(self.url + "/metrics", timeout=5)
         assert response.status_code == 200
         return response.text
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 @pytest.fixture

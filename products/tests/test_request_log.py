@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,9 @@ import requests
 
 from products.logfields import escape, format_fields, request_id
 
-from .support.processes import BASE_DIR, free_port, manage, server_env
+from .support.gunicorn import Gunicorn
+from .support.processes import free_port, manage, server_env
+from .support.processes import migrate as migrate_database
 
 pytestmark = pytest.mark.django_db
 
@@ -63,56 +63,22 @@ def test_a_4xx_logs_one_line_and_no_django_request_warning(anon_client, caplog):
 # --- A real gunicorn, reading what it writes --------------------------------------
 
 
-class LoggingGunicorn:
+class LoggingGunicorn(Gunicorn):
     """gunicorn (the project's gunicorn.conf.py, 2 workers) with its output in a file."""
 
     def __init__(self, tmp_path: Path, migrate: bool = True, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / "server.log"
-        self.env = server_env(
+        environment = server_env(
             **{"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "LOG_LEVEL": "INFO", **env}
         )
         if migrate:
-            subprocess.run(
-                [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, env=self.env, check=True
-            )
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "productsite.wsgi:application",
-                "--workers",
-                "2",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-            ],
-            cwd=BASE_DIR,
-            env=self.env,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(300):
-            try:
-                requests.get(self.url + "/health/live/", timeout=1)
-                return
-            except requests.RequestException:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("gunicorn did not start:\n" + self.log.read_text())
+            migrate_database(environment)
+        super().__init__(environment, threads=None, quiet=False, output=self.log, ready="/health/live/")
+        self.start()
 
     def lines(self) -> list[str]:
         time.sleep(0.3)  # let the workers' stream handlers flush
         return self.log.read_text().splitlines()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 @pytest.fixture

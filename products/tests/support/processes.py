@@ -50,6 +50,12 @@ def manage(env: dict[str, str], *args: str, input: str | None = None) -> subproc
     )
 
 
+def migrate(env: dict[str, str]) -> None:
+    """Run ``manage.py migrate`` on the database ``env`` names; fail the test with its output if it fails."""
+    done = manage(env, "migrate", "-v", "0")
+    assert done.returncode == 0, f"migrate failed:\n{done.stdout}{done.stderr}"
+
+
 def child_pids(pid: int) -> list[int]:
     """Return the pids of a process's children (a gunicorn master's workers)."""
     children = []
