@@ -152,8 +152,7 @@ def test_a_master_demoted_by_a_manual_failover_stops_serving_near_hits(on_cluste
     old = cluster.master_of(cachekeys.product_keys(NAMES[0]).gen)
     new = cluster.replica_of(old)
     on_old = [n for n in NAMES if cluster.master_of(cachekeys.product_keys(n).gen) is old]
-    new.client().execute_command("CLUSTER", "FAILOVER")
-    wait_for(lambda: new.client().info("replication")["role"] == "master", 30, "the manual failover")
+    cluster.manual_failover(new)
     wait_for(lambda: old.client().info("replication")["role"] == "slave", 30, "the old master's demotion")
     # Nothing was written yet, so no message came; past the proof window, the
     # demoted master's answer to the proof (MOVED) ends its near hits.

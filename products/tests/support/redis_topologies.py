@@ -309,6 +309,24 @@ class Cluster(Topology):
     def keys_per_master(self, match: str) -> dict[int, int]:
         return {m.port: sum(1 for _ in m.client().scan_iter(match=match, count=1000)) for m in self.masters()}
 
+    def manual_failover(self, to: RedisNode) -> None:
+        """Promote the replica ``to`` with CLUSTER FAILOVER (its master stays up, demoted) and wait.
+
+        A manual failover gives up quietly after twice the node timeout (a busy
+        machine: the master answered late); asked again every few seconds.
+        """
+        deadline = time.monotonic() + 60
+        while to.client().info("replication")["role"] != "master":
+            assert time.monotonic() < deadline, "no manual failover within 60 s"
+            to.client().execute_command("CLUSTER", "FAILOVER")
+            try:
+                wait_for(
+                    lambda: to.client().info("replication")["role"] == "master", 5, "the manual failover"
+                )
+            except AssertionError:
+                continue
+        self.wait_healthy(timeout=30)
+
     def restart(self, node: RedisNode) -> None:
         """Start a killed node again; it rejoins (as a replica, when it was failed over)."""
         node.start()
@@ -392,9 +410,10 @@ class SentinelSet(Topology):
         wait_for(healthy, timeout, "the Sentinel set to be healthy", interval=0.1)
 
     def restart(self, node: RedisNode) -> None:
-        """Start a killed data node again as a replica of the current master."""
+        """Start a killed data node again as a replica of the current master (as the master, if no failover came)."""
+        address = self.master_address()
         # Told at once, rather than left for the sentinels to demote (~10 s).
-        node.args = ("--replicaof", "127.0.0.1", str(self.master_address()[1]))
+        node.args = () if address is None or address[1] == node.port else ("--replicaof", *map(str, address))
         node.start()
         self.wait_healthy(timeout=30)
 
