@@ -415,8 +415,10 @@ def test_write_during_an_outage_is_not_undone_by_redis_restarting_from_its_snaps
     # No reads during the outage: the workers that do not take the write
     # never see it, as in the report.
     service.redis.kill(save=True)  # its snapshot holds the cached 1.00
-    patch_price(service, "Restart-Mug", "2.00")
-    service.redis.start()  # back with the old value
+    try:
+        patch_price(service, "Restart-Mug", "2.00")
+    finally:
+        service.redis.start()  # back with the old value (and for the module's next tests)
     answering = time.time()
     with Readers(service, "Restart-Mug", "1.00") as readers:
         time.sleep(READ_AFTER)

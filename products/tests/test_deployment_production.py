@@ -141,29 +141,40 @@ def test_gunicorn_refuses_a_malformed_setting_of_its_own_in_one_line(variable, v
 def test_gunicorn_takes_its_own_settings_from_the_env_file_too(tmp_path):
     # The README: a .env fills in what the environment leaves unset. Django
     # read it, gunicorn.conf.py did not (it listened on 8000 with 2 x cores + 1 workers).
-    port = free_port()
     env_file = tmp_path / ".env"
-    env_file.write_text(f"GUNICORN_BIND=127.0.0.1:{port}\nWEB_CONCURRENCY=1\n")
     env = server_env(ENV_FILE=str(env_file), DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
     env.pop("GUNICORN_BIND", None)
     env.pop("PORT", None)
     command = [sys.executable, "-m", "gunicorn", "productsite.wsgi:application"]
-    server = subprocess.Popen(
-        command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        for _ in range(200):
-            try:
-                response = requests.get(f"http://127.0.0.1:{port}/health/live/", timeout=1)
-                break
-            except requests.ConnectionError:
-                assert server.poll() is None, server.stderr.read().decode()
-                time.sleep(0.05)
-        assert response.status_code == 200
-        assert len(child_pids(server.pid)) == 1  # WEB_CONCURRENCY from the file
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    for _ in range(3):  # another port when the one free_port() chose was taken since
+        port = free_port()
+        env_file.write_text(f"GUNICORN_BIND=127.0.0.1:{port}\nWEB_CONCURRENCY=1\n")
+        server = subprocess.Popen(
+            command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            response = _first_answer(server, f"http://127.0.0.1:{port}/health/live/")
+            if response is None:
+                continue
+            assert response.status_code == 200
+            assert len(child_pids(server.pid)) == 1  # WEB_CONCURRENCY from the file
+            return
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    pytest.fail(f"gunicorn exited at start three times:\n{server.stderr.read().decode()}")
+
+
+def _first_answer(server: subprocess.Popen, url: str) -> requests.Response | None:
+    """Wait up to 30 s for ``url`` to answer; None if the server exits first."""
+    deadline = time.monotonic() + 30
+    while server.poll() is None:
+        try:
+            return requests.get(url, timeout=1)
+        except requests.RequestException:
+            assert time.monotonic() < deadline, "gunicorn did not answer within 30 s"
+            time.sleep(0.05)
+    return None
 
 
 @pytest.mark.parametrize("preload", ["1", "0"])

@@ -77,8 +77,18 @@ class LoggingGunicorn(Gunicorn):
         self.start()
 
     def lines(self) -> list[str]:
-        time.sleep(0.3)  # let the workers' stream handlers flush
-        return self.log.read_text().splitlines()
+        """Return what gunicorn wrote once the file has not grown for 0.3 s (at most 5 s).
+
+        gunicorn's access line is written after the response has gone out.
+        """
+        deadline = time.monotonic() + 5
+        size = self.log.stat().st_size
+        while True:
+            time.sleep(0.3)
+            grown = self.log.stat().st_size
+            if grown == size or time.monotonic() > deadline:
+                return self.log.read_text().splitlines()
+            size = grown
 
 
 @pytest.fixture
