@@ -18,12 +18,13 @@ from .processes import free_port
 
 
 def answering(proc: subprocess.Popen, port: int, password: str | None = None, timeout: float = 10) -> bool:
-    """Wait until the redis-server ``proc`` answers PING on ``port``; False if it exits first.
+    """Wait until the redis-server ``proc`` answers on ``port``; False if it exits first.
 
     A server exits at once when its port (or a cluster node's bus port, +10000)
     was taken between free_port() and its start: the caller tries another
-    port. Each PING is one attempt: redis-py's default retries would back off
-    for seconds on every refused connection.
+    port. The answer must carry ``proc``'s pid: whatever took the port may be
+    another Redis. Each attempt is one command: redis-py's default retries
+    would back off for seconds on every refused connection.
     """
     client = redis.Redis(
         port=port, password=password, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
@@ -32,13 +33,14 @@ def answering(proc: subprocess.Popen, port: int, password: str | None = None, ti
     try:
         while proc.poll() is None:
             try:
-                return bool(client.ping())
+                info = client.info()  # a sentinel's has no "loading"
+                if info["process_id"] == proc.pid and not info.get("loading"):
+                    return True
             except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"redis-server on port {port} did not answer within {timeout} s"
-                    ) from None
-                time.sleep(0.02)
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"redis-server on port {port} did not answer within {timeout} s")
+            time.sleep(0.02)
         return False
     finally:
         client.close()
