@@ -149,19 +149,26 @@ class AtMostEvery:
         self._lock = threading.Lock()
         self._started = float("-inf")  # the current period's first warning
         self._said = 0
+        self._held_back = 0  # warnings refused since the last one said
 
     def due(self) -> bool:
         """Return True, and count it, when the current period has not had ``times`` warnings yet."""
+        return self.next_warning() is not None
+
+    def next_warning(self) -> int | None:
+        """Return None when no warning is due now, else how many were held back since the last one said."""
         with self._lock:
             now = time.monotonic()
             if now - self._started >= self.seconds:
                 self._started, self._said = now, 0
             if self._said >= self.times:
-                return False
+                self._held_back += 1
+                return None
             self._said += 1
-            return True
+            held_back, self._held_back = self._held_back, 0
+            return held_back
 
     def reset(self) -> None:
-        """Make the next warning due at once (tests)."""
+        """Make the next warning due at once (tests); those held back still count."""
         with self._lock:
             self._started, self._said = float("-inf"), 0

@@ -51,8 +51,6 @@ _local = threading.local()
 # minute: during an outage every write records one, and each request is to
 # stay one log line. A data command reports every one on its stderr instead.
 _miss_news = AtMostEvery(60.0, times=5)
-_misses_unsaid = 0
-_unsaid_lock = threading.Lock()
 
 
 def describe(names: frozenset[str] | None) -> str:
@@ -119,18 +117,15 @@ def _record(row: PendingInvalidation, what: str, message: str) -> None:
     if report is not None:
         report(message)
         return
-    global _misses_unsaid
-    with _unsaid_lock:
-        if not _miss_news.due():
-            _misses_unsaid += 1
-            return
-        unsaid, _misses_unsaid = _misses_unsaid, 0
+    unsaid = _miss_news.next_warning()
+    if unsaid is None:
+        return
     more = f" ({unsaid} more recorded since the last such line)" if unsaid else ""
     logger.warning(message + more)
 
 
 def reset() -> None:
-    """Make the next recorded miss's warning due at once (tests); it still counts those unsaid."""
+    """Make the next recorded miss's warning due at once (tests); it still counts those held back."""
     _miss_news.reset()
 
 
