@@ -13,11 +13,22 @@ from django.conf import settings
 BASE_DIR = Path(__file__).resolve().parents[3]
 
 
-def free_port() -> int:
-    """Return a TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(cluster_bus: bool = False) -> int:
+    """Return a free loopback port; for a cluster node, one whose bus port (+10000) is free too."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if not cluster_bus:
+            return port
+        if port + 10000 <= 65535:
+            with socket.socket() as bus:
+                try:
+                    bus.bind(("127.0.0.1", port + 10000))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def server_env(**overrides: str) -> dict[str, str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,7 @@ import redis
 
 from productsite import redis_config
 
+from .processes import free_port
 from .redis_server import answering
 
 SENTINEL_MASTER = "products-test"
@@ -39,24 +39,6 @@ CLUSTER_NODE_TIMEOUT_MS = 1000
 DATA_PASSWORD = "data p@ss"
 SENTINEL_PASSWORD = "sentinel p@ss"
 DATA_URL_CREDENTIALS = ":data%20p%40ss@"  # no host: the lists name the servers
-
-
-def free_port(cluster_bus: bool = False) -> int:
-    """Return a free loopback port; for a cluster node, one whose bus port (+10000) is free too."""
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if not cluster_bus:
-            return port
-        if port + 10000 <= 65535:
-            with socket.socket() as bus:
-                try:
-                    bus.bind(("127.0.0.1", port + 10000))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no free port pair for a cluster node")
 
 
 def _binary(name: str) -> str:
