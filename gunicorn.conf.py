@@ -117,6 +117,15 @@ access_log_format = (
 )
 # Every access-log field escaped: a path with %0a cannot forge a line.
 logger_class = "productsite.gunicorn_logging.EscapingLogger"
+# A request gunicorn refuses itself (request line over 4 KB, headers over its
+# limits, a malformed line or header) is answered as the API answers errors:
+# JSON with an X-Request-ID, not gunicorn's HTML page. Replaced here, in the
+# master, before the workers fork; kept as HTML (and `manage.py check` says
+# so, productsite.W003) if gunicorn's writer is no longer the one mirrored.
+from productsite import gunicorn_errors  # noqa: E402 (gunicorn put the project on sys.path)
+
+if not gunicorn_errors.install():
+    print("gunicorn.conf.py: gunicorn's own error pages stay HTML (see manage.py check)", file=sys.stderr)
 # Trust X-Forwarded-* from these addresses (the proxy); the app reads the same
 # variable, with the same default, for the client address it throttles
 # (products/addresses.py). Django reads X-Forwarded-Proto itself when

@@ -44,3 +44,24 @@ def check_fast_creates_mirror_the_view(app_configs, **kwargs):
             id="productsite.W002",
         )
     ]
+
+
+@register()
+def check_gunicorn_errors_are_json(app_configs, **kwargs):
+    """Warn when gunicorn's own refusals would stay HTML pages (its error writer changed shape)."""
+    from importlib.util import find_spec
+
+    from . import gunicorn_errors
+
+    if find_spec("gunicorn") is None or gunicorn_errors.mirrors():
+        return []
+    return [
+        Warning(
+            "Requests gunicorn refuses itself (a request line over 4 KB, headers over its limits, "
+            "a malformed header) are answered with gunicorn's HTML page, without an X-Request-ID: "
+            "gunicorn.util.write_error is no longer the function productsite.gunicorn_errors mirrors.",
+            hint="Update productsite.gunicorn_errors for this gunicorn (and its tests); "
+            "until then the refusals are correct but not JSON.",
+            id="productsite.W003",
+        )
+    ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -313,3 +315,63 @@ def test_gunicorn_takes_no_script_name_from_a_request_header(sqlite_gunicorn):
         response = requests.get(server.url + "/api/products/", headers={"SCRIPT_NAME": prefix}, timeout=5)
         assert response.status_code == 200, (prefix, response.status_code, response.text[:200])
         assert "results" in response.json()
+
+
+def _raw_request(url: str, data: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send bytes as they are (no client library tidies them); return the status line, headers and body."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    return status, {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes, status",
+    [
+        # A request line over gunicorn's limit (4,094 bytes): 414.
+        (b"GET /api/products/?search=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414),
+        # A header over its field size limit (8,190 bytes): 431.
+        (b"GET /health/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        # A control character in a header value: 400.
+        (b"GET /health/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: x\x7fy\r\n\r\n", 400),
+        # A request line that is not HTTP: 400.
+        (b"GET\x01 / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400),
+    ],
+    ids=["request-line-too-long", "header-too-large", "control-character-in-a-header", "malformed-method"],
+)
+def test_a_request_gunicorn_refuses_itself_is_a_json_error_with_a_request_id(
+    sqlite_gunicorn, request_bytes, status
+):
+    # gunicorn answers these before the application runs; gunicorn.conf.py
+    # makes its answer the API's error shape (productsite.gunicorn_errors).
+    server = sqlite_gunicorn(workers=1)
+    line, headers, body = _raw_request(server.url, request_bytes)
+    assert line.split()[1] == str(status), line
+    assert headers["content-type"] == "application/json"
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])
+    assert int(headers["content-length"]) == len(body)
+    detail = json.loads(body)["detail"]
+    assert isinstance(detail, str) and detail
+    # The server is still serving.
+    assert requests.get(server.url + "/health/", timeout=5).status_code == 200
+
+
+def test_check_says_when_gunicorns_refusals_would_stay_html(monkeypatch):
+    from django.core.checks import run_checks
+    from gunicorn import util
+
+    assert not [m for m in run_checks() if m.id == "productsite.W003"]
+
+    def write_error(sock, status_int, reason, mesg, extra):  # a gunicorn whose writer changed shape
+        raise AssertionError("never called")
+
+    monkeypatch.setattr(util, "write_error", write_error)
+    assert [m.id for m in run_checks() if m.id == "productsite.W003"] == ["productsite.W003"]
+    from productsite import gunicorn_errors
+
+    assert gunicorn_errors.install() is False and util.write_error is write_error  # left as it is

@@ -1,0 +1,69 @@
+"""gunicorn's own refusals answered as the API answers errors: JSON, with an X-Request-ID.
+
+gunicorn refuses some requests before the application sees them: a request
+line over 4,094 bytes (414), headers over its limits (431), a malformed
+request line or header (400), a transfer coding it does not take (501). It
+answers them with an HTML page written by ``gunicorn.util.write_error``,
+with no ``X-Request-ID``. gunicorn.conf.py replaces that one function, in
+the master before the workers fork, with :func:`write_error` below: the same
+status and reason, a ``{"detail": "..."}`` body and a fresh request id.
+
+The replacement mirrors gunicorn's function (its arguments, and
+``util.write_nonblock`` to write); :func:`mirrors` says whether the installed
+gunicorn still has that shape. When it does not, the HTML pages stay
+(nothing is replaced) and ``manage.py check`` says so (productsite.W003).
+gunicorn's WARNING line for the refusal stays the request's one log line.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+from products.logfields import request_id
+
+_MIRRORED_ARGUMENTS = ["sock", "status_int", "reason", "mesg"]
+_replaced = None  # gunicorn's own function, once install() has replaced it
+
+
+def mirrors() -> bool:
+    """True when gunicorn's ``util.write_error`` is the function :func:`write_error` stands in for."""
+    try:
+        from gunicorn import util
+    except ImportError:
+        return False
+    current = util.write_error
+    original = _replaced if current is write_error else current
+    return list(inspect.signature(original).parameters) == _MIRRORED_ARGUMENTS and callable(
+        getattr(util, "write_nonblock", None)
+    )
+
+
+def install() -> bool:
+    """Replace gunicorn's HTML error writer in this process; False (nothing replaced) when it does not mirror it."""
+    global _replaced
+    from gunicorn import util
+
+    if not mirrors():
+        return False
+    if util.write_error is not write_error:
+        _replaced, util.write_error = util.write_error, write_error
+    return True
+
+
+def write_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """Write gunicorn's refusal as a JSON error with a new request id, then (as gunicorn does) close."""
+    from gunicorn import util
+
+    detail = f"{reason}: {mesg}" if mesg else reason
+    body = json.dumps({"detail": detail}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        f"X-Request-ID: {request_id(None)}\r\n"
+        "\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
