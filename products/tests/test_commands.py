@@ -26,7 +26,7 @@ from products.selectors import product_json
 from products.services import importing
 
 from .support.cache_state import reset_process_state
-from .support.processes import BASE_DIR, manage, server_env
+from .support.processes import BASE_DIR, manage, migrate, server_env
 
 TRICKY = [
     ("Plain", "19.99", 5),
@@ -457,6 +457,50 @@ def test_cli_pipe_import_export_and_exit_codes(cli):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_cli_standard_streams_that_fail_are_one_line_saying_what_stands(tmp_path):
+    """A full disk or a closed stream on stdin/stdout: one CommandError line, exit 1, never a traceback."""
+    env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'streams.sqlite3'}")
+    migrate(env)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("name,price,quantity\nFullDisk,1.25,3\n")
+
+    def run(*args: str, stdout=None, close: int | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            preexec_fn=None if close is None else lambda: os.close(close),  # starts with it closed
+        )
+
+    stands = {
+        ("import_products", str(rows)): "the import itself is complete (created 1,",
+        ("export_products",): "the export on standard output is incomplete",
+        ("create_editor", "streams"): "the editor is saved: run the command again to print its token",
+    }
+    for args, what in stands.items():
+        with open("/dev/full", "w") as full:
+            result = run(*args, stdout=full)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert f"could not write to standard output (No space left on device); {what}" in result.stderr
+    assert "FullDisk,1.25,3" in manage(env, "export_products").stdout
+    assert manage(env, "create_editor", "streams").stdout.strip()  # its token, printed this time
+
+    closed_stdout = run("export_products", close=1)
+    assert closed_stdout.returncode == 1 and "Traceback" not in closed_stdout.stderr
+    assert "could not write to standard output (it is closed)" in closed_stdout.stderr
+
+    closed_stdin = run("import_products", "-", "--format", "csv", stdout=subprocess.DEVNULL, close=0)
+    assert closed_stdin.returncode == 1 and "Traceback" not in closed_stdin.stderr
+    assert "standard input is closed" in closed_stdin.stderr
+
+
 def test_cli_cache_command_without_redis_exits_non_zero_without_traceback(tmp_path):
     env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}", REDIS_URL="redis://127.0.0.1:1/0")
     assert manage(env, "migrate", "-v", "0").returncode == 0

@@ -5,6 +5,7 @@ Modules whose name starts with an underscore are not commands.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -24,13 +25,42 @@ from products.outbox import report_misses_to
 EXIT_INTERRUPTED = 130
 
 
+class OutputLost(Exception):
+    """Standard output could not be written (a full disk, a closed stream, a reader gone)."""
+
+    def __init__(self, reason: str, reader_gone: bool = False) -> None:
+        super().__init__(reason)
+        self.reader_gone = reader_gone
+
+
+class _Output(OutputWrapper):
+    """The command's standard output: a failed write raises :class:`OutputLost` instead of the stream's error."""
+
+    def write(self, msg="", style_func=None, ending=None):
+        if self._out is None:  # started with standard output closed
+            raise OutputLost("it is closed")
+        try:
+            super().write(msg, style_func, ending)
+        except BrokenPipeError:
+            raise OutputLost("the reader went away", reader_gone=True) from None
+        except (OSError, ValueError) as exc:  # ValueError: a stream closed meanwhile
+            raise OutputLost(getattr(exc, "strerror", None) or str(exc)) from None
+
+
 class ProductCommand(BaseCommand):
     """Base of the product commands: a database that is down or not migrated is one line, not a traceback.
 
-    So is Ctrl-C: one line saying what was left (``interrupted``), exit status 130.
+    So is Ctrl-C: one line saying what was left (``interrupted``), exit status 130;
+    and standard output that cannot be written: one line saying what stands
+    (``output_lost``), exit status 1.
     """
 
     interrupted = "Interrupted."
+    output_lost = "what the command did before this point stands"
+
+    def __init__(self, stdout=None, stderr=None, no_color=False, force_color=False):
+        super().__init__(stdout, stderr, no_color, force_color)
+        self.stdout = _Output(self.stdout._out)
 
     def execute(self, *args, **options):
         try:
@@ -40,6 +70,13 @@ class ProductCommand(BaseCommand):
             # by now (Django's atomic() rolls back on any exception).
             self.stderr.write(self.style.ERROR(self.interrupted))
             raise SystemExit(EXIT_INTERRUPTED) from None
+        except OutputLost as exc:
+            if exc.reader_gone:
+                # The reader went away (e.g. "| head"): stop quietly, as cat does,
+                # with nothing left for Python to flush into the closed pipe.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise SystemExit(1) from None
+            raise CommandError(f"could not write to standard output ({exc}); {self.output_lost}") from None
 
     def _execute(self, *args, **options):
         try:

@@ -72,6 +72,7 @@ class Command(UncheckedCommand):
         if user.is_staff and not user.has_usable_password():
             where += "; the admin needs a password first: --password-from-env VARIABLE"
         self.stderr.write(f"{verb} editor {username!r} (add, change, delete products{where}). Token:")
+        self.output_lost = "the editor is saved: run the command again to print its token"
         self.stdout.write(token.key)  # alone on stdout: TOKEN=$(manage.py create_editor NAME)
 
     @staticmethod

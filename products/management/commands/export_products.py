@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import stat
-import sys
 import tempfile
 from collections.abc import Callable
 
@@ -77,6 +76,7 @@ class Command(DataCommand):
             raise CommandError(f"--spreadsheet-safe applies to CSV only, not {fmt}")
         if to_stdout:
             self.interrupted = "Interrupted: the export on standard output is incomplete."
+            self.output_lost = "the export on standard output is incomplete"
         elif _written_in_place(output):
             self.interrupted = (
                 f"Interrupted: {output} holds an incomplete export (a link or device is written in place)."
@@ -96,13 +96,8 @@ class Command(DataCommand):
                 spreadsheet_safe=spreadsheet_safe,
             )
             if to_stdout:
-                try:
-                    result = export(out=_StdoutText(self.stdout))
-                except BrokenPipeError:
-                    # The reader went away (e.g. "| head"): stop quietly, as cat does.
-                    devnull = os.open(os.devnull, os.O_WRONLY)
-                    os.dup2(devnull, sys.stdout.fileno())
-                    raise SystemExit(1) from None
+                # A reader that goes away (e.g. "| head") stops it quietly (ProductCommand).
+                result = export(out=_StdoutText(self.stdout))
             else:
                 result = self._export_to_file(output, export)
         summary = (

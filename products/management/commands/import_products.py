@@ -85,8 +85,10 @@ class Command(DataCommand):
                 f"nothing was written. Checked {summary}."
             )
         if dry_run:
+            self.output_lost = "a dry run: nothing was written"
             self.stdout.write(f"Dry run, nothing written. Would have: {summary}.")
         else:
+            self.output_lost = f"the import itself is complete ({summary})"
             self.stdout.write(self.style.SUCCESS(f"Imported {self._label(path)}: {summary}."))
         held.exit_if_caught(
             self.stderr,
@@ -99,6 +101,8 @@ class Command(DataCommand):
 
     def _open(self, path: str, stdin: BinaryIO | None) -> BinaryIO:
         if path == "-":
+            if stdin is None and sys.stdin is None:
+                raise CommandError("standard input is closed: give a file, or pipe the rows in")
             return stdin if stdin is not None else sys.stdin.buffer
         try:
             return open(path, "rb")

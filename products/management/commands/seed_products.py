@@ -44,6 +44,7 @@ class Command(DataCommand):
             result = seed_products(
                 count=count, seed=seed, batch_size=batch_size, on_progress=progress.update, commit_guard=held
             )
+        self.output_lost = "the demo products are written"
         self.stdout.write(
             self.style.SUCCESS(
                 f"Seeded {count} demo product(s) (seed {seed}): created {result.created}, "
