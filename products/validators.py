@@ -136,7 +136,9 @@ def clean_price(value: object) -> Decimal:
         raise ValidationError("Price must be a finite number.", code="invalid")
     if price < 0:
         raise ValidationError("Price must be greater than or equal to 0.", code="min_value")
-    if price > PRICE_MAX:
+    # Whole digits by the part before the point: 9999999999.995 has ten,
+    # and is refused for its decimals below, not as too large.
+    if price >= Decimal(10) ** PRICE_WHOLE_DIGITS:
         raise ValidationError(
             f"Price must have at most {PRICE_WHOLE_DIGITS} digits before the decimal point.",
             code="max_whole_digits",

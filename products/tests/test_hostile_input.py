@@ -107,6 +107,9 @@ def test_a_4301_digit_stock_delta_is_400(editor_client, make_product):
         ("price", "19.999999999999999", "Price must have at most 2 decimal places."),
         ("quantity", "2147483646.9999999", "Quantity must be an integer."),
         ("price", "1e400", "Price must have at most 10 digits before the decimal point."),
+        # Ten digits before the point: refused for its decimals, not as too large.
+        ("price", "9999999999.995", "Price must have at most 2 decimal places."),
+        ("price", "10000000000.00", "Price must have at most 10 digits before the decimal point."),
     ],
 )
 def test_a_json_number_is_the_exact_decimal_the_client_wrote(editor_client, field, number, message):
