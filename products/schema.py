@@ -261,8 +261,8 @@ product_viewset_schema = extend_schema_view(
         summary="Change the stock atomically",
         description="Add `delta` (negative to remove) to the quantity in one conditional update.",
         request=StockChangeSerializer,
-        responses={200: ProductSerializer, 404: R404, 409: R409_STOCK, **WRITE_ERRORS},
-        parameters=[NAME, etag(200), RETRY_AFTER],
+        responses={200: ProductSerializer, 404: R404, 409: R409_STOCK, 412: R412, **WRITE_ERRORS},
+        parameters=[NAME, IF_MATCH, IF_NONE_MATCH_WRITE, etag(200), RETRY_AFTER],
         examples=STOCK_EXAMPLES,
     ),
 )
@@ -288,9 +288,6 @@ legacy_retrieve_schema = extend_schema(
     parameters=[NAME, IF_NONE_MATCH, etag(200, 304), x_cache(200, 304), RETRY_AFTER],
     tags=["legacy"],
 )
-# The names views.py uses today.
-seed_create_schema = legacy_create_schema
-seed_retrieve_schema = legacy_retrieve_schema
 
 health_schema = extend_schema(
     summary="Database and cache reachability",

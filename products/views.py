@@ -186,11 +186,15 @@ class ProductViewSet(viewsets.ModelViewSet):
 
     @action(detail=True, methods=["post"], serializer_class=StockChangeSerializer)
     def stock(self, request: Request, name: str | None = None):
-        """Add delta to the quantity atomically; 409 if it would go negative."""
+        """Add delta to the quantity atomically; 409 if it would go negative; honours If-Match."""
         serializer = StockChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            product = stock.adjust_stock(name=name, delta=serializer.validated_data["delta"])
+            with transaction.atomic():
+                if "If-Match" in request.headers or request.headers.get("If-None-Match"):
+                    # Checked under the row lock the change then takes, as for an update.
+                    self._locked_object()
+                product = stock.adjust_stock(name=name, delta=serializer.validated_data["delta"])
         except Product.DoesNotExist:
             raise NotFound() from None
         except stock.InsufficientStock:

@@ -47,22 +47,24 @@ WRITES = [
     ("put", URL, {"name": "Mug", "price": "3.00", "quantity": 1}, 200),
     ("patch", URL, {"price": "3.00"}, 200),
     ("delete", URL, None, 204),
+    ("post", URL + "stock/", {"delta": 1}, 200),
 ]
+WRITE_IDS = ["put", "patch", "delete", "stock"]
 
 
-def _call(client, method, data, **headers):
+def _call(client, method, url, data, **headers):
     if data is None:
-        return getattr(client, method)(URL, **headers)
-    return getattr(client, method)(URL, data, format="json", **headers)
+        return getattr(client, method)(url, **headers)
+    return getattr(client, method)(url, data, format="json", **headers)
 
 
-@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=["put", "patch", "delete"])
+@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=WRITE_IDS)
 def test_write_with_current_if_match_succeeds(anon_client, editor_client, method, url, data, ok):
     etag = anon_client.get(URL)["ETag"]
-    assert _call(editor_client, method, data, HTTP_IF_MATCH=etag).status_code == ok
+    assert _call(editor_client, method, url, data, HTTP_IF_MATCH=etag).status_code == ok
 
 
-@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=["put", "patch", "delete"])
+@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=WRITE_IDS)
 def test_write_with_outdated_if_match_is_412_and_changes_nothing(
     anon_client, editor_client, method, url, data, ok
 ):
@@ -70,13 +72,13 @@ def test_write_with_outdated_if_match_is_412_and_changes_nothing(
     # Another editor changes the product first.
     assert editor_client.patch(URL, {"quantity": 6}, format="json").status_code == 200
     before = list(Product.objects.values_list("name", "price", "quantity"))
-    response = _call(editor_client, method, data, HTTP_IF_MATCH=etag)
+    response = _call(editor_client, method, url, data, HTTP_IF_MATCH=etag)
     assert response.status_code == 412
     assert "detail" in response.json()
     assert list(Product.objects.values_list("name", "price", "quantity")) == before
 
 
-@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=["put", "patch", "delete"])
+@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=WRITE_IDS)
 def test_write_whose_if_none_match_matches_is_412_and_changes_nothing(
     anon_client, editor_client, method, url, data, ok
 ):
@@ -84,20 +86,20 @@ def test_write_whose_if_none_match_matches_is_412_and_changes_nothing(
     etag = anon_client.get(URL)["ETag"]
     before = list(Product.objects.values_list("name", "price", "quantity"))
     for header in (etag, "*", f"W/{etag}", f'"other", {etag}'):
-        response = _call(editor_client, method, data, HTTP_IF_NONE_MATCH=header)
+        response = _call(editor_client, method, url, data, HTTP_IF_NONE_MATCH=header)
         assert response.status_code == 412, header
         assert "If-None-Match" in response.json()["detail"]
     assert list(Product.objects.values_list("name", "price", "quantity")) == before
-    assert _call(editor_client, method, data, HTTP_IF_NONE_MATCH='"other"').status_code == ok
+    assert _call(editor_client, method, url, data, HTTP_IF_NONE_MATCH='"other"').status_code == ok
 
 
-@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=["put", "patch", "delete"])
+@pytest.mark.parametrize("method, url, data, ok", WRITES, ids=WRITE_IDS)
 def test_an_empty_if_match_matches_nothing(editor_client, method, url, data, ok):
     # A generated client sends the header whenever if_match is set:
     # if_match=response.headers.get("ETag", "") must not become an unconditional write.
     before = list(Product.objects.values_list("name", "price", "quantity"))
     for header in ("", ","):
-        assert _call(editor_client, method, data, HTTP_IF_MATCH=header).status_code == 412, repr(header)
+        assert _call(editor_client, method, url, data, HTTP_IF_MATCH=header).status_code == 412, repr(header)
     assert list(Product.objects.values_list("name", "price", "quantity")) == before
 
 
