@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import numbers
 import re
 from collections import Counter
 from collections.abc import Generator, Iterator
@@ -238,9 +239,22 @@ def _unknown(fields: list[str]) -> list[str]:
 # --- JSON objects (shared by the array and JSON Lines readers) ---------------------
 
 
+def _json_kind(value: object) -> str:
+    """What JSON calls the value's type (an array, a number...), for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, numbers.Number):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else type(value).__name__
+
+
 def _object_row(line: int, obj: object, item: int | None = None) -> RawRow | RowError:
     if not isinstance(obj, dict):
-        return RowError(line, f"expected a JSON object, got {type(obj).__name__}", item)
+        return RowError(line, f"expected a JSON object, got {_json_kind(obj)}", item)
     if not (obj.keys() <= _ALLOWED_KEYS and "name" in obj and "price" in obj):
         problems = []
         missing = [k for k in REQUIRED_COLUMNS if k not in obj]
