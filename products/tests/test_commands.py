@@ -230,6 +230,17 @@ def test_export_to_an_unwritable_place_is_a_clear_error(db, tmp_path):
         run("export_products", "-o", str(tmp_path / "missing-dir" / "p.csv"))
 
 
+def test_export_to_a_file_named_for_another_format_is_refused_unless_the_format_is_given(db, tmp_path):
+    target = tmp_path / "products.xml"
+    with pytest.raises(CommandError, match="cannot tell the format from the file name"):
+        run("export_products", "-o", str(target))
+    assert not target.exists()
+    run("export_products", "-o", str(target), "--format", "csv")
+    assert target.read_text() == "name,price,quantity\n"
+    run("export_products", "-o", str(tmp_path / "products"))  # no extension: CSV, as documented
+    assert (tmp_path / "products").read_text() == "name,price,quantity\n"
+
+
 # --- Imports keep the cache honest (real Redis, committed transactions) -----------------------
 
 

@@ -38,7 +38,7 @@ class Command(DataCommand):
             "--format",
             dest="fmt",
             choices=FORMATS,
-            help="output format (default: from the -o extension, else csv)",
+            help="output format (default: from the -o extension; csv without one)",
         )
         parser.add_argument(
             "-o",
@@ -71,7 +71,14 @@ class Command(DataCommand):
             raise CommandError("--chunk-size must be at least 1")
         to_stdout = output == "-"
         if fmt is None:
-            fmt = "csv" if to_stdout else (format_for_path(output) or "csv")
+            fmt = "csv" if to_stdout else format_for_path(output)
+            if fmt is None and os.path.splitext(output)[1] and not _written_in_place(output):
+                # x.xml: another format's name on a CSV file would mislead whoever opens it.
+                raise CommandError(
+                    f"{output}: cannot tell the format from the file name; "
+                    "use a .csv, .json or .jsonl extension, or pass --format csv|json|jsonl"
+                )
+            fmt = fmt or "csv"
         if spreadsheet_safe and fmt != "csv":
             raise CommandError(f"--spreadsheet-safe applies to CSV only, not {fmt}")
         if to_stdout:
