@@ -74,6 +74,17 @@ else
     say "         (reads come from the database; /health/ reports \"cache\": \"down\")"
 fi
 
+# A taken port: say so now, not after gunicorn's retries.
+if [[ "$BIND" =~ ^(.*):([0-9]+)$ ]] && ! "$PY" -c '
+import socket, sys
+host = sys.argv[1].strip("[]") or "0.0.0.0"
+with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, int(sys.argv[2])))
+' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" 2>/dev/null; then
+    die "$BIND is already in use (another server?); choose another port, e.g. PORT=8001 scripts/run.sh"
+fi
+
 "$PY" manage.py migrate --noinput -v 0
 if [ "$("$PY" manage.py shell -v 0 -c 'from products.models import Product; print(Product.objects.exists())' 2>/dev/null | tail -1)" = "False" ]; then
     say "Empty catalogue: adding 50 demo products (manage.py seed_products 50 --seed 1)"
