@@ -59,6 +59,14 @@ class PriceField(serializers.Field):
     """A price: a JSON number or numeric string in, a two-place string out."""
 
     default_error_messages = {"invalid": "Price must be a number."}
+    # What OPTIONS says of it (products.metadata).
+    options = {
+        "type": "decimal",
+        "min_value": "0.00",
+        "max_value": str(validators.PRICE_MAX),
+        "max_digits": validators.PRICE_MAX_DIGITS,
+        "decimal_places": validators.PRICE_DECIMAL_PLACES,
+    }
 
     def to_internal_value(self, data) -> Decimal:
         return _apply(validators.clean_price, data)
@@ -70,6 +78,8 @@ class PriceField(serializers.Field):
 @extend_schema_field({"type": "integer", "minimum": 0, "maximum": validators.QUANTITY_MAX, "example": 10})
 class QuantityField(serializers.Field):
     """Units in stock: a non-negative integer."""
+
+    options = {"type": "integer", "min_value": 0, "max_value": validators.QUANTITY_MAX}  # for OPTIONS
 
     def to_internal_value(self, data) -> int:
         return _apply(validators.clean_quantity, data)
@@ -86,6 +96,8 @@ class NameField(serializers.CharField):
     second way ("Null characters are not allowed." beside the rule's
     "Name must not contain control characters.").
     """
+
+    options = {"min_length": 1, "max_length": validators.NAME_MAX_LENGTH}  # for OPTIONS
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("error_messages", {}).setdefault("blank", validators.BLANK_NAME_MESSAGE)

@@ -360,6 +360,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "products.pagination.ProductKeysetPagination",
     "PAGE_SIZE": _at_least("PAGE_SIZE", env.int("PAGE_SIZE", default=50), 1),
     "DEFAULT_SCHEMA_CLASS": "products.openapi.ProductAutoSchema",
+    # OPTIONS names price and quantity decimal and integer, with their limits.
+    "DEFAULT_METADATA_CLASS": "products.metadata.ProductMetadata",
     "EXCEPTION_HANDLER": "products.exceptions.api_exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }

@@ -251,3 +251,20 @@ def test_a_products_page_ignores_the_lists_filters_in_json_and_html_alike(anon_c
     json_answer = anon_client.get(f"/api/products/Mug/?{query}", HTTP_ACCEPT="application/json")
     html_answer = anon_client.get(f"/api/products/Mug/?{query}&format=api")
     assert (json_answer.status_code, html_answer.status_code) == (200, 200), html_answer.content[:300]
+
+
+def test_options_describes_price_and_quantity_with_their_types_and_limits(editor_client):
+    described = editor_client.options("/api/products/").json()["actions"]["POST"]
+    assert described["price"] | {"label": None} == {
+        "type": "decimal",
+        "required": True,
+        "read_only": False,
+        "label": None,
+        "min_value": "0.00",
+        "max_value": "9999999999.99",
+        "max_digits": 12,
+        "decimal_places": 2,
+    }
+    assert described["quantity"]["type"] == "integer"
+    assert (described["quantity"]["min_value"], described["quantity"]["max_value"]) == (0, 2147483647)
+    assert described["name"]["type"] == "string" and described["name"]["max_length"] == 200
