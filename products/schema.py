@@ -275,7 +275,7 @@ legacy_create_schema = extend_schema(
     description="Prefer `POST /api/products/`. Same rules; answers in the original service's envelope.",
     request=LegacyProductSerializer,
     responses={201: LegacyProductEnvelopeSerializer, 409: R409_NAME, **WRITE_ERRORS},
-    parameters=[location(201), RETRY_AFTER],
+    parameters=[location(201), etag(201), RETRY_AFTER],
     examples=CREATE_EXAMPLES,
     tags=["legacy"],
 )

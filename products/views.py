@@ -221,6 +221,7 @@ class LegacyProductListView(APIView):
         product = serializer.save()
         response = Response(legacy_shape(serializer.data), status=status.HTTP_201_CREATED)
         response["Location"] = product_location(request, "legacy-product-detail", product.name)
+        response["ETag"] = etag_of(serializer.data)  # the product's, as its reads on either route send
         return response
 
 

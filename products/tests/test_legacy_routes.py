@@ -17,6 +17,9 @@ def test_legacy_create_answers_201_with_the_original_body(editor_client):
     }
     assert response["Location"].endswith("/products/Lamp")
     assert Product.objects.get(name="Lamp").quantity == 2
+    # The product's ETag, as the API's create and both routes' reads send it.
+    assert response["ETag"] == editor_client.get("/products/Lamp")["ETag"]
+    assert response["ETag"] == editor_client.get("/api/products/Lamp/")["ETag"]
 
 
 def test_legacy_read_answers_the_original_body_through_the_cache(anon_client, make_product):
