@@ -162,17 +162,25 @@ def test_a_product_read_from_the_database_holds_only_its_own_bytes():
     products_json(["held"])  # and the ORM caches what it looked up
     kept, held = [], []
     for read in (lambda: product_json("held"), lambda: products_json(["held"])["held"]):
-        tracemalloc.start()
-        try:
-            kept.append(read())
-            snapshot = tracemalloc.take_snapshot()
-        finally:
-            tracemalloc.stop()
-        # Only what selectors.py allocated and still holds: the ORM's own
-        # caches and other threads' allocations (the outbox applier) vary by
-        # run and are not the point here.
-        mine = snapshot.filter_traces([tracemalloc.Filter(True, selectors.__file__)])
-        held.append(sum(trace.size for trace in mine.traces))
+        # The least of three reads: a 4 KiB buffer kept would show in each;
+        # another thread's allocation in the same file (seen once in a full
+        # run on a loaded machine: 1,913 bytes) in one at most.
+        attempts = []
+        for _ in range(3):
+            tracemalloc.start()
+            try:
+                value = read()
+                snapshot = tracemalloc.take_snapshot()
+            finally:
+                tracemalloc.stop()
+            # Only what selectors.py allocated and still holds: the ORM's own
+            # caches and other threads' allocations (the outbox applier) vary by
+            # run and are not the point here.
+            mine = snapshot.filter_traces([tracemalloc.Filter(True, selectors.__file__)])
+            attempts.append(sum(trace.size for trace in mine.traces))
+            del snapshot, mine
+        kept.append(value)
+        held.append(min(attempts))
     assert kept[0] == kept[1] and b'"name":"held"' in kept[0]
     assert 0 < held[0] < 1024, held
     assert 0 < held[1] < 1024, held
