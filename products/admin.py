@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.models import CHANGE
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import ValidationError
@@ -81,6 +82,46 @@ class RefusedLookupsAreBadLookups:
         return super().response_action(request, queryset)
 
 
+# Objects listed by name on the confirmation page of a bulk delete; the rest are counted.
+DELETE_LISTED = 100
+
+
+def delete_selected_across(modeladmin, request, queryset):
+    """Django's "Delete selected", for a selection of any size.
+
+    Django's confirmation page lists every product and posts each id back:
+    past ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` (1,000) ids "Select all" could
+    never be confirmed (400), after a page of megabytes. When every product
+    of the list is selected ("Select all N products"), the page lists the
+    first ``DELETE_LISTED`` and posts back the selection itself (the list's
+    filters, in the URL) with the count the user saw; the deletion goes
+    ahead only if the list still holds that many.
+    """
+    across = request.POST.get("select_across") == "1"
+    if across and request.POST.get("post"):
+        now = queryset.count()
+        if request.POST.get("confirmed_count") != str(now):
+            modeladmin.message_user(
+                request,
+                f"The selection changed since you confirmed it ({now:,} products now, "
+                f"{request.POST.get('confirmed_count') or '?'} confirmed); nothing was deleted.",
+                messages.ERROR,
+            )
+            return None
+    response = delete_selected(modeladmin, request, queryset)
+    if response is not None and across:
+        context = response.context_data
+        listed = context["deletable_objects"][0]
+        if len(listed) > DELETE_LISTED:
+            rest = len(listed) - DELETE_LISTED
+            context["deletable_objects"] = [[*listed[:DELETE_LISTED], f"… and {rest:,} more"]]
+        context["select_across"] = True
+        context["confirmed_count"] = queryset.count()
+        # Django runs a confirmed action only with some ids posted: the page's, as they came.
+        context["selected_on_page"] = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+    return response
+
+
 def _not_an_id(field: models.Field, value: str) -> bool:
     # An integer id is ASCII digits only: int() also takes "３", "1_0" and " 5 ".
     return isinstance(field, models.IntegerField) and not (value.isascii() and value.isdigit())
@@ -98,6 +139,15 @@ class ProductAdmin(RefusedLookupsAreBadLookups, admin.ModelAdmin):
     actions = ["export_selected_as_csv", "mark_out_of_stock"]
     # Adds the "Import" button (for users who may add and change products).
     change_list_template = "admin/products/product/change_list.html"
+
+    delete_selected_confirmation_template = "admin/products/product/delete_selected_confirmation.html"
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (delete_selected_across, name, description)
+        return actions
 
     def get_urls(self):
         opts = self.model._meta

@@ -121,6 +121,55 @@ def test_an_action_on_more_rows_than_the_field_limit_explains_itself(admin_clien
     assert Product.objects.filter(name="Mug").exists()
 
 
+def _confirmation_form(page: str) -> list[tuple[str, str]]:
+    """The hidden fields the confirmation page's form posts, as a browser would send them."""
+    import re
+
+    form = page[page.index('<form method="post">') :]
+    return re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form[: form.index("</form>")])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_all_of_a_long_filtered_list_is_confirmed_in_one_small_form(admin_client):
+    # "Select all 1,200 products", then "Delete selected": Django's page listed
+    # all 1,200 and posted 1,200 ids back, past the 1,000-field limit (400).
+    Product.objects.bulk_create(Product(name=f"Bulk {i:04}", price="1.00") for i in range(1200))
+    keep = Product.objects.create(name="Keep", price="1.00")
+    assert cache.get_product("Bulk 0001", product_json).hit is False  # now cached
+    url = CHANGELIST + "?q=Bulk"
+    page_ids = list(Product.objects.filter(name__startswith="Bulk").values_list("pk", flat=True)[:100])
+    asked = admin_client.post(
+        url, {"action": "delete_selected", "select_across": "1", "index": "0", "_selected_action": page_ids}
+    )
+    page = asked.content.decode()
+    assert asked.status_code == 200 and "Are you sure" in page
+    assert "… and 1,100 more" in page and page.count("<li>") < 150
+    fields = _confirmation_form(page)
+    assert ("select_across", "1") in fields and ("confirmed_count", "1200") in fields
+    assert len(fields) < 200
+
+    # The list changed meanwhile: nothing is deleted.
+    late = Product.objects.create(name="Bulk late", price="1.00")
+    refused = admin_client.post(url, dict_of(fields), follow=True)
+    assert "The selection changed since you confirmed it (1,201 products now, 1200 confirmed)" in (
+        refused.content.decode()
+    )
+    assert Product.objects.filter(name__startswith="Bulk").count() == 1201
+    late.delete()
+
+    done = admin_client.post(url, dict_of(fields), follow=True)
+    assert "Successfully deleted 1200 products" in done.content.decode()
+    assert list(Product.objects.values_list("name", flat=True)) == [keep.name]
+    assert cache.get_product("Bulk 0001", product_json) is None  # invalidated, not served from the cache
+
+
+def dict_of(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
+    posted: dict[str, list[str]] = {}
+    for name, value in fields:
+        posted.setdefault(name, []).append(value)
+    return posted
+
+
 @pytest.mark.django_db
 def test_the_name_box_does_not_cut_names_the_rule_accepts(admin_client):
     # A maxlength of 200 counted UTF-16 units in the browser: 150 emoji were
