@@ -11,6 +11,7 @@ reach: docs/api.md).
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from urllib.parse import quote
 
@@ -39,9 +40,29 @@ def as_next(request) -> SimpleNamespace:
 
 
 class ProductBrowsableAPIRenderer(BrowsableAPIRenderer):
-    """DRF's browsable API with encoded breadcrumbs and login/logout links."""
+    """DRF's browsable API with encoded breadcrumbs and login/logout links.
+
+    Its "Raw data" form starts from a body the API takes: DRF fills it with
+    the product as read (``id``, ``created_at``, ``updated_at`` included),
+    which a PUT or PATCH then refused (400, not fields you can set).
+    """
 
     template = "products/browsable_api.html"
+
+    def get_raw_data_form(self, data, view, method, request):
+        form = super().get_raw_data_form(data, view, method, request)
+        content = form.fields["_content"].initial if form is not None else None
+        if not content or not hasattr(view, "get_serializer"):
+            return form
+        read_only = {name for name, field in view.get_serializer().fields.items() if field.read_only}
+        try:
+            body = json.loads(content)
+        except ValueError:
+            return form
+        if isinstance(body, dict) and read_only & body.keys():
+            writable = {key: value for key, value in body.items() if key not in read_only}
+            form.fields["_content"].initial = json.dumps(writable, indent=4, ensure_ascii=False)
+        return form
 
     def get_breadcrumbs(self, request):
         # DRF appends the kept query parameters (?format=api) to the decoded

@@ -176,6 +176,23 @@ def test_browsable_api_detail_prefills_the_edit_form(editor_client, make_product
     assert 'value="Teapot"' in html and 'value="24.90"' in html
 
 
+def test_browsable_api_raw_data_form_starts_from_a_body_a_put_takes(editor_client, make_product):
+    import html as html_lib
+    import json
+    import re
+
+    make_product("Teapot", price="24.90", quantity=12)
+    page = editor_client.get("/api/products/Teapot/", HTTP_ACCEPT="text/html").content.decode()
+    raw = re.search(r'<textarea name="_content"[^>]*>(.*?)</textarea>', page, re.S)
+    body = json.loads(html_lib.unescape(raw.group(1)))
+    assert body == {"name": "Teapot", "price": "24.90", "quantity": 12}  # no id, no timestamps
+    for method in ("put", "patch"):
+        sent = getattr(editor_client, method)(
+            "/api/products/Teapot/", json.dumps(body), content_type="application/json"
+        )
+        assert sent.status_code == 200, sent.content
+
+
 def test_deeply_nested_json_is_400_not_500(editor_client):
     for body in ("[" * 5000 + "]" * 5000, '{"a":' * 5000 + "1" + "}" * 5000):
         response = editor_client.post(URL, body, content_type="application/json")
