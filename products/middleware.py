@@ -9,6 +9,7 @@ import time
 from django.conf import settings
 from django.db import OperationalError
 from django.http import HttpResponse, JsonResponse, UnreadablePostError
+from django.template.defaultfilters import filesizeformat
 from django.urls import Resolver404, resolve
 from django.utils.html import escape
 
@@ -216,7 +217,10 @@ class BodySizeLimitMiddleware:
             request.log_reason = f"{type(exc).__name__}: {exc}"[:200]  # on the request's one line
         if is_api_path(request.path):
             return JsonResponse({"detail": message}, status=400)
-        page = f"<!doctype html><title>Bad request</title><h1>Bad request</h1><p>{escape(message)}</p>"
+        page = (
+            f"<!doctype html><title>Bad request</title><h1>Bad request</h1><p>{escape(message)}</p>"
+            f'<p><a href="{escape(request.path)}">Back</a></p>'
+        )
         return HttpResponse(page, status=400, content_type="text/html; charset=utf-8")
 
     @staticmethod
@@ -224,6 +228,11 @@ class BodySizeLimitMiddleware:
         message = f"Request body is too large: {size} (limit {limit})."
         if is_api_path(request.path):
             return JsonResponse({"detail": message}, status=413)
-        # The admin's pages (an import upload) keep HTML, as Django's own errors there.
-        page = f"<!doctype html><title>Request too large</title><h1>Request too large</h1><p>{escape(message)}</p>"
+        # The admin's pages (an import upload) keep HTML, as Django's own errors
+        # there, with the way back to the form.
+        page = (
+            f"<!doctype html><title>Request too large</title><h1>Request too large</h1><p>{escape(message)}</p>"
+            f"<p>At most {filesizeformat(limit)} can be sent at once; nothing was changed.</p>"
+            f'<p><a href="{escape(request.path)}">Back</a></p>'
+        )
         return HttpResponse(page, status=413, content_type="text/html; charset=utf-8")
