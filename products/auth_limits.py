@@ -29,6 +29,7 @@ import time
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from django.utils.html import escape
 from rest_framework.exceptions import Throttled
 
 from . import cachekeys, counters
@@ -139,13 +140,17 @@ class FailedLoginLimitMiddleware:
     def process_exception(self, request, exception):
         if not isinstance(exception, TooManyFailedLogins):
             return None
-        detail = str(exception.detail)
+        wait = int(exception.wait or 1)
         if is_api_path(request.path):
-            response = JsonResponse({"detail": detail}, status=429)
+            response = JsonResponse({"detail": str(exception.detail)}, status=429)
         else:
+            # A person reads this one: minutes past a minute and a half, and the way back.
+            when = f"about {round(wait / 60)} minutes" if wait > 90 else f"{wait} second{'s' * (wait != 1)}"
             response = HttpResponse(
-                f"<!doctype html><title>Too many attempts</title><h1>Too many attempts</h1><p>{detail}</p>",
+                "<!doctype html><title>Too many attempts</title><h1>Too many attempts</h1>"
+                f"<p>{TooManyFailedLogins.default_detail} Try again in {when}.</p>"
+                f'<p><a href="{escape(request.path)}">Back to the sign-in page</a></p>',
                 status=429,
             )
-        response["Retry-After"] = str(int(exception.wait or 1))
+        response["Retry-After"] = str(wait)
         return response

@@ -131,10 +131,21 @@ def test_login_pages_refuse_guessing_with_429_and_let_the_owner_in_after_the_win
     assert codes == [200, 200]  # the form says the credentials are wrong
     assert refused.status_code == 429
     assert 0 < int(refused["Retry-After"]) <= 1
-    assert b"Too many failed sign-in attempts" in refused.content
+    assert b"Too many failed sign-in attempts. Try again in 1 second." in refused.content
+    assert f'<a href="{url}">Back to the sign-in page</a>'.encode() in refused.content
     time.sleep(int(refused["Retry-After"]))
     signed_in = browser.post(url, {"username": "owner", "password": PASSWORD})
     assert signed_in.status_code == 302
+
+
+def test_a_long_wait_on_the_sign_in_page_is_said_in_minutes(owner, limits):
+    limits("100/hour", "1/hour")
+    browser = Client()
+    browser.post("/admin/login/", {"username": "owner", "password": "guess"})
+    refused = browser.post("/admin/login/", {"username": "owner", "password": PASSWORD})
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 90
+    minutes = round(int(refused["Retry-After"]) / 60)
+    assert f"Try again in about {minutes} minutes.".encode() in refused.content
 
 
 def test_wrong_old_passwords_on_the_admins_password_change_count_as_failed_sign_ins(
