@@ -31,10 +31,19 @@ def free_port(cluster_bus: bool = False) -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+# What a process started from a test gets as DATABASE_URL unless the test names
+# one: nowhere. Inherited, it would be the developer's db.sqlite3 on the SQLite
+# pass, and on the PostgreSQL pass the database DATABASE_URL names (not the
+# test database): data the tests did not create. A subprocess that needs a
+# database gets its own (start_sqlite_gunicorn, the cli fixture, ...).
+NO_DATABASE = "postgres://no-database-given@127.0.0.1:9/a-test-subprocess-needs-its-own-DATABASE_URL"
+
+
 def server_env(**overrides: str) -> dict[str, str]:
     """Return the environment for a server process that shares this run's Redis prefix."""
     env = {
         **os.environ,
+        "DATABASE_URL": NO_DATABASE,
         "DJANGO_SETTINGS_MODULE": "productsite.settings",
         "ENV_FILE": "/nonexistent/.env",  # a developer's local .env must not leak in
         "SECRET_KEY": "insecure-key-for-tests-only",
