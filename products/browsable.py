@@ -15,11 +15,26 @@ import json
 from types import SimpleNamespace
 from urllib.parse import quote
 
+from django.urls import Resolver404, resolve
+from rest_framework import exceptions
 from rest_framework.renderers import BrowsableAPIRenderer
+from rest_framework.request import override_method
 from rest_framework.reverse import preserve_builtin_query_params
 from rest_framework.utils import breadcrumbs
 
 from .validators import keep_dot_segments
+
+
+def _answers_get(url: str) -> bool:
+    try:
+        view = resolve(url).func
+    except Resolver404:
+        return False
+    actions = getattr(view, "actions", None)  # a viewset's routes: method -> action
+    if actions is not None:
+        return "get" in actions
+    view_class = getattr(view, "cls", None) or getattr(view, "view_class", None)
+    return view_class is None or hasattr(view_class, "get")
 
 
 def encoded_path(path: str) -> str:
@@ -67,7 +82,22 @@ class ProductBrowsableAPIRenderer(BrowsableAPIRenderer):
     def get_breadcrumbs(self, request):
         # DRF appends the kept query parameters (?format=api) to the decoded
         # path, where a "#" in a name swallows them: encode first, then append.
+        # A crumb to a page that answers no GET (the legacy POST /products) is
+        # left out: its link led to a 405.
+        crumbs = breadcrumbs.get_breadcrumbs(request.path)
         return [
             (name, preserve_builtin_query_params(encoded_path(url), request))
-            for name, url in breadcrumbs.get_breadcrumbs(request.path)
+            for position, (name, url) in enumerate(crumbs, 1)
+            if position == len(crumbs) or _answers_get(url)
         ]
+
+    def get_extra_actions(self, view, status_code):
+        # The stock change is a POST: no link to it for whoever may not make one.
+        actions = super().get_extra_actions(view, status_code)
+        if actions:
+            with override_method(view, view.request, "POST") as request:
+                try:
+                    view.check_permissions(request)
+                except exceptions.APIException:
+                    return None
+        return actions

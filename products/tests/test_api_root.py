@@ -64,3 +64,25 @@ def test_breadcrumbs_keep_the_format_parameter_as_a_query_string(anon_client, ma
     assert 'href="/api/products/C%23%20book/?format=api"' in crumbs
     for href in ("/api/?format=api", "/api/products/?format=api", "/api/products/C%23%20book/?format=api"):
         assert anon_client.get(href).status_code == 200, href
+
+
+def _crumbs(html: str) -> str:
+    return html.split('<ul class="breadcrumb">', 1)[1].split("</ul>", 1)[0]
+
+
+def test_breadcrumbs_link_only_pages_that_answer_a_get(anon_client, make_product):
+    # POST /products is the legacy create route: a crumb to it led to a 405.
+    make_product("Lamp")
+    crumbs = _crumbs(anon_client.get("/products/Lamp", HTTP_ACCEPT="text/html").content.decode())
+    assert 'href="/products"' not in crumbs and "Legacy Product Detail" in crumbs
+    api = _crumbs(anon_client.get("/api/products/Lamp/", HTTP_ACCEPT="text/html").content.decode())
+    assert 'href="/api/products/"' in api  # the list answers a GET
+
+
+def test_the_stock_action_is_offered_only_to_whoever_may_post_it(
+    anon_client, plain_client, editor_client, make_product
+):
+    make_product("Lamp")
+    for client, offered in ((anon_client, False), (plain_client, False), (editor_client, True)):
+        page = client.get("/api/products/Lamp/", HTTP_ACCEPT="text/html").content.decode()
+        assert ('/api/products/Lamp/stock/">Stock</a>' in page) is offered, client
