@@ -28,13 +28,12 @@ import logging
 import time
 
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse
-from django.utils.html import escape
+from django.http import JsonResponse
 from rest_framework.exceptions import Throttled
 
 from . import cachekeys, counters
 from .addresses import client_address
-from .exceptions import is_api_path
+from .exceptions import html_page, is_api_path
 from .logfields import AtMostEvery
 from .throttling import parse_rate
 
@@ -146,11 +145,12 @@ class FailedLoginLimitMiddleware:
         else:
             # A person reads this one: minutes past a minute and a half, and the way back.
             when = f"about {round(wait / 60)} minutes" if wait > 90 else f"{wait} second{'s' * (wait != 1)}"
-            response = HttpResponse(
-                "<!doctype html><title>Too many attempts</title><h1>Too many attempts</h1>"
-                f"<p>{TooManyFailedLogins.default_detail} Try again in {when}.</p>"
-                f'<p><a href="{escape(request.path)}">Back to the sign-in page</a></p>',
-                status=429,
+            response = html_page(
+                429,
+                "Too many attempts",
+                f"{TooManyFailedLogins.default_detail} Try again in {when}.",
+                back=request.path,
+                back_text="Back to the sign-in page",
             )
         response["Retry-After"] = str(wait)
         return response

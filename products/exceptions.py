@@ -7,7 +7,7 @@ import logging
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent, TooManyFilesSent
 from django.db import IntegrityError, OperationalError, ProgrammingError
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.utils.html import escape
 from django.views import defaults
 from rest_framework import status
@@ -103,29 +103,48 @@ def json_error(detail: str, status_code: int) -> JsonResponse:
     return JsonResponse({"detail": detail}, status=status_code)
 
 
+def html_page(
+    status: int,
+    heading: str,
+    *paragraphs: str,
+    title: str = "",
+    back: str | None = None,
+    back_text: str = "Back",
+) -> HttpResponse:
+    """A plain HTML error page for people (the admin, the login pages): ``paragraphs`` are HTML, escaped by the caller.
+
+    ``back`` is a path to link to (the form the request came from).
+    """
+    links = f'<p><a href="{escape(back)}">{back_text}</a></p>' if back is not None else ""
+    return HttpResponse(
+        f"<!doctype html><title>{title or heading}</title><h1>{heading}</h1>"
+        + "".join(f"<p>{paragraph}</p>" for paragraph in paragraphs)
+        + links,
+        status=status,
+        content_type="text/html; charset=utf-8",
+    )
+
+
 def handler400(request, exception=None):
     if is_api_path(request.path):
         return json_error(_bad_request_detail(exception), 400)
     if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent)):
-        # Django's page says only "Bad Request (400)". The admin's usual way
-        # here is deleting a selection of more than ~1,000 products (its
-        # confirmation posts one field per product).
-        page = (
-            "<!doctype html><title>Bad request</title><h1>Bad request (400)</h1>"
-            f"<p>{escape(_bad_request_detail(exception))} Nothing was changed.</p>"
-            "<p>In the admin, act on fewer rows at once: an action's confirmation (such as "
-            "deleting the selected products) sends one field per row, so narrow the list with "
-            "a search or a filter first.</p>"
-            f'<p><a href="{escape(request.path)}">Back</a></p>'
+        # Django's page says only "Bad Request (400)". An admin action's
+        # confirmation posts one field per selected row ("Select all N" posts
+        # the selection instead: products.admin.delete_selected_across).
+        return html_page(
+            400,
+            "Bad request (400)",
+            f"{escape(_bad_request_detail(exception))} Nothing was changed.",
+            "In the admin, act on fewer rows at once: an action's confirmation sends one field "
+            "per selected row, so narrow the list with a search or a filter first.",
+            title="Bad request",
+            back=request.path,
         )
-        return HttpResponseBadRequest(page, content_type="text/html; charset=utf-8")
     # Not defaults.bad_request: its requires_csrf_token runs the CSRF check
     # again, which reads request.POST again, and a body Django refused (a
     # form in another charset than UTF-8) then escaped as gunicorn's own 500.
-    return HttpResponseBadRequest(
-        "<!doctype html><title>Bad request</title><h1>Bad request (400)</h1><p>Nothing was changed.</p>",
-        content_type="text/html; charset=utf-8",
-    )
+    return html_page(400, "Bad request (400)", "Nothing was changed.", title="Bad request")
 
 
 def _bad_request_detail(exception: Exception | None) -> str:

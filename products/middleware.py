@@ -14,7 +14,7 @@ from django.urls import Resolver404, resolve
 from django.utils.html import escape
 
 from . import metrics
-from .exceptions import is_api_path, log_unavailable_database
+from .exceptions import html_page, is_api_path, log_unavailable_database
 from .logfields import current_request_id, format_fields, request_id
 from .parsers import form_text_decodes
 
@@ -73,12 +73,12 @@ class RequestLogMiddleware:
         if not isinstance(exception, OperationalError) or is_api_path(request.path):
             return None
         locked = log_unavailable_database(exception)
-        page = (
-            "<!doctype html><title>Try again shortly</title><h1>"
-            + ("Another change holds this data" if locked else "The database is busy or unavailable")
-            + "</h1><p>Nothing was changed. Try again in a few seconds.</p>"
+        response = html_page(
+            503,
+            "Another change holds this data" if locked else "The database is busy or unavailable",
+            "Nothing was changed. Try again in a few seconds.",
+            title="Try again shortly",
         )
-        response = HttpResponse(page, status=503, content_type="text/html; charset=utf-8")
         response["Retry-After"] = "5"
         return response
 
@@ -217,11 +217,7 @@ class BodySizeLimitMiddleware:
             request.log_reason = f"{type(exc).__name__}: {exc}"[:200]  # on the request's one line
         if is_api_path(request.path):
             return JsonResponse({"detail": message}, status=400)
-        page = (
-            f"<!doctype html><title>Bad request</title><h1>Bad request</h1><p>{escape(message)}</p>"
-            f'<p><a href="{escape(request.path)}">Back</a></p>'
-        )
-        return HttpResponse(page, status=400, content_type="text/html; charset=utf-8")
+        return html_page(400, "Bad request", escape(message), back=request.path)
 
     @staticmethod
     def _too_large(request, size: str, limit: int) -> HttpResponse:
@@ -230,9 +226,10 @@ class BodySizeLimitMiddleware:
             return JsonResponse({"detail": message}, status=413)
         # The admin's pages (an import upload) keep HTML, as Django's own errors
         # there, with the way back to the form.
-        page = (
-            f"<!doctype html><title>Request too large</title><h1>Request too large</h1><p>{escape(message)}</p>"
-            f"<p>At most {filesizeformat(limit)} can be sent at once; nothing was changed.</p>"
-            f'<p><a href="{escape(request.path)}">Back</a></p>'
+        return html_page(
+            413,
+            "Request too large",
+            escape(message),
+            f"At most {filesizeformat(limit)} can be sent at once; nothing was changed.",
+            back=request.path,
         )
-        return HttpResponse(page, status=413, content_type="text/html; charset=utf-8")
