@@ -130,8 +130,8 @@ def check_direct_product_read(app_configs, **kwargs):
         return []
     return [
         Warning(
-            "The product cache's misses read SQLite through Django's cursor: the direct read "
-            "(products.selectors) needs USE_TZ on and the database's TIME_ZONE UTC.",
+            "The product cache's misses and the list's pages read SQLite through Django's cursor: "
+            "the direct reads (products.selectors) need USE_TZ on and the database's TIME_ZONE UTC.",
             hint="Reads stay correct, only slower. Set USE_TZ = True and leave DATABASES TIME_ZONE unset.",
             id="products.W040",
         )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections import OrderedDict
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -37,6 +36,7 @@ from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from .selectors import representation_page
 from .validators import PRICE_MAX, QUANTITY_MAX, validate_product_name
 
 INVALID_CURSOR = "Invalid cursor."
@@ -116,13 +116,12 @@ class ProductKeysetPagination(BasePagination):
         backwards = position is not None and position[0] == "p"
         # Walking backwards reads the same index in the opposite direction.
         reverse = descending != backwards
-        order = ["-" + f if reverse else f for f in self._sort_fields()]
-        queryset = queryset.order_by(*order)
+        order = tuple("-" + f if reverse else f for f in self._sort_fields())
+        after = None
         if position is not None:
             _, value, name = position
-            queryset = queryset.filter(self._after(value, name, reverse))
-
-        rows = list(queryset[: self.page_size + 1])
+            after = (self._after_reverse if reverse else self._after_forward, value, name)
+        rows = representation_page(queryset, order, self.page_size + 1, after)
         has_more = len(rows) > self.page_size
         rows = rows[: self.page_size]
         if backwards:
@@ -135,15 +134,11 @@ class ProductKeysetPagination(BasePagination):
         return rows
 
     def get_paginated_response(self, data) -> Response:
-        return Response(
-            OrderedDict(
-                [
-                    ("next", self.get_next_link()),
-                    ("previous", self.get_previous_link()),
-                    ("results", data),
-                ]
-            )
-        )
+        return Response(self.get_paginated_data(data))
+
+    def get_paginated_data(self, data) -> dict:
+        """Return the page's body: its links and ``data`` as its results."""
+        return {"next": self.get_next_link(), "previous": self.get_previous_link(), "results": data}
 
     def get_paginated_response_schema(self, schema: dict) -> dict:
         link = {"type": "string", "format": "uri", "nullable": True}
@@ -200,6 +195,15 @@ class ProductKeysetPagination(BasePagination):
 
     def _sort_fields(self) -> list[str]:
         return ["name"] if self.field == "name" else [self.field, "name"]
+
+    # The page read keeps a compiled query per shape and filter (selectors.
+    # representation_page): one method per direction, each a function of the
+    # position alone once the ordering is known.
+    def _after_forward(self, value, name: str) -> Q:
+        return self._after(value, name, reverse=False)
+
+    def _after_reverse(self, value, name: str) -> Q:
+        return self._after(value, name, reverse=True)
 
     def _after(self, value, name: str, reverse: bool) -> Q:
         """Select rows strictly after (value, name) in the scan direction."""

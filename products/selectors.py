@@ -156,6 +156,7 @@ def forget_compiled_reads_on_setting_change(setting: str, **kwargs) -> None:
     """Compile the product read again once the settings it was built for change (tests)."""
     if setting in ("USE_TZ", "TIME_ZONE", "DATABASES", "PRODUCT_SQLITE_DIRECT_READ"):
         _compiled.clear()
+        _page_shapes.clear()
 
 
 def _stores_naive_utc(connection) -> bool:
@@ -244,6 +245,174 @@ def representations(queryset):
     queryset = queryset.values(*REPRESENTATION_FIELDS)
     queryset._iterable_class = RepresentationIterable
     return queryset
+
+
+# The list's page read, compiled once per shape. A page is the same query
+# every time but for the cursor's position: building it (values, order_by,
+# filter, slice) and compiling it cost more than SQLite's reading of 51 rows
+# (docs/performance.md, "List, first page of 50"). So, on the configuration
+# the direct product read runs on (above: SQLite, UTC, nothing logging
+# queries, the metrics' count the only execute wrapper), an unfiltered page
+# runs SQL the ORM compiled for its shape, on SQLite's own connection, and
+# its rows take RepresentationIterable's conversions. Everything else (a
+# filtered list, PostgreSQL, DEBUG, assertNumQueries) goes through the ORM.
+_PAGE_SHAPES_KEPT = 64  # per connection; page_size can take 500 values
+_page_shapes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Two sentinels of each sort key's type: compiling with both shows where the
+# position's value and name go among the parameters.
+_SENTINELS = {
+    "DecimalField": (Decimal("1.25"), Decimal("2.5")),
+    "PositiveIntegerField": (17, 29),
+    "IntegerField": (17, 29),
+    "DateTimeField": (
+        datetime(2001, 2, 3, 4, 5, 6, 7, tzinfo=UTC),
+        datetime(2002, 3, 4, 5, 6, 7, 8, tzinfo=UTC),
+    ),
+}
+_SENTINEL_NAMES = ("products.selectors:first", "products.selectors:second")
+
+
+class _CompiledPage(NamedTuple):
+    sql: str  # for the sqlite3 connection
+    converters: list[tuple[int, list, object]]  # all but the timestamps'
+    slots: tuple  # per parameter: "value", "name", or ("constant", value)
+    field: object  # the sort key's model field when a position takes part, else None
+
+
+def representation_page(queryset, order: tuple[str, ...], limit: int, after=None) -> list[dict]:
+    """Return the first ``limit`` rows of ``representations(queryset)`` ordered by ``order``.
+
+    ``after`` is None, or ``(make_filter, value, name)``: the rows must also
+    match ``make_filter(value, name)``, a Q that depends only on its two
+    arguments (the keyset position). The result is what ``list(queryset.
+    order_by(*order).filter(make_filter(value, name))[:limit])`` gives.
+    """
+    connection = connections[queryset.db]
+    if _page_direct_allowed(queryset, connection):
+        key = (tuple(order), limit, None if after is None else getattr(after[0], "__func__", after[0]))
+        shapes = _page_shapes.get(connection)
+        if shapes is None:
+            shapes = _page_shapes[connection] = {}
+        compiled = shapes.get(key)
+        if compiled is None and key not in shapes:
+            if len(shapes) >= _PAGE_SHAPES_KEPT:
+                shapes.clear()
+            compiled = shapes[key] = _compile_page(queryset, order, limit, after, connection)
+        if compiled is not None:
+            return _read_page_direct(connection, compiled, after)
+    queryset = queryset.order_by(*order)
+    if after is not None:
+        make_filter, value, name = after
+        queryset = queryset.filter(make_filter(value, name))
+    return list(queryset[:limit])
+
+
+def _page_direct_allowed(queryset, connection) -> bool:
+    query = queryset.query
+    return (
+        queryset._iterable_class is RepresentationIterable
+        and queryset.model is Product
+        and tuple(query.values_select) == REPRESENTATION_FIELDS
+        and not query.where
+        and not query.annotations
+        and not query.extra
+        and not query.distinct
+        and not query.combinator
+        and not query.is_sliced
+        and query.standard_ordering
+        and not query.select_for_update
+        and direct_read_configured(connection)
+        and _direct_allowed(connection)
+    )
+
+
+def _compile_page(queryset, order, limit, after, connection) -> _CompiledPage | None:
+    def compiled(value=None, name=None):
+        page = queryset.order_by(*order)
+        if after is not None:
+            page = page.filter(after[0](value, name))
+        compiler = page[:limit].query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
+        return compiler, sql, list(params)
+
+    field = None
+    if after is None:
+        compiler, sql, params = compiled()
+        if params:  # pragma: no cover - an unfiltered page has none
+            return None
+        slots = ()
+    else:
+        field = Product._meta.get_field(order[0].lstrip("-"))
+        # Ordered by name, the position is the name alone (its value None).
+        sentinels = (None, None) if field.name == "name" else _SENTINELS.get(field.get_internal_type())
+        if sentinels is None:
+            return None
+        (compiler, sql, first), (_, other_sql, second) = (
+            compiled(value, name) for value, name in zip(sentinels, _SENTINEL_NAMES, strict=True)
+        )
+        if other_sql != sql or len(first) != len(second):
+            return None
+        slots = []
+        for one, two in zip(first, second, strict=True):
+            if (one, two) == tuple(_page_value(field, value, connection) for value in sentinels):
+                slots.append("value")
+            elif (one, two) == _SENTINEL_NAMES:
+                slots.append("name")
+            elif one == two:
+                slots.append(("constant", one))
+            else:  # pragma: no cover - a parameter this read cannot rebuild
+                return None
+        slots = tuple(slots)
+    from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
+
+    found = compiler.get_converters(
+        [column for column, _sql, _alias in compiler.select[: compiler.col_count]]
+    )
+    converters = [
+        (position, functions, expression)
+        for position, (functions, expression) in found.items()
+        if position not in _TIMESTAMPS
+    ]
+    direct_sql = FORMAT_QMARK_REGEX.sub("?", sql).replace("%%", "%")
+    return _CompiledPage(direct_sql, converters, slots, field)
+
+
+def _page_value(field, value, connection):
+    # What the ORM's comparison lookups send for a value of the sort key.
+    return field.get_db_prep_value(field.get_prep_value(value), connection, prepared=True)
+
+
+def _read_page_direct(connection, compiled: _CompiledPage, after) -> list[dict]:
+    params = ()
+    if after is not None:
+        _, value, name = after
+        prepared = _page_value(compiled.field, value, connection)
+        params = tuple(
+            prepared if slot == "value" else name if slot == "name" else slot[1] for slot in compiled.slots
+        )
+    metrics.count_query_direct(connection.alias)
+    with connection.wrap_database_errors:
+        rows = connection.connection.execute(compiled.sql, params).fetchall()
+    page = []
+    for row in rows:
+        values = list(row)
+        for position, functions, expression in compiled.converters:
+            value = values[position]
+            for function in functions:
+                value = function(value, expression, connection)
+            values[position] = value
+        id_, name, price, quantity, created_at, updated_at = values
+        page.append(
+            {
+                "id": id_,
+                "name": name,
+                "price": f"{price:.2f}",
+                "quantity": quantity,
+                "created_at": _stored_timestamp(created_at),
+                "updated_at": _stored_timestamp(updated_at),
+            }
+        )
+    return page
 
 
 def products_json(names: list[str]) -> dict[str, bytes]:

@@ -14,9 +14,11 @@ from django.db import transaction
 from django.http import HttpResponse
 from django.middleware.csrf import get_token
 from django.utils.cache import patch_vary_headers
+from django.utils.http import parse_header_parameters
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
@@ -92,6 +94,30 @@ def cached_product_response(request: Request, cached: cache.CachedProduct, shape
     return response
 
 
+def plain_json_response(request: Request, data: dict) -> HttpResponse:
+    """Answer ``data`` as DRF's JSONRenderer would write it, written by orjson.
+
+    For data of strings, integers, None, lists and dicts only (a list page):
+    for those, orjson's bytes are the compact, non-ASCII ``json.dumps`` DRF
+    writes, U+2028 and U+2029 escaped as DRF escapes them
+    (test_list_representation.py compares the two). Any other renderer, an
+    ``indent`` asked for in Accept, or DRF's JSON settings changed
+    (COMPACT_JSON, UNICODE_JSON): DRF renders it.
+    """
+    renderer = request.accepted_renderer
+    if (
+        type(renderer) is not JSONRenderer
+        or not renderer.compact
+        or renderer.ensure_ascii
+        or "indent" in parse_header_parameters(request.accepted_media_type or "")[1]
+    ):
+        return Response(data)
+    body = orjson.dumps(data)
+    if b"\xe2\x80\xa8" in body or b"\xe2\x80\xa9" in body:
+        body = body.replace("\u2028".encode(), b"\\u2028").replace("\u2029".encode(), b"\\u2029")
+    return HttpResponse(body, content_type=renderer.media_type)
+
+
 class ProductViewSet(viewsets.ModelViewSet):
     """Products, looked up by name. Reads are cached; writes honour If-Match."""
 
@@ -122,7 +148,9 @@ class ProductViewSet(viewsets.ModelViewSet):
         # no model instance per row, the largest part of a page's cost.
         queryset = representations(self.filter_queryset(self.get_queryset()))
         page = self.paginate_queryset(queryset)
-        return Response(list(queryset)) if page is None else self.get_paginated_response(page)
+        if page is None:
+            return Response(list(queryset))
+        return plain_json_response(request, self.paginator.get_paginated_data(page))
 
     def retrieve(self, request: Request, *args, **kwargs):
         cached = cache.get_product(kwargs["name"], product_json)
