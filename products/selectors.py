@@ -316,6 +316,8 @@ def _page_direct_allowed(queryset, connection) -> bool:
         and not query.where
         and not query.annotations
         and not query.extra
+        and not query.extra_tables
+        and len(query.alias_map) <= 1  # the product table alone: no join
         and not query.distinct
         and not query.combinator
         and not query.is_sliced

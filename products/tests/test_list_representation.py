@@ -138,3 +138,14 @@ def test_a_page_is_the_bytes_drfs_json_renderer_writes(anon_client):
     indented = anon_client.get("/api/products/?page_size=2", HTTP_ACCEPT="application/json; indent=2")
     assert indented.content == JSONRenderer().render(data, "application/json; indent=2")
     assert b'\n  "next"' in indented.content
+
+
+def test_a_queryset_with_more_than_the_product_table_reads_through_the_orm(direct_pages):
+    for name in ("a", "b"):
+        Product.objects.create(name=name, price=Decimal("1.00"), quantity=1)
+    plain = selectors.representations(Product.objects.all())
+    assert [row["name"] for row in selectors.representation_page(plain, ("name",), 10)] == ["a", "b"]
+    # The same shape with an (empty) table joined: not the SQL compiled for the plain page.
+    joined = selectors.representations(Product.objects.extra(tables=["auth_user"]))
+    assert selectors.representation_page(joined, ("name",), 10) == []
+    assert len(direct_pages) == (1 if ON_SQLITE else 0)
