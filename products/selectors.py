@@ -34,13 +34,19 @@ def product_representation(
     *, id: int, name: str, price: Decimal, quantity: int, created_at: datetime, updated_at: datetime
 ) -> dict:
     """Return the API's dict for a product: price as a string, ISO timestamps."""
+    return _representation(id, name, price, quantity, created_at, updated_at, _timestamp)
+
+
+def _representation(id_, name, price, quantity, created_at, updated_at, timestamp) -> dict:
+    # The one place the API's dict is built; ``timestamp`` formats the two
+    # timestamps (_timestamp, or _stored_timestamp for SQLite's naive UTC).
     return {
-        "id": id,
+        "id": id_,
         "name": name,
         "price": f"{price:.2f}",
         "quantity": quantity,
-        "created_at": _timestamp(created_at),
-        "updated_at": _timestamp(updated_at),
+        "created_at": timestamp(created_at),
+        "updated_at": timestamp(updated_at),
     }
 
 
@@ -76,20 +82,20 @@ def product_json(name: str, using: str = DEFAULT_DB_ALIAS) -> bytes | None:
         converters, naive_utc = compiled.converters, False
     if row is None:
         return None
+    values = _converted(row, converters, connection)
+    product = _representation(*values, _stored_timestamp if naive_utc else _timestamp)
+    return compact(orjson.dumps(product))
+
+
+def _converted(row, converters: list[tuple[int, list, object]], connection) -> list:
+    """Return ``row``'s values with the ORM's converters applied (``compiler.get_converters``)."""
     values = list(row)
     for position, functions, expression in converters:
         value = values[position]
         for function in functions:
             value = function(value, expression, connection)
         values[position] = value
-    if naive_utc:
-        for position in _TIMESTAMPS:
-            values[position] = _stored_timestamp(values[position])
-        product = dict(zip(REPRESENTATION_FIELDS, values))
-        product["price"] = f"{product['price']:.2f}"
-    else:
-        product = product_representation(**dict(zip(REPRESENTATION_FIELDS, values)))
-    return compact(orjson.dumps(product))
+    return values
 
 
 def compact(data: bytes) -> bytes:
@@ -229,15 +235,9 @@ class RepresentationIterable(BaseIterable):
         rows = chain.from_iterable(results)
         if converters:
             rows = compiler.apply_converters(rows, converters)
-        for id_, name, price, quantity, created_at, updated_at in rows:
-            yield {
-                "id": id_,
-                "name": name,
-                "price": f"{price:.2f}",
-                "quantity": quantity,
-                "created_at": _stored_timestamp(created_at) if naive_utc else _timestamp(created_at),
-                "updated_at": _stored_timestamp(updated_at) if naive_utc else _timestamp(updated_at),
-            }
+        timestamp = _stored_timestamp if naive_utc else _timestamp
+        for row in rows:
+            yield _representation(*row, timestamp)
 
 
 def representations(queryset):
@@ -395,26 +395,9 @@ def _read_page_direct(connection, compiled: _CompiledPage, after) -> list[dict]:
     metrics.count_query_direct(connection.alias)
     with connection.wrap_database_errors:
         rows = connection.connection.execute(compiled.sql, params).fetchall()
-    page = []
-    for row in rows:
-        values = list(row)
-        for position, functions, expression in compiled.converters:
-            value = values[position]
-            for function in functions:
-                value = function(value, expression, connection)
-            values[position] = value
-        id_, name, price, quantity, created_at, updated_at = values
-        page.append(
-            {
-                "id": id_,
-                "name": name,
-                "price": f"{price:.2f}",
-                "quantity": quantity,
-                "created_at": _stored_timestamp(created_at),
-                "updated_at": _stored_timestamp(updated_at),
-            }
-        )
-    return page
+    return [
+        _representation(*_converted(row, compiled.converters, connection), _stored_timestamp) for row in rows
+    ]
 
 
 def products_json(names: list[str]) -> dict[str, bytes]:
