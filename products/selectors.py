@@ -263,7 +263,6 @@ _page_shapes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SENTINELS = {
     "DecimalField": (Decimal("1.25"), Decimal("2.5")),
     "PositiveIntegerField": (17, 29),
-    "IntegerField": (17, 29),
     "DateTimeField": (
         datetime(2001, 2, 3, 4, 5, 6, 7, tzinfo=UTC),
         datetime(2002, 3, 4, 5, 6, 7, 8, tzinfo=UTC),
