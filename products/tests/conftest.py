@@ -6,6 +6,7 @@ The helpers behind them live in products/tests/support/.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -46,6 +47,19 @@ def _served_like_a_server_process():
     serverledger.polled_in_pid = os.getpid()
     yield
     serverledger.polled_in_pid = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ctrl_c_as_a_terminal_delivers_it():
+    """Give this process, and the commands it starts, Python's own SIGINT handling.
+
+    A run started with SIGINT ignored (scripts/test.sh's PostgreSQL pass is a
+    background job, and bash starts those so) would otherwise pass that on to
+    every command a test starts, and the Ctrl-C tests would test nothing.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 @pytest.fixture(scope="session", autouse=True)
