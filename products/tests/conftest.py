@@ -154,6 +154,40 @@ def sqlite_gunicorn(tmp_path) -> Iterator[Callable[..., Gunicorn]]:
         server.stop()
 
 
+# --- The second database pass ---------------------------------------------------
+
+# What asks pytest-django for the test database.
+DATABASE_FIXTURES = {
+    "db",
+    "transactional_db",
+    "django_db_reset_sequences",
+    "django_db_serialized_rollback",
+    "live_server",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """On scripts/test.sh's PostgreSQL pass, leave out what the SQLite pass already ran the same.
+
+    A test marked ``database_independent`` gives every server and command it
+    starts a database of its own (or none), so the pass's database never
+    reaches it; unless it also asks for the test database, it runs once.
+    """
+    if os.environ.get("DATABASE_INDEPENDENT_TESTS") != "skip":
+        return
+    once = [
+        item
+        for item in items
+        if item.get_closest_marker("database_independent")
+        and not item.get_closest_marker("django_db")
+        and not DATABASE_FIXTURES.intersection(item.fixturenames)
+    ]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        left_out = set(once)
+        items[:] = [item for item in items if item not in left_out]
+
+
 # --- Reports for fixtures (the browser tests save artifacts on failure) ------
 
 

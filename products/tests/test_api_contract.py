@@ -17,6 +17,10 @@ import pytest
 
 from .support.processes import manage
 
+# Every server and command here gets a database of its own (or none): the
+# PostgreSQL pass of scripts/test.sh leaves these tests to the SQLite pass.
+pytestmark = pytest.mark.database_independent
+
 HERE = Path(__file__).resolve().parent
 
 CREATE_EDITOR = """

@@ -9,7 +9,7 @@ import pytest
 
 from .support.processes import manage, server_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.database_independent]
 
 
 @pytest.fixture

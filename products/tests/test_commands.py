@@ -447,6 +447,7 @@ def cli(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.database_independent
 def test_cli_pipe_import_export_and_exit_codes(cli):
     ok = cli("import_products", "-", "--format", "csv", input="name,price,quantity\nPiped,1.25,3\n")
     assert ok.returncode == 0, ok.stderr
@@ -468,7 +469,7 @@ def test_cli_pipe_import_export_and_exit_codes(cli):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
+@pytest.mark.database_independent
 def test_cli_standard_streams_that_fail_are_one_line_saying_what_stands(tmp_path):
     """A full disk or a closed stream on stdin/stdout: one CommandError line, exit 1, never a traceback."""
     env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'streams.sqlite3'}")
@@ -512,6 +513,7 @@ def test_cli_standard_streams_that_fail_are_one_line_saying_what_stands(tmp_path
     assert "standard input is closed" in closed_stdin.stderr
 
 
+@pytest.mark.database_independent
 def test_cli_cache_command_without_redis_exits_non_zero_without_traceback(tmp_path):
     env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}", REDIS_URL="redis://127.0.0.1:1/0")
     assert manage(env, "migrate", "-v", "0").returncode == 0
@@ -529,6 +531,7 @@ def test_cli_cache_command_without_redis_exits_non_zero_without_traceback(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.database_independent
 def test_cli_commands_on_an_unmigrated_or_unreachable_database_say_so_without_traceback(tmp_path):
     def run_on(database_url: str, *args: str) -> subprocess.CompletedProcess:
         return manage(server_env(DATABASE_URL=database_url), *args)
@@ -551,6 +554,7 @@ def test_cli_commands_on_an_unmigrated_or_unreachable_database_say_so_without_tr
 
 
 @pytest.mark.slow
+@pytest.mark.database_independent
 def test_cli_data_commands_refuse_a_bad_redis_setting_instead_of_using_the_default_redis(tmp_path):
     # The settings fall back to redis://127.0.0.1:6379/0 for `check` to report
     # the mistake; a command that skips the checks must not write products
@@ -585,6 +589,7 @@ def test_progress_bar_on_a_terminal_only(db, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.database_independent
 def test_ctrl_c_during_an_import_is_one_line_and_writes_nothing(tmp_path):
     db_path = tmp_path / "interrupted.sqlite3"
     env = server_env(DATABASE_URL=f"sqlite:///{db_path}")

@@ -15,6 +15,10 @@ import requests
 
 from .support.processes import BASE_DIR, child_pids, free_port, manage, server_env
 
+# Every server and command here gets a database of its own (or none): the
+# PostgreSQL pass of scripts/test.sh leaves these tests to the SQLite pass.
+pytestmark = pytest.mark.database_independent
+
 PRODUCTION = {
     "DEBUG": "0",
     "ALLOWED_HOSTS": "api.example.com",

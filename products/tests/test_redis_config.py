@@ -18,6 +18,10 @@ from productsite import redis_config
 from .support.cache_state import reset_process_state
 from .support.processes import BASE_DIR, free_port, server_env
 
+# Every server and command here gets a database of its own (or none): the
+# PostgreSQL pass of scripts/test.sh leaves these tests to the SQLite pass.
+pytestmark = pytest.mark.database_independent
+
 MALFORMED = [
     ({"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_CLUSTER_NODES": "127.0.0.1:7000"}, "products.E020"),
     ({"REDIS_CLUSTER_NODES": ""}, "products.E021"),
