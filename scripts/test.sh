@@ -60,15 +60,14 @@ if [ -n "$PG_URL" ]; then
     DATABASE_URL="$PG_URL" DATABASE_INDEPENDENT_TESTS=skip "$PY" -m pytest "$@" >"$pg_log" 2>&1 &
     pg_pid=$!
     trap 'kill "$pg_pid" 2>/dev/null || true; cleanup' EXIT
-    say "pytest on SQLite"
-    env -u DATABASE_URL "$PY" -m pytest "$@" || status=$?
-    pg_status=0
-    wait "$pg_pid" || pg_status=$?
-    say "pytest on PostgreSQL ($PG_URL)"
-    cat "$pg_log"
-    [ "$pg_status" -eq 0 ] || status=$pg_status
 else
     say "PostgreSQL not reachable (set DATABASE_URL=postgres://...); running on SQLite only"
-    env -u DATABASE_URL "$PY" -m pytest "$@" || status=$?
+fi
+say "pytest on SQLite"
+env -u DATABASE_URL "$PY" -m pytest "$@" || status=$?
+if [ -n "$PG_URL" ]; then
+    wait "$pg_pid" || status=$?
+    say "pytest on PostgreSQL ($PG_URL)"
+    cat "$pg_log"
 fi
 exit "$status"
