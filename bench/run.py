@@ -636,7 +636,7 @@ def main() -> int:
         type=int,
         default=2,
         help="measure a run again (at most this many times) when one worker did under "
-        f"{UNEVEN_SHARE:.0%} of the server's work (0: never)",
+        f"{UNEVEN_SHARE:.0%}% of the server's work (0: never)",
     )
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s runs")
     parser.add_argument("--only", default="", help="comma-separated scenario keys")
