@@ -147,8 +147,16 @@ def _not_utf8(line: int, exc: UnicodeDecodeError) -> FileFormatError:
     )
 
 
+# The csv module's own limit is 131,072 characters per field, and its error
+# stops the reader: a field up to MAX_RECORD_CHARS is read and judged by the
+# product rules (a 200,000-character name is that row's error, as in JSON);
+# a longer one is its row's error too, and the reader goes on at the next line.
+_CSV_FIELD_TOO_LONG = "field larger than field limit"
+
+
 def _read_csv(stream: BinaryIO) -> Iterator[RawRow | RowError]:
     text = _text(stream)
+    csv.field_size_limit(MAX_RECORD_CHARS)  # process-wide; every reader here wants the same
     reader = csv.reader(text, strict=True)
     last_line = 0
     try:
@@ -166,11 +174,17 @@ def _read_csv(stream: BinaryIO) -> Iterator[RawRow | RowError]:
         price_at = columns.index("price")
         quantity_at = columns.index("quantity") if "quantity" in columns else -1
         while True:
+            line = last_line + 1  # a quoted field may span lines: report the first
             try:
                 row = next(reader)
             except StopIteration:
                 return
-            line = last_line + 1  # a quoted field may span lines: report the first
+            except csv.Error as exc:
+                if not str(exc).startswith(_CSV_FIELD_TOO_LONG):
+                    raise
+                last_line = reader.line_num
+                yield RowError(line, f"a field is longer than {MAX_RECORD_CHARS} characters")
+                continue
             last_line = reader.line_num
             if not row:
                 continue
@@ -197,12 +211,20 @@ def _check_columns(columns: list[str], line: int) -> None:
     # of 500,000 columns (under the upload limit) must not cost minutes.
     counts = Counter(columns)
     missing = [c for c in REQUIRED_COLUMNS if c not in counts]
-    unknown = [c for c in counts if c not in COLUMNS]
-    repeated = sorted(c for c, n in counts.items() if n > 1)
+    unknown = [c for c in counts if c not in COLUMNS and c]
+    repeated = sorted(c for c, n in counts.items() if n > 1 and c)
     problems = []
     if missing:
         problems.append("missing required column(s): " + ", ".join(missing))
     problems += _unknown(unknown)
+    if "" in counts:
+        # A spreadsheet's export often ends the header with a comma.
+        unnamed = [str(at) for at, column in enumerate(columns, 1) if not column]
+        which = f"column {unnamed[0]} has" if len(unnamed) == 1 else f"columns {_some(unnamed)} have"
+        problems.append(
+            f"{which} no name (a comma at the end of the header?): "
+            "every column needs one of the names name, price, quantity"
+        )
     if repeated:
         problems.append("repeated column(s): " + _some(repeated))
     if problems:
@@ -299,13 +321,19 @@ def _read_json_lines(stream: BinaryIO) -> Iterator[RawRow | RowError]:
 
 
 def _json_reason(exc: jsonnumbers.JSONError, raw: bytes) -> str:
-    message = str(exc)
+    message = _json_message(exc)
     if "utf-8" in message.lower():
         return "not valid UTF-8"
     if exc.pos is None:
         return message
     # The caller already names the line; say where in it.
     return f"{message} at column {exc.pos + 1}"
+
+
+def _json_message(exc: jsonnumbers.JSONError) -> str:
+    # The json module's messages that end in a position ("Unterminated string
+    # starting at") lose it in JSONError: the caller names the line instead.
+    return re.sub(r"( starting)? at$", "", str(exc))
 
 
 # --- JSON array, streamed ------------------------------------------------------------
@@ -386,7 +414,9 @@ def _read_json_array(stream: BinaryIO) -> Iterator[RawRow | RowError]:
                                 f"line {line}: item {item}: the element is longer than {MAX_RECORD_CHARS} characters"
                             ) from None
                         where = line + scanner.buf.count("\n", scanner.pos, exc.pos or scanner.pos)
-                        raise FileFormatError(f"line {where}: item {item}: malformed JSON: {exc}") from None
+                        raise FileFormatError(
+                            f"line {where}: item {item}: malformed JSON: {_json_message(exc)}"
+                        ) from None
                     if end == len(scanner.buf) and not scanner.eof:
                         scanner.fill()  # a number cut by the chunk boundary: read on
                         continue

@@ -112,6 +112,45 @@ def test_unknown_column_is_refused(existing, tmp_path):
     assert_nothing_written(existing)
 
 
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ("name,price,quantity,", "line 1: column 4 has no name (a comma at the end of the header?)"),
+        ("name,,price,", "line 1: columns 2, 4 have no name"),
+    ],
+)
+def test_a_column_without_a_name_is_called_that(existing, tmp_path, header, expected):
+    # Spreadsheets often end every line with a comma; it was ": Not a field you can set".
+    message, _ = refuse(write(tmp_path, "p.csv", header + "\nKeep,9.99,9,\n"))
+    assert expected in message
+    assert "line 1: : " not in message
+    assert_nothing_written(existing)
+
+
+def test_an_overlong_csv_field_is_its_rows_error_and_the_rest_is_checked(existing, tmp_path):
+    # The csv module stops at 131,072 characters a field: that ended the whole
+    # check with "malformed CSV", where JSON reported the row and went on.
+    content = (
+        HEADER
+        + "A,-1,1\n"
+        + "x" * 200_000
+        + ",1.00,1\n"
+        + "y" * (1 << 20)
+        + "y,1.00,1\n"
+        + "B,-2,1\n"
+        + CHANGE_KEEP
+    )
+    message, errors = refuse(write(tmp_path, "p.csv", content))
+    assert errors.strip().splitlines() == [
+        "line 2: price: Price must be greater than or equal to 0.",
+        "line 3: name: Name must be at most 200 characters (it has 200000).",
+        "line 4: a field is longer than 1048576 characters",
+        "line 5: price: Price must be greater than or equal to 0.",
+    ]
+    assert "4 invalid row(s)" in message
+    assert_nothing_written(existing)
+
+
 def test_a_header_of_many_unknown_or_repeated_columns_gets_a_short_message(existing, tmp_path):
     # Any editor can upload such a header in the admin; it named every column
     # (and counted each one's repeats by scanning the whole header: quadratic).
@@ -138,6 +177,17 @@ def test_malformed_json_array_is_refused(existing, tmp_path):
     content = '[\n{"name": "Keep", "price": "9.99"},\n{"name": "Bad" "price": 1}\n]'
     message, _ = refuse(write(tmp_path, "p.json", content))
     assert "line 3: item 2: malformed JSON" in message
+    assert_nothing_written(existing)
+
+
+def test_a_json_array_cut_inside_a_string_says_so_in_a_whole_sentence(existing, tmp_path):
+    # It read "malformed JSON: Unterminated string starting at." (the json
+    # module's position is given as the line instead).
+    message, _ = refuse(write(tmp_path, "p.json", '[{"name": "Keep", "price": "9.99"}, {"name": "Cu'))
+    assert "line 1: item 2: malformed JSON: Unterminated string. Nothing was written." in message
+    _, errors = refuse(write(tmp_path, "p.jsonl", '{"name": "Keep", "price": "9.99"}\n{"name": "Cu\n'))
+    assert "line 2: malformed JSON: Invalid control character at column 13" in errors
+    assert " at at " not in errors
     assert_nothing_written(existing)
 
 
