@@ -15,6 +15,10 @@ Guarantees, and how they hold:
   invalidation deletes the value *and* the lease (memcache leases, NSDI 2013).
 * **Stampede control.** Readers that miss while another holds the lease wait
   for its fill at most ``PRODUCT_CACHE_LEASE_WAIT``, then read the database.
+  A name with no product is filled too, with an empty value (``ABSENT``), so
+  a burst of reads of an unknown name costs one query as well; every write
+  that makes a name exist (a create, a rename, an import) invalidates it
+  like any other write.
 * **Invalidation after commit.** :func:`invalidate_on_commit` deletes at once
   and again after the commit (the one that counts). Reads inside a
   transaction go to the database and store nothing.
@@ -121,6 +125,10 @@ def _lease_token() -> str:
 after_database_read: Callable[[str], None] | None = None
 
 
+# What the cache stores for a name no product has: no product's JSON is empty.
+ABSENT = b""
+
+
 class CachedProduct(NamedTuple):
     data: bytes  # the product's JSON representation
     hit: bool  # True when Redis served it
@@ -183,7 +191,7 @@ def get_product(name: str, load: Loader, *, reader: Reader | None = None) -> Cac
             return _from_database(name, load)
         if kind == _HIT:
             metrics.cache_lookup("hit")
-            return CachedProduct(payload, hit=True)
+            return CachedProduct(payload, hit=True) if payload != ABSENT else None
         if kind == _LEASE:
             return _fill(name, keys, token, payload, load)
         # Someone else holds the lease and is reading the database: wait for
@@ -232,7 +240,7 @@ def get_product_counted(
         return None, False
     if kind == _HIT:
         metrics.cache_lookup("hit")
-        return CachedProduct(payload, hit=True), True
+        return (CachedProduct(payload, hit=True) if payload != ABSENT else None), True
     if kind == _LEASE:
         return _fill(name, keys[:3], token, payload, load), True
     # Another reader holds the lease: get_product() waits for its fill
@@ -251,15 +259,12 @@ def _fill(name: str, keys: list, token: str, gen: bytes, load: Loader) -> Cached
     except BaseException:
         _release(keys, token, gen)
         raise
-    if data is None:
-        _release(keys, token, gen)
-        return None
-    args = [token, gen, data, settings.PRODUCT_CACHE_TIMEOUT]
+    args = [token, gen, ABSENT if data is None else data, settings.PRODUCT_CACHE_TIMEOUT]
     try:
         transport.run(lambda c: scripts.evalsha(c, "fill", keys, args))
     except CacheUnavailable:
         pass
-    return CachedProduct(data, hit=False)
+    return None if data is None else CachedProduct(data, hit=False)
 
 
 def _release(keys: list[str], token: str, gen: bytes) -> None:

@@ -338,7 +338,8 @@ def info() -> dict[str, object]:
         for prefix in prefixes:
             pipe.get(prefix + "gen")
         gens = {prefix: gen for prefix, gen in zip(prefixes, pipe.execute())}
-        # Count the values of each bucket's current generation only.
+        # Count the values of each bucket's current generation only, and not
+        # the empty ones that say a name has no product (products.cache.ABSENT).
         values = list(client.scan_iter(match=scan_pattern("{b") + ":p:*", count=1000))
         pipe = client.pipeline(transaction=False)
         for value in values:
@@ -346,7 +347,7 @@ def info() -> dict[str, object]:
         cached = 0
         for value, head in zip(values, pipe.execute() if values else []):
             gen = gens.get(value.decode().split("}:", 1)[0] + "}:")
-            cached += bool(gen and head.startswith(gen + b"\n"))
+            cached += bool(gen and head.startswith(gen + b"\n") and len(head) > len(gen) + 1)
         if transport.is_cluster(client):
             memory = client.info("memory", target_nodes=client.PRIMARIES)
             used = sum(node.get("used_memory", 0) for node in memory.values())

@@ -58,7 +58,7 @@ from redis.exceptions import (
 )
 
 from . import scripts, transport
-from .cache import CachedProduct
+from .cache import ABSENT, CachedProduct
 
 logger = logging.getLogger("products.cache")
 
@@ -273,7 +273,7 @@ class _NearCache:
                 if node is not None and isinstance(exc, (ConnectionError, TimeoutError, OSError)):
                     _refresh_slots(client, node)
                 raise
-            if reply[0] == _HIT:
+            if reply[0] == _HIT and reply[1] != ABSENT:  # an unknown name stays in Redis only
                 self._remember(name, keys, reply[1], node, slot)
             return reply
 

@@ -1,10 +1,12 @@
 """Every write path leaves no stale product in the cache once it has committed."""
 
+import io
 import threading
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection, migrations, transaction
 from django.db.migrations.executor import MigrationExecutor
@@ -268,6 +270,82 @@ def test_write_invalidates_cached_product(write, editor_client, admin_client):
     renamed = Product.objects.filter(pk=product.pk).values_list("name", flat=True).first()
     if renamed and renamed != "Mug":
         assert read(renamed)[0].data == product_json(renamed)
+
+
+# --- Writes that make a name exist: the cache remembers a name has no product ------
+
+
+def create_api(editor_client, admin_client):
+    response = editor_client.post("/api/products/", {"name": "Mug", "price": "2.00"}, format="json")
+    assert response.status_code == 201
+
+
+def create_legacy_route(editor_client, admin_client):
+    response = editor_client.post("/products", {"name": "Mug", "price": 2, "quantity": 1}, format="json")
+    assert response.status_code == 201
+
+
+def create_admin_add(editor_client, admin_client):
+    response = admin_client.post(
+        "/admin/products/product/add/", {"name": "Mug", "price": "2.00", "quantity": 1}
+    )
+    assert response.status_code == 302, response.content
+
+
+def create_model(editor_client, admin_client):
+    Product.objects.create(name="Mug", price=Decimal("2.00"), quantity=1)
+
+
+def create_bulk(editor_client, admin_client):
+    Product.objects.bulk_create([Product(name="Mug", price=Decimal("2.00"), quantity=1)])
+
+
+def create_import(editor_client, admin_client, tmp_path):
+    path = tmp_path / "products.csv"
+    path.write_text("name,price,quantity\nMug,2.00,1\n")
+    call_command("import_products", str(path), stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def create_api_rename(editor_client, admin_client):
+    Product.objects.create(name="Cup", price=Decimal("2.00"), quantity=1)
+    assert editor_client.patch("/api/products/Cup/", {"name": "Mug"}, format="json").status_code == 200
+
+
+def create_queryset_rename(editor_client, admin_client):
+    Product.objects.create(name="Cup", price=Decimal("2.00"), quantity=1)
+    Product.objects.filter(name="Cup").update(name="Mug")
+
+
+CREATE_PATHS = [
+    create_api,
+    create_legacy_route,
+    create_admin_add,
+    create_model,
+    create_bulk,
+    create_import,
+    create_api_rename,
+    create_queryset_rename,
+]
+
+
+@pytest.mark.parametrize("create", CREATE_PATHS, ids=[c.__name__ for c in CREATE_PATHS])
+def test_a_write_that_makes_a_name_exist_ends_its_cached_absence(
+    create, editor_client, admin_client, tmp_path
+):
+    # A burst of reads of an unknown name costs one query (SPEC): the cache
+    # remembers the name has no product, so every write that makes it exist
+    # must invalidate that, as any other write does.
+    assert read("Mug") == (None, 1)
+    assert read("Mug") == (None, 0), "the second read of an unknown name went to the database"
+
+    if create is create_import:
+        create(editor_client, admin_client, tmp_path)
+    else:
+        create(editor_client, admin_client)
+
+    fresh, calls = read("Mug")
+    assert fresh is not None, "the product is still unknown to the cache after its write"
+    assert calls == 1 and fresh.data == product_json("Mug")
 
 
 def test_invalidation_happens_after_commit_even_if_a_reader_refills_meanwhile():

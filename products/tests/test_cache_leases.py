@@ -96,6 +96,56 @@ def test_fifty_concurrent_misses_cost_at_most_two_queries(settings):
     assert all(v is not None and b'"Hot"' in v.data for v in values)
 
 
+def test_fifty_concurrent_reads_of_an_unknown_name_cost_at_most_two_queries(settings):
+    # SPEC: "a burst of reads of one missing key costs the database about one
+    # query", for a name no product has too (else each read is one query).
+    settings.PRODUCT_CACHE_LEASE_WAIT = 5.0
+    settings.PRODUCT_CACHE_LEASE_TIMEOUT = 10.0
+    calls = []
+    lock = threading.Lock()
+    start = threading.Barrier(50)
+
+    def slow_load(name):
+        with lock:
+            calls.append(name)
+        time.sleep(0.05)
+        return product_json(name)
+
+    def reader():
+        start.wait()
+        return cache.get_product("Nobody", load=slow_load)
+
+    threads = [in_thread(reader) for _ in range(50)]
+    for thread, _ in threads:
+        thread.join(20)
+    assert all("error" not in result and result["value"] is None for _, result in threads)
+    assert len(calls) <= 2, f"{len(calls)} queries for 50 reads of an unknown name"
+    assert cache.get_product("Nobody", load=slow_load) is None
+    assert len(calls) <= 2
+    assert cache.info()["cached_products"] == 0  # an absence is not a cached product
+
+
+def test_a_slow_reader_cannot_store_an_absence_a_create_ended():
+    has_read, may_fill = threading.Event(), threading.Event()
+
+    def pause_between_read_and_fill(name):
+        has_read.set()
+        assert may_fill.wait(10)
+
+    cache.after_database_read = pause_between_read_and_fill
+    thread, result = in_thread(cache.get_product, "Mug", product_json)
+    assert has_read.wait(10)  # the slow reader found no product
+    cache.after_database_read = None
+
+    Product.objects.create(name="Mug", price=Decimal("2.00"), quantity=1)  # commits, invalidates
+
+    may_fill.set()  # the slow reader now tries to store "no such product"
+    thread.join(10)
+    assert "error" not in result and result["value"] is None  # it answers what it read...
+    fresh = cache.get_product("Mug", product_json)
+    assert fresh is not None and b'"2.00"' in fresh.data, "...but it must not have stored it"
+
+
 def test_dead_filler_delays_other_readers_only_briefly(settings):
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     stuck, release = threading.Event(), threading.Event()

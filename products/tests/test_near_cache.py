@@ -64,6 +64,19 @@ def test_a_retired_generation_drops_the_bucket(private_redis):
     assert read("Mug").hit is False
 
 
+def test_a_deleted_product_is_not_remembered_as_an_empty_one_and_comes_back_when_created(private_redis):
+    # The cache stores "no such product" for a deleted name (products.cache.ABSENT);
+    # the tracked connection reads it for an admitted name, and must not keep it.
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    warm("Mug")
+    Product.objects.filter(name="Mug").delete()
+    for _ in range(3):
+        assert read("Mug") is None
+    assert nearcache.holds("Mug") is None
+    Product.objects.create(name="Mug", price=Decimal("2.00"), quantity=1)
+    assert b'"2.00"' in read("Mug").data
+
+
 def test_a_hung_redis_stops_near_hits_before_a_write_could_be_acknowledged(private_redis, settings):
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     warm("Mug")
