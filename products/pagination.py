@@ -13,8 +13,11 @@ key, so the walk resumes exactly after the last product the client saw.
 at all; that is inherent to any ordering by a mutable field.)
 
 The cursor is opaque to clients: URL-safe base64 of a small JSON document
-``{"o": ordering, "d": "n"|"p", "v": value, "k": name}``. A cursor that does
-not decode, or was made for another ordering, answers 400.
+``{"o": ordering, "d": "n"|"p", "v": value, "k": name}``, signed with
+``SECRET_KEY`` (``django.core.signing``, its own salt). A cursor the server
+did not issue (edited, made by hand, signed with a key no longer in
+``SECRET_KEY``/``SECRET_KEY_FALLBACKS``), or made for another ordering,
+answers 400; the document's shape and bounds are checked all the same.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 
 import orjson
 from django.conf import settings
+from django.core import signing
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q, QuerySet
 from django.template import loader
@@ -40,6 +44,18 @@ from .selectors import representation_page
 from .validators import PRICE_MAX, QUANTITY_MAX, validate_product_name
 
 INVALID_CURSOR = "Invalid cursor."
+_CURSOR_SALT = "products.pagination.cursor"
+
+
+def sign_cursor(document: str) -> str:
+    """Return the cursor for a base64 cursor document: ``<document>.<signature>``."""
+    # "." never occurs in URL-safe base64, and needs no escaping in a query string.
+    return signing.Signer(salt=_CURSOR_SALT, sep=".").sign(document)
+
+
+def _unsign_cursor(cursor: str) -> str:
+    """Return the document of a cursor this server signed; raise signing.BadSignature."""
+    return signing.Signer(salt=_CURSOR_SALT, sep=".").unsign(cursor)
 
 
 def _decode_price(value: object) -> Decimal:
@@ -226,7 +242,8 @@ class ProductKeysetPagination(BasePagination):
             # "?cursor=" is the first page, as a form with an empty field would send it.
             return None
         try:
-            padded = raw + "=" * (-len(raw) % 4)
+            document = _unsign_cursor(raw)
+            padded = document + "=" * (-len(document) % 4)
             doc = orjson.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
             if not isinstance(doc, dict) or doc.get("o") != self.ordering:
                 raise ValueError
@@ -243,6 +260,7 @@ class ProductKeysetPagination(BasePagination):
             binascii.Error,
             orjson.JSONDecodeError,
             DjangoValidationError,
+            signing.BadSignature,
         ):
             raise ValidationError({self.cursor_query_param: [INVALID_CURSOR]}) from None
         return direction, value, name
@@ -251,7 +269,7 @@ class ProductKeysetPagination(BasePagination):
         doc = {"o": self.ordering, "d": direction, "k": name}
         if self.field != "name":
             doc["v"] = _KEYS[self.field][0](value)
-        return base64.urlsafe_b64encode(orjson.dumps(doc)).decode("ascii").rstrip("=")
+        return sign_cursor(base64.urlsafe_b64encode(orjson.dumps(doc)).decode("ascii").rstrip("="))
 
     def _cursor_at(self, row, direction: str) -> str:
         value = None if self.field == "name" else _get(row, self.field)

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from products.models import Product
+from products.pagination import sign_cursor
 
 pytestmark = pytest.mark.django_db
 
@@ -111,8 +112,11 @@ def test_page_size_is_capped_and_checked(anon_client):
     [
         "garbage!",
         "bm90IGpzb24",
-        base64.urlsafe_b64encode(b'{"o":"name","d":"x","k":"a"}').decode(),
-        base64.urlsafe_b64encode(b'{"o":"price","d":"n","k":"a","v":"abc"}').decode(),
+        base64.urlsafe_b64encode(b'{"o":"price","d":"n","k":"a","v":"1.00"}').decode(),  # unsigned
+        # Signed, so only the document's shape refuses them:
+        sign_cursor(base64.urlsafe_b64encode(b'{"o":"price","d":"x","k":"a","v":"1.00"}').decode()),
+        sign_cursor(base64.urlsafe_b64encode(b'{"o":"price","d":"n","k":"a","v":"abc"}').decode()),
+        sign_cursor("bm90IGpzb24"),
         "%00",
         "\u00e9",
     ],
@@ -121,6 +125,27 @@ def test_invalid_cursor_answers_400(anon_client, cursor):
     response = anon_client.get("/api/products/", {"cursor": cursor, "ordering": "price"})
     assert response.status_code == 400
     assert response.json() == {"cursor": ["Invalid cursor."]}
+
+
+def test_a_cursor_the_server_did_not_issue_answers_400(anon_client, settings):
+    _bulk(5)
+    next_url = anon_client.get("/api/products/?ordering=price&page_size=2").json()["next"]
+    cursor = next_url.split("cursor=")[1].split("&")[0]
+    assert anon_client.get(next_url).status_code == 200
+    document, signature = cursor.split(".")
+    # The same position, written by hand: a valid document, not signed here.
+    decoded = base64.urlsafe_b64decode(document + "=" * (-len(document) % 4))
+    edited = base64.urlsafe_b64encode(decoded.replace(b'"k":"p', b'"k":"q')).decode().rstrip("=")
+    for forged in (document, f"{edited}.{signature}", f"{document}.{signature[:-2]}AA"):
+        response = anon_client.get("/api/products/", {"ordering": "price", "page_size": 2, "cursor": forged})
+        assert response.status_code == 400, forged
+        assert response.json() == {"cursor": ["Invalid cursor."]}
+    # A key rotation keeps the cursors clients hold while the old key is a fallback.
+    old_key = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "a-new-key-" + "x" * 50, [old_key]
+    assert anon_client.get(next_url).status_code == 200
+    settings.SECRET_KEY_FALLBACKS = []
+    assert anon_client.get(next_url).status_code == 400
 
 
 def test_cursor_from_another_ordering_answers_400(anon_client):
@@ -216,7 +241,8 @@ def test_forged_cursor_is_400_not_500(anon_client, ordering, doc):
 
     import orjson
 
-    cursor = base64.urlsafe_b64encode(orjson.dumps(doc)).decode().rstrip("=")
+    # Signed as the server signs, so the document's bounds are what refuses it.
+    cursor = sign_cursor(base64.urlsafe_b64encode(orjson.dumps(doc)).decode().rstrip("="))
     response = anon_client.get("/api/products/", {"ordering": ordering, "cursor": cursor})
     assert response.status_code == 400
     assert "cursor" in response.json()
