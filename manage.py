@@ -19,4 +19,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        # Ctrl-C before a command took over (Django's start-up, the imports):
+        # one line, as the product commands print for one during their work.
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)

@@ -635,6 +635,33 @@ def test_ctrl_c_during_an_import_is_one_line_and_writes_nothing(tmp_path):
         assert check.execute("SELECT COUNT(*) FROM products_product").fetchone() == (0,)
 
 
+@pytest.mark.slow
+@pytest.mark.database_independent
+@pytest.mark.parametrize("after", [0.05, 0.2, 0.4])
+def test_ctrl_c_while_the_command_starts_is_one_line_too(tmp_path, after):
+    # Django's set-up and the imports take most of the first second; a
+    # Ctrl-C then came out as a traceback of 40-80 lines.
+    env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'unused.sqlite3'}")
+    command = subprocess.Popen(
+        [sys.executable, "manage.py", "export_products"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(after)
+        command.send_signal(signal.SIGINT)
+        _, stderr = command.communicate(timeout=30)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert command.returncode == 130, stderr
+    assert stderr.strip() in ("Interrupted.", "Interrupted: the export on standard output is incomplete.")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_import_on_a_redis_server_never_seen_before_reaches_it(private_redis, tmp_path):
     # A new (or restarted) Redis is adopted by recording it in the database,
