@@ -37,8 +37,9 @@ def product_export_chunks(
 
     Reads through one server-side cursor (PostgreSQL) or one stepped SQLite
     cursor: a single consistent snapshot, ``chunk_size`` rows in memory at a
-    time. Rows come in primary-key order, the file imports back exactly,
-    unless ``spreadsheet_safe`` (CSV) prefixed formula-like names with ``'``.
+    time. Rows come in primary-key order; the file imports back to the same
+    names, prices and quantities, unless ``spreadsheet_safe`` (CSV) prefixed
+    formula-like names with ``'``.
     """
     if queryset is None:
         queryset = Product.objects.all()

@@ -30,7 +30,8 @@ class _StdoutText:
 class Command(DataCommand):
     help = (
         "Export every product (name, price, quantity) as CSV, a JSON array or JSON Lines, "
-        "to standard output or -o PATH. The file imports back exactly with import_products."
+        "to standard output or -o PATH. import_products reads it back: the same names, prices "
+        "and quantities (ids and timestamps are not in the file)."
     )
 
     def add_arguments(self, parser) -> None:
@@ -53,7 +54,7 @@ class Command(DataCommand):
             help=(
                 "CSV for spreadsheets: prefix names starting with = + - @ tab or CR with a quote (') "
                 "so they are not run as formulas. Such names then import back with the quote; "
-                "without this flag the file imports back exactly"
+                "without this flag names import back exactly"
             ),
         )
         parser.add_argument(
