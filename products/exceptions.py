@@ -99,6 +99,21 @@ def is_api_path(path: str) -> bool:
     return path.startswith(API_PATH_PREFIXES)
 
 
+def answers_json(request) -> bool:
+    """Return True when an error page for ``request`` should be JSON.
+
+    On the API's paths always; elsewhere (an unknown URL, the admin, a static
+    file) when the client prefers JSON to HTML in its ``Accept`` header, as a
+    REST client does. Browsers, and clients that send no ``Accept``, get HTML.
+    """
+    if is_api_path(request.path):
+        return True
+    try:
+        return request.get_preferred_type(("text/html", "application/json")) == "application/json"
+    except ValueError:  # an Accept header Django cannot parse: the HTML page
+        return False
+
+
 def json_error(detail: str, status_code: int) -> JsonResponse:
     return JsonResponse({"detail": detail}, status=status_code)
 
@@ -126,7 +141,7 @@ def html_page(
 
 
 def handler400(request, exception=None):
-    if is_api_path(request.path):
+    if answers_json(request):
         return json_error(_bad_request_detail(exception), 400)
     if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent)):
         # Django's page says only "Bad Request (400)". An admin action's
@@ -161,18 +176,18 @@ def _bad_request_detail(exception: Exception | None) -> str:
 
 
 def handler403(request, exception=None):
-    if is_api_path(request.path):
+    if answers_json(request):
         return json_error("You do not have permission to perform this action.", 403)
     return defaults.permission_denied(request, exception)
 
 
 def handler404(request, exception=None):
-    if is_api_path(request.path):
+    if answers_json(request):
         return json_error("Not found.", 404)
     return defaults.page_not_found(request, exception)
 
 
 def handler500(request):
-    if is_api_path(request.path):
+    if answers_json(request):
         return json_error("Internal server error.", 500)
     return defaults.server_error(request)

@@ -14,7 +14,7 @@ from django.urls import Resolver404, resolve
 from django.utils.html import escape
 
 from . import metrics
-from .exceptions import html_page, is_api_path, log_unavailable_database
+from .exceptions import answers_json, html_page, is_api_path, log_unavailable_database
 from .logfields import current_request_id, format_fields, request_id
 from .parsers import form_text_decodes
 
@@ -215,14 +215,14 @@ class BodySizeLimitMiddleware:
         message = f"Malformed request body: {why}."
         if exc is not None:
             request.log_reason = f"{type(exc).__name__}: {exc}"[:200]  # on the request's one line
-        if is_api_path(request.path):
+        if answers_json(request):
             return JsonResponse({"detail": message}, status=400)
         return html_page(400, "Bad request", escape(message), back=request.path)
 
     @staticmethod
     def _too_large(request, size: str, limit: int) -> HttpResponse:
         message = f"Request body is too large: {size} (limit {limit})."
-        if is_api_path(request.path):
+        if answers_json(request):
             return JsonResponse({"detail": message}, status=413)
         # The admin's pages (an import upload) keep HTML, as Django's own errors
         # there, with the way back to the form.

@@ -18,10 +18,33 @@ def test_unknown_api_url_is_json_404(anon_client, path):
     assert response.json() == {"detail": "Not found."}
 
 
-def test_unknown_page_outside_the_api_stays_html(anon_client):
-    response = anon_client.get("/nowhere/")
+@pytest.mark.parametrize("accept", [None, "*/*", "text/html,application/xhtml+xml,*/*;q=0.8"])
+def test_unknown_page_outside_the_api_stays_html_for_a_browser(anon_client, accept):
+    headers = {} if accept is None else {"HTTP_ACCEPT": accept}
+    response = anon_client.get("/nowhere/", **headers)
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("path", ["/nowhere/", "//api/products/", "/metrics/", "/static/nope.js"])
+@pytest.mark.parametrize("accept", ["application/json", "application/json, text/plain, */*"])
+def test_unknown_page_outside_the_api_is_json_for_a_client_that_asks_for_json(anon_client, path, accept):
+    # SPEC: errors are JSON with the DRF shape; a REST client that strays
+    # outside /api/ (a typo, a doubled slash) got Django's HTML page.
+    response = anon_client.get(path, HTTP_ACCEPT=accept)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "Not found."}
+
+
+def test_an_oversized_body_outside_the_api_is_json_for_a_json_client(anon_client, settings):
+    body = b"x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+    response = anon_client.post(
+        "/nowhere/", body, content_type="application/json", HTTP_ACCEPT="application/json"
+    )
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/json"
+    assert "too large" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
