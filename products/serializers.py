@@ -182,14 +182,17 @@ class ProductSerializer(RefuseUnknownFields, serializers.ModelSerializer):
 
 
 class StrictIntegerField(serializers.IntegerField):
-    """An integer: a JSON integer or a string of ASCII digits, never true or 1.0."""
+    """An integer by the rule a quantity follows (validators.integer_value): never true, "1.5" or "１"."""
 
     def to_internal_value(self, data):
-        if isinstance(data, (bool, float, Decimal)) or (
-            isinstance(data, str) and not validators.INTEGER.fullmatch(data.strip())
-        ):
+        value = validators.integer_value(data)
+        if value is None:
             self.fail("invalid")
-        return super().to_internal_value(data)
+        if abs(value) > validators.QUANTITY_MAX:  # before int(): a 5,000-digit number
+            self.fail(
+                "max_value" if value > 0 else "min_value", max_value=self.max_value, min_value=self.min_value
+            )
+        return super().to_internal_value(int(value))
 
 
 class StockChangeSerializer(RefuseUnknownFields, serializers.Serializer):

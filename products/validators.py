@@ -151,23 +151,33 @@ def clean_price(value: object) -> Decimal:
     return abs(price).quantize(PRICE_STEP) if price == 0 else price.quantize(PRICE_STEP)
 
 
-def clean_quantity(value: object) -> int:
-    """Return the quantity as an int, or raise ValidationError."""
+def integer_value(value: object) -> int | Decimal | None:
+    """Return ``value`` as a whole number (int, or an integral Decimal), or None when it is not one.
+
+    The rule for every integer a client sends (a quantity, a stock delta): a
+    JSON integer, a JSON number with an integral value (``5.0``, ``1e1``, read
+    exactly), or a string of ASCII digits with an optional sign; never
+    ``true``, ``"1.5"`` or other digits than ASCII's.
+    """
     if isinstance(value, bool) or value is None:
-        raise ValidationError("Quantity must be an integer.", code="invalid")
+        return None
     if isinstance(value, str):
         value = value.strip()
-        if not INTEGER.fullmatch(value):
-            raise ValidationError("Quantity must be an integer.", code="invalid")
         # Decimal, not int(): int() refuses more than 4,300 digits (a 500).
-        quantity = Decimal(value)
-    elif isinstance(value, int):
-        quantity = value
-    elif isinstance(value, float) and value.is_integer():
-        quantity = int(value)
-    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        quantity = value  # a JSON number such as 5 or 5.0, read exactly
-    else:
+        return Decimal(value) if INTEGER.fullmatch(value) else None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return value  # a JSON number such as 5 or 5.0, read exactly
+    return None
+
+
+def clean_quantity(value: object) -> int:
+    """Return the quantity as an int, or raise ValidationError."""
+    quantity = integer_value(value)
+    if quantity is None:
         raise ValidationError("Quantity must be an integer.", code="invalid")
     if quantity < 0:
         raise ValidationError("Quantity must be greater than or equal to 0.", code="min_value")

@@ -234,12 +234,27 @@ def test_lookalike_numbers_are_400(editor_client, payload, field):
     assert response.status_code == 400 and field in response.json()
 
 
-@pytest.mark.parametrize("delta", [True, 1.0, "1.5", "１"])
+@pytest.mark.parametrize("delta", [True, 1.5, "1.5", "1e0", "１", None, "9" * 5000, -(10**30)])
 def test_stock_delta_must_be_an_integer(editor_client, make_product, delta):
     make_product("Mug", quantity=3)
     response = editor_client.post(detail("Mug") + "stock/", {"delta": delta}, format="json")
     assert response.status_code == 400
+    assert list(response.json()) == ["delta"]
     assert Product.objects.get(name="Mug").quantity == 3
+
+
+@pytest.mark.parametrize("body", ['{"delta": 2.0}', '{"delta": 2}', '{"delta": "2"}', '{"delta": 2e0}'])
+def test_stock_delta_takes_an_integer_as_a_quantity_does(editor_client, make_product, body):
+    # One rule for both (validators.integer_value): a JSON number with an
+    # integral value is that integer, as a quantity of 2.0 is 2.
+    make_product("Mug", quantity=3)
+    response = editor_client.post(detail("Mug") + "stock/", body, content_type="application/json")
+    assert response.status_code == 200, response.content
+    assert response.json()["quantity"] == 5
+    created = editor_client.post(
+        URL, '{"name": "Cup", "price": "1", "quantity": 2.0}', content_type="application/json"
+    )
+    assert created.status_code == 201 and created.json()["quantity"] == 2
 
 
 def test_search_is_case_insensitive_beyond_ascii(anon_client, make_product):
