@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from redis.exceptions import ConnectionError, OutOfMemoryError, RedisError
+from redis.exceptions import AskError, ConnectionError, MovedError, RedisError, ResponseError
 
 from . import metrics, scripts, transport
 from .transport import Client, Connection
@@ -272,9 +272,13 @@ def adopt(connection: Connection, run_id: str) -> None:
     calls.append(([auth_generation_key(), transport.make_key(f"{AUTH_TAG}:auth:v1:srv")], [mark, gen]))
     *replies, auth_reply = scripts.eval_on_connection(connection, "adopt", calls)
     for reply in (*replies, auth_reply):
-        if isinstance(reply, OutOfMemoryError):
-            # A full Redis refused to retire: a connection to it must not
-            # serve (what it holds may be a snapshot's), as if unreachable.
+        if isinstance(reply, ResponseError) and not isinstance(reply, (MovedError, AskError)):
+            # Refused for any reason but "another master's slot": a full
+            # Redis (OOM), a cluster master back from a restart that answers
+            # CLUSTERDOWN until the cluster agrees it is up, ... The server
+            # is not checked, so a connection to it must not serve (what it
+            # holds may be a snapshot's): it fails as an unreachable one
+            # would, and the next connection checks again.
             raise reply
     retired = sum(1 for reply in replies if reply == 1)
     tokens = " (and the cached token authentications)" if auth_reply == 1 else ""
