@@ -78,9 +78,7 @@ def check_redis_topology(app_configs, **kwargs):
     topology = getattr(settings, "REDIS_TOPOLOGY", None)
     if topology is None:
         return []
-    return [Error(p.msg, hint=p.hint, id=p.id) for p in topology.problems] + [
-        Warning(p.msg, hint=p.hint, id=p.id) for p in topology.warnings
-    ]
+    return [Error(p.msg, hint=p.hint, id=p.id) for p in topology.problems]
 
 
 @register()

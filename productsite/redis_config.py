@@ -51,7 +51,6 @@ class RedisTopology:
     master: str = ""  # the Sentinel service name
     sentinel_password: str = field(default="", repr=False)
     problems: tuple[Problem, ...] = ()
-    warnings: tuple[Problem, ...] = ()  # reported by ``manage.py check``; the configuration still works
 
     @property
     def tls(self) -> bool:
@@ -80,7 +79,6 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
     sentinels = environ.get("REDIS_SENTINELS")
     cluster = environ.get("REDIS_CLUSTER_NODES")
     master = environ.get("REDIS_SENTINEL_MASTER", "").strip()
-    warnings: list[Problem] = []
     if sentinels is not None and cluster is not None:
         # Nothing else is worth saying until one of them goes.
         problems.append(
@@ -106,13 +104,13 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
                 )
             )
         if url and _names_a_server(url):
-            warnings.append(
+            problems.append(
                 Problem(
-                    "products.W026",
-                    "REDIS_URL names a server beside REDIS_SENTINELS; its host and port are not used "
+                    "products.E027",
+                    "REDIS_URL names a server beside REDIS_SENTINELS: two Redis configurations at once "
                     "(the sentinels name the master).",
-                    "Keep in REDIS_URL only what the sentinels cannot say, without a host: "
-                    "redis://:password@/db (rediss:// for TLS).",
+                    "Set exactly one. For the data nodes' password, database or TLS, give REDIS_URL "
+                    "without a host: redis://:password@/db (rediss:// for TLS).",
                 )
             )
         kind = SENTINEL
@@ -167,7 +165,6 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
         master=master,
         sentinel_password=environ.get("REDIS_SENTINEL_PASSWORD", ""),
         problems=tuple(problems),
-        warnings=tuple(warnings),
     )
 
 
@@ -360,8 +357,6 @@ def exit_on_problems(topology: RedisTopology) -> None:
     """
     import sys
 
-    for warning in topology.warnings:  # gunicorn runs no system checks: say them here
-        print(f"{warning.id}: {warning.msg}\n\tHINT: {warning.hint}", file=sys.stderr)
     if not topology.problems:
         return
     for problem in topology.problems:

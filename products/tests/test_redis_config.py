@@ -87,15 +87,15 @@ def test_valid_configurations_pass_the_check(environ, kind, nodes, settings):
     assert (topology.kind, topology.nodes) == (kind, nodes)
 
 
-def test_a_server_in_redis_url_beside_sentinel_is_a_warning(settings):
+def test_a_server_in_redis_url_beside_sentinel_is_two_configurations_at_once(settings):
     # Issue 11 lets REDIS_URL carry the database and password beside Sentinel;
-    # a host there is not used, and the check says so without refusing to start.
+    # a host there is a second configuration (SPEC: "two at once ... is a clear
+    # startup error"), as beside REDIS_CLUSTER_NODES (E026).
     environ = {"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m"}
     settings.REDIS_TOPOLOGY = redis_config.read_topology(
         {**environ, "REDIS_URL": "redis://:pw@127.0.0.1:6379/3"}
     )
-    assert [(type(m).__name__, m.id) for m in check_redis_topology(None)] == [("Warning", "products.W026")]
-    assert settings.REDIS_TOPOLOGY.problems == ()
+    assert [(type(m).__name__, m.id) for m in check_redis_topology(None)] == [("Error", "products.E027")]
     settings.REDIS_TOPOLOGY = redis_config.read_topology({**environ, "REDIS_URL": "redis://:pw@/3"})
     assert check_redis_topology(None) == []
     assert redis_config.cache_settings(
@@ -115,7 +115,7 @@ def test_sentinel_uses_django_redis_sentinel_client_on_the_master_only():
             "REDIS_SENTINELS": "127.0.0.1:26379,127.0.0.1:26380",
             "REDIS_SENTINEL_MASTER": "mymaster",
             "REDIS_SENTINEL_PASSWORD": "s3",
-            "REDIS_URL": "redis://:data-pw@ignored:6379/4",
+            "REDIS_URL": "redis://:data-pw@/4",
         }
     )
     options = config["OPTIONS"]
@@ -131,7 +131,7 @@ def test_sentinel_uses_django_redis_sentinel_client_on_the_master_only():
 
 
 def test_sentinel_over_tls_uses_sentinel_managed_ssl_connections():
-    config = _cache({"REDIS_SENTINELS": "h:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "rediss://h:2/0"})
+    config = _cache({"REDIS_SENTINELS": "h:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "rediss:///0"})
     assert config["LOCATION"] == ["rediss://m/0"]
     assert config["OPTIONS"]["CONNECTION_POOL_KWARGS"]["connection_class"] is SentinelManagedSSLConnection
     assert config["OPTIONS"]["SENTINEL_KWARGS"]["ssl"] is True
