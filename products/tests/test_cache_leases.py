@@ -38,8 +38,8 @@ def in_thread(target, *args):
     return thread, result
 
 
-def test_slow_reader_cannot_store_the_row_it_read_before_a_write():
-    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+def slow_reader_between_read_and_fill(name: str):
+    """Start a reader of ``name`` that stops after its database read; return (thread, result, may_fill)."""
     has_read, may_fill = threading.Event(), threading.Event()
 
     def pause_between_read_and_fill(name):
@@ -47,9 +47,15 @@ def test_slow_reader_cannot_store_the_row_it_read_before_a_write():
         assert may_fill.wait(10)
 
     cache.after_database_read = pause_between_read_and_fill
-    thread, result = in_thread(cache.get_product, "Mug", product_json)
-    assert has_read.wait(10)  # the slow reader holds the old row
+    thread, result = in_thread(cache.get_product, name, product_json)
+    assert has_read.wait(10)
     cache.after_database_read = None
+    return thread, result, may_fill
+
+
+def test_slow_reader_cannot_store_the_row_it_read_before_a_write():
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    thread, result, may_fill = slow_reader_between_read_and_fill("Mug")  # it holds the old row
 
     Product.objects.filter(name="Mug").update(price=Decimal("2.00"))  # commits, invalidates
 
@@ -63,15 +69,8 @@ def test_slow_reader_cannot_store_the_row_it_read_before_a_write():
     assert cache.get_product("Mug", product_json).hit
 
 
-def test_fifty_concurrent_misses_cost_at_most_two_queries(settings):
-    # What this proves is that the waiters get the lease holder's value, not
-    # how long they wait for it (test_dead_filler_... bounds that). With the
-    # default 0.5 s, a loaded machine (49 threads polling beside the holder,
-    # another process writing the SQLite file) could delay the holder's fill
-    # past every waiter's deadline: each then read the database (27 queries).
-    settings.PRODUCT_CACHE_LEASE_WAIT = 5.0
-    settings.PRODUCT_CACHE_LEASE_TIMEOUT = 10.0  # the lease outlives the wait
-    Product.objects.create(name="Hot", price=Decimal("1.00"), quantity=1)
+def fifty_concurrent_reads(name: str) -> tuple[list, list[float]]:
+    """Read ``name`` from 50 threads at once through a slow loader; return (results, query start times)."""
     calls = []
     lock = threading.Lock()
     start = threading.Barrier(50)
@@ -85,57 +84,48 @@ def test_fifty_concurrent_misses_cost_at_most_two_queries(settings):
 
     def reader():
         start.wait()
-        return cache.get_product("Hot", load=slow_load)
+        return cache.get_product(name, load=slow_load)
 
     threads = [in_thread(reader) for _ in range(50)]
     for thread, _ in threads:
         thread.join(20)
-    values = [result["value"] for _, result in threads]
-    print(f"\nstampede: 50 concurrent reads of one uncached product -> {len(calls)} database queries")
-    assert len(calls) <= 2, f"queries started at {calls} s; cache status {cache.status()}"
-    assert all(v is not None and b'"Hot"' in v.data for v in values)
+    return [result for _, result in threads], calls
 
 
-def test_fifty_concurrent_reads_of_an_unknown_name_cost_at_most_two_queries(settings):
-    # SPEC: "a burst of reads of one missing key costs the database about one
-    # query", for a name no product has too (else each read is one query).
+@pytest.fixture
+def lease_outlives_the_wait(settings):
+    # What the stampede tests prove is that the waiters get the lease holder's
+    # value, not how long they wait for it (test_dead_filler_... bounds that).
+    # With the default 0.5 s, a loaded machine (49 threads polling beside the
+    # holder, another process writing the SQLite file) could delay the
+    # holder's fill past every waiter's deadline: each then read the database
+    # (27 queries).
     settings.PRODUCT_CACHE_LEASE_WAIT = 5.0
     settings.PRODUCT_CACHE_LEASE_TIMEOUT = 10.0
-    calls = []
-    lock = threading.Lock()
-    start = threading.Barrier(50)
 
-    def slow_load(name):
-        with lock:
-            calls.append(name)
-        time.sleep(0.05)
-        return product_json(name)
 
-    def reader():
-        start.wait()
-        return cache.get_product("Nobody", load=slow_load)
+def test_fifty_concurrent_misses_cost_at_most_two_queries(lease_outlives_the_wait):
+    Product.objects.create(name="Hot", price=Decimal("1.00"), quantity=1)
+    results, calls = fifty_concurrent_reads("Hot")
+    print(f"\nstampede: 50 concurrent reads of one uncached product -> {len(calls)} database queries")
+    assert len(calls) <= 2, f"queries started at {calls} s; cache status {cache.status()}"
+    assert all(r["value"] is not None and b'"Hot"' in r["value"].data for r in results)
 
-    threads = [in_thread(reader) for _ in range(50)]
-    for thread, _ in threads:
-        thread.join(20)
-    assert all("error" not in result and result["value"] is None for _, result in threads)
+
+def test_fifty_concurrent_reads_of_an_unknown_name_cost_at_most_two_queries(lease_outlives_the_wait):
+    # SPEC: "a burst of reads of one missing key costs the database about one
+    # query", for a name no product has too (else each read is one query).
+    results, calls = fifty_concurrent_reads("Nobody")
+    assert all("error" not in r and r["value"] is None for r in results)
     assert len(calls) <= 2, f"{len(calls)} queries for 50 reads of an unknown name"
-    assert cache.get_product("Nobody", load=slow_load) is None
-    assert len(calls) <= 2
+    reads = []
+    assert cache.get_product("Nobody", load=lambda n: reads.append(n) or product_json(n)) is None
+    assert reads == []  # the absence is cached
     assert cache.info()["cached_products"] == 0  # an absence is not a cached product
 
 
 def test_a_slow_reader_cannot_store_an_absence_a_create_ended():
-    has_read, may_fill = threading.Event(), threading.Event()
-
-    def pause_between_read_and_fill(name):
-        has_read.set()
-        assert may_fill.wait(10)
-
-    cache.after_database_read = pause_between_read_and_fill
-    thread, result = in_thread(cache.get_product, "Mug", product_json)
-    assert has_read.wait(10)  # the slow reader found no product
-    cache.after_database_read = None
+    thread, result, may_fill = slow_reader_between_read_and_fill("Mug")  # it found no product
 
     Product.objects.create(name="Mug", price=Decimal("2.00"), quantity=1)  # commits, invalidates
 
