@@ -106,12 +106,10 @@ def answers_json(request) -> bool:
     file) when the client prefers JSON to HTML in its ``Accept`` header, as a
     REST client does. Browsers, and clients that send no ``Accept``, get HTML.
     """
-    if is_api_path(request.path):
-        return True
-    try:
-        return request.get_preferred_type(("text/html", "application/json")) == "application/json"
-    except ValueError:  # an Accept header Django cannot parse: the HTML page
-        return False
+    return (
+        is_api_path(request.path)
+        or request.get_preferred_type(("text/html", "application/json")) == "application/json"
+    )
 
 
 def json_error(detail: str, status_code: int) -> JsonResponse:
