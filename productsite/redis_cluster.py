@@ -44,6 +44,8 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from . import redis_config
+
 
 class ClusterUnavailable(ConnectionError):
     """The cluster cannot serve the command now (no node reachable, slots not covered)."""
@@ -234,7 +236,8 @@ class ClusterConnectionFactory(ConnectionFactory):
             key: params[key] for key in ("username", "password") if params.get(key) is not None
         }
         if params.get("connection_class") is not None and "SSL" in params["connection_class"].__name__:
-            kwargs["ssl"] = True
+            # ssl=True and the URL's CA and client certificate, for every node.
+            kwargs.update(ssl=True, **redis_config.tls_options(url))
         timeout = self.options.get("SOCKET_TIMEOUT")
         connect_timeout = self.options.get("SOCKET_CONNECT_TIMEOUT")
         pool_kwargs = {k: v for k, v in self.pool_cls_kwargs.items() if k != "retry"}

@@ -8,11 +8,13 @@ Exactly one of:
 * ``REDIS_CLUSTER_NODES=host:port,...`` (any subset of the cluster's nodes).
 
 Beside Sentinel or Cluster, ``REDIS_URL`` may still be given for what those
-lists cannot say: ``rediss://`` (TLS), the username and password of the
-data nodes, and (Sentinel only) the database number, without a host
-(``redis://:password@/3``). A host there names a second Redis: beside a
-Cluster that is two at once (an error); beside Sentinel, whose issue lets
-REDIS_URL carry the database and password, a warning that it is not used.
+lists cannot say: ``rediss://`` (TLS) and its ``ssl_*`` parameters (a
+private CA, a client certificate), the username and password of the data
+nodes, and (Sentinel only) the database number, without a host
+(``rediss://:password@/3?ssl_ca_certs=/etc/redis/ca.pem``). A host there
+names a second Redis: two at once, an error. The sentinels themselves are
+reached as the data nodes are (TLS or not) unless ``REDIS_SENTINEL_TLS``
+says otherwise.
 
 Bad values never raise here: settings.py must import so that ``manage.py
 check`` can report them. They are collected as :class:`Problem` (plain data)
@@ -24,11 +26,30 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
+
+# The TLS parameters REDIS_URL may carry, on every topology: the ones redis-py
+# takes in a URL and its cluster client passes on to each node's connection.
+TLS_PARAMETERS = (
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_password",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
+)
+_FILE_PARAMETERS = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
+_CERT_REQS = ("none", "optional", "required")  # as redis-py spells them
+# What redis-py reads without doubt in a URL (it takes any other word for yes).
+_URL_BOOLEANS = ("1", "T", "TRUE", "Y", "YES", "0", "F", "FALSE", "N", "NO")
+# What django-environ reads as a boolean (settings.py's other switches).
+_TRUE, _FALSE = ("1", "true", "yes", "on", "y"), ("0", "false", "no", "off", "n", "")
 
 # host:port, host a name, IPv4 or [IPv6]; the port 1..65535.
 _HOST_PORT = re.compile(r"^(?:\[(?P<ip6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]{1,5})$")
@@ -50,11 +71,17 @@ class RedisTopology:
     nodes: tuple[tuple[str, int], ...] = ()  # the sentinels, or the cluster's startup nodes
     master: str = ""  # the Sentinel service name
     sentinel_password: str = field(default="", repr=False)
+    sentinel_tls: bool = False  # the sentinels' own connections (REDIS_SENTINEL_TLS)
     problems: tuple[Problem, ...] = ()
 
     @property
     def tls(self) -> bool:
         return urlsplit(self.url).scheme == "rediss"
+
+    @property
+    def tls_options(self) -> dict:
+        """The URL's ``ssl_*`` parameters as redis-py's keyword arguments (parsed as redis-py parses them)."""
+        return tls_options(self.url)
 
     def describe(self) -> str:
         """Say where Redis is expected, without any password (for messages)."""
@@ -79,6 +106,9 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
     sentinels = environ.get("REDIS_SENTINELS")
     cluster = environ.get("REDIS_CLUSTER_NODES")
     master = environ.get("REDIS_SENTINEL_MASTER", "").strip()
+    if url:
+        beside = "REDIS_SENTINELS" if sentinels is not None else "REDIS_CLUSTER_NODES" if cluster else ""
+        problems += _tls_problems(url, beside)
     if sentinels is not None and cluster is not None:
         # Nothing else is worth saying until one of them goes.
         problems.append(
@@ -91,6 +121,7 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
         )
         return RedisTopology(kind=SINGLE, url=url or DEFAULT_URL, problems=tuple(problems))
 
+    sentinel_tls = False
     if sentinels is not None:
         nodes, node_problems = _parse_nodes("REDIS_SENTINELS", sentinels)
         problems += node_problems
@@ -114,6 +145,8 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
                 )
             )
         kind = SENTINEL
+        sentinel_tls, tls_problem = _sentinel_tls(environ.get("REDIS_SENTINEL_TLS"), url)
+        problems += tls_problem
     elif cluster is not None:
         nodes, node_problems = _parse_nodes("REDIS_CLUSTER_NODES", cluster)
         problems += node_problems
@@ -149,12 +182,15 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
                     "Use redis://[:password@]host:port/db (rediss:// for TLS), e.g. " + DEFAULT_URL + ".",
                 )
             )
-    if sentinels is None and (master or environ.get("REDIS_SENTINEL_PASSWORD")):
+    if sentinels is None and (
+        master or environ.get("REDIS_SENTINEL_PASSWORD") or "REDIS_SENTINEL_TLS" in environ
+    ):
         # Beside one server or a cluster: someone meant Sentinel, or forgot these.
         problems.append(
             Problem(
                 "products.E023",
-                "REDIS_SENTINEL_MASTER or REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not.",
+                "REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD or REDIS_SENTINEL_TLS is set "
+                "but REDIS_SENTINELS is not.",
                 "Set REDIS_SENTINELS=host:port,... to use Sentinel, or unset the Sentinel variables.",
             )
         )
@@ -164,6 +200,7 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
         nodes=tuple(nodes),
         master=master,
         sentinel_password=environ.get("REDIS_SENTINEL_PASSWORD", ""),
+        sentinel_tls=sentinel_tls,
         problems=tuple(problems),
     )
 
@@ -235,6 +272,102 @@ def _url_problems(url: str) -> list[Problem]:
             )
         ]
     return []
+
+
+def _tls_problems(url: str, beside: str) -> list[Problem]:
+    """Say what in REDIS_URL's query would be dropped or refused at the first connection."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    problems = []
+    ssl = [name for name in query if name.startswith("ssl_")]
+    if ssl and parts.scheme != "rediss":
+        problems.append(
+            Problem(
+                "products.E028",
+                f"REDIS_URL has TLS parameters ({', '.join(ssl)}) but is not a rediss:// URL.",
+                "Use rediss:// to connect with TLS, or drop the ssl_* parameters.",
+            )
+        )
+    if beside:
+        # Anything else there would be dropped without a word.
+        unused = [name for name in query if name not in TLS_PARAMETERS]
+        hint = f"Beside {beside}, REDIS_URL's query carries TLS settings only: {', '.join(TLS_PARAMETERS)}."
+    else:
+        # redis-py passes every parameter on to the connection, which refuses
+        # one it does not know on every connect: say so once, at start.
+        unused = [name for name in ssl if name not in _ssl_connection_parameters()]
+        hint = f"The TLS settings are {', '.join(TLS_PARAMETERS)} (and redis-py's other ssl_* options)."
+    if unused:
+        problems.append(
+            Problem("products.E028", f"REDIS_URL: unknown or unused parameter {', '.join(unused)}.", hint)
+        )
+    for name in TLS_PARAMETERS:
+        value = query.get(name, [None])[-1]
+        if value is None:
+            continue
+        if name == "ssl_cert_reqs" and value not in _CERT_REQS:
+            wrong = f"ssl_cert_reqs={value!r} is not one of {', '.join(_CERT_REQS)}"
+        elif name == "ssl_check_hostname" and value.upper() not in _URL_BOOLEANS:
+            wrong = f"ssl_check_hostname={value!r} is not one of {', '.join(_URL_BOOLEANS).lower()}"
+        elif name in _FILE_PARAMETERS and not Path(value).exists():
+            wrong = f"{name}: there is no {value!r}"
+        else:
+            continue
+        problems.append(
+            Problem(
+                "products.E028",
+                f"REDIS_URL: {wrong}.",
+                "Give the CA and certificate files as absolute paths, "
+                "e.g. rediss://host:6380/0?ssl_ca_certs=/etc/redis/ca.pem.",
+            )
+        )
+    return problems
+
+
+def _ssl_connection_parameters() -> set[str]:
+    import inspect
+
+    from redis.connection import SSLConnection
+
+    return {name for name in inspect.signature(SSLConnection.__init__).parameters if name.startswith("ssl_")}
+
+
+def _sentinel_tls(value: str | None, url: str) -> tuple[bool, list[Problem]]:
+    data_nodes = urlsplit(url or DEFAULT_URL).scheme == "rediss"
+    if value is None:
+        return data_nodes, []
+    if value.strip().lower() in _TRUE:
+        return True, []
+    if value.strip().lower() in _FALSE:
+        return False, []
+    return data_nodes, [
+        Problem(
+            "products.E029",
+            f"REDIS_SENTINEL_TLS={value!r} is not a yes or no.",
+            "Set REDIS_SENTINEL_TLS=1 when the sentinels listen with TLS, 0 when they do not; "
+            "unset, they are reached as REDIS_URL reaches the data nodes (rediss://: TLS).",
+        )
+    ]
+
+
+def tls_options(url: str) -> dict:
+    """Return REDIS_URL's ``ssl_*`` parameters as keyword arguments for redis-py's connections."""
+    from redis.connection import FALSE_STRINGS
+
+    query = parse_qs(urlsplit(url).query)
+    options: dict = {}
+    for name in TLS_PARAMETERS:
+        if name in query:
+            value = query[name][-1]
+            options[name] = value.upper() not in FALSE_STRINGS if name == "ssl_check_hostname" else value
+    return options
+
+
+def _tls_query(url: str) -> str:
+    """The URL's TLS parameters as a query string to carry over (``""`` when none)."""
+    query = parse_qs(urlsplit(url).query)
+    kept = [(name, query[name][-1]) for name in TLS_PARAMETERS if name in query]
+    return "?" + urlencode(kept) if kept else ""
 
 
 # --- CACHES['default'] for django-redis ---------------------------------------
@@ -322,7 +455,8 @@ def _sentinel_location(topology: RedisTopology) -> str:
     # otherwise read from a replica, whose lag could return a value that an
     # invalidation has already deleted on the master.
     scheme = "rediss" if topology.tls else "redis"
-    return f"{scheme}://{_credentials(topology.url)}{topology.master}/{_db_number(topology.url) or 0}"
+    location = f"{scheme}://{_credentials(topology.url)}{topology.master}/{_db_number(topology.url) or 0}"
+    return location + _tls_query(topology.url)  # the data connections' CA and certificate
 
 
 def _sentinel_kwargs(topology: RedisTopology, socket_timeout: float) -> dict:
@@ -338,15 +472,16 @@ def _sentinel_kwargs(topology: RedisTopology, socket_timeout: float) -> dict:
     }
     if topology.sentinel_password:
         kwargs["password"] = topology.sentinel_password
-    if topology.tls:
-        kwargs["ssl"] = True
+    if topology.sentinel_tls:
+        # The same CA and client certificate as the data nodes.
+        kwargs.update(ssl=True, **topology.tls_options)
     return kwargs
 
 
 def _node_url(url: str, host: str, port: int) -> str:
     scheme = "rediss" if urlsplit(url).scheme == "rediss" else "redis"
     netloc = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{_credentials(url)}{netloc}:{port}/0"
+    return f"{scheme}://{_credentials(url)}{netloc}:{port}/0{_tls_query(url)}"
 
 
 def exit_on_problems(topology: RedisTopology) -> None:

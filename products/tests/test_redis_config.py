@@ -8,6 +8,7 @@ import time
 from decimal import Decimal
 
 import pytest
+from redis.connection import parse_url
 from redis.sentinel import SentinelManagedSSLConnection
 
 from products import cache
@@ -51,6 +52,25 @@ MALFORMED = [
     # Two at once: a server in REDIS_URL beside a cluster.
     ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://127.0.0.1:6379/0"}, "products.E026"),
     ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "redis://:pw@ignored:1/0"}, "products.E026"),
+    # TLS parameters that redis-py would refuse at every connection, or that would be dropped.
+    ({"REDIS_URL": f"redis://127.0.0.1:6379/0?ssl_ca_certs={__file__}"}, "products.E028"),  # not rediss://
+    ({"REDIS_URL": f"rediss://127.0.0.1:6379/0?ssl_ca_cert={__file__}"}, "products.E028"),  # a typo
+    ({"REDIS_URL": "rediss://127.0.0.1:6379/0?ssl_ca_certs=/no/such/ca.pem"}, "products.E028"),
+    (
+        {"REDIS_URL": "rediss://127.0.0.1:6379/0?ssl_cert_reqs=REQUIRED"},
+        "products.E028",
+    ),  # redis-py's spelling
+    ({"REDIS_URL": "rediss://127.0.0.1:6379/0?ssl_check_hostname=off"}, "products.E028"),  # redis-py: yes
+    (
+        {"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "redis:///?db=3"},
+        "products.E028",
+    ),
+    ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_URL": "rediss://?socket_timeout=5"}, "products.E028"),
+    (
+        {"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m", "REDIS_SENTINEL_TLS": "maybe"},
+        "products.E029",
+    ),
+    ({"REDIS_SENTINEL_TLS": "1"}, "products.E023"),
 ]
 
 
@@ -75,6 +95,16 @@ VALID = [
         {"REDIS_CLUSTER_NODES": "node-1.internal:7000", "REDIS_URL": "rediss://:pw@"},
         redis_config.CLUSTER,
         (("node-1.internal", 7000),),
+    ),
+    (
+        {
+            "REDIS_SENTINELS": "10.0.0.1:26379",
+            "REDIS_SENTINEL_MASTER": "mymaster",
+            "REDIS_SENTINEL_TLS": "no",
+            "REDIS_URL": f"rediss://:pw@/2?ssl_ca_certs={__file__}&ssl_check_hostname=no&ssl_cert_reqs=required",
+        },
+        redis_config.SENTINEL,
+        (("10.0.0.1", 26379),),
     ),
 ]
 
@@ -135,6 +165,29 @@ def test_sentinel_over_tls_uses_sentinel_managed_ssl_connections():
     assert config["LOCATION"] == ["rediss://m/0"]
     assert config["OPTIONS"]["CONNECTION_POOL_KWARGS"]["connection_class"] is SentinelManagedSSLConnection
     assert config["OPTIONS"]["SENTINEL_KWARGS"]["ssl"] is True
+
+
+def test_redis_url_tls_files_reach_the_data_nodes_and_the_sentinels():
+    query = f"ssl_ca_certs={__file__}&ssl_certfile={__file__}&ssl_keyfile={__file__}&ssl_check_hostname=no"
+    environ = {"REDIS_SENTINELS": "h:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": f"rediss:///0?{query}"}
+    config = _cache(environ)
+    (location,) = config["LOCATION"]
+    assert location.startswith("rediss://m/0?")
+    # redis-py reads the data connections' TLS files from the URL, as for one server.
+    parsed = parse_url(location)
+    assert (parsed["ssl_ca_certs"], parsed["ssl_certfile"], parsed["ssl_keyfile"]) == (__file__,) * 3
+    assert parsed["ssl_check_hostname"] is False
+    sentinel_kwargs = config["OPTIONS"]["SENTINEL_KWARGS"]
+    assert sentinel_kwargs["ssl"] is True
+    assert (sentinel_kwargs["ssl_ca_certs"], sentinel_kwargs["ssl_certfile"]) == (__file__, __file__)
+    assert sentinel_kwargs["ssl_check_hostname"] is False
+    # Plain sentinels in front of TLS data nodes: the data connections keep TLS.
+    config = _cache({**environ, "REDIS_SENTINEL_TLS": "0"})
+    assert not any(key.startswith("ssl") for key in config["OPTIONS"]["SENTINEL_KWARGS"])
+    assert config["OPTIONS"]["CONNECTION_POOL_KWARGS"]["connection_class"] is SentinelManagedSSLConnection
+    # The cluster's nodes get them too (redis_cluster.ClusterConnectionFactory reads the URL).
+    config = _cache({"REDIS_CLUSTER_NODES": "h:7000", "REDIS_URL": f"rediss://?{query}"})
+    assert parse_url(config["LOCATION"][0])["ssl_keyfile"] == __file__
 
 
 def test_cluster_uses_the_cluster_client():

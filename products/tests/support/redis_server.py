@@ -17,7 +17,9 @@ from redis.retry import Retry
 from .processes import free_port
 
 
-def answering(proc: subprocess.Popen, port: int, password: str | None = None, timeout: float = 10) -> bool:
+def answering(
+    proc: subprocess.Popen, port: int, password: str | None = None, timeout: float = 10, **client_kwargs
+) -> bool:
     """Wait until the redis-server ``proc`` answers on ``port``; False if it exits first.
 
     A server exits at once when its port (or a cluster node's bus port, +10000)
@@ -27,7 +29,13 @@ def answering(proc: subprocess.Popen, port: int, password: str | None = None, ti
     would back off for seconds on every refused connection.
     """
     client = redis.Redis(
-        port=port, password=password, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+        host="127.0.0.1",  # not "localhost": a TLS certificate names the address
+        port=port,
+        password=password,
+        socket_timeout=1,
+        socket_connect_timeout=1,
+        retry=Retry(NoBackoff(), 0),
+        **client_kwargs,  # TLS: see redis_topologies.TLSFiles
     )
     deadline = time.monotonic() + timeout
     try:

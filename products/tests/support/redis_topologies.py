@@ -75,12 +75,82 @@ def replicas_synced(nodes: list) -> bool:
     return True
 
 
-class RedisNode:
-    """One redis-server process (data node or sentinel) with its own dir and port."""
+class TLSFiles:
+    """A private CA, a certificate for 127.0.0.1 and a client certificate, made with openssl.
 
-    def __init__(self, root: Path, *args: str, sentinel_conf: str | None = None, db: int = 0) -> None:
+    ``other_ca`` signed nothing here: a client that trusts it refuses the servers.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "tls"
+        self.dir.mkdir()
+        self.ca, self.other_ca = self._authority("ca"), self._authority("other-ca")
+        self.server_cert, self.server_key = self._signed("server", "subjectAltName=IP:127.0.0.1")
+        self.client_cert, self.client_key = self._signed("client", "extendedKeyUsage=clientAuth")
+
+    def _openssl(self, *args: str) -> None:
+        subprocess.run([_binary("openssl"), *args], check=True, capture_output=True, cwd=self.dir, timeout=30)
+
+    def _authority(self, name: str) -> Path:
+        self._openssl(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2", "-subj", f"/CN=products test {name}",
+        )  # fmt: skip
+        return self.dir / f"{name}.crt"
+
+    def _signed(self, name: str, extension: str) -> tuple[Path, Path]:
+        self._openssl(
+            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN=products test {name}",
+        )  # fmt: skip
+        (self.dir / f"{name}.ext").write_text(extension + "\n")
+        self._openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
+        )  # fmt: skip
+        return self.dir / f"{name}.crt", self.dir / f"{name}.key"
+
+    def server_options(self) -> list[str]:
+        """redis-server's TLS settings: clients must show a certificate of the CA (Redis's default)."""
+        return [
+            "--tls-cert-file", str(self.server_cert), "--tls-key-file", str(self.server_key),
+            "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "yes",
+            # Replication, the cluster bus and a sentinel's own connections use TLS too.
+            "--tls-replication", "yes", "--tls-cluster", "yes",
+        ]  # fmt: skip
+
+    def client_kwargs(self) -> dict:
+        return {
+            "ssl": True,
+            "ssl_ca_certs": str(self.ca),
+            "ssl_certfile": str(self.client_cert),
+            "ssl_keyfile": str(self.client_key),
+        }
+
+    def url_query(self, ca: Path | None = None) -> str:
+        """REDIS_URL's query giving the service the CA (``ca``: another one) and the client certificate."""
+        return f"?ssl_ca_certs={ca or self.ca}&ssl_certfile={self.client_cert}&ssl_keyfile={self.client_key}"
+
+
+class RedisNode:
+    """One redis-server process (data node or sentinel) with its own dir and port.
+
+    With ``tls``, its port takes TLS only (``listen_tls=False``: a plain port,
+    for a sentinel that still reaches TLS data nodes with TLS).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *args: str,
+        sentinel_conf: str | None = None,
+        db: int = 0,
+        tls: TLSFiles | None = None,
+        listen_tls: bool = True,
+    ) -> None:
         self.root = root
         self.db = db
+        self.tls, self.listen_tls = tls, listen_tls
         self.password = SENTINEL_PASSWORD if sentinel_conf is not None else DATA_PASSWORD
         self.args = args
         self.sentinel_conf = sentinel_conf
@@ -101,7 +171,7 @@ class RedisNode:
         """Start the process (again: same port, same dir); a first start that finds its port taken moves."""
         for _ in range(3):
             self._spawn()
-            if answering(self.proc, self.port, self.password):
+            if answering(self.proc, self.port, self.password, **self._client_tls()):
                 self.started = True
                 return
             if self.started:  # a restart keeps its port: the others know it
@@ -112,13 +182,19 @@ class RedisNode:
 
     def _spawn(self) -> None:
         command = [_binary("redis-server")]
+        tls = self.tls.server_options() if self.tls else []
+        ports = (
+            ["--port", "0", "--tls-port", str(self.port)]
+            if tls and self.listen_tls
+            else ["--port", str(self.port)]
+        )
         if self.sentinel_conf is not None:
             conf = self.dir / "sentinel.conf"
             if not conf.exists():  # a restart keeps what the sentinel learnt
-                conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n{self.sentinel_conf}")
-            command += [str(conf), "--sentinel"]
+                conf.write_text(f"bind 127.0.0.1\ndir {self.dir}\n{self.sentinel_conf}")
+            command += [str(conf), "--sentinel", *ports, *tls]
         else:
-            command += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+            command += [*ports, "--bind", "127.0.0.1", "--dir", str(self.dir), *tls]
             command += ["--save", "", "--appendonly", "no", *self.args]
             command += ["--requirepass", DATA_PASSWORD, "--masterauth", DATA_PASSWORD]
             # Replicas sync at once (the default waits 5 s for more replicas to join).
@@ -127,8 +203,19 @@ class RedisNode:
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
         log.close()
 
+    def _client_tls(self) -> dict:
+        return self.tls.client_kwargs() if self.tls and self.listen_tls else {}
+
     def client(self, **kwargs) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, password=self.password, db=self.db, **kwargs)
+        return redis.Redis(
+            host="127.0.0.1",  # not "localhost": the TLS certificate names the address
+            port=self.port,
+            socket_timeout=2,
+            password=self.password,
+            db=self.db,
+            **self._client_tls(),
+            **kwargs,
+        )
 
     def kill(self) -> None:
         """Kill the process at once (SIGKILL), as a crash would."""
@@ -162,12 +249,17 @@ class RedisNode:
 class Topology:
     """Processes started for one topology; ``stop()`` kills them all by pid."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, tls: bool = False) -> None:
         self.root = Path(tempfile.mkdtemp(prefix=f"products-test-{name}-"))
         self.nodes: list[RedisNode] = []
+        self.tls = TLSFiles(self.root) if tls else None
 
-    def node(self, *args: str, sentinel_conf: str | None = None, db: int = 0) -> RedisNode:
-        node = RedisNode(self.root, *args, sentinel_conf=sentinel_conf, db=db)
+    def node(
+        self, *args: str, sentinel_conf: str | None = None, db: int = 0, listen_tls: bool = True
+    ) -> RedisNode:
+        node = RedisNode(
+            self.root, *args, sentinel_conf=sentinel_conf, db=db, tls=self.tls, listen_tls=listen_tls
+        )
         self.nodes.append(node)
         node.start()
         return node
@@ -184,8 +276,8 @@ class Topology:
 
 
 class Cluster(Topology):
-    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
-        super().__init__("cluster")
+    def __init__(self, masters: int = 3, replicas: int = 1, tls: bool = False) -> None:
+        super().__init__("cluster", tls=tls)
         self.master_count, self.replicas = masters, replicas
         try:
             self._create(masters)
@@ -216,6 +308,7 @@ class Cluster(Topology):
                 "-a",
                 DATA_PASSWORD,
                 "--no-auth-warning",
+                *self._cli_tls(),
             ],
             check=True,
             capture_output=True,
@@ -223,12 +316,31 @@ class Cluster(Topology):
         )
         self.wait_healthy(timeout=30)
 
+    def _cli_tls(self) -> list[str]:
+        if not self.tls:
+            return []
+        files = self.tls
+        return [
+            "--tls",
+            "--cacert",
+            str(files.ca),
+            "--cert",
+            str(files.client_cert),
+            "--key",
+            str(files.client_key),
+        ]
+
     @property
     def env(self) -> dict[str, str]:
         """The environment that points the service at this cluster (a subset of its nodes)."""
+        url = (
+            f"rediss://{DATA_URL_CREDENTIALS}{self.tls.url_query()}"
+            if self.tls
+            else f"redis://{DATA_URL_CREDENTIALS}/0"
+        )
         return {
             "REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2]),
-            "REDIS_URL": f"redis://{DATA_URL_CREDENTIALS}/0",  # the password only
+            "REDIS_URL": url,  # the password (and the CA and client certificate) only
         }
 
     def masters(self) -> list[RedisNode]:
@@ -319,8 +431,8 @@ class Cluster(Topology):
 
 
 class SentinelSet(Topology):
-    def __init__(self) -> None:
-        super().__init__("sentinel")
+    def __init__(self, tls: bool = False) -> None:
+        super().__init__("sentinel", tls=tls)
         try:
             self._create()
         except BaseException:
@@ -330,7 +442,7 @@ class SentinelSet(Topology):
     def _create(self) -> None:
         self.master = self.node(db=SENTINEL_DB)
         self.replica = self.node("--replicaof", "127.0.0.1", str(self.master.port), db=SENTINEL_DB)
-        conf = (
+        self.sentinel_conf = conf = (
             f'requirepass "{SENTINEL_PASSWORD}"\n'
             f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {self.master.port} 2\n"
             f'sentinel auth-pass {SENTINEL_MASTER} "{DATA_PASSWORD}"\n'
@@ -347,8 +459,12 @@ class SentinelSet(Topology):
             "REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels),
             "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
             "REDIS_SENTINEL_PASSWORD": SENTINEL_PASSWORD,
-            # The data nodes' password and database number still come from here.
-            "REDIS_URL": f"redis://{DATA_URL_CREDENTIALS}/{SENTINEL_DB}",
+            # The data nodes' password and database number (and TLS files) still come from here.
+            "REDIS_URL": (
+                f"rediss://{DATA_URL_CREDENTIALS}/{SENTINEL_DB}{self.tls.url_query()}"
+                if self.tls
+                else f"redis://{DATA_URL_CREDENTIALS}/{SENTINEL_DB}"
+            ),
         }
 
     def master_address(self) -> tuple[str, int] | None:
