@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -262,14 +263,41 @@ _breaker = _Breaker()
 _full_news = AtMostEvery(60.0)  # outages for want of memory: logged once a minute
 
 
+_SENTINEL_FAILURE = re.compile(r"> - (\w+:\w+)")
+
+
+def _first_sentinel_error() -> str:
+    """Ping the first configured sentinel as the service reaches it; return the error (one line)."""
+    import redis
+
+    options = settings.CACHES["default"]["OPTIONS"]
+    (host, port), *_ = options["SENTINELS"]
+    try:
+        redis.Redis(host=host, port=port, **(options.get("SENTINEL_KWARGS") or {})).ping()
+    except redis.RedisError as exc:
+        return (str(exc).splitlines() or [type(exc).__name__])[0]
+    return "nothing now (it answers)"
+
+
 def _describe(exc: BaseException) -> str:
     """Return the failure in one short line (redis-py's Sentinel errors append the whole client's repr)."""
-    text = str(exc).split(" : <redis.", 1)[0].strip()
+    text, _, errors = str(exc).partition(" : <redis.")
+    text = text.strip()
     if type(exc).__name__ == "MasterNotFoundError":
+        # redis-py 8 lists each sentinel that failed by its client's repr and
+        # the error's kind only ("<redis.client.Redis(...)> - network:ConnectionError").
+        # A refused connection or TLS handshake is quick to meet again: ask
+        # the first sentinel once more, for the message that says which.
+        kinds = _SENTINEL_FAILURE.findall(errors)
+        cause = ""
+        if kinds and kinds[0] == "network:ConnectionError":
+            cause = f"; the first sentinel failed with: {_first_sentinel_error()}"
+        elif kinds:
+            cause = f"; the first sentinel failed with: {kinds[0].split(':')[1]}"
         # A wrong REDIS_SENTINEL_PASSWORD reads the same: redis-py hides it.
         text += (
             " (no sentinel answered with that master: check REDIS_SENTINEL_MASTER, "
-            "REDIS_SENTINEL_PASSWORD and that the sentinels are reachable)"
+            f"REDIS_SENTINEL_PASSWORD, REDIS_SENTINEL_TLS and that the sentinels are reachable{cause})"
         )
     return text if len(text) <= 400 else text[:400] + "..."
 
