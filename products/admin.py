@@ -4,7 +4,7 @@ from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.models import CHANGE
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, models, router, transaction
+from django.db import DatabaseError, IntegrityError, models, router, transaction
 from django.db.models.constants import LOOKUP_SEP
 from django.http import StreamingHttpResponse
 from django.urls import path
@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from .admin_history import HISTORY_LIMIT, log_history
 from .admin_import import import_view
+from .dberrors import duplicate_key
 from .forms import ProductForm
 from .models import Product
 from .services.exporting import product_export_chunks
@@ -154,6 +155,18 @@ class ProductAdmin(RefusedLookupsAreBadLookups, admin.ModelAdmin):
         name = f"{opts.app_label}_{opts.model_name}_import"
         view = self.admin_site.admin_view(lambda request: import_view(self, request))
         return [path("import/", view, name=name), *super().get_urls()]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except IntegrityError as exc:
+            if request.method != "POST" or not duplicate_key(exc):
+                raise
+        # Two saves of one name at once: both forms found it free, and the
+        # unique index stopped this one (its transaction is rolled back). The
+        # form again: its validation now finds the name taken and says so, as
+        # the API answers 409.
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def changelist_view(self, request, extra_context=None):
         can_import = self.has_add_permission(request) and self.has_change_permission(request)

@@ -29,6 +29,13 @@ def waited_out_a_lock(exc: BaseException) -> bool:
     return "database is locked" in str(exc)  # SQLite, past its busy timeout
 
 
+def duplicate_key(exc: BaseException) -> bool:
+    """Return True when a unique constraint refused the write (another writer took the name meanwhile)."""
+    if _sqlstate(exc) == "23505":  # unique_violation
+        return True
+    return str(exc).startswith("UNIQUE constraint failed")  # SQLite
+
+
 # undefined_table, undefined_column: the schema is older than the code.
 _SCHEMA_SQLSTATES = frozenset({"42P01", "42703"})
 
