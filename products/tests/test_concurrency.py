@@ -452,3 +452,53 @@ def test_admin_saves_of_one_name_at_once_keep_one_and_show_the_others_the_form_a
     assert renamed == [200] * 5 + [302], renamed
     assert Product.objects.filter(name="Renamed").count() == 1
     assert Product.objects.filter(name__startswith="Twin ").count() == 6
+
+
+def test_a_product_created_while_a_confirmed_bulk_delete_runs_is_not_deleted(live_server):
+    # "Select all N", "Delete selected", confirmed: the count is checked, then
+    # the products are collected and deleted. A create that commits in between
+    # was deleted with them (a review: 5 of 5 runs), and the page reported N.
+    from .test_admin import _confirmation_form
+
+    (staff,) = staff_sessions(live_server, 1)
+    Product.objects.bulk_create(Product(name=f"Bulk {i:04}", price="1.00") for i in range(2000))
+    url = f"{live_server.url}/admin/products/product/?q=Bulk"
+    page = staff.get(url, timeout=30).text
+    token = page.split('name="csrfmiddlewaretoken" value="', 1)[1].split('"', 1)[0]
+    ids = re.findall(r'name="_selected_action" value="(\d+)"', page)
+    asked = staff.post(
+        url,
+        data={"action": "delete_selected", "select_across": "1", "index": "0", "_selected_action": ids}
+        | {"csrfmiddlewaretoken": token},
+        headers={"Referer": url},
+        timeout=60,
+    )
+    fields = _confirmation_form(asked.text)
+    assert ("confirmed_count", "2000") in fields
+
+    created = []
+
+    def create_late() -> None:
+        time.sleep(0.1)  # after the count, while the 2,000 are collected
+        try:
+            created.append(Product.objects.create(name="Bulk late", price="1.00").pk)
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    late = threading.Thread(target=create_late)
+    late.start()
+    posted: dict[str, list[str]] = {}
+    for name, value in fields:
+        posted.setdefault(name, []).append(value)
+    done = staff.post(url, data=posted, headers={"Referer": url}, timeout=60)
+    late.join(30)
+    assert created, "the late create did not finish"
+    page = done.text
+    survivors = set(Product.objects.filter(name__startswith="Bulk").values_list("name", flat=True))
+    if "Successfully deleted 2000 products" in page:
+        assert survivors == {"Bulk late"}  # acknowledged, never confirmed for deletion
+    else:  # it committed before the count: refused, nothing deleted
+        assert "The selection changed since you confirmed it" in page, page[:2000]
+        assert len(survivors) == 2001
