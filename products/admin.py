@@ -4,7 +4,7 @@ from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.models import CHANGE
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
+from django.db import DatabaseError, IntegrityError, models, router, transaction
 from django.db.models.constants import LOOKUP_SEP
 from django.http import StreamingHttpResponse
 from django.urls import path
@@ -103,8 +103,9 @@ def delete_selected_across(modeladmin, request, queryset):
         # The count and the deletion see the same products: no other writer
         # commits in between (a product created after the count was deleted
         # with the rest, unconfirmed).
-        with transaction.atomic(using=router.db_for_write(modeladmin.model)):
-            _keep_writers_out(modeladmin.model)
+        using = router.db_for_write(modeladmin.model)
+        with transaction.atomic(using=using):
+            modeladmin.model.objects.using(using).hold_off_writers()
             now = queryset.count()
             if request.POST.get("confirmed_count") != str(now):
                 modeladmin.message_user(
@@ -127,18 +128,6 @@ def delete_selected_across(modeladmin, request, queryset):
         # Django runs a confirmed action only with some ids posted: the page's, as they came.
         context["selected_on_page"] = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
     return response
-
-
-def _keep_writers_out(model: type[models.Model]) -> None:
-    """Hold off other writers of ``model``'s table until this transaction ends (reads go on)."""
-    connection = connections[router.db_for_write(model)]
-    if connection.vendor == "postgresql":
-        # Waits at most DATABASE_LOCK_TIMEOUT for writes in progress (then a 503 page).
-        table = connection.ops.quote_name(model._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
-    # SQLite: settings begin every transaction IMMEDIATE, which takes the
-    # database's one write lock at once.
 
 
 def _not_an_id(field: models.Field, value: str) -> bool:

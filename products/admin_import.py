@@ -216,7 +216,11 @@ def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpRespon
         raise PermissionDenied
     del request.session[SESSION_KEY]
     try:
-        with transaction.atomic(using=router.db_for_write(Product)):
+        using = router.db_for_write(Product)
+        with transaction.atomic(using=using):
+            # The plan checked and the import see the same catalogue: a
+            # product created in between was updated by a confirmed "create".
+            Product.objects.using(using).hold_off_writers()
             names = _file_names(content, stored["fmt"])
             before = _file_products(names)
             if _plan(content, stored["fmt"], before) != stored.get("plan"):

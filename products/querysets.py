@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connections, models, transaction
 from django.utils import timezone
 
 from . import cache
@@ -39,6 +39,24 @@ def invalidated_by_queryset() -> bool:
 
 
 class ProductQuerySet(models.QuerySet):
+    def hold_off_writers(self) -> None:
+        """Make other writers of the products table wait until this transaction ends (reads go on).
+
+        For a check and the write it allows (an admin confirmation: "delete
+        these 2,000", "create 3,000"): no create, change or delete commits in
+        between. PostgreSQL waits at most the lock timeout for writes in
+        progress (DATABASE_LOCK_TIMEOUT; then an OperationalError, a 503);
+        SQLite's transactions begin IMMEDIATE (settings), holding its one
+        write lock already.
+        """
+        connection = connections[self.db]
+        if not connection.in_atomic_block:
+            raise transaction.TransactionManagementError("hold_off_writers() needs a transaction to last for")
+        if connection.vendor == "postgresql":
+            table = connection.ops.quote_name(self.model._meta.db_table)
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+
     def _lock_rows(self) -> list[tuple[int, str]]:
         """Lock and name the matching rows (up to one past the by-name limit).
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import IntegrityError, connection
 
 from products import cache
 from products.models import Product
@@ -195,3 +198,43 @@ def test_an_import_past_the_history_limit_writes_its_products_and_says_history_w
     ]
     assert ("Bowl", Decimal("12.00"), 0) in catalogue()
     assert not LogEntry.objects.exists()
+
+
+@pytest.mark.slow
+def test_a_product_created_while_a_confirmed_import_runs_is_never_overwritten(client):
+    # The confirmation checks the dry run's plan ("create 3,000"), then
+    # imports. A create that committed in between was updated by the import
+    # (a review: 4 of 4 runs), its acknowledged values overwritten. A create
+    # now lands before the check (the plan changed: nothing is written) or
+    # after the import (the name is taken: refused). The delays spread the
+    # create over the confirmation's run.
+    staff(client, "add_product", "change_product", "view_product")
+    rows = b"name,price,quantity\n" + b"".join(b"Row %04d,4.00,4\n" % i for i in range(3000))
+    for delay in (0.05, 0.1, 0.2, 0.3, 0.5):
+        token = upload(client, rows).context["token"]
+        created: list[bool] = []
+
+        def create_late(delay=delay, created=created) -> None:
+            time.sleep(delay)
+            try:
+                Product.objects.create(name="Row 2990", price=Decimal("99.00"), quantity=99)
+                created.append(True)
+            except IntegrityError:
+                created.append(False)
+            finally:
+                connection.close()
+
+        late = threading.Thread(target=create_late)
+        late.start()
+        client.post(IMPORT, {"confirm": "1", "token": token})
+        late.join(60)
+        product = Product.objects.get(name="Row 2990")
+        if created == [True]:  # acknowledged: the import wrote nothing
+            assert (product.price, product.quantity, Product.objects.count()) == (Decimal("99.00"), 99, 1), (
+                delay
+            )
+        else:  # imported first: the create was refused
+            assert (product.price, product.quantity, Product.objects.count()) == (Decimal("4.00"), 4, 3000), (
+                delay
+            )
+        Product.objects.all().delete()
