@@ -30,6 +30,7 @@ from django_filters.constants import EMPTY_VALUES
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
+from rest_framework.utils.urls import remove_query_param
 
 from .models import Product
 from .validators import NAME_MAX_LENGTH, PLAIN_NUMBER, PRICE_MAX, PRICE_STEP
@@ -201,6 +202,16 @@ class ProductFilterBackend(DjangoFilterBackend):
         return super().filter_queryset(request, queryset, view)
 
 
+class _FullPath:
+    """What DRF's ``add_query_param`` tag reads of a request: its full path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def get_full_path(self) -> str:
+        return self.path
+
+
 class ProductOrderingFilter(OrderingFilter):
     """``ordering=<field>`` or ``-<field>``; anything else answers 400.
 
@@ -234,6 +245,16 @@ class ProductOrderingFilter(OrderingFilter):
 
     def get_ordering(self, request, queryset, view):
         return [self.get_ordering_term(request, queryset, view)]
+
+    def get_template_context(self, request, queryset, view) -> dict:
+        # The browsable API's ordering links start at the first page: the
+        # page's cursor was issued for the current ordering, and another
+        # ordering refuses it (400 "Invalid cursor.").
+        context = super().get_template_context(request, queryset, view)
+        cursor = getattr(view.paginator, "cursor_query_param", None) if hasattr(view, "paginator") else None
+        if cursor:
+            context["request"] = _FullPath(remove_query_param(request.get_full_path(), cursor))
+        return context
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
         fields = list(getattr(view, "ordering_fields", ORDERING_FIELDS))
