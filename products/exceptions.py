@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent, TooManyFilesSent
 from django.db import IntegrityError, OperationalError, ProgrammingError
 from django.http import HttpResponse, JsonResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
 from django.utils.html import escape
 from django.views import defaults
 from rest_framework import status
@@ -110,6 +112,34 @@ def answers_json(request) -> bool:
         is_api_path(request.path)
         or request.get_preferred_type(("text/html", "application/json")) == "application/json"
     )
+
+
+def names_html(request) -> bool:
+    """Return True when ``Accept`` names HTML before JSON (a browser; the browsable API's forms), ``*/*`` aside.
+
+    DRF's browsable API sends its forms with ``Accept: text/html; q=1.0, */*``
+    and reloads the page, hiding the answer, when it is not HTML.
+    """
+    for media in request.accepted_types:
+        if (media.main_type, media.sub_type) == ("text", "html"):
+            return True
+        if (media.main_type, media.sub_type) == ("application", "json"):
+            return False
+    return False
+
+
+def as_every_page(request, response: HttpResponse) -> HttpResponse:
+    """Give an answer made before Django's security middlewares run (a body or a NUL refused) their headers.
+
+    Every other page gets them from those middlewares: ``X-Frame-Options``,
+    ``X-Content-Type-Options``, ``Referrer-Policy``, COOP and, on HTTPS, HSTS.
+    """
+    response = SecurityMiddleware(_no_view).process_response(request, response)
+    return XFrameOptionsMiddleware(_no_view).process_response(request, response)
+
+
+def _no_view(request):  # pragma: no cover - the middlewares above are used for their responses only
+    raise AssertionError("not a view")
 
 
 def json_error(detail: str, status_code: int) -> JsonResponse:

@@ -14,7 +14,14 @@ from django.urls import Resolver404, resolve
 from django.utils.html import escape
 
 from . import metrics
-from .exceptions import answers_json, html_page, is_api_path, log_unavailable_database
+from .exceptions import (
+    answers_json,
+    as_every_page,
+    html_page,
+    is_api_path,
+    log_unavailable_database,
+    names_html,
+)
 from .logfields import current_request_id, format_fields, request_id
 from .parsers import form_text_decodes
 
@@ -215,21 +222,23 @@ class BodySizeLimitMiddleware:
         message = f"Malformed request body: {why}."
         if exc is not None:
             request.log_reason = f"{type(exc).__name__}: {exc}"[:200]  # on the request's one line
-        if answers_json(request):
-            return JsonResponse({"detail": message}, status=400)
-        return html_page(400, "Bad request", escape(message), back=request.path)
+        if answers_json(request) and not names_html(request):
+            return as_every_page(request, JsonResponse({"detail": message}, status=400))
+        return as_every_page(request, html_page(400, "Bad request", escape(message), back=request.path))
 
     @staticmethod
     def _too_large(request, size: str, limit: int) -> HttpResponse:
         message = f"Request body is too large: {size} (limit {limit})."
-        if answers_json(request):
-            return JsonResponse({"detail": message}, status=413)
-        # The admin's pages (an import upload) keep HTML, as Django's own errors
-        # there, with the way back to the form.
-        return html_page(
+        if answers_json(request) and not names_html(request):
+            return as_every_page(request, JsonResponse({"detail": message}, status=413))
+        # The admin's pages (an import upload) and the browsable API's forms
+        # (which show an HTML answer, and reload the page for any other) get
+        # HTML, as Django's own errors there, with the way back to the form.
+        page = html_page(
             413,
             "Request too large",
             escape(message),
             f"At most {filesizeformat(limit)} can be sent at once; nothing was changed.",
             back=request.path,
         )
+        return as_every_page(request, page)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
+from django.core.handlers.exception import response_for_exception
 from django.http import Http404, HttpResponseBadRequest, JsonResponse
 
-from .exceptions import is_api_path
+from .exceptions import as_every_page, is_api_path
 
 
 def _where_nul(meta: dict) -> str | None:
@@ -76,11 +77,14 @@ class RefuseNulMiddleware:
 
     def __call__(self, request):
         if "\x00" in request.path_info or request.META.get(UNDECODABLE_PATH):
-            raise Http404("No such page.")  # Django's 404 page; JSON under /api/
+            # Django's 404 page; JSON under /api/.
+            return as_every_page(request, response_for_exception(request, Http404("No such page.")))
         where = _where_nul(request.META)
         if where is None:
             return self.get_response(request)
         detail = f"Bad request: {where} contains a NUL character."
         if is_api_path(request.path):
-            return JsonResponse({"detail": detail}, status=400)
-        return HttpResponseBadRequest(detail, content_type="text/plain; charset=utf-8")
+            return as_every_page(request, JsonResponse({"detail": detail}, status=400))
+        return as_every_page(
+            request, HttpResponseBadRequest(detail, content_type="text/plain; charset=utf-8")
+        )

@@ -82,6 +82,47 @@ def test_body_over_the_limit_is_413_json(editor_client, settings, path):
     assert "too large" in response.json()["detail"]
 
 
+# What the security middlewares give every page; an answer made before them has them too.
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("text/html; q=1.0, */*", "text/html"),  # the browsable API's forms (DRF's ajax-form.js)
+        ("*/*", "application/json"),  # curl
+        ("application/json", "application/json"),
+    ],
+)
+def test_a_body_over_the_limit_answers_the_page_the_client_can_show(
+    editor_client, settings, accept, content_type
+):
+    # The browsable API's forms show an HTML answer and reload the page for
+    # any other: a JSON 413 left "HTTP 200 OK" and the old product on screen.
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = '{"name": "' + "z" * 2000 + '"}'
+    response = editor_client.patch(
+        "/api/products/x/", body, content_type="application/json", HTTP_ACCEPT=accept
+    )
+    assert response.status_code == 413
+    assert response["Content-Type"].startswith(content_type)
+    assert b"too large" in response.content
+    for header, value in SECURITY_HEADERS.items():
+        assert response[header] == value, header
+
+
+def test_a_refused_nul_has_the_security_headers_of_every_page(client):
+    for path in ("/admin/?q=%00", "/api/products/?search=%00", "/nope%00"):
+        response = client.get(path)
+        assert response.status_code in (400, 404), path
+        for header, value in SECURITY_HEADERS.items():
+            assert response[header] == value, (path, header)
+
+
 def test_body_under_the_limit_is_accepted(editor_client, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     response = editor_client.post("/api/products/", {"name": "small", "price": "1.00"}, format="json")
