@@ -14,9 +14,13 @@ from django.contrib import admin
 from django.contrib.admin.forms import AdminPasswordChangeForm
 from django.contrib.auth.views import PasswordChangeView
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
 from django.urls import reverse
+from django.utils.html import escape
 
 from . import auth_limits
+from .exceptions import html_page
 
 
 class LimitedPasswordChangeForm(AdminPasswordChangeForm):
@@ -41,7 +45,32 @@ class LimitedPasswordChangeView(PasswordChangeView):
         return {**super().get_form_kwargs(), "request": self.request}
 
 
+def logout_confirmation(request: HttpRequest) -> HttpResponse:
+    """The page a GET of a logout URL shows (a bookmark, a typed address): a button that logs out.
+
+    Django logs out on POST only (a link could be forged onto any page), and
+    answered a GET with an empty 405 that browsers show as a broken page.
+    """
+    if not request.user.is_authenticated:
+        return html_page(
+            200, "Not logged in", "You are not logged in.", title="Log out", back="/", back_text="Home"
+        )
+    form = (
+        f'<form method="post" action="{escape(request.get_full_path())}">'
+        f'<input type="hidden" name="csrfmiddlewaretoken" value="{escape(get_token(request))}">'
+        '<button type="submit">Log out</button></form>'
+    )
+    return html_page(
+        200, "Log out?", f"You are logged in as {escape(request.user.get_username())}.", form, title="Log out"
+    )
+
+
 class ProductAdminSite(admin.AdminSite):
+    def logout(self, request, extra_context=None):
+        if request.method in ("GET", "HEAD"):
+            return logout_confirmation(request)
+        return super().logout(request, extra_context)
+
     def password_change(self, request, extra_context=None):
         # As AdminSite.password_change, with the limited form.
         defaults = {

@@ -3,11 +3,13 @@ from importlib import import_module
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth.views import LogoutView
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import RedirectView
 
 from products import monitoring, views
+from products.admin_site import logout_confirmation
 from products.api_root import ServiceRouter
 from products.validators import NAME_URL_PATTERN
 from productsite import staticfiles
@@ -31,6 +33,12 @@ def _docs_view(name: str, **initkwargs):
     return lazy_view
 
 
+def confirm_then_logout(request):
+    if request.method in ("GET", "HEAD"):
+        return logout_confirmation(request)
+    return LogoutView.as_view()(request)
+
+
 router = ServiceRouter()
 # Names may contain dots; "name.json" is a name, not a format suffix.
 router.include_format_suffixes = False
@@ -48,6 +56,8 @@ urlpatterns = [
         _docs_view("RedocView", url_name="schema", template_name="products/redoc.html"),
         name="redoc",
     ),
+    # Before DRF's: a GET shows a button that logs out (Django's view answers an empty 405).
+    path("api-auth/logout/", confirm_then_logout),
     path("api-auth/", include("rest_framework.urls")),
     path("favicon.ico", staticfiles.favicon, name="favicon"),
     path("health/", monitoring.health, name="health"),

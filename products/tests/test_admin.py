@@ -10,6 +10,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from django.contrib.auth.models import User
 
 from products import cache
 from products.models import Product
@@ -183,3 +184,25 @@ def test_the_name_box_does_not_cut_names_the_rule_accepts(admin_client):
     )
     assert saved.status_code == 302
     assert Product.objects.get().name == name
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/admin/logout/", "/api-auth/logout/"])
+def test_opening_a_logout_url_offers_a_button_that_logs_out(client, url):
+    # Django logs out on POST only, and answered a GET (a bookmark, a typed
+    # address) with an empty 405 that Chromium shows as "This page isn't working".
+    User.objects.create_superuser("boss", password="pw-boss-123")
+    client.login(username="boss", password="pw-boss-123")
+    page = client.get(url)
+    assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
+    text = page.content.decode()
+    assert "Log out?" in text and "boss" in text and f'<form method="post" action="{url}">' in text
+    assert client.get("/admin/").status_code == 200  # still logged in: a GET changes nothing
+    token = text.split('name="csrfmiddlewaretoken" value="', 1)[1].split('"', 1)[0]
+    csrf_client = client.__class__(enforce_csrf_checks=True)
+    csrf_client.cookies = client.cookies
+    done = csrf_client.post(url, {"csrfmiddlewaretoken": token})
+    assert done.status_code in (200, 302)
+    assert client.get("/admin/").status_code == 302  # logged out: the login page
+    again = client.get("/api-auth/logout/")
+    assert again.status_code == 200 and "You are not logged in." in again.content.decode()
