@@ -144,7 +144,7 @@ class ProductSerializer(RefuseUnknownFields, serializers.ModelSerializer):
 
     name = name_field()
     price = PriceField()
-    quantity = QuantityField(required=False, default=0, help_text="Units in stock, >= 0.")
+    quantity = QuantityField(required=False, default=0, initial=0, help_text="Units in stock, >= 0.")
 
     class Meta:
         model = Product

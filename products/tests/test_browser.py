@@ -355,6 +355,8 @@ def test_browsable_api_list_pagination_filters_login_and_create(page, live_serve
     page.locator("a[name=raw-tab]").click()
     raw = page.locator("#post-generic-content-form form")
     expect(raw.locator("select[name=_content_type]")).to_have_value("application/json")
+    # Pre-filled with the default quantity (it read null: "This field may not be null." if left).
+    assert json.loads(raw.locator("textarea[name=_content]").input_value())["quantity"] == 0
     raw.locator("textarea[name=_content]").fill(
         json.dumps({"name": "Milk jug", "price": "7.25", "quantity": 1})
     )
