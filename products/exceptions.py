@@ -14,6 +14,7 @@ from django.utils.html import escape
 from django.views import defaults
 from rest_framework import status
 from rest_framework.exceptions import APIException
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly."
 LOCKED_MESSAGE = "Another write holds this data; nothing changed, try again shortly."
+LOCKED_READ_MESSAGE = "Another write holds this data; try again shortly."  # a GET changes nothing anyway
 
 
 class ProductNameConflict(APIException):
@@ -80,8 +82,12 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         # are not there yet (a deploy that has not run migrate): temporary,
         # so 503 and a retry hint, not a 500.
         set_rollback()
+        request = context.get("request")
+        locked = (
+            LOCKED_READ_MESSAGE if request is not None and request.method in SAFE_METHODS else LOCKED_MESSAGE
+        )
         return Response(
-            {"detail": LOCKED_MESSAGE if log_unavailable_database(exc) else UNAVAILABLE_MESSAGE},
+            {"detail": locked if log_unavailable_database(exc) else UNAVAILABLE_MESSAGE},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )

@@ -231,3 +231,22 @@ def test_the_favicon_is_served(anon_client):
     assert icon.status_code == 200 and icon["Content-Type"] == "image/png"
     assert icon.content.startswith(b"\x89PNG")
     assert anon_client.post("/favicon.ico").status_code in (403, 405)
+
+
+@pytest.mark.parametrize(
+    ("method", "detail"),
+    [
+        ("GET", "Another write holds this data; try again shortly."),
+        ("PATCH", "Another write holds this data; nothing changed, try again shortly."),
+    ],
+)
+def test_a_lock_waited_out_says_nothing_changed_only_to_a_write(method, detail):
+    from django.db import OperationalError
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from products.exceptions import api_exception_handler
+
+    request = Request(APIRequestFactory().generic(method, "/api/products/Mug/"))
+    response = api_exception_handler(OperationalError("database is locked"), {"request": request})
+    assert response.status_code == 503 and response.data == {"detail": detail}

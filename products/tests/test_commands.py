@@ -551,6 +551,8 @@ def test_cli_commands_on_an_unmigrated_or_unreachable_database_say_so_without_tr
         )
     down = run_on("postgres://postgres@127.0.0.1:1/none", "create_editor", "alice")
     assert down.returncode == 1 and "DATABASE_URL" in down.stderr and "Traceback" not in down.stderr
+    # A database that is down needs no migrate (the message said so to any failure).
+    assert "the database is up" in down.stderr and "migrate" not in down.stderr, down.stderr
 
 
 @pytest.mark.slow

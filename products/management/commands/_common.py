@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection
 from tqdm import tqdm
 
 from products import transport
-from products.dberrors import first_line, lost_to_another_writer
+from products.dberrors import first_line, lost_to_another_writer, schema_missing
 from products.models import CacheServer
 from products.outbox import report_misses_to
 
@@ -93,9 +93,14 @@ class ProductCommand(BaseCommand):
                     f"the database is busy ({type(exc).__name__}: {first}): another process holds "
                     "the lock (an import?); nothing was written, run the command again"
                 ) from None
+            if schema_missing(exc):
+                raise CommandError(
+                    f"the database has no tables for this version ({type(exc).__name__}: {first}): "
+                    "run `manage.py migrate` first"
+                ) from None
             raise CommandError(
-                f"the database is not usable ({type(exc).__name__}: {first}). "
-                "Check DATABASE_URL, and run `manage.py migrate` first."
+                f"the database is not usable ({type(exc).__name__}: {first}); nothing was written. "
+                "Check DATABASE_URL and that the database is up, then run the command again."
             ) from None
 
 
