@@ -100,12 +100,9 @@ def delete_selected_across(modeladmin, request, queryset):
     """
     across = request.POST.get("select_across") == "1"
     if across and request.POST.get("post"):
-        # The count and the deletion see the same products: no other writer
-        # commits in between (a product created after the count was deleted
-        # with the rest, unconfirmed).
-        using = router.db_for_write(modeladmin.model)
-        with transaction.atomic(using=using):
-            modeladmin.model.objects.using(using).hold_off_writers()
+        # The count and the deletion see the same products (a product created
+        # after the count was deleted with the rest, unconfirmed).
+        with modeladmin.model.objects.using(router.db_for_write(modeladmin.model)).one_snapshot():
             now = queryset.count()
             if request.POST.get("confirmed_count") != str(now):
                 modeladmin.message_user(

@@ -23,7 +23,7 @@ from django.contrib import messages
 from django.contrib.admin.models import ADDITION, CHANGE
 from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import router, transaction
+from django.db import router
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
@@ -216,11 +216,9 @@ def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpRespon
         raise PermissionDenied
     del request.session[SESSION_KEY]
     try:
-        using = router.db_for_write(Product)
-        with transaction.atomic(using=using):
-            # The plan checked and the import see the same catalogue: a
-            # product created in between was updated by a confirmed "create".
-            Product.objects.using(using).hold_off_writers()
+        # The plan checked and the import see the same catalogue: a product
+        # created in between was updated by a confirmed "create".
+        with Product.objects.using(router.db_for_write(Product)).one_snapshot():
             names = _file_names(content, stored["fmt"])
             before = _file_products(names)
             if _plan(content, stored["fmt"], before) != stored.get("plan"):

@@ -39,23 +39,32 @@ def invalidated_by_queryset() -> bool:
 
 
 class ProductQuerySet(models.QuerySet):
-    def hold_off_writers(self) -> None:
-        """Make other writers of the products table wait until this transaction ends (reads go on).
+    @contextmanager
+    def one_snapshot(self) -> Iterator[None]:
+        """Run the block in a transaction whose every read sees one state of the database.
 
         For a check and the write it allows (an admin confirmation: "delete
-        these 2,000", "create 3,000"): no create, change or delete commits in
-        between. PostgreSQL waits at most the lock timeout for writes in
-        progress (DATABASE_LOCK_TIMEOUT; then an OperationalError, a 503);
-        SQLite's transactions begin IMMEDIATE (settings), holding its one
-        write lock already.
+        these 2,000", "create these 3,000"), without holding other writers
+        off. PostgreSQL: REPEATABLE READ, so a product created after the
+        snapshot is neither counted nor updated nor deleted (a create of a
+        name the block then creates is refused by the unique index), and
+        one changed after it fails the block's write (a serialization
+        failure: nothing written, a 503). Inside a transaction already under
+        way, whose level is set, other writers of the table wait instead
+        (``LOCK TABLE ... SHARE ROW EXCLUSIVE``). SQLite: the transaction
+        begins IMMEDIATE (settings), so no other writer commits meanwhile.
         """
         connection = connections[self.db]
-        if not connection.in_atomic_block:
-            raise transaction.TransactionManagementError("hold_off_writers() needs a transaction to last for")
-        if connection.vendor == "postgresql":
-            table = connection.ops.quote_name(self.model._meta.db_table)
-            with connection.cursor() as cursor:
-                cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+        outermost = not connection.in_atomic_block
+        with transaction.atomic(using=self.db):
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    if outermost:
+                        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    else:
+                        table = connection.ops.quote_name(self.model._meta.db_table)
+                        cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+            yield
 
     def _lock_rows(self) -> list[tuple[int, str]]:
         """Lock and name the matching rows (up to one past the by-name limit).
