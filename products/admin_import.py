@@ -30,7 +30,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from . import validators
+from . import cache, validators
 from .admin_history import HISTORY_LIMIT, log_history
 from .fileformats import EXTENSIONS, FORMATS, FileFormatError, RawRow, RowError, format_for_path, read_rows
 from .models import Product
@@ -216,6 +216,12 @@ def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpRespon
         raise PermissionDenied
     del request.session[SESSION_KEY]
     try:
+        if cache.cache_enabled():
+            # As product_import: the first Redis command of a process adopts
+            # the server, recording it in the database; not inside the
+            # snapshot below, where a ledger row another process moved would
+            # fail the import.
+            cache.status()
         # The plan checked and the import see the same catalogue: a product
         # created in between was updated by a confirmed "create".
         with Product.objects.using(router.db_for_write(Product)).one_snapshot():

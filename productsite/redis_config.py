@@ -108,7 +108,9 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
     master = environ.get("REDIS_SENTINEL_MASTER", "").strip()
     if url:
         beside = "REDIS_SENTINELS" if sentinels is not None else "REDIS_CLUSTER_NODES" if cluster else ""
-        problems += _tls_problems(url, beside)
+        # TLS sentinels in front of plain data nodes take their CA from the query too.
+        sentinels_tls = sentinels is not None and _sentinel_tls(environ.get("REDIS_SENTINEL_TLS"), url)[0]
+        problems += _tls_problems(url, beside, sentinels_tls)
     if sentinels is not None and cluster is not None:
         # Nothing else is worth saying until one of them goes.
         problems.append(
@@ -274,62 +276,93 @@ def _url_problems(url: str) -> list[Problem]:
     return []
 
 
-def _tls_problems(url: str, beside: str) -> list[Problem]:
+def _tls_problems(url: str, beside: str, sentinels_tls: bool = False) -> list[Problem]:
     """Say what in REDIS_URL's query would be dropped or refused at the first connection."""
     parts = urlsplit(url)
     query = parse_qs(parts.query, keep_blank_values=True)
     problems = []
+    twice = [name for name, values in query.items() if len(values) > 1]
+    if twice:
+        # redis-py takes the first value, a list the last: say which is meant.
+        problems.append(
+            Problem("products.E028", f"REDIS_URL gives {', '.join(twice)} more than once.", "Give each once.")
+        )
     ssl = [name for name in query if name.startswith("ssl_")]
-    if ssl and parts.scheme != "rediss":
+    if ssl and parts.scheme != "rediss" and not sentinels_tls:
         problems.append(
             Problem(
                 "products.E028",
                 f"REDIS_URL has TLS parameters ({', '.join(ssl)}) but is not a rediss:// URL.",
-                "Use rediss:// to connect with TLS, or drop the ssl_* parameters.",
+                "Use rediss:// to connect with TLS (REDIS_SENTINEL_TLS=1 for TLS sentinels only), "
+                "or drop the ssl_* parameters.",
             )
         )
     if beside:
         # Anything else there would be dropped without a word.
-        unused = [name for name in query if name not in TLS_PARAMETERS]
+        unknown = [name for name in query if name not in TLS_PARAMETERS]
         hint = f"Beside {beside}, REDIS_URL's query carries TLS settings only: {', '.join(TLS_PARAMETERS)}."
     else:
         # redis-py passes every parameter on to the connection, which refuses
-        # one it does not know on every connect: say so once, at start.
-        unused = [name for name in ssl if name not in _ssl_connection_parameters()]
-        hint = f"The TLS settings are {', '.join(TLS_PARAMETERS)} (and redis-py's other ssl_* options)."
-    if unused:
+        # one it does not know on every connect (a TypeError: every request a 500).
+        # (Checked as rediss:// when the ssl_* ones were just refused for want of it.)
+        known = _url_parameters("rediss" if ssl else parts.scheme)
+        unknown = [name for name in query if name not in known]
+        hint = "Use the names redis-py takes in a URL (db, socket_timeout, ssl_ca_certs, ...), in lower case."
+    if unknown:
         problems.append(
-            Problem("products.E028", f"REDIS_URL: unknown or unused parameter {', '.join(unused)}.", hint)
+            Problem("products.E028", f"REDIS_URL: unknown or unused parameter {', '.join(unknown)}.", hint)
         )
     for name in TLS_PARAMETERS:
-        value = query.get(name, [None])[-1]
+        value = query.get(name, [None])[0]
         if value is None:
             continue
+        path = Path(value)
         if name == "ssl_cert_reqs" and value not in _CERT_REQS:
-            wrong = f"ssl_cert_reqs={value!r} is not one of {', '.join(_CERT_REQS)}"
+            wrong, hint = (
+                f"ssl_cert_reqs={value!r} is not one of {', '.join(_CERT_REQS)}",
+                "Spell it in lower case.",
+            )
         elif name == "ssl_check_hostname" and value.upper() not in _URL_BOOLEANS:
-            wrong = f"ssl_check_hostname={value!r} is not one of {', '.join(_URL_BOOLEANS).lower()}"
-        elif name in _FILE_PARAMETERS and not Path(value).exists():
-            wrong = f"{name}: there is no {value!r}"
+            booleans = ", ".join(_URL_BOOLEANS).lower()
+            wrong, hint = f"ssl_check_hostname={value!r} is not one of {booleans}", "Use yes or no."
+        elif name == "ssl_ca_path" and not path.is_dir():
+            wrong, hint = (
+                f"ssl_ca_path: there is no directory {value!r}",
+                "Give the CA directory's absolute path.",
+            )
+        elif name in _FILE_PARAMETERS and name != "ssl_ca_path" and not path.is_file():
+            wrong = f"{name}: there is no file {value!r}"
+            hint = "Give the file's absolute path, e.g. rediss://host:6380/0?ssl_ca_certs=/etc/redis/ca.pem."
         else:
             continue
-        problems.append(
-            Problem(
-                "products.E028",
-                f"REDIS_URL: {wrong}.",
-                "Give the CA and certificate files as absolute paths, "
-                "e.g. rediss://host:6380/0?ssl_ca_certs=/etc/redis/ca.pem.",
-            )
-        )
+        problems.append(Problem("products.E028", f"REDIS_URL: {wrong}.", hint))
     return problems
 
 
-def _ssl_connection_parameters() -> set[str]:
+def _url_parameters(scheme: str) -> set[str]:
+    """The names redis-py takes in a URL's query for ``scheme``: its parsers', its pool's, its connection's."""
     import inspect
 
-    from redis.connection import SSLConnection
+    from redis.connection import (
+        URL_QUERY_ARGUMENT_PARSERS,
+        Connection,
+        ConnectionPool,
+        SSLConnection,
+        UnixDomainSocketConnection,
+    )
 
-    return {name for name in inspect.signature(SSLConnection.__init__).parameters if name.startswith("ssl_")}
+    connection = {"rediss": SSLConnection, "unix": UnixDomainSocketConnection}.get(scheme, Connection)
+    names = set(URL_QUERY_ARGUMENT_PARSERS)
+    for cls in (ConnectionPool, *connection.__mro__):
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            names.update(
+                name
+                for name, parameter in inspect.signature(init).parameters.items()
+                if name != "self"
+                and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+            )
+    return names
 
 
 def _sentinel_tls(value: str | None, url: str) -> tuple[bool, list[Problem]]:
@@ -358,7 +391,7 @@ def tls_options(url: str) -> dict:
     options: dict = {}
     for name in TLS_PARAMETERS:
         if name in query:
-            value = query[name][-1]
+            value = query[name][0]  # as redis-py's parse_url (a repeat is E028)
             options[name] = value.upper() not in FALSE_STRINGS if name == "ssl_check_hostname" else value
     return options
 
@@ -366,7 +399,7 @@ def tls_options(url: str) -> dict:
 def _tls_query(url: str) -> str:
     """The URL's TLS parameters as a query string to carry over (``""`` when none)."""
     query = parse_qs(urlsplit(url).query)
-    kept = [(name, query[name][-1]) for name in TLS_PARAMETERS if name in query]
+    kept = [(name, query[name][0]) for name in TLS_PARAMETERS if name in query]
     return "?" + urlencode(kept) if kept else ""
 
 
@@ -456,7 +489,8 @@ def _sentinel_location(topology: RedisTopology) -> str:
     # invalidation has already deleted on the master.
     scheme = "rediss" if topology.tls else "redis"
     location = f"{scheme}://{_credentials(topology.url)}{topology.master}/{_db_number(topology.url) or 0}"
-    return location + _tls_query(topology.url)  # the data connections' CA and certificate
+    # The data connections' CA and certificate (plain data nodes behind TLS sentinels take none).
+    return location + (_tls_query(topology.url) if topology.tls else "")
 
 
 def _sentinel_kwargs(topology: RedisTopology, socket_timeout: float) -> dict:

@@ -168,7 +168,7 @@ class _BatchWriter:
             # Validation passed, so another writer got in between (e.g. created
             # one of these names after the lookup).
             raise ImportFailed(
-                f"the database refused a batch ({exc}); another process may have written "
+                f"the database refused a batch ({first_line(exc)}); another process may have written "
                 "the same products meanwhile: nothing was written, run the import again"
             ) from exc
         if self.changed is not None:

@@ -61,6 +61,13 @@ MALFORMED = [
         "products.E028",
     ),  # redis-py's spelling
     ({"REDIS_URL": "rediss://127.0.0.1:6379/0?ssl_check_hostname=off"}, "products.E028"),  # redis-py: yes
+    # Names redis-py's connection refuses on every connect (a TypeError: every request was a 500).
+    ({"REDIS_URL": f"rediss://127.0.0.1:6379/0?SSL_CA_CERTS={__file__}"}, "products.E028"),
+    ({"REDIS_URL": f"rediss://127.0.0.1:6379/0?ssl-ca-certs={__file__}"}, "products.E028"),
+    ({"REDIS_URL": "redis://127.0.0.1:6379/0?sockettimeout=1"}, "products.E028"),
+    # redis-py reads the first of a repeated parameter: refused, whichever was meant.
+    ({"REDIS_URL": "rediss://127.0.0.1:6379/0?ssl_cert_reqs=none&ssl_cert_reqs=required"}, "products.E028"),
+    ({"REDIS_URL": "rediss://127.0.0.1:6379/0?ssl_ca_certs=/"}, "products.E028"),  # a directory, not a file
     (
         {"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m", "REDIS_URL": "redis:///?db=3"},
         "products.E028",
@@ -105,6 +112,23 @@ VALID = [
         },
         redis_config.SENTINEL,
         (("10.0.0.1", 26379),),
+    ),
+    (  # TLS sentinels (with a private CA) in front of plain data nodes
+        {
+            "REDIS_SENTINELS": "10.0.0.1:26379",
+            "REDIS_SENTINEL_MASTER": "mymaster",
+            "REDIS_SENTINEL_TLS": "1",
+            "REDIS_URL": f"redis://:pw@/2?ssl_ca_certs={__file__}",
+        },
+        redis_config.SENTINEL,
+        (("10.0.0.1", 26379),),
+    ),
+    (
+        {
+            "REDIS_URL": "redis://127.0.0.1:6379/0?socket_keepalive=yes&health_check_interval=5&client_name=web"
+        },
+        redis_config.SINGLE,
+        (),
     ),
 ]
 
@@ -185,6 +209,12 @@ def test_redis_url_tls_files_reach_the_data_nodes_and_the_sentinels():
     config = _cache({**environ, "REDIS_SENTINEL_TLS": "0"})
     assert not any(key.startswith("ssl") for key in config["OPTIONS"]["SENTINEL_KWARGS"])
     assert config["OPTIONS"]["CONNECTION_POOL_KWARGS"]["connection_class"] is SentinelManagedSSLConnection
+    # TLS sentinels in front of plain data nodes: the CA goes to the sentinels only.
+    config = _cache(
+        {**environ, "REDIS_SENTINEL_TLS": "1", "REDIS_URL": f"redis:///0?ssl_ca_certs={__file__}"}
+    )
+    assert config["LOCATION"] == ["redis://m/0"]
+    assert config["OPTIONS"]["SENTINEL_KWARGS"]["ssl_ca_certs"] == __file__
     # The cluster's nodes get them too (redis_cluster.ClusterConnectionFactory reads the URL).
     config = _cache({"REDIS_CLUSTER_NODES": "h:7000", "REDIS_URL": f"rediss://?{query}"})
     assert parse_url(config["LOCATION"][0])["ssl_keyfile"] == __file__
