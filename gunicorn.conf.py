@@ -187,10 +187,14 @@ def on_starting(server) -> None:
 
 
 def child_exit(server, worker) -> None:
-    # A dead worker's live gauges (e.g. an open breaker) must stop counting.
+    # A dead worker's live gauges (e.g. an open breaker) must stop counting;
+    # its counts stay, in one archive file rather than two files per worker.
     from prometheus_client import multiprocess
 
+    from products import metricfiles
+
     multiprocess.mark_process_dead(worker.pid)
+    metricfiles.fold_dead_worker(worker.pid)
 
 
 def on_exit(server) -> None:

@@ -12,6 +12,7 @@ the values live in this process.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Callable
 
@@ -32,6 +33,8 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
+
+from .metricfiles import files_locked
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -193,12 +196,14 @@ def count_query_direct(alias: str) -> None:
 
 def render() -> tuple[bytes, str]:
     """Return the current metrics of every worker process in the text format, and its content type."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        with files_locked(directory, fcntl.LOCK_SH):  # not while a dead worker's files are folded
+            body = generate_latest(registry)
     else:
-        registry = REGISTRY
-    body = generate_latest(registry)
+        body = generate_latest(REGISTRY)
     if _outbox_reader is not None:
         extra = CollectorRegistry()
         extra.register(_OutboxCollector())
