@@ -194,7 +194,12 @@ def child_exit(server, worker) -> None:
     from products import metricfiles
 
     multiprocess.mark_process_dead(worker.pid)
-    metricfiles.fold_dead_worker(worker.pid)
+    try:
+        metricfiles.fold_dead_worker(worker.pid)
+    except Exception as exc:  # in the arbiter's loop: an error here would stop gunicorn
+        server.log.warning(
+            "Could not fold worker %s's metric files (%s: %s)", worker.pid, type(exc).__name__, exc
+        )
 
 
 def on_exit(server) -> None:
