@@ -393,6 +393,7 @@ class Cluster(Topology):
             states = {n.port: n.client().cluster("info")["cluster_state"] for n in live}
             masters = [m.port for m in self.masters()]
             seen.update(states=states, masters=masters)
+            seen["nodes"] = {n.port: n.client().execute_command("CLUSTER", "NODES") for n in live[:1]}
             return all(state == "ok" for state in states.values()) and len(masters) == self.master_count
 
         try:
