@@ -251,7 +251,7 @@ class ProductOrderingFilter(OrderingFilter):
         # page's cursor was issued for the current ordering, and another
         # ordering refuses it (400 "Invalid cursor.").
         context = super().get_template_context(request, queryset, view)
-        cursor = getattr(view.paginator, "cursor_query_param", None) if hasattr(view, "paginator") else None
+        cursor = getattr(getattr(view, "paginator", None), "cursor_query_param", None)
         if cursor:
             context["request"] = _FullPath(remove_query_param(request.get_full_path(), cursor))
         return context

@@ -272,10 +272,13 @@ def _first_sentinel_error() -> str:
 
     options = settings.CACHES["default"]["OPTIONS"]
     (host, port), *_ = options["SENTINELS"]
+    client = redis.Redis(host=host, port=port, **(options.get("SENTINEL_KWARGS") or {}))
     try:
-        redis.Redis(host=host, port=port, **(options.get("SENTINEL_KWARGS") or {})).ping()
+        client.ping()
     except redis.RedisError as exc:
         return (str(exc).splitlines() or [type(exc).__name__])[0]
+    finally:
+        client.close()  # its own pool: no socket left open for the collector
     return "nothing now (it answers)"
 
 
