@@ -48,8 +48,8 @@ class ProductQuerySet(models.QuerySet):
         off. PostgreSQL: REPEATABLE READ, so a product created after the
         snapshot is neither counted nor updated nor deleted (a create of a
         name the block then creates is refused by the unique index), and
-        one changed after it fails the block's write (a serialization
-        failure: nothing written, a 503). Inside a transaction already under
+        one changed after it fails the block's write with a serialization
+        failure, and nothing is written (the caller says so). Inside a transaction already under
         way, whose level is set, other writers of the table wait instead
         (``LOCK TABLE ... SHARE ROW EXCLUSIVE``). SQLite: the transaction
         begins IMMEDIATE (settings), so no other writer commits meanwhile.
