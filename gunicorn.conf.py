@@ -202,6 +202,22 @@ def child_exit(server, worker) -> None:
         )
 
 
+# gunicorn reads at most this much of a body the service left unread before it
+# serves the next request on the connection (64 KiB in gunicorn 27); past that it
+# closes the connection, after an answer that said keep-alive. A 413 leaves its
+# body unread, and the client's next request on that connection then failed.
+UNREAD_BODY_DRAINED = 64 * 1024
+
+
+def pre_request(worker, req) -> None:
+    # A body that large, or of no declared length (chunked), gets its answer
+    # with Connection: close. Every such request costs a new connection: uploads
+    # and refusals only, never a read of the API.
+    length = getattr(req.body.reader, "length", None)
+    if length is None or length > UNREAD_BODY_DRAINED:
+        req.force_close()
+
+
 def on_exit(server) -> None:
     if _own_metrics_dir:
         import shutil

@@ -379,3 +379,25 @@ def test_check_says_when_gunicorns_refusals_would_stay_html(monkeypatch):
     from productsite import gunicorn_errors
 
     assert gunicorn_errors.install() is False and util.write_error is write_error  # left as it is
+
+
+def test_a_body_left_unread_closes_its_connection_and_the_clients_next_request_works(sqlite_gunicorn):
+    # gunicorn reads at most 64 KiB of a body the service left unread (a 413
+    # reads none of it) before the next request on the connection; past that
+    # it closed the connection after answering "keep-alive", and a pooled
+    # client's next request failed ("Server disconnected": 7 of 10 in a review).
+    server = sqlite_gunicorn(workers=1, threads=4)  # gthread: keep-alive
+    with requests.Session() as client:
+        assert client.get(server.url + "/health/", timeout=5).headers["Connection"] == "keep-alive"
+        for size in (1_100_000, 5_000_000, 100_000):
+            refused = client.post(
+                server.url + "/api/products/",
+                data=b'{"name": "' + b"x" * size + b'"}',
+                headers={"Content-Type": "application/json"},
+                timeout=10,
+            )
+            assert refused.status_code in (413, 401), size  # over the limit, or anonymous
+            assert refused.headers["Connection"] == "close", size
+            after = client.get(server.url + "/health/", timeout=5)  # on a new connection
+            assert after.status_code == 200, size
+            assert after.headers["Connection"] == "keep-alive"
