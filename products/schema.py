@@ -67,6 +67,10 @@ R412 = _error(
     "If-Match no longer matches the product; nothing changed.",
     example=PreconditionFailed.default_detail,
 )
+R406 = _error(
+    "The Accept header names no type the API answers in (JSON; HTML for the browsable API).",
+    example="Could not satisfy the request Accept header.",
+)
 R413 = _error("The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.")
 R415 = _error(
     "The Content-Type is not JSON, form or multipart.",
@@ -194,8 +198,8 @@ PRICE_BOUNDS = [
     _price_bound("max_price", "Price at most this (inclusive)."),
 ]
 
-READ_ERRORS = {401: R401, 429: R429, 503: R503}
-WRITE_ERRORS = {400: R400, 401: R401, 403: R403, 413: R413, 415: R415, 429: R429, 503: R503}
+READ_ERRORS = {401: R401, 406: R406, 429: R429, 503: R503}
+WRITE_ERRORS = {400: R400, 401: R401, 403: R403, 406: R406, 413: R413, 415: R415, 429: R429, 503: R503}
 
 # --- Request examples (what Swagger's "Try it out" starts from) ------------------
 
@@ -254,7 +258,7 @@ product_viewset_schema = extend_schema_view(
     ),
     destroy=_products_operation(
         summary="Delete a product",
-        responses={204: None, 401: R401, 403: R403, 404: R404, 412: R412, 429: R429, 503: R503},
+        responses={204: None, 401: R401, 403: R403, 404: R404, 406: R406, 412: R412, 429: R429, 503: R503},
         parameters=[NAME, IF_MATCH, IF_NONE_MATCH_WRITE, RETRY_AFTER],
     ),
     stock=_products_operation(
@@ -303,6 +307,7 @@ health_schema = extend_schema(
             description="The database does not answer.",
             examples=[OpenApiExample("database down", value={"database": "down", "cache": "ok"})],
         ),
+        406: R406,
     },
     auth=[],
     tags=["health"],

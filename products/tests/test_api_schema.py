@@ -60,7 +60,7 @@ def test_status_codes_are_documented(schema):
     }
     assert set(paths["/api/products/{name}/"]["delete"]["responses"]) >= {"204", "404", "412"}
     assert set(paths["/api/products/{name}/stock/"]["post"]["responses"]) >= {"200", "400", "404", "409"}
-    assert set(paths["/health/"]["get"]["responses"]) == {"200", "503"}
+    assert set(paths["/health/"]["get"]["responses"]) == {"200", "406", "503"}
     assert set(paths["/products"]["post"]["responses"]) >= {"201", "400", "409"}
     assert set(paths["/products/{name}"]["get"]["responses"]) >= {"200", "304", "404"}
 
@@ -74,6 +74,24 @@ def test_every_operation_documents_the_503_it_answers_with_retry_after(schema):
             answer = operation["responses"].get("503")
             assert answer is not None, (method, path)
             assert "Retry-After" in answer["headers"], (method, path)
+
+
+def test_every_operation_documents_the_406_an_accept_it_cannot_satisfy_gets(schema, client, make_product):
+    # DRF negotiates before anything else (authentication included): a client
+    # generated with raise_on_unexpected_status raised on it (a review).
+    make_product(name="mug")
+    examples = {"name": "mug"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            assert operation["responses"]["406"]["content"]["application/json"], (method, path)
+            url = re.sub(r"\{(\w+)\}", lambda m: examples[m.group(1)], path)
+            answer = client.generic(
+                method.upper(), url, "{}", content_type="application/json", HTTP_ACCEPT="application/xml"
+            )
+            assert answer.status_code == 406, (method, path, answer.status_code)
+            assert answer.json() == {"detail": "Could not satisfy the request Accept header."}
 
 
 def test_stock_request_and_health_bodies(schema):
