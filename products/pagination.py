@@ -112,7 +112,7 @@ class ProductKeysetPagination(BasePagination):
 
     cursor_query_param = "cursor"
     page_size_query_param = "page_size"
-    max_page_size = 500
+    max_page_size = settings.PAGE_SIZE_MAX
     default_ordering = "name"
     # The browsable API shows "Previous"/"Next" links, as for DRF's cursor pages.
     template = "rest_framework/pagination/previous_and_next.html"

@@ -73,15 +73,19 @@ class _Env(environ.Env):
     db = db_url
 
 
-def _at_least(var: str, value, minimum, *, above: bool = False):
-    """Return ``value``, or refuse it below ``minimum`` (at or below it with ``above``)."""
-    if value < minimum or (above and value == minimum):
+def _at_least(var: str, value, minimum, *, above: bool = False, maximum=None):
+    """Return ``value``, or refuse it below ``minimum`` (at or below it with ``above``) or above ``maximum``."""
+    if value < minimum or (above and value == minimum) or (maximum is not None and value > maximum):
         bound = f"greater than {minimum}" if above else f"at least {minimum}"
+        bound += f" and at most {maximum}" if maximum is not None else ""
         raise ImproperlyConfigured(f"{var}: {value!r} is out of range; it must be {bound}.")
     return value
 
 
 env = _Env()
+
+# The most products a list page holds (?page_size= may ask up to it; products.pagination).
+PAGE_SIZE_MAX = 500
 
 # A local .env file (scripts/run.sh writes one holding a generated SECRET_KEY)
 # fills in what the real environment leaves unset; it never overrides it.
@@ -358,7 +362,7 @@ REST_FRAMEWORK = {
         "products.filters.ProductOrderingFilter",
     ],
     "DEFAULT_PAGINATION_CLASS": "products.pagination.ProductKeysetPagination",
-    "PAGE_SIZE": _at_least("PAGE_SIZE", env.int("PAGE_SIZE", default=50), 1),
+    "PAGE_SIZE": _at_least("PAGE_SIZE", env.int("PAGE_SIZE", default=50), 1, maximum=PAGE_SIZE_MAX),
     "DEFAULT_SCHEMA_CLASS": "products.openapi.ProductAutoSchema",
     # OPTIONS names price and quantity decimal and integer, with their limits.
     "DEFAULT_METADATA_CLASS": "products.metadata.ProductMetadata",

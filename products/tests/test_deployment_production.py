@@ -79,7 +79,9 @@ def test_settings_refuse_to_start_without_a_secret_key():
     [
         ("PRODUCT_CACHE_TIMEOUT", "abc", "PRODUCT_CACHE_TIMEOUT: 'abc' is not a valid value"),
         ("REDIS_SOCKET_TIMEOUT", "0", "REDIS_SOCKET_TIMEOUT: 0.0 is out of range; it must be greater than 0"),
-        ("PAGE_SIZE", "-1", "PAGE_SIZE: -1 is out of range; it must be at least 1"),
+        ("PAGE_SIZE", "-1", "PAGE_SIZE: -1 is out of range; it must be at least 1 and at most 500"),
+        # Above the page limit a list quietly held 500 (a review).
+        ("PAGE_SIZE", "501", "PAGE_SIZE: 501 is out of range; it must be at least 1 and at most 500"),
         ("PRODUCT_CACHE_LEASE_TIMEOUT", "0", "PRODUCT_CACHE_LEASE_TIMEOUT: 0.0 is out of range"),
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL: 'LOUD' is not one of"),
         ("DATABASE_URL", "postgres://u:secret@h:notaport/x", "DATABASE_URL is not a valid database URL"),
