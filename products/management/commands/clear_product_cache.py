@@ -11,8 +11,10 @@ from ._common import ProductCommand, redis_down_message
 
 class Command(ProductCommand):
     help = (
-        "Delete every product key this service wrote (its own key prefix only; "
-        "never FLUSHDB: other keys in the same Redis survive)."
+        "Delete the cached products, fill leases and request throttle counters (this "
+        "service's key prefix only; never FLUSHDB: other keys in the same Redis survive). "
+        "Kept: the buckets' generation and server keys, cached token checks and failed "
+        "sign-in counters."
     )
 
     def handle(self, *args, **options) -> None:
