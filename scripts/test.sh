@@ -45,29 +45,67 @@ say "ruff check and ruff format --check"
 say "lint-imports (layering contracts in setup.cfg)"
 "$VENV/bin/lint-imports" --no-cache >/dev/null || die "an import breaks the layering (run: .venv/bin/lint-imports)"
 
-# --- SQLite and PostgreSQL, side by side ------------------------------------
+# --- SQLite and PostgreSQL, side by side, each in two lanes ------------------
 # The two passes share nothing: each has its own test database, its own Redis
 # key prefix (test_settings.py) and its own ports for the processes it starts.
-# Most of a pass is one busy process, so on two cores they run in about the
-# time of one. The PostgreSQL pass writes to a log, shown when both are done.
-status=0
+# Each pass runs in two lanes at once (TEST_LANE, products/tests/conftest.py):
+# the tests that mostly wait on Redis, Sentinel and Cluster processes of their
+# own, and the rest; each lane has its own test database too. The SQLite
+# pass's "rest" lane prints as it goes; the others write logs under .run/,
+# shown when all are done, so the run ends with pytest's summary line.
+SQLITE_LANE_DB="$RUN_DIR/test-db-redis-processes.sqlite3"
+PG_LANE_DB="${DATABASE_TEST_NAME:-test_products}_redis_processes"
+lane_pids=()
+lane_logs=()
+start_lane() {  # start_lane LOG VAR=VALUE...: one lane of pytest in the background
+    local log="$1"
+    shift
+    env "$@" "$PY" -m pytest "${PYTEST_ARGS[@]}" >"$log" 2>&1 &
+    lane_pids+=("$!")
+    lane_logs+=("$log")
+}
+stop_lanes() { for pid in "${lane_pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap 'stop_lanes; cleanup' EXIT
+PYTEST_ARGS=("$@")
+
 PG_URL="$(postgres_url || true)"
+say "pytest on SQLite, tests that start Redis processes: $RUN_DIR/pytest-sqlite-redis-processes.log"
+start_lane "$RUN_DIR/pytest-sqlite-redis-processes.log" -u DATABASE_URL \
+    TEST_LANE=redis-processes SQLITE_TEST_NAME="$SQLITE_LANE_DB"
 if [ -n "$PG_URL" ]; then
-    pg_log="$RUN_DIR/pytest-postgresql.log"
-    say "pytest on PostgreSQL ($PG_URL), in the background: $pg_log"
     # It leaves out the tests marked database_independent: they start their
     # servers and commands on databases of their own, as on the SQLite pass.
-    DATABASE_URL="$PG_URL" DATABASE_INDEPENDENT_TESTS=skip "$PY" -m pytest "$@" >"$pg_log" 2>&1 &
-    pg_pid=$!
-    trap 'kill "$pg_pid" 2>/dev/null || true; cleanup' EXIT
+    for lane in redis-processes rest; do
+        log="$RUN_DIR/pytest-postgresql-$lane.log"
+        say "pytest on PostgreSQL ($PG_URL), $lane: $log"
+        extra=()
+        if [ "$lane" = redis-processes ]; then extra=(DATABASE_TEST_NAME="$PG_LANE_DB"); fi
+        start_lane "$log" DATABASE_URL="$PG_URL" DATABASE_INDEPENDENT_TESTS=skip TEST_LANE="$lane" "${extra[@]}"
+    done
 else
     say "PostgreSQL not reachable (set DATABASE_URL=postgres://...); running on SQLite only"
 fi
-say "pytest on SQLite"
-env -u DATABASE_URL "$PY" -m pytest "$@" || status=$?
-if [ -n "$PG_URL" ]; then
-    wait "$pg_pid" || status=$?
-    say "pytest on PostgreSQL ($PG_URL)"
-    cat "$pg_log"
-fi
+say "pytest on SQLite, the rest"
+rc=0
+env -u DATABASE_URL TEST_LANE=rest "$PY" -m pytest "$@" || rc=$?
+statuses=("$rc")
+for i in "${!lane_pids[@]}"; do
+    rc=0
+    wait "${lane_pids[$i]}" || rc=$?
+    statuses+=("$rc")
+    say "${lane_logs[$i]}"
+    cat "${lane_logs[$i]}"
+done
+lane_pids=()
+# 5 is pytest's "no test collected": arguments that select tests of one lane
+# leave the other lanes empty. The run fails on any other failure, or when
+# no lane ran a test.
+status=5
+for s in "${statuses[@]}"; do
+    if [ "$s" != 0 ] && [ "$s" != 5 ]; then
+        status="$s"
+        break
+    fi
+    [ "$s" = 0 ] && status=0
+done
 exit "$status"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -166,15 +167,56 @@ DATABASE_FIXTURES = {
 }
 
 
+# The files whose tests mostly wait on Redis, Sentinel and Cluster processes
+# of their own (starts, kills, failovers). scripts/test.sh runs them in a
+# lane of their own beside the rest of the pass (TEST_LANE): the waits
+# overlap the rest's work instead of adding to it.
+REDIS_PROCESS_LANE = frozenset(
+    {
+        "test_cache_cluster_keys.py",
+        "test_cache_outbox_processes.py",
+        "test_cache_restarts.py",
+        "test_near_cache_cluster.py",
+        "test_redis_failover.py",
+        "test_redis_tls.py",
+        "test_redis_topologies.py",
+    }
+)
+TEST_LANES = ("redis-processes", "rest")
+
+
 def pytest_collection_modifyitems(config, items):
+    """Keep the tests of this run's lane and pass (scripts/test.sh sets both)."""
+    lane = os.environ.get("TEST_LANE")
+    if lane:
+        if lane not in TEST_LANES:
+            raise pytest.UsageError(f"TEST_LANE must be one of {', '.join(TEST_LANES)}, not {lane!r}")
+        missing = sorted(name for name in REDIS_PROCESS_LANE if not (Path(__file__).parent / name).is_file())
+        if missing:  # a renamed file would silently change lanes
+            raise pytest.UsageError(f"REDIS_PROCESS_LANE names files that do not exist: {missing}")
+        _deselect(
+            config,
+            items,
+            [item for item in items if (item.path.name in REDIS_PROCESS_LANE) != (lane == "redis-processes")],
+        )
+    if os.environ.get("DATABASE_INDEPENDENT_TESTS") == "skip":
+        _deselect_database_independent(config, items)
+
+
+def _deselect(config, items, left_out: list) -> None:
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        gone = set(left_out)
+        items[:] = [item for item in items if item not in gone]
+
+
+def _deselect_database_independent(config, items) -> None:
     """On scripts/test.sh's PostgreSQL pass, leave out what the SQLite pass already ran the same.
 
     A test marked ``database_independent`` gives every server and command it
     starts a database of its own (or none), so the pass's database never
     reaches it; unless it also asks for the test database, it runs once.
     """
-    if os.environ.get("DATABASE_INDEPENDENT_TESTS") != "skip":
-        return
     once = [
         item
         for item in items
@@ -182,10 +224,7 @@ def pytest_collection_modifyitems(config, items):
         and not item.get_closest_marker("django_db")
         and not DATABASE_FIXTURES.intersection(item.fixturenames)
     ]
-    if once:
-        config.hook.pytest_deselected(items=once)
-        left_out = set(once)
-        items[:] = [item for item in items if item not in left_out]
+    _deselect(config, items, once)
 
 
 # --- Reports for fixtures (the browser tests save artifacts on failure) ------
