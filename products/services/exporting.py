@@ -24,6 +24,10 @@ from products.models import Product
 from products.services import ProgressCallback
 
 EXPORT_CHUNK_SIZE = 5000
+# The most rows one chunk may hold: a chunk is held in memory, and past 2**31 - 1
+# the databases refuse the count itself (PostgreSQL's FETCH, SQLite's LIMIT past
+# 2**63 - 1), which would read as a database that is not usable.
+EXPORT_MAX_CHUNK_SIZE = 1_000_000
 
 
 def product_export_chunks(

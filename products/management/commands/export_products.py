@@ -12,7 +12,7 @@ from django.core.management.base import CommandError, OutputWrapper
 
 from products.fileformats import FORMATS, format_for_path
 from products.models import Product
-from products.services.exporting import EXPORT_CHUNK_SIZE, ExportResult, product_export
+from products.services.exporting import EXPORT_CHUNK_SIZE, EXPORT_MAX_CHUNK_SIZE, ExportResult, product_export
 
 from ._common import DataCommand, Progress
 
@@ -62,14 +62,19 @@ class Command(DataCommand):
             type=int,
             default=EXPORT_CHUNK_SIZE,
             metavar="N",
-            help=f"rows fetched from the database at a time (default {EXPORT_CHUNK_SIZE})",
+            help=(
+                f"rows fetched from the database at a time, 1 to {EXPORT_MAX_CHUNK_SIZE:,} "
+                f"(default {EXPORT_CHUNK_SIZE})"
+            ),
         )
 
     def handle(
         self, *args, fmt: str | None, output: str, chunk_size: int, spreadsheet_safe: bool, **options
     ) -> None:
-        if chunk_size < 1:
-            raise CommandError("--chunk-size must be at least 1")
+        if not 1 <= chunk_size <= EXPORT_MAX_CHUNK_SIZE:
+            raise CommandError(
+                f"--chunk-size must be from 1 to {EXPORT_MAX_CHUNK_SIZE:,} (got {chunk_size:,})"
+            )
         to_stdout = output == "-"
         if fmt is None:
             fmt = "csv" if to_stdout else format_for_path(output)
