@@ -400,7 +400,7 @@ def _read_json_array(stream: BinaryIO) -> Iterator[RawRow | RowError]:
                     try:
                         obj, end = jsonnumbers.raw_decode(scanner.buf, scanner.pos)
                     except jsonnumbers.JSONError as exc:
-                        unfinished = not isinstance(exc, jsonnumbers.NumberOutOfRange)
+                        unfinished = not isinstance(exc, jsonnumbers.InvalidValue)
                         if (
                             unfinished
                             and not scanner.eof

@@ -9,7 +9,10 @@ the product rules refuse it as they refuse the same text in a string.
 Python's ``int()`` refuses strings of more than 4,300 digits with a
 ValueError; an integer that long is kept as a ``Decimal`` too (the rules then
 say it is out of range). Nesting deeper than Python's recursion limit, NaN,
-Infinity and exponents beyond what a Decimal holds are decode errors.
+Infinity and exponents beyond what a Decimal holds are decode errors, and so
+is an object that names a key twice (``{"price": "1", "price": "-5"}``): which
+one counts would be the parser's choice, not the client's, and two readers of
+the same body (a proxy, a log, this service) could each take another.
 """
 
 from __future__ import annotations
@@ -29,8 +32,16 @@ class JSONError(ValueError):
         self.pos = pos
 
 
-class NumberOutOfRange(JSONError):
-    """A number no Decimal holds: the text is complete, and wrong (not cut short)."""
+class InvalidValue(JSONError):
+    """The text of the value is complete, and wrong (not cut short): reading more would not help."""
+
+
+class NumberOutOfRange(InvalidValue):
+    """A number no Decimal holds."""
+
+
+class DuplicateKey(InvalidValue):
+    """An object that names the same key twice."""
 
 
 def _int(text: str) -> int | Decimal:
@@ -49,7 +60,21 @@ def _constant(name: str) -> None:
     raise JSONError(f"{name} is not a JSON number")
 
 
-DECODER = json.JSONDecoder(parse_float=_decimal, parse_int=_int, parse_constant=_constant)
+def _object(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                shown = key if len(key) <= 40 else key[:40] + "..."
+                raise DuplicateKey(f"duplicate key {shown!r} in an object")
+            seen.add(key)
+    return obj
+
+
+DECODER = json.JSONDecoder(
+    parse_float=_decimal, parse_int=_int, parse_constant=_constant, object_pairs_hook=_object
+)
 
 
 def raw_decode(text: str, pos: int = 0) -> tuple[object, int]:
