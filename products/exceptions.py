@@ -11,7 +11,7 @@ from django.http import HttpResponse, JsonResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.utils.html import escape
-from django.views import defaults
+from django.views import csrf, defaults
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.permissions import SAFE_METHODS
@@ -213,6 +213,19 @@ def handler403(request, exception=None):
     if answers_json(request):
         return json_error("You do not have permission to perform this action.", 403)
     return defaults.permission_denied(request, exception)
+
+
+def csrf_failure(request, reason: str = ""):
+    """CSRF_FAILURE_VIEW: DRF's words in JSON when the client prefers JSON, Django's page for a browser.
+
+    The API's own views are exempt (DRF checks CSRF for session clients and
+    answers 403 JSON itself); this answers the rest: the admin, the login
+    pages and the redirect at ``/``, posted to by a client that sent no
+    CSRF token.
+    """
+    if answers_json(request):
+        return json_error(f"CSRF Failed: {reason}", 403)
+    return csrf.csrf_failure(request, reason)
 
 
 def handler404(request, exception=None):

@@ -109,6 +109,9 @@ ALLOWED_HOSTS = env.list(
     default=["127.0.0.1", "localhost", "[::1]", "testserver"] if DEBUG else [],
 )
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# A refused CSRF check is JSON for a client that prefers JSON (as every other
+# error page outside the API's paths), Django's HTML page for a browser.
+CSRF_FAILURE_VIEW = "products.exceptions.csrf_failure"
 
 INSTALLED_APPS = [
     "products.apps.ProductAdminConfig",  # django.contrib.admin, with products.admin_site
