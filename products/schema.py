@@ -72,6 +72,12 @@ R406 = _error(
     example="Could not satisfy the request Accept header.",
 )
 R413 = _error("The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.")
+# gunicorn's own refusal (productsite/gunicorn_errors.py), before the app: a
+# list's search and filters are free text, and a long enough query reaches it.
+R414 = _error(
+    "The request line (method, path and query string) is longer than 4,094 bytes; shorten the query.",
+    example="URI Too Long: Request Line is too large (5035 > 4094)",
+)
 R415 = _error(
     "The Content-Type is not JSON, form or multipart.",
     example='Unsupported media type "text/plain" in request.',
@@ -229,7 +235,7 @@ product_viewset_schema = extend_schema_view(
             "Cursor-paginated (follow `next` / `previous`; no count), ordered by `ordering` "
             "with name breaking ties. Bad filter, ordering, page size or cursor: 400."
         ),
-        responses={200: ProductSerializer(many=True), 400: R400, **READ_ERRORS},
+        responses={200: ProductSerializer(many=True), 400: R400, 414: R414, **READ_ERRORS},
         parameters=[SEARCH, *PRICE_BOUNDS, RETRY_AFTER],
     ),
     create=_products_operation(
