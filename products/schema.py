@@ -191,10 +191,12 @@ def _price_bound(name: str, description: str) -> OpenApiParameter:
     )
 
 
-# django-filter's CharFilter does not export its max_length (longer: 400).
+# django-filter's CharFilter does not export its max_length (longer: 400). No
+# NUL: the service refuses one anywhere in a query string (400,
+# products/request_guards.py), so a NUL is no valid search (schemathesis met it).
 SEARCH = OpenApiParameter(
     "search",
-    {"type": "string", "maxLength": validators.NAME_MAX_LENGTH},
+    {"type": "string", "maxLength": validators.NAME_MAX_LENGTH, "pattern": "^[^\\x00]*$"},
     OpenApiParameter.QUERY,
     description="Name contains this (case-insensitive).",
 )
