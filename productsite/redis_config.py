@@ -30,6 +30,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+# Where a configuration with problems points the cache: no such directory, so
+# every connection fails at once (ENOENT), and no server is ever reached.
+MISCONFIGURED_SOCKET_DIR = "/nonexistent-redis-configuration-error"
 
 SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
 
@@ -416,9 +419,14 @@ def cache_settings(
 ) -> dict:
     """Return ``CACHES['default']`` for the topology (django-redis in every case).
 
-    A topology with problems still gets a configuration (one server at the
-    default URL) so that settings import and ``manage.py check`` can say what
-    is wrong; productsite.wsgi refuses to serve it.
+    A topology with problems still gets a configuration so that settings
+    import and ``manage.py check`` can say what is wrong; productsite.wsgi
+    refuses to serve it. That configuration is a Unix socket that cannot
+    exist (named after the problems), never a real server: a process that
+    runs no system checks (``manage.py shell``) must not read or invalidate
+    on whatever answers at the default URL, another deployment's Redis. Its
+    reads go to the database and its writes' invalidations to the outbox, as
+    during any outage, and its log names the problem.
     """
     import redis
     from redis.backoff import NoBackoff
@@ -447,7 +455,7 @@ def cache_settings(
     }
     if topology.problems or topology.kind == SINGLE:
         options["CLIENT_CLASS"] = "django_redis.client.DefaultClient"
-        config["LOCATION"] = DEFAULT_URL if topology.problems else topology.url
+        config["LOCATION"] = _misconfigured_location(topology) if topology.problems else topology.url
     elif topology.kind == SENTINEL:
         config["LOCATION"] = [_sentinel_location(topology)]
         options.update(
@@ -471,6 +479,11 @@ def cache_settings(
             CLUSTER_NODES=list(topology.nodes),
         )
     return config
+
+
+def _misconfigured_location(topology: RedisTopology) -> str:
+    ids = "-".join(sorted({problem.id for problem in topology.problems}))
+    return f"unix://{MISCONFIGURED_SOCKET_DIR}/redis-configuration-error-{ids}-see-manage.py-check.sock"
 
 
 def _credentials(url: str) -> str:

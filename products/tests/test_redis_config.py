@@ -307,3 +307,57 @@ def test_a_wrong_sentinel_password_is_one_short_line_that_names_the_settings(red
     warning = next(line for line in result.stderr.splitlines() if "Redis unavailable" in line)
     assert "REDIS_SENTINEL_PASSWORD" in warning and "<redis." not in warning, warning
     assert len(warning) < 600, warning
+
+
+@pytest.mark.parametrize(
+    "environ, check_id",
+    [
+        (
+            {
+                "REDIS_URL": "redis://127.0.0.1:6379/0",
+                "REDIS_SENTINELS": "127.0.0.1:26379",
+                "REDIS_SENTINEL_MASTER": "m",
+            },
+            "products.E027",
+        ),
+        ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000;127.0.0.1:7001"}, "products.E022"),
+        ({"REDIS_SENTINELS": "127.0.0.1:26379"}, "products.E023"),
+    ],
+    ids=["url-beside-sentinels", "malformed-cluster-nodes", "sentinel-without-master"],
+)
+def test_a_bad_configuration_points_the_cache_at_no_server(environ, check_id):
+    # A review: with REDIS_URL beside REDIS_SENTINELS, `manage.py shell` (which
+    # runs no system checks) read and invalidated on the default
+    # redis://127.0.0.1:6379/0, neither of the servers it was given: another
+    # deployment's Redis, written to in silence.
+    location = _cache(environ)["LOCATION"]
+    assert location.startswith(f"unix://{redis_config.MISCONFIGURED_SOCKET_DIR}/")
+    assert check_id in location and location != redis_config.DEFAULT_URL
+
+
+def test_a_shell_with_a_bad_configuration_reaches_no_server_and_says_why():
+    environment = server_env(
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        REDIS_SENTINELS="127.0.0.1:26379",
+        REDIS_SENTINEL_MASTER="m",
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from django.conf import settings; from django.core.cache import caches\n"
+            "print(settings.CACHES['default']['LOCATION'])\n"
+            "try:\n    caches['default'].get('x')\nexcept Exception as exc:\n    print('refused:', exc)",
+        ],
+        cwd=BASE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    location = result.stdout.splitlines()[-2]
+    assert location.startswith("unix:///nonexistent") and "127.0.0.1" not in location
+    assert "refused:" in result.stdout and "products.E027" in result.stdout.splitlines()[-1]
