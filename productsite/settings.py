@@ -90,6 +90,10 @@ PAGE_SIZE_MAX = 500
 # A local .env file (scripts/run.sh writes one holding a generated SECRET_KEY)
 # fills in what the real environment leaves unset; it never overrides it.
 ENV_FILE = Path(os.environ.get("ENV_FILE", BASE_DIR / ".env"))
+# An exported but blank SECRET_KEY counts as unset, as in scripts/run.sh: the
+# key .env holds applies, rather than "SECRET_KEY is not set" beside it.
+if not os.environ.get("SECRET_KEY", "unset").strip():
+    del os.environ["SECRET_KEY"]
 if ENV_FILE.is_file():
     environ.Env.read_env(ENV_FILE)
 

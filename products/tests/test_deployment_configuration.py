@@ -18,7 +18,7 @@ PRINT_SETTINGS = (
 )
 
 
-def run_settings(**env: str) -> subprocess.CompletedProcess:
+def run_settings(env_file: str = "/nonexistent/.env", **env: str) -> subprocess.CompletedProcess:
     clean = {
         k: v
         for k, v in os.environ.items()
@@ -26,7 +26,7 @@ def run_settings(**env: str) -> subprocess.CompletedProcess:
         not in {"DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "PRODUCT_CACHE_TIMEOUT"}
     }
     # ENV_FILE: ignore a developer's local .env, so the defaults show.
-    clean.update(env, DJANGO_SETTINGS_MODULE="productsite.settings", ENV_FILE="/nonexistent/.env")
+    clean.update(env, DJANGO_SETTINGS_MODULE="productsite.settings", ENV_FILE=env_file)
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); " + PRINT_SETTINGS],
         cwd=BASE_DIR,
@@ -38,6 +38,18 @@ def run_settings(**env: str) -> subprocess.CompletedProcess:
 
 def test_secret_key_is_required_when_debug_is_off():
     result = run_settings()
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+@pytest.mark.parametrize("blank", ["", " "])
+def test_a_blank_exported_secret_key_counts_as_unset(tmp_path, blank):
+    env_file = tmp_path / ".env"
+    env_file.write_text("SECRET_KEY=" + "k" * 50 + "\n")
+    result = run_settings(env_file=str(env_file), SECRET_KEY=blank)
+    assert result.returncode == 0, result.stderr
+    # Without a key in .env, blank is "not set" (not a one-space key).
+    result = run_settings(SECRET_KEY=blank)
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr
 
