@@ -7,10 +7,12 @@ from django.contrib.auth.views import LogoutView
 from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import RedirectView
+from rest_framework.exceptions import MethodNotAllowed
 
 from products import monitoring, views
 from products.admin_site import logout_confirmation
 from products.api_root import ServiceRouter
+from products.exceptions import answers_json, json_error
 from products.validators import NAME_URL_PATTERN
 from productsite import staticfiles
 
@@ -39,6 +41,22 @@ def confirm_then_logout(request):
     return LogoutView.as_view()(request)
 
 
+class SiteRoot(RedirectView):
+    """``/``: GET and HEAD lead to the API root; another method is a 405, JSON to a client that prefers it."""
+
+    pattern_name = "api-root"
+    permanent = False
+    http_method_names = ["get", "head", "options"]
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        response = super().http_method_not_allowed(request, *args, **kwargs)
+        if answers_json(request):  # as the API's 405s and every other error page here
+            allow = response["Allow"]
+            response = json_error(MethodNotAllowed(request.method).detail, 405)
+            response["Allow"] = allow
+        return response
+
+
 router = ServiceRouter()
 # Names may contain dots; "name.json" is a name, not a format suffix.
 router.include_format_suffixes = False
@@ -46,7 +64,7 @@ router.register("products", views.ProductViewSet, basename="product")
 
 urlpatterns = [
     # A newcomer opening the server's address lands on the API root, which links the docs.
-    path("", RedirectView.as_view(pattern_name="api-root", permanent=False), name="home"),
+    path("", SiteRoot.as_view(), name="home"),
     path("api/", include(router.urls)),
     path("api/schema/", _docs_view("SchemaView"), name="schema"),
     path("api/docs/", _docs_view("SwaggerView", url_name="schema"), name="swagger-ui"),

@@ -21,6 +21,19 @@ def test_the_site_root_redirects_to_the_api_root(anon_client):
     assert response["Location"] == "/api/"
 
 
+def test_head_at_the_site_root_redirects_too(anon_client):
+    response = anon_client.head("/")
+    assert (response.status_code, response["Location"]) == (302, "/api/")
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "TRACE"])
+def test_another_method_at_the_site_root_is_a_405_in_json_for_a_json_client(anon_client, method):
+    response = anon_client.generic(method, "/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD, OPTIONS"
+    assert response.json() == {"detail": f'Method "{method}" not allowed.'}
+
+
 def test_api_root_describes_the_service_and_links_docs_admin_and_health(anon_client):
     body = anon_client.get("/api/", HTTP_ACCEPT="application/json").json()
     assert body["service"] == "Product catalogue API"
