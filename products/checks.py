@@ -50,15 +50,24 @@ def check_near_cache(app_configs, **kwargs):
         settings.PRODUCT_NEAR_CACHE,
         settings.PRODUCT_CACHE_ENABLED,
         settings.CACHES.get("default", {}).get("OPTIONS", {}).get("SOCKET_TIMEOUT"),
+        settings.PRODUCT_NEAR_CACHE_SIZE,
     )
 
 
-def near_cache_notes(enabled: bool, cache_enabled: bool, socket_timeout) -> list:
+def near_cache_notes(enabled: bool, cache_enabled: bool, socket_timeout, size: int = 1000) -> list:
     """Say when the near cache (products.nearcache) is off, or configured unsafely."""
     from .nearcache import PROOF_WINDOW
 
-    if not enabled or not cache_enabled:
-        reason = "PRODUCT_NEAR_CACHE is off" if not enabled else "PRODUCT_CACHE_ENABLED is off"
+    reason = (
+        "PRODUCT_NEAR_CACHE is off"
+        if not enabled
+        else "PRODUCT_CACHE_ENABLED is off"
+        if not cache_enabled
+        else "PRODUCT_NEAR_CACHE_SIZE is 0"
+        if size <= 0
+        else None
+    )
+    if reason:
         return [Info(f"The product near cache is off: {reason}.", id="products.I001")]
     if not socket_timeout or socket_timeout <= PROOF_WINDOW:
         return [

@@ -70,8 +70,16 @@ _HIT = 1
 
 
 def configured() -> bool:
-    """Return True when settings ask for a near cache (PRODUCT_NEAR_CACHE) and a product cache."""
-    return bool(settings.PRODUCT_NEAR_CACHE) and bool(settings.PRODUCT_CACHE_ENABLED)
+    """Return True when settings ask for a near cache (PRODUCT_NEAR_CACHE, a size above 0) and a product cache.
+
+    A size of 0 is off: tracked reads that keep nothing would cost Redis a
+    tracking entry and a message per read for no near hit.
+    """
+    return (
+        bool(settings.PRODUCT_NEAR_CACHE)
+        and settings.PRODUCT_NEAR_CACHE_SIZE > 0
+        and bool(settings.PRODUCT_CACHE_ENABLED)
+    )
 
 
 class _Tracker:
@@ -399,5 +407,11 @@ def reset() -> None:
 
 def drop_near_cache_on_setting_change(setting: str, **kwargs) -> None:
     """Forget every copy and tracked connection when the cache's settings change (tests)."""
-    if setting in ("CACHES", "PRODUCT_NEAR_CACHE", "PRODUCT_CACHE_ENABLED", "REDIS_CLUSTER_NODES"):
+    if setting in (
+        "CACHES",
+        "PRODUCT_NEAR_CACHE",
+        "PRODUCT_NEAR_CACHE_SIZE",
+        "PRODUCT_CACHE_ENABLED",
+        "REDIS_CLUSTER_NODES",
+    ):
         reset()

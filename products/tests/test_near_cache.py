@@ -130,12 +130,25 @@ def test_off_when_the_setting_says_so(settings):
     assert nearcache.get("Mug") is None
 
 
+def test_a_size_of_zero_is_off_and_reads_are_not_tracked(private_redis, settings):
+    settings.PRODUCT_NEAR_CACHE_SIZE = 0
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    for _ in range(4):
+        assert read("Mug") is not None
+    assert not nearcache.enabled()
+    assert nearcache.read_script("Mug") is None
+    assert nearcache.holds("Mug") is None
+
+
 def test_the_check_says_when_the_near_cache_is_off_or_unsafe():
     from products.checks import near_cache_notes
 
     assert near_cache_notes(True, True, 0.1) == []
     assert [m.id for m in near_cache_notes(False, True, 0.1)] == ["products.I001"]
     assert [m.id for m in near_cache_notes(True, False, 0.1)] == ["products.I001"]
+    assert [m.msg for m in near_cache_notes(True, True, 0.1, size=0)] == [
+        "The product near cache is off: PRODUCT_NEAR_CACHE_SIZE is 0."
+    ]
     assert [m.id for m in near_cache_notes(True, True, 0.02)] == ["products.E003"]
 
 
