@@ -310,13 +310,19 @@ LOGIN_REDIRECT_URL = "/api/products/"
 # --- REST framework ---------------------------------------------------------
 
 
-def _rate(name: str, default: str) -> str:
-    """Read a throttle rate such as "100/minute"; refuse a typo at startup, not per request."""
+def _rate(name: str, default: str, *, zero_means: str = "") -> str:
+    """Read a throttle rate such as "100/minute"; refuse a typo at startup, not per request.
+
+    A count of 0 refuses every request the rate counts; ``zero_means`` (what
+    that would lock out) makes 0 a configuration error instead.
+    """
     value = env.str(name, default=default).strip()
     if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
         raise ImproperlyConfigured(
             f"{name}={value!r} is not a rate: use <requests>/<second|minute|hour|day>, e.g. 100/minute."
         )
+    if zero_means and int(value.split("/")[0]) == 0:
+        raise ImproperlyConfigured(f"{name}={value!r}: the count must be at least 1 ({zero_means}).")
     return value
 
 
@@ -409,8 +415,12 @@ SPECTACULAR_SETTINGS = {
 # Failed authentications (wrong password or token) allowed per window before
 # further attempts answer 429: per client address (every username and token
 # from it) and per username (from every address). See docs/security.md.
-AUTH_FAILURE_RATE_PER_ADDRESS = _rate("AUTH_FAILURE_RATE_PER_ADDRESS", "20/hour")
-AUTH_FAILURE_RATE_PER_USERNAME = _rate("AUTH_FAILURE_RATE_PER_USERNAME", "10/hour")
+AUTH_FAILURE_RATE_PER_ADDRESS = _rate(
+    "AUTH_FAILURE_RATE_PER_ADDRESS", "20/hour", zero_means="0 would refuse every sign-in and token"
+)
+AUTH_FAILURE_RATE_PER_USERNAME = _rate(
+    "AUTH_FAILURE_RATE_PER_USERNAME", "10/hour", zero_means="0 would refuse every sign-in"
+)
 
 # --- Request limits -----------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = _at_least(

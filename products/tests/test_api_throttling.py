@@ -151,3 +151,23 @@ def test_a_malformed_rate_in_the_environment_stops_startup():
     result = manage(server_env(THROTTLE_ANON_RATE="lots"), "check")
     assert result.returncode != 0
     assert "THROTTLE_ANON_RATE='lots' is not a rate" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["AUTH_FAILURE_RATE_PER_ADDRESS", "AUTH_FAILURE_RATE_PER_USERNAME"])
+def test_a_failed_sign_in_rate_of_zero_stops_startup(name):
+    # 0 allowed failures would refuse every sign-in before its password is checked.
+    from .support.processes import manage, server_env
+
+    result = manage(server_env(**{name: "0/hour"}), "check")
+    assert result.returncode != 0
+    assert f"{name}='0/hour': the count must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_request_rate_of_zero_is_accepted_and_refuses_every_such_request(anon_client, editor_client, rates):
+    from .support.processes import manage, server_env
+
+    assert manage(server_env(THROTTLE_ANON_RATE="0/minute"), "check").returncode == 0
+    rates("0/minute", "100/hour")  # anonymous access closed, editors unaffected
+    assert anon_client.get("/api/products/").status_code == 429
+    assert editor_client.get("/api/products/").status_code == 200
