@@ -54,21 +54,20 @@ def check_near_cache(app_configs, **kwargs):
     )
 
 
-def near_cache_notes(enabled: bool, cache_enabled: bool, socket_timeout, size: int = 1000) -> list:
+def near_cache_notes(enabled: bool, cache_enabled: bool, socket_timeout, size: int = 1) -> list:
     """Say when the near cache (products.nearcache) is off, or configured unsafely."""
     from .nearcache import PROOF_WINDOW
 
-    reason = (
-        "PRODUCT_NEAR_CACHE is off"
-        if not enabled
-        else "PRODUCT_CACHE_ENABLED is off"
-        if not cache_enabled
-        else "PRODUCT_NEAR_CACHE_SIZE is 0"
-        if size <= 0
-        else None
-    )
-    if reason:
-        return [Info(f"The product near cache is off: {reason}.", id="products.I001")]
+    if not enabled:
+        off = "PRODUCT_NEAR_CACHE is off"
+    elif not cache_enabled:
+        off = "PRODUCT_CACHE_ENABLED is off"
+    elif size <= 0:
+        off = "PRODUCT_NEAR_CACHE_SIZE is 0"
+    else:
+        off = ""
+    if off:
+        return [Info(f"The product near cache is off: {off}.", id="products.I001")]
     if not socket_timeout or socket_timeout <= PROOF_WINDOW:
         return [
             Error(
