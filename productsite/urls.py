@@ -42,7 +42,7 @@ def confirm_then_logout(request):
 
 
 class SiteRoot(RedirectView):
-    """``/``: GET and HEAD lead to the API root; another method is a 405, JSON to a client that prefers it."""
+    """``/``: GET, HEAD and OPTIONS lead to the API root; another method is a 405, JSON to a client that prefers it."""
 
     pattern_name = "api-root"
     permanent = False
