@@ -30,13 +30,29 @@ apt_install redis-sentinel redis-sentinel ||
     say "redis-sentinel not installed; the Sentinel tests use 'redis-server --sentinel', which is enough"
 
 # --- Browser tests: the system Chromium, driven by Playwright -------------
+deselect=""
 if ! scripts/ensure_chromium.sh; then
     if [ -n "${CI:-}" ]; then
         die "Chromium is required for the browser tests in CI"
     fi
     say "WARNING: no Chromium: running WITHOUT the browser tests (-m 'not browser')"
-    set -- -m "not browser" "$@"
+    deselect="not browser"
 fi
+
+# --- The generated TypeScript client: Node.js >= 20.19 with npm --------------
+# (products/tests/typescript pins @hey-api/openapi-ts, which needs that Node.)
+node_is_recent() {
+    node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+             process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null
+}
+if ! { apt_install node nodejs && apt_install npm npm && node_is_recent; }; then
+    if [ -n "${CI:-}" ]; then
+        die "Node.js >= 20.19 and npm are required for the TypeScript client test in CI"
+    fi
+    say "WARNING: no Node.js >= 20.19 with npm: running WITHOUT the TypeScript client test (-m 'not typescript')"
+    deselect="${deselect:+$deselect and }not typescript"
+fi
+if [ -n "$deselect" ]; then set -- -m "$deselect" "$@"; fi
 
 # --- Lint and format: the same ruff the developers run ---------------------
 say "ruff check and ruff format --check"

@@ -5,6 +5,7 @@ The helpers behind them live in products/tests/support/.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.test import Client as DjangoClient
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -236,3 +238,12 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture(scope="session")
+def served_schema(django_db_setup, django_db_blocker) -> dict:
+    """The OpenAPI schema the service serves, as JSON (the generated-client tests start from it)."""
+    with django_db_blocker.unblock():
+        response = DjangoClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    return json.loads(response.content)

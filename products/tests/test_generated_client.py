@@ -19,7 +19,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from django.test import Client as DjangoClient
 
 from products.models import Product
 
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.slow  # a generator run and a live server
 
 PACKAGE = "catalogue_client"
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="session")
-def served_schema(django_db_setup, django_db_blocker) -> dict:
-    with django_db_blocker.unblock():
-        response = DjangoClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
-    assert response.status_code == 200
-    return json.loads(response.content)
 
 
 @pytest.fixture(scope="session")
