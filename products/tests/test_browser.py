@@ -178,6 +178,10 @@ def test_admin_add_edit_search_filter_delete_are_seen_by_the_api_at_once(page, l
     # Add a product: the API knows it at once (it answered 404 just before).
     assert api_get(live_server, "Desk lamp").status_code == 404
     page.click(".object-tools a.addlink")
+    # The add form's script (admin/js/change_form.js) focuses the name field
+    # when it runs: filling before it can type the price into the name (seen
+    # under load in CI), so wait for the page to load.
+    page.wait_for_load_state()
     page.fill("#id_name", "Desk lamp")
     page.fill("#id_price", "24.90")
     page.fill("#id_quantity", "7")
@@ -333,6 +337,7 @@ def test_browsable_api_list_pagination_filters_login_and_create(page, live_serve
     page.goto("/api/products/")
     expect(page.locator("#post-object-form")).to_have_count(0)
     page.locator(".navbar").get_by_role("link", name="Log in").click()
+    page.wait_for_load_state()  # the username field's autofocus, before typing elsewhere
     page.fill("#id_username", "editor")
     page.fill("#id_password", "pw-editor")
     page.click("input[type=submit]")
@@ -394,6 +399,7 @@ def test_login_logout_and_breadcrumbs_keep_a_product_name_with_hash_and_space(pa
     page.locator(".breadcrumb").get_by_role("link", name="Product Instance").click()
     assert shown_json(page)["name"] == "C# book"
     page.locator(".navbar").get_by_role("link", name="Log in").click()
+    page.wait_for_load_state()  # the username field's autofocus, before typing elsewhere
     page.fill("#id_username", "editor")
     page.fill("#id_password", "pw-editor")
     page.click("input[type=submit]")
@@ -408,6 +414,7 @@ def test_login_logout_and_breadcrumbs_keep_a_product_name_with_hash_and_space(pa
     # cached under the first login: its forms carry this session's CSRF token.
     page.goto("/api/?search=x")
     page.locator(".navbar").get_by_role("link", name="Log in").click()
+    page.wait_for_load_state()  # the username field's autofocus, before typing elsewhere
     page.fill("#id_username", "editor")
     page.fill("#id_password", "pw-editor")
     page.click("input[type=submit]")
