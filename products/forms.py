@@ -40,7 +40,8 @@ class ProductForm(forms.ModelForm):
         error_messages={"required": validators.BLANK_NAME_MESSAGE},  # an empty box is a blank name
     )
     price = RuleField(validators.clean_price, widget=forms.NumberInput(attrs={"step": "0.01", "min": "0"}))
-    quantity = RuleField(validators.clean_quantity, widget=forms.NumberInput(attrs={"min": "0"}))
+    # Starts at 0, the quantity a product gets when the API or an import leaves it out.
+    quantity = RuleField(validators.clean_quantity, initial=0, widget=forms.NumberInput(attrs={"min": "0"}))
     # The product's updated_at when the editor opened the page: a save over a
     # change made since (another editor, the API) is refused, as If-Match
     # refuses it on the API, instead of silently undoing that change.

@@ -172,6 +172,12 @@ def dict_of(fields: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 @pytest.mark.django_db
+def test_the_add_form_starts_with_the_quantity_the_api_gives_a_product_left_without_one(admin_client):
+    page = admin_client.get("/admin/products/product/add/").content.decode()
+    box = page[page.index('name="quantity"') - 200 : page.index('name="quantity"') + 200]
+    assert 'value="0"' in box, box
+
+
 def test_the_name_box_does_not_cut_names_the_rule_accepts(admin_client):
     # A maxlength of 200 counted UTF-16 units in the browser: 150 emoji were
     # cut to 100 without a word, and the shorter name was saved.
