@@ -412,7 +412,7 @@ def warm_products(names: Sequence[str], load_many: Callable[[list[str]], dict[st
     token, lease_ms = _lease_token(), _lease_ms()
     keys = {name: list(cachekeys.product_keys(name)) for name in names}
     reads = [(keys[name], [token, lease_ms]) for name in names]
-    answers = transport.run(lambda c: scripts.eval_many(c, "read", reads))
+    answers = transport.run(lambda c: scripts.eval_many(c, "read", reads), patience=transport.BULK_PATIENCE)
     already = sum(1 for kind, _ in answers if kind == _HIT)
     leases = {name: gen for name, (kind, gen) in zip(names, answers) if kind == _LEASE}
     found = load_many(list(leases)) if leases else {}
@@ -425,6 +425,6 @@ def warm_products(names: Sequence[str], load_many: Callable[[list[str]], dict[st
             scripts.eval_many(client, "release", releases)
         return sum(1 for ok in scripts.eval_many(client, "fill", fills) if ok) if fills else 0
 
-    filled = transport.run(fill) if leases else 0
+    filled = transport.run(fill, patience=transport.BULK_PATIENCE) if leases else 0
     missing = [name for name in leases if name not in found]
     return WarmedBatch(already + filled, len(names) - already - filled - len(missing), missing)

@@ -330,7 +330,7 @@ def clear(*, sign_in_limits: bool = False) -> int:
                 batch.clear()
         return deleted + (client.unlink(*batch) if batch else 0)
 
-    return transport.run(op)
+    return transport.run(op, patience=transport.BULK_PATIENCE)
 
 
 def info() -> dict[str, object]:
@@ -365,4 +365,4 @@ def info() -> dict[str, object]:
             "used_memory_human": f"{used / 1048576:.2f}M" if used is not None else None,
         }
 
-    return transport.run(op)
+    return transport.run(op, patience=transport.BULK_PATIENCE)

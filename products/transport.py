@@ -40,6 +40,7 @@ from django.conf import settings
 from django.core.cache import caches
 from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, OutOfMemoryError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError  # not the builtin
 
 from . import metrics, serveridentity
 from .logfields import AtMostEvery
@@ -75,6 +76,10 @@ T = TypeVar("T")
 # try costs at most one socket timeout, so a Redis that answers again is
 # resynced within about this plus one timeout.
 _PROBE_INTERVAL = 0.1
+# How long run(patience=...) waits before trying again after a timeout.
+_PATIENT_PAUSE = 0.05
+# The patience of the commands' bulk operations (warm-up, clear, info), in seconds.
+BULK_PATIENCE = 5.0
 
 
 class CacheUnavailable(Exception):
@@ -326,29 +331,38 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def run(op: Callable[[Client], T], *, force: bool = False) -> T:
+def run(op: Callable[[Client], T], *, force: bool = False, patience: float = 0.0) -> T:
     """Run one Redis operation under the breaker; raise CacheUnavailable.
 
     ``force`` tries Redis even while the breaker is open: an invalidation must
     never be skipped because of an earlier failure, and a success closes the
-    breaker.
+    breaker. ``patience`` (seconds; the bulk operations of the manage.py
+    commands) runs ``op`` again after a socket timeout until that long has
+    passed: a busy Redis or machine can miss the short timeout meant for
+    requests now and then, and an operator's warm-up should not fail for it.
+    ``op`` must then be safe to run again. A refused connection fails at once.
     """
     if not force and _breaker.is_open:
         raise CacheUnavailable("circuit open")
-    try:
-        redis_client = client()
-        if _breaker.take_resync() and _resync is not None:
-            try:
-                _resync(redis_client)
-            except RedisError:
-                _breaker.need_resync()
-                raise
-        result = op(redis_client)
-    except RedisError as exc:
-        _breaker.trip(exc)
-        raise CacheUnavailable(str(exc)) from exc
-    _breaker.succeeded()
-    return result
+    give_up_at = time.monotonic() + patience
+    while True:
+        try:
+            redis_client = client()
+            if _breaker.take_resync() and _resync is not None:
+                try:
+                    _resync(redis_client)
+                except RedisError:
+                    _breaker.need_resync()
+                    raise
+            result = op(redis_client)
+        except RedisError as exc:
+            _breaker.trip(exc)
+            if isinstance(exc, RedisTimeoutError) and time.monotonic() < give_up_at:
+                time.sleep(_PATIENT_PAUSE)
+                continue
+            raise CacheUnavailable(str(exc)) from exc
+        _breaker.succeeded()
+        return result
 
 
 def check_servers_again() -> None:
@@ -427,10 +441,13 @@ def need_resync() -> None:
     _breaker.need_resync()
 
 
-def status() -> str:
-    """Return "ok" when Redis answers a PING now (a Cluster: serves every slot), else "down"."""
+def status(*, patience: float = 0.0) -> str:
+    """Return "ok" when Redis answers a PING now (a Cluster: serves every slot), else "down".
+
+    ``patience``: as :func:`run`'s (a command about to start bulk work).
+    """
     try:
-        run(_check_serving)
+        run(_check_serving, patience=patience)
     except CacheUnavailable:
         return "down"
     return "ok"

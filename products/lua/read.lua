@@ -21,7 +21,9 @@ if value and string.sub(value, 1, #head) == head then
   return {1, string.sub(value, #head + 1)}
 end
 local lease = redis.call('GET', KEYS[3])
-if lease and string.sub(lease, 1, #gen + 1) == gen .. ':' then
+-- A lease of this token's own (a warm-up sending its batch again after a
+-- timeout) is taken again; a token is never reused otherwise.
+if lease and string.sub(lease, 1, #gen + 1) == gen .. ':' and lease ~= gen .. ':' .. ARGV[1] then
   return {3, gen}
 end
 redis.call('SET', KEYS[3], gen .. ':' .. ARGV[1], 'PX', ARGV[2])

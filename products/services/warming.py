@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from products import cache
+from products import cache, transport
 from products.models import Product
 from products.selectors import products_json
 from products.services import ProgressCallback
@@ -22,26 +22,43 @@ def product_cache_warm(
     chunks. Raises cache.CacheUnavailable when Redis does not answer, before
     or during the warm-up.
     """
-    if cache.status() != "ok":
+    if transport.status(patience=transport.BULK_PATIENCE) != "ok":
         raise cache.CacheUnavailable("Redis is not answering")
     if names is None:
         names = Product.objects.order_by("pk").values_list("name", flat=True).iterator(chunk_size=chunk_size)
     stored = skipped = 0
     missing: list[str] = []
     chunk: list[str] = []
-    for name in names:
-        chunk.append(name)
-        if len(chunk) < chunk_size:
-            continue
-        warmed = _warm(chunk, on_progress)
-        stored, skipped = stored + warmed.stored, skipped + warmed.skipped
-        missing += warmed.missing
-        chunk = []
-    if chunk:
-        warmed = _warm(chunk, on_progress)
-        stored, skipped = stored + warmed.stored, skipped + warmed.skipped
-        missing += warmed.missing
+    try:
+        for name in names:
+            chunk.append(name)
+            if len(chunk) < chunk_size:
+                continue
+            warmed = _warm(chunk, on_progress)
+            stored, skipped = stored + warmed.stored, skipped + warmed.skipped
+            missing += warmed.missing
+            chunk = []
+        if chunk:
+            warmed = _warm(chunk, on_progress)
+            stored, skipped = stored + warmed.stored, skipped + warmed.skipped
+            missing += warmed.missing
+    except cache.CacheUnavailable as exc:
+        raise WarmUpStopped(stored, str(exc)) from exc
+    finally:
+        # A database cursor left open until the generator is collected would
+        # be closed after the connection is, printing a traceback at exit.
+        close = getattr(names, "close", None)
+        if close is not None:
+            close()
     return cache.WarmedBatch(stored, skipped, missing)
+
+
+class WarmUpStopped(cache.CacheUnavailable):
+    """Redis stopped answering during the warm-up; ``stored`` products were in the cache by then."""
+
+    def __init__(self, stored: int, reason: str) -> None:
+        super().__init__(reason)
+        self.stored = stored
 
 
 def _warm(chunk: list[str], on_progress: ProgressCallback | None) -> cache.WarmedBatch:

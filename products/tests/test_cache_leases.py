@@ -219,3 +219,17 @@ def test_lease_tokens_ignore_random_seed_and_differ_in_forked_workers():
     tokens = os.read(read, 1000).decode().split()
     os.close(read)
     assert len(tokens) == 2 and tokens[0] != tokens[1] and first not in tokens
+
+
+def test_a_warm_up_sending_its_reads_again_takes_its_own_leases_again():
+    # After a timeout a warm-up sends its batch again with the same token; the
+    # leases its first try took must not turn its own fills into "someone
+    # else is filling" (they would wait out the lease instead).
+    from products import scripts, transport
+
+    keys = list(cachekeys.product_keys("Mug"))
+    client = transport.client()
+    first = scripts.evalsha(client, "read", keys, ["token-1", 5000])
+    again = scripts.evalsha(client, "read", keys, ["token-1", 5000])
+    other = scripts.evalsha(client, "read", keys, ["token-2", 5000])
+    assert (first[0], again[0], other[0]) == (2, 2, 3)

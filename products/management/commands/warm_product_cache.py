@@ -6,7 +6,7 @@ from django.core.management.base import CommandError
 
 from products import cache
 from products.models import Product
-from products.services.warming import product_cache_warm
+from products.services.warming import WarmUpStopped, product_cache_warm
 
 from ._common import ProductCommand, Progress, redis_down_message
 
@@ -29,6 +29,13 @@ class Command(ProductCommand):
                 result = product_cache_warm(
                     names=None if all_products else names, on_progress=progress.update
                 )
+        except WarmUpStopped as exc:
+            done = (
+                f"{exc.stored} product(s) were warmed before it stopped"
+                if exc.stored
+                else "no product was warmed"
+            )
+            raise CommandError(redis_down_message(done)) from None
         except cache.CacheUnavailable:
             raise CommandError(redis_down_message("no product was warmed")) from None
         message = f"Warmed {result.stored} product(s)"
