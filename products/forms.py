@@ -59,7 +59,15 @@ class ProductForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         seen = data.get("seen_version")
-        if self.instance.pk is not None and seen:
+        if self.instance.pk is not None and not seen:
+            # Without the version the page was opened at, a save could undo a
+            # change it never showed (an empty If-Match answers 412 on the API too).
+            raise ValidationError(
+                "This save does not say which version of the product it was made from. Open the "
+                "product again from the list, then make your change again.",
+                code="stale",
+            )
+        if self.instance.pk is not None:
             # Locked until the admin's transaction commits (its change view is
             # atomic), so two saves of one version cannot both pass.
             current = (

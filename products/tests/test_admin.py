@@ -86,6 +86,22 @@ def test_two_editors_in_the_admin_cannot_silently_overwrite_each_other(admin_cli
     assert again.status_code == 302 and Product.objects.get(pk=lamp.pk).quantity == 50
 
 
+@pytest.mark.parametrize("seen", [None, ""])
+def test_an_admin_save_that_does_not_say_its_version_is_refused(admin_client, make_product, seen):
+    # A hand-made POST without the page's version (or with it empty) could
+    # undo a change it never showed; the API's empty If-Match answers 412.
+    lamp = make_product("Lamp", "5.00", 2)
+    change = f"{CHANGELIST}{lamp.pk}/change/"
+    Product.objects.filter(pk=lamp.pk).update(price="99.99")  # a change made since
+    data = {"name": "Lamp", "price": "5.00", "quantity": "50"}
+    if seen is not None:
+        data["seen_version"] = seen
+    response = admin_client.post(change, data)
+    assert response.status_code == 200
+    assert "does not say which version of the product" in response.content.decode()
+    assert Product.objects.filter(pk=lamp.pk).values_list("price", "quantity").get() == (Decimal("99.99"), 2)
+
+
 def test_marking_more_products_than_the_history_limit_changes_them_all_and_says_history_was_skipped(
     admin_client, monkeypatch
 ):

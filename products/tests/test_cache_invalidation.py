@@ -46,7 +46,14 @@ def admin_client(db) -> Client:
 
 
 def _admin_form(product: Product, **changes) -> dict:
-    form = {"name": product.name, "price": str(product.price), "quantity": product.quantity}
+    # As the change page sends it: with the version it was opened at.
+    seen = Product.objects.get(pk=product.pk).updated_at.isoformat()
+    form = {
+        "name": product.name,
+        "price": str(product.price),
+        "quantity": product.quantity,
+        "seen_version": seen,
+    }
     form.update(changes)
     return form
 
