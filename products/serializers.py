@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from . import validators
@@ -24,6 +25,10 @@ _prototypes: dict[type, dict] = {}
 # productsite.fastcreate sets it; it hands a refused INSERT to the API, which
 # answers the 409 with this check.
 NAME_CHECKED_BY_INSERT = "name_checked_by_insert"
+
+
+# How many unknown fields a 400 names one by one; the rest are counted.
+MAX_NAMED_UNKNOWN = 20
 
 
 class RefuseUnknownFields:
@@ -42,7 +47,14 @@ class RefuseUnknownFields:
             unknown = [key for key in data if key not in allowed and key not in self.ignored_keys]
             if unknown:
                 message = validators.unknown_field_message(allowed)
-                raise serializers.ValidationError({str(key)[:100]: [message] for key in unknown})
+                errors = {str(key)[:100]: [message] for key in unknown[:MAX_NAMED_UNKNOWN]}
+                if len(unknown) > MAX_NAMED_UNKNOWN:
+                    # A body of 90,000 made-up keys must not get a 7 MB answer.
+                    more = len(unknown) - MAX_NAMED_UNKNOWN
+                    errors[api_settings.NON_FIELD_ERRORS_KEY] = [
+                        f"{more:,} more field(s) the product does not have; the first {MAX_NAMED_UNKNOWN} are named."
+                    ]
+                raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
 
