@@ -26,3 +26,17 @@ if __name__ == "__main__":
         # one line, as the product commands print for one during their work.
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
+    except Exception as exc:
+        # Django's own commands (migrate, createsuperuser, ...) on a database
+        # that cannot be reached: one line, as the product commands say it.
+        # Any other error, or --traceback, keeps its traceback.
+        from django.db import OperationalError
+
+        if not isinstance(exc, OperationalError) or "--traceback" in sys.argv:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        sys.stderr.write(
+            f"CommandError: the database is not usable ({type(exc).__name__}: {first}). "
+            "Check DATABASE_URL and that the database is up, then run the command again.\n"
+        )
+        sys.exit(1)

@@ -748,3 +748,22 @@ def test_an_import_on_a_redis_server_never_seen_before_reaches_it(private_redis,
     assert not PendingInvalidation.objects.exists()
     assert cache.get_product("Mug", product_json).hit is False  # the cache works from here
     assert cache.get_product("Mug", product_json).hit is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args", [("migrate", "--noinput"), ("createsuperuser", "--noinput", "--username", "x")]
+)
+def test_djangos_own_commands_on_an_unreachable_database_say_so_in_one_line(args):
+    # Before, migrate (the first command of docs/production.md) printed ~30
+    # lines of traceback ending in OperationalError.
+    from .support.processes import free_port
+
+    env = server_env(DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nowhere")
+    done = manage(env, *args)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("CommandError: the database is not usable (OperationalError: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+    # --traceback still gives one, for whoever asks.
+    assert "Traceback" in manage(env, *args, "--traceback").stderr
