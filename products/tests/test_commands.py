@@ -767,3 +767,17 @@ def test_djangos_own_commands_on_an_unreachable_database_say_so_in_one_line(args
     assert len(done.stderr.strip().splitlines()) == 1
     # --traceback still gives one, for whoever asks.
     assert "Traceback" in manage(env, *args, "--traceback").stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, says_nothing_written",
+    [(("export_products",), False), (("product_cache_info",), False), (("seed_products", "3"), True)],
+)
+def test_a_database_error_says_nothing_was_written_only_for_commands_that_write(args, says_nothing_written):
+    from .support.processes import free_port
+
+    env = server_env(DATABASE_URL=f"postgres://postgres@127.0.0.1:{free_port()}/nowhere")
+    done = manage(env, *args)
+    assert done.returncode == 1 and "the database is not usable" in done.stderr
+    assert ("nothing was written" in done.stderr) is says_nothing_written

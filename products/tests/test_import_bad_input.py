@@ -50,12 +50,19 @@ def test_missing_file_is_refused(existing, tmp_path):
     assert_nothing_written(existing)
 
 
-def test_directory_is_refused_as_unreadable(existing, tmp_path):
-    folder = tmp_path / "folder.csv"
+@pytest.mark.parametrize("name", ["folder.csv", "folder"])
+def test_directory_is_refused_as_unreadable(existing, tmp_path, name):
+    # Without an extension too: it said "cannot tell the format" before.
+    folder = tmp_path / name
     folder.mkdir()
     message, _ = refuse(folder)
     assert "is a directory" in message
     assert_nothing_written(existing)
+
+
+def test_missing_file_without_an_extension_says_it_is_missing(existing, tmp_path):
+    message, _ = refuse(tmp_path / "nope")
+    assert "no such file" in message
 
 
 def test_unknown_extension_needs_format(existing, tmp_path):

@@ -57,6 +57,8 @@ class ProductCommand(BaseCommand):
 
     interrupted = "Interrupted."
     output_lost = "what the command did before this point stands"
+    # Said after a database error; empty for a command that only reads.
+    nothing_written = "; nothing was written"
 
     def __init__(self, stdout=None, stderr=None, no_color=False, force_color=False):
         super().__init__(stdout, stderr, no_color, force_color)
@@ -99,7 +101,7 @@ class ProductCommand(BaseCommand):
                     "run `manage.py migrate` first"
                 ) from None
             raise CommandError(
-                f"the database is not usable ({type(exc).__name__}: {first}); nothing was written. "
+                f"the database is not usable ({type(exc).__name__}: {first}){self.nothing_written}. "
                 "Check DATABASE_URL and that the database is up, then run the command again."
             ) from None
 

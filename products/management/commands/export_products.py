@@ -33,6 +33,7 @@ class Command(DataCommand):
         "to standard output or -o PATH. import_products reads it back: the same names, prices "
         "and quantities (ids and timestamps are not in the file)."
     )
+    nothing_written = ""  # it reads the database (and writes no half file)
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(

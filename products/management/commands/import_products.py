@@ -47,16 +47,18 @@ class Command(DataCommand):
     def handle(self, *args, path: str, fmt: str | None, dry_run: bool, batch_size: int, **options) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
+        if fmt is None and path == "-":
+            raise CommandError("reading standard input needs --format csv|json|jsonl")
+        # Opened first: a missing file or a directory says so, whatever its name.
+        stream = self._open(path, options.get("stdin"))
         if fmt is None:
-            if path == "-":
-                raise CommandError("reading standard input needs --format csv|json|jsonl")
             fmt = format_for_path(path)
             if fmt is None:
+                stream.close()
                 raise CommandError(
                     f"{path}: cannot tell the format from the file name; "
                     "use a .csv, .json or .jsonl extension, or pass --format csv|json|jsonl"
                 )
-        stream = self._open(path, options.get("stdin"))
         held = HeldInterrupt()
         try:
             with Progress(self.stderr) as progress:
@@ -123,6 +125,6 @@ class Command(DataCommand):
 def _summary(result: ImportResult) -> str:
     return (
         f"created {result.created}, updated {result.updated}, unchanged {result.unchanged}, "
-        f"failed {result.failed} ({result.rows} rows in {result.seconds:.2f} s, "
+        f"failed {result.failed} ({result.rows} row{'' if result.rows == 1 else 's'} in {result.seconds:.2f} s, "
         f"{result.rows_per_second:,.0f} rows/s)"
     )
