@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Generator, Iterator
 from typing import BinaryIO, NamedTuple
 
-from . import jsonnumbers
+from . import jsonnumbers, validators
 from .validators import WRITABLE_FIELDS, unknown_field_message
 
 FORMATS = ("csv", "json", "jsonl")
@@ -279,9 +279,7 @@ def _object_row(line: int, obj: object, item: int | None = None) -> RawRow | Row
         return RowError(line, f"expected a JSON object, got {_json_kind(obj)}", item)
     if not (obj.keys() <= _ALLOWED_KEYS and "name" in obj and "price" in obj):
         problems = []
-        missing = [k for k in REQUIRED_COLUMNS if k not in obj]
-        if missing:
-            problems.append("missing field(s): " + ", ".join(missing))
+        problems += [f"{k}: {validators.REQUIRED_MESSAGE}" for k in REQUIRED_COLUMNS if k not in obj]
         problems += _unknown([k for k in obj if k not in _ALLOWED_KEYS])
         return RowError(line, "; ".join(problems), item)
     return RawRow(line, obj["name"], obj["price"], obj.get("quantity", MISSING), item)

@@ -105,13 +105,21 @@ def clean_name(value: object) -> str:
     return name
 
 
+# What DRF says of a JSON null for a field that takes none, and of a field left
+# out that must be given: the import says the same (one rule, one message).
+NULL_MESSAGE = "This field may not be null."
+REQUIRED_MESSAGE = "This field is required."
+
+
 def clean_price(value: object) -> Decimal:
     """Return the price as a Decimal with two places, or raise ValidationError.
 
     Accepts a number or a numeric string; floats go through their shortest
     repr so 19.99 stays 19.99.
     """
-    if isinstance(value, bool) or value is None:
+    if value is None:  # JSON null in an import: DRF's words for it in the API
+        raise ValidationError(NULL_MESSAGE, code="null")
+    if isinstance(value, bool):
         raise ValidationError("Price must be a number.", code="invalid")
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
@@ -176,6 +184,8 @@ def integer_value(value: object) -> int | Decimal | None:
 
 def clean_quantity(value: object) -> int:
     """Return the quantity as an int, or raise ValidationError."""
+    if value is None:
+        raise ValidationError(NULL_MESSAGE, code="null")
     quantity = integer_value(value)
     if quantity is None:
         raise ValidationError("Quantity must be an integer.", code="invalid")

@@ -162,3 +162,28 @@ def test_a_name_rule_that_drf_also_checks_still_says_it_once(editor_client, url,
 def test_an_empty_name_in_the_admin_reads_as_the_blank_rule(admin_browser):
     page = admin_browser.post("/admin/products/product/add/", {"name": "", "price": "1.00", "quantity": "1"})
     assert list(page.context["adminform"].form.errors["name"]) == [validators.BLANK_NAME_MESSAGE]
+
+
+@pytest.mark.parametrize(
+    "row, field, message",
+    [
+        ({"name": "Mug", "price": None}, "price", "This field may not be null."),
+        ({"name": "Mug", "price": "1.00", "quantity": None}, "quantity", "This field may not be null."),
+        ({"name": "Mug"}, "price", "This field is required."),
+        ({"price": "1.00"}, "name", "This field is required."),
+    ],
+)
+def test_a_null_or_missing_value_reads_the_same_in_the_api_and_the_import(
+    editor_client, tmp_path, row, field, message
+):
+    # A review found "Price must be a number." and "missing field(s): price" in
+    # the import where the API said DRF's words.
+    api = editor_client.post("/api/products/", row, format="json")
+    assert api.status_code == 400 and api.json() == {field: [message]}
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    err = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("import_products", str(path), stdout=io.StringIO(), stderr=err)
+    assert f"line 1: {field}: {message}\n" in err.getvalue()
+    assert not Product.objects.exists()
