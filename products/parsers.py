@@ -9,10 +9,26 @@ from urllib.parse import parse_qsl
 
 from django.http.multipartparser import FIELD, ChunkIter, LazyStream, MultiPartParserError, Parser, exhaust
 from django.utils.http import parse_header_parameters
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 
 from . import jsonnumbers
+
+
+def refuse_content_coding(media_type: str | None, parser_context: dict | None) -> None:
+    """Raise 415 for a body sent with a content coding (``Content-Encoding: gzip``): none is decoded here.
+
+    Read as it came, a compressed body would be refused as bad JSON at best,
+    and a plain one labelled ``gzip`` would be taken for what it is not
+    (RFC 9110, section 15.5.16: 415 for a content coding the server does not take).
+    """
+    request = (parser_context or {}).get("request")
+    coding = request.META.get("HTTP_CONTENT_ENCODING", "") if request is not None else ""
+    if coding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            media_type or "",
+            detail=f"Content-Encoding {coding.strip()[:40]!r} is not accepted; send the body uncompressed.",
+        )
 
 
 class ExactJSONParser(JSONParser):
@@ -23,6 +39,7 @@ class ExactJSONParser(JSONParser):
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
+        refuse_content_coding(media_type, parser_context)
         try:
             return jsonnumbers.loads(stream.read() if stream is not None else b"")
         except jsonnumbers.JSONError as exc:
@@ -44,6 +61,7 @@ class StrictFormParser(FormParser):
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
+        refuse_content_coding(media_type, parser_context)
         encoding = (parser_context or {}).get("encoding", "utf-8")
         body = stream.read() if stream is not None else b""
         if not _form_decodes(body, encoding):
@@ -64,6 +82,7 @@ class StrictMultiPartParser(MultiPartParser):
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
+        refuse_content_coding(media_type, parser_context)
         encoding = (parser_context or {}).get("encoding", "utf-8")
         body = stream.read() if stream is not None else b""
         parsed = super().parse(io.BytesIO(body), media_type, parser_context)  # Django's checks first

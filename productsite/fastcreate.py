@@ -387,7 +387,12 @@ def _give_back(throttles: list, request) -> None:
 
 def _matching_length(environ: dict) -> int | None:
     """Return the body's length when this request is one the fast path may answer, else None."""
-    if environ.get("QUERY_STRING") or environ.get("HTTP_COOKIE") or "HTTP_TRANSFER_ENCODING" in environ:
+    if (
+        environ.get("QUERY_STRING")
+        or environ.get("HTTP_COOKIE")
+        or "HTTP_TRANSFER_ENCODING" in environ
+        or "HTTP_CONTENT_ENCODING" in environ  # the API answers 415 (products.parsers)
+    ):
         return None
     if environ.get("CONTENT_TYPE") not in _CONTENT_TYPES:
         return None

@@ -201,6 +201,7 @@ HANDED_OVER = {
     "nul_in_a_header": (GOOD, {"HTTP_USER_AGENT": "curl\x00"}),
     "unknown_host": (GOOD, {"HTTP_HOST": "evil.example.com"}),
     "large_body": ({**GOOD, "padding": "x" * 5000}, {}),
+    "content_coding": (GOOD, {"HTTP_CONTENT_ENCODING": "gzip"}),  # 415
 }
 
 

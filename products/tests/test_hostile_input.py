@@ -440,3 +440,35 @@ def test_a_body_of_many_unknown_fields_gets_a_short_400(editor_client, route):
     ]
     assert len(response.content) < 5000
     assert not Product.objects.filter(name="Many").exists()
+
+
+@pytest.mark.parametrize("route", ["/api/products/", "/products"])
+@pytest.mark.parametrize("coding", ["gzip", "br", "GZIP", "gzip, identity"])
+def test_a_body_with_a_content_coding_is_415_and_creates_nothing(editor_client, route, coding):
+    # A review found a plain body labelled gzip stored as if it were plain (201).
+    body = b'{"name": "Coded", "price": "1.00"}'
+    response = editor_client.generic(
+        "POST", route, body, content_type="application/json", HTTP_CONTENT_ENCODING=coding
+    )
+    assert response.status_code == 415
+    assert "send the body uncompressed" in response.json()["detail"]
+    assert not Product.objects.filter(name="Coded").exists()
+
+
+def test_a_gzipped_update_is_415_and_identity_is_plain(editor_client, make_product):
+    import gzip
+
+    make_product("Coded")
+    zipped = gzip.compress(b'{"price": "2.00"}')
+    response = editor_client.generic(
+        "PATCH", "/api/products/Coded/", zipped, content_type="application/json", HTTP_CONTENT_ENCODING="gzip"
+    )
+    assert response.status_code == 415
+    plain = editor_client.generic(
+        "PATCH",
+        "/api/products/Coded/",
+        b'{"price": "3.00"}',
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="identity",
+    )
+    assert plain.status_code == 200 and plain.json()["price"] == "3.00"
