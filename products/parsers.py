@@ -53,6 +53,19 @@ def _undecodable(encoding: str) -> ParseError:
     )
 
 
+def _refuse_repeated_fields(data) -> None:
+    """Raise 400 for a form field sent twice (``name=a&name=b``): which one counts would be the parser's choice.
+
+    As a JSON body with a key twice is refused (products.jsonnumbers).
+    """
+    for key, values in data.lists():
+        if len(values) > 1:
+            raise ParseError(
+                f"Form parse error - the field {key[:100]!r} is sent {len(values)} times; "
+                "nothing was changed. Send each field once."
+            )
+
+
 class StrictFormParser(FormParser):
     """URL-encoded forms whose text decodes in their charset; anything else is a 400.
 
@@ -66,7 +79,9 @@ class StrictFormParser(FormParser):
         body = stream.read() if stream is not None else b""
         if not _form_decodes(body, encoding):
             raise _undecodable(encoding)
-        return super().parse(io.BytesIO(body), media_type, parser_context)
+        parsed = super().parse(io.BytesIO(body), media_type, parser_context)
+        _refuse_repeated_fields(parsed)
+        return parsed
 
 
 class StrictMultiPartParser(MultiPartParser):
@@ -88,6 +103,7 @@ class StrictMultiPartParser(MultiPartParser):
         parsed = super().parse(io.BytesIO(body), media_type, parser_context)  # Django's checks first
         if not _fields_decode(body, media_type or "", encoding):
             raise _undecodable(encoding)
+        _refuse_repeated_fields(parsed.data)
         return parsed
 
 

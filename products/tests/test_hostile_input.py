@@ -472,3 +472,19 @@ def test_a_gzipped_update_is_415_and_identity_is_plain(editor_client, make_produ
         HTTP_CONTENT_ENCODING="identity",
     )
     assert plain.status_code == 200 and plain.json()["price"] == "3.00"
+
+
+@pytest.mark.parametrize("route", ["/api/products/", "/products"])
+@pytest.mark.parametrize("kind", ["urlencoded", "multipart"])
+def test_a_form_field_sent_twice_is_400_as_a_json_key_twice_is(editor_client, route, kind):
+    # A review saw name=fd1&name=fd2 create "fd2": the last one silently won.
+    data = {"name": ["Twice 1", "Twice 2"], "price": "1.00"}
+    if kind == "urlencoded":
+        response = editor_client.post(
+            route, "name=Twice+1&name=Twice+2&price=1.00", content_type="application/x-www-form-urlencoded"
+        )
+    else:
+        response = editor_client.post(route, data, format="multipart")
+    assert response.status_code == 400
+    assert "'name' is sent 2 times" in response.json()["detail"]
+    assert not Product.objects.filter(name__startswith="Twice").exists()
