@@ -2,7 +2,9 @@
 
 gunicorn refuses some requests before the application sees them: a request
 line over 4,094 bytes (414), headers over its limits (431), a malformed
-request line or header (400), a transfer coding it does not take (501). It
+request line or header (400), a transfer coding it does not take (501). And
+it answers 500 for a request its worker timeout cut short (a body that never
+finished arriving): that one is a 408 here. It
 answers them with an HTML page written by ``gunicorn.util.write_error``,
 with no ``X-Request-ID``. gunicorn.conf.py replaces that one function, in
 the master before the workers fork, with :func:`write_error` below: the same
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 
 from products.logfields import request_id
 
@@ -55,6 +58,13 @@ def write_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """Write gunicorn's refusal as a JSON error with a new request id, then (as gunicorn does) close."""
     from gunicorn import util
 
+    if status_int == 500 and isinstance(sys.exc_info()[1], SystemExit):
+        # gunicorn aborts a worker silent for its timeout (GUNICORN_TIMEOUT)
+        # with SystemExit, inside the request, and answers 500. In practice
+        # that is a client sending its body too slowly (the database and
+        # Redis waits end sooner, in 503s): not a bug, the request's lateness.
+        status_int, reason = 408, "Request Timeout"
+        mesg = "the request was not complete within the server's timeout; send it again"
     detail = f"{reason}: {mesg}" if mesg else reason
     body = json.dumps({"detail": detail}).encode()
     head = (

@@ -367,6 +367,26 @@ def test_a_request_gunicorn_refuses_itself_is_a_json_error_with_a_request_id(
     assert requests.get(server.url + "/health/", timeout=5).status_code == 200
 
 
+def test_a_body_that_stalls_past_the_worker_timeout_is_a_408_not_a_500(sqlite_gunicorn):
+    # A sync worker reading a body that stops arriving is aborted by gunicorn
+    # at its timeout, inside the request; gunicorn then answered 500 (a review).
+    server = sqlite_gunicorn(workers=1, GUNICORN_TIMEOUT="2")
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(
+            b"POST /api/products/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"name": "Stalled", "price": "1"}'
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n", 1)[0] == b"HTTP/1.1 408 Request Timeout", head
+    assert json.loads(body)["detail"].startswith("Request Timeout: the request was not complete")
+    # A new worker serves on.
+    assert requests.get(server.url + "/health/", timeout=10).status_code == 200
+
+
 def test_check_says_when_gunicorns_refusals_would_stay_html(monkeypatch):
     from django.core.checks import run_checks
     from gunicorn import util
