@@ -214,6 +214,12 @@ class StockChangeSerializer(RefuseUnknownFields, serializers.Serializer):
         min_value=-validators.QUANTITY_MAX,
         max_value=validators.QUANTITY_MAX,
         help_text="Units to add (negative to remove).",
+        # Worded as the quantity's rules are (validators.clean_quantity).
+        error_messages={
+            "invalid": "Delta must be an integer.",
+            "max_value": "Delta must be at most {max_value}.",
+            "min_value": "Delta must be at least {min_value}.",
+        },
     )
 
 

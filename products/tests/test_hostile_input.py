@@ -488,3 +488,18 @@ def test_a_form_field_sent_twice_is_400_as_a_json_key_twice_is(editor_client, ro
     assert response.status_code == 400
     assert "'name' is sent 2 times" in response.json()["detail"]
     assert not Product.objects.filter(name__startswith="Twice").exists()
+
+
+@pytest.mark.parametrize(
+    "delta, message",
+    [
+        ("1.5", "Delta must be an integer."),
+        (True, "Delta must be an integer."),
+        (2147483648, "Delta must be at most 2147483647."),
+        (-2147483648, "Delta must be at least -2147483647."),
+    ],
+)
+def test_a_bad_stock_delta_is_worded_as_the_quantitys_rules_are(editor_client, make_product, delta, message):
+    make_product("Mug")
+    response = editor_client.post("/api/products/Mug/stock/", {"delta": delta}, format="json")
+    assert response.status_code == 400 and response.json() == {"delta": [message]}
