@@ -195,7 +195,9 @@ def _read_csv(stream: BinaryIO) -> Iterator[RawRow | RowError]:
                 line,
                 row[name_at],
                 row[price_at],
-                row[quantity_at] if quantity_at >= 0 else MISSING,
+                # An empty cell is a quantity left out, as a missing column is
+                # (a price list from a spreadsheet with blank stock cells).
+                row[quantity_at] if quantity_at >= 0 and row[quantity_at].strip() else MISSING,
             )
     except UnicodeDecodeError as exc:
         raise _not_utf8(_bad_byte_line(text, exc), exc) from None
