@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent, TooManyFilesSent
 from django.db import IntegrityError, OperationalError, ProgrammingError
 from django.http import HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django.utils.html import escape
@@ -190,6 +191,16 @@ def handler400(request, exception=None):
             title="Bad request",
             back=request.path,
         )
+    if isinstance(exception, MultiPartParserError):
+        # An upload Django could not read (the admin's import: a file name
+        # so long that its part's headers pass Django's 1,024-byte limit).
+        return html_page(
+            400,
+            "Bad request (400)",
+            f"{escape(_bad_request_detail(exception))} Nothing was changed.",
+            title="Bad request",
+            back=request.path,
+        )
     # Not defaults.bad_request: its requires_csrf_token runs the CSRF check
     # again, which reads request.POST again, and a body Django refused (a
     # form in another charset than UTF-8) then escaped as gunicorn's own 500.
@@ -206,6 +217,9 @@ def _bad_request_detail(exception: Exception | None) -> str:
         )
     if isinstance(exception, TooManyFilesSent):
         return f"Too many files: at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES} are accepted."
+    if isinstance(exception, MultiPartParserError):
+        reason = str(exception).strip().rstrip(".")[:200]
+        return f"The form could not be read ({reason}); a file name of hundreds of characters is one cause."
     return "Bad request."
 
 
