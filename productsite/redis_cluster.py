@@ -205,6 +205,29 @@ class CacheRedisCluster(RedisCluster):
             if connection is not None:
                 pool.release(connection)
 
+    def command(self, **kwargs):
+        """``COMMAND``, asked of another node when the default one does not answer.
+
+        redis-py builds its command table with it while the client is built,
+        from its default node: the master of slot 0. With that master down
+        (before a failover replaces it), a process starting then could reach
+        no master at all, healthy ones included: its writes' invalidations
+        went to the outbox and other processes served the old value meanwhile
+        (a review: up to 0.4 s). Every node knows the same commands.
+        """
+        tried: set[str] = set()
+        for _ in range(len(self.get_nodes())):  # each node once at most
+            node = self.get_default_node()
+            try:
+                return super().command(**kwargs)
+            except (ConnectionError, TimeoutError):
+                tried.add(node.name)
+                others = [n for n in self.get_primaries() + self.get_replicas() if n.name not in tried]
+                if not others:
+                    raise
+                self.replace_default_node(others[0])
+        return super().command(**kwargs)
+
     def pipeline(self, transaction=None, shard_hint=None, full: bool = False):
         if not transaction and not shard_hint and not full:
             return _SlotPipeline(self)

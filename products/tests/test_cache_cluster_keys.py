@@ -33,8 +33,10 @@ def cluster(monkeypatch) -> Iterator[Cluster]:
         client = RedisCluster(
             startup_nodes=[ClusterNode(*node.address) for node in server.nodes],
             password=DATA_PASSWORD,
-            socket_timeout=0.2,
-            socket_connect_timeout=0.2,
+            # Generous: building the client reads COMMAND's whole table, which
+            # took over 0.2 s once on a loaded CI machine (an error at setup).
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
             retry=Retry(NoBackoff(), 0),
         )
         # Every thread's django-redis client (the probe runs in its own thread).

@@ -322,6 +322,46 @@ def test_a_cluster_that_is_down_is_reported_down_though_its_nodes_answer_ping(re
     assert health.get("/health/").json() == {"database": "ok", "cache": "ok"}
 
 
+def test_a_process_starting_while_the_master_of_slot_0_is_down_reaches_the_other_masters(
+    redis_cluster, settings
+):
+    # redis-py builds its command table (COMMAND) from its default node, the
+    # master of slot 0, while it builds the client. With that master down and
+    # not yet failed over, a process starting then reached no master at all:
+    # a review saw its writes' invalidations go to the outbox, and the other
+    # processes serve the old price meanwhile.
+    from redis.crc import key_slot
+
+    from productsite.redis_cluster import ClusterConnectionFactory
+
+    switch_to(settings, redis_cluster)
+    options = settings.CACHES["default"]["OPTIONS"]
+    location = settings.CACHES["default"]["LOCATION"]
+    url = location[0] if isinstance(location, list) else location
+    nodes = tuple(tuple(node) for node in options["CLUSTER_NODES"])
+    factory = ClusterConnectionFactory(options)
+    probe = factory._new_cluster(url, nodes)
+    owner = probe.nodes_manager.get_node_from_slot(0).port
+    victim = next(m for m in redis_cluster.masters() if m.port == owner)
+    elsewhere = next(
+        key
+        for key in (f"slot-probe-{n}" for n in range(10_000))
+        if probe.nodes_manager.get_node_from_slot(key_slot(key.encode())).port != owner
+    )
+    probe.close()
+    victim.kill()
+    try:
+        started = factory._new_cluster(url, nodes)  # as a new process builds it
+        assert started.set(elsewhere, b"reached") and started.get(elsewhere) == b"reached"
+        assert started.delete(elsewhere) == 1
+        # Built before any failover: slot 0 still names the dead master.
+        assert started.nodes_manager.get_node_from_slot(0).port == owner
+        started.close()
+    finally:
+        redis_cluster.restart(victim)
+    redis_cluster.wait_serving()
+
+
 def _write_then_lose_the_master(cluster, victim, replica) -> None:
     """A write the victim acknowledges and never replicates, then the victim's crash."""
     cluster.wait_election_forgotten(replica)  # else the replica's old election wins, and is refused
