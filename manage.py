@@ -34,9 +34,7 @@ if __name__ == "__main__":
 
         if not isinstance(exc, OperationalError) or "--traceback" in sys.argv:
             raise
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        sys.stderr.write(
-            f"CommandError: the database is not usable ({type(exc).__name__}: {first}). "
-            "Check DATABASE_URL and that the database is up, then run the command again.\n"
-        )
+        from products.dberrors import unusable_message
+
+        sys.stderr.write(f"CommandError: {unusable_message(exc)}\n")
         sys.exit(1)

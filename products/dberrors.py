@@ -48,6 +48,14 @@ def schema_missing(exc: BaseException) -> bool:
     return text.startswith(("no such table:", "no such column:"))  # SQLite
 
 
+def unusable_message(exc: BaseException, nothing_written: str = "") -> str:
+    """The commands' one line for a database they cannot use (``nothing_written``: "; nothing was written")."""
+    return (
+        f"the database is not usable ({type(exc).__name__}: {first_line(exc)}){nothing_written}. "
+        "Check DATABASE_URL and that the database is up, then run the command again."
+    )
+
+
 def first_line(exc: BaseException) -> str:
     """Return the first line of an error's message (PostgreSQL adds DETAIL and HINT lines), or its type's name.
 

@@ -175,29 +175,27 @@ def html_page(
     )
 
 
+_FEWER_ROWS = (
+    "In the admin, act on fewer rows at once: an action's confirmation sends one field "
+    "per selected row, so narrow the list with a search or a filter first."
+)
+
+
 def handler400(request, exception=None):
     if answers_json(request):
         return json_error(_bad_request_detail(exception), 400)
-    if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent)):
+    if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent, MultiPartParserError)):
         # Django's page says only "Bad Request (400)". An admin action's
         # confirmation posts one field per selected row ("Select all N" posts
-        # the selection instead: products.admin.delete_selected_across).
+        # the selection instead: products.admin.delete_selected_across); an
+        # upload Django could not read is the admin's import (a file name so
+        # long that its part's headers pass Django's 1,024-byte limit).
+        hint = () if isinstance(exception, MultiPartParserError) else (_FEWER_ROWS,)
         return html_page(
             400,
             "Bad request (400)",
             f"{escape(_bad_request_detail(exception))} Nothing was changed.",
-            "In the admin, act on fewer rows at once: an action's confirmation sends one field "
-            "per selected row, so narrow the list with a search or a filter first.",
-            title="Bad request",
-            back=request.path,
-        )
-    if isinstance(exception, MultiPartParserError):
-        # An upload Django could not read (the admin's import: a file name
-        # so long that its part's headers pass Django's 1,024-byte limit).
-        return html_page(
-            400,
-            "Bad request (400)",
-            f"{escape(_bad_request_detail(exception))} Nothing was changed.",
+            *hint,
             title="Bad request",
             back=request.path,
         )

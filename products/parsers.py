@@ -15,7 +15,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from . import jsonnumbers
 
 
-def refuse_content_coding(media_type: str | None, parser_context: dict | None) -> None:
+def _refuse_content_coding(media_type: str | None, parser_context: dict | None) -> None:
     """Raise 415 for a body sent with a content coding (``Content-Encoding: gzip``): none is decoded here.
 
     Read as it came, a compressed body would be refused as bad JSON at best,
@@ -39,7 +39,7 @@ class ExactJSONParser(JSONParser):
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
-        refuse_content_coding(media_type, parser_context)
+        _refuse_content_coding(media_type, parser_context)
         try:
             return jsonnumbers.loads(stream.read() if stream is not None else b"")
         except jsonnumbers.JSONError as exc:
@@ -74,7 +74,7 @@ class StrictFormParser(FormParser):
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
-        refuse_content_coding(media_type, parser_context)
+        _refuse_content_coding(media_type, parser_context)
         encoding = (parser_context or {}).get("encoding", "utf-8")
         body = stream.read() if stream is not None else b""
         if not _form_decodes(body, encoding):
@@ -97,7 +97,7 @@ class StrictMultiPartParser(MultiPartParser):
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
-        refuse_content_coding(media_type, parser_context)
+        _refuse_content_coding(media_type, parser_context)
         encoding = (parser_context or {}).get("encoding", "utf-8")
         body = stream.read() if stream is not None else b""
         parsed = super().parse(io.BytesIO(body), media_type, parser_context)  # Django's checks first

@@ -2,9 +2,9 @@
 
 gunicorn refuses some requests before the application sees them: a request
 line over 4,094 bytes (414), headers over its limits (431), a malformed
-request line or header (400), a transfer coding it does not take (501). And
-it answers 500 for a request its worker timeout cut short (a body that never
-finished arriving): that one is a 408 here. It
+request line or header (400), a transfer coding it does not take (501); and
+a request its worker timeout cut short (a body that never finished
+arriving) gets its 500, which is a 408 here. It
 answers them with an HTML page written by ``gunicorn.util.write_error``,
 with no ``X-Request-ID``. gunicorn.conf.py replaces that one function, in
 the master before the workers fork, with :func:`write_error` below: the same

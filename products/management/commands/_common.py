@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection
 from tqdm import tqdm
 
 from products import transport
-from products.dberrors import first_line, lost_to_another_writer, schema_missing
+from products.dberrors import first_line, lost_to_another_writer, schema_missing, unusable_message
 from products.models import CacheServer
 from products.outbox import report_misses_to
 
@@ -100,10 +100,7 @@ class ProductCommand(BaseCommand):
                     f"the database has no tables for this version ({type(exc).__name__}: {first}): "
                     "run `manage.py migrate` first"
                 ) from None
-            raise CommandError(
-                f"the database is not usable ({type(exc).__name__}: {first}){self.nothing_written}. "
-                "Check DATABASE_URL and that the database is up, then run the command again."
-            ) from None
+            raise CommandError(unusable_message(exc, self.nothing_written)) from None
 
 
 class HeldInterrupt:

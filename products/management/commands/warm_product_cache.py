@@ -29,15 +29,10 @@ class Command(ProductCommand):
                 result = product_cache_warm(
                     names=None if all_products else names, on_progress=progress.update
                 )
-        except WarmUpStopped as exc:
-            done = (
-                f"{exc.stored} product(s) were warmed before it stopped"
-                if exc.stored
-                else "no product was warmed"
-            )
+        except cache.CacheUnavailable as exc:
+            stored = exc.stored if isinstance(exc, WarmUpStopped) else 0
+            done = f"{stored} product(s) were warmed before it stopped" if stored else "no product was warmed"
             raise CommandError(redis_down_message(done)) from None
-        except cache.CacheUnavailable:
-            raise CommandError(redis_down_message("no product was warmed")) from None
         message = f"Warmed {result.stored} product(s)"
         if result.skipped:
             message += f"; {result.skipped} skipped (a reader was filling them at that moment)"
