@@ -140,7 +140,7 @@ class FailedLoginLimitMiddleware:
         if not isinstance(exception, TooManyFailedLogins):
             return None
         wait = int(exception.wait or 1)
-        if is_api_path(request.path):
+        if is_api_path(request.path_info):
             response = JsonResponse({"detail": str(exception.detail)}, status=429)
         else:
             # A person reads this one: minutes past a minute and a half, and the way back.

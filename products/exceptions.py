@@ -116,7 +116,7 @@ def answers_json(request) -> bool:
     REST client does. Browsers, and clients that send no ``Accept``, get HTML.
     """
     return (
-        is_api_path(request.path)
+        is_api_path(request.path_info)
         or request.get_preferred_type(("text/html", "application/json")) == "application/json"
     )
 

@@ -77,7 +77,7 @@ class RequestLogMiddleware:
         admin's save of a row an import has locked past DATABASE_LOCK_TIMEOUT,
         or any page while the database restarts, lands here.
         """
-        if not isinstance(exception, OperationalError) or is_api_path(request.path):
+        if not isinstance(exception, OperationalError) or is_api_path(request.path_info):
             return None
         locked = log_unavailable_database(exception)
         response = html_page(
@@ -205,7 +205,7 @@ class BodySizeLimitMiddleware:
                     f"it ended after {received} of the {length} bytes its Content-Length announced; "
                     "nothing was changed",
                 )
-            if not is_api_path(request.path):
+            if not is_api_path(request.path_info):
                 # The admin's forms: Django would store U+FFFD for a byte that
                 # does not decode (the API's parsers refuse it themselves).
                 encoding = request.encoding or settings.DEFAULT_CHARSET

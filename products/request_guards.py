@@ -83,7 +83,7 @@ class RefuseNulMiddleware:
         if where is None:
             return self.get_response(request)
         detail = f"Bad request: {where} contains a NUL character."
-        if is_api_path(request.path):
+        if is_api_path(request.path_info):
             return as_every_page(request, JsonResponse({"detail": detail}, status=400))
         return as_every_page(
             request, HttpResponseBadRequest(detail, content_type="text/plain; charset=utf-8")

@@ -52,7 +52,7 @@ class AppendSlashMiddleware(CommonMiddleware):
         if request.method in _BODYLESS:
             return redirect
         kept = HttpResponsePermanentRedirectSameMethod(redirect["Location"])
-        if is_api_path(request.path):
+        if is_api_path(request.path_info):
             # For a client that does not follow: say what to do.
             kept.content = b'{"detail": "This URL ends with a slash: repeat the request at Location."}'
             kept["Content-Type"] = "application/json"

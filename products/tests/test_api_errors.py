@@ -250,3 +250,19 @@ def test_a_lock_waited_out_says_nothing_changed_only_to_a_write(method, detail):
     request = Request(APIRequestFactory().generic(method, "/api/products/Mug/"))
     response = api_exception_handler(OperationalError("database is locked"), {"request": request})
     assert response.status_code == 503 and response.data == {"detail": detail}
+
+
+def test_under_a_path_prefix_the_api_errors_stay_json(anon_client, editor_client):
+    # docs/security.md: a deployment under a path prefix sets SCRIPT_NAME.
+    # The API's paths were recognised by request.path, which carries the
+    # prefix, so its errors came out as Django's text and HTML pages.
+    prefix = {"SCRIPT_NAME": "/shop"}
+    refused = anon_client.get("/api/products/?search=%00", **prefix)
+    assert refused.status_code == 400
+    assert refused["Content-Type"] == "application/json"
+    missing = anon_client.get("/api/nope/", **prefix)
+    assert (missing.status_code, missing.json()) == (404, {"detail": "Not found."})
+    moved = editor_client.post("/api/products", {"name": "x", "price": "1.00"}, format="json", **prefix)
+    assert moved.status_code == 308
+    assert moved["Location"] == "/shop/api/products/"
+    assert "slash" in moved.json()["detail"]
