@@ -89,9 +89,13 @@ class ProductQuerySet(models.QuerySet):
                 cache.retire_generation_on_commit(using=self.db)
                 return count
             names = {name for _, name in rows}
+            count = models.QuerySet.update(self._only(rows), **kwargs)
+            # The new name may be cached as absent: forget it too. An
+            # expression's result only the database knows.
             if isinstance(kwargs.get("name"), str):
                 names.add(kwargs["name"])
-            count = models.QuerySet.update(self._only(rows), **kwargs)
+            elif "name" in kwargs:
+                names.update(self._only(rows).values_list("name", flat=True))
             cache.invalidate_on_commit(names, using=self.db)
             return count
 

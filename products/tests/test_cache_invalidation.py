@@ -9,6 +9,8 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection, migrations, transaction
+from django.db.models import Value
+from django.db.models.functions import Concat
 from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 
@@ -323,6 +325,12 @@ def create_queryset_rename(editor_client, admin_client):
     Product.objects.filter(name="Cup").update(name="Mug")
 
 
+def create_queryset_rename_by_expression(editor_client, admin_client):
+    # The new name is computed by the database: only it knows the name.
+    Product.objects.create(name="M", price=Decimal("2.00"), quantity=1)
+    Product.objects.filter(name="M").update(name=Concat("name", Value("ug")))
+
+
 CREATE_PATHS = [
     create_api,
     create_legacy_route,
@@ -332,6 +340,7 @@ CREATE_PATHS = [
     create_import,
     create_api_rename,
     create_queryset_rename,
+    create_queryset_rename_by_expression,
 ]
 
 
