@@ -12,6 +12,8 @@ from pathlib import Path
 
 import environ
 
+from productsite.envwords import FALSE_WORDS, TRUE_WORDS  # gunicorn put the project on sys.path
+
 
 class _DotEnv(environ.Env):
     ENVIRON: dict[str, str] = {}  # read_env fills this, not os.environ
@@ -49,13 +51,12 @@ def _int(name: str, default: int, minimum: int = 0, maximum: int | None = None) 
 
 
 def _bool(name: str, default: bool) -> bool:
-    # The words the app's settings take (productsite/settings.py).
     value = _get(name, "").strip().lower()
-    if not value:  # empty counts as unset, as in scripts/run.sh
+    if not value:  # empty counts as unset, as in the app's settings and scripts/run.sh
         return default
-    if value in ("1", "true", "yes", "y", "on", "ok"):
+    if value in TRUE_WORDS:
         return True
-    if value in ("0", "false", "no", "n", "off"):
+    if value in FALSE_WORDS:
         return False
     _refuse(name, f"{value!r} is not one of 1/0, true/false, yes/no, on/off.")
 

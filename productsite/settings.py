@@ -16,6 +16,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from productsite import redis_config
+from productsite.envwords import FALSE_WORDS, TRUE_WORDS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -27,9 +28,11 @@ class _Env(environ.Env):
     (productsite.startup); a bare ValueError would be a traceback.
     """
 
-    def get_value(self, var, *args, **kwargs):
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        if cast is bool and default is not environ.Env.NOTSET and not self.ENVIRON.get(var, "-").strip():
+            return default  # blank counts as unset (productsite.envwords)
         try:
-            return super().get_value(var, *args, **kwargs)
+            return super().get_value(var, cast, default, parse_default)
         except (ValueError, TypeError) as exc:
             raise ImproperlyConfigured(
                 f"{var}: {self.ENVIRON.get(var)!r} is not a valid value ({exc})."
@@ -37,15 +40,12 @@ class _Env(environ.Env):
 
     # django-environ reads "100ms" as 100.0 (it drops what is not a digit) and
     # any unknown word as False; both are mistakes to name, not to guess at.
-    TRUE_WORDS = frozenset(("1", "true", "yes", "y", "on", "ok"))
-    FALSE_WORDS = frozenset(("0", "false", "no", "n", "off", ""))
-
     @classmethod
     def parse_value(cls, value, cast):
         if isinstance(value, str) and cast is bool:
             word = value.strip().lower()
-            if word in cls.TRUE_WORDS or word in cls.FALSE_WORDS:
-                return word in cls.TRUE_WORDS
+            if word in TRUE_WORDS or word in FALSE_WORDS:
+                return word in TRUE_WORDS
             raise ValueError("expected 1/0, true/false, yes/no or on/off")
         if isinstance(value, str) and cast is float:
             number = float(value.strip())  # "100ms" or "1,5": a ValueError

@@ -104,6 +104,35 @@ def test_a_settings_module_that_cannot_load_is_one_line(module):
     assert module in result.stderr
 
 
+@pytest.mark.parametrize("blank", ["", " "])
+def test_a_blank_yes_no_variable_counts_as_unset(blank):
+    # As gunicorn.conf.py and scripts/run.sh read it: a compose file passing
+    # ${PRODUCT_CACHE_ENABLED} through while it is unset must not turn the
+    # cache off. "0" still does.
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.PRODUCT_CACHE_ENABLED, s.PRODUCT_FAST_PATH, s.DEBUG)"
+    )
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DEBUG", "PRODUCT_CACHE_ENABLED", "PRODUCT_FAST_PATH"}
+    }
+    base.update(
+        DJANGO_SETTINGS_MODULE="productsite.settings", ENV_FILE="/nonexistent/.env", SECRET_KEY="x" * 50
+    )
+
+    def read(**env: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=BASE_DIR, env={**base, **env}, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert read(PRODUCT_CACHE_ENABLED=blank, PRODUCT_FAST_PATH=blank, DEBUG=blank) == "True True False"
+    assert read(PRODUCT_CACHE_ENABLED="0", PRODUCT_FAST_PATH="off") == "False False False"
+
+
 def test_defaults_are_safe():
     result = run_settings(SECRET_KEY="x" * 50)
     assert result.returncode == 0, result.stderr
