@@ -24,11 +24,30 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @lru_cache(maxsize=8)
+def networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+    """Return the networks of a list of addresses and networks (a setting's value)."""
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+
+
+def in_networks(address: str, within: tuple[Network, ...]) -> bool:
+    """Return True when ``address`` is in one of ``within``.
+
+    An IPv4 peer on a dual-stack socket (gunicorn bound to ``[::]``) arrives
+    as ``::ffff:a.b.c.d`` and counts as ``a.b.c.d``.
+    """
+    ip = _ip(address)
+    if ip is None:
+        return False
+    if getattr(ip, "ipv4_mapped", None):
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in within)
+
+
 def _trusted(setting: tuple[str, ...]) -> tuple[bool, tuple[Network, ...]]:
     """Return (trust everyone, networks) for a FORWARDED_ALLOW_IPS value."""
     if "*" in setting:
         return True, ()
-    return False, tuple(ipaddress.ip_network(item, strict=False) for item in setting if item)
+    return False, networks(setting)
 
 
 def parse_allowed(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -48,11 +67,8 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 def is_trusted_proxy(address: str) -> bool:
     """Return True when ``address`` is in FORWARDED_ALLOW_IPS."""
-    everyone, networks = _trusted(tuple(settings.FORWARDED_ALLOW_IPS))
-    if everyone:
-        return True
-    ip = _ip(address)
-    return ip is not None and any(ip in network for network in networks)
+    everyone, trusted = _trusted(tuple(settings.FORWARDED_ALLOW_IPS))
+    return everyone or in_networks(address, trusted)
 
 
 def client_address(meta: Mapping[str, str]) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from functools import lru_cache
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -14,25 +12,14 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import MethodNotAllowed
 from rest_framework.views import APIView
 
-from . import cache, metrics
+from . import addresses, cache, metrics
 
 logger = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=8)
-def _networks(allowed: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in allowed if entry.strip())
-
-
 def metrics_allowed(peer: str | None) -> bool:
     """Return True when ``peer`` (the connection's address) is in METRICS_ALLOWED_IPS."""
-    try:
-        address = ipaddress.ip_address(peer or "")
-    except ValueError:
-        return False
-    if getattr(address, "ipv4_mapped", None):
-        address = address.ipv4_mapped
-    return any(address in network for network in _networks(tuple(settings.METRICS_ALLOWED_IPS)))
+    return addresses.in_networks(peer or "", addresses.networks(tuple(settings.METRICS_ALLOWED_IPS)))
 
 
 @csrf_exempt  # nothing here reads a session: another method is a 405, not a CSRF page

@@ -110,6 +110,9 @@ def test_client_address_rule():
         assert client_address({"REMOTE_ADDR": "::1", "HTTP_X_FORWARDED_FOR": "x, 1.2.3.4"}) == "1.2.3.4"
         # Unreadable client part: the last hop we could read stands for it.
         assert client_address({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "junk"}) == "127.0.0.1"
+        # gunicorn bound to [::]: an IPv4 proxy's address arrives IPv4-mapped.
+        mapped = {"REMOTE_ADDR": "::ffff:127.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}
+        assert client_address(mapped) == "1.2.3.4"
     with override_settings(FORWARDED_ALLOW_IPS=()):
         assert client_address({"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "1.2.3.4"}) == "127.0.0.1"
     with override_settings(FORWARDED_ALLOW_IPS=("*",)):
