@@ -9,9 +9,9 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection, migrations, transaction
+from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Value
 from django.db.models.functions import Concat
-from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 
 from products import cache
