@@ -216,12 +216,7 @@ def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpRespon
         raise PermissionDenied
     del request.session[SESSION_KEY]
     try:
-        if cache.cache_enabled():
-            # As product_import: the first Redis command of a process adopts
-            # the server, recording it in the database; not inside the
-            # snapshot below, where a ledger row another process moved would
-            # fail the import.
-            cache.status()
+        cache.adopt_server()  # outside the snapshot below
         # The plan checked and the import see the same catalogue: a product
         # created in between was updated by a confirmed "create".
         with Product.objects.using(router.db_for_write(Product)).one_snapshot():

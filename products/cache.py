@@ -70,20 +70,26 @@ from .conditional import make_etag
 from .transport import CacheUnavailable, Client, status
 
 __all__ = [
+    "ABSENT",
     "CacheUnavailable",
     "CachedProduct",
     "Loader",
     "WarmedBatch",
+    "adopt_server",
     "cache_enabled",
     "clear",
     "get_product",
+    "get_product_counted",
+    "in_transaction",
     "info",
     "invalidate",
     "invalidate_on_commit",
+    "register_after_delivery",
     "reset",
     "retire_generation",
     "retire_generation_on_commit",
     "status",
+    "status_for_bulk",
     "warm_products",
 ]
 
@@ -144,6 +150,24 @@ class CachedProduct(NamedTuple):
 def cache_enabled() -> bool:
     """Return False when PRODUCT_CACHE_ENABLED is off (product reads skip Redis)."""
     return settings.PRODUCT_CACHE_ENABLED
+
+
+def adopt_server() -> None:
+    """Meet the Redis server now, before the caller opens a transaction (an import).
+
+    The first Redis command of a process adopts the server, which is recorded
+    in the database (products.serverledger). Inside a transaction that is not
+    possible: the import's invalidation would be recorded as missed (the
+    first import after a Redis restart), or a ledger row another process
+    moved would fail it.
+    """
+    if cache_enabled():
+        status()
+
+
+def status_for_bulk() -> str:
+    """:func:`status`, waiting out a busy Redis as the bulk commands do (transport.BULK_PATIENCE)."""
+    return status(patience=transport.BULK_PATIENCE)
 
 
 def in_transaction(using: str | None = None) -> bool:
@@ -290,6 +314,16 @@ def _settling() -> bool:
     return settings.PRODUCT_NEAR_CACHE
 
 
+# Runs after an invalidation reached Redis (products.serverledger: is this
+# still the server the others use? wired in apps.ready()).
+_after_delivery: Callable[[], None] | None = None
+
+
+def register_after_delivery(function: Callable[[], None]) -> None:
+    global _after_delivery
+    _after_delivery = function
+
+
 def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
     """Forget the cached products (and revoke their fill leases) now.
 
@@ -311,16 +345,6 @@ def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
     if _after_delivery is not None:
         _after_delivery()
     return True
-
-
-# Runs after an invalidation reached Redis (products.serverledger: is this
-# still the server the others use? wired in apps.ready()).
-_after_delivery: Callable[[], None] | None = None
-
-
-def register_after_delivery(function: Callable[[], None]) -> None:
-    global _after_delivery
-    _after_delivery = function
 
 
 def invalidate_on_commit(names: Iterable[str], using: str | None = None) -> None:

@@ -253,12 +253,8 @@ def product_bulk_import(
         if on_error is not None:
             on_error(error)
 
-    if not dry_run and cache.cache_enabled():
-        # The first Redis command of a process adopts the server, which is
-        # recorded in the database: not possible inside the transaction below,
-        # where the invalidation would then be recorded as missed (the first
-        # import after a Redis restart). A round trip now, outside it.
-        cache.status()
+    if not dry_run:
+        cache.adopt_server()  # outside the transaction below
     # A dry run only reads: no write transaction, so it blocks no writer.
     # ``after_commit`` is left after the transaction: the commit and its invalidation.
     with ExitStack() as after_commit, nullcontext() if dry_run else transaction.atomic(using=using):

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from products import cache, transport
+from products import cache
 from products.models import Product
 from products.selectors import products_json
 from products.services import ProgressCallback
+
+
+class WarmUpStopped(cache.CacheUnavailable):
+    """Redis stopped answering during the warm-up; ``stored`` products were in the cache by then."""
+
+    def __init__(self, stored: int, reason: str) -> None:
+        super().__init__(reason)
+        self.stored = stored
 
 
 def product_cache_warm(
@@ -22,23 +30,14 @@ def product_cache_warm(
     chunks. Raises cache.CacheUnavailable when Redis does not answer, before
     or during the warm-up.
     """
-    if transport.status(patience=transport.BULK_PATIENCE) != "ok":
+    if cache.status_for_bulk() != "ok":
         raise cache.CacheUnavailable("Redis is not answering")
     if names is None:
         names = Product.objects.order_by("pk").values_list("name", flat=True).iterator(chunk_size=chunk_size)
     stored = skipped = 0
     missing: list[str] = []
-    chunk: list[str] = []
     try:
-        for name in names:
-            chunk.append(name)
-            if len(chunk) < chunk_size:
-                continue
-            warmed = _warm(chunk, on_progress)
-            stored, skipped = stored + warmed.stored, skipped + warmed.skipped
-            missing += warmed.missing
-            chunk = []
-        if chunk:
+        for chunk in _chunks(names, chunk_size):
             warmed = _warm(chunk, on_progress)
             stored, skipped = stored + warmed.stored, skipped + warmed.skipped
             missing += warmed.missing
@@ -53,12 +52,15 @@ def product_cache_warm(
     return cache.WarmedBatch(stored, skipped, missing)
 
 
-class WarmUpStopped(cache.CacheUnavailable):
-    """Redis stopped answering during the warm-up; ``stored`` products were in the cache by then."""
-
-    def __init__(self, stored: int, reason: str) -> None:
-        super().__init__(reason)
-        self.stored = stored
+def _chunks(names: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for name in names:
+        chunk.append(name)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _warm(chunk: list[str], on_progress: ProgressCallback | None) -> cache.WarmedBatch:
