@@ -145,17 +145,25 @@ def _compile(using: str) -> _Compiled:
     sql, params = compiler.as_sql()
     if list(params) != [_PLACEHOLDER_NAME]:  # pragma: no cover - a backend that inlines differently
         raise RuntimeError(f"unexpected parameters for the product query: {params!r}")
-    found = compiler.get_converters([column for column, _sql, _alias in compiler.select])
-    converters = [(position, functions, expression) for position, (functions, expression) in found.items()]
+    converters = _converters(compiler, compiler.select)
     connection = connections[using]
     if not direct_read_configured(connection):
         return _Compiled(sql, converters, None, [])
+    direct = [entry for entry in converters if entry[0] not in _TIMESTAMPS]
+    return _Compiled(sql, converters, _sqlite_sql(sql), direct)
+
+
+def _converters(compiler, select) -> list[tuple[int, list, object]]:
+    """Return (position, converter functions, expression) for the columns of ``select``."""
+    found = compiler.get_converters([column for column, _sql, _alias in select])
+    return [(position, functions, expression) for position, (functions, expression) in found.items()]
+
+
+def _sqlite_sql(sql: str) -> str:
+    """Return ``sql`` as SQLiteCursorWrapper.convert_query sends it: "%s" -> "?"."""
     from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 
-    # What SQLiteCursorWrapper.convert_query does to every query: "%s" -> "?".
-    direct_sql = FORMAT_QMARK_REGEX.sub("?", sql).replace("%%", "%")
-    direct = [entry for entry in converters if entry[0] not in _TIMESTAMPS]
-    return _Compiled(sql, converters, direct_sql, direct)
+    return FORMAT_QMARK_REGEX.sub("?", sql).replace("%%", "%")
 
 
 def forget_compiled_reads_on_setting_change(setting: str, **kwargs) -> None:
@@ -364,18 +372,12 @@ def _compile_page(queryset, order, limit, after, connection) -> _CompiledPage | 
             else:  # pragma: no cover - a parameter this read cannot rebuild
                 return None
         slots = tuple(slots)
-    from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
-
-    found = compiler.get_converters(
-        [column for column, _sql, _alias in compiler.select[: compiler.col_count]]
-    )
     converters = [
-        (position, functions, expression)
-        for position, (functions, expression) in found.items()
-        if position not in _TIMESTAMPS
+        entry
+        for entry in _converters(compiler, compiler.select[: compiler.col_count])
+        if entry[0] not in _TIMESTAMPS
     ]
-    direct_sql = FORMAT_QMARK_REGEX.sub("?", sql).replace("%%", "%")
-    return _CompiledPage(direct_sql, converters, slots, field)
+    return _CompiledPage(_sqlite_sql(sql), converters, slots, field)
 
 
 def _page_value(field, value, connection):
