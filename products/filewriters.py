@@ -21,7 +21,7 @@ from django.db import NotSupportedError
 from django.db.models import F, Func, TextField
 
 from .fileformats import COLUMNS
-from .validators import PRICE_MAX
+from .validators import PRICE_FORMAT, PRICE_MAX
 
 # A spreadsheet reads a cell starting with one of these as a formula
 # (OWASP, "CSV Injection").
@@ -50,10 +50,12 @@ def format_rows(
         if first:
             writer.writerow(COLUMNS)
         clean = spreadsheet_safe if safe_for_spreadsheets else str
-        writer.writerows([(clean(name), format(price, ".2f"), quantity) for name, price, quantity in rows])
+        writer.writerows(
+            [(clean(name), format(price, PRICE_FORMAT), quantity) for name, price, quantity in rows]
+        )
         return buffer.getvalue()
     lines = [
-        orjson.dumps({"name": name, "price": format(price, ".2f"), "quantity": quantity}).decode()
+        orjson.dumps({"name": name, "price": format(price, PRICE_FORMAT), "quantity": quantity}).decode()
         for name, price, quantity in rows
     ]
     return join_lines(lines, fmt, first)
@@ -122,10 +124,10 @@ def sqlite_line_sql(
             f"THEN '\"' || replace({cell}, '\"', '\"\"') || '\"' ELSE {cell} END"
         )
         # || rather than printf's %s for the name: it keeps a NUL, as csv.writer does.
-        line = f"{quoted} || printf(',{percent}.2f,{percent}d', {price}, {quantity})"
+        line = f"{quoted} || printf(',{percent}{PRICE_FORMAT},{percent}d', {price}, {quantity})"
     elif fmt in ("json", "jsonl") and not safe:
         line = (
-            f"""printf('{{"name":{percent}s,"price":"{percent}.2f","quantity":{percent}d}}', """
+            f"""printf('{{"name":{percent}s,"price":"{percent}{PRICE_FORMAT}","quantity":{percent}d}}', """
             f"json_quote({name}), {price}, {quantity})"
         )
     else:

@@ -41,7 +41,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from .selectors import representation_page
-from .validators import PRICE_MAX, QUANTITY_MAX, validate_product_name
+from .validators import PRICE_FORMAT, PRICE_MAX, QUANTITY_MAX, validate_product_name
 
 INVALID_CURSOR = "Invalid cursor."
 _CURSOR_SALT = "products.pagination.cursor"
@@ -95,7 +95,7 @@ def _decode_timestamp(value: object) -> datetime:
 _PAGE_SIZE = re.compile(r"[0-9]{1,6}")
 
 _KEYS = {
-    "price": (lambda v: v if isinstance(v, str) else f"{v:.2f}", _decode_price),
+    "price": (lambda v: v if isinstance(v, str) else format(v, PRICE_FORMAT), _decode_price),
     "quantity": (lambda v: v, _decode_quantity),
     "created_at": (lambda v: v if isinstance(v, str) else v.isoformat(), _decode_timestamp),
     "updated_at": (lambda v: v if isinstance(v, str) else v.isoformat(), _decode_timestamp),

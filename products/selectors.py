@@ -16,6 +16,7 @@ from django.db.models.sql.constants import MULTI
 
 from . import metrics
 from .models import Product
+from .validators import PRICE_FORMAT
 
 REPRESENTATION_FIELDS = ("id", "name", "price", "quantity", "created_at", "updated_at")
 
@@ -43,7 +44,7 @@ def _representation(id_, name, price, quantity, created_at, updated_at, timestam
     return {
         "id": id_,
         "name": name,
-        "price": f"{price:.2f}",
+        "price": format(price, PRICE_FORMAT),
         "quantity": quantity,
         "created_at": timestamp(created_at),
         "updated_at": timestamp(updated_at),

@@ -84,7 +84,7 @@ class PriceField(serializers.Field):
         return _apply(validators.clean_price, data)
 
     def to_representation(self, value: Decimal) -> str:
-        return f"{value:.2f}"
+        return format(value, validators.PRICE_FORMAT)
 
 
 @extend_schema_field({"type": "integer", "minimum": 0, "maximum": validators.QUANTITY_MAX, "example": 10})

@@ -39,6 +39,8 @@ PRICE_MAX = Decimal(10) ** PRICE_WHOLE_DIGITS - Decimal(1).scaleb(-PRICE_DECIMAL
 # The largest value every supported database stores in an integer column.
 QUANTITY_MAX = 2_147_483_647
 PRICE_STEP = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)  # the smallest price step, 0.01
+# A price as the API, the exports and the cursors write it: format(price, PRICE_FORMAT) -> "12.50".
+PRICE_FORMAT = f".{PRICE_DECIMAL_PLACES}f"
 INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits only, unlike int()
 # The number syntax prices are written in (bodies, files and the list's price filters).
 PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")

@@ -20,7 +20,7 @@ from products.fileformats import MISSING, RawRow, RowError, read_rows
 from products.missed import INVALIDATE_BY_NAME_LIMIT
 from products.models import Product
 from products.services import ProgressCallback
-from products.validators import PRICE_DECIMAL_PLACES, PRICE_MAX_DIGITS
+from products.validators import PRICE_DECIMAL_PLACES, PRICE_FORMAT, PRICE_MAX_DIGITS
 
 from .seen_names import SeenNames
 
@@ -29,7 +29,6 @@ from .seen_names import SeenNames
 IMPORT_BATCH_SIZE = 2000
 # Names per ``IN (...)`` lookup; SQLite builds allow 999 parameters at least.
 _LOOKUP_CHUNK = 900
-_PRICE_FORMAT = f".{PRICE_DECIMAL_PLACES}f"
 
 ErrorCallback = Callable[[RowError], None]
 
@@ -127,7 +126,7 @@ class _BatchWriter:
                 for pk, name, price, quantity in cursor.fetchall():
                     # SQLite hands back a float (or int) for the NUMERIC column;
                     # two places recover the stored decimal exactly.
-                    existing[name] = (pk, Decimal(format(price, _PRICE_FORMAT)), quantity)
+                    existing[name] = (pk, Decimal(format(price, PRICE_FORMAT)), quantity)
         adapt = self.ops.adapt_decimalfield_value
         now = self.now
         inserts = []
