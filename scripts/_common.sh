@@ -74,17 +74,6 @@ redis.Redis.from_url(sys.argv[1], socket_timeout=1, socket_connect_timeout=1).pi
 PYEOF
 }
 
-# Install redis-server from the system packages when we are allowed to.
-install_redis_server() {
-    command -v redis-server >/dev/null 2>&1 && return 0
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        say "Installing redis-server (apt-get)"
-        (apt-get install -y -q redis-server >/dev/null 2>&1 ||
-            { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q redis-server >/dev/null 2>&1; }) || true
-    fi
-    command -v redis-server >/dev/null 2>&1
-}
-
 # apt_install COMMAND PACKAGE: install PACKAGE with apt-get (as root) when COMMAND is missing.
 apt_install() {
     command -v "$1" >/dev/null 2>&1 && return 0

@@ -10,7 +10,7 @@ ensure_venv requirements-dev.txt
 TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/9}"
 STARTED_REDIS=""
 if ! redis_answers "$TEST_REDIS_URL"; then
-    install_redis_server || die "No Redis answers at $TEST_REDIS_URL and redis-server is not installed.
+    apt_install redis-server redis-server || die "No Redis answers at $TEST_REDIS_URL and redis-server is not installed.
 Install it (e.g. 'apt-get install redis-server' or 'brew install redis') or set TEST_REDIS_URL."
     port="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     say "No Redis at $TEST_REDIS_URL; starting a throwaway redis-server on port $port"
@@ -22,7 +22,7 @@ cleanup() { [ -n "$STARTED_REDIS" ] && [ -f "$STARTED_REDIS" ] && kill "$(cat "$
 trap cleanup EXIT
 export TEST_REDIS_URL
 # The fault tests start their own redis-server processes.
-install_redis_server || die "redis-server is required by the outage tests; install it"
+apt_install redis-server redis-server || die "redis-server is required by the outage tests; install it"
 # The Sentinel and Cluster tests start their own nodes (redis-server --sentinel,
 # --cluster-enabled); redis-cli builds the cluster.
 apt_install redis-cli redis-tools || die "redis-cli is required by the Redis Cluster tests; install redis-tools"
