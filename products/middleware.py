@@ -1,4 +1,4 @@
-"""Request middleware: one structured log line per request, and the body-size limit."""
+"""Request middleware: one structured log line per request (and a 503 page for a database that is down), and the body-size limit."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .exceptions import (
 from .logfields import current_request_id, format_fields, request_id
 from .parsers import form_text_decodes
 
-__all__ = ["BodySizeLimitMiddleware", "RequestLogMiddleware", "format_fields", "log_request", "request_id"]
+__all__ = ["BodySizeLimitMiddleware", "RequestLogMiddleware", "log_request"]
 
 logger = logging.getLogger("products.requests")
 
@@ -35,6 +35,9 @@ STATIC_ROUTE = "(static)"  # files WhiteNoise serves
 
 class RequestLogMiddleware:
     """Give each request an id, log it once at INFO, and count it in the metrics.
+
+    It also answers a database that is down or busy (``process_exception``)
+    with a 503 rather than a 500.
 
     The id is the client's (or proxy's) ``X-Request-ID`` when it is sane (see
     logfields.request_id), else a new one; it is on ``request.request_id``,

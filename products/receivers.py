@@ -1,4 +1,4 @@
-"""Model signal receivers that keep the product cache honest; wired in apps.ready()."""
+"""Signal receivers, wired in apps.ready(): model writes keep the product cache honest; new database connections get SQLite's casefold function and the query-count metric."""
 
 from __future__ import annotations
 

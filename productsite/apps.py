@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class ProductsiteConfig(AppConfig):
-    """The deployment's own hooks: the fast path's system check."""
+    """The deployment's own hooks: its system checks (the fast paths, gunicorn's error pages)."""
 
     name = "productsite"
     verbose_name = "Product site (deployment)"

@@ -84,8 +84,8 @@ from rest_framework.viewsets import GenericViewSet
 from products import jsonnumbers
 from products.authentication import TokenAuthentication
 from products.dberrors import WRITE_LOCK_LOST, waited_out_a_lock
-from products.logfields import current_request_id
-from products.middleware import log_request, request_id
+from products.logfields import current_request_id, request_id
+from products.middleware import log_request
 from products.models import Product
 from products.parsers import ExactJSONParser
 from products.permissions import ProductPermissions

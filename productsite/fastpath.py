@@ -58,8 +58,8 @@ from rest_framework.settings import api_settings
 from products import cache, counters
 from products.addresses import client_address
 from products.conditional import etag_matches, make_etag
-from products.logfields import current_request_id
-from products.middleware import log_request, request_id
+from products.logfields import current_request_id, request_id
+from products.middleware import log_request
 from products.request_guards import path_is_undecodable
 from products.selectors import compact, legacy_shape, product_json
 from products.throttling import (

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from products.middleware import format_fields
+from products.logfields import format_fields
 
 from .support.processes import manage, server_env
 
