@@ -70,7 +70,7 @@ def _counters(request, username: str | None) -> list[tuple[str, int, int]]:
 
 def count_keys(request, username: str | None) -> list[str]:
     """Return the Redis keys of this request's counters (products.token_cache reads them with the token)."""
-    return [counters.throttle_key(name, window) for name, _limit, window in _counters(request, username)]
+    return [counters.window_key(name, window) for name, _limit, window in _counters(request, username)]
 
 
 def check(request, username: str | None, counts: list[int] | None = None) -> None:

@@ -78,8 +78,8 @@ __all__ = [
     "adopt_server",
     "cache_enabled",
     "clear",
+    "count_and_read",
     "get_product",
-    "get_product_counted",
     "in_transaction",
     "info",
     "invalidate",
@@ -229,7 +229,7 @@ def get_product(name: str, load: Loader, *, reader: Reader | None = None) -> Cac
         delay = min(delay * 2, 0.02)
 
 
-def get_product_counted(
+def count_and_read(
     name: str, load: Loader, *, counter_key: str, counter_ttl: int, limit: int | None
 ) -> tuple[CachedProduct | None, bool] | None:
     """Count one request against ``counter_key`` and read the product, in one round trip.
@@ -247,13 +247,13 @@ def get_product_counted(
     lease_ms = _lease_ms()
     args = [token, lease_ms, counter_ttl, -1 if limit is None else limit]
 
-    def count_and_read(client: Client):
+    def in_one_script(client: Client):
         if transport.is_cluster(client):
             return None
         return scripts.evalsha(client, "count+read", keys, args)
 
     try:
-        answer = transport.run(count_and_read)
+        answer = transport.run(in_one_script)
     except CacheUnavailable:
         return _from_database(name, load), True
     if answer is None:

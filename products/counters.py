@@ -25,14 +25,14 @@ from .cache import CachedProduct, Loader
 from .transport import CacheUnavailable, Client
 
 
-def throttle_key(counter: str, window: int) -> str:
+def window_key(counter: str, window: int) -> str:
     """Return the Redis key of the current fixed window for ``counter``."""
     return cachekeys.throttle_key(counter, int(time.time()) // window)
 
 
 def rate_counter(counter: str, window: int, by: int = 1) -> int | None:
     """Count ``by`` hits in a fixed window; return the window's count, None when Redis is unavailable."""
-    return _count(throttle_key(counter, window), window, by)
+    return _count(window_key(counter, window), window, by)
 
 
 def _count(full_key: str, window: int, by: int) -> int | None:
@@ -125,7 +125,7 @@ def get_product_counted(
     refuse). Returns ``(product, allowed)``: ``(None, False)`` when the request
     is over the limit (nothing read), else the product as cache.get_product()
     would return it. One round trip when the cache can share it
-    (:func:`products.cache.get_product_counted`), else a count and a read.
+    (:func:`products.cache.count_and_read`), else a count and a read.
     """
     if nearcache.enabled():
         # A near hit needs no Redis at all: the count comes from this
@@ -140,8 +140,8 @@ def get_product_counted(
             if product is not None and product.hit:
                 nearcache.admit(name)
         return product, True
-    combined = cache.get_product_counted(
-        name, load, counter_key=throttle_key(counter, window), counter_ttl=window + 1, limit=limit
+    combined = cache.count_and_read(
+        name, load, counter_key=window_key(counter, window), counter_ttl=window + 1, limit=limit
     )
     if combined is not None:
         return combined
@@ -154,7 +154,7 @@ def get_product_counted(
 
 def rate_counts(counters: list[str], window: int) -> list[int] | None:
     """Read the current fixed-window counts without counting; None when Redis is unavailable."""
-    full_keys = [throttle_key(counter, window) for counter in counters]
+    full_keys = [window_key(counter, window) for counter in counters]
 
     def op(client: Client) -> list[int]:
         return [int(value or 0) for value in client.mget(full_keys)]
