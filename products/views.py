@@ -240,7 +240,9 @@ class LegacyProductListView(APIView):
     """POST /products: the original service's create route."""
 
     queryset = Product.objects.all()
-    serializer_class = LegacyProductSerializer
+    serializer_class = (
+        LegacyProductSerializer  # the browsable API's form and the schema; post() validates as the API
+    )
     permission_classes = [ProductPermissions]
 
     def post(self, request: Request):

@@ -1,7 +1,8 @@
 """Business actions on products, one module per capability.
 
 Plain typed functions that views, admin and commands share: ``stock``,
-``importing``, ``exporting``, ``warming`` and ``demo`` (demo data).
+``importing``, ``exporting``, ``warming`` and ``demo`` (demo data);
+``seen_names`` is the import's record of the names a file already named.
 """
 
 from collections.abc import Callable
