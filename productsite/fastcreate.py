@@ -89,10 +89,11 @@ from products.middleware import log_request
 from products.models import Product
 from products.parsers import ExactJSONParser
 from products.permissions import ProductPermissions
+from products.responses import etag_of, product_location
 from products.serializers import NAME_CHECKED_BY_INSERT, ProductSerializer
 from products.throttling import AnonymousFixedWindowThrottle, UserFixedWindowThrottle
 from products.validators import NAME_URL_PATTERN
-from products.views import ProductViewSet, etag_of, product_location
+from products.views import ProductViewSet
 from productsite import fastinsert, fastpath
 from productsite.fastpath import StartResponse
 

@@ -92,7 +92,7 @@ def _same_but_id(fast: Answer, slow: Answer) -> None:
         (k, v) for k, v in slow.header_list if k not in same
     ]
     assert [k for k, _ in fast.header_list] == [k for k, _ in slow.header_list]
-    from products.views import etag_of
+    from products.responses import etag_of
 
     assert fast.headers["ETag"] == etag_of(fast.json())
 
