@@ -81,10 +81,11 @@ PRICE_OUT = {
 # In: a string, or a number. No multipleOf on the number: validators compute
 # 19.99 / 0.01 in floating point and reject valid prices; "at most 2 decimal
 # places" stays in the description (and the server answers 400).
+PRICE_NUMBER = {"type": "number", "minimum": 0, "maximum": float(validators.PRICE_MAX)}
 PRICE_IN = {
     "oneOf": [
         {"type": "string", "pattern": rf"^[0-9]{{1,{_WHOLE}}}(\.[0-9]{{1,{_PLACES}}})?$"},
-        {"type": "number", "minimum": 0, "maximum": float(validators.PRICE_MAX)},
+        PRICE_NUMBER,
     ],
     "example": "12.50",
 }

@@ -23,14 +23,13 @@ from rest_framework import serializers
 
 from . import validators
 from .exceptions import InsufficientStockConflict, PreconditionFailed
-from .openapi import ValidationErrorSerializer
+from .openapi import PRICE_NUMBER, ValidationErrorSerializer
 from .serializers import (
     LegacyProductEnvelopeSerializer,
     LegacyProductSerializer,
     ProductSerializer,
     StockChangeSerializer,
 )
-from .validators import PRICE_MAX
 
 # --- Bodies ----------------------------------------------------------------------
 
@@ -185,7 +184,7 @@ def _price_bound(name: str, description: str) -> OpenApiParameter:
     # django-filter says "number"; the bounds are ours (outside them: 400).
     return OpenApiParameter(
         name,
-        {"type": "number", "minimum": 0, "maximum": float(PRICE_MAX)},
+        PRICE_NUMBER,
         OpenApiParameter.QUERY,
         description=description,
     )
