@@ -14,17 +14,20 @@ ensure_venv requirements.txt
 # a new one) is used. Left set, it would hide .env's from the settings.
 if [ -n "${SECRET_KEY+set}" ] && [ -z "${SECRET_KEY// /}" ]; then unset SECRET_KEY; fi
 
-if [ ! -f .env ]; then
-    say "Writing .env with a generated SECRET_KEY (kept out of git)"
+# The file the settings read (ENV_FILE, as productsite/settings.py and gunicorn.conf.py).
+ENV_FILE="${ENV_FILE:-.env}"
+export ENV_FILE
+if [ ! -f "$ENV_FILE" ]; then
+    say "Writing $ENV_FILE with a generated SECRET_KEY (kept out of git)"
     umask 077
     printf 'SECRET_KEY=%s\nALLOWED_HOSTS=127.0.0.1,localhost,[::1]\n' \
-        "$("$PY" -c 'import secrets; print(secrets.token_urlsafe(50))')" >.env
+        "$("$PY" -c 'import secrets; print(secrets.token_urlsafe(50))')" >"$ENV_FILE"
 elif [ -z "$(setting SECRET_KEY)" ]; then
-    # A .env written by hand first (say, with REDIS_URL only): add what the first run would have.
-    say "Adding a generated SECRET_KEY to .env"
-    printf '\nSECRET_KEY=%s\n' "$("$PY" -c 'import secrets; print(secrets.token_urlsafe(50))')" >>.env
+    # A file written by hand first (say, with REDIS_URL only): add what the first run would have.
+    say "Adding a generated SECRET_KEY to $ENV_FILE"
+    printf '\nSECRET_KEY=%s\n' "$("$PY" -c 'import secrets; print(secrets.token_urlsafe(50))')" >>"$ENV_FILE"
     if [ -z "$(setting ALLOWED_HOSTS)" ]; then
-        printf 'ALLOWED_HOSTS=127.0.0.1,localhost,[::1]\n' >>.env
+        printf 'ALLOWED_HOSTS=127.0.0.1,localhost,[::1]\n' >>"$ENV_FILE"
     fi
 fi
 
