@@ -17,6 +17,7 @@ from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
+from rest_framework.utils.serializer_helpers import ReturnDict
 from rest_framework.views import exception_handler, set_rollback
 
 from .dberrors import first_line, lost_to_another_writer, schema_missing
@@ -33,8 +34,16 @@ class ProductNameConflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "unique"
 
-    def __init__(self) -> None:
-        super().__init__({"name": [DUPLICATE_NAME_MESSAGE]})
+    def __init__(self, serializer=None) -> None:
+        detail = {"name": [DUPLICATE_NAME_MESSAGE]}
+        if serializer is not None:
+            # Leave the serializer as a failed validation leaves it (what
+            # is_valid() does for a ValidationError), and name it on the
+            # detail: the browsable API then renders its form again with the
+            # values sent and this error under the name, as it does for a 400.
+            serializer._validated_data, serializer._errors = {}, detail
+            detail = ReturnDict(detail, serializer=serializer)
+        super().__init__(detail)
 
 
 class InsufficientStockConflict(APIException):

@@ -171,7 +171,7 @@ class ProductSerializer(RefuseUnknownFields, serializers.ModelSerializer):
             and name_taken(name, None if self.instance is None else self.instance.pk)
         ):
             # A conflict with the stored state, not bad input: 409.
-            raise ProductNameConflict()
+            raise ProductNameConflict(self)
         return attrs
 
     def get_fields(self) -> dict:

@@ -300,3 +300,24 @@ def test_options_describes_price_and_quantity_with_their_types_and_limits(editor
     assert described["quantity"]["type"] == "integer"
     assert (described["quantity"]["min_value"], described["quantity"]["max_value"]) == (0, 2147483647)
     assert described["name"]["type"] == "string" and described["name"]["max_length"] == 200
+
+
+@pytest.mark.parametrize("method, path", [("post", "/api/products/"), ("put", "/api/products/Cup/")])
+def test_browsable_api_form_keeps_its_values_and_names_a_taken_name(
+    editor_client, make_product, method, path
+):
+    # A 400 re-renders the HTML form with what was typed and the error under
+    # the field; the 409 for a taken name cleared the form and said nothing there.
+    make_product("Teapot", price="24.90", quantity=12)
+    make_product("Cup", price="3.00", quantity=1)
+    response = getattr(editor_client, method)(
+        path,
+        {"name": "Teapot", "price": "7.77", "quantity": "5"},
+        format="multipart",
+        HTTP_ACCEPT="text/html",
+    )
+    assert response.status_code == 409
+    html = response.content.decode()
+    form = html[html.index('id="post-object-form"' if method == "post" else 'id="put-object-form"') :]
+    assert 'value="7.77"' in form
+    assert "A product with this name already exists." in form.split("</form>")[0]
