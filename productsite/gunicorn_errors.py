@@ -14,16 +14,21 @@ The replacement mirrors gunicorn's function (its arguments, and
 ``util.write_nonblock`` to write); :func:`mirrors` says whether the installed
 gunicorn still has that shape. When it does not, the HTML pages stay
 (nothing is replaced) and ``manage.py check`` says so (productsite.W003).
-gunicorn's WARNING line for the refusal stays the request's one log line.
+Each refusal also writes a request line (``products.requests`` at INFO, method
+and path ``-``, the reason) with the request id the client got: gunicorn's
+own WARNING line names none.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import logging
 import sys
 
-from products.logfields import request_id
+from products.logfields import format_fields, request_id
+
+logger = logging.getLogger("products.requests")
 
 _MIRRORED_ARGUMENTS = ["sock", "status_int", "reason", "mesg"]
 _replaced = None  # gunicorn's own function, once install() has replaced it
@@ -66,6 +71,7 @@ def write_error(sock, status_int: int, reason: str, mesg: str) -> None:
         status_int, reason = 408, "Request Timeout"
         mesg = "the request was not complete within the server's timeout; send it again"
     detail = f"{reason}: {mesg}" if mesg else reason
+    rid = request_id(None)
     body = json.dumps({"detail": detail}).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\n"
@@ -73,7 +79,10 @@ def write_error(sock, status_int: int, reason: str, mesg: str) -> None:
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
         "X-Content-Type-Options: nosniff\r\n"
-        f"X-Request-ID: {request_id(None)}\r\n"
+        f"X-Request-ID: {rid}\r\n"
         "\r\n"
     )
     util.write_nonblock(sock, head.encode("latin-1") + body)
+    if logger.isEnabledFor(logging.INFO):
+        fields = {"method": "-", "path": "-", "status": status_int, "request_id": rid, "reason": detail[:200]}
+        logger.info(format_fields(fields), extra={"request_fields": fields})

@@ -351,11 +351,12 @@ def _raw_request(url: str, data: bytes) -> tuple[str, dict[str, str], bytes]:
     ids=["request-line-too-long", "header-too-large", "control-character-in-a-header", "malformed-method"],
 )
 def test_a_request_gunicorn_refuses_itself_is_a_json_error_with_a_request_id(
-    sqlite_gunicorn, request_bytes, status
+    sqlite_gunicorn, tmp_path, request_bytes, status
 ):
     # gunicorn answers these before the application runs; gunicorn.conf.py
     # makes its answer the API's error shape (productsite.gunicorn_errors).
-    server = sqlite_gunicorn(workers=1)
+    log = tmp_path / "server.log"
+    server = sqlite_gunicorn(workers=1, output=log, LOG_LEVEL="INFO")
     line, headers, body = _raw_request(server.url, request_bytes)
     assert line.split()[1] == str(status), line
     assert headers["content-type"] == "application/json"
@@ -363,6 +364,11 @@ def test_a_request_gunicorn_refuses_itself_is_a_json_error_with_a_request_id(
     assert int(headers["content-length"]) == len(body)
     detail = json.loads(body)["detail"]
     assert isinstance(detail, str) and detail
+    # The id the client got is in the request log (gunicorn's line names none).
+    deadline = time.monotonic() + 5
+    while f"status={status} " not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert f"request_id={headers['x-request-id']}" in log.read_text()
     # The server is still serving.
     assert requests.get(server.url + "/health/", timeout=5).status_code == 200
 

@@ -95,10 +95,12 @@ class Gunicorn:
                 self.proc.kill()
 
 
-def start_sqlite_gunicorn(db_path, workers: int = 3, threads: int = 1, **env: str) -> Gunicorn:
-    """Migrate a fresh SQLite file and serve it with gunicorn."""
+def start_sqlite_gunicorn(
+    db_path, workers: int = 3, threads: int = 1, output: Path | None = None, **env: str
+) -> Gunicorn:
+    """Migrate a fresh SQLite file and serve it with gunicorn (its stdout and stderr to ``output``)."""
     environment = server_env(DATABASE_URL=f"sqlite:///{db_path}", **env)
     migrate(environment)
-    server = Gunicorn(environment, workers=workers, threads=threads)
+    server = Gunicorn(environment, workers=workers, threads=threads, output=output)
     server.start()
     return server
