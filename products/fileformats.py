@@ -231,8 +231,9 @@ def _check_columns(columns: list[str], line: int) -> None:
         problems.append("repeated column(s): " + _some(repeated))
     if problems:
         if len(columns) == 1 and any(sep in columns[0] for sep in (";", "\t", "|")):
-            # A spreadsheet's export in a locale that separates with ";" (or a TSV).
-            problems.append("the columns must be separated by commas (name,price,quantity)")
+            # A spreadsheet's export in a locale that separates with ";" (or
+            # a TSV): the cause of everything else, so the one thing said.
+            problems = ["the columns must be separated by commas (name,price,quantity)"]
         raise FileFormatError(f"line {line}: " + "; ".join(problems))
 
 

@@ -441,4 +441,5 @@ def test_a_file_separated_otherwise_than_by_commas_says_so(existing, tmp_path, s
     header = separator.join(["name", "price", "quantity"])
     message, _ = refuse(write(tmp_path, "p.csv", f"{header}\nMug{separator}1.00{separator}1\n".encode()))
     assert "separated by commas" in message, message
+    assert "missing required column" not in message, message  # the cause alone, not its symptoms
     assert_nothing_written(existing)
