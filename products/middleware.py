@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.http import HttpResponse, JsonResponse, UnreadablePostError
 from django.template.defaultfilters import filesizeformat
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, resolve, reverse
 from django.utils.html import escape
 
 from . import metrics
@@ -237,11 +237,8 @@ class BodySizeLimitMiddleware:
         # The admin's pages (an import upload) and the browsable API's forms
         # (which show an HTML answer, and reload the page for any other) get
         # HTML, as Django's own errors there, with the way back to the form.
-        page = html_page(
-            413,
-            "Request too large",
-            escape(message),
-            f"At most {filesizeformat(limit)} can be sent at once; nothing was changed.",
-            back=request.path,
-        )
+        more = f"At most {filesizeformat(limit)} can be sent at once; nothing was changed."
+        if request.path == reverse("admin:products_product_import"):
+            more += " A larger file imports with manage.py import_products (docs/operations.md)."
+        page = html_page(413, "Request too large", escape(message), more, back=request.path)
         return as_every_page(request, page)

@@ -175,6 +175,7 @@ def test_an_unknown_extension_or_too_large_file_is_a_form_error(client, settings
         and "(limit 10)" in too_large.content.decode()
     )
     assert "At most 10\xa0bytes can be sent at once; nothing was changed." in too_large.content.decode()
+    assert "A larger file imports with manage.py import_products" in too_large.content.decode()
     assert f'<a href="{IMPORT}">Back</a>' in too_large.content.decode()  # to the form, not a dead end
     assert not Product.objects.exists()
 
