@@ -123,8 +123,13 @@ class _NearCache:
         try:
             connection.connect()  # runs transport's server-identity check first
             connection._parser.set_invalidation_push_handler(self._on_push)
-            # NOLOOP: this connection's own writes (the lease a miss takes) need no message.
-            connection.send_command("CLIENT", "TRACKING", "ON", "NOLOOP")
+            # Not NOLOOP: with it Redis also leaves out the invalidations of
+            # keys it stops tracking or evicts while running this connection's
+            # own command (a full tracking table, maxmemory), and the copies
+            # of those keys would never hear of a later write. The messages
+            # for this connection's own writes (a miss's lease) name keys no
+            # copy depends on, or drop a copy that was changing anyway.
+            connection.send_command("CLIENT", "TRACKING", "ON")
             connection.read_response()
         except ResponseError as exc:
             # A Redis without RESP3 or client tracking (before 6.0): off for

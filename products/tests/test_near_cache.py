@@ -188,3 +188,22 @@ def test_sentinel_hits_are_served_from_memory_too(redis_sentinel, settings):
     Product.objects.filter(name="Mug").update(price=Decimal("2.00"))
     assert b'"2.00"' in read("Mug").data
     reset_process_state()
+
+
+def test_keys_redis_stops_tracking_during_the_near_caches_own_reads_still_drop_its_copies(private_redis):
+    # Redis stops tracking keys when its tracking table is full
+    # (tracking-table-max-keys) or evicts them under maxmemory, and sends an
+    # invalidation for each. With NOLOOP it skipped the client whose own
+    # command caused that: the near cache's tracked connection, reading. Its
+    # copies then heard of no later write (a review served an old price for
+    # minutes, past the cache's own timeout).
+    names = [f"Mug {number}" for number in range(40)]
+    Product.objects.bulk_create(Product(name=name, price=Decimal("1.00"), quantity=1) for name in names)
+    private_redis.client().config_set("tracking-table-max-keys", 10)
+    for _ in range(3):
+        for name in names:
+            read(name)
+    held = [name for name in names if nearcache.holds(name) is not None]
+    Product.objects.filter(name__in=names).update(price=Decimal("2.00"))  # invalidates after commit
+    stale = [name for name in names if b'"2.00"' not in read(name).data]
+    assert not stale, f"{len(stale)} of {len(held)} near copies outlived the write"
