@@ -112,7 +112,9 @@ class NameField(serializers.CharField):
     options = {"min_length": 1, "max_length": validators.NAME_MAX_LENGTH}  # for OPTIONS
 
     def __init__(self, **kwargs) -> None:
-        kwargs.setdefault("error_messages", {}).setdefault("blank", validators.BLANK_NAME_MESSAGE)
+        messages = kwargs.setdefault("error_messages", {})
+        messages.setdefault("blank", validators.BLANK_NAME_MESSAGE)
+        messages.setdefault("invalid", validators.NOT_A_STRING_MESSAGE)
         super().__init__(**kwargs)
         self.validators = [
             v

@@ -98,9 +98,11 @@ def validate_product_name(value: str) -> None:
 
 
 def clean_name(value: object) -> str:
-    """Return the trimmed name, or raise ValidationError."""
+    """Return the trimmed name, or raise ValidationError (in the API's words for a null or a non-string)."""
+    if value is None:
+        raise ValidationError(NULL_MESSAGE, code="null")
     if not isinstance(value, str):
-        raise ValidationError("Name must be a string.", code="invalid")
+        raise ValidationError(NOT_A_STRING_MESSAGE, code="invalid")
     check_name_length(value)
     name = trim_name(value)
     validate_product_name(name)
@@ -111,6 +113,7 @@ def clean_name(value: object) -> str:
 # out that must be given: the import says the same (one rule, one message).
 NULL_MESSAGE = "This field may not be null."
 REQUIRED_MESSAGE = "This field is required."
+NOT_A_STRING_MESSAGE = "Not a valid string."  # DRF's CharField, for a name that is not a JSON string
 
 
 def clean_price(value: object) -> Decimal:

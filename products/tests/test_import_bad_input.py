@@ -299,7 +299,8 @@ def test_malformed_json_line_is_reported_and_nothing_written(existing, tmp_path)
         ("12.5", "expected a JSON object, got a number"),
         ('{"name": "X", "price": "Infinity"}', "price: Price must be a finite number"),
         ('{"name": "X", "price": true}', "price: Price must be a number"),
-        ('{"name": 7, "price": "1.00"}', "name: Name must be a string"),
+        ('{"name": 7, "price": "1.00"}', "name: Not a valid string."),
+        ('{"name": null, "price": "1.00"}', "name: This field may not be null."),
         ('{"name": "X", "price": 1.005}', "price: Price must have at most 2 decimal places"),
     ],
     ids=[
@@ -311,6 +312,7 @@ def test_malformed_json_line_is_reported_and_nothing_written(existing, tmp_path)
         "infinite_price",
         "bool_price",
         "number_name",
+        "null_name",
         "three_decimals",
     ],
 )
