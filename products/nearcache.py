@@ -64,8 +64,10 @@ logger = logging.getLogger("products.cache")
 
 PROOF_WINDOW = 0.05  # seconds; must stay below REDIS_SOCKET_TIMEOUT (checked)
 # The proof round trips (see _NearCache._prove): paused like a write by CLIENT PAUSE WRITE.
-_PROOF = "return 1"
-_PROOF_ON_SLOT = "return redis.call('EXISTS', KEYS[1])"
+# "#!lua": scripts that may write (products/lua/read.lua says why), so a
+# Redis that refuses writes, or pauses them, answers no proof either.
+_PROOF = "#!lua\nreturn 1"
+_PROOF_ON_SLOT = "#!lua\nreturn redis.call('EXISTS', KEYS[1])"
 _HIT = 1
 
 

@@ -22,10 +22,18 @@ _scripts: dict[str, Any] = {}
 
 
 def source(name: str) -> str:
-    """Return ``lua/<name>.lua``; ``"a+b"`` is a.lua followed by b.lua (read once per process)."""
+    """Return ``lua/<name>.lua``; ``"a+b"`` is a.lua followed by b.lua (read once per process).
+
+    A part's ``#!lua`` line (Redis 7's script flags) goes first, once.
+    """
     text = _sources.get(name)
     if text is None:
-        text = _sources[name] = "\n".join((_LUA_DIR / f"{part}.lua").read_text() for part in name.split("+"))
+        parts = [(_LUA_DIR / f"{part}.lua").read_text() for part in name.split("+")]
+        shebangs = {part.partition("\n")[0] for part in parts if part.startswith("#!")}
+        if len(shebangs) > 1:  # pragma: no cover - scripts of different flags cannot share a run
+            raise ValueError(f"{name}: its parts declare different flags: {sorted(shebangs)}")
+        bodies = [part.partition("\n")[2] if part.startswith("#!") else part for part in parts]
+        text = _sources[name] = "\n".join([*shebangs, *bodies])
     return text
 
 

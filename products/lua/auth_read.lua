@@ -1,7 +1,9 @@
+#!lua
 -- A cached token authentication, valid only under the current auth generation
 -- (products.authentication). Returns {1, payload} | {0, gen}.
 -- KEYS (hash tag {products-auth}, one slot): generation, entry. A missing
 -- generation gets a fresh unique value, so entries of an older one never match.
+-- "#!lua": refused whole by a Redis that refuses writes, as read.lua says.
 local gen = redis.call('GET', KEYS[1])
 if not gen then
   local now = redis.call('TIME')

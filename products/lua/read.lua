@@ -1,6 +1,11 @@
+#!lua
 -- The lease-guarded read of one product: the value, else a fresh lease (the
 -- caller reads the database and fills), else "someone else is filling" (the
 -- caller waits). Returns {1, json} | {2, gen} | {3, gen}.
+-- The "#!lua" line (Redis 7) declares that it may write: a Redis that refuses
+-- writes (NOREPLICAS, MISCONF, OOM) refuses it whole, hit or not, as it
+-- refuses the writers' deletes, so no process serves a value a refused
+-- delete left behind.
 -- KEYS (one bucket, one hash slot): gen, value, lease. ARGV: token, lease ms.
 --
 -- A value is stored as "<gen>\n<json>" and a lease as "<gen>:<token>": both

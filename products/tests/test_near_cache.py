@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from decimal import Decimal
 
@@ -207,3 +208,41 @@ def test_keys_redis_stops_tracking_during_the_near_caches_own_reads_still_drop_i
     Product.objects.filter(name__in=names).update(price=Decimal("2.00"))  # invalidates after commit
     stale = [name for name in names if b'"2.00"' not in read(name).data]
     assert not stale, f"{len(stale)} of {len(held)} near copies outlived the write"
+
+
+@pytest.mark.parametrize("refusal", ["min-replicas", "misconf"])
+def test_a_redis_that_refuses_writes_serves_no_reads_to_other_processes(private_redis, refusal):
+    # Redis refusing writes (NOREPLICAS: min-replicas-to-write unmet; MISCONF:
+    # a failed snapshot) refused the writer's DEL, so the write went to the
+    # outbox, but still ran the read scripts, which write nothing on a hit:
+    # other processes served the old price until their own breakers tripped
+    # (a review: up to 0.38 s after the write's answer). The scripts are
+    # declared as writing (a "#!lua" line), so Redis refuses them too.
+    from products import missed, transport
+
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    warm("Mug")
+    redis = private_redis.client()
+    if refusal == "min-replicas":
+        redis.config_set("min-replicas-to-write", 1)
+    else:
+        os.mkdir(os.path.join(private_redis.dir, "dump.rdb"))  # the snapshot cannot be written
+        redis.config_set("stop-writes-on-bgsave-error", "yes")
+        redis.bgsave()
+        deadline = time.monotonic() + 5
+        while redis.info("persistence")["rdb_last_bgsave_status"] != "err":
+            assert time.monotonic() < deadline, "the snapshot did not fail"
+            time.sleep(0.05)
+    try:
+        Product.objects.filter(name="Mug").update(price=Decimal("2.00"))  # its DEL is refused
+        # Now as another process that saw no failure: breaker closed, nothing
+        # missed of its own, no copy in memory (its throttle reservation and
+        # its checked server stay).
+        transport._breaker.__init__()
+        missed.pending.clear()
+        nearcache.reset()
+        for _ in range(3):
+            assert b'"2.00"' in read("Mug").data
+    finally:
+        redis.config_set("min-replicas-to-write", 0)
+        redis.config_set("stop-writes-on-bgsave-error", "no")
