@@ -103,6 +103,11 @@ def _server_identity(connection: Connection) -> str:
         for line in info.splitlines():
             name, _, value = line.partition(":")
             fields[name] = value.strip()
+    version = fields.get("redis_version", "")
+    if version.split(".")[0].isdigit() and int(version.split(".")[0]) < 7:
+        # The read scripts' "#!lua" line (lua/read.lua) is Redis 7's: an
+        # older server would fail every read with a compile error instead.
+        raise ConnectionError(f"Redis {version} is older than 7.0, which the product cache needs")
     run_id, replid = fields.get("run_id", ""), fields.get("master_replid", "")
     return f"{run_id}.{replid[:16]}" if replid else run_id
 
