@@ -294,9 +294,14 @@ def adopt(connection: Connection, run_id: str) -> None:
     elif tokens:
         logger.info("Redis server %s held cached token authentications of another server: retired", run_id)
     elif any(reply == 2 for reply in replies):
-        # A fresh or emptied Redis (a first start, a restart without a
-        # snapshot): nothing the cache wrote is there to distrust.
-        logger.info("Redis server %s is new to this cache and holds none of its products", run_id)
+        # No bucket marked by any server: a fresh or emptied Redis (a first
+        # start, a restart without a snapshot), or one restored from a snapshot
+        # taken after a FLUSHALL (values, no marks). Each bucket got a new
+        # generation all the same, so nothing it holds is served.
+        logger.info(
+            "Redis server %s is new to this cache and holds no marks of it: every bucket starts a new generation",
+            run_id,
+        )
 
 
 def scan_pattern(suffix: str = "") -> str:

@@ -503,7 +503,7 @@ def test_a_fresh_redis_is_news_and_one_restarted_from_old_data_is_a_warning(
         assert cache.get_product("Mug", product_json) is not None  # first use: nothing to distrust
     first = [(r.levelno, r.getMessage()) for r in caplog.records if "is new to this cache" in r.getMessage()]
     assert [level for level, _ in first] == [logging.INFO], first
-    assert "holds none of its products" in first[0][1]
+    assert "holds no marks of it" in first[0][1]
 
     caplog.clear()
     client = private_redis.client()
