@@ -81,6 +81,19 @@ class Report:
     def ok(self) -> bool:
         return self.result is not None and not self.file_error and not self.result.failed
 
+    @property
+    def nothing_to_write(self) -> str:
+        """Why a good file would write nothing (no rows, or every product already as it says), else ""."""
+        if not self.ok or self.result.created or self.result.updated:
+            return ""
+        if self.result.unchanged:
+            return "Nothing to import: every product in the file already has these values."
+        return "Nothing to import: the file has no product rows."
+
+    @property
+    def confirmable(self) -> bool:
+        return self.ok and not self.nothing_to_write
+
 
 def _run(content: bytes, fmt: str, *, dry_run: bool) -> Report:
     report = Report()
@@ -121,7 +134,7 @@ def import_view(model_admin, request: HttpRequest) -> HttpResponse:
         fmt = form.cleaned_data["fmt"]
         report = _run(content, fmt, dry_run=True)
         context.update(report=report, filename=upload.name, fmt=fmt)
-        if report.ok:
+        if report.confirmable:
             context["token"] = _await_confirmation(request, upload.name, fmt, content)
         else:
             request.session.pop(SESSION_KEY, None)
@@ -233,7 +246,7 @@ def _confirm(request: HttpRequest, changelist: str, context: dict) -> HttpRespon
         # report (say "create 2") would now update theirs. Show the new plan.
         report = _run(content, stored["fmt"], dry_run=True)
         context.update(report=report, filename=stored["filename"], fmt=stored["fmt"], form=UploadForm())
-        if report.ok:
+        if report.confirmable:
             context["token"] = _await_confirmation(request, stored["filename"], stored["fmt"], content)
         messages.warning(
             request,

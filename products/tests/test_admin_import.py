@@ -132,6 +132,27 @@ def test_a_bad_row_is_reported_by_line_and_field_and_cannot_be_confirmed(client)
     assert not Product.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"name,price,quantity\n", "the file has no product rows"),
+        (b"name,price,quantity\nLamp,20.00,2\n", "every product in the file already has these values"),
+    ],
+)
+def test_a_file_that_would_write_nothing_says_so_and_offers_no_confirmation(client, content, expected):
+    staff(client, "add_product", "change_product")
+    Product.objects.create(name="Lamp", price="20.00", quantity=2)
+    waiting = upload(client, GOOD).context["token"]  # an earlier upload waiting for confirmation
+    report = upload(client, content)
+    assert report.status_code == 200 and report.context["report"].ok
+    page = report.content.decode()
+    assert f"Nothing to import: {expected}." in page
+    assert 'name="confirm"' not in page and "token" not in report.context
+    # Nor does the earlier upload's token still confirm: the page on screen is this file's.
+    assert client.post(IMPORT, {"confirm": "1", "token": waiting}).status_code == 302
+    assert catalogue() == {("Lamp", Decimal("20.00"), 2)}
+
+
 def test_a_json_array_report_names_the_item_as_well_as_the_line(client):
     # As import_products says it: two items on line 1 are two different rows.
     staff(client, "add_product", "change_product")
