@@ -18,6 +18,7 @@ from django.test import RequestFactory
 from products import cache as product_cache
 from products.models import Product
 
+from .support.cache_state import breaker_trips, reset_process_state
 from .support.wsgi_answer import Answer, call, server_environ
 
 
@@ -314,15 +315,24 @@ def test_throttling_counts_fast_path_requests(mug, wsgi_get, anon_client, settin
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"anon": "3/day", "user": "100/day"},
     }
-    answers = [wsgi_get(API) for _ in range(3)]
+    for attempt in range(3):
+        # Each attempt from an address of its own, so with a count of its own.
+        address, trips = f"198.51.100.{attempt + 1}", breaker_trips()
+        answers = [wsgi_get(API, REMOTE_ADDR=address) for _ in range(3)]
+        refused = wsgi_get(API, REMOTE_ADDR=address)
+        # The fast path and DRF share one counter.
+        through_drf = anon_client.get(API, REMOTE_ADDR=address)
+        if breaker_trips() == trips:
+            break
+        # Redis missed its timeout on a loaded machine: throttling failed open
+        # for a second, as documented (test_api_throttling). Try again.
+        reset_process_state()
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert not any(a.handled_by_django for a in answers)
-    refused = wsgi_get(API)
     assert refused.status_code == 429
     assert "Retry-After" in refused.headers
     assert "throttled" in refused.json()["detail"]
-    # The fast path and DRF share one counter.
-    assert anon_client.get(API).status_code == 429
+    assert through_drf.status_code == 429
 
 
 def test_a_path_that_is_not_utf8_is_handed_to_djangos_404(wsgi_get, make_product):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+
 from products import auth_limits, counters, nearcache, outbox, serverledger, throttling
 from products import cache as product_cache
 
@@ -25,3 +27,8 @@ def fresh_product_cache() -> None:
     except product_cache.CacheUnavailable:
         pass
     reset_process_state()
+
+
+def breaker_trips() -> float:
+    """Return how often this process's Redis breaker has opened (a loaded machine can make Redis miss its timeout)."""
+    return REGISTRY.get_sample_value("product_cache_breaker_trips_total") or 0.0
