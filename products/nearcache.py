@@ -13,10 +13,11 @@ Redis itself says they are unchanged:
   command that changed it.
 * Before every near hit the connection is drained without blocking, and the
   entries those messages name are dropped first.
-* A near hit is allowed only within ``PROOF_WINDOW`` (50 ms) of the last reply
-  on that connection; past it, one round trip (a tiny script: `CLIENT PAUSE
-  WRITE` holds scripts as it holds writes, not `PING`) proves the connection is live and
-  that every message sent before it has arrived. The window is shorter than
+* A near hit is allowed only within ``PROOF_WINDOW`` (50 ms) of sending the
+  last command Redis answered on that connection; past it, one round trip
+  (a tiny script: `CLIENT PAUSE WRITE` holds scripts as it holds writes, not
+  `PING`) proves the connection is live and that every message sent before
+  it has arrived. The window is shorter than
   the socket timeout a writer waits before it gives up invalidating, so a
   Redis that hangs stops near hits before any write made during the hang is
   acknowledged.
@@ -89,9 +90,14 @@ class _Tracker:
 
     __slots__ = ("connection", "proved_at")
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, proved_at: float) -> None:
         self.connection = connection
-        self.proved_at = time.monotonic()
+        # When Redis was last known to answer: the time a command was *sent*
+        # whose reply has since been read, never the time the reply was read.
+        # A thread can wait long for the CPU or the GIL between Redis's reply
+        # and its own clock reading; Redis may have hung meanwhile, and a
+        # window counted from the later reading would outlast a writer's timeout.
+        self.proved_at = proved_at
 
     def drain(self) -> None:
         # Handle every invalidation already received, without waiting for more.
@@ -122,6 +128,7 @@ class _NearCache:
         kwargs = dict(pool.connection_kwargs)
         kwargs["protocol"] = 3
         connection = pool.connection_class(**kwargs)
+        started = time.monotonic()
         try:
             connection.connect()  # runs transport's server-identity check first
             connection._parser.set_invalidation_push_handler(self._on_push)
@@ -144,7 +151,7 @@ class _NearCache:
             connection.disconnect()
             raise
         self.usable = True
-        return _Tracker(connection)
+        return _Tracker(connection, started)
 
     def _on_push(self, message) -> None:
         # [b"invalidate", [key, ...]] or [b"invalidate", None] (Redis flushed).
@@ -235,12 +242,13 @@ class _NearCache:
         # generation key, which also proves the node is still the master of
         # its slot: a demoted master or a slot moved away answers MOVED.
         connection = tracker.connection
+        sent = time.monotonic()
         if entry[2] is None:
             connection.send_command("EVAL", _PROOF, 0)
         else:
             connection.send_command("EVAL", _PROOF_ON_SLOT, 1, entry[1][0])
         connection.read_response()
-        tracker.proved_at = time.monotonic()
+        tracker.proved_at = sent
 
     def read(self, name: str, keys: list, args: list):
         """Run the read script on the tracked connection; remember a hit. Raise RedisError.
@@ -270,13 +278,14 @@ class _NearCache:
                 tracker.drain()
                 connection = tracker.connection
                 loaded = scripts.script(client, "read")
+                sent = time.monotonic()
                 connection.send_command("EVALSHA", loaded.sha, len(keys), *keys, *args)
                 try:
                     reply = connection.read_response()
                 except NoScriptError:  # Redis restarted or flushed its scripts
                     connection.send_command("EVAL", scripts.source("read"), len(keys), *keys, *args)
                     reply = connection.read_response()
-                tracker.proved_at = time.monotonic()
+                tracker.proved_at = sent
             except _Unavailable:
                 return None
             except _REDIRECTED as exc:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from decimal import Decimal
 
 import pytest
+import redis
+from django.db import connections
 
 from products import cachekeys, nearcache
 from products.models import Product
@@ -88,6 +91,51 @@ def test_a_hung_redis_stops_near_hits_before_a_write_could_be_acknowledged(priva
         time.sleep(settings.REDIS_SOCKET_TIMEOUT)
         Product.objects.filter(name="Mug").update(price=Decimal("2.00"))
         product = read("Mug")
+        assert b'"2.00"' in product.data and product.hit is False
+    finally:
+        private_redis.resume()
+
+
+def test_a_reader_slow_to_read_its_proof_does_not_stretch_the_window_past_a_hang(private_redis, settings):
+    # Redis answers the near cache's proof, then hangs; the reading thread
+    # gets the CPU (or the GIL) back only after a writer has given up on the
+    # hung Redis and acknowledged. The window must count from when the proof
+    # was sent, not from when its reply was read: counted from the reading,
+    # the next read was a near hit, the old price.
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    warm("Mug")
+    tracker = nearcache._near.trackers[None]
+    received = tracker.connection.read_response
+    acknowledged = threading.Event()
+
+    def write() -> None:
+        # Another process's writer (this process's breaker must not hear of
+        # its failure): the row, then the invalidation, which times out on
+        # the hung Redis; the write is then acknowledged (its outbox record
+        # delivers the invalidation later).
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("UPDATE products_product SET price = 2 WHERE name = 'Mug'")
+            other = redis.Redis.from_url(private_redis.url, socket_timeout=settings.REDIS_SOCKET_TIMEOUT)
+            with pytest.raises(redis.TimeoutError):
+                other.delete(cachekeys.product_keys("Mug").value)
+            acknowledged.set()
+        finally:
+            connections.close_all()
+
+    def slow_reader(*args, **kwargs):
+        reply = received(*args, **kwargs)
+        private_redis.pause()
+        threading.Thread(target=write).start()
+        assert acknowledged.wait(5)
+        return reply
+
+    time.sleep(nearcache.PROOF_WINDOW * 2)  # the next near hit proves the connection first
+    tracker.connection.read_response = slow_reader
+    try:
+        assert nearcache.get("Mug") is not None  # began before the write: the old price is fine
+        tracker.connection.read_response = received
+        product = read("Mug")  # began after the write's acknowledgement
         assert b'"2.00"' in product.data and product.hit is False
     finally:
         private_redis.resume()
