@@ -180,7 +180,8 @@ class CachedTokenAuthentication(authentication.TokenAuthentication):
         return counts
 
     def authenticate_credentials(self, key: str):
-        if not cache.cache_enabled() or cache.in_transaction():
+        if not settings.AUTH_CACHE_TIMEOUT or not cache.cache_enabled() or cache.in_transaction():
+            # AUTH_CACHE_TIMEOUT=0: no token is cached (Redis refuses `SET ... EX 0`).
             return super().authenticate_credentials(key)
         keys = None
         prefetched, self._prefetched = self._prefetched, None

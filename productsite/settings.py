@@ -245,6 +245,7 @@ PRODUCT_CACHE_LEASE_WAIT = _at_least(
 )
 # How long a cached token authentication (user + permissions) may live; any
 # change to them drops it at once, this only bounds an outage's leftovers.
+# 0: tokens are not cached (each request reads them from the database).
 AUTH_CACHE_TIMEOUT = _at_least("AUTH_CACHE_TIMEOUT", env.int("AUTH_CACHE_TIMEOUT", default=60), 0)
 # A per-process near cache of hot products, kept honest by Redis CLIENT
 # TRACKING (products.nearcache; one Redis, Sentinel or each master of a cluster), and

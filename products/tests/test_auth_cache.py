@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group, Permission
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
-from products import token_cache
+from products import token_cache, transport
 
 from .support.users import token_client
 
@@ -107,3 +107,21 @@ def test_cached_user_saves_only_what_it_loaded(editor):
     user.save()
     editor.refresh_from_db()
     assert editor.first_name == "Edited" and editor.check_password("pw-editor")
+
+
+def test_a_timeout_of_zero_caches_no_token_and_leaves_redis_trusted(
+    editor, settings, django_assert_num_queries
+):
+    # Redis refuses `SET ... EX 0`: the fill used to fail as an outage,
+    # opening the breaker (the product cache off, the limits failing open).
+    settings.AUTH_CACHE_TIMEOUT = 0
+    client = token_client(editor)
+    assert _create(client, "first").status_code == 201
+    assert not transport.breaker_open()
+    response = client.get("/api/products/first/")
+    assert response.status_code == 200 and response["X-Cache"] == "MISS"
+    assert client.get("/api/products/first/")["X-Cache"] == "HIT"
+    # Every request reads the token from the database.
+    with django_assert_num_queries(1) as captured:
+        client.get("/api/products/first/")
+    assert "authtoken_token" in captured[0]["sql"]
