@@ -321,15 +321,17 @@ def clear(*, sign_in_limits: bool = False) -> int:
     after raw SQL, must not lift a password-guessing lock. Other prefixes are
     untouched; never FLUSHDB.
     """
-    keep = (b"}:gen", b"}:srv")
-    sign_in_marker = f":throttle:{SIGN_IN_COUNTERS}".encode()
+    # Whole keys and a whole prefix, not endings: a product's own key ends
+    # with its name, which may well be "x}:gen" or hold ":throttle:authfail:".
+    keep = {(bucket_prefix(b) + suffix).encode() for b in range(BUCKETS) for suffix in ("gen", "srv")}
+    sign_in_counters = key(f"throttle:{SIGN_IN_COUNTERS}").encode()
 
     def op(client: Client) -> int:
         deleted, batch = 0, []
         # On a cluster, scan_iter walks every master.
-        for key in client.scan_iter(match=scan_pattern(), count=1000):
-            if not key.endswith(keep) and (sign_in_limits or sign_in_marker not in key):
-                batch.append(key)
+        for found in client.scan_iter(match=scan_pattern(), count=1000):
+            if found not in keep and (sign_in_limits or not found.startswith(sign_in_counters)):
+                batch.append(found)
             if len(batch) >= 1000:
                 deleted += client.unlink(*batch)
                 batch.clear()
