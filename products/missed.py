@@ -11,6 +11,7 @@ within about 0.1 s of Redis answering, request or not.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -73,6 +74,16 @@ class Pending:
 
 
 pending = Pending()
+
+
+def _after_fork_in_child() -> None:
+    # gunicorn forks workers from a master whose outbox applier (and its
+    # probe) may be delivering at that moment: the lock would stay held.
+    pending._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def missed(names: frozenset[str] | None, record: bool = True) -> None:

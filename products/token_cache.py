@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
 import threading
 from collections.abc import Callable
@@ -62,6 +63,15 @@ _missed = False  # a change could not reach Redis: retire before trusting it
 # Called when a change could not reach Redis; add_hook() in apps.ready()
 # (products.outbox records it in the database for every server process).
 hooks: list[Callable[[], None]] = []
+
+
+def _after_fork_in_child() -> None:
+    global _missed_lock
+    _missed_lock = threading.Lock()  # the master's outbox applier may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def add_hook(function: Callable[[], None]) -> None:

@@ -255,16 +255,28 @@ def test_a_connection_closed_during_its_server_check_fails_instead_of_hanging(pr
     assert len(calls) == 2
 
 
-def test_a_forked_child_never_inherits_a_held_server_check_lock(private_redis):
-    # The master's outbox applier may be inside a server check when gunicorn forks.
+@pytest.mark.parametrize(
+    "module, lock",
+    [
+        ("products.serveridentity", "_adopt_lock"),
+        ("products.missed", "pending._lock"),
+        ("products.token_cache", "_missed_lock"),
+    ],
+)
+def test_a_forked_child_never_inherits_a_held_lock(private_redis, module, lock):
+    # The master's outbox applier (and the probe its failures start) may hold
+    # one of these when gunicorn forks a worker: the child must not wait forever.
+    import importlib
+    import operator
     import os
 
-    from products import serveridentity
+    def held():
+        return operator.attrgetter(lock)(importlib.import_module(module))
 
-    with serveridentity._adopt_lock:
+    with held():
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
-            os._exit(0 if serveridentity._adopt_lock.acquire(timeout=1) else 1)
+            os._exit(0 if held().acquire(timeout=1) else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 
