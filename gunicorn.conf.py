@@ -179,12 +179,27 @@ else:
 
 
 def on_starting(server) -> None:
+    # With preload_app this master loaded productsite/wsgi.py, which started
+    # the outbox applier. The master serves no request: stop it, and let each
+    # worker run its own (post_worker_init). Left running, it held a database
+    # connection and a Redis client for nothing, and counted its Redis
+    # failures in metric files removed just below, so /metrics never showed them.
+    if "products.applier" in sys.modules:
+        sys.modules["products.applier"].stop_applier()
     # Files left by an earlier run would be added to this one's counts.
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
         if name.endswith(".db"):
             os.unlink(os.path.join(directory, name))
+
+
+def post_worker_init(worker) -> None:
+    # The worker's own outbox applier (a preloading master stopped its own,
+    # above; without preload the worker's load of wsgi.py already started it).
+    from products.applier import start_applier
+
+    start_applier()
 
 
 def child_exit(server, worker) -> None:

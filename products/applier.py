@@ -2,9 +2,10 @@
 
 Started by productsite/wsgi.py (gunicorn workers, runserver, any WSGI
 server), never by one-shot commands. It runs once per process: a process
-forked from one that runs it (gunicorn with ``preload_app``) stops it before
-the fork, so the child inherits no database connection in use, and both
-parent and child start their own.
+forked from one that runs it stops it before the fork, so the child inherits
+no database connection in use, and both parent and child start their own. A
+preloading gunicorn master, which serves nothing, stops its own for good
+(gunicorn.conf.py); its workers start theirs.
 
 Cost: one cheap query per ``PRODUCT_CACHE_OUTBOX_POLL`` seconds (1 s) while
 nothing is pending: the server ledger's one row

@@ -34,6 +34,7 @@ from .support.processes import (
     cpu_seconds,
     free_port,
     manage,
+    opened,
     server_env,
 )
 from .support.redis_server import RedisProcess
@@ -328,6 +329,15 @@ def test_shell_write_is_applied_by_workers_forked_from_a_preloaded_master(tmp_pa
     preloaded = start_service(tmp_path, GUNICORN_CMD_ARGS="--preload")
     try:
         shell_write_scenario(preloaded, "the same, gunicorn --preload")
+        # Each worker polls the outbox; the master, which serves nothing, holds
+        # neither a database connection nor a Redis one (its metric files are
+        # gone, so what it counted would be in no total).
+        served = preloaded.database
+        database = {f"tcp:{served.params['port']}"} if served.postgres else {served.path}
+        redis = {f"tcp:{preloaded.redis.port}"}
+        for worker in preloaded.workers():
+            assert opened(worker) & database, worker
+        assert not opened(preloaded.server.proc.pid) & (database | redis)
     finally:
         stop_service(preloaded.server, preloaded.redis, preloaded.database)
 

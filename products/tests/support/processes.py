@@ -113,6 +113,23 @@ def connection_owner(pids: list[int], server_port: int, client_port: int) -> int
     return None
 
 
+def opened(pid: int) -> set[str]:
+    """Return what a process holds open: file paths, and "tcp:<port>" for each TCP connection's far end."""
+    remote_port = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port[f"socket:[{fields[9]}]"] = int(fields[2].rsplit(":", 1)[1], 16)
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        held.add(f"tcp:{remote_port[target]}" if target in remote_port else target)
+    return held
+
+
 def cpu_seconds(pid: int) -> float:
     """Return the CPU time (user + system) a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
