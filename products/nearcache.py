@@ -28,10 +28,10 @@ On Redis Cluster, one such connection per master, opened the first time a
 product of that master's slots is read through it. An entry counts only
 while this process's slot map still gives its slot to the master it was read
 on; a redirection (``MOVED``/``ASK``: a slot moved, a master was demoted), any
-error, or a change of the slot map drops the whole near cache. The proof on
-a cluster is a keyed read of the entry's bucket generation rather than a
-PING, so a master demoted by a failover answers MOVED instead of proving
-anything.
+error, or a change of the slot map drops the whole near cache. The proof
+asks whether the entry's value key still exists (a dataset swapped in by
+SWAPDB sends no message, and then holds no such key), so on a cluster a
+master demoted by a failover answers MOVED instead of proving anything.
 
 ``PRODUCT_NEAR_CACHE``, on by default. The argument that no acknowledged
 write is followed by an old read is in docs/cache.md.
@@ -67,8 +67,7 @@ PROOF_WINDOW = 0.05  # seconds; must stay below REDIS_SOCKET_TIMEOUT (checked)
 # The proof round trips (see _NearCache._prove): paused like a write by CLIENT PAUSE WRITE.
 # "#!lua": scripts that may write (products/lua/read.lua says why), so a
 # Redis that refuses writes, or pauses them, answers no proof either.
-_PROOF = "#!lua\nreturn 1"
-_PROOF_ON_SLOT = "#!lua\nreturn redis.call('EXISTS', KEYS[1])"
+_PROOF = "#!lua\nreturn redis.call('EXISTS', KEYS[1])"
 _HIT = 1
 
 
@@ -217,8 +216,13 @@ class _NearCache:
                     self.drop()
                     return None
                 tracker.drain()
-                if time.monotonic() - tracker.proved_at > PROOF_WINDOW:
-                    self._prove(tracker, entry)
+                if time.monotonic() - tracker.proved_at > PROOF_WINDOW and not self._prove(tracker, entry):
+                    # The value is gone, and no message said so: the dataset was
+                    # replaced under the connection (SWAPDB), so a write's DEL
+                    # finds nothing to delete and sends none. Forget every copy.
+                    # (Or the check itself expired the key: a copy lost, no harm.)
+                    logger.info("Product near cache: %r left Redis unannounced; every copy dropped", name)
+                    self._flush()
             except _REDIRECTED as exc:
                 # This node no longer serves the slot (demoted, or the slot
                 # moved): forget everything; the usual read follows the redirection.
@@ -232,23 +236,22 @@ class _NearCache:
             entry = self.entries.get(name)
             return None if entry is None else CachedProduct(entry[0], hit=True)
 
-    def _prove(self, tracker: _Tracker, entry) -> None:
+    def _prove(self, tracker: _Tracker, entry) -> bool:
         # Every message sent before this reply has arrived once it is read
         # (pushes before it are handled on the way). A script, not a PING:
         # `CLIENT PAUSE ... WRITE` (a controlled failover) holds scripts and
         # writes but answers PING, and a writer's DEL held by it sends no
         # message; the proof must wait as that DEL does (then time out, and
-        # the near cache drops). On a cluster the script reads the entry's
-        # generation key, which also proves the node is still the master of
-        # its slot: a demoted master or a slot moved away answers MOVED.
+        # the near cache drops). The script asks whether the entry's value
+        # is still there (False: see get()); on a cluster that also proves
+        # the node is still the master of its slot: a demoted master or a
+        # slot moved away answers MOVED.
         connection = tracker.connection
         sent = time.monotonic()
-        if entry[2] is None:
-            connection.send_command("EVAL", _PROOF, 0)
-        else:
-            connection.send_command("EVAL", _PROOF_ON_SLOT, 1, entry[1][0])
-        connection.read_response()
+        connection.send_command("EVAL", _PROOF, 1, entry[1][1])
+        exists = connection.read_response()
         tracker.proved_at = sent
+        return exists == 1
 
     def read(self, name: str, keys: list, args: list):
         """Run the read script on the tracked connection; remember a hit. Raise RedisError.

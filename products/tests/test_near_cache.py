@@ -157,6 +157,20 @@ def test_a_write_pause_stops_near_hits_as_it_holds_the_writers_delete(private_re
         private_redis.client().client_unpause()
 
 
+def test_a_dataset_swapped_in_under_the_connection_drops_every_copy(private_redis):
+    # SWAPDB sends no invalidation, and a write's DEL then finds no key in the
+    # swapped-in database, so it sends none either: the copies heard nothing.
+    for name in ("Mug", "Bowl"):
+        Product.objects.create(name=name, price=Decimal("1.00"), quantity=1)
+        warm(name)
+    private_redis.client().swapdb(0, 1)
+    Product.objects.filter(name__in=["Mug", "Bowl"]).update(price=Decimal("2.00"))
+    time.sleep(nearcache.PROOF_WINDOW * 2)  # the next near hit proves the connection first
+    for name in ("Mug", "Bowl"):
+        product = read(name)
+        assert b'"2.00"' in product.data and product.hit is False, (name, product)
+
+
 def test_a_dropped_tracking_connection_flushes_everything(private_redis):
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     warm("Mug")
