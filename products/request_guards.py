@@ -22,6 +22,7 @@ from urllib.parse import unquote_to_bytes
 from django.core.handlers.exception import response_for_exception
 from django.http import Http404, HttpResponseBadRequest, JsonResponse
 
+from .addresses import is_trusted_proxy
 from .exceptions import as_every_page, is_api_path
 
 
@@ -66,6 +67,31 @@ class MarkUndecodablePaths:
     def __call__(self, environ: dict, start_response):
         if path_is_undecodable(environ):
             environ[UNDECODABLE_PATH] = True
+        return self.app(environ, start_response)
+
+
+class DropUntrustedProxyHeaders:
+    """WSGI middleware: drop ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` from a peer outside FORWARDED_ALLOW_IPS.
+
+    Django believes them from anyone once ``USE_X_FORWARDED_PROTO`` /
+    ``USE_X_FORWARDED_HOST`` are on (SECURE_PROXY_SSL_HEADER): a client that
+    reached gunicorn directly could skip the HTTPS redirect and be treated
+    as secure. Only the proxies whose ``X-Forwarded-For`` is believed
+    (products.addresses) may say how the client connected. Outermost in
+    productsite/wsgi.py, so the fast paths see what Django sees.
+    """
+
+    HEADERS = ("HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST")
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict, start_response):
+        if any(header in environ for header in self.HEADERS) and not is_trusted_proxy(
+            environ.get("REMOTE_ADDR") or ""
+        ):
+            for header in self.HEADERS:
+                environ.pop(header, None)
         return self.app(environ, start_response)
 
 

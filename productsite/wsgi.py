@@ -55,6 +55,13 @@ from productsite.fastpath import FastProductReads  # noqa: E402  (needs django.s
 
 application = FastProductReads(application)
 
+# Outermost: a client that is not a trusted proxy cannot say it came over
+# HTTPS (X-Forwarded-Proto) or name the host (X-Forwarded-Host), to Django
+# or to the fast paths.
+from products.request_guards import DropUntrustedProxyHeaders  # noqa: E402
+
+application = DropUntrustedProxyHeaders(application)
+
 # Everything loaded so far lives as long as the process: out of the garbage
 # collector's walks (and, under preload_app, shared with the master), with
 # what the first requests would load (the URLconf, the cache backends).

@@ -140,6 +140,26 @@ def test_a_live_server_that_trusts_no_proxy_ignores_forwarded_for(sqlite_gunicor
     assert codes == [200] * 10 + [429] * 30
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+def test_only_a_trusted_proxy_may_say_the_client_came_over_https(sqlite_gunicorn, trusted):
+    # With USE_X_FORWARDED_PROTO, Django believed X-Forwarded-Proto from
+    # anyone: a client reaching gunicorn directly skipped the HTTPS redirect.
+    server = sqlite_gunicorn(
+        workers=1, FORWARDED_ALLOW_IPS=trusted, USE_X_FORWARDED_PROTO="1", SECURE_SSL_REDIRECT="1"
+    )
+    # Through Django, and the fast path's two read routes.
+    for path, status in (("/api/products/", 200), ("/api/products/Mug/", 404), ("/products/Mug", 404)):
+        answer = requests.get(
+            server.url + path, headers={"X-Forwarded-Proto": "https"}, allow_redirects=False, timeout=5
+        )
+        if trusted:
+            assert answer.status_code == status, (path, answer.status_code)
+        else:
+            assert answer.status_code == 301, (path, answer.status_code)
+            assert answer.headers["Location"] == f"https://127.0.0.1:{server.port}{path}"
+
+
 def test_a_malformed_forwarded_allow_ips_stops_startup():
     from .support.processes import manage, server_env
 
