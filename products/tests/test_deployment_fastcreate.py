@@ -545,7 +545,9 @@ def test_the_shipped_stack_runs_the_fast_create_and_check_is_quiet(wsgi_post, to
     from productsite import fastcreate
     from productsite.wsgi import application
 
-    assert isinstance(application.app, fastcreate.FastProductCreates)
+    assert isinstance(
+        application.app.app, fastcreate.FastProductCreates
+    )  # behind the proxy-header guard and the fast read
     assert fast_create_warnings() == []
     assert not wsgi_post(GOOD, HTTP_AUTHORIZATION=token).handled_by_django
 

@@ -63,10 +63,13 @@ LEGACY = "/products/Blue%20mug"
 
 
 def test_the_wsgi_application_is_django_behind_the_fast_path():
+    from products.request_guards import DropUntrustedProxyHeaders
     from productsite.fastpath import FastProductReads
     from productsite.wsgi import application
 
-    assert isinstance(application, FastProductReads)
+    # Only the guard that drops an untrusted peer's X-Forwarded-Proto/-Host is in front.
+    assert isinstance(application, DropUntrustedProxyHeaders)
+    assert isinstance(application.app, FastProductReads)
 
 
 def test_json_hit_is_answered_by_the_fast_path_with_no_query(mug, wsgi_get, django_assert_num_queries):
