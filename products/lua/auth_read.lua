@@ -4,6 +4,10 @@
 -- KEYS (hash tag {products-auth}, one slot): generation, entry. A missing
 -- generation gets a fresh unique value, so entries of an older one never match.
 -- "#!lua": refused whole by a Redis that refuses writes, as read.lua says.
+-- As read.lua: a user the ACL denies the invalidation's SET reads nothing.
+if not redis.acl_check_cmd('SET', KEYS[1], '') then
+  return redis.error_reply('NOPERM the ACL denies SET on the auth generation: changes could not invalidate')
+end
 local gen = redis.call('GET', KEYS[1])
 if not gen then
   local now = redis.call('TIME')

@@ -171,6 +171,35 @@ def test_a_dataset_swapped_in_under_the_connection_drops_every_copy(private_redi
         assert b'"2.00"' in product.data and product.hit is False, (name, product)
 
 
+@pytest.mark.parametrize("denied", ["-del", "-set"])
+def test_a_user_the_acl_denies_the_writers_commands_reads_no_cached_product(private_redis, denied):
+    # An ACL refusing DEL (or SET) refuses every write's invalidation, which
+    # then waits in the outbox, while reads went on: other processes served
+    # the old price from Redis and from memory until their applier failed.
+    for name in ("Mug", "Bowl"):
+        Product.objects.create(name=name, price=Decimal("1.00"), quantity=1)
+    warm("Mug")  # in this process's near cache
+    read("Bowl")
+    assert read("Bowl").hit is True  # in Redis only (not yet read through the tracked connection)
+    redis_client = private_redis.client()
+    redis_client.execute_command("ACL", "SETUSER", "default", denied)
+    try:
+        # Another process's writer: the rows, then its refused invalidation.
+        with connections["default"].cursor() as cursor:
+            cursor.execute("UPDATE products_product SET price = 2")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            if denied == "-del":
+                redis_client.delete(*(cachekeys.product_keys(name).value for name in ("Mug", "Bowl")))
+            else:
+                redis_client.set(cachekeys.product_keys("Mug").gen, "retired")
+        time.sleep(nearcache.PROOF_WINDOW * 2)  # the next near hit proves the connection first
+        for name in ("Mug", "Bowl"):
+            product = read(name)
+            assert b'"2.00"' in product.data and product.hit is False, (name, product)
+    finally:
+        redis_client.execute_command("ACL", "SETUSER", "default", denied.replace("-", "+"))
+
+
 def test_a_dropped_tracking_connection_flushes_everything(private_redis):
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     warm("Mug")
