@@ -31,7 +31,7 @@ def product_cache_warm(
     or during the warm-up.
     """
     if cache.status_for_bulk() != "ok":
-        raise cache.CacheUnavailable("Redis is not answering")
+        raise cache.CacheUnavailable()  # the status check logged why
     if names is None:
         names = Product.objects.order_by("pk").values_list("name", flat=True).iterator(chunk_size=chunk_size)
     stored = skipped = 0

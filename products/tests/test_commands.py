@@ -411,8 +411,28 @@ def dead_redis(settings):
     "args", [("clear_product_cache",), ("product_cache_info",), ("warm_product_cache", "--all")]
 )
 def test_cache_commands_fail_clearly_when_redis_is_down(db, dead_redis, args):
-    with pytest.raises(CommandError, match=r"Redis at 127\.0\.0\.1:1 \(REDIS_URL\) is not answering"):
+    with pytest.raises(
+        CommandError,
+        match=r"Redis at 127\.0\.0\.1:1 \(REDIS_URL\) is unavailable",
+    ):
         run(*args)
+
+
+def test_cache_commands_say_why_redis_refused_them(db, private_redis, settings):
+    # Redis answers, but refuses the connection's password: not "not answering".
+    private_redis.client().config_set("requirepass", "right-password")
+    url = f"redis://:wrong-password@127.0.0.1:{private_redis.port}/0"
+    settings.CACHES = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": url}}
+    settings.REDIS_URL = url
+    reset_process_state()
+    with pytest.raises(CommandError) as refused:
+        run("clear_product_cache")
+    message = str(refused.value)
+    assert f"Redis at 127.0.0.1:{private_redis.port} (REDIS_URL) is unavailable (" in message
+    assert "password" in message and "wrong-password" not in message
+    assert message.endswith(
+        "nothing was cleared. Start Redis or fix that setting, then run the command again."
+    )
 
 
 @pytest.mark.slow
@@ -471,7 +491,7 @@ def test_cache_info_still_counts_the_pending_invalidations_while_redis_is_down(d
 
     PendingInvalidation.objects.create(names=["Mug"])
     out = io.StringIO()
-    with pytest.raises(CommandError, match="is not answering"):
+    with pytest.raises(CommandError, match="is unavailable"):
         call_command("product_cache_info", stdout=out, stderr=io.StringIO())
     assert "Pending invalidations: 1 (oldest " in out.getvalue()
 
@@ -595,7 +615,7 @@ def test_cli_cache_command_without_redis_exits_non_zero_without_traceback(tmp_pa
         timeout=60,
     )
     assert result.returncode == 1
-    assert "is not answering" in result.stderr
+    assert "is unavailable" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -210,10 +210,13 @@ def redis_location() -> str:
     return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379} (REDIS_URL)"
 
 
-def redis_down_message(what: str) -> str:
+def redis_down_message(what: str, error: Exception | None = None) -> str:
+    """Say that Redis could not be used, why (a refused connection, a wrong password...), and what was done."""
+    reason = str(error or "").strip().rstrip(".")
     return (
-        f"Redis at {redis_location()} is not answering"
-        + (" (every master must)" if transport.configured_for_cluster() else "")
+        f"Redis at {redis_location()} is unavailable"
+        + (" (every master must answer)" if transport.configured_for_cluster() else "")
+        + (f" ({reason})" if reason and reason != "circuit open" else "")
         + f"; {what}. "
         "Start Redis or fix that setting, then run the command again."
     )

@@ -20,6 +20,6 @@ class Command(ProductCommand):
     def handle(self, *args, **options) -> None:
         try:
             deleted = cache.clear()
-        except cache.CacheUnavailable:
-            raise CommandError(redis_down_message("nothing was cleared")) from None
+        except cache.CacheUnavailable as exc:
+            raise CommandError(redis_down_message("nothing was cleared", exc)) from None
         self.stdout.write(self.style.SUCCESS(f"Deleted {deleted} product cache key(s)."))

@@ -16,11 +16,11 @@ class Command(ProductCommand):
     def handle(self, *args, **options) -> None:
         try:
             info = cache.info()
-        except cache.CacheUnavailable:
+        except cache.CacheUnavailable as exc:
             # The outbox lives in the database: what waits for Redis is worth
             # knowing most while Redis is down.
             self._pending()
-            raise CommandError(redis_down_message("cannot report on the cache")) from None
+            raise CommandError(redis_down_message("cannot report on the cache", exc)) from None
         self.stdout.write(f"Redis:              {redis_location()}")
         self.stdout.write(f"Cached products:    {info['cached_products']}")
         self.stdout.write(f"Cache generation:   {info['generation']}")

@@ -32,7 +32,7 @@ class Command(ProductCommand):
         except cache.CacheUnavailable as exc:
             stored = exc.stored if isinstance(exc, WarmUpStopped) else 0
             done = f"{stored} product(s) were warmed before it stopped" if stored else "no product was warmed"
-            raise CommandError(redis_down_message(done)) from None
+            raise CommandError(redis_down_message(done, exc)) from None
         message = f"Warmed {result.stored} product(s)"
         if result.skipped:
             message += f"; {result.skipped} skipped (a reader was filling them at that moment)"
