@@ -17,6 +17,7 @@ refused by products.authentication instead, as failed logins.
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import unquote_to_bytes
 
 from django.core.handlers.exception import response_for_exception
@@ -87,12 +88,22 @@ class DropUntrustedProxyHeaders:
         self.app = app
 
     def __call__(self, environ: dict, start_response):
-        if any(header in environ for header in self.HEADERS) and not is_trusted_proxy(
+        if any(header in environ for header in self.HEADERS) and not self._trusted(
             environ.get("REMOTE_ADDR") or ""
         ):
             for header in self.HEADERS:
                 environ.pop(header, None)
         return self.app(environ, start_response)
+
+    @staticmethod
+    def _trusted(peer: str) -> bool:
+        try:
+            ipaddress.ip_address(peer)
+        except ValueError:
+            # No address: a Unix socket (GUNICORN_BIND=unix:...), which only
+            # this host's processes reach and whose proxy gunicorn trusts too.
+            return True
+        return is_trusted_proxy(peer)
 
 
 class RefuseNulMiddleware:

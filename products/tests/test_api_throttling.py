@@ -160,6 +160,22 @@ def test_only_a_trusted_proxy_may_say_the_client_came_over_https(sqlite_gunicorn
             assert answer.headers["Location"] == f"https://127.0.0.1:{server.port}{path}"
 
 
+@pytest.mark.parametrize(
+    "peer, kept",
+    [("127.0.0.1", True), ("::ffff:127.0.0.1", True), ("203.0.113.9", False), ("", True)],
+    ids=["trusted", "trusted-ipv4-mapped", "untrusted", "unix-socket"],
+)
+def test_proxy_headers_reach_the_application_from_trusted_peers_only(settings, peer, kept):
+    from products.request_guards import DropUntrustedProxyHeaders
+
+    settings.FORWARDED_ALLOW_IPS = ["127.0.0.1", "::1"]
+    seen = {}
+    guard = DropUntrustedProxyHeaders(lambda environ, start_response: seen.update(environ))
+    headers = {"HTTP_X_FORWARDED_PROTO": "https", "HTTP_X_FORWARDED_HOST": "shop.example"}
+    guard({"REMOTE_ADDR": peer, **headers}, None)
+    assert all((name in seen) is kept for name in headers)
+
+
 def test_a_malformed_forwarded_allow_ips_stops_startup():
     from .support.processes import manage, server_env
 
