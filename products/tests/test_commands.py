@@ -726,6 +726,39 @@ def test_ctrl_c_during_an_import_is_one_line_and_writes_nothing(tmp_path):
         assert check.execute("SELECT COUNT(*) FROM products_product").fetchone() == (0,)
 
 
+def test_ctrl_c_is_one_line_even_when_the_driver_could_not_clean_up_after_it(
+    db, tmp_path, monkeypatch, caplog
+):
+    # On PostgreSQL, Ctrl-C inside an import's pipeline made psycopg warn
+    # "error ignored terminating <psycopg.Pipeline ...>: pipeline aborted"
+    # before the command's own line (2 of 6 interrupts in a review).
+    import logging
+
+    from products.management.commands import import_products
+
+    def interrupted_mid_pipeline(**kwargs):
+        logging.getLogger("psycopg").warning(
+            "error ignored terminating %r: %s", "<Pipeline>", "pipeline aborted"
+        )
+        logging.getLogger("psycopg.transaction").warning("error ignored in rollback of %s: %s", "<T>", "gone")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(import_products, "product_import_file", interrupted_mid_pipeline)
+    path = write(tmp_path, "p.csv", "name,price\nMug,1.00\n")
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as stopped:
+        call_command("import_products", str(path), stdout=io.StringIO(), stderr=err)
+    assert stopped.value.code == 130
+    assert (
+        err.getvalue().strip()
+        == "Interrupted: nothing was imported (the import runs in one transaction, rolled back)."
+    )
+    assert not [r for r in caplog.records if r.getMessage().startswith("error ignored")]
+    # Outside a command, psycopg's warnings are as they were.
+    logging.getLogger("psycopg").warning("error ignored terminating %r: %s", "<Pipeline>", "after")
+    assert [r.getMessage() for r in caplog.records] == ["error ignored terminating '<Pipeline>': after"]
+
+
 def _wait_for_cpu_time(pid: int, seconds: float) -> None:
     """Wait until process ``pid`` has run ``seconds`` of CPU time (or ended).
 

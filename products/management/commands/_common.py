@@ -5,10 +5,12 @@ Modules whose name starts with an underscore are not commands.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -47,6 +49,34 @@ class _Output(OutputWrapper):
             raise OutputLost(getattr(exc, "strerror", None) or str(exc)) from None
 
 
+class _IgnoredCleanupErrors(logging.Filter):
+    """Drop psycopg's "error ignored ..." notes: a failure while it cleaned up after another error.
+
+    Ctrl-C inside a pipeline (an import's batches on PostgreSQL) made it warn
+    "error ignored terminating <psycopg.Pipeline ...>: pipeline aborted" on
+    the way out; the command reports the first error, in one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error ignored")
+
+
+# psycopg's loggers that report such errors (its pipeline, copy, connection; its transactions).
+_CLEANUP_LOGGERS = ("psycopg", "psycopg.transaction")
+
+
+@contextmanager
+def _quiet_cleanup_errors():
+    quiet = _IgnoredCleanupErrors()
+    for name in _CLEANUP_LOGGERS:
+        logging.getLogger(name).addFilter(quiet)
+    try:
+        yield
+    finally:
+        for name in _CLEANUP_LOGGERS:
+            logging.getLogger(name).removeFilter(quiet)
+
+
 class ProductCommand(BaseCommand):
     """Base of the product commands: a database that is down or not migrated is one line, not a traceback.
 
@@ -65,6 +95,10 @@ class ProductCommand(BaseCommand):
         self.stdout = _Output(self.stdout._out)
 
     def execute(self, *args, **options):
+        with _quiet_cleanup_errors():
+            return self._execute_reporting(*args, **options)
+
+    def _execute_reporting(self, *args, **options):
         try:
             return self._execute(*args, **options)
         except KeyboardInterrupt:
