@@ -95,12 +95,9 @@ class ProductCommand(BaseCommand):
         self.stdout = _Output(self.stdout._out)
 
     def execute(self, *args, **options):
-        with _quiet_cleanup_errors():
-            return self._execute_reporting(*args, **options)
-
-    def _execute_reporting(self, *args, **options):
         try:
-            return self._execute(*args, **options)
+            with _quiet_cleanup_errors():  # psycopg's notes come while the error unwinds through here
+                return self._execute(*args, **options)
         except KeyboardInterrupt:
             # Whatever was written runs in a transaction that has rolled back
             # by now (Django's atomic() rolls back on any exception).
