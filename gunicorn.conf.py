@@ -98,10 +98,10 @@ max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 1000)
 # Load the application once in the master and fork the workers from it: the
 # loaded code and objects (frozen out of the garbage collector's walks by
 # productsite/wsgi.py) stay shared, ~15 MiB less PSS per worker (docs/
-# performance.md, "Worker memory"). Safe to fork: the master's outbox applier
-# (its only database connection) stops and closes its connection before each
-# fork and starts again on both sides; redis-py and prometheus_client start
-# afresh in a new process.
+# performance.md, "Worker memory"). Safe to fork: on_starting (below) stops the
+# master's outbox applier, which closes its database connection, and each
+# worker starts its own (post_worker_init); redis-py and prometheus_client
+# start afresh in a new process.
 # A change of code or .env then needs a restart, not a HUP (the master read
 # both: the settings put .env in its environment). GUNICORN_PRELOAD=0: off.
 preload_app = _bool("GUNICORN_PRELOAD", True)
