@@ -107,6 +107,9 @@ if not SECRET_KEY:
             "(any long random string), or set DEBUG=1 for local development."
         )
     SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
+# Earlier keys, still accepted while a rotation settles: signed cursors,
+# sessions and password-reset links issued under them stay valid.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 
 ALLOWED_HOSTS = env.list(
     "ALLOWED_HOSTS",
@@ -289,7 +292,9 @@ WORKER_MALLOC_ARENAS = _at_least("WORKER_MALLOC_ARENAS", env.int("WORKER_MALLOC_
 CACHES = {
     "default": redis_config.cache_settings(
         REDIS_TOPOLOGY,
-        key_prefix=env.str("CACHE_KEY_PREFIX", default="productsite"),
+        # Blank counts as unset, as for the yes/no variables: a compose file
+        # passing ${CACHE_KEY_PREFIX} through unset must not drop the prefix.
+        key_prefix=env.str("CACHE_KEY_PREFIX", default="").strip() or "productsite",
         timeout=PRODUCT_CACHE_TIMEOUT,
         socket_timeout=REDIS_SOCKET_TIMEOUT,
         max_connections=_at_least("REDIS_MAX_CONNECTIONS", env.int("REDIS_MAX_CONNECTIONS", default=64), 1),

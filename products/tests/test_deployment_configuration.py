@@ -14,7 +14,8 @@ PRINT_SETTINGS = (
     "print(json.dumps({'debug': s.DEBUG, 'hosts': s.ALLOWED_HOSTS, 'engine': s.DATABASES['default']['ENGINE'], "
     "'name': str(s.DATABASES['default']['NAME']), 'conn_max_age': s.DATABASES['default']['CONN_MAX_AGE'], "
     "'redis': s.CACHES['default']['LOCATION'], 'timeout': s.PRODUCT_CACHE_TIMEOUT, "
-    "'options': s.DATABASES['default'].get('OPTIONS', {})}))"
+    "'options': s.DATABASES['default'].get('OPTIONS', {}), 'fallbacks': s.SECRET_KEY_FALLBACKS, "
+    "'prefix': s.CACHES['default']['KEY_PREFIX']}))"
 )
 
 
@@ -23,7 +24,16 @@ def run_settings(env_file: str = "/nonexistent/.env", **env: str) -> subprocess.
         k: v
         for k, v in os.environ.items()
         if k
-        not in {"DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "PRODUCT_CACHE_TIMEOUT"}
+        not in {
+            "DEBUG",
+            "SECRET_KEY",
+            "SECRET_KEY_FALLBACKS",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "ALLOWED_HOSTS",
+            "PRODUCT_CACHE_TIMEOUT",
+            "CACHE_KEY_PREFIX",
+        }
     }
     # ENV_FILE: ignore a developer's local .env, so the defaults show.
     clean.update(env, DJANGO_SETTINGS_MODULE="productsite.settings", ENV_FILE=env_file)
@@ -146,6 +156,8 @@ def test_defaults_are_safe():
     assert values["conn_max_age"] > 0  # persistent connections
     assert values["options"]["transaction_mode"] == "IMMEDIATE"
     assert "journal_mode=WAL" in values["options"]["init_command"]
+    assert values["fallbacks"] == []
+    assert values["prefix"] == "productsite"
 
 
 def test_environment_overrides():
@@ -163,6 +175,25 @@ def test_environment_overrides():
     assert values["name"] == "catalogue"
     assert values["redis"] == "redis://cache.example.com:6380/2"
     assert values["timeout"] == 15
+
+
+def test_a_key_rotation_keeps_the_old_keys_from_the_environment():
+    # Signed cursors and sessions issued under an old key stay valid while it
+    # is a fallback (test_a_cursor_the_server_did_not_issue_answers_400).
+    result = run_settings(SECRET_KEY="n" * 50, SECRET_KEY_FALLBACKS="o" * 50 + ",p" + "q" * 49)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["fallbacks"] == ["o" * 50, "p" + "q" * 49]
+
+
+@pytest.mark.parametrize("blank", ["", " "])
+def test_a_blank_key_prefix_counts_as_unset(blank):
+    # A compose file passing ${CACHE_KEY_PREFIX} through unset must not drop
+    # the prefix (keys shared with whatever else uses the Redis database).
+    result = run_settings(SECRET_KEY="x" * 50, CACHE_KEY_PREFIX=blank)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["prefix"] == "productsite"
+    result = run_settings(SECRET_KEY="x" * 50, CACHE_KEY_PREFIX="shop-2")
+    assert json.loads(result.stdout)["prefix"] == "shop-2"
 
 
 def test_debug_runs_without_a_secret_key():
