@@ -142,6 +142,15 @@ def _route(request) -> str:
 
 
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_PLAIN_TRANSFER = frozenset({"", "chunked", "identity"})
+
+
+def _transfer_coding(header: str) -> str:
+    """Return the first transfer coding of ``header`` that leaves the body coded (gzip...), or ''."""
+    for coding in header.split(","):
+        if coding.strip().lower() not in _PLAIN_TRANSFER:
+            return coding.strip()
+    return ""
 
 
 class BodySizeLimitMiddleware:
@@ -158,6 +167,12 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        coding = _transfer_coding(request.META.get("HTTP_TRANSFER_ENCODING", ""))
+        if coding and request.method in _WRITES:
+            # gunicorn accepts "gzip, chunked" (and deflate, compress) but
+            # decodes only the chunking: the body would be read as if plain,
+            # as a Content-Encoding once was (products.parsers). Refused alike.
+            return self._coded(request, coding)
         if (
             request.META.get("wsgi.input_terminated")  # the server de-chunks (gunicorn)
             and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
@@ -228,6 +243,19 @@ class BodySizeLimitMiddleware:
         if answers_json(request) and not names_html(request):
             return as_every_page(request, JsonResponse({"detail": message}, status=400))
         return as_every_page(request, html_page(400, "Bad request", escape(message), back=request.path))
+
+    @staticmethod
+    def _coded(request, coding: str) -> HttpResponse:
+        message = (
+            f"Transfer-Encoding {coding[:40]!r} is not accepted; send the body uncompressed "
+            "(chunked alone is fine). Nothing was changed."
+        )
+        request.log_reason = f"transfer coding {coding[:40]!r}"
+        if answers_json(request) and not names_html(request):
+            return as_every_page(request, JsonResponse({"detail": message}, status=415))
+        return as_every_page(
+            request, html_page(415, "Unsupported transfer coding", escape(message), back=request.path)
+        )
 
     @staticmethod
     def _too_large(request, size: str, limit: int) -> HttpResponse:

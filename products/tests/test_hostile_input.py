@@ -503,3 +503,18 @@ def test_a_bad_stock_delta_is_worded_as_the_quantitys_rules_are(editor_client, m
     make_product("Mug")
     response = editor_client.post("/api/products/Mug/stock/", {"delta": delta}, format="json")
     assert response.status_code == 400 and response.json() == {"delta": [message]}
+
+
+@pytest.mark.parametrize("route", ["/api/products/", "/products"])
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate, chunked", "compress, chunked", "GZIP,chunked"])
+def test_a_body_with_a_transfer_coding_is_415_and_creates_nothing(editor_client, route, coding):
+    # A review found "Transfer-Encoding: gzip, chunked" with a plain body
+    # created the product (201): gunicorn accepts the coding and decodes only
+    # the chunking, so the body was read as if it were plain.
+    body = b'{"name": "TECoded", "price": "1.00"}'
+    response = editor_client.generic(
+        "POST", route, body, content_type="application/json", HTTP_TRANSFER_ENCODING=coding
+    )
+    assert response.status_code == 415
+    assert "send the body uncompressed" in response.json()["detail"]
+    assert not Product.objects.filter(name="TECoded").exists()
