@@ -202,7 +202,10 @@ class StrictIntegerField(serializers.IntegerField):
         value = validators.integer_value(data)
         if value is None:
             self.fail("invalid")
-        if abs(value) > validators.QUANTITY_MAX:  # before int(): a 5,000-digit number
+        # Before int(): a 5,000-digit number. Compared, not abs(): arithmetic on
+        # a Decimal beyond the context's exponent range (1e999999999, read
+        # exactly from JSON) raises decimal.Overflow, a 500.
+        if not -validators.QUANTITY_MAX <= value <= validators.QUANTITY_MAX:
             self.fail(
                 "max_value" if value > 0 else "min_value", max_value=self.max_value, min_value=self.min_value
             )

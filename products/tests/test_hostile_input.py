@@ -518,3 +518,22 @@ def test_a_body_with_a_transfer_coding_is_415_and_creates_nothing(editor_client,
     assert response.status_code == 415
     assert "send the body uncompressed" in response.json()["detail"]
     assert not Product.objects.filter(name="TECoded").exists()
+
+
+@pytest.mark.parametrize(
+    "delta, message",
+    [
+        ("1e999999999", "Delta must be at most 2147483647."),
+        ("-1e999999999", "Delta must be at least -2147483647."),
+        ("1E+1000000", "Delta must be at most 2147483647."),
+    ],
+)
+def test_a_stock_delta_beyond_decimals_exponent_range_is_400(editor_client, make_product, delta, message):
+    # A review found {"delta": 1e999999999} answered 500: the JSON number is read
+    # exactly as a Decimal, and abs() of it overflows the decimal context.
+    make_product("Mug")
+    response = editor_client.generic(
+        "POST", "/api/products/Mug/stock/", '{"delta": ' + delta + "}", content_type="application/json"
+    )
+    assert response.status_code == 400, response.content[:200]
+    assert response.json() == {"delta": [message]}
