@@ -10,6 +10,7 @@ and tells the receiver to stand aside.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -125,8 +126,24 @@ class ProductQuerySet(models.QuerySet):
     update_without_invalidation.alters_data = True
 
     def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> list:
-        created = super().bulk_create(objs, *args, **kwargs)
-        cache.invalidate_on_commit((obj.name for obj in created), using=self.db)
+        """Create (or upsert) the objects; invalidate their names, and the names an upsert replaced.
+
+        ``update_conflicts`` with ``name`` among ``update_fields`` renames the
+        rows the objects conflict with on another unique field (the primary
+        key): their stored names, which readers may have cached, are read
+        (and locked) first.
+        """
+        objs = list(objs)
+        options = inspect.signature(models.QuerySet.bulk_create).bind(self, objs, *args, **kwargs).arguments
+        with transaction.atomic(using=self.db, savepoint=False):
+            replaced: set[str] = set()
+            if options.get("update_conflicts") and "name" in (options.get("update_fields") or ()):
+                pks = [obj.pk for obj in objs if obj.pk is not None]
+                if pks:
+                    rows = self.model._base_manager.using(self.db).select_for_update().filter(pk__in=pks)
+                    replaced.update(rows.values_list("name", flat=True))
+            created = super().bulk_create(objs, *args, **kwargs)
+            cache.invalidate_on_commit({*(obj.name for obj in created), *replaced}, using=self.db)
         return created
 
     bulk_create.alters_data = True

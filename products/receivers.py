@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import transaction
 from django.db.migrations.operations import RunPython, RunSQL
 
 from . import cache, metrics, token_cache
@@ -21,9 +22,16 @@ def remember_stored_name(sender: type[Product], instance: Product, using: str, *
     if instance.pk is None or invalidated_by_queryset():
         instance._stored_name = None
         return
-    instance._stored_name = (
-        Product._base_manager.using(using).filter(pk=instance.pk).values_list("name", flat=True).first()
-    )
+    rows = Product._base_manager.using(using).filter(pk=instance.pk)
+    if transaction.get_connection(using).in_atomic_block:
+        # Locked until the write commits (PostgreSQL; SQLite's IMMEDIATE
+        # transaction already holds every writer off): read without the lock,
+        # a rename committed between this read and the write's UPDATE, which
+        # waited for that rename's lock, would go un-invalidated. The name
+        # the rename set (cached by any reader since its commit) is the one
+        # this write overwrites, or deletes.
+        rows = rows.select_for_update()
+    instance._stored_name = rows.values_list("name", flat=True).first()
 
 
 def _names(instance: Product) -> set[str]:

@@ -1,0 +1,77 @@
+"""A write of an instance loaded before someone else renamed it forgets the name it overwrote."""
+
+import threading
+import time
+
+import pytest
+from django.db import connection, transaction
+
+from products import cache
+from products.models import Product
+from products.selectors import product_json
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _read_in_another_thread(name: str):
+    # The test's own thread is inside a transaction, where reads skip the cache.
+    result = []
+
+    def read() -> None:
+        try:
+            result.append(cache.get_product(name, product_json))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+@pytest.mark.parametrize("write", ["save", "delete"])
+def test_a_write_that_waited_for_a_concurrent_rename_forgets_the_new_name(write):
+    product = Product.objects.create(name="Mug", price="1.00", quantity=1)
+    outdated = Product.objects.get(pk=product.pk)  # loaded before the rename
+    renamed = threading.Event()
+
+    def rename() -> None:
+        try:
+            with transaction.atomic():
+                row = Product.objects.select_for_update().get(pk=product.pk)
+                row.name = "Cup"
+                row.save()
+                renamed.set()
+                time.sleep(0.3)  # the other write reads the stored name meanwhile
+        finally:
+            connection.close()
+
+    renamer = threading.Thread(target=rename)
+    renamer.start()
+    assert renamed.wait(5)
+    with transaction.atomic():
+        if write == "save":
+            outdated.price = "7.00"
+            outdated.save()  # PostgreSQL: waits for the rename's lock, then writes "Mug" back
+        else:
+            outdated.delete()  # waits for the rename's lock, then deletes the row
+        renamer.join()  # committed, and its invalidation of "Mug" and "Cup" is done
+        # A reader meanwhile: "Cup" is still the row's committed name.
+        assert _read_in_another_thread("Cup") is not None
+    assert not Product.objects.filter(name="Cup").exists()
+    assert cache.get_product("Cup", product_json) is None  # was: the renamed row, cached for 60 s
+
+
+def test_an_upsert_on_the_primary_key_that_renames_forgets_the_old_name():
+    product = Product.objects.create(name="Mug", price="1.00", quantity=1)
+    assert cache.get_product("Mug", product_json) is not None
+    assert cache.get_product("Mug", product_json).hit  # cached
+    Product.objects.bulk_create(
+        [Product(pk=product.pk, name="Cup", price="2.00", quantity=2)],
+        update_conflicts=True,
+        unique_fields=["id"],
+        update_fields=["name", "price", "quantity"],
+    )
+    assert Product.objects.get(pk=product.pk).name == "Cup"
+    assert cache.get_product("Mug", product_json) is None  # was: the old row, cached for 60 s
+    assert b'"2.00"' in cache.get_product("Cup", product_json).data
