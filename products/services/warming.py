@@ -33,7 +33,7 @@ def product_cache_warm(
     if cache.status_for_bulk() != "ok":
         raise cache.CacheUnavailable()  # the status check logged why
     if names is None:
-        names = Product.objects.order_by("pk").values_list("name", flat=True).iterator(chunk_size=chunk_size)
+        names = _every_name(chunk_size)
     stored = skipped = 0
     missing: list[str] = []
     try:
@@ -50,6 +50,28 @@ def product_cache_warm(
         if close is not None:
             close()
     return cache.WarmedBatch(stored, skipped, missing)
+
+
+def _every_name(page_size: int) -> Iterator[str]:
+    """Every product's name, by primary key, one finished query per page.
+
+    Not ``.iterator()``: on SQLite its cursor, open between chunks, holds one
+    read snapshot on the connection, so a later chunk's rows would be read as
+    they were before writes that committed (and invalidated) since, under
+    leases taken after those writes: old rows stored for
+    ``PRODUCT_CACHE_TIMEOUT``.
+    """
+    last = None
+    while True:
+        rows = Product.objects.order_by("pk")
+        if last is not None:
+            rows = rows.filter(pk__gt=last)
+        page = list(rows.values_list("pk", "name")[:page_size])
+        if not page:
+            return
+        last = page[-1][0]
+        for _, name in page:
+            yield name
 
 
 def _chunks(names: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -75,3 +75,34 @@ def test_an_upsert_on_the_primary_key_that_renames_forgets_the_old_name():
     assert Product.objects.get(pk=product.pk).name == "Cup"
     assert cache.get_product("Mug", product_json) is None  # was: the old row, cached for 60 s
     assert b'"2.00"' in cache.get_product("Cup", product_json).data
+
+
+def test_a_warm_up_of_every_product_reads_each_chunk_after_its_leases():
+    # SQLite: the names' cursor, left open between chunks, held one read
+    # snapshot, so a later chunk's rows came from before a write that
+    # committed (and invalidated) meanwhile, under leases taken after it.
+    from products.services.warming import product_cache_warm
+
+    Product.objects.bulk_create([Product(name=f"p{i:02d}", price="1.00", quantity=1) for i in range(12)])
+    written = []
+
+    def write_once(count: int) -> None:
+        if written:
+            return
+
+        def write() -> None:
+            try:
+                Product.objects.filter(name="p06").update(price="2.00")
+            finally:
+                connection.close()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join()
+        written.append(count)
+
+    product_cache_warm(chunk_size=4, on_progress=write_once)
+    assert written == [4]
+    cached = cache.get_product("p06", product_json)
+    assert cached.hit
+    assert b'"2.00"' in cached.data  # was: "1.00", the row of before the write, for 60 s
