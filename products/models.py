@@ -1,5 +1,5 @@
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 
 from . import validators
@@ -57,6 +57,24 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def _do_update(self, base_qs, using, pk_val, values, update_fields, forced_update):
+        """Django's UPDATE of a saved instance; in autocommit, with the stored name read in its transaction.
+
+        The cache must forget the name the row had just before this UPDATE
+        (receivers.remember_stored_name). Read outside a transaction, a rename
+        committed between that read and the UPDATE (which waited for the
+        rename's lock: SQLite's busy handler sleeps up to 100 ms) would be
+        overwritten without its name being invalidated, and a reader that
+        cached the renamed row meanwhile would keep it for 60 s. Inside a
+        transaction the pre_save receiver reads it under a row lock already.
+        """
+        if transaction.get_connection(using).in_atomic_block:
+            return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update)
+        with transaction.atomic(using=using, savepoint=False):
+            rows = type(self)._base_manager.using(using).select_for_update().filter(pk=pk_val)
+            self._stored_name = rows.values_list("name", flat=True).first()
+            return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update)
 
     def unique_error_message(self, model_class, unique_check):
         # The admin form says what the API says about a taken name.

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.migrations.operations import RunPython, RunSQL
+from django.db.models.signals import pre_save
 
 from . import cache, metrics, token_cache
 from .models import Product
@@ -23,7 +24,13 @@ def remember_stored_name(sender: type[Product], instance: Product, using: str, *
         instance._stored_name = None
         return
     rows = Product._base_manager.using(using).filter(pk=instance.pk)
-    if transaction.get_connection(using).in_atomic_block:
+    if not transaction.get_connection(using).in_atomic_block:
+        # A save() in autocommit: Product._do_update reads it in the UPDATE's
+        # own transaction (None stays when no UPDATE runs: an INSERT).
+        instance._stored_name = None
+        if kwargs.get("signal") is pre_save:
+            return
+    else:
         # Locked until the write commits (PostgreSQL; SQLite's IMMEDIATE
         # transaction already holds every writer off): read without the lock,
         # a rename committed between this read and the write's UPDATE, which

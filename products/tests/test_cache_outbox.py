@@ -81,7 +81,7 @@ def expected_queries(write) -> int:
     return {
         _api_create: 2,  # name check, INSERT
         _api_patch: 5,  # BEGIN, row lock, stored name, UPDATE, COMMIT
-        _model_save: 3,  # get, stored name, UPDATE
+        _model_save: 5,  # get, BEGIN, stored name (locked: Product._do_update), UPDATE, COMMIT
     }[write]
 
 

@@ -106,3 +106,46 @@ def test_a_warm_up_of_every_product_reads_each_chunk_after_its_leases():
     cached = cache.get_product("p06", product_json)
     assert cached.hit
     assert b'"2.00"' in cached.data  # was: "1.00", the row of before the write, for 60 s
+
+
+def test_a_save_in_autocommit_that_waited_for_a_concurrent_rename_forgets_the_new_name():
+    # SQLite: the save's UPDATE waits for the rename's write lock in the busy
+    # handler, which sleeps up to 100 ms between tries; a reader that caches
+    # the renamed row meanwhile must not keep it once the save wrote the old name back.
+    product = Product.objects.create(name="Mug", price="1.00", quantity=1)
+    outdated = Product.objects.get(pk=product.pk)
+    renamed, rename_done, save_done = threading.Event(), threading.Event(), threading.Event()
+
+    def rename() -> None:
+        try:
+            with transaction.atomic():
+                row = Product.objects.select_for_update().get(pk=product.pk)
+                row.name = "Cup"
+                row.save()
+                renamed.set()
+                time.sleep(0.3)
+        finally:
+            rename_done.set()
+            connection.close()
+
+    def save() -> None:
+        assert renamed.wait(5)
+        try:
+            outdated.price = "7.00"
+            outdated.save()  # autocommit
+        finally:
+            save_done.set()
+            connection.close()
+
+    threads = [threading.Thread(target=rename), threading.Thread(target=save)]
+    for thread in threads:
+        thread.start()
+    assert rename_done.wait(5)
+    while not save_done.is_set():  # a reader between the rename's commit and the save's
+        print("read", _read_in_another_thread("Cup"), time.monotonic())
+        time.sleep(0.002)
+    print("save done", time.monotonic())
+    for thread in threads:
+        thread.join()
+    assert Product.objects.get(pk=product.pk).name == "Mug"
+    assert cache.get_product("Cup", product_json) is None
