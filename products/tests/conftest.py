@@ -132,11 +132,22 @@ def redis_process() -> Iterator[RedisProcess]:
 
 @pytest.fixture
 def private_redis(redis_process, settings) -> Iterator[RedisProcess]:
-    """Point the Django cache at a throwaway redis-server for this test."""
+    """Point the Django cache at a throwaway redis-server for this test, with production's socket timeout.
+
+    The run's shared Redis has a patient timeout (test_settings.py); the
+    hangs and outages tested here must cost what they cost in production.
+    """
+    timeout = settings.PRODUCTION_REDIS_SOCKET_TIMEOUT
+    options = {
+        **settings.CACHES["default"]["OPTIONS"],
+        "SOCKET_TIMEOUT": timeout,
+        "SOCKET_CONNECT_TIMEOUT": timeout,
+    }
     caches = {**settings.CACHES}
-    caches["default"] = {**caches["default"], "LOCATION": redis_process.url}
+    caches["default"] = {**caches["default"], "LOCATION": redis_process.url, "OPTIONS": options}
     settings.CACHES = caches
     settings.REDIS_URL = redis_process.url
+    settings.REDIS_SOCKET_TIMEOUT = timeout
     reset_process_state()
     yield redis_process
     reset_process_state()

@@ -55,6 +55,9 @@ def server_env(**overrides: str) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
     }
     env.update(overrides)
+    if env["REDIS_URL"] == settings.SHARED_REDIS_URL and "REDIS_SOCKET_TIMEOUT" not in overrides:
+        # The run's shared Redis: as patient as in this process (test_settings.py).
+        env["REDIS_SOCKET_TIMEOUT"] = str(settings.SHARED_REDIS_SOCKET_TIMEOUT)
     return env
 
 

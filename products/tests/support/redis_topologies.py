@@ -592,6 +592,7 @@ def use_topology(settings, env: dict[str, str]) -> None:
     settings.CACHES = {**settings.CACHES, "default": config}
     settings.REDIS_TOPOLOGY = topology
     settings.REDIS_URL = topology.url
+    settings.REDIS_SOCKET_TIMEOUT = config["OPTIONS"]["SOCKET_TIMEOUT"]  # what its connections have
     # Pools outlive a test: django-redis keeps them per process, keyed by
     # LOCATION alone. A Sentinel pool stays bound to the sentinels it was
     # built with, and every Sentinel set of the run has the same LOCATION
