@@ -38,12 +38,12 @@ PRODUCT_CACHE_OUTBOX_APPLIER = False
 # (CI runs four lanes on two cores) Redis or this process now and then misses
 # production's 0.1 s, the breaker opens, and a test that proves a cache hit,
 # a throttle or a sign-in limit sees the documented fail-open instead. Nothing
-# breaks that Redis on purpose. The tests of hangs and outages use a
-# redis-server of their own (conftest.py's private_redis), which gets
-# production's timeout back (PRODUCTION_REDIS_SOCKET_TIMEOUT), as do the
-# servers and commands tests start on any other Redis (productsite.settings).
-# Servers and commands a test starts on that Redis get it too
-# (support/processes.py server_env).
+# breaks that Redis on purpose; the servers and commands a test starts on it
+# get the same timeout (support/processes.py server_env). The tests of
+# outages use a redis-server of their own (conftest.py's private_redis):
+# those that hang it (marked hangs_redis) get production's timeout back
+# (PRODUCTION_REDIS_SOCKET_TIMEOUT), as do the servers and commands tests
+# start on any other Redis (productsite.settings).
 PRODUCTION_REDIS_SOCKET_TIMEOUT = REDIS_SOCKET_TIMEOUT  # noqa: F405 (REDIS_SOCKET_TIMEOUT's default)
 SHARED_REDIS_URL = REDIS_URL  # noqa: F405
 SHARED_REDIS_SOCKET_TIMEOUT = float(os.environ.get("TEST_SHARED_REDIS_SOCKET_TIMEOUT", "2.0"))

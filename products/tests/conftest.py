@@ -131,13 +131,24 @@ def redis_process() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
-def private_redis(redis_process, settings) -> Iterator[RedisProcess]:
-    """Point the Django cache at a throwaway redis-server for this test, with production's socket timeout.
+def private_redis(request, redis_process, settings) -> Iterator[RedisProcess]:
+    """Point the Django cache at a throwaway redis-server for this test.
 
-    The run's shared Redis has a patient timeout (test_settings.py); the
-    hangs and outages tested here must cost what they cost in production.
+    Its socket timeout is the shared Redis's patient one (test_settings.py):
+    refusals, kills, a full Redis and the rest fail at once whatever the
+    timeout, and the healthy moments around them must not turn into a miss
+    on a loaded machine. A test marked ``hangs_redis`` (it pauses the server)
+    gets production's timeout: what a hang costs is what it tests.
     """
-    timeout = settings.PRODUCTION_REDIS_SOCKET_TIMEOUT
+    if request.node.get_closest_marker("hangs_redis"):
+        timeout = settings.PRODUCTION_REDIS_SOCKET_TIMEOUT
+    else:
+        timeout = settings.SHARED_REDIS_SOCKET_TIMEOUT
+
+        def unmarked_pause() -> None:
+            pytest.fail("a test that pauses private_redis must be marked hangs_redis (production's timeout)")
+
+        redis_process.pause = unmarked_pause
     options = {
         **settings.CACHES["default"]["OPTIONS"],
         "SOCKET_TIMEOUT": timeout,
@@ -148,6 +159,13 @@ def private_redis(redis_process, settings) -> Iterator[RedisProcess]:
     settings.CACHES = caches
     settings.REDIS_URL = redis_process.url
     settings.REDIS_SOCKET_TIMEOUT = timeout
+    # django-redis keeps pools by URL for the process: an earlier test's
+    # server on the same port (ports are reused) left one with its timeout.
+    from django_redis.pool import ConnectionFactory
+
+    stale = ConnectionFactory._pools.pop(redis_process.url, None)
+    if stale is not None:
+        stale.disconnect()
     reset_process_state()
     yield redis_process
     reset_process_state()

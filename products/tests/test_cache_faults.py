@@ -47,6 +47,7 @@ def test_refused_connections_still_serve_reads_and_writes(refusing_redis, editor
     assert outage_log_lines(caplog) == 1
 
 
+@pytest.mark.hangs_redis
 def test_paused_redis_costs_bounded_latency_and_logs_once(
     private_redis, anon_client, editor_client, settings, caplog
 ):

@@ -444,6 +444,7 @@ def test_cache_commands_say_why_redis_refused_them(db, private_redis, settings):
         (("product_cache_info",), "Cached products: "),
     ],
 )
+@pytest.mark.hangs_redis
 def test_cache_commands_wait_out_a_redis_that_stalls_briefly(db, private_redis, args, said):
     # A busy Redis or machine can miss the requests' 0.1 s socket timeout now
     # and then; a bulk command tries again for a few seconds (a review saw a
@@ -463,6 +464,7 @@ def test_cache_commands_wait_out_a_redis_that_stalls_briefly(db, private_redis, 
 
 
 @pytest.mark.slow
+@pytest.mark.hangs_redis
 def test_a_warm_up_that_redis_stops_answering_says_how_far_it_got(db, private_redis, monkeypatch):
     from products import transport
     from products.services.warming import WarmUpStopped, product_cache_warm

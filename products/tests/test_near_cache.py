@@ -81,6 +81,7 @@ def test_a_deleted_product_is_not_remembered_as_an_empty_one_and_comes_back_when
     assert b'"2.00"' in read("Mug").data
 
 
+@pytest.mark.hangs_redis
 def test_a_hung_redis_stops_near_hits_before_a_write_could_be_acknowledged(private_redis, settings):
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     warm("Mug")
@@ -96,6 +97,7 @@ def test_a_hung_redis_stops_near_hits_before_a_write_could_be_acknowledged(priva
         private_redis.resume()
 
 
+@pytest.mark.hangs_redis
 def test_a_reader_slow_to_read_its_proof_does_not_stretch_the_window_past_a_hang(private_redis, settings):
     # Redis answers the near cache's proof, then hangs; the reading thread
     # gets the CPU (or the GIL) back only after a writer has given up on the
@@ -141,6 +143,7 @@ def test_a_reader_slow_to_read_its_proof_does_not_stretch_the_window_past_a_hang
         private_redis.resume()
 
 
+@pytest.mark.hangs_redis
 def test_a_write_pause_stops_near_hits_as_it_holds_the_writers_delete(private_redis, settings):
     # CLIENT PAUSE WRITE (a controlled failover) holds a writer's DEL, which
     # then gives up and is acknowledged, but answered PING: the near cache's
