@@ -50,3 +50,7 @@ SHARED_REDIS_SOCKET_TIMEOUT = float(os.environ.get("TEST_SHARED_REDIS_SOCKET_TIM
 REDIS_SOCKET_TIMEOUT = SHARED_REDIS_SOCKET_TIMEOUT
 CACHES["default"]["OPTIONS"]["SOCKET_TIMEOUT"] = REDIS_SOCKET_TIMEOUT  # noqa: F405
 CACHES["default"]["OPTIONS"]["SOCKET_CONNECT_TIMEOUT"] = REDIS_SOCKET_TIMEOUT  # noqa: F405
+# A fill lease outlives any stall of a loaded machine between a miss's
+# database read and its fill (2 s did not: the fill was refused and a test's
+# warm-up cached nothing). No test waits for a lease to expire.
+PRODUCT_CACHE_LEASE_TIMEOUT = 10.0

@@ -1,6 +1,7 @@
 """Redis refusing, hanging or restarting never turns into an error or a stale read."""
 
 import logging
+import threading
 import time
 from decimal import Decimal
 
@@ -49,7 +50,7 @@ def test_refused_connections_still_serve_reads_and_writes(refusing_redis, editor
 
 @pytest.mark.hangs_redis
 def test_paused_redis_costs_bounded_latency_and_logs_once(
-    private_redis, anon_client, editor_client, settings, caplog
+    private_redis, anon_client, editor_client, settings, caplog, monkeypatch
 ):
     settings.PRODUCT_CACHE_BACKOFF = 0.2  # several probes fail during the pause
     caplog.set_level(logging.WARNING, logger="products")
@@ -57,14 +58,28 @@ def test_paused_redis_costs_bounded_latency_and_logs_once(
     assert anon_client.get(URL)["X-Cache"] == "MISS"
     assert anon_client.get(URL)["X-Cache"] == "HIT"
 
+    # What a request waits on the paused Redis: one socket timeout per failed
+    # call, each of which opens the breaker (counted here, in this thread).
+    from products import transport
+
+    waits = [0]
+    trip = transport._breaker.trip
+
+    def counted_trip(exc):
+        if threading.current_thread() is threading.main_thread():
+            waits[0] += 1
+        trip(exc)
+
+    monkeypatch.setattr(transport._breaker, "trip", counted_trip)
     private_redis.pause()
     try:
-        latencies, errors = [], 0
+        latencies, errors, timeouts = [], 0, []
         began = time.monotonic()
         for i in range(100):
-            start = time.perf_counter()
+            start, before = time.perf_counter(), waits[0]
             response = anon_client.get(URL)
             latencies.append(time.perf_counter() - start)
+            timeouts.append(waits[0] - before)
             errors += response.status_code != 200
             if i % 10 == 0:
                 time.sleep(0.05)  # spread the requests over several back-off periods
@@ -76,11 +91,16 @@ def test_paused_redis_costs_bounded_latency_and_logs_once(
     latencies.sort()
     p99 = latencies[98]
     print(
-        f"\nRedis paused: 100 GETs in {elapsed:.2f}s, errors={errors}, "
+        f"\nRedis paused: 100 GETs in {elapsed:.2f}s, errors={errors}, {sum(timeouts)} waited a timeout, "
         f"p50={latencies[49] * 1000:.1f}ms p99={p99 * 1000:.1f}ms max={latencies[-1] * 1000:.1f}ms"
     )
     assert errors == 0
-    assert p99 < 0.25
+    # Bounded whatever the machine's load (the wall clock, p99 < 0.25 s, was
+    # not on a loaded CI machine): no request waits more than one timeout,
+    # and only one per back-off period waits at all; most wait for nothing.
+    assert max(timeouts) <= 1
+    assert sum(timeouts) <= elapsed / settings.PRODUCT_CACHE_BACKOFF + 2
+    assert latencies[49] < settings.REDIS_SOCKET_TIMEOUT
     assert write.status_code == 200
     assert health["cache"] == "down"
     assert outage_log_lines(caplog) == 1
