@@ -101,7 +101,9 @@ def test_paused_redis_costs_bounded_latency_and_logs_once(
     assert max(timeouts) <= 1
     assert sum(timeouts) <= elapsed / settings.PRODUCT_CACHE_BACKOFF + 2
     assert latencies[49] < settings.REDIS_SOCKET_TIMEOUT
-    assert p99 < 1.0  # a backstop for waits the count misses (a lease wait is 0.5 s); loaded runs read <= 0.51 s
+    assert (
+        p99 < 1.0
+    )  # a backstop for waits the count misses (a lease wait is 0.5 s); loaded runs read <= 0.51 s
     assert write.status_code == 200
     assert health["cache"] == "down"
     assert outage_log_lines(caplog) == 1
