@@ -29,24 +29,26 @@ def _read_in_another_thread(name: str):
     return result[0]
 
 
+def _rename_and_hold(pk: int, renamed: threading.Event) -> None:
+    """Rename the row to "Cup" and hold its lock 0.3 s after the rename (the other write waits meanwhile)."""
+    try:
+        with transaction.atomic():
+            row = Product.objects.select_for_update().get(pk=pk)
+            row.name = "Cup"
+            row.save()
+            renamed.set()
+            time.sleep(0.3)
+    finally:
+        connection.close()
+
+
 @pytest.mark.parametrize("write", ["save", "delete"])
 def test_a_write_that_waited_for_a_concurrent_rename_forgets_the_new_name(write):
     product = Product.objects.create(name="Mug", price="1.00", quantity=1)
     outdated = Product.objects.get(pk=product.pk)  # loaded before the rename
     renamed = threading.Event()
 
-    def rename() -> None:
-        try:
-            with transaction.atomic():
-                row = Product.objects.select_for_update().get(pk=product.pk)
-                row.name = "Cup"
-                row.save()
-                renamed.set()
-                time.sleep(0.3)  # the other write reads the stored name meanwhile
-        finally:
-            connection.close()
-
-    renamer = threading.Thread(target=rename)
+    renamer = threading.Thread(target=_rename_and_hold, args=(product.pk, renamed))
     renamer.start()
     assert renamed.wait(5)
     with transaction.atomic():
@@ -118,15 +120,9 @@ def test_a_save_in_autocommit_that_waited_for_a_concurrent_rename_forgets_the_ne
 
     def rename() -> None:
         try:
-            with transaction.atomic():
-                row = Product.objects.select_for_update().get(pk=product.pk)
-                row.name = "Cup"
-                row.save()
-                renamed.set()
-                time.sleep(0.3)
+            _rename_and_hold(product.pk, renamed)
         finally:
             rename_done.set()
-            connection.close()
 
     def save() -> None:
         assert renamed.wait(5)
