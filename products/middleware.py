@@ -167,8 +167,9 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        coding = _transfer_coding(request.META.get("HTTP_TRANSFER_ENCODING", ""))
-        if coding and request.method in _WRITES:
+        if request.method in _WRITES and (
+            coding := _transfer_coding(request.META.get("HTTP_TRANSFER_ENCODING", ""))
+        ):
             # gunicorn accepts "gzip, chunked" (and deflate, compress) but
             # decodes only the chunking: the body would be read as if plain,
             # as a Content-Encoding once was (products.parsers). Refused alike.

@@ -72,9 +72,16 @@ class Product(models.Model):
         if transaction.get_connection(using).in_atomic_block:
             return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update)
         with transaction.atomic(using=using, savepoint=False):
-            rows = type(self)._base_manager.using(using).select_for_update().filter(pk=pk_val)
-            self._stored_name = rows.values_list("name", flat=True).first()
+            self._stored_name = self.stored_name(pk_val, using, lock=True)
             return super()._do_update(base_qs, using, pk_val, values, update_fields, forced_update)
+
+    @classmethod
+    def stored_name(cls, pk, using: str, *, lock: bool) -> str | None:
+        """The name row ``pk`` has in the database (None if gone); ``lock``: until the transaction ends."""
+        rows = cls._base_manager.using(using).filter(pk=pk)
+        if lock:
+            rows = rows.select_for_update()
+        return rows.values_list("name", flat=True).first()
 
     def unique_error_message(self, model_class, unique_check):
         # The admin form says what the API says about a taken name.

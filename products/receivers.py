@@ -23,22 +23,19 @@ def remember_stored_name(sender: type[Product], instance: Product, using: str, *
     if instance.pk is None or invalidated_by_queryset():
         instance._stored_name = None
         return
-    rows = Product._base_manager.using(using).filter(pk=instance.pk)
-    if not transaction.get_connection(using).in_atomic_block:
+    in_transaction = transaction.get_connection(using).in_atomic_block
+    if not in_transaction and kwargs.get("signal") is pre_save:
         # A save() in autocommit: Product._do_update reads it in the UPDATE's
         # own transaction (None stays when no UPDATE runs: an INSERT).
         instance._stored_name = None
-        if kwargs.get("signal") is pre_save:
-            return
-    else:
-        # Locked until the write commits (PostgreSQL; SQLite's IMMEDIATE
-        # transaction already holds every writer off): read without the lock,
-        # a rename committed between this read and the write's UPDATE, which
-        # waited for that rename's lock, would go un-invalidated. The name
-        # the rename set (cached by any reader since its commit) is the one
-        # this write overwrites, or deletes.
-        rows = rows.select_for_update()
-    instance._stored_name = rows.values_list("name", flat=True).first()
+        return
+    # In a transaction, locked until the write commits (PostgreSQL; SQLite's
+    # IMMEDIATE transaction already holds every writer off): read without the
+    # lock, a rename committed between this read and the write's UPDATE,
+    # which waited for that rename's lock, would go un-invalidated. The name
+    # the rename set (cached by any reader since its commit) is the one this
+    # write overwrites, or deletes.
+    instance._stored_name = Product.stored_name(instance.pk, using, lock=in_transaction)
 
 
 def _names(instance: Product) -> set[str]:
