@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 from products import serverledger
 from products.models import Product
 
-from .support.cache_state import fresh_product_cache, reset_process_state
+from .support.cache_state import forget_pools, fresh_product_cache, reset_process_state
 from .support.gunicorn import Gunicorn, start_sqlite_gunicorn
 from .support.redis_server import RedisProcess
 
@@ -159,13 +159,7 @@ def private_redis(request, redis_process, settings) -> Iterator[RedisProcess]:
     settings.CACHES = caches
     settings.REDIS_URL = redis_process.url
     settings.REDIS_SOCKET_TIMEOUT = timeout
-    # django-redis keeps pools by URL for the process: an earlier test's
-    # server on the same port (ports are reused) left one with its timeout.
-    from django_redis.pool import ConnectionFactory
-
-    stale = ConnectionFactory._pools.pop(redis_process.url, None)
-    if stale is not None:
-        stale.disconnect()
+    forget_pools(redis_process.url)  # an earlier test's server on this port, with its timeout
     reset_process_state()
     yield redis_process
     reset_process_state()

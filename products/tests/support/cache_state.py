@@ -32,3 +32,18 @@ def fresh_product_cache() -> None:
 def breaker_trips() -> float:
     """Return how often this process's Redis breaker has opened (a loaded machine can make Redis miss its timeout)."""
     return REGISTRY.get_sample_value("product_cache_breaker_trips_total") or 0.0
+
+
+def forget_pools(*locations: str) -> None:
+    """Close and drop django-redis's pools for ``locations``.
+
+    django-redis keeps one pool per LOCATION for the whole process, so a pool
+    an earlier test built (another server on a reused port, another timeout,
+    another Sentinel set under the same name) would serve this test.
+    """
+    from django_redis.pool import ConnectionFactory
+
+    for location in locations:
+        stale = ConnectionFactory._pools.pop(location, None)
+        if stale is not None:
+            stale.disconnect()

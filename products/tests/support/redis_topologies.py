@@ -600,12 +600,10 @@ def use_topology(settings, env: dict[str, str]) -> None:
     # send this test's commands to that set. Build this test's anew; that
     # also drops connections a failover left pointing at a demoted node.
     from django.core.cache import caches
-    from django_redis.pool import ConnectionFactory
 
-    for location in config["LOCATION"]:
-        stale = ConnectionFactory._pools.pop(location, None)
-        if stale is not None:
-            stale.disconnect()
+    from .cache_state import forget_pools
+
+    forget_pools(*config["LOCATION"])
     client = caches["default"].client.get_client(write=True)
     if hasattr(client, "connection_pool"):
         client.connection_pool.disconnect()
