@@ -173,6 +173,22 @@ def test_filters_are_inclusive_and_combine(anon_client, make_product):
     assert names("ordering=-price&min_price=2.00") == ["d", "c mug", "B mug"]
 
 
+def test_a_parameter_given_twice_takes_its_last_value(anon_client, make_product):
+    # As QueryDict.get() reads it (docs/api.md says so).
+    make_product("a mug", "1.00", 0)
+    make_product("b", "2.00", 3)
+    make_product("c mug", "3.00", 0)
+
+    def names(query: str) -> list[str]:
+        response = anon_client.get("/api/products/?" + query)
+        assert response.status_code == 200, response.content
+        return [p["name"] for p in response.json()["results"]]
+
+    assert names("min_price=3&min_price=2") == ["b", "c mug"]
+    assert names("search=zzz&search=MUG") == ["a mug", "c mug"]
+    assert names("ordering=name&ordering=-price") == ["c mug", "b", "a mug"]
+
+
 @pytest.mark.parametrize(
     "query, field",
     [
