@@ -4,7 +4,8 @@ Exactly one of:
 
 * ``REDIS_URL`` (default ``redis://127.0.0.1:6379/0``; ``rediss://`` for TLS);
 * ``REDIS_SENTINELS=host:port,...`` with ``REDIS_SENTINEL_MASTER=name``
-  (optional ``REDIS_SENTINEL_PASSWORD``);
+  (optional ``REDIS_SENTINEL_PASSWORD``, and ``REDIS_SENTINEL_USERNAME`` for an
+  ACL user);
 * ``REDIS_CLUSTER_NODES=host:port,...`` (any subset of the cluster's nodes).
 
 Beside Sentinel or Cluster, ``REDIS_URL`` may still be given for what those
@@ -73,6 +74,7 @@ class RedisTopology:
     url: str  # REDIS_URL (for SENTINEL/CLUSTER: scheme, credentials, db only)
     nodes: tuple[tuple[str, int], ...] = ()  # the sentinels, or the cluster's startup nodes
     master: str = ""  # the Sentinel service name
+    sentinel_username: str = ""  # an ACL user on the sentinels (REDIS_SENTINEL_USERNAME)
     sentinel_password: str = field(default="", repr=False)
     sentinel_tls: bool = False  # the sentinels' own connections (REDIS_SENTINEL_TLS)
     problems: tuple[Problem, ...] = ()
@@ -188,14 +190,17 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
                 )
             )
     if sentinels is None and (
-        master or environ.get("REDIS_SENTINEL_PASSWORD") or "REDIS_SENTINEL_TLS" in environ
+        master
+        or environ.get("REDIS_SENTINEL_USERNAME")
+        or environ.get("REDIS_SENTINEL_PASSWORD")
+        or "REDIS_SENTINEL_TLS" in environ
     ):
         # Beside one server or a cluster: someone meant Sentinel, or forgot these.
         problems.append(
             Problem(
                 "products.E023",
-                "REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD or REDIS_SENTINEL_TLS is set "
-                "but REDIS_SENTINELS is not.",
+                "REDIS_SENTINEL_MASTER, REDIS_SENTINEL_USERNAME, REDIS_SENTINEL_PASSWORD or "
+                "REDIS_SENTINEL_TLS is set but REDIS_SENTINELS is not.",
                 "Set REDIS_SENTINELS=host:port,... to use Sentinel, or unset the Sentinel variables.",
             )
         )
@@ -204,6 +209,7 @@ def read_topology(environ: Mapping[str, str]) -> RedisTopology:
         url=url or DEFAULT_URL,
         nodes=tuple(nodes),
         master=master,
+        sentinel_username=environ.get("REDIS_SENTINEL_USERNAME", ""),
         sentinel_password=environ.get("REDIS_SENTINEL_PASSWORD", ""),
         sentinel_tls=sentinel_tls,
         problems=tuple(problems),
@@ -517,6 +523,8 @@ def _sentinel_kwargs(topology: RedisTopology, socket_timeout: float) -> dict:
         "socket_connect_timeout": socket_timeout,
         "retry": Retry(NoBackoff(), 0),
     }
+    if topology.sentinel_username:
+        kwargs["username"] = topology.sentinel_username
     if topology.sentinel_password:
         kwargs["password"] = topology.sentinel_password
     if topology.sentinel_tls:

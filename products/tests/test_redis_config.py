@@ -37,6 +37,7 @@ MALFORMED = [
     ({"REDIS_SENTINEL_MASTER": "mymaster"}, "products.E023"),
     ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_SENTINEL_MASTER": "mymaster"}, "products.E023"),
     ({"REDIS_CLUSTER_NODES": "127.0.0.1:7000", "REDIS_SENTINEL_PASSWORD": "secret"}, "products.E023"),
+    ({"REDIS_SENTINEL_USERNAME": "catalogue"}, "products.E023"),
     ({"REDIS_URL": "http://127.0.0.1:6379/0"}, "products.E024"),
     ({"REDIS_URL": "redis://127.0.0.1:6379/zero"}, "products.E024"),
     ({"REDIS_URL": "redis://127.0.0.1:99999/0"}, "products.E024"),
@@ -307,6 +308,31 @@ def test_a_wrong_sentinel_password_is_one_short_line_that_names_the_settings(red
     warning = next(line for line in result.stderr.splitlines() if "Redis unavailable" in line)
     assert "REDIS_SENTINEL_PASSWORD" in warning and "<redis." not in warning, warning
     assert len(warning) < 600, warning
+
+
+@pytest.mark.slow
+def test_sentinels_that_need_an_acl_user_are_reached_as_redis_sentinel_username(redis_sentinel, tmp_path):
+    from .support.processes import manage
+
+    user, password = "catalogue", "acl p@ss"  # a password only this user takes
+    for sentinel in redis_sentinel.sentinels:
+        sentinel.client().execute_command("ACL", "SETUSER", user, "on", f">{password}", "+@all")
+    try:
+        env = server_env(
+            **{**redis_sentinel.env, "REDIS_SENTINEL_PASSWORD": password},
+            DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            LOG_LEVEL="WARNING",
+        )
+        assert manage(env, "migrate", "-v", "0").returncode == 0
+        as_default_user = manage(env, "product_cache_info")
+        assert as_default_user.returncode == 1, as_default_user.stdout
+        assert "REDIS_SENTINEL_USERNAME" in as_default_user.stderr, as_default_user.stderr
+
+        as_the_user = manage({**env, "REDIS_SENTINEL_USERNAME": user}, "product_cache_info")
+        assert as_the_user.returncode == 0, as_the_user.stderr
+    finally:
+        for sentinel in redis_sentinel.sentinels:
+            sentinel.client().execute_command("ACL", "DELUSER", user)
 
 
 @pytest.mark.parametrize(
