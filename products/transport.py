@@ -294,11 +294,16 @@ def _describe(exc: BaseException) -> str:
     if type(exc).__name__ == "MasterNotFoundError":
         # redis-py 8 lists each sentinel that failed by its client's repr and
         # the error's kind only ("<redis.client.Redis(...)> - network:ConnectionError").
-        # A refused connection or TLS handshake is quick to meet again: ask
-        # the first sentinel once more, for the message that says which.
+        # Credentials a sentinel refused say most, wherever it is listed (the
+        # first may just be down). A refused connection or TLS handshake is
+        # quick to meet again: ask the first sentinel once more, for the
+        # message that says which.
         kinds = _SENTINEL_FAILURE.findall(errors)
+        refused = next((kind for kind in kinds if kind.startswith("auth:")), None)
         cause = ""
-        if kinds and kinds[0] == "network:ConnectionError":
+        if refused:
+            cause = f"; a sentinel refused the credentials: {refused.split(':')[1]}"
+        elif kinds and kinds[0] == "network:ConnectionError":
             cause = f"; the first sentinel failed with: {_first_sentinel_error()}"
         elif kinds:
             cause = f"; the first sentinel failed with: {kinds[0].split(':')[1]}"

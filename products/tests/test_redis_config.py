@@ -293,11 +293,17 @@ def test_gunicorn_refuses_to_serve_a_bad_configuration(preload):
 
 
 @pytest.mark.slow
-def test_a_wrong_sentinel_password_is_one_short_line_that_names_the_settings(redis_sentinel, tmp_path):
+@pytest.mark.parametrize("first_listed", ["answering", "down"])
+def test_a_wrong_sentinel_password_is_one_short_line_that_names_the_settings(
+    redis_sentinel, tmp_path, first_listed
+):
     from .support.processes import manage
 
+    sentinels = redis_sentinel.env["REDIS_SENTINELS"]
+    if first_listed == "down":  # its refused connection must not hide the others' answer
+        sentinels = f"127.0.0.1:{free_port()},{sentinels}"
     env = server_env(
-        **{**redis_sentinel.env, "REDIS_SENTINEL_PASSWORD": "wrong"},
+        **{**redis_sentinel.env, "REDIS_SENTINELS": sentinels, "REDIS_SENTINEL_PASSWORD": "wrong"},
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         LOG_LEVEL="WARNING",
     )
@@ -307,6 +313,7 @@ def test_a_wrong_sentinel_password_is_one_short_line_that_names_the_settings(red
     assert "Traceback" not in result.stderr
     warning = next(line for line in result.stderr.splitlines() if "Redis unavailable" in line)
     assert "REDIS_SENTINEL_PASSWORD" in warning and "<redis." not in warning, warning
+    assert "refused the credentials: AuthenticationError" in warning, warning
     assert len(warning) < 600, warning
 
 
