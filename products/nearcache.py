@@ -64,16 +64,6 @@ from .cache import ABSENT, CachedProduct
 logger = logging.getLogger("products.cache")
 
 PROOF_WINDOW = 0.05  # seconds; must stay below REDIS_SOCKET_TIMEOUT (checked)
-# The proof round trips (see _NearCache._prove): paused like a write by CLIENT PAUSE WRITE.
-# "#!lua": scripts that may write (products/lua/read.lua says why), so a
-# Redis that refuses writes, or pauses them, answers no proof either.
-# KEYS: the entry's value, its bucket's generation. Refused, as lua/read.lua
-# is, for a user the ACL denies the writers' DEL or SET.
-_PROOF = """#!lua
-if not (redis.acl_check_cmd('DEL', KEYS[1]) and redis.acl_check_cmd('SET', KEYS[2], '')) then
-  return redis.error_reply('NOPERM the ACL denies DEL or SET on the product keys: writes could not invalidate')
-end
-return redis.call('EXISTS', KEYS[1])"""
 _HIT = 1
 
 
@@ -254,7 +244,7 @@ class _NearCache:
         # slot moved away answers MOVED.
         connection = tracker.connection
         sent = time.monotonic()
-        connection.send_command("EVAL", _PROOF, 2, entry[1][1], entry[1][0])
+        connection.send_command("EVAL", scripts.source("proof"), 2, *entry[1])
         exists = connection.read_response()
         tracker.proved_at = sent
         return exists == 1

@@ -17,6 +17,9 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from .transport import Client, Connection, is_cluster
 
 _LUA_DIR = Path(__file__).resolve().parent / "lua"
+# The scripts that answer with what is cached, each run after the check that
+# the user may run the writers' commands (lua/writers_allowed.lua says why).
+_AFTER_WRITERS_ALLOWED = frozenset({"read", "proof"})
 _sources: dict[str, str] = {}
 _scripts: dict[str, Any] = {}
 
@@ -24,11 +27,15 @@ _scripts: dict[str, Any] = {}
 def source(name: str) -> str:
     """Return ``lua/<name>.lua``; ``"a+b"`` is a.lua followed by b.lua (read once per process).
 
-    A part's ``#!lua`` line (Redis 7's script flags) goes first, once.
+    ``read`` and ``proof`` come after ``writers_allowed``. A part's ``#!lua``
+    line (Redis 7's script flags) goes first, once.
     """
     text = _sources.get(name)
     if text is None:
-        parts = [(_LUA_DIR / f"{part}.lua").read_text() for part in name.split("+")]
+        names = []
+        for part in name.split("+"):
+            names += ["writers_allowed", part] if part in _AFTER_WRITERS_ALLOWED else [part]
+        parts = [(_LUA_DIR / f"{part}.lua").read_text() for part in names]
         shebangs = {part.partition("\n")[0] for part in parts if part.startswith("#!")}
         if len(shebangs) > 1:  # pragma: no cover - scripts of different flags cannot share a run
             raise ValueError(f"{name}: its parts declare different flags: {sorted(shebangs)}")
