@@ -165,6 +165,12 @@ class _Breaker:
         self._open_until = 0.0
         self._down = False  # an outage is in progress (logged once)
         self._quiet = False  # its start was not logged (nor will its end be)
+        # On a cluster with one master down, the others' answers close the
+        # breaker and the next command for the dead one opens it again: one
+        # outage, not many. So there the log says it ended only once the
+        # cluster has answered for a back-off (one server's answer is news).
+        self._said_down = False  # "unavailable" was logged, "answering again" not yet
+        self._answering_since = 0.0  # a cluster: when the breaker closed after an outage it logged
         # Redis answered "OOM" (full, with maxmemory-policy noeviction): it still
         # answers reads, deletes and PING, so only a write closes the breaker.
         self._full = False
@@ -181,6 +187,7 @@ class _Breaker:
             self._open_until = time.monotonic() + settings.PRODUCT_CACHE_BACKOFF
             first = not self._down
             self._down = True
+            self._answering_since = 0.0
             if full:
                 self._full = True
         if first:
@@ -189,8 +196,10 @@ class _Breaker:
             # Memory at the limit passes some writes and refuses others: such
             # outages start and end about once a back-off. Said once a minute;
             # one that turns into another failure is said then.
+            news = not first or not self._said_down
             self._quiet = full and not _full_news.due()
-            if not self._quiet:
+            if not self._quiet and news:
+                self._said_down = True
                 logger.warning(
                     "Redis unavailable (%s: %s); products are read from the database, and Redis is tried again every %.1fs",
                     type(exc).__name__,
@@ -218,10 +227,23 @@ class _Breaker:
                 return
             with self._lock:
                 was_down, self._down, self._open_until = self._down, False, 0.0
+                if was_down and self._said_down and configured_for_cluster():
+                    self._answering_since = time.monotonic()
             if was_down:
                 metrics.breaker_state(False)
-                if not self._quiet:
-                    logger.warning("Redis is answering again; product caching resumed")
+                if not self._answering_since:
+                    self._said_back()
+        elif (
+            self._answering_since
+            and time.monotonic() - self._answering_since >= settings.PRODUCT_CACHE_BACKOFF
+        ):
+            self._said_back()
+
+    def _said_back(self) -> None:
+        with self._lock:
+            said, self._said_down, self._answering_since = self._said_down, False, 0.0
+        if said:
+            logger.warning("Redis is answering again; product caching resumed")
 
     def writable(self) -> None:
         """Close the breaker a refused write (OOM) held open: Redis just took a write."""
@@ -330,6 +352,7 @@ def _after_fork_in_child() -> None:
     if _breaker._down:
         _breaker._resync_needed = True
     _breaker._down, _breaker._open_until, _breaker._full = False, 0.0, False
+    _breaker._said_down, _breaker._answering_since = False, 0.0
 
 
 if hasattr(os, "register_at_fork"):

@@ -9,6 +9,7 @@ the bounds asserted are the issue's, with room for a loaded machine.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from decimal import Decimal
@@ -287,6 +288,42 @@ def test_cluster_master_failover_keeps_answering_and_is_never_stale(redis_cluste
     assert watch.errors == 0
     assert watch.stale == 0
     assert resumed_at - promoted_at < RESUME_WITHIN
+
+
+def test_a_cluster_master_outage_is_said_once_though_the_other_masters_answer(
+    redis_cluster, settings, caplog
+):
+    # An answer from another master closed the breaker, and the next command
+    # for the dead one opened it again: each process said "unavailable" and
+    # "answering again" once a back-off (a review: 13 lines in 1.4 s).
+    settings.PRODUCT_CACHE_BACKOFF = 0.2
+    _cluster_with_products(settings, redis_cluster)
+    victim = redis_cluster.masters()[0]
+    on_victim = {key.rsplit(b":p:", 1)[1].decode() for key in _values_on(victim)}
+    dead, alive = sorted(on_victim)[0], sorted(set(NAMES) - on_victim)[0]
+    caplog.set_level(logging.WARNING, logger="products.transport")
+
+    def said(start: str) -> int:
+        return sum(r.getMessage().startswith(start) for r in caplog.records if r.name == "products.transport")
+
+    victim.kill()
+    try:
+        for _ in range(3):  # well before the replica's promotion (about 2 s)
+            read(dead)  # from the database: the breaker opens
+            time.sleep(settings.PRODUCT_CACHE_BACKOFF * 1.5)
+            read(alive)  # another master answers
+        assert said("Redis unavailable") == 1
+        assert said("Redis is answering again") == 0
+    finally:
+        redis_cluster.restart(victim)
+    redis_cluster.wait_serving()
+    # Once every master answers for a back-off, the end is said, once.
+    deadline = time.monotonic() + 10
+    while not said("Redis is answering again"):
+        assert time.monotonic() < deadline, "the outage's end was not said within 10 s"
+        read(dead), read(alive)
+        time.sleep(0.05)
+    assert said("Redis unavailable") == 1 and said("Redis is answering again") == 1
 
 
 def test_a_cluster_that_is_down_is_reported_down_though_its_nodes_answer_ping(redis_cluster, settings):
