@@ -50,7 +50,7 @@ def load_what_requests_load() -> None:
     The URLconf brings the views, serializers, filters and DRF's generic
     views (~2 MiB); the rest below is what a worker still loaded on its first
     hot read, list and create (~5 MiB per worker, measured in process: see
-    docs/performance.md, "Worker memory"). Under ``preload_app`` it then sits
+    docs/performance-log.md, "Worker memory"). Under ``preload_app`` it then sits
     in the master's frozen, shared heap instead of in each worker. No
     connection is opened: the cache clients connect on first use, from the
     process that uses them, and so does the database.
