@@ -123,9 +123,11 @@ class _LineCountingBytes(io.BufferedIOBase):
         return self.lines_before_last + exc.object[: exc.start].count(b"\n") + 1
 
 
-def _text(stream: BinaryIO) -> io.TextIOWrapper:
+def _text(stream: BinaryIO, newline: str | None = "") -> io.TextIOWrapper:
     # utf-8-sig drops the byte-order mark spreadsheet programs put first.
-    return io.TextIOWrapper(_LineCountingBytes(stream), encoding="utf-8-sig", errors="strict", newline="")
+    return io.TextIOWrapper(
+        _LineCountingBytes(stream), encoding="utf-8-sig", errors="strict", newline=newline
+    )
 
 
 def _release(text: io.TextIOWrapper) -> None:
@@ -376,7 +378,9 @@ class _ArrayScanner:
 
 
 def _read_json_array(stream: BinaryIO) -> Iterator[RawRow | RowError]:
-    text = _text(stream)
+    # Universal newlines: a line ends at CR, LF or CRLF, as in the CSV reader
+    # (JSON allows a raw CR or LF only as whitespace, so no value changes).
+    text = _text(stream, newline=None)
     scanner = _ArrayScanner(text)
     item = 0
     try:

@@ -413,6 +413,24 @@ def test_a_bad_byte_on_line_3_is_reported_on_line_3(existing, tmp_path):
     assert "line 3: the file is not valid UTF-8" in message
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize(
+    "name, lines, where",
+    [
+        ("p.csv", ["name,price,quantity", "Fine,1.00,1", "Bad,x,1"], "line 3: price"),
+        (
+            "p.json",
+            ['[{"name": "Fine", "price": "1.00"},', "", '{"name": "Bad", "price": "x"}]'],
+            "line 3: item 2: price",
+        ),
+    ],
+)
+def test_a_line_ends_at_cr_lf_or_crlf_alike(existing, tmp_path, newline, name, lines, where):
+    _, errors = refuse(write(tmp_path, name, newline.join(lines) + newline))
+    assert f"{where}: Price must be a number" in errors, errors
+    assert_nothing_written(existing)
+
+
 def test_a_json_array_on_one_line_names_each_bad_item(existing, tmp_path):
     content = '[{"name": "Keep", "price": "x"}, {"name": "Fine", "price": "1"}, {"name": "Neg", "price": -1}]'
     _, errors = refuse(write(tmp_path, "p.json", content))
