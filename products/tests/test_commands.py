@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
 import signal
 import sqlite3
 import stat
@@ -684,6 +685,41 @@ def test_progress_bar_on_a_terminal_only(db, capsys):
     piped = io.StringIO()
     call_command("seed_products", "300", "--seed", "9", stdout=io.StringIO(), stderr=piped)
     assert piped.getvalue() == "" and "rows" not in capsys.readouterr().err
+
+
+@pytest.mark.database_independent
+def test_progress_bar_on_a_terminal_that_reports_no_size(tmp_path):
+    """A pseudo-terminal opened without a window size is a terminal too (pty.openpty(), `script` in CI).
+
+    Its size reads as 0 rows x 0 columns, and tqdm left to measure it drew nothing at all.
+    """
+    env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'bar.sqlite3'}")
+    migrate(env)
+    primary, secondary = pty.openpty()  # the kernel's default window size: 0 x 0
+    try:
+        seeder = subprocess.Popen(
+            [sys.executable, "manage.py", "seed_products", "300", "--batch-size", "100"],
+            cwd=BASE_DIR,
+            env=env,
+            stdin=secondary,
+            stdout=secondary,
+            stderr=secondary,
+        )
+        os.close(secondary)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the command exited and closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert seeder.wait(timeout=60) == 0, output
+    finally:
+        os.close(primary)
+    assert b"/300 [" in output and b"rows/s" in output, output
+    assert b"Seeded 300 demo product(s)" in output, output
 
 
 @pytest.mark.slow

@@ -210,9 +210,11 @@ class Progress:
         if enabled and stderr.isatty():
             # tqdm needs the raw stream: OutputWrapper appends a newline to
             # every write, which would break the bar's carriage returns.
-            self._bar = tqdm(
-                total=total, unit=unit, unit_scale=True, file=sys.stderr, dynamic_ncols=True, leave=False
-            )
+            # A terminal that reports 0 x 0 (a pseudo-terminal opened with no
+            # window size: `script` or pty.openpty() in CI) is drawn at a fixed
+            # 80 x 24: tqdm left to measure it would take 0 x 0 and draw nothing.
+            size = {"dynamic_ncols": True} if _terminal_size_known() else {"ncols": 80, "nrows": 24}
+            self._bar = tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, leave=False, **size)
 
     def update(self, count: int) -> None:
         if self._bar is not None:
@@ -230,6 +232,15 @@ class Progress:
     def __exit__(self, *exc_info: object) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def _terminal_size_known() -> bool:
+    """Return whether standard error is a terminal that reports a size (not 0 rows or 0 columns)."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError):  # no file descriptor (a captured stream), or not a terminal
+        return False
+    return size.columns > 0 and size.lines > 0
 
 
 def redis_location() -> str:
