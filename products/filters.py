@@ -33,7 +33,7 @@ from rest_framework.filters import OrderingFilter
 from rest_framework.utils.urls import remove_query_param
 
 from .models import Product
-from .validators import NAME_MAX_LENGTH, PLAIN_NUMBER, PRICE_MAX, PRICE_STEP
+from .validators import NAME_MAX_LENGTH, PLAIN_NUMBER, PRICE_MAX, PRICE_STEP, fold_case
 
 ORDERING_FIELDS = ("name", "price", "quantity", "created_at", "updated_at")
 
@@ -87,7 +87,7 @@ class PriceFilter(django_filters.NumberFilter):
 
 
 class CaseFold(Func):
-    """Unicode case folding on SQLite (the function receivers.py registers)."""
+    """Unicode case folding on SQLite (validators.fold_case, the function receivers.py registers)."""
 
     function = "PRODUCT_CASEFOLD"
     output_field = CharField()
@@ -130,7 +130,7 @@ class ProductFilter(django_filters.FilterSet):
             return queryset
         if connections[queryset.db].vendor == "sqlite":
             # SQLite's LIKE and lower() fold ASCII only; "Ü" must find "ü".
-            return queryset.alias(folded_name=CaseFold("name")).filter(folded_name__contains=value.casefold())
+            return queryset.alias(folded_name=CaseFold("name")).filter(folded_name__contains=fold_case(value))
         return queryset.filter(name__icontains=value)
 
     def filter_in_stock(self, queryset, name, value):

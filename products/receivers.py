@@ -11,6 +11,7 @@ from django.db.models.signals import pre_save
 from . import cache, metrics, token_cache
 from .models import Product
 from .querysets import invalidated_by_queryset
+from .validators import fold_case
 
 
 def remember_stored_name(sender: type[Product], instance: Product, using: str, **kwargs: Any) -> None:
@@ -86,7 +87,7 @@ def register_sqlite_functions(sender, connection, **kwargs: Any) -> None:
     """Give SQLite connections Unicode case folding (search is case-insensitive)."""
     if connection.vendor == "sqlite":
         connection.connection.create_function(
-            "PRODUCT_CASEFOLD", 1, lambda text: None if text is None else text.casefold(), deterministic=True
+            "PRODUCT_CASEFOLD", 1, lambda text: None if text is None else fold_case(text), deterministic=True
         )
 
 

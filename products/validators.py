@@ -218,3 +218,25 @@ def unknown_field_message(allowed: tuple[str, ...] = WRITABLE_FIELDS) -> str:
     one message, keyed by the offending field.
     """
     return f"Not a field you can set (the fields are: {', '.join(allowed)})."
+
+
+def fold_case(text: str) -> str:
+    """Return ``text`` case-folded letter by letter, the way name search compares names.
+
+    Unicode's simple case folding, as SQLite's trigram index and PostgreSQL's
+    UPPER() fold: a letter becomes one letter. str.casefold() alone is full
+    folding ("ß" -> "ss", "ﬁ" -> "fi"), so a search for "ß" found "Classic"
+    in a scan but not through the index; such letters keep one-letter forms.
+    """
+    folded = text.casefold()
+    if len(folded) == len(text):  # no letter grew: full and simple folding agree
+        return folded
+    return "".join(_fold_letter(letter) for letter in text)
+
+
+def _fold_letter(letter: str) -> str:
+    folded = letter.casefold()
+    if len(folded) == 1:
+        return folded
+    lower = letter.lower()  # "ẞ" -> "ß"; a letter with no one-letter fold stays itself ("ß", "ﬁ")
+    return lower if len(lower) == 1 else letter

@@ -174,6 +174,31 @@ def test_filters_are_inclusive_and_combine(anon_client, make_product):
     assert _names(anon_client, "ordering=-price&min_price=2.00") == ["d", "c mug", "B mug"]
 
 
+def test_search_folds_case_letter_by_letter_whatever_the_term_length(anon_client, make_product):
+    # "ß" and "ﬁ" have no one-letter case pair: a search for them finds them,
+    # not the "ss" and "fi" of full case folding. One answer for 1-2 letter
+    # terms (a scan) and longer ones (the trigram index), on SQLite as on PostgreSQL.
+    make_product("Straße mug", "1.00", 1)
+    make_product("Classic glass", "1.00", 1)
+    make_product("ﬁsh bowl", "1.00", 1)
+    make_product("First aid kit", "1.00", 1)
+    make_product("ΣΟΦΙΑ vase", "1.00", 1)
+
+    def names(term: str) -> list[str]:
+        response = anon_client.get("/api/products/", {"search": term})
+        assert response.status_code == 200, response.content
+        return [p["name"] for p in response.json()["results"]]
+
+    assert names("ß") == ["Straße mug"]
+    assert names("aße") == ["Straße mug"]
+    assert names("ss") == ["Classic glass"]
+    assert names("STRASSE") == []
+    assert names("fi") == ["First aid kit"]
+    assert names("ﬁ") == ["ﬁsh bowl"]
+    assert names("ﬁsh") == ["ﬁsh bowl"]
+    assert names("σο") == names("σοφια") == ["ΣΟΦΙΑ vase"]
+
+
 def test_a_parameter_given_twice_takes_its_last_value(anon_client, make_product):
     # As QueryDict.get() reads it (docs/api.md says so).
     make_product("a mug", "1.00", 0)
