@@ -33,6 +33,28 @@ def test_admin_export_selected_as_csv(admin_client, make_product):
     assert body == 'name,price,quantity\nMug,3.50,4\n"Bowl, large",12.00,0\n'
 
 
+def test_admin_search_ignores_case_in_every_alphabet_as_the_api_does(admin_client, make_product):
+    # Django's admin search is icontains, and SQLite's LIKE folds ASCII only.
+    make_product("Ärger Ölkanne", "1.00", 1)
+    make_product("crème brûlée", "1.00", 1)
+    make_product("ΣΟΦΙΑ vase", "1.00", 1)
+    make_product("Straße mug", "1.00", 1)
+    make_product("Classic glass", "1.00", 1)
+
+    def listed(query: str) -> list[str]:
+        response = admin_client.get(CHANGELIST, {"q": query})
+        assert response.status_code == 200
+        return sorted(product.name for product in response.context["cl"].result_list)
+
+    assert listed("ärger") == listed("ÄRGER") == ["Ärger Ölkanne"]
+    assert listed("CRÈME") == ["crème brûlée"]
+    assert listed("σοφια") == ["ΣΟΦΙΑ vase"]
+    assert listed("ölk ÄRG") == ["Ärger Ölkanne"]  # words are each looked for, as Django does
+    assert listed('"ölkanne ärger"') == []  # a quoted phrase is one word
+    assert listed("ß") == ["Straße mug"]  # folded as the API's search folds
+    assert listed("GLASS") == ["Classic glass"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_admin_mark_out_of_stock_updates_and_invalidates(admin_client):
     mug = Product.objects.create(name="Mug", price="3.50", quantity=4)
