@@ -329,7 +329,6 @@ def _describe(exc: BaseException) -> str:
             cause = f"; the first sentinel failed with: {_first_sentinel_error()}"
         elif kinds:
             cause = f"; the first sentinel failed with: {kinds[0].split(':')[1]}"
-        # A wrong REDIS_SENTINEL_PASSWORD reads the same: redis-py hides it.
         text += (
             " (no sentinel answered with that master: check REDIS_SENTINEL_MASTER, REDIS_SENTINEL_USERNAME, "
             f"REDIS_SENTINEL_PASSWORD, REDIS_SENTINEL_TLS and that the sentinels are reachable{cause})"
