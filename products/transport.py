@@ -8,9 +8,11 @@ functions (``missed`` the first, ``cachekeys`` the second, through
 start with the first client (the Sentinel watcher):
 
 * ``resync(client)``, run before any other command once the process knows
-  Redis may hold stale values (a write could not invalidate). A background
-  probe tries every ``_PROBE_INTERVAL`` seconds, past the breaker's back-off,
-  so it runs as soon as Redis answers again, request or not.
+  Redis may hold stale values (a write could not invalidate), in one thread
+  at a time: the other threads' commands wait until it has succeeded. A
+  background probe tries every ``_PROBE_INTERVAL`` seconds, past the
+  breaker's back-off, so it runs as soon as Redis answers again, request or
+  not.
 * ``adopt(connection, run_id)``, run on every new connection to a server
   instance this process has not checked yet (its ``run_id`` from ``INFO
   server``, on a cluster with its replication id, differs from the last one
@@ -174,7 +176,12 @@ class _Breaker:
         # Redis answered "OOM" (full, with maxmemory-policy noeviction): it still
         # answers reads, deletes and PING, so only a write closes the breaker.
         self._full = False
+        # A resync runs in one thread at a time, and the others' commands wait
+        # for it: until its deletes are done, Redis may still hold what a
+        # missed invalidation was for. It stays needed until one succeeds.
         self._resync_needed = False
+        self._resync_asked = 0  # need_resync() calls: one asked during a resync is not cleared by it
+        self._resync_lock = threading.Lock()
         self._probe: threading.Thread | None = None
 
     @property
@@ -255,6 +262,7 @@ class _Breaker:
         """Remember that Redis may hold stale values, and start the probe."""
         with self._lock:
             self._resync_needed = True
+            self._resync_asked += 1
             if self._probe is None:
                 self._probe = threading.Thread(
                     target=self._probe_until_resynced, name="product-cache-probe", daemon=True
@@ -278,12 +286,24 @@ class _Breaker:
             except Exception:  # pragma: no cover - never let the probe die noisily
                 logger.exception("Product cache probe failed")
 
-    def take_resync(self) -> bool:
-        if not self._resync_needed:
-            return False  # the usual case: no lock on every Redis call
-        with self._lock:
-            needed, self._resync_needed = self._resync_needed, False
-            return needed
+    def resync_first(self, redis_client: Client, force: bool) -> None:
+        """Run the registered resync when one is needed; another thread's command waits for it to end.
+
+        Raise RedisError when it fails (it stays needed; the probe tries again).
+        """
+        if not self._resync_needed or _resync is None:
+            return  # the usual case: no lock on every Redis call
+        with self._resync_lock:
+            if not force and self.is_open:
+                raise CacheUnavailable("circuit open")  # the resync waited for failed
+            with self._lock:
+                if not self._resync_needed:
+                    return  # the thread waited for did it
+                asked = self._resync_asked
+            _resync(redis_client)
+            with self._lock:
+                if self._resync_asked == asked:
+                    self._resync_needed = False
 
 
 _breaker = _Breaker()
@@ -342,12 +362,13 @@ def _after_fork_in_child() -> None:
     global _first_use_seen
     _first_use_seen = False  # the parent's watcher threads did not follow the fork
     _breaker._lock = threading.Lock()
+    _breaker._resync_lock = threading.Lock()
     _breaker._probe = None  # the thread did not follow the fork; the next need_resync() starts one
     # An outage the parent saw is the child's to find again (a pending resync
     # stays): its first failure logs and sets the breaker gauge for this
     # process, which a gunicorn worker forked mid-outage would otherwise never do.
-    # Conservatively, a resync first too: the parent's probe may have taken
-    # the flag, and be delivering missed invalidations, at the fork.
+    # Conservatively, a resync first too: the parent's probe may have been
+    # delivering missed invalidations at the fork.
     if _breaker._down:
         _breaker._resync_needed = True
     _breaker._down, _breaker._open_until, _breaker._full = False, 0.0, False
@@ -375,12 +396,7 @@ def run(op: Callable[[Client], T], *, force: bool = False, patience: float = 0.0
     while True:
         try:
             redis_client = client()
-            if _breaker.take_resync() and _resync is not None:
-                try:
-                    _resync(redis_client)
-                except RedisError:
-                    _breaker.need_resync()
-                    raise
+            _breaker.resync_first(redis_client, force)
             result = op(redis_client)
         except RedisError as exc:
             _breaker.trip(exc)
