@@ -56,7 +56,9 @@ __all__ = [
     "check_servers_again",
     "client",
     "configured_for_cluster",
+    "describe",
     "is_cluster",
+    "last_failure",
     "make_key",
     "need_resync",
     "probe_if_down",
@@ -176,6 +178,7 @@ class _Breaker:
         # Redis answered "OOM" (full, with maxmemory-policy noeviction): it still
         # answers reads, deletes and PING, so only a write closes the breaker.
         self._full = False
+        self.last_failure: BaseException | None = None  # what opened it last (a command's message)
         # A resync runs in one thread at a time, and the others' commands wait
         # for it: until its deletes are done, Redis may still hold what a
         # missed invalidation was for. It stays needed until one succeeds.
@@ -190,6 +193,7 @@ class _Breaker:
 
     def trip(self, exc: BaseException) -> None:
         full = isinstance(exc, OutOfMemoryError)
+        self.last_failure = exc
         with self._lock:
             self._open_until = time.monotonic() + settings.PRODUCT_CACHE_BACKOFF
             first = not self._down
@@ -210,7 +214,7 @@ class _Breaker:
                 logger.warning(
                     "Redis unavailable (%s: %s); products are read from the database, and Redis is tried again every %.1fs",
                     type(exc).__name__,
-                    _describe(exc),
+                    describe(exc),
                     settings.PRODUCT_CACHE_BACKOFF,
                 )
         if full:
@@ -329,7 +333,7 @@ def _first_sentinel_error() -> str:
     return "nothing now (it answers)"
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """Return the failure in one short line (redis-py's Sentinel errors append the whole client's repr)."""
     text, _, errors = str(exc).partition(" : <redis.")
     text = text.strip()
@@ -461,6 +465,11 @@ def _check_serving(redis_client: Client) -> None:
     state = redis_client.cluster_info(target_nodes=RedisCluster.DEFAULT_NODE).get("cluster_state")
     if state != "ok":
         raise ClusterDownError(f"the cluster's state is {state!r}: not every slot is served")
+
+
+def last_failure() -> BaseException | None:
+    """Return the Redis error that opened the breaker last (None if it never opened in this process)."""
+    return _breaker.last_failure
 
 
 def breaker_open() -> bool:

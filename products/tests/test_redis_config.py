@@ -315,6 +315,13 @@ def test_a_wrong_sentinel_password_is_one_short_line_that_names_the_settings(
     assert "REDIS_SENTINEL_PASSWORD" in warning and "<redis." not in warning, warning
     assert "refused the credentials: AuthenticationError" in warning, warning
     assert len(warning) < 600, warning
+    # The command's own error says it in that line too, not in redis-py's
+    # repr of every sentinel client (about 4 KB).
+    for command in (["product_cache_info"], ["clear_product_cache"], ["warm_product_cache", "--all"]):
+        error = manage(env, *command).stderr.splitlines()[-1]
+        assert error.startswith("CommandError: Redis at "), error
+        assert "refused the credentials: AuthenticationError" in error and "<redis." not in error, error
+        assert len(error) < 800, error
 
 
 @pytest.mark.slow

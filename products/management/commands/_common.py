@@ -254,7 +254,12 @@ def redis_location() -> str:
 
 def redis_down_message(what: str, error: Exception | None = None) -> str:
     """Say that Redis could not be used, why (a refused connection, a wrong password...), and what was done."""
-    reason = str(error or "").strip().rstrip(".")
+    # The RedisError behind it (or behind the open breaker), in the log's one
+    # line: redis-py's Sentinel errors carry every sentinel client's repr (kilobytes).
+    cause = getattr(error, "__cause__", None)
+    if cause is None and error is not None:
+        cause = transport.last_failure()  # "circuit open": an earlier call failed
+    reason = (transport.describe(cause) if cause is not None else str(error or "")).strip().rstrip(".")
     return (
         f"Redis at {redis_location()} is unavailable"
         + (" (every master must answer)" if transport.configured_for_cluster() else "")
