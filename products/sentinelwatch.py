@@ -22,6 +22,11 @@ process's pool connects to:
 
 The window left is the time a ``+switch-master`` takes to reach the process
 (milliseconds on one network): docs/cache.md, "Sentinel".
+
+A sentinel that refuses the subscription (an ACL user without the
+``+switch-master`` channel: ``NOPERM``) is said in the log at most every ten
+minutes and asked again after a minute; meanwhile the checks every second
+are what move the process, up to a second late.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ import threading
 import time
 
 from django.db import connections
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.sentinel import SentinelConnectionPool
 
 from . import cache, nearcache, transport
+from .logfields import AtMostEvery
 
 logger = logging.getLogger("products.cache")
 
@@ -45,6 +51,10 @@ _LISTEN = 0.05  # seconds each sentinel's subscription is waited on per turn
 # asked first may name the old master until the others' hellos reach it.
 _AFTER_MESSAGE = 3.0
 _AFTER_MESSAGE_EVERY = 0.1
+# A sentinel that refused the subscription is asked again after this long
+# (seconds), and said in the log at most this often.
+_SUBSCRIBE_AGAIN_AFTER = 60.0
+_refusals = AtMostEvery(600.0)
 
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
@@ -94,9 +104,13 @@ def _watch_forever(pool: SentinelConnectionPool) -> None:
     subscriptions: list = []
     checked = 0.0
     eager_until = 0.0  # after a message: ask every _AFTER_MESSAGE_EVERY until then
+    subscribe_again_at = 0.0  # a sentinel refused: every subscription is made again then
     while True:
         try:
-            if not subscriptions:
+            if subscribe_again_at and time.monotonic() >= subscribe_again_at:
+                _close(subscriptions)
+                subscriptions, subscribe_again_at = [], 0.0
+            if not subscriptions and not subscribe_again_at:
                 subscriptions = _subscribe(pool)
             now = time.monotonic()
             every = _AFTER_MESSAGE_EVERY if now < eager_until else CHECK_EVERY
@@ -107,8 +121,17 @@ def _watch_forever(pool: SentinelConnectionPool) -> None:
             if not subscriptions:
                 time.sleep(every)
                 continue
-            for subscription in subscriptions:
-                message = subscription.get_message(timeout=_LISTEN)
+            for subscription in list(subscriptions):
+                try:
+                    message = subscription.get_message(timeout=_LISTEN)
+                except ResponseError as exc:
+                    # Refused, not lost: subscribing again at once would
+                    # reconnect to every sentinel each _LISTEN, in silence.
+                    _refused(subscription, exc)
+                    subscriptions.remove(subscription)
+                    subscription.close()
+                    subscribe_again_at = time.monotonic() + _SUBSCRIBE_AGAIN_AFTER
+                    continue
                 if message and message.get("type") == "message" and _names(message, pool.service_name):
                     checked = time.monotonic()
                     eager_until = 0.0 if _checked_here(pool) else checked + _AFTER_MESSAGE
@@ -143,6 +166,21 @@ def _subscribe(pool: SentinelConnectionPool) -> list:
             continue
         subscriptions.append(subscription)
     return subscriptions
+
+
+def _refused(subscription, exc: ResponseError) -> None:
+    if not _refusals.due():
+        return
+    kwargs = subscription.connection_pool.connection_kwargs if subscription.connection_pool else {}
+    logger.warning(
+        "Sentinel %s:%s refused the subscription to +switch-master (%s); this process checks the master "
+        "every %.0fs instead, so it may follow a failover up to that late. Grant the user of "
+        "REDIS_SENTINEL_USERNAME the channel (ACL: &+switch-master, or allchannels)",
+        kwargs.get("host", "?"),
+        kwargs.get("port", "?"),
+        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        CHECK_EVERY,
+    )
 
 
 def _names(message: dict, service: str) -> bool:

@@ -349,6 +349,45 @@ def test_sentinels_that_need_an_acl_user_are_reached_as_redis_sentinel_username(
             sentinel.client().execute_command("ACL", "DELUSER", user)
 
 
+@pytest.mark.slow
+def test_a_sentinel_user_without_the_switch_master_channel_is_said_once_and_not_reconnected_in_a_loop(
+    redis_sentinel, tmp_path
+):
+    # Redis 7 gives a new ACL user no channel: SUBSCRIBE +switch-master is
+    # refused (NOPERM). The watcher took that for a lost connection and
+    # subscribed again every 50 ms, to every sentinel, in silence.
+    from .support.processes import manage
+
+    user, password = "no-channels", "n0 channels"
+    sentinels = [sentinel.client() for sentinel in redis_sentinel.sentinels]
+    for sentinel in sentinels:
+        sentinel.execute_command("ACL", "SETUSER", user, "on", f">{password}", "+@all", "resetchannels")
+    try:
+        env = server_env(
+            **{**redis_sentinel.env, "REDIS_SENTINEL_USERNAME": user, "REDIS_SENTINEL_PASSWORD": password},
+            DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            LOG_LEVEL="WARNING",
+        )
+        assert manage(env, "migrate", "-v", "0").returncode == 0
+        accepted = [s.info("stats")["total_connections_received"] for s in sentinels]
+        result = manage(
+            env,
+            "shell",
+            "-c",
+            "import time; from products import transport; transport.run(lambda c: c.ping()); time.sleep(3)",
+        )
+        accepted = [s.info("stats")["total_connections_received"] - a for s, a in zip(sentinels, accepted)]
+    finally:
+        for sentinel in sentinels:
+            sentinel.execute_command("ACL", "DELUSER", user)
+    assert result.returncode == 0, result.stderr
+    refusals = [line for line in result.stderr.splitlines() if "refused the subscription" in line]
+    print(f"\nsentinel connections in 3 s: {accepted}; log: {refusals}")
+    assert len(refusals) == 1, result.stderr
+    assert "+switch-master" in refusals[0] and "REDIS_SENTINEL_USERNAME" in refusals[0], refusals[0]
+    assert sum(accepted) <= 15, accepted  # was about 60 per sentinel
+
+
 @pytest.mark.parametrize(
     "environ, check_id",
     [
