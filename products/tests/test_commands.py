@@ -59,6 +59,14 @@ def write(tmp_path: Path, name: str, content: str) -> Path:
 # --- import_products ------------------------------------------------------------------
 
 
+def test_a_summary_rate_below_ten_keeps_two_digits():
+    # A slow 2-row import (a pipe that trickles) said "0 rows/s".
+    from products.management.commands._common import rate
+
+    rates = [0.0, 0.04, 0.4, 9.94, 10.4, 40461.2]
+    assert [rate(r) for r in rates] == ["0", "0.04", "0.4", "9.9", "10", "40,461"]
+
+
 def test_import_creates_updates_and_leaves_unchanged_rows_alone(make_product, tmp_path):
     same = make_product("Same", "1.00", 1)
     changed = make_product("Changed", "2.00", 2)

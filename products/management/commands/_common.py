@@ -252,6 +252,11 @@ def redis_location() -> str:
     return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379} (REDIS_URL)"
 
 
+def rate(per_second: float) -> str:
+    """Format a rate for a summary: whole numbers with commas; two digits below 10 (a slow run is not "0 rows/s")."""
+    return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.2g}"
+
+
 def redis_down_message(what: str, error: Exception | None = None) -> str:
     """Say that Redis could not be used, why (a refused connection, a wrong password...), and what was done."""
     # The RedisError behind it (or behind the open breaker), in the log's one

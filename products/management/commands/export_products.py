@@ -14,7 +14,7 @@ from products.fileformats import FORMATS, format_for_path
 from products.models import Product
 from products.services.exporting import EXPORT_CHUNK_SIZE, EXPORT_MAX_CHUNK_SIZE, ExportResult, product_export
 
-from ._common import DataCommand, Progress
+from ._common import DataCommand, Progress, rate
 
 
 class _StdoutText:
@@ -116,7 +116,7 @@ class Command(DataCommand):
                 result = self._export_to_file(output, export)
         summary = (
             f"Exported {result.rows} product(s) in {result.seconds:.2f} s "
-            f"({result.rows_per_second:,.0f} rows/s)"
+            f"({rate(result.rows_per_second)} rows/s)"
         )
         if to_stdout or _written_in_place(output):
             # stdout may carry the data (-o /dev/stdout is a link to it, as

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from products.fileformats import FORMATS, FileFormatError, format_for_path
 from products.services.importing import IMPORT_BATCH_SIZE, ImportFailed, ImportResult, product_import_file
 
-from ._common import DataCommand, HeldInterrupt, Progress
+from ._common import DataCommand, HeldInterrupt, Progress, rate
 
 
 class Command(DataCommand):
@@ -126,5 +126,5 @@ def _summary(result: ImportResult) -> str:
     return (
         f"created {result.created}, updated {result.updated}, unchanged {result.unchanged}, "
         f"failed {result.failed} ({result.rows} row{'' if result.rows == 1 else 's'} in {result.seconds:.2f} s, "
-        f"{result.rows_per_second:,.0f} rows/s)"
+        f"{rate(result.rows_per_second)} rows/s)"
     )
