@@ -46,6 +46,16 @@ def test_running_twice_updates_and_keeps_the_same_token():
     assert user.has_perms(["products.add_product", "products.change_product", "products.delete_product"])
 
 
+def test_running_again_for_a_deactivated_user_reactivates_and_says_so():
+    create_editor("dora")
+    User.objects.filter(username="dora").update(is_active=False)  # as the admin's checkbox does
+    _, message = create_editor("dora")
+    assert "Reactivated editor 'dora'" in message
+    assert User.objects.get(username="dora").is_active
+    _, message = create_editor("dora")
+    assert "Updated editor 'dora'" in message
+
+
 def test_password_comes_from_the_named_environment_variable(monkeypatch, client):
     monkeypatch.setenv("EDITOR_PW", "a-long-and-unusual-passphrase")
     create_editor("carol", "--password-from-env", "EDITOR_PW")

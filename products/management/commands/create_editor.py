@@ -20,7 +20,8 @@ EDITOR_PERMISSIONS = ("add_product", "change_product", "delete_product")
 class Command(UncheckedCommand):
     help = (
         "Create (or update) a user allowed to add, change and delete products, and print "
-        "their API token. Safe to run again: the user is updated and keeps the same token."
+        "their API token. Safe to run again: the user is updated (reactivated, if deactivated) "
+        "and keeps the same token."
     )
 
     def add_arguments(self, parser) -> None:
@@ -60,14 +61,14 @@ class Command(UncheckedCommand):
                 user.set_password(password)
             elif created:
                 user.set_unusable_password()  # token only, until a password is given
-            if not user.is_active:
-                user.is_active = True
+            reactivated = not created and not user.is_active
+            user.is_active = True  # an editor deactivated in the admin is let in again, and told so
             if staff:
                 user.is_staff = True  # never taken away here: a rerun without --staff changes nothing
             user.save()
             user.user_permissions.add(*permissions)
             token, _ = Token.objects.get_or_create(user=user)
-        verb = "Created" if created else "Updated"
+        verb = "Created" if created else "Reactivated" if reactivated else "Updated"
         where = ", in the API and the admin" if user.is_staff else ""
         if user.is_staff and not user.has_usable_password():
             where += "; the admin needs a password first: --password-from-env VARIABLE"
