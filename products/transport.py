@@ -184,6 +184,7 @@ class _Breaker:
         # missed invalidation was for. It stays needed until one succeeds.
         self._resync_needed = False
         self._resync_asked = 0  # need_resync() calls: one asked during a resync is not cleared by it
+        self._resync_failures = 0
         self._resync_lock = threading.Lock()
         self._probe: threading.Thread | None = None
 
@@ -290,21 +291,28 @@ class _Breaker:
             except Exception:  # pragma: no cover - never let the probe die noisily
                 logger.exception("Product cache probe failed")
 
-    def resync_first(self, redis_client: Client, force: bool) -> None:
+    def resync_first(self, redis_client: Client) -> None:
         """Run the registered resync when one is needed; another thread's command waits for it to end.
 
-        Raise RedisError when it fails (it stays needed; the probe tries again).
+        Raise RedisError when it fails (it stays needed; the probe tries
+        again), and CacheUnavailable when the one waited for failed: Redis
+        just cost that thread a timeout, and a write pays one, not two.
         """
         if not self._resync_needed or _resync is None:
             return  # the usual case: no lock on every Redis call
+        failures = self._resync_failures
         with self._resync_lock:
-            if not force and self.is_open:
-                raise CacheUnavailable("circuit open")  # the resync waited for failed
             with self._lock:
                 if not self._resync_needed:
                     return  # the thread waited for did it
+                if self._resync_failures != failures:
+                    raise CacheUnavailable("the resync another thread ran failed")
                 asked = self._resync_asked
-            _resync(redis_client)
+            try:
+                _resync(redis_client)
+            except RedisError:
+                self._resync_failures += 1
+                raise
             with self._lock:
                 if self._resync_asked == asked:
                     self._resync_needed = False
@@ -400,7 +408,7 @@ def run(op: Callable[[Client], T], *, force: bool = False, patience: float = 0.0
     while True:
         try:
             redis_client = client()
-            _breaker.resync_first(redis_client, force)
+            _breaker.resync_first(redis_client)
             result = op(redis_client)
         except RedisError as exc:
             _breaker.trip(exc)
