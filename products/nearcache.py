@@ -21,7 +21,8 @@ Redis itself says they are unchanged:
   the socket timeout a writer waits before it gives up invalidating, so a
   Redis that hangs stops near hits before any write made during the hang is
   acknowledged.
-* The connection dropping, any error on it, or the circuit breaker open:
+* The connection dropping, any error on it, the circuit breaker open, or a
+  write of this process's that Redis has not taken yet (a resync pending):
   everything is flushed, and reads go the usual way until it reconnects.
 
 On Redis Cluster, one such connection per master, opened the first time a
@@ -191,9 +192,12 @@ class _NearCache:
     def get(self, name: str) -> CachedProduct | None:
         """Return the product from memory when Redis has not invalidated it, else None."""
         with self.lock:
-            if transport.breaker_open():
+            if transport.breaker_open() or transport.resync_pending():
                 # A failure somewhere: forget the entries and the connections
-                # (on a cluster, one may lead to a master that is gone).
+                # (on a cluster, one may lead to a master that is gone). Or a
+                # write of this process's that Redis has not taken yet: the
+                # entries may be the values it replaced, and no message
+                # comes until the resync deletes them.
                 if self.entries or self.trackers:
                     self.drop()
                 return None

@@ -66,6 +66,7 @@ __all__ = [
     "register_first_use",
     "register_resync",
     "reset",
+    "resync_pending",
     "run",
     "status",
     "trip",
@@ -478,6 +479,15 @@ def _check_serving(redis_client: Client) -> None:
 def last_failure() -> BaseException | None:
     """Return the Redis error that opened the breaker last (None if it never opened in this process)."""
     return _breaker.last_failure
+
+
+def resync_pending() -> bool:
+    """Return True while this process owes Redis an invalidation (a resync has not succeeded yet).
+
+    Redis may then still hold values this process's writes replaced: a copy
+    kept outside Redis (the near cache) must not be served either.
+    """
+    return _breaker._resync_needed
 
 
 def breaker_open() -> bool:

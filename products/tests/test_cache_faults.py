@@ -11,6 +11,7 @@ import requests
 from products import cachekeys
 from products.models import Product
 
+from .support.cache_state import paused_then_resync_held
 from .support.gunicorn import Gunicorn
 from .support.processes import free_port, server_env
 
@@ -129,39 +130,18 @@ def test_no_read_passes_a_resync_another_thread_is_still_running(
     # a request in another thread must not read Redis before that delete is
     # done. It once could: the pending flag was cleared as the resync began,
     # and a loaded CI run served the old price right after "answering again".
-    from products import transport
-
     settings.PRODUCT_CACHE_BACKOFF = 0.05
     Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
     assert anon_client.get(URL)["X-Cache"] == "MISS"
     assert anon_client.get(URL)["X-Cache"] == "HIT"
-    resyncing, finish, redis_back = threading.Event(), threading.Event(), threading.Event()
-    gate = threading.Lock()
-    deliver = transport._resync
-
-    def slow_resync(redis_client):
-        with gate:
-            if not redis_back.is_set():
-                deliver(redis_client)  # the paused Redis: it times out
-                return
-        resyncing.set()
-        finish.wait(5)  # a loaded machine, a slow round trip: the window, held open
-        deliver(redis_client)
-
-    monkeypatch.setattr(transport, "_resync", slow_resync)
-    private_redis.pause()
-    try:
+    with paused_then_resync_held(private_redis, monkeypatch) as resync:
         assert editor_client.patch(URL, {"price": "2.00"}, format="json").status_code == 200
-    finally:
-        with gate:  # no resync in flight across the resume: the next one is held open
-            redis_back.set()
-            private_redis.resume()
-    assert resyncing.wait(5), "the probe did not start the resync"
+    assert resync.started.wait(5), "the probe did not start the resync"
     time.sleep(2 * settings.PRODUCT_CACHE_BACKOFF)  # the breaker lets reads try Redis again
-    threading.Timer(0.3, finish.set).start()
+    resync.release_after(0.3)
     response = anon_client.get(URL)
     assert response.json()["price"] == "2.00"
-    assert finish.is_set(), "the read did not wait for the resync"
+    assert resync.released, "the read did not wait for the resync"
     assert anon_client.get(URL).json()["price"] == "2.00"
 
 

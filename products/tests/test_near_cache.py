@@ -14,6 +14,7 @@ from django.db import connections
 from products import cachekeys, nearcache
 from products.models import Product
 
+from .support.cache_state import paused_then_resync_held
 from .support.near_reads import read, stale_reads_while_writing, warm
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -158,6 +159,33 @@ def test_a_write_pause_stops_near_hits_as_it_holds_the_writers_delete(private_re
         assert time.monotonic() - started < settings.REDIS_SOCKET_TIMEOUT * 3
     finally:
         private_redis.client().client_unpause()
+
+
+@pytest.mark.hangs_redis
+def test_a_write_this_process_could_not_invalidate_stops_its_near_hits_until_the_resync(
+    private_redis, settings, monkeypatch
+):
+    # A write that missed a paused Redis: Redis keeps the old value, and the
+    # tracked connection (idle through the pause, still open) hears nothing
+    # until the resync deletes it. The near cache served the old price from
+    # memory as soon as the breaker's back-off ended, resync or not.
+    from products import transport
+
+    settings.PRODUCT_CACHE_BACKOFF = 0.05
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    warm("Mug")
+    with paused_then_resync_held(private_redis, monkeypatch) as resync:
+        with pytest.raises(transport.CacheUnavailable):
+            transport.run(lambda c: c.ping())  # the pooled connections drop: the write's DEL is never sent
+        Product.objects.filter(name="Mug").update(price=Decimal("2.00"))
+    assert resync.started.wait(5), "the probe did not start the resync"
+    time.sleep(2 * settings.PRODUCT_CACHE_BACKOFF)  # the breaker's back-off is over
+    assert nearcache.holds("Mug") is not None  # nothing has told the near cache yet
+    assert nearcache.get("Mug") is None
+    resync.release_after(0.2)
+    product = read("Mug")  # through Redis: waits for the resync's delete
+    assert b'"2.00"' in product.data and product.hit is False
+    assert resync.released
 
 
 def test_a_dataset_swapped_in_under_the_connection_drops_every_copy(private_redis):

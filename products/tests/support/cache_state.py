@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import REGISTRY
 
 from products import auth_limits, counters, nearcache, outbox, serverledger, throttling
@@ -47,3 +51,50 @@ def forget_pools(*locations: str) -> None:
         stale = ConnectionFactory._pools.pop(location, None)
         if stale is not None:
             stale.disconnect()
+
+
+class HeldResync:
+    """The first resync after a pause, held open: :attr:`started` once it begins, it runs on :meth:`release`."""
+
+    def __init__(self) -> None:
+        self.started, self._finish, self._resumed = threading.Event(), threading.Event(), threading.Event()
+        self._gate = threading.Lock()  # no resync in flight across the resume
+
+    def release_after(self, seconds: float) -> None:
+        threading.Timer(seconds, self._finish.set).start()
+
+    @property
+    def released(self) -> bool:
+        return self._finish.is_set()
+
+
+@contextmanager
+def paused_then_resync_held(redis_process, monkeypatch) -> Iterator[HeldResync]:
+    """Pause ``redis_process`` for the block; after the resume, hold this process's next resync open.
+
+    A write in the block misses the paused Redis; the resync that deletes its
+    old value once Redis answers (the probe's, usually) waits for
+    :meth:`HeldResync.release_after`: the window a loaded machine or a slow
+    round trip opens, held open so a test can read inside it.
+    """
+    from products import transport
+
+    held, deliver = HeldResync(), transport._resync
+
+    def held_resync(redis_client):
+        with held._gate:
+            if not held._resumed.is_set():
+                deliver(redis_client)  # the paused Redis: it times out
+                return
+        held.started.set()
+        held._finish.wait(5)
+        deliver(redis_client)
+
+    monkeypatch.setattr(transport, "_resync", held_resync)
+    redis_process.pause()
+    try:
+        yield held
+    finally:
+        with held._gate:
+            held._resumed.set()
+            redis_process.resume()
