@@ -380,8 +380,9 @@ def _after_fork_in_child() -> None:
     # An outage the parent saw is the child's to find again (a pending resync
     # stays): its first failure logs and sets the breaker gauge for this
     # process, which a gunicorn worker forked mid-outage would otherwise never do.
-    # Conservatively, a resync first too: the parent's probe may have been
-    # delivering missed invalidations at the fork.
+    # Conservatively, a resync first too (it delivers what the parent left
+    # pending, and nothing else; a resync the parent was running at the fork
+    # left the flag set anyway).
     if _breaker._down:
         _breaker._resync_needed = True
     _breaker._down, _breaker._open_until, _breaker._full = False, 0.0, False
