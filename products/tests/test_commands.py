@@ -476,6 +476,7 @@ def test_cache_commands_wait_out_a_redis_that_stalls_briefly(db, private_redis, 
 @pytest.mark.hangs_redis
 def test_a_warm_up_that_redis_stops_answering_says_how_far_it_got(db, private_redis, monkeypatch):
     from products import transport
+    from products.management.commands._common import redis_down_message
     from products.services.warming import WarmUpStopped, product_cache_warm
 
     for number in range(5):
@@ -500,6 +501,8 @@ def test_a_warm_up_that_redis_stops_answering_says_how_far_it_got(db, private_re
         private_redis.resume()
     assert stopped.value.stored == 2
     assert private_redis.client().dbsize() > 0  # the first chunk's two products stay cached
+    said = redis_down_message("2 product(s) were warmed", stopped.value)
+    assert "(Timeout reading from socket)" in said, said  # the RedisError under the CacheUnavailable
 
 
 def test_cache_info_still_counts_the_pending_invalidations_while_redis_is_down(db, dead_redis):

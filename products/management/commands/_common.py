@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 from django.db import DatabaseError, connection
+from redis.exceptions import RedisError
 from tqdm import tqdm
 
 from products import transport
@@ -261,7 +262,9 @@ def redis_down_message(what: str, error: Exception | None = None) -> str:
     """Say that Redis could not be used, why (a refused connection, a wrong password...), and what was done."""
     # The RedisError behind it (or behind the open breaker), in the log's one
     # line: redis-py's Sentinel errors carry every sentinel client's repr (kilobytes).
-    cause = getattr(error, "__cause__", None)
+    cause = error
+    while cause is not None and not isinstance(cause, RedisError):
+        cause = cause.__cause__  # a warm-up stopped by CacheUnavailable from a RedisError
     if cause is None and error is not None:
         cause = transport.last_failure()  # "circuit open": an earlier call failed
     reason = (transport.describe(cause) if cause is not None else str(error or "")).strip().rstrip(".")
