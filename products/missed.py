@@ -88,8 +88,8 @@ if hasattr(os, "register_at_fork"):
 
 def missed(names: frozenset[str] | None, record: bool = True) -> None:
     """Keep a miss until Redis answers, and hand it to the hooks unless ``record`` is off."""
+    transport.need_resync()  # first: a resync running now must not clear what this adds
     pending.add(names)
-    transport.need_resync()
     # At DEBUG when a hook reports it (the outbox: a command's stderr, or a
     # WARNING a few times a minute) or it is a retry of one already reported
     # (the outbox applier's, every PRODUCT_CACHE_OUTBOX_RETRY in every

@@ -21,9 +21,10 @@ Redis itself says they are unchanged:
   the socket timeout a writer waits before it gives up invalidating, so a
   Redis that hangs stops near hits before any write made during the hang is
   acknowledged.
-* The connection dropping, any error on it, the circuit breaker open, or a
-  write of this process's that Redis has not taken yet (a resync pending):
+* The connection dropping, any error on it, or the circuit breaker open:
   everything is flushed, and reads go the usual way until it reconnects.
+  So are the entries when a write of this process's misses Redis, and again
+  when the resync that delivers it has deleted the old values.
 
 On Redis Cluster, one such connection per master, opened the first time a
 product of that master's slots is read through it. An entry counts only
@@ -115,6 +116,7 @@ class _NearCache:
         self.admitted: OrderedDict[str, None] = OrderedDict()  # names Redis served lately
         self.usable: bool | None = None  # None: not decided yet (Redis refused tracking: False)
         self.nodes_manager = None  # a cluster's slot map, as of the last tracked read
+        self.resync_epoch = transport.resync_epoch()  # the entries are older: see get()
 
     # --- connection -----------------------------------------------------------
 
@@ -192,14 +194,19 @@ class _NearCache:
     def get(self, name: str) -> CachedProduct | None:
         """Return the product from memory when Redis has not invalidated it, else None."""
         with self.lock:
-            if transport.breaker_open() or transport.resync_pending():
+            if transport.breaker_open():
                 # A failure somewhere: forget the entries and the connections
-                # (on a cluster, one may lead to a master that is gone). Or a
-                # write of this process's that Redis has not taken yet: the
-                # entries may be the values it replaced, and no message
-                # comes until the resync deletes them.
+                # (on a cluster, one may lead to a master that is gone).
                 if self.entries or self.trackers:
                     self.drop()
+                return None
+            if self.resync_epoch != transport.resync_epoch():
+                # A write of this process's missed Redis, or its resync just
+                # deleted what it replaced: the entries may be those values,
+                # and the delete's messages may still be on their way.
+                # (Entries read after this went through the resync first.)
+                self.resync_epoch = transport.resync_epoch()
+                self._flush()
                 return None
             entry = self.entries.get(name)
             if entry is None:

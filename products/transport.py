@@ -9,7 +9,8 @@ start with the first client (the Sentinel watcher):
 
 * ``resync(client)``, run before any other command once the process knows
   Redis may hold stale values (a write could not invalidate), in one thread
-  at a time: the other threads' commands wait until it has succeeded. A
+  at a time: the other threads' commands wait for it to succeed, for at
+  most one socket timeout (then their callers read the database). A
   background probe tries every ``_PROBE_INTERVAL`` seconds, past the
   breaker's back-off, so it runs as soon as Redis answers again, request or
   not.
@@ -66,7 +67,7 @@ __all__ = [
     "register_first_use",
     "register_resync",
     "reset",
-    "resync_pending",
+    "resync_epoch",
     "run",
     "status",
     "trip",
@@ -89,6 +90,10 @@ BULK_PATIENCE = 5.0
 
 class CacheUnavailable(Exception):
     """Redis did not answer in time, or the circuit breaker is open."""
+
+
+class _ResyncNotDone(CacheUnavailable):
+    """Another thread's resync failed, or outlasted one socket timeout of waiting for it."""
 
 
 def client() -> Client:
@@ -186,6 +191,9 @@ class _Breaker:
         self._resync_needed = False
         self._resync_asked = 0  # need_resync() calls: one asked during a resync is not cleared by it
         self._resync_failures = 0
+        # Changes when a resync becomes needed and when one succeeds: a copy
+        # kept outside Redis (the near cache) is dropped at each change.
+        self.resync_epoch = 0
         self._resync_lock = threading.Lock()
         self._probe: threading.Thread | None = None
 
@@ -269,6 +277,7 @@ class _Breaker:
         with self._lock:
             self._resync_needed = True
             self._resync_asked += 1
+            self.resync_epoch += 1
             if self._probe is None:
                 self._probe = threading.Thread(
                     target=self._probe_until_resynced, name="product-cache-probe", daemon=True
@@ -295,28 +304,36 @@ class _Breaker:
     def resync_first(self, redis_client: Client) -> None:
         """Run the registered resync when one is needed; another thread's command waits for it to end.
 
-        Raise RedisError when it fails (it stays needed; the probe tries
-        again), and CacheUnavailable when the one waited for failed: Redis
-        just cost that thread a timeout, and a write pays one, not two.
+        Raise RedisError when it fails (it stays needed, and the probe tries
+        again), and _ResyncNotDone when the one waited for failed (Redis just
+        cost that thread a timeout: a write pays one, not two) or is still
+        running after one socket timeout (a resync can take several: the
+        caller reads the database meanwhile).
         """
         if not self._resync_needed or _resync is None:
             return  # the usual case: no lock on every Redis call
         failures = self._resync_failures
-        with self._resync_lock:
+        if not self._resync_lock.acquire(timeout=settings.REDIS_SOCKET_TIMEOUT):
+            raise _ResyncNotDone("another thread's resync is still running")
+        try:
             with self._lock:
                 if not self._resync_needed:
                     return  # the thread waited for did it
                 if self._resync_failures != failures:
-                    raise CacheUnavailable("the resync another thread ran failed")
+                    raise _ResyncNotDone("the resync another thread ran failed")
                 asked = self._resync_asked
             try:
                 _resync(redis_client)
             except RedisError:
                 self._resync_failures += 1
+                self.need_resync()  # a probe to try again (a forked worker has none yet)
                 raise
             with self._lock:
                 if self._resync_asked == asked:
                     self._resync_needed = False
+                    self.resync_epoch += 1
+        finally:
+            self._resync_lock.release()
 
 
 _breaker = _Breaker()
@@ -418,6 +435,11 @@ def run(op: Callable[[Client], T], *, force: bool = False, patience: float = 0.0
                 time.sleep(_PATIENT_PAUSE)
                 continue
             raise CacheUnavailable(str(exc)) from exc
+        except _ResyncNotDone:
+            if time.monotonic() < give_up_at:  # as a timeout: patience waits it out
+                time.sleep(_PATIENT_PAUSE)
+                continue
+            raise
         _breaker.succeeded()
         return result
 
@@ -482,13 +504,14 @@ def last_failure() -> BaseException | None:
     return _breaker.last_failure
 
 
-def resync_pending() -> bool:
-    """Return True while this process owes Redis an invalidation (a resync has not succeeded yet).
+def resync_epoch() -> int:
+    """Return a number that changes when this process comes to owe Redis an invalidation, and when it has paid.
 
-    Redis may then still hold values this process's writes replaced: a copy
-    kept outside Redis (the near cache) must not be served either.
+    Meanwhile Redis may still hold values this process's writes replaced,
+    and a change message for them comes only with the resync's delete: a
+    copy kept outside Redis (the near cache) is dropped at each change.
     """
-    return _breaker._resync_needed
+    return _breaker.resync_epoch
 
 
 def breaker_open() -> bool:

@@ -313,6 +313,34 @@ def test_a_worker_forked_during_an_outage_reports_the_outage_itself(private_redi
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_a_worker_forked_with_a_missed_invalidation_delivers_it_once_redis_returns(private_redis):
+    # The fork leaves the child no probe thread. Its first command's resync
+    # fails while Redis is down, and must start one: else the delivery waits
+    # for a request after the back-off, and near hits stay off meanwhile.
+    import os
+
+    from products import transport
+
+    Product.objects.create(name="Mug", price=Decimal("1.00"), quantity=1)
+    private_redis.stop()
+    Product.objects.filter(name="Mug").update(price=Decimal("2.00"))  # missed: pending here
+    ready, go = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        assert cache.status() == "down"  # its first command: the resync fails
+        os.write(ready[1], b"1")
+        os.read(go[0], 1)  # Redis is back; the child sends nothing more
+        deadline = time.monotonic() + 3
+        while transport._breaker._resync_needed and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os._exit(0 if not transport._breaker._resync_needed else 1)
+    os.read(ready[0], 1)
+    private_redis.start()
+    os.write(go[1], b"1")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's missed invalidation was not delivered"
+
+
 def _point_at(settings, url: str, prefix: str | None = None) -> None:
     """Point the cache at ``url`` as a restart with another REDIS_URL (or CACHE_KEY_PREFIX) would."""
     from products import serveridentity, transport
