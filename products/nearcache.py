@@ -99,6 +99,10 @@ class _Tracker:
     def drain(self) -> None:
         # Handle every invalidation already received, without waiting for more.
         connection = self.connection
+        if connection._sock is None:
+            # Closed while still held: redis-py would reconnect on its own,
+            # without CLIENT TRACKING, and no message would come again.
+            raise _TrackerClosed
         while connection.can_read(timeout=0):
             connection.read_response(push_request=True)
 
@@ -223,13 +227,22 @@ class _NearCache:
                     self.drop()
                     return None
                 tracker.drain()
-                if time.monotonic() - tracker.proved_at > PROOF_WINDOW and not self._prove(tracker, entry):
+                if (
+                    time.monotonic() - tracker.proved_at > PROOF_WINDOW
+                    and not self._prove(tracker, entry)
+                    and name in self.entries
+                ):
                     # The value is gone, and no message said so: the dataset was
                     # replaced under the connection (SWAPDB), so a write's DEL
                     # finds nothing to delete and sends none. Forget every copy.
                     # (Or the check itself expired the key: a copy lost, no harm.)
+                    # A write's message read on the way to the proof's reply
+                    # dropped the entry already: announced, nothing else to drop.
                     logger.info("Product near cache: %r left Redis unannounced; every copy dropped", name)
                     self._flush()
+            except _TrackerClosed:
+                self.drop()
+                return None
             except _REDIRECTED as exc:
                 # This node no longer serves the slot (demoted, or the slot
                 # moved): forget everything; the usual read follows the redirection.
@@ -298,6 +311,9 @@ class _NearCache:
                 tracker.proved_at = sent
             except _Unavailable:
                 return None
+            except _TrackerClosed:
+                self.drop()
+                return None
             except _REDIRECTED as exc:
                 self.drop()
                 _reload_slots(exc, client)
@@ -359,6 +375,10 @@ def _refresh_slots(client, node: str) -> None:
 
 class _Unavailable(Exception):
     """No near cache here: Redis refused RESP3 client tracking."""
+
+
+class _TrackerClosed(Exception):
+    """A tracked connection was found closed (not by an error on it): drop it, and read the usual way."""
 
 
 _near = _NearCache()
