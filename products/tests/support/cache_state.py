@@ -54,7 +54,7 @@ def forget_pools(*locations: str) -> None:
 
 
 class HeldResync:
-    """The first resync after a pause, held open: :attr:`started` once it begins, it runs on :meth:`release`."""
+    """The first resync after a pause, held open: :attr:`started` once it begins; it runs after :meth:`release_after`."""
 
     def __init__(self) -> None:
         self.started, self._finish, self._resumed = threading.Event(), threading.Event(), threading.Event()
