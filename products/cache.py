@@ -336,7 +336,9 @@ def invalidate(names: Iterable[str], *, record_miss: bool = True) -> bool:
         return True
     try:
         settling = _settling()
-        transport.run(lambda c: cachekeys.delete_and_settle(c, names, settling), force=True)
+        transport.run(
+            lambda c: cachekeys.delete_and_settle(c, names, settling), force=True, deletes_only=True
+        )
     except CacheUnavailable as exc:
         # On a cluster, the masters that answered took their names.
         undelivered = exc.__cause__.names if isinstance(exc.__cause__, cachekeys.Undelivered) else names
@@ -396,7 +398,7 @@ def retire_generation(*, record_miss: bool = True) -> bool:
             if settling:
                 cachekeys.settle(client, None)
 
-        transport.run(retire, force=True)
+        transport.run(retire, force=True, deletes_only=True)
     except CacheUnavailable:
         missed.missed(None, record_miss)
         return False

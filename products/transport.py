@@ -410,12 +410,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def run(op: Callable[[Client], T], *, force: bool = False, patience: float = 0.0) -> T:
+def run(
+    op: Callable[[Client], T], *, force: bool = False, patience: float = 0.0, deletes_only: bool = False
+) -> T:
     """Run one Redis operation under the breaker; raise CacheUnavailable.
 
     ``force`` tries Redis even while the breaker is open: an invalidation must
     never be skipped because of an earlier failure, and a success closes the
-    breaker. ``patience`` (seconds; the bulk operations of the manage.py
+    breaker. ``deletes_only``: ``op`` only deletes or retires, so it need not
+    wait for a pending resync (whose deletes it cannot undo, in whichever
+    order the two arrive). On a cluster with a master down, the resync fails
+    until that master is back; an invalidation held behind it would miss the
+    masters that answer, and other processes would go on reading there what
+    the write replaced. ``patience`` (seconds; the bulk operations of the manage.py
     commands) runs ``op`` again after a socket timeout until that long has
     passed: a busy Redis or machine can miss the short timeout meant for
     requests now and then, and an operator's warm-up should not fail for it.
@@ -427,7 +434,8 @@ def run(op: Callable[[Client], T], *, force: bool = False, patience: float = 0.0
     while True:
         try:
             redis_client = client()
-            _breaker.resync_first(redis_client)
+            if not deletes_only:
+                _breaker.resync_first(redis_client)
             result = op(redis_client)
         except RedisError as exc:
             _breaker.trip(exc)

@@ -187,10 +187,10 @@ def test_a_write_tries_a_failing_redis_once_not_twice(private_redis, monkeypatch
     attempts: list[bool] = []
     run = transport.run
 
-    def counted(op, *, force=False):
+    def counted(op, *, force=False, **options):
         if threading.current_thread() is threading.main_thread():  # not the probe's, after the miss
             attempts.append(force)
-        return run(op, force=force)
+        return run(op, force=force, **options)
 
     monkeypatch.setattr(transport, "run", counted)
     private_redis.pause()

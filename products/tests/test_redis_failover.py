@@ -326,6 +326,41 @@ def test_a_cluster_master_outage_is_said_once_though_the_other_masters_answer(
     assert said("Redis unavailable") == 1 and said("Redis is answering again") == 1
 
 
+@pytest.mark.parametrize("outage", ["killed", "hung"])
+def test_a_write_while_another_master_is_down_invalidates_on_the_masters_that_answer(
+    redis_cluster, settings, outage
+):
+    # A chaos run: a write whose product lives on a healthy master was
+    # recorded as missed while another master was down (killed, or hung by
+    # SIGSTOP), and other processes went on reading the replaced price there
+    # as a HIT. The write's delete waited for this process's resync, which
+    # owed the down master an invalidation and failed until it was back.
+    _cluster_with_products(settings, redis_cluster)
+    victim = redis_cluster.masters()[0]
+    on_victim = {key.rsplit(b":p:", 1)[1].decode() for key in _values_on(victim)}
+    dead, alive = sorted(on_victim)[0], sorted(set(NAMES) - on_victim)[0]
+    alive_master = redis_cluster.master_of(cachekeys.product_keys(alive).value)
+    assert any(key.endswith(f":p:{alive}".encode()) for key in _values_on(alive_master))
+    if outage == "killed":
+        victim.kill()
+    else:
+        victim.pause()
+    try:
+        Product.objects.filter(name=dead).update(price=Decimal("2.00"))  # missed: its master is down
+        assert missed.pending._names == {dead}
+        Product.objects.filter(name=alive).update(price=Decimal("2.00"))
+        left_on_alive_master = [k for k in _values_on(alive_master) if k.endswith(f":p:{alive}".encode())]
+        pending = set(missed.pending._names)  # this process still owes the down master its delete
+    finally:
+        if outage == "killed":
+            redis_cluster.restart(victim)
+        else:
+            victim.resume()
+    redis_cluster.wait_serving()
+    assert left_on_alive_master == [], "the healthy master still holds the replaced value"
+    assert dead in pending
+
+
 def test_a_cluster_that_is_down_is_reported_down_though_its_nodes_answer_ping(redis_cluster, settings):
     # A master and its replica lost: every command gets CLUSTERDOWN, while the
     # client's default node still answers PING.
