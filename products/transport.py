@@ -484,7 +484,7 @@ WRITE_CHECK_KEY = "writable"
 
 
 def _check_serving(redis_client: Client) -> None:
-    """PING; on a Cluster, ask whether the cluster serves every slot instead.
+    """PING; on a Cluster, ask whether the cluster serves every slot, then PING every master.
 
     After Redis refused a write for want of memory, also write one short-lived
     key: a full Redis answers PING.
@@ -492,6 +492,8 @@ def _check_serving(redis_client: Client) -> None:
     A cluster node answers PING while its cluster is down (a master and its
     replicas lost: every command gets CLUSTERDOWN), so PING alone would call
     such a cluster up: /health/ would say "ok" and the probe "caching resumed".
+    And the cluster says "ok" for ``cluster-node-timeout`` (15 s by default)
+    after a master stops answering: the masters are asked themselves.
     """
     if _breaker._full:
         # Refused with OOM while Redis is still full (any write would do; this
@@ -505,6 +507,10 @@ def _check_serving(redis_client: Client) -> None:
     state = redis_client.cluster_info(target_nodes=RedisCluster.DEFAULT_NODE).get("cluster_state")
     if state != "ok":
         raise ClusterDownError(f"the cluster's state is {state!r}: not every slot is served")
+    # Through the cluster client, not a node's own connection: a master that
+    # fails makes redis-py read the slot map again, so after a failover the
+    # next check asks the promoted replica.
+    redis_client.ping(target_nodes=RedisCluster.PRIMARIES)
 
 
 def last_failure() -> BaseException | None:
@@ -544,7 +550,7 @@ def need_resync() -> None:
 
 
 def status(*, patience: float = 0.0) -> str:
-    """Return "ok" when Redis answers a PING now (a Cluster: serves every slot), else "down".
+    """Return "ok" when Redis answers a PING now (a Cluster: every slot served, every master answering), else "down".
 
     ``patience``: as :func:`run`'s (a command about to start bulk work).
     """

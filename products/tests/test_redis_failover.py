@@ -394,6 +394,35 @@ def test_a_cluster_that_is_down_is_reported_down_though_its_nodes_answer_ping(re
     assert health.get("/health/").json() == {"database": "ok", "cache": "ok"}
 
 
+def test_a_hung_cluster_master_is_reported_down_before_the_cluster_notices(redis_cluster, settings):
+    # A chaos run: with one master hung (SIGSTOP), /health/ said "ok" in most
+    # polls (the cluster says cluster_state:ok until cluster-node-timeout, 15 s
+    # by default) and "down" in the others, by which worker answered.
+    from django.test import Client
+
+    switch_to(settings, redis_cluster)
+    health = Client()
+    assert health.get("/health/").json() == {"database": "ok", "cache": "ok"}
+    default_port = transport.client().get_default_node().port
+    victim = next(m for m in redis_cluster.masters() if m.port != default_port)
+    victim.pause()
+    try:
+        reset_process_state()  # no outage seen yet: /health/ asks the cluster itself
+        started = time.monotonic()
+        answer = health.get("/health/").json()
+        took = time.monotonic() - started
+        state = next(n for n in redis_cluster.nodes if n.port == default_port).client().cluster("info")
+    finally:
+        victim.resume()
+    print(f"\nhealth with a master hung: {answer} in {took:.2f}s; cluster_state {state['cluster_state']}")
+    assert answer == {"database": "ok", "cache": "down"}
+    assert state["cluster_state"] == "ok"  # the cluster itself had not noticed yet
+    assert took < 1.0
+    redis_cluster.wait_serving()
+    reset_process_state()
+    assert health.get("/health/").json() == {"database": "ok", "cache": "ok"}
+
+
 def test_a_process_starting_while_the_master_of_slot_0_is_down_reaches_the_other_masters(
     redis_cluster, settings
 ):
