@@ -33,7 +33,7 @@ from rest_framework.filters import OrderingFilter
 from rest_framework.utils.urls import remove_query_param
 
 from .models import Product
-from .validators import NAME_MAX_LENGTH, PLAIN_NUMBER, PRICE_MAX, PRICE_STEP, fold_case
+from .validators import CASEFOLD_SQL_FUNCTION, NAME_MAX_LENGTH, PLAIN_NUMBER, PRICE_MAX, PRICE_STEP, fold_case
 
 ORDERING_FIELDS = ("name", "price", "quantity", "created_at", "updated_at")
 
@@ -87,9 +87,9 @@ class PriceFilter(django_filters.NumberFilter):
 
 
 class CaseFold(Func):
-    """Unicode case folding on SQLite (validators.fold_case, the function receivers.py registers)."""
+    """Unicode case folding on SQLite (validators.fold_case, registered on each connection by receivers.py)."""
 
-    function = "PRODUCT_CASEFOLD"
+    function = CASEFOLD_SQL_FUNCTION
     output_field = CharField()
 
 

@@ -11,7 +11,7 @@ from django.db.models.signals import pre_save
 from . import cache, metrics, token_cache
 from .models import Product
 from .querysets import invalidated_by_queryset
-from .validators import fold_case
+from .validators import add_casefold_function
 
 
 def remember_stored_name(sender: type[Product], instance: Product, using: str, **kwargs: Any) -> None:
@@ -86,9 +86,7 @@ def retire_cache_after_data_migrations(sender, plan=None, **kwargs: Any) -> None
 def register_sqlite_functions(sender, connection, **kwargs: Any) -> None:
     """Give SQLite connections Unicode case folding (search is case-insensitive)."""
     if connection.vendor == "sqlite":
-        connection.connection.create_function(
-            "PRODUCT_CASEFOLD", 1, lambda text: None if text is None else fold_case(text), deterministic=True
-        )
+        add_casefold_function(connection.connection)
 
 
 def count_queries_in_metrics(sender, connection, **kwargs) -> None:

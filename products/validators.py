@@ -234,6 +234,16 @@ def fold_case(text: str) -> str:
     return "".join(_fold_letter(letter) for letter in text)
 
 
+CASEFOLD_SQL_FUNCTION = "PRODUCT_CASEFOLD"  # fold_case in SQLite's SQL (filters.CaseFold calls it)
+
+
+def add_casefold_function(sqlite_connection) -> None:
+    """Give a raw sqlite3 connection :data:`CASEFOLD_SQL_FUNCTION` (every connection the searches may run on)."""
+    sqlite_connection.create_function(
+        CASEFOLD_SQL_FUNCTION, 1, lambda text: None if text is None else fold_case(text), deterministic=True
+    )
+
+
 def _fold_letter(letter: str) -> str:
     folded = letter.casefold()
     if len(folded) == 1:

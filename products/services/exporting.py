@@ -22,6 +22,7 @@ from products.filewriters import (
 )
 from products.models import Product
 from products.services import ProgressCallback
+from products.validators import add_casefold_function
 
 EXPORT_CHUNK_SIZE = 5000
 # The most rows one chunk may hold: a chunk is held in memory, and past 2**31 - 1
@@ -142,6 +143,7 @@ def _sqlite_joined_chunks(
     separator = "',' || char(10)" if fmt == "json" else "char(10)"
     row_sql = _one_row_sql(queryset, connection)
     private = connection.get_new_connection(connection.get_connection_params())
+    add_casefold_function(private)  # an admin search's selection filters with it
     try:
         # Django's cursor class: the ORM's SQL uses %s and %% as in Django.
         cursor = private.cursor(factory=SQLiteCursorWrapper)
