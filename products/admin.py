@@ -209,13 +209,18 @@ class ProductAdmin(RefusedLookupsAreBadLookups, admin.ModelAdmin):
     def mark_out_of_stock(self, request, queryset):
         # ProductQuerySet.update() invalidates the cached products after commit.
         with transaction.atomic(using=router.db_for_write(Product)):
-            changed = list(queryset.exclude(quantity=0).values_list("pk", flat=True)[: HISTORY_LIMIT + 1])
-            count = queryset.update(quantity=0)
-            note = ""
+            # Products already at 0 are left alone: touching them would move
+            # their updated_at and ETag, and an editor or API client holding
+            # the old ones would be refused (412) for a change nobody made.
+            in_stock = queryset.exclude(quantity=0)
+            changed = list(in_stock.values_list("pk", flat=True)[: HISTORY_LIMIT + 1])
+            count = in_stock.update(quantity=0)
+            already = queryset.count() - count
+            note = f" ({already} already were)" if already else ""
             if len(changed) <= HISTORY_LIMIT:  # the History, as a save in the change form writes it
                 log_history(request, changed, CHANGE, [{"changed": {"fields": ["Quantity"]}}])
             else:
-                note = f" (no History entries: more than {HISTORY_LIMIT:,} products changed at once)"
+                note += f" (no History entries: more than {HISTORY_LIMIT:,} products changed at once)"
         self.message_user(request, f"Marked {count} product(s) out of stock.{note}", messages.SUCCESS)
 
 
