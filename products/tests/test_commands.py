@@ -538,6 +538,14 @@ def test_seed_refuses_a_negative_count(db):
         run("seed_products", "-3")
 
 
+def test_seed_refuses_a_negative_seed(db):
+    # An audit: Python seeds by the absolute value, so --seed -1 gave the
+    # products of --seed 1, against "another seed gives other products".
+    with pytest.raises(CommandError, match="--seed must be 0 or more"):
+        run("seed_products", "3", "--seed", "-1")
+    assert not Product.objects.exists()
+
+
 # --- As a user runs them: real processes, exit codes, pipes -----------------------------------------
 
 

@@ -24,7 +24,7 @@ class Command(DataCommand):
             type=int,
             default=0,
             metavar="S",
-            help="random seed: the same seed gives the same products (default 0)",
+            help="random seed, 0 or more: the same seed gives the same products (default 0)",
         )
         parser.add_argument(
             "--batch-size",
@@ -37,6 +37,8 @@ class Command(DataCommand):
     def handle(self, *args, count: int, seed: int, batch_size: int, **options) -> None:
         if count < 0:
             raise CommandError("N must be 0 or more")
+        if seed < 0:  # Python seeds by the absolute value: -1 would give the products of 1
+            raise CommandError("--seed must be 0 or more")
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
         held = HeldInterrupt()
