@@ -78,6 +78,32 @@ def _quiet_cleanup_errors():
             logging.getLogger(name).removeFilter(quiet)
 
 
+class _OutageNews(logging.Filter):
+    """Drop the transport's "Redis unavailable ..." and "... answering again" lines (a server's news).
+
+    A cache command that meets an outage ends with a CommandError that says
+    so, with the reason: the log line before it ("products are read from the
+    database, and Redis is tried again every 1.0s") said it twice, and
+    spoke of requests the command does not serve.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Redis unavailable", "Redis is answering again"))
+
+
+@contextmanager
+def _quiet_outage_news(quiet: bool):
+    if not quiet:
+        yield
+        return
+    news = _OutageNews()
+    logging.getLogger("products.transport").addFilter(news)
+    try:
+        yield
+    finally:
+        logging.getLogger("products.transport").removeFilter(news)
+
+
 class ProductCommand(BaseCommand):
     """Base of the product commands: a database that is down or not migrated is one line, not a traceback.
 
@@ -90,6 +116,9 @@ class ProductCommand(BaseCommand):
     output_lost = "what the command did before this point stands"
     # Said after a database error; empty for a command that only reads.
     nothing_written = "; nothing was written"
+    # A cache command: an outage ends it with a CommandError that says so
+    # (redis_down_message), so the transport's own line about it is not logged.
+    says_redis_outage = False
 
     def __init__(self, stdout=None, stderr=None, no_color=False, force_color=False):
         super().__init__(stdout, stderr, no_color, force_color)
@@ -97,7 +126,8 @@ class ProductCommand(BaseCommand):
 
     def execute(self, *args, **options):
         try:
-            with _quiet_cleanup_errors():  # psycopg's notes come while the error unwinds through here
+            # psycopg's notes come while the error unwinds through here.
+            with _quiet_cleanup_errors(), _quiet_outage_news(self.says_redis_outage):
                 return self._execute(*args, **options)
         except KeyboardInterrupt:
             # Whatever was written runs in a transaction that has rolled back

@@ -16,6 +16,7 @@ class Command(ProductCommand):
         "Kept: the buckets' generation and server keys, cached token checks and failed "
         "sign-in counters."
     )
+    says_redis_outage = True
 
     def handle(self, *args, **options) -> None:
         try:

@@ -11,6 +11,7 @@ from ._common import ProductCommand, redis_down_message, redis_location
 
 class Command(ProductCommand):
     help = "Print how many products are cached now and how much memory Redis uses."
+    says_redis_outage = True
     nothing_written = ""  # it only reads
 
     def handle(self, *args, **options) -> None:

@@ -13,6 +13,7 @@ from ._common import ProductCommand, Progress, redis_down_message
 
 class Command(ProductCommand):
     help = "Load products into the cache ahead of reads: the named ones, or --all."
+    says_redis_outage = True
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("names", nargs="*", metavar="NAME", help="product names to warm")
