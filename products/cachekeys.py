@@ -127,7 +127,9 @@ def retire_all(client: Client) -> None:
         pipe.execute()
         metrics.generation_retired()
     else:
-        failed, error = _each_bucket(range(BUCKETS), lambda b: client.set(bucket_prefix(b) + "gen", gen))
+        failed, error = _each_bucket(
+            client, range(BUCKETS), lambda b: client.set(bucket_prefix(b) + "gen", gen)
+        )
         if error is not None:
             raise Undelivered(f"{len(failed)} bucket(s) not retired: {error}", None) from error
         metrics.generation_retired()
@@ -161,7 +163,7 @@ def delete(client: Client, names: list[str]) -> None:
                 pipe.execute_command("DEL", k)
         pipe.execute()
 
-    failed, error = _each_bucket(by_bucket, delete_bucket)
+    failed, error = _each_bucket(client, by_bucket, delete_bucket)
     if error is not None:
         raise Undelivered(str(error), [name for b in failed for name in by_bucket[b]]) from error
 
@@ -212,17 +214,30 @@ def settle(client: Client, names: list[str] | None) -> None:
 
 
 def _each_bucket(
-    buckets: Iterable[int], command: Callable[[int], object]
+    client: Client, buckets: Iterable[int], command: Callable[[int], object]
 ) -> tuple[list[int], RedisError | None]:
-    """Run ``command`` for every bucket; return the buckets that failed and the last error."""
+    """Run ``command`` for every bucket of a cluster; return the buckets that failed and the last error.
+
+    A master that did not answer (a timeout, a refused connection) is not
+    asked again for its other buckets: they fail with it. Each would cost
+    one more socket timeout on a hung master (a review measured 2.5 s for
+    one write of 30 names at a 0.5 s timeout), and a write pays one.
+    """
     failed: list[int] = []
     error: RedisError | None = None
+    down: set[str] = set()
     for bucket in buckets:
+        master = client.nodes_manager.get_node_from_slot(client.keyslot(bucket_prefix(bucket) + "gen")).name
+        if master in down:
+            failed.append(bucket)
+            continue
         try:
             command(bucket)
         except RedisError as exc:
             failed.append(bucket)
             error = exc
+            if not isinstance(exc, ResponseError):  # an answer (TRYAGAIN, CLUSTERDOWN) is not a dead master
+                down.add(master)
     return failed, error
 
 

@@ -10,7 +10,9 @@ start with the first client (the Sentinel watcher):
 * ``resync(client)``, run before any other command once the process knows
   Redis may hold stale values (a write could not invalidate), in one thread
   at a time: the other threads' commands wait for it to succeed, for at
-  most one socket timeout (then their callers read the database). A
+  most one socket timeout (then their callers read the database). Deletes
+  and retirements (``run(deletes_only=True)``) do not wait: in either order
+  the two leave the same. A
   background probe tries every ``_PROBE_INTERVAL`` seconds, past the
   breaker's back-off, so it runs as soon as Redis answers again, request or
   not.

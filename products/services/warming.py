@@ -31,7 +31,7 @@ def product_cache_warm(
     or during the warm-up.
     """
     if cache.status_for_bulk() != "ok":
-        raise cache.CacheUnavailable()  # the status check logged why
+        raise cache.CacheUnavailable()  # why: transport.last_failure() (the commands' redis_down_message)
     if names is None:
         names = _every_name(chunk_size)
     stored = skipped = 0
