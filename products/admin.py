@@ -214,8 +214,8 @@ class ProductAdmin(RefusedLookupsAreBadLookups, admin.ModelAdmin):
             # the old ones would be refused (412) for a change nobody made.
             in_stock = queryset.exclude(quantity=0)
             changed = list(in_stock.values_list("pk", flat=True)[: HISTORY_LIMIT + 1])
+            already = queryset.filter(quantity=0).count()  # before: the list may be filtered on stock
             count = in_stock.update(quantity=0)
-            already = queryset.count() - count
             note = f" ({already} already were)" if already else ""
             if len(changed) <= HISTORY_LIMIT:  # the History, as a save in the change form writes it
                 log_history(request, changed, CHANGE, [{"changed": {"fields": ["Quantity"]}}])
