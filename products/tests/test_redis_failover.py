@@ -396,16 +396,21 @@ def test_a_write_to_many_buckets_pays_one_timeout_for_a_hung_master(redis_cluste
     assert took < 2 * timeout
 
 
-def test_a_cluster_that_is_down_is_reported_down_though_its_nodes_answer_ping(redis_cluster, settings):
-    # A master and its replica lost: every command gets CLUSTERDOWN, while the
-    # client's default node still answers PING.
+def _healthy_with_a_master_to_lose(settings, cluster):
+    """Switch to ``cluster``, see /health/ say "ok"; return its client, the default node's port, another master."""
     from django.test import Client
 
-    switch_to(settings, redis_cluster)
+    switch_to(settings, cluster)
     health = Client()
     assert health.get("/health/").json() == {"database": "ok", "cache": "ok"}
     default_port = transport.client().get_default_node().port
-    victim = next(m for m in redis_cluster.masters() if m.port != default_port)
+    return health, default_port, next(m for m in cluster.masters() if m.port != default_port)
+
+
+def test_a_cluster_that_is_down_is_reported_down_though_its_nodes_answer_ping(redis_cluster, settings):
+    # A master and its replica lost: every command gets CLUSTERDOWN, while the
+    # client's default node still answers PING.
+    health, default_port, victim = _healthy_with_a_master_to_lose(settings, redis_cluster)
     replica = redis_cluster.replica_of(victim)
     survivor = next(n for n in redis_cluster.nodes if n.port == default_port)
     replica.kill()
@@ -433,13 +438,7 @@ def test_a_hung_cluster_master_is_reported_down_before_the_cluster_notices(redis
     # A chaos run: with one master hung (SIGSTOP), /health/ said "ok" in most
     # polls (the cluster says cluster_state:ok until cluster-node-timeout, 15 s
     # by default) and "down" in the others, by which worker answered.
-    from django.test import Client
-
-    switch_to(settings, redis_cluster)
-    health = Client()
-    assert health.get("/health/").json() == {"database": "ok", "cache": "ok"}
-    default_port = transport.client().get_default_node().port
-    victim = next(m for m in redis_cluster.masters() if m.port != default_port)
+    health, default_port, victim = _healthy_with_a_master_to_lose(settings, redis_cluster)
     victim.pause()
     try:
         # Asked first: the cluster notices after its node timeout (1 s here).
