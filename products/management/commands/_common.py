@@ -67,15 +67,15 @@ _CLEANUP_LOGGERS = ("psycopg", "psycopg.transaction")
 
 
 @contextmanager
-def _quiet_cleanup_errors():
-    quiet = _IgnoredCleanupErrors()
-    for name in _CLEANUP_LOGGERS:
-        logging.getLogger(name).addFilter(quiet)
+def _filtered(log_filter: logging.Filter, *logger_names: str):
+    """Apply ``log_filter`` to the named loggers while the block runs."""
+    for name in logger_names:
+        logging.getLogger(name).addFilter(log_filter)
     try:
         yield
     finally:
-        for name in _CLEANUP_LOGGERS:
-            logging.getLogger(name).removeFilter(quiet)
+        for name in logger_names:
+            logging.getLogger(name).removeFilter(log_filter)
 
 
 class _OutageNews(logging.Filter):
@@ -89,19 +89,6 @@ class _OutageNews(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(("Redis unavailable", "Redis is answering again"))
-
-
-@contextmanager
-def _quiet_outage_news(quiet: bool):
-    if not quiet:
-        yield
-        return
-    news = _OutageNews()
-    logging.getLogger("products.transport").addFilter(news)
-    try:
-        yield
-    finally:
-        logging.getLogger("products.transport").removeFilter(news)
 
 
 class ProductCommand(BaseCommand):
@@ -127,7 +114,11 @@ class ProductCommand(BaseCommand):
     def execute(self, *args, **options):
         try:
             # psycopg's notes come while the error unwinds through here.
-            with _quiet_cleanup_errors(), _quiet_outage_news(self.says_redis_outage):
+            outage_news = ("products.transport",) if self.says_redis_outage else ()
+            with (
+                _filtered(_IgnoredCleanupErrors(), *_CLEANUP_LOGGERS),
+                _filtered(_OutageNews(), *outage_news),
+            ):
                 return self._execute(*args, **options)
         except KeyboardInterrupt:
             # Whatever was written runs in a transaction that has rolled back
